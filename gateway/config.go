@@ -1,0 +1,633 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tailgate-dev/tailgate/policy"
+)
+
+// Config is a tailgate config file: agentgateway's standalone format
+// (binds, listeners, routes, MCP backends with stdio targets, CEL rule sets,
+// or the simplified top-level mcp block) plus tailgate's own tailscale
+// block. Load or Parse it; the zero Config is not useful.
+type Config struct {
+	Tailscale        TailscaleConfig  `yaml:"tailscale"`
+	Global           GlobalConfig     `yaml:"config"`
+	FrontendPolicies FrontendPolicies `yaml:"frontendPolicies"`
+	Binds            []Bind           `yaml:"binds"`
+	MCP              *SimpleMCP       `yaml:"mcp"`
+
+	Gateways    notSupported `yaml:"gateways"`
+	Routes      notSupported `yaml:"routes"`
+	TCPRoutes   notSupported `yaml:"tcpRoutes"`
+	LLM         notSupported `yaml:"llm"`
+	UI          notSupported `yaml:"ui"`
+	Policies    notSupported `yaml:"policies"`
+	Backends    notSupported `yaml:"backends"`
+	RouteGroups notSupported `yaml:"routeGroups"`
+	Services    notSupported `yaml:"services"`
+	Workloads   notSupported `yaml:"workloads"`
+
+	// File is the path the config was read from, for messages.
+	File string `yaml:"-"`
+
+	networkAuthz *policy.RuleSet
+}
+
+// TailscaleConfig is the tailscale block: how tailgate joins the tailnet.
+type TailscaleConfig struct {
+	// Hostname is the node's name on the tailnet; default "tailgate".
+	Hostname string `yaml:"hostname"`
+	// ControlURL is the coordination server; empty means Tailscale's. Set
+	// it to a headscale server_url.
+	ControlURL string `yaml:"controlURL"`
+	// AuthKeyFile holds the auth key; else TS_AUTHKEY or TS_AUTH_KEY; else
+	// the node logs a login URL and waits.
+	AuthKeyFile string `yaml:"authKeyFile"`
+	// Ephemeral nodes are removed from the tailnet when they go offline;
+	// tailgate logs them out on shutdown.
+	Ephemeral bool `yaml:"ephemeral"`
+	// StateDir holds the node's keys; reusing it keeps the node's identity.
+	// Default: $XDG_CONFIG_HOME/tailgate/<hostname>. Created 0700.
+	StateDir string `yaml:"stateDir"`
+	// StateStore is "file" (default) or "mem" (nothing on disk; ephemeral
+	// nodes only).
+	StateStore string `yaml:"stateStore"`
+	// AdvertiseTags are requested for the node; the tailnet policy decides.
+	AdvertiseTags []string `yaml:"advertiseTags"`
+	// Mode is "tsnet" (default): tailgate is its own node.
+	Mode string `yaml:"mode"`
+	// StartTimeout bounds joining the tailnet; default 60s.
+	StartTimeout Duration `yaml:"startTimeout"`
+	// LogUpload sends tailscale's client logs to Tailscale's log service.
+	// Off unless set: tailgate sets TS_NO_LOGS_NO_SUPPORT otherwise.
+	LogUpload bool `yaml:"logUpload"`
+
+	Service notSupported `yaml:"service"`
+}
+
+// GlobalConfig is agentgateway's `config` block. None of its settings
+// apply to tailgate yet; an empty block is accepted so that files written
+// for agentgateway load.
+type GlobalConfig struct {
+	AdminAddr                      notSupported `yaml:"adminAddr"`
+	StatsAddr                      notSupported `yaml:"statsAddr"`
+	ReadinessAddr                  notSupported `yaml:"readinessAddr"`
+	Session                        notSupported `yaml:"session"`
+	MCP                            notSupported `yaml:"mcp"`
+	Tracing                        notSupported `yaml:"tracing"`
+	Logging                        notSupported `yaml:"logging"`
+	Metrics                        notSupported `yaml:"metrics"`
+	CustomFunctions                notSupported `yaml:"customFunctions"`
+	WorkerThreads                  notSupported `yaml:"workerThreads"`
+	DNS                            notSupported `yaml:"dns"`
+	Backend                        notSupported `yaml:"backend"`
+	SPIFFE                         notSupported `yaml:"spiffe"`
+	XDSAddress                     notSupported `yaml:"xdsAddress"`
+	HBONE                          notSupported `yaml:"hbone"`
+	EnableIPv6                     notSupported `yaml:"enableIpv6"`
+	Database                       notSupported `yaml:"database"`
+	Storage                        notSupported `yaml:"storage"`
+	SensitiveHeaders               notSupported `yaml:"sensitiveHeaders"`
+	ConnectionTerminationDeadline  notSupported `yaml:"connectionTerminationDeadline"`
+	ConnectionMinTerminationDeadln notSupported `yaml:"connectionMinTerminationDeadline"`
+	ModelCatalog                   notSupported `yaml:"modelCatalog"`
+}
+
+// FrontendPolicies apply to all traffic.
+type FrontendPolicies struct {
+	// NetworkAuthorization runs once per accepted connection, before any
+	// HTTP is read; a denied connection is closed.
+	NetworkAuthorization *RuleSetConfig `yaml:"networkAuthorization"`
+
+	HTTP            notSupported `yaml:"http"`
+	TLS             notSupported `yaml:"tls"`
+	TCP             notSupported `yaml:"tcp"`
+	NetworkExtAuthz notSupported `yaml:"networkExtAuthz"`
+	Proxy           notSupported `yaml:"proxy"`
+	ProxyProtocol   notSupported `yaml:"proxyProtocol"`
+	Connect         notSupported `yaml:"connect"`
+	AccessLog       notSupported `yaml:"accessLog"`
+	Logging         notSupported `yaml:"logging"`
+	Tracing         notSupported `yaml:"tracing"`
+}
+
+// RuleSetConfig is agentgateway's RuleSet: `rules:` of CEL expressions.
+type RuleSetConfig struct {
+	Rules []RuleConfig `yaml:"rules"`
+}
+
+// RuleConfig is one rule: a plain string (allow) or a mapping with one of
+// allow, deny or require.
+type RuleConfig struct {
+	Kind policy.Kind
+	Expr string
+	Line int
+}
+
+func (r *RuleConfig) unmarshalYAML(d *decoder, n *yaml.Node, path string) {
+	r.Line = n.Line
+	switch {
+	case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str":
+		r.Kind, r.Expr = policy.Allow, n.Value
+	case n.Kind == yaml.MappingNode && len(n.Content) == 2:
+		k, v := resolve(n.Content[0]), resolve(n.Content[1])
+		switch kind := policy.Kind(k.Value); kind {
+		case policy.Allow, policy.Deny, policy.Require:
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str" {
+				d.errorf(v, path+"."+k.Value, "expected a CEL expression string, got %s", kindName(v))
+				return
+			}
+			r.Kind, r.Expr, r.Line = kind, v.Value, v.Line
+		default:
+			d.errorf(k, path+"."+k.Value, "unknown rule kind (want allow, deny or require)")
+		}
+	default:
+		d.errorf(n, path, "expected a CEL expression or one of {allow|deny|require: <expression>}, got %s", kindName(n))
+	}
+}
+
+// Duration is a time.Duration written as "30s" or "5m".
+type Duration time.Duration
+
+func (t *Duration) unmarshalYAML(d *decoder, n *yaml.Node, path string) {
+	if n.Kind != yaml.ScalarNode {
+		d.errorf(n, path, "expected a duration such as \"30s\", got %s", kindName(n))
+		return
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		d.errorf(n, path, "expected a duration such as \"30s\", got %q", n.Value)
+		return
+	}
+	*t = Duration(v)
+}
+
+// Bind is a port the gateway listens on, on its tailnet addresses only.
+type Bind struct {
+	Port      int        `yaml:"port"`
+	Listeners []Listener `yaml:"listeners"`
+
+	TunnelProtocol notSupported `yaml:"tunnelProtocol"`
+}
+
+// Listener serves routes on a bind; with several listeners on one bind,
+// the request's Host picks the listener by hostname.
+type Listener struct {
+	Name     string  `yaml:"name"`
+	Protocol string  `yaml:"protocol"`
+	Hostname string  `yaml:"hostname"`
+	Routes   []Route `yaml:"routes"`
+
+	TLS       notSupported `yaml:"tls"`
+	TCPRoutes notSupported `yaml:"tcpRoutes"`
+	Policies  notSupported `yaml:"policies"`
+}
+
+// Route sends matching requests to its backend.
+type Route struct {
+	Name      string         `yaml:"name"`
+	RuleName  string         `yaml:"ruleName"`
+	Hostnames []string       `yaml:"hostnames"`
+	Matches   []Match        `yaml:"matches"`
+	Policies  *RoutePolicies `yaml:"policies"`
+	Backends  []RouteBackend `yaml:"backends"`
+}
+
+// Match selects requests by path and method. A route without matches
+// takes every request.
+type Match struct {
+	Path   *PathMatch `yaml:"path"`
+	Method string     `yaml:"method"`
+
+	Headers     notSupported `yaml:"headers"`
+	QueryParams notSupported `yaml:"query"`
+}
+
+// PathMatch is one of exact or pathPrefix.
+type PathMatch struct {
+	Exact      string `yaml:"exact"`
+	PathPrefix string `yaml:"pathPrefix"`
+
+	Regex notSupported `yaml:"regex"`
+}
+
+// RoutePolicies are the policies of a route or of the simplified mcp
+// block.
+type RoutePolicies struct {
+	RequestHeaderModifier  notSupported `yaml:"requestHeaderModifier"`
+	ResponseHeaderModifier notSupported `yaml:"responseHeaderModifier"`
+	RequestRedirect        notSupported `yaml:"requestRedirect"`
+	URLRewrite             notSupported `yaml:"urlRewrite"`
+	RequestMirror          notSupported `yaml:"requestMirror"`
+	DirectResponse         notSupported `yaml:"directResponse"`
+	CORS                   notSupported `yaml:"cors"`
+	CSRF                   notSupported `yaml:"csrf"`
+	Authorization          notSupported `yaml:"authorization"`
+	JWTAuth                notSupported `yaml:"jwtAuth"`
+	OIDC                   notSupported `yaml:"oidc"`
+	BasicAuth              notSupported `yaml:"basicAuth"`
+	APIKey                 notSupported `yaml:"apiKey"`
+	ExtAuthz               notSupported `yaml:"extAuthz"`
+	ExtProc                notSupported `yaml:"extProc"`
+	MCPAuthorization       notSupported `yaml:"mcpAuthorization"`
+	MCPAuthentication      notSupported `yaml:"mcpAuthentication"`
+	MCPGuardrails          notSupported `yaml:"mcpGuardrails"`
+	LocalRateLimit         notSupported `yaml:"localRateLimit"`
+	RemoteRateLimit        notSupported `yaml:"remoteRateLimit"`
+	Timeout                notSupported `yaml:"timeout"`
+	Retry                  notSupported `yaml:"retry"`
+	Delay                  notSupported `yaml:"delay"`
+	Buffer                 notSupported `yaml:"buffer"`
+	Transformations        notSupported `yaml:"transformations"`
+	BackendTLS             notSupported `yaml:"backendTLS"`
+	BackendAuth            notSupported `yaml:"backendAuth"`
+	BackendTunnel          notSupported `yaml:"backendTunnel"`
+	A2A                    notSupported `yaml:"a2a"`
+	AI                     notSupported `yaml:"ai"`
+}
+
+// RouteBackend is where a route sends requests. tailgate serves MCP
+// backends.
+type RouteBackend struct {
+	MCP    *MCPBackend `yaml:"mcp"`
+	Weight int         `yaml:"weight"`
+
+	Host       notSupported `yaml:"host"`
+	Backend    notSupported `yaml:"backend"`
+	Service    notSupported `yaml:"service"`
+	AI         notSupported `yaml:"ai"`
+	AWS        notSupported `yaml:"aws"`
+	Dynamic    notSupported `yaml:"dynamic"`
+	Internal   notSupported `yaml:"internal"`
+	RouteGroup notSupported `yaml:"routeGroup"`
+	Policies   notSupported `yaml:"policies"`
+}
+
+// MCPBackend is a virtual MCP server made of targets.
+type MCPBackend struct {
+	Targets      []Target `yaml:"targets"`
+	StatefulMode string   `yaml:"statefulMode"`
+	PrefixMode   string   `yaml:"prefixMode"`
+	FailureMode  string   `yaml:"failureMode"`
+
+	DNSRebindingProtection notSupported `yaml:"dnsRebindingProtection"`
+	Policies               notSupported `yaml:"policies"`
+}
+
+// SimpleMCP is agentgateway's simplified top-level mcp block: its targets
+// served as one MCP server at /mcp (and /sse) on Port.
+type SimpleMCP struct {
+	Targets      []Target       `yaml:"targets"`
+	StatefulMode string         `yaml:"statefulMode"`
+	PrefixMode   string         `yaml:"prefixMode"`
+	FailureMode  string         `yaml:"failureMode"`
+	Policies     *RoutePolicies `yaml:"policies"`
+	// Port defaults to 3000 (agentgateway marks it deprecated; tailgate
+	// still reads it).
+	Port int `yaml:"port"`
+
+	Gateways               notSupported `yaml:"gateways"`
+	DNSRebindingProtection notSupported `yaml:"dnsRebindingProtection"`
+}
+
+// Target is one MCP server behind a backend.
+type Target struct {
+	Name  string       `yaml:"name"`
+	Stdio *StdioTarget `yaml:"stdio"`
+
+	MCP      notSupported `yaml:"mcp"`
+	SSE      notSupported `yaml:"sse"`
+	OpenAPI  notSupported `yaml:"openapi"`
+	Policies notSupported `yaml:"policies"`
+}
+
+// StdioTarget is a stdio MCP server that tailgate starts, one per session.
+type StdioTarget struct {
+	Cmd  string            `yaml:"cmd"`
+	Args []string          `yaml:"args"`
+	Env  map[string]string `yaml:"env"`
+	// ClearEnv starts the child with only Env instead of the gateway's
+	// environment plus Env.
+	ClearEnv bool `yaml:"clear_env"`
+}
+
+// DefaultMCPPort is the port of the simplified mcp block, as in
+// agentgateway.
+const DefaultMCPPort = 3000
+
+// Load reads and parses the config file at path.
+func Load(path string, env *policy.Env) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data, env)
+}
+
+// Parse parses a config. file names it in errors. Every problem is
+// reported, as ConfigErrors, each with file, line and YAML path. Rules are
+// compiled with env.
+func Parse(file string, data []byte, env *policy.Env) (*Config, error) {
+	d := &decoder{file: file}
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			d.errorf(nil, "", "empty config: nothing to serve (add binds or an mcp block)")
+			return nil, d.errs
+		}
+		return nil, yamlSyntaxError(file, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		d.errorf(&extra, "", "a config file holds one YAML document; found another")
+	}
+	cfg := &Config{File: file}
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	d.decode(doc, "", reflectValue(cfg))
+	d.validate(doc, cfg)
+	if len(d.errs) == 0 {
+		d.compileRules(doc, cfg, env)
+	}
+	if len(d.errs) > 0 {
+		return nil, d.errs
+	}
+	return cfg, nil
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+func yamlSyntaxError(file string, err error) error {
+	msg := err.Error()
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		var line int
+		fmt.Sscan(m[1], &line)
+		return ConfigErrors{{File: file, Line: line, Msg: "YAML syntax: " + m[2]}}
+	}
+	return ConfigErrors{{File: file, Msg: "YAML syntax: " + strings.TrimPrefix(msg, "yaml: ")}}
+}
+
+// lookup returns the node at a dotted path under n ("binds[0].port"), or
+// nil. It is how validation finds the line of a field.
+func lookup(n *yaml.Node, keys ...any) *yaml.Node {
+	for _, k := range keys {
+		n = resolve(n)
+		if n == nil {
+			return nil
+		}
+		switch k := k.(type) {
+		case string:
+			if n.Kind != yaml.MappingNode {
+				return nil
+			}
+			var found *yaml.Node
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if resolve(n.Content[i]).Value == k {
+					found = n.Content[i+1]
+				}
+			}
+			n = found
+		case int:
+			if n.Kind != yaml.SequenceNode || k >= len(n.Content) {
+				return nil
+			}
+			n = n.Content[k]
+		}
+	}
+	return resolve(n)
+}
+
+// at is lookup falling back to the nearest existing ancestor, so that an
+// error about a missing field points at its parent.
+func at(n *yaml.Node, keys ...any) *yaml.Node {
+	for i := len(keys); i >= 0; i-- {
+		if found := lookup(n, keys[:i]...); found != nil {
+			return found
+		}
+	}
+	return n
+}
+
+var (
+	hostnameRE   = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`)
+	targetNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9.-]*$`)
+)
+
+func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
+	ts := &cfg.Tailscale
+	if ts.Hostname != "" && !hostnameRE.MatchString(ts.Hostname) {
+		d.errorf(at(doc, "tailscale", "hostname"), "tailscale.hostname", "%q is not a valid hostname (letters, digits and '-', at most 63)", ts.Hostname)
+	}
+	if ts.ControlURL != "" {
+		u, err := url.Parse(ts.ControlURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			d.errorf(at(doc, "tailscale", "controlURL"), "tailscale.controlURL", "%q is not an http(s) URL", ts.ControlURL)
+		}
+	}
+	switch ts.Mode {
+	case "", "tsnet":
+	case "host":
+		d.errorf(at(doc, "tailscale", "mode"), "tailscale.mode", "host mode is not supported yet")
+	default:
+		d.errorf(at(doc, "tailscale", "mode"), "tailscale.mode", "unknown mode %q (want tsnet)", ts.Mode)
+	}
+	switch ts.StateStore {
+	case "", "file":
+	case "mem":
+		if !ts.Ephemeral {
+			d.errorf(at(doc, "tailscale", "stateStore"), "tailscale.stateStore", "mem keeps no node keys, so it needs ephemeral: true")
+		}
+	default:
+		d.errorf(at(doc, "tailscale", "stateStore"), "tailscale.stateStore", "unknown state store %q (want file or mem)", ts.StateStore)
+	}
+	for i, tag := range ts.AdvertiseTags {
+		if !strings.HasPrefix(tag, "tag:") || len(tag) == len("tag:") {
+			d.errorf(at(doc, "tailscale", "advertiseTags", i), fmt.Sprintf("tailscale.advertiseTags[%d]", i), "%q is not a tag (want tag:name)", tag)
+		}
+	}
+
+	if len(cfg.Binds) == 0 && cfg.MCP == nil {
+		d.errorf(doc, "", "nothing to serve: add binds or an mcp block")
+	}
+	ports := make(map[int]string)
+	for i, b := range cfg.Binds {
+		path := fmt.Sprintf("binds[%d]", i)
+		if b.Port < 1 || b.Port > 65535 {
+			d.errorf(at(doc, "binds", i, "port"), path+".port", "port %d out of range 1-65535", b.Port)
+		} else if prev, dup := ports[b.Port]; dup {
+			d.errorf(at(doc, "binds", i, "port"), path+".port", "port %d is already bound by %s", b.Port, prev)
+		} else {
+			ports[b.Port] = path
+		}
+		if len(b.Listeners) == 0 {
+			d.errorf(at(doc, "binds", i), path+".listeners", "a bind needs at least one listener")
+		}
+		hosts := make(map[string]bool)
+		for j, l := range b.Listeners {
+			lpath := fmt.Sprintf("%s.listeners[%d]", path, j)
+			switch l.Protocol {
+			case "", "HTTP":
+			case "HTTPS", "TLS", "TCP", "HBONE":
+				d.errorf(at(doc, "binds", i, "listeners", j, "protocol"), lpath+".protocol", "protocol %s is not supported yet (HTTP is)", l.Protocol)
+			default:
+				d.errorf(at(doc, "binds", i, "listeners", j, "protocol"), lpath+".protocol", "unknown protocol %q (want HTTP)", l.Protocol)
+			}
+			if hosts[l.Hostname] {
+				d.errorf(at(doc, "binds", i, "listeners", j), lpath, "another listener on this bind has hostname %q", l.Hostname)
+			}
+			hosts[l.Hostname] = true
+			if len(l.Routes) == 0 {
+				d.errorf(at(doc, "binds", i, "listeners", j), lpath+".routes", "a listener needs at least one route")
+			}
+			for k, r := range l.Routes {
+				d.validateRoute(doc, r, fmt.Sprintf("%s.routes[%d]", lpath, k), "binds", i, "listeners", j, "routes", k)
+			}
+		}
+	}
+	if m := cfg.MCP; m != nil {
+		port := m.Port
+		if port == 0 {
+			port = DefaultMCPPort
+		}
+		if port < 1 || port > 65535 {
+			d.errorf(at(doc, "mcp", "port"), "mcp.port", "port %d out of range 1-65535", port)
+		} else if prev, dup := ports[port]; dup {
+			d.errorf(at(doc, "mcp", "port"), "mcp.port", "port %d is already bound by %s", port, prev)
+		}
+		d.validateMCP(doc, &MCPBackend{Targets: m.Targets, StatefulMode: m.StatefulMode, PrefixMode: m.PrefixMode, FailureMode: m.FailureMode}, "mcp", "mcp")
+	}
+}
+
+func (d *decoder) validateRoute(doc *yaml.Node, r Route, path string, keys ...any) {
+	k := func(more ...any) []any { return append(append([]any{}, keys...), more...) }
+	for i, m := range r.Matches {
+		mpath := fmt.Sprintf("%s.matches[%d]", path, i)
+		if p := m.Path; p != nil {
+			switch {
+			case p.Exact != "" && p.PathPrefix != "":
+				d.errorf(at(doc, k("matches", i, "path")...), mpath+".path", "give one of exact or pathPrefix, not both")
+			case p.Exact == "" && p.PathPrefix == "":
+				d.errorf(at(doc, k("matches", i, "path")...), mpath+".path", "give one of exact or pathPrefix")
+			case !strings.HasPrefix(p.Exact+p.PathPrefix, "/"):
+				d.errorf(at(doc, k("matches", i, "path")...), mpath+".path", "a path starts with /")
+			}
+		}
+	}
+	switch len(r.Backends) {
+	case 0:
+		d.errorf(at(doc, k("backends")...), path+".backends", "a route needs a backend")
+		return
+	case 1:
+	default:
+		d.errorf(at(doc, k("backends", 1)...), path+".backends[1]", "several backends on one route (load balancing) are not supported yet")
+		return
+	}
+	b := r.Backends[0]
+	if b.MCP == nil {
+		d.errorf(at(doc, k("backends", 0)...), path+".backends[0]", "a backend needs mcp (the only kind tailgate serves)")
+		return
+	}
+	d.validateMCP(doc, b.MCP, path+".backends[0].mcp", k("backends", 0, "mcp")...)
+}
+
+func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys ...any) {
+	k := func(more ...any) []any { return append(append([]any{}, keys...), more...) }
+	switch m.StatefulMode {
+	case "", "stateful":
+	case "stateless":
+		d.errorf(at(doc, k("statefulMode")...), path+".statefulMode", "stateless is not supported yet")
+	default:
+		d.errorf(at(doc, k("statefulMode")...), path+".statefulMode", "unknown mode %q (want stateful or stateless)", m.StatefulMode)
+	}
+	switch m.PrefixMode {
+	case "", "conditional", "always", "never":
+	default:
+		d.errorf(at(doc, k("prefixMode")...), path+".prefixMode", "unknown mode %q (want conditional, always or never)", m.PrefixMode)
+	}
+	switch m.FailureMode {
+	case "", "failClosed", "failOpen":
+	default:
+		d.errorf(at(doc, k("failureMode")...), path+".failureMode", "unknown mode %q (want failClosed or failOpen)", m.FailureMode)
+	}
+	if len(m.Targets) == 0 {
+		d.errorf(at(doc, k("targets")...), path+".targets", "an mcp backend needs at least one target")
+	}
+	if len(m.Targets) > 1 {
+		d.errorf(at(doc, k("targets", 1)...), path+".targets[1]", "several targets in one backend (multiplexing) are not supported yet")
+	}
+	names := make(map[string]bool)
+	for i, t := range m.Targets {
+		tpath := fmt.Sprintf("%s.targets[%d]", path, i)
+		switch {
+		case t.Name == "":
+			d.errorf(at(doc, k("targets", i, "name")...), tpath+".name", "a target needs a name")
+		case !targetNameRE.MatchString(t.Name):
+			d.errorf(at(doc, k("targets", i, "name")...), tpath+".name", "%q: a target name is letters, digits, '.' and '-' (no '_': it separates target and tool names)", t.Name)
+		case names[t.Name]:
+			d.errorf(at(doc, k("targets", i, "name")...), tpath+".name", "duplicate target name %q", t.Name)
+		}
+		names[t.Name] = true
+		if t.Stdio == nil {
+			d.errorf(at(doc, k("targets", i)...), tpath, "a target needs stdio (the only kind tailgate runs)")
+			continue
+		}
+		if t.Stdio.Cmd == "" {
+			d.errorf(at(doc, k("targets", i, "stdio", "cmd")...), tpath+".stdio.cmd", "a stdio target needs cmd")
+		}
+	}
+}
+
+// compileRules compiles every rule set with its scope, turning a rule's
+// compile error into a ConfigError at the rule's line.
+func (d *decoder) compileRules(doc *yaml.Node, cfg *Config, env *policy.Env) {
+	if np := cfg.FrontendPolicies.NetworkAuthorization; np != nil {
+		cfg.networkAuthz = d.compileRuleSet(env, policy.ScopeNetwork, "frontendPolicies.networkAuthorization.rules", np)
+	}
+}
+
+func (d *decoder) compileRuleSet(env *policy.Env, scope policy.Scope, path string, rsc *RuleSetConfig) *policy.RuleSet {
+	rules := make([]policy.Rule, len(rsc.Rules))
+	lines := make(map[string]int, len(rsc.Rules))
+	for i, r := range rsc.Rules {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		rules[i] = policy.Rule{Kind: r.Kind, Expr: r.Expr, Path: p}
+		lines[p] = r.Line
+	}
+	rs, err := env.Compile(scope, path, rules)
+	if err != nil {
+		for _, e := range unjoin(err) {
+			var re *policy.RuleError
+			if errors.As(e, &re) {
+				d.errs = append(d.errs, &ConfigError{File: d.file, Line: lines[re.Path], Path: re.Path, Msg: re.Err.Error()})
+			} else {
+				d.errs = append(d.errs, &ConfigError{File: d.file, Path: path, Msg: e.Error()})
+			}
+		}
+		return nil
+	}
+	return rs
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func reflectValue(cfg *Config) reflect.Value { return reflect.ValueOf(cfg).Elem() }

@@ -1,0 +1,140 @@
+// Package demoserver is a small stdio MCP server used by tailgate's tests,
+// benchmarks and demo: tools echo, add, slow (with progress), env, info and
+// exit, a prompt and a resource. It needs nothing but Go.
+package demoserver
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// PIDDirEnv names a directory where, when set, each server process writes
+// an empty file named after its pid, so tests can find every child that
+// was started.
+const PIDDirEnv = "TAILGATE_DEMO_PIDDIR"
+
+type EchoIn struct {
+	Message string `json:"message" jsonschema:"the text to echo back"`
+}
+
+type AddIn struct {
+	A float64 `json:"a" jsonschema:"first addend"`
+	B float64 `json:"b" jsonschema:"second addend"`
+}
+
+type AddOut struct {
+	Sum float64 `json:"sum"`
+}
+
+type SlowIn struct {
+	Steps   int `json:"steps,omitempty" jsonschema:"number of progress steps (default 3)"`
+	DelayMS int `json:"delayMs,omitempty" jsonschema:"milliseconds per step (default 100)"`
+}
+
+type EnvIn struct {
+	Names []string `json:"names" jsonschema:"environment variables to report"`
+}
+
+type EnvOut struct {
+	// Values holds the variables that are set; unset ones are absent.
+	Values map[string]string `json:"values"`
+}
+
+type InfoOut struct {
+	PID  int `json:"pid"`
+	PPID int `json:"ppid"`
+}
+
+type ExitIn struct {
+	Code   int    `json:"code,omitempty" jsonschema:"exit status"`
+	Stderr string `json:"stderr,omitempty" jsonschema:"a line to write to stderr first"`
+}
+
+// New returns the demo server.
+func New() *mcp.Server {
+	s := mcp.NewServer(&mcp.Implementation{Name: "tailgate-demo-server", Version: "1.0.0"}, &mcp.ServerOptions{
+		Instructions: "A demo server for tailgate: echo, add, slow, env, info, exit.",
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "echo", Description: "Echo a message back."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in EchoIn) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Message}}}, nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "add", Description: "Add two numbers."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in AddIn) (*mcp.CallToolResult, AddOut, error) {
+			sum := in.A + in.B
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strconv.FormatFloat(sum, 'g', -1, 64)}}}, AddOut{Sum: sum}, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "slow", Description: "Work in steps, sending progress after each."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in SlowIn) (*mcp.CallToolResult, any, error) {
+			steps, delay := in.Steps, time.Duration(in.DelayMS)*time.Millisecond
+			if steps <= 0 {
+				steps = 3
+			}
+			if in.DelayMS <= 0 {
+				delay = 100 * time.Millisecond
+			}
+			token := req.Params.GetProgressToken()
+			for i := 1; i <= steps; i++ {
+				select {
+				case <-ctx.Done():
+					return nil, nil, ctx.Err()
+				case <-time.After(delay):
+				}
+				if token != nil {
+					req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{
+						ProgressToken: token, Progress: float64(i), Total: float64(steps),
+						Message: fmt.Sprintf("step %d of %d", i, steps),
+					})
+				}
+			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("done after %d steps", steps)}}}, nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "env", Description: "Report the named environment variables that are set."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in EnvIn) (*mcp.CallToolResult, EnvOut, error) {
+			out := EnvOut{Values: map[string]string{}}
+			for _, n := range in.Names {
+				if v, ok := os.LookupEnv(n); ok {
+					out.Values[n] = v
+				}
+			}
+			return nil, out, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "info", Description: "Report this server's process id and parent process id."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, InfoOut, error) {
+			return nil, InfoOut{PID: os.Getpid(), PPID: os.Getppid()}, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "exit", Description: "Exit the server process at once (for fault tests)."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in ExitIn) (*mcp.CallToolResult, any, error) {
+			if in.Stderr != "" {
+				fmt.Fprintln(os.Stderr, in.Stderr)
+			}
+			os.Exit(in.Code)
+			return nil, nil, nil
+		})
+	s.AddPrompt(&mcp.Prompt{Name: "greet", Description: "Greet someone.", Arguments: []*mcp.PromptArgument{{Name: "name", Required: true}}},
+		func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+			return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "Say hello to " + req.Params.Arguments["name"] + "."}}}}, nil
+		})
+	s.AddResource(&mcp.Resource{URI: "demo://readme", Name: "readme", MIMEType: "text/plain"},
+		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "tailgate demo server"}}}, nil
+		})
+	return s
+}
+
+// Run serves the demo server on stdin/stdout until stdin closes.
+func Run(ctx context.Context) error {
+	if dir := os.Getenv(PIDDirEnv); dir != "" {
+		if err := os.WriteFile(filepath.Join(dir, strconv.Itoa(os.Getpid())), nil, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "tailgate-demo-server: serving on stdio, pid %d\n", os.Getpid())
+	return New().Run(ctx, &mcp.StdioTransport{})
+}

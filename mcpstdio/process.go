@@ -1,0 +1,267 @@
+package mcpstdio
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// process is one running child: its own process group, stdin/stdout for
+// MCP, stderr drained into the log.
+type process struct {
+	target string
+	cmd    *exec.Cmd
+	pgid   int
+	log    *slog.Logger
+
+	stdin  *os.File // our write end of the child's stdin
+	stdout *os.File // our read end of the child's stdout
+
+	exited  chan struct{} // closed once the child is reaped
+	waitErr error         // set before exited is closed
+
+	tail *stderrTail
+}
+
+// stderrLines is how many of the last stderr lines an exit error quotes.
+const stderrLines = 5
+
+// startProcess starts t with env in a new process group.
+//
+// The pipes are plain os.Pipes handed to the child, not exec's
+// StdoutPipe/StderrPipe: exec's Wait would otherwise also wait for those
+// pipes to reach EOF, which a grandchild that keeps them open (npx's node)
+// delays forever, and the child would stay a zombie.
+func startProcess(t *Target, env []string, log *slog.Logger, limits stderrLimits) (*process, error) {
+	cmd := exec.Command(t.Command, t.Args...)
+	cmd.Env = env
+	cmd.Dir = t.Dir
+	// A process group of its own, so that stop can signal npx/uvx and the
+	// interpreter they start together; Pdeathsig kills the direct child if
+	// the gateway dies without stopping it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	err = cmd.Start()
+	// The child holds its ends now; ours must go so that EOF propagates.
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		errR.Close()
+		return nil, err
+	}
+	p := &process{
+		target: t.Name,
+		cmd:    cmd,
+		pgid:   cmd.Process.Pid,
+		log:    log.With("pid", cmd.Process.Pid),
+		stdin:  inW,
+		stdout: outR,
+		exited: make(chan struct{}),
+		tail:   newStderrTail(stderrLines),
+	}
+	go p.drainStderr(errR, limits)
+	go func() {
+		p.waitErr = cmd.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// Pid is the child's process id, also its process group id.
+func (p *process) Pid() int { return p.cmd.Process.Pid }
+
+// exitError describes how the child ended, with its last stderr lines.
+func (p *process) exitError() error {
+	select {
+	case <-p.exited:
+	default:
+		return nil
+	}
+	status := "exited"
+	if p.waitErr != nil {
+		status = p.waitErr.Error()
+	} else {
+		status = "exit status 0"
+	}
+	if lines := p.tail.lines(); len(lines) > 0 {
+		return fmt.Errorf("target %q: child %s; last stderr: %s", p.target, status, strings.Join(lines, " | "))
+	}
+	return fmt.Errorf("target %q: child %s", p.target, status)
+}
+
+// stop ends the child: close stdin and give it grace to exit, then SIGTERM
+// the whole group, then SIGKILL it, and reap. It also ends group members
+// that outlived the leader. It returns once the leader is reaped.
+func (p *process) stop(grace time.Duration) {
+	p.stdin.Close()
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-p.exited:
+	case <-timer.C:
+		p.signalGroup(syscall.SIGTERM)
+		timer.Reset(grace)
+		select {
+		case <-p.exited:
+		case <-timer.C:
+			p.signalGroup(syscall.SIGKILL)
+			<-p.exited
+		}
+	}
+	// The leader is gone; members it started may not be. The group id
+	// cannot be reused while any member lives, so signalling it is safe.
+	if p.groupAlive() {
+		p.signalGroup(syscall.SIGTERM)
+		deadline := time.Now().Add(grace)
+		for p.groupAlive() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if p.groupAlive() {
+			p.signalGroup(syscall.SIGKILL)
+		}
+	}
+	p.stdout.Close()
+}
+
+func (p *process) signalGroup(sig syscall.Signal) {
+	if err := syscall.Kill(-p.pgid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		p.log.Warn("signal child process group", "signal", sig.String(), "err", err)
+	}
+}
+
+func (p *process) groupAlive() bool {
+	return syscall.Kill(-p.pgid, 0) == nil
+}
+
+// stderrLimits bound what a child's stderr may cost the gateway.
+type stderrLimits struct {
+	// maxLine is the longest line logged; the rest is cut.
+	maxLine int
+	// perSecond is how many lines per second are logged; the others are
+	// counted and reported, never buffered.
+	perSecond int
+}
+
+// drainStderr reads the child's stderr until EOF, logging each line. It
+// never stops reading, so a flood cannot fill the pipe and wedge the
+// child, and it never holds more than one line.
+func (p *process) drainStderr(r io.ReadCloser, limits stderrLimits) {
+	defer r.Close()
+	br := bufio.NewReaderSize(r, limits.maxLine)
+	var (
+		windowStart = time.Now()
+		logged      int
+		dropped     int
+	)
+	for {
+		line, isPrefix, err := br.ReadLine()
+		if len(line) > 0 || (err == nil && !isPrefix) {
+			text := strings.TrimRight(string(line), "\r")
+			if isPrefix {
+				text += " …(cut)"
+				// Skip the rest of the overlong line.
+				for isPrefix && err == nil {
+					_, isPrefix, err = br.ReadLine()
+				}
+			}
+			p.tail.add(text)
+			if now := time.Now(); now.Sub(windowStart) >= time.Second {
+				if dropped > 0 {
+					p.log.Warn("child stderr rate-limited", "dropped_lines", dropped)
+				}
+				windowStart, logged, dropped = now, 0, 0
+			}
+			if logged < limits.perSecond {
+				p.log.Info("child stderr", "line", text)
+				logged++
+			} else {
+				dropped++
+			}
+		}
+		if err != nil {
+			if dropped > 0 {
+				p.log.Warn("child stderr rate-limited", "dropped_lines", dropped)
+			}
+			return
+		}
+	}
+}
+
+// stderrTail keeps the last n stderr lines for error messages.
+type stderrTail struct {
+	mu   sync.Mutex
+	buf  []string
+	next int
+	full bool
+}
+
+func newStderrTail(n int) *stderrTail { return &stderrTail{buf: make([]string, n)} }
+
+func (t *stderrTail) add(line string) {
+	const maxQuoted = 200
+	if len(line) > maxQuoted {
+		line = line[:maxQuoted] + "…"
+	}
+	t.mu.Lock()
+	t.buf[t.next] = line
+	t.next = (t.next + 1) % len(t.buf)
+	if t.next == 0 {
+		t.full = true
+	}
+	t.mu.Unlock()
+}
+
+func (t *stderrTail) lines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.full {
+		return append([]string(nil), t.buf[:t.next]...)
+	}
+	return append(append([]string(nil), t.buf[t.next:]...), t.buf[:t.next]...)
+}
+
+// waitExited waits up to d for the child to be reaped, for callers that
+// saw its stdout close and want its exit status.
+func (p *process) waitExited(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.exited:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
