@@ -360,7 +360,11 @@ func Parse(file string, data []byte, env *policy.Env) (*Config, error) {
 		doc = doc.Content[0]
 	}
 	d.decode(doc, "", reflectValue(cfg))
-	d.validate(doc, cfg)
+	// Semantic checks and rule compilation run on a well-formed file only:
+	// a field that failed to decode would otherwise be reported twice.
+	if len(d.errs) == 0 {
+		d.validate(doc, cfg)
+	}
 	if len(d.errs) == 0 {
 		d.compileRules(doc, cfg, env)
 	}

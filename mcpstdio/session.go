@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"time"
 
@@ -29,8 +30,9 @@ type Session struct {
 	progress map[string]context.Context // progress token → front request ctx
 	inflight []context.Context          // front request contexts, oldest first
 
-	endOnce sync.Once
-	done    chan struct{}
+	endOnce  sync.Once
+	stopping chan struct{} // closed when end begins
+	done     chan struct{} // closed when end has reaped every child
 	err     error
 }
 
@@ -51,6 +53,7 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 		log:      b.log.With("session", p.ID),
 		prefixed: b.opts.PrefixMode == PrefixAlways || (b.opts.PrefixMode == PrefixConditional && len(b.targets) > 1),
 		progress: make(map[string]context.Context),
+		stopping: make(chan struct{}),
 		done:     make(chan struct{}),
 	}
 	if err := b.add(s); err != nil {
@@ -105,11 +108,34 @@ func (s *Session) startChild(ctx context.Context, t *Target, p OpenParams) (*chi
 func (s *Session) supervise(c *child) {
 	select {
 	case <-c.proc.exited:
+		select {
+		case <-s.stopping:
+			return // stopped by us
+		default:
+		}
 		err := c.proc.exitError()
 		s.log.Warn("child exited; ending session", "target", c.target.Name, "pid", c.proc.Pid(), "err", err)
 		s.end(err)
-	case <-s.done:
+	case <-s.stopping:
 	}
+}
+
+// Alive reports whether the session can still serve requests: it has not
+// been closed and none of its children has exited.
+func (s *Session) Alive() bool {
+	select {
+	case <-s.stopping:
+		return false
+	default:
+	}
+	for _, c := range s.children {
+		select {
+		case <-c.proc.exited:
+			return false
+		default:
+		}
+	}
+	return true
 }
 
 // Done is closed when the session has ended and its children are reaped.
@@ -145,6 +171,7 @@ func (s *Session) PIDs() []int {
 func (s *Session) end(cause error) {
 	s.endOnce.Do(func() {
 		s.err = cause
+		close(s.stopping)
 		var wg sync.WaitGroup
 		for _, c := range s.children {
 			wg.Go(func() {
@@ -249,7 +276,8 @@ func (s *Session) relatedContext() context.Context {
 // the returned func is called.
 func (s *Session) track(ctx context.Context, params mcp.Params) func() {
 	var key string
-	if rp, ok := params.(mcp.RequestParams); ok {
+	// Params may be a typed nil (ping, lists without a cursor).
+	if rp, ok := params.(mcp.RequestParams); ok && !reflect.ValueOf(rp).IsNil() {
 		if tok := rp.GetProgressToken(); tok != nil {
 			key = tokenKey(tok)
 		}

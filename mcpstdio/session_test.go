@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -29,10 +28,9 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	demoBin = filepath.Join(dir, "tailgate-demo-server")
-	out, err := exec.Command("go", "build", "-o", demoBin, "github.com/tailgate-dev/tailgate/cmd/tailgate-demo-server").CombinedOutput()
+	demoBin, err = demoserver.Build(dir)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "build demo server: %v\n%s", err, out)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()

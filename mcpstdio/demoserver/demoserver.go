@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -137,4 +138,15 @@ func Run(ctx context.Context) error {
 	}
 	fmt.Fprintf(os.Stderr, "tailgate-demo-server: serving on stdio, pid %d\n", os.Getpid())
 	return New().Run(ctx, &mcp.StdioTransport{})
+}
+
+// Build compiles cmd/tailgate-demo-server into dir and returns the
+// binary's path. Tests use it to run the server as a real child process.
+func Build(dir string) (string, error) {
+	bin := filepath.Join(dir, "tailgate-demo-server")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/tailgate-dev/tailgate/cmd/tailgate-demo-server").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("build demo server: %v\n%s", err, out)
+	}
+	return bin, nil
 }

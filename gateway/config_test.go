@@ -1,0 +1,163 @@
+package gateway
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tailgate-dev/tailgate/policy"
+)
+
+func newEnv(t testing.TB) *policy.Env {
+	t.Helper()
+	env, err := policy.NewEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+// Every file in configs/ must load: they are the examples users copy.
+func TestExampleConfigsLoad(t *testing.T) {
+	files, err := filepath.Glob("../configs/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no configs: %v", err)
+	}
+	for _, f := range files {
+		if _, err := Load(f, newEnv(t)); err != nil {
+			t.Errorf("%s:\n%v", f, err)
+		}
+	}
+}
+
+func TestSeedConfig(t *testing.T) {
+	cfg, err := Load("../configs/seed.yaml", newEnv(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Binds) != 1 || cfg.Binds[0].Port != 3000 {
+		t.Fatalf("binds: %+v", cfg.Binds)
+	}
+	l := cfg.Binds[0].Listeners[0]
+	if l.Name != "default" || l.Protocol != "HTTP" || l.Routes[0].Name != "mcp" {
+		t.Errorf("listener: %+v", l)
+	}
+	tgt := l.Routes[0].Backends[0].MCP.Targets[0]
+	if tgt.Name != "everything" || tgt.Stdio.Cmd != "npx" || strings.Join(tgt.Stdio.Args, " ") != "@modelcontextprotocol/server-everything" {
+		t.Errorf("target: %+v %+v", tgt, tgt.Stdio)
+	}
+	if cfg.networkAuthz.Len() != 1 {
+		t.Errorf("networkAuthorization rules: %d", cfg.networkAuthz.Len())
+	}
+	d := cfg.networkAuthz.Evaluate(policy.Input{Source: &policy.Source{Address: "100.101.1.7", Port: 5}})
+	if !d.Allow {
+		t.Errorf("tailnet peer denied: %+v", d)
+	}
+	d = cfg.networkAuthz.Evaluate(policy.Input{Source: &policy.Source{Address: "192.168.1.7", Port: 5}})
+	if d.Allow {
+		t.Errorf("LAN peer allowed: %+v", d)
+	}
+}
+
+func TestSimplifiedMCPBlock(t *testing.T) {
+	cfg, err := Parse("simple.yaml", []byte(`
+mcp:
+  targets:
+  - name: everything
+    stdio:
+      cmd: npx
+      args: ["@modelcontextprotocol/server-everything"]
+`), newEnv(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := s.Ports(); len(p) != 1 || p[0] != 3000 {
+		t.Errorf("ports %v, want [3000]", p)
+	}
+}
+
+// Each bad config must produce exactly the error that points at the
+// problem: file, line, YAML path and what is wrong.
+func TestConfigErrors(t *testing.T) {
+	const route = `
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - backends:
+      - mcp:
+          targets:
+          - name: demo
+            stdio: {cmd: demo}
+`
+	tests := []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"typo with suggestion", strings.Replace(route, "  - routes:", "  - protocl: HTTP\n    routes:", 1),
+			[]string{`bad.yaml:5: binds[0].listeners[0].protocl: unknown field (did you mean "protocol"?)`}},
+		{"wrong type", strings.Replace(route, "port: 3000", "port: three", 1),
+			[]string{`bad.yaml:3: binds[0].port: expected an integer, got string "three"`}},
+		{"not supported yet", strings.Replace(route, "    - backends:", "    - policies:\n        jwtAuth: {issuer: x}\n      backends:", 1),
+			[]string{`bad.yaml:7: binds[0].listeners[0].routes[0].policies.jwtAuth: not supported yet`}},
+		{"agentgateway top-level key", route + "gateways: {}\n",
+			[]string{`bad.yaml:11: gateways: not supported yet`}},
+		{"bad rule", "frontendPolicies:\n  networkAuthorization:\n    rules:\n    - 'true'\n    - allow: 'source.adress == \"x\"'\n" + route,
+			[]string{`bad.yaml:5: frontendPolicies.networkAuthorization.rules[1]: undefined field 'adress'`}},
+		{"rule not bool", "frontendPolicies:\n  networkAuthorization:\n    rules:\n    - deny: 'source.port'\n" + route,
+			[]string{`bad.yaml:4: frontendPolicies.networkAuthorization.rules[0]: expression has type int, want bool`}},
+		{"rule kind", "frontendPolicies:\n  networkAuthorization:\n    rules:\n    - permit: 'true'\n" + route,
+			[]string{`bad.yaml:4: frontendPolicies.networkAuthorization.rules[0].permit: unknown rule kind`}},
+		{"every error reported", strings.Replace(strings.Replace(route, "port: 3000", "port: 70000", 1), "cmd: demo", "cmd: ''", 1),
+			[]string{`bad.yaml:3: binds[0].port: port 70000 out of range`, `bad.yaml:10: binds[0].listeners[0].routes[0].backends[0].mcp.targets[0].stdio.cmd: a stdio target needs cmd`}},
+		{"nothing to serve", "tailscale: {hostname: gw}\n",
+			[]string{`bad.yaml:1: nothing to serve`}},
+		{"empty", "", []string{`bad.yaml: empty config`}},
+		{"syntax", "binds: [\n", []string{`bad.yaml:1: YAML syntax`}},
+		{"https", strings.Replace(route, "  - routes:", "  - protocol: HTTPS\n    routes:", 1),
+			[]string{`bad.yaml:5: binds[0].listeners[0].protocol: protocol HTTPS is not supported yet`}},
+		{"mem store needs ephemeral", "tailscale: {stateStore: mem}\n" + route,
+			[]string{`bad.yaml:1: tailscale.stateStore: mem keeps no node keys, so it needs ephemeral: true`}},
+		{"bad tag", "tailscale:\n  advertiseTags: [ci]\n" + route,
+			[]string{`bad.yaml:2: tailscale.advertiseTags[0]: "ci" is not a tag`}},
+		{"host backend", strings.Replace(route, "      - mcp:", "      - host: localhost:8080\n        mcp:", 1),
+			[]string{`bad.yaml:7: binds[0].listeners[0].routes[0].backends[0].host: not supported yet`}},
+		{"duplicate key", strings.Replace(route, "port: 3000", "port: 3000\n  port: 3001", 1),
+			[]string{`bad.yaml:4: binds[0].port: duplicate key`}},
+		{"target name with underscore", strings.Replace(route, "name: demo", "name: my_demo", 1),
+			[]string{`bad.yaml:9: binds[0].listeners[0].routes[0].backends[0].mcp.targets[0].name: "my_demo": a target name`}},
+		{"stateless", strings.Replace(route, "      - mcp:", "      - mcp:\n          statefulMode: stateless", 1),
+			[]string{`bad.yaml:8: binds[0].listeners[0].routes[0].backends[0].mcp.statefulMode: stateless is not supported yet`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("bad.yaml", []byte(tt.yaml), newEnv(t))
+			var errs ConfigErrors
+			if !errors.As(err, &errs) {
+				t.Fatalf("got %v, want ConfigErrors", err)
+			}
+			if len(errs) != len(tt.want) {
+				t.Fatalf("got %d errors, want %d:\n%v", len(errs), len(tt.want), err)
+			}
+			for i, want := range tt.want {
+				if !strings.HasPrefix(errs[i].Error(), want) {
+					t.Errorf("error %d:\n got %s\nwant %s…", i, errs[i], want)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), newEnv(t))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("got %v", err)
+	}
+}

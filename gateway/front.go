@@ -1,0 +1,312 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio"
+	"github.com/tailgate-dev/tailgate/policy"
+)
+
+// Version is tailgate's version, reported as the MCP server version where
+// tailgate answers for itself. cmd/tailgate sets it at link time.
+var Version = "dev"
+
+// mcpFront serves one MCP backend over HTTP: Streamable HTTP on the
+// route's paths and legacy SSE at /sse. Each front session gets its own
+// mcp.Server, created when the session's first request arrives, so that the
+// server knows the peer that opened it; a receiving middleware forwards
+// every request to the session's mcpstdio.Session.
+type mcpFront struct {
+	name       string
+	backend    *mcpstdio.Backend
+	log        *slog.Logger
+	streamable *mcp.StreamableHTTPHandler
+	sse        *mcp.SSEHandler
+	// stub answers go-sdk's per-request protocol version lookups for
+	// requests of existing sessions; it never gets a session.
+	stub *mcp.Server
+
+	mu       sync.Mutex
+	sessions map[string]*frontSession // by Mcp-Session-Id
+	closed   bool
+}
+
+// frontOptions configure an mcpFront.
+type frontOptions struct {
+	Logger *slog.Logger
+	// SessionTTL closes sessions idle this long.
+	SessionTTL time.Duration
+}
+
+func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcpFront {
+	f := &mcpFront{
+		name:     name,
+		backend:  backend,
+		log:      opts.Logger.With("route", name),
+		stub:     mcp.NewServer(&mcp.Implementation{Name: "tailgate", Version: Version}, nil),
+		sessions: make(map[string]*frontSession),
+	}
+	f.streamable = mcp.NewStreamableHTTPHandler(f.server, &mcp.StreamableHTTPOptions{
+		SessionTimeout: opts.SessionTTL,
+		Logger:         f.log,
+	})
+	f.sse = mcp.NewSSEHandler(f.server, nil)
+	return f
+}
+
+// server is go-sdk's getServer: a new server, bound to the calling peer,
+// for a request that opens a session; the stub otherwise.
+func (f *mcpFront) server(r *http.Request) *mcp.Server {
+	opens := (r.Method == http.MethodPost && r.Header.Get(sessionIDHeader) == "") ||
+		(r.Method == http.MethodGet && isSSEPath(r))
+	if !opens {
+		return f.stub
+	}
+	fs := &frontSession{f: f, src: sourceFrom(r.Context())}
+	fs.server = mcp.NewServer(&mcp.Implementation{Name: "tailgate", Version: Version}, &mcp.ServerOptions{Logger: f.log})
+	fs.server.AddReceivingMiddleware(fs.middleware)
+	return fs.server
+}
+
+const sessionIDHeader = "Mcp-Session-Id"
+
+func isSSEPath(r *http.Request) bool { return r.URL.Path == "/sse" }
+
+func (f *mcpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	src := sourceFrom(r.Context())
+	id := r.Header.Get(sessionIDHeader)
+	if id == "" && isSSEPath(r) {
+		id = r.URL.Query().Get("sessionId")
+	}
+	if id != "" {
+		f.mu.Lock()
+		fs := f.sessions[id]
+		f.mu.Unlock()
+		// A session belongs to the peer that opened it: a session id seen
+		// by another peer is not a credential.
+		if fs != nil && !samePeer(fs.src, src) {
+			f.log.Warn("session used by another peer", "session", id, "owner", fs.src.Address, "addr", src.Address)
+			http.Error(w, "session belongs to another peer", http.StatusForbidden)
+			return
+		}
+		if fs != nil && (fs.ended.Load() || !fs.backend().Alive()) {
+			http.Error(w, "session ended: "+errString(fs.bs.Err()), http.StatusNotFound)
+			return
+		}
+	}
+	if isSSEPath(r) {
+		f.sse.ServeHTTP(w, r)
+		return
+	}
+	f.streamable.ServeHTTP(w, r)
+}
+
+// samePeer reports whether two sources are the same caller: the same
+// tailnet node when both are tailnet peers, else the same address.
+func samePeer(a, b *policy.Source) bool {
+	if a.Tailscale != nil && b.Tailscale != nil && a.Tailscale.Node.ID != "" {
+		return a.Tailscale.Node.ID == b.Tailscale.Node.ID
+	}
+	return a.Address == b.Address
+}
+
+// close ends every front session and reaps the backend's children.
+func (f *mcpFront) close() {
+	f.mu.Lock()
+	f.closed = true
+	sessions := make([]*frontSession, 0, len(f.sessions))
+	for _, fs := range f.sessions {
+		sessions = append(sessions, fs)
+	}
+	f.mu.Unlock()
+	for _, fs := range sessions {
+		fs.ss.Close()
+	}
+	f.backend.Close()
+}
+
+// inflight is the number of MCP requests being forwarded.
+func (f *mcpFront) inflight() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var n int64
+	for _, fs := range f.sessions {
+		n += fs.inflight.Load()
+	}
+	return n
+}
+
+// frontSession is one client's MCP session and its backend session.
+type frontSession struct {
+	f      *mcpFront
+	src    *policy.Source
+	server *mcp.Server
+
+	mu sync.Mutex
+	ss *mcp.ServerSession
+	bs *mcpstdio.Session
+
+	inflight atomic.Int64
+	// ended is set once the backend session has ended; the session's id
+	// then answers 404 so the client starts a new session.
+	ended atomic.Bool
+}
+
+func (fs *frontSession) backend() *mcpstdio.Session {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.bs
+}
+
+func (fs *frontSession) middleware(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		if method == "initialize" {
+			return fs.initialize(ctx, req, next)
+		}
+		bs := fs.backend()
+		if bs == nil || strings.HasPrefix(method, "notifications/") {
+			// Before initialize go-sdk answers (and refuses) by itself;
+			// notifications from the client are go-sdk's to handle.
+			return next(ctx, method, req)
+		}
+		fs.inflight.Add(1)
+		defer fs.inflight.Add(-1)
+		switch p := req.GetParams().(type) {
+		case *mcp.PingParams:
+			if err := bs.Ping(ctx, p); err != nil {
+				return nil, err
+			}
+			return next(ctx, method, req)
+		case *mcp.ListToolsParams:
+			return bs.ListTools(ctx, p)
+		case *mcp.CallToolParamsRaw:
+			return bs.CallTool(ctx, p)
+		case *mcp.ListPromptsParams:
+			return bs.ListPrompts(ctx, p)
+		case *mcp.GetPromptParams:
+			return bs.GetPrompt(ctx, p)
+		case *mcp.ListResourcesParams:
+			return bs.ListResources(ctx, p)
+		case *mcp.ListResourceTemplatesParams:
+			return bs.ListResourceTemplates(ctx, p)
+		case *mcp.ReadResourceParams:
+			return bs.ReadResource(ctx, p)
+		case *mcp.CompleteParams:
+			return bs.Complete(ctx, p)
+		case *mcp.SetLoggingLevelParams:
+			// Forwarded, and recorded by go-sdk too: ServerSession.Log sends
+			// only what the client's level admits.
+			if err := bs.SetLoggingLevel(ctx, p); err != nil {
+				return nil, err
+			}
+			return next(ctx, method, req)
+		}
+		return next(ctx, method, req)
+	}
+}
+
+// initialize starts the session's children, then lets go-sdk record the
+// session, and answers with the target's own description of itself.
+func (fs *frontSession) initialize(ctx context.Context, req mcp.Request, next mcp.MethodHandler) (mcp.Result, error) {
+	ss, _ := req.GetSession().(*mcp.ServerSession)
+	if ss == nil {
+		return nil, errors.New("initialize outside a server session")
+	}
+	if fs.backend() != nil {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "session already initialized"}
+	}
+	p, _ := req.GetParams().(*mcp.InitializeParams)
+	f := fs.f
+	log := f.log.With("session", ss.ID(), "addr", fs.src.Address)
+	var clientInfo *mcp.Implementation
+	if p != nil {
+		clientInfo = p.ClientInfo
+	}
+	start := time.Now()
+	bs, err := f.backend.Open(ctx, mcpstdio.OpenParams{ID: ss.ID(), Peer: ss, ClientInfo: clientInfo})
+	if err != nil {
+		log.Error("session start failed", "err", err)
+		return nil, err
+	}
+	res, err := next(ctx, "initialize", req)
+	if err != nil {
+		bs.Close()
+		return nil, err
+	}
+	ir, ok := res.(*mcp.InitializeResult)
+	if !ok {
+		bs.Close()
+		return nil, fmt.Errorf("initialize: unexpected result %T", res)
+	}
+	child := bs.InitializeResult()
+	ir.Capabilities = child.Capabilities
+	ir.Instructions = child.Instructions
+	ir.ServerInfo = child.ServerInfo
+
+	fs.mu.Lock()
+	fs.ss, fs.bs = ss, bs
+	fs.mu.Unlock()
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		bs.Close()
+		return nil, errors.New("gateway shutting down")
+	}
+	f.sessions[ss.ID()] = fs
+	f.mu.Unlock()
+	go fs.watch(log)
+	client := ""
+	if clientInfo != nil {
+		client = clientInfo.Name
+	}
+	log.Info("mcp session opened", "client", client, "pids", bs.PIDs(), "duration", time.Since(start).Round(time.Millisecond))
+	return ir, nil
+}
+
+// watch ties the front session and the backend session together: either
+// ending ends the other.
+func (fs *frontSession) watch(log *slog.Logger) {
+	frontDone := make(chan struct{})
+	go func() {
+		fs.ss.Wait()
+		close(frontDone)
+	}()
+	select {
+	case <-frontDone:
+		fs.bs.Close()
+		log.Info("mcp session closed")
+	case <-fs.bs.Done():
+		// The child is gone. New requests get 404 at once, so the client
+		// starts a new session; calls in flight first get the error that
+		// names the child, then the session closes.
+		fs.ended.Store(true)
+		deadline := time.Now().Add(2 * time.Second)
+		for fs.inflight.Load() > 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(50 * time.Millisecond) // the last error response is written after the middleware returns
+		fs.ss.Close()
+		log.Warn("mcp session ended by its backend", "err", fs.bs.Err())
+	}
+	fs.f.mu.Lock()
+	delete(fs.f.sessions, fs.ss.ID())
+	fs.f.mu.Unlock()
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "closed"
+	}
+	return err.Error()
+}

@@ -1,0 +1,158 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/tailgate-dev/tailgate/policy"
+)
+
+// IdentifyFunc resolves a connection's peer into the CEL source: its
+// address and, on a tailnet, who it is. An error fails the connection
+// closed. The tailnet node provides one (WhoIs); tests inject their own.
+type IdentifyFunc func(ctx context.Context, remote netip.AddrPort) (*policy.Source, error)
+
+// addressOnly is the IdentifyFunc without a tailnet: source.address and
+// source.port only.
+func addressOnly(_ context.Context, remote netip.AddrPort) (*policy.Source, error) {
+	return &policy.Source{Address: remote.Addr().Unmap().String(), Port: int(remote.Port())}, nil
+}
+
+// authListener runs frontendPolicies.networkAuthorization on each
+// accepted connection before any byte of HTTP is read, and hands on only
+// the connections it allows, each with its source.
+type authListener struct {
+	net.Listener
+	rules    *policy.RuleSet
+	identify IdentifyFunc
+	log      *slog.Logger
+	onDeny   func(policy.Decision)
+
+	conns     chan net.Conn
+	errc      chan error
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// identifyTimeout bounds resolving a peer; a peer that cannot be resolved
+// in time is refused.
+const identifyTimeout = 5 * time.Second
+
+func newAuthListener(ln net.Listener, rules *policy.RuleSet, identify IdentifyFunc, log *slog.Logger, onDeny func(policy.Decision)) *authListener {
+	l := &authListener{
+		Listener: ln,
+		rules:    rules,
+		identify: identify,
+		log:      log,
+		onDeny:   onDeny,
+		conns:    make(chan net.Conn),
+		errc:     make(chan error, 1),
+		done:     make(chan struct{}),
+	}
+	go l.acceptLoop()
+	return l
+}
+
+func (l *authListener) acceptLoop() {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			l.errc <- err
+			return
+		}
+		// Each connection is judged on its own goroutine, so that a slow
+		// identity lookup for one peer does not hold up the others.
+		go l.admit(c)
+	}
+}
+
+func (l *authListener) admit(c net.Conn) {
+	remote, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		l.log.Error("connection refused: unparsable remote address", "addr", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), identifyTimeout)
+	src, err := l.identify(ctx, remote)
+	cancel()
+	if err != nil {
+		l.log.Warn("connection denied", "addr", remote.String(), "reason", "identity lookup failed", "err", err)
+		l.onDeny(policy.Decision{Err: err})
+		c.Close()
+		return
+	}
+	d := l.rules.Evaluate(policy.Input{Source: src})
+	if !d.Allow {
+		args := append(sourceAttrs(src), "rule", d.Rule, "reason", d.Reason())
+		l.log.Warn("connection denied", args...)
+		l.onDeny(d)
+		c.Close()
+		return
+	}
+	select {
+	case l.conns <- &peerConn{Conn: c, src: src}:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+// sourceAttrs are the log attributes that say who a source is.
+func sourceAttrs(src *policy.Source) []any {
+	attrs := []any{"addr", net.JoinHostPort(src.Address, strconv.Itoa(src.Port))}
+	if ts := src.Tailscale; ts != nil {
+		attrs = append(attrs, "peer", ts.Node.Name, "user", ts.User.Login)
+		if len(ts.Node.Tags) > 0 {
+			attrs = append(attrs, "tags", ts.Node.Tags)
+		}
+	}
+	return attrs
+}
+
+func (l *authListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case err := <-l.errc:
+		l.errc <- err // for later Accept calls
+		return nil, err
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *authListener) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.done)
+		err = l.Listener.Close()
+	})
+	return err
+}
+
+// peerConn is an admitted connection and the source it was admitted as.
+type peerConn struct {
+	net.Conn
+	src *policy.Source
+}
+
+type sourceKey struct{}
+
+func withSource(ctx context.Context, src *policy.Source) context.Context {
+	return context.WithValue(ctx, sourceKey{}, src)
+}
+
+// sourceFrom is the source of the connection a request came on.
+func sourceFrom(ctx context.Context) *policy.Source {
+	if src, ok := ctx.Value(sourceKey{}).(*policy.Source); ok {
+		return src
+	}
+	// Only reachable for handlers served without ConnContext (never in
+	// tailgate's servers); an empty source matches no address rule.
+	return &policy.Source{}
+}

@@ -1,0 +1,234 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
+)
+
+var demoBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "gateway-test")
+	if err != nil {
+		panic(err)
+	}
+	demoBin, err = demoserver.Build(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type testLog struct{ t testing.TB }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// serveLoopback serves cfgYAML's first bind on 127.0.0.1 and returns the
+// server and its base URL. %s in cfgYAML is replaced by the demo server.
+func serveLoopback(t *testing.T, cfgYAML string) (*Server, string) {
+	t.Helper()
+	cfg, err := Parse("test.yaml", []byte(strings.ReplaceAll(cfgYAML, "DEMO", demoBin)), newEnv(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(testLog{t}, nil)), StopGrace: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(s.Ports()[0], ln); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	return s, "http://" + ln.Addr().String()
+}
+
+const demoConfig = `
+binds:
+- port: 3000
+  listeners:
+  - name: default
+    protocol: HTTP
+    routes:
+    - name: mcp
+      backends:
+      - mcp:
+          targets:
+          - name: demo
+            stdio: {cmd: DEMO}
+`
+
+func connect(t *testing.T, url string) *mcp.ClientSession {
+	t.Helper()
+	c := mcp.NewClient(&mcp.Implementation{Name: "test-client"}, nil)
+	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: url}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func TestServeMCPOnLoopback(t *testing.T) {
+	s, base := serveLoopback(t, demoConfig)
+	cs := connect(t, base+"/mcp")
+	if got := cs.InitializeResult().ServerInfo.Name; got != "tailgate-demo-server" {
+		t.Errorf("server = %q", got)
+	}
+	if err := cs.Ping(context.Background(), nil); err != nil {
+		t.Errorf("ping: %v", err)
+	}
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "add", Arguments: map[string]any{"a": 1, "b": 2}})
+	if err != nil || res.Content[0].(*mcp.TextContent).Text != "3" {
+		t.Fatalf("add: %v %+v", err, res)
+	}
+	if st := s.Stats(); st.Sessions != 1 || st.ChildrenStarted != 1 {
+		t.Errorf("stats with one session: %+v", st)
+	}
+	// More requests on the same session start no more children.
+	for range 5 {
+		cs.ListTools(context.Background(), nil)
+	}
+	if st := s.Stats(); st.ChildrenStarted != 1 {
+		t.Errorf("children after more requests: %d", st.ChildrenStarted)
+	}
+	// DELETE ends the session and its child.
+	cs.Close()
+	waitFor(t, "session closed", func() bool { return s.Stats().Sessions == 0 })
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestNetworkAuthorizationClosesConnection(t *testing.T) {
+	s, base := serveLoopback(t, `
+frontendPolicies:
+  networkAuthorization:
+    rules:
+    - 'cidr("100.64.0.0/10").containsIP(source.address)'
+`+demoConfig)
+	resp, err := http.Post(base+"/mcp", "application/json", strings.NewReader(`{}`))
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("denied peer got HTTP %d", resp.StatusCode)
+	}
+	if st := s.Stats(); st.DeniedConnections == 0 || st.ChildrenStarted != 0 {
+		t.Errorf("stats: %+v", st)
+	}
+}
+
+func TestChildExitGivesErrorThen404(t *testing.T) {
+	_, base := serveLoopback(t, demoConfig)
+	cs := connect(t, base+"/mcp")
+	defer cs.Close()
+	_, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "exit", Arguments: map[string]any{"code": 2, "stderr": "boom"}})
+	if err == nil || !strings.Contains(err.Error(), `target \"demo\"`) && !strings.Contains(err.Error(), `target "demo"`) {
+		t.Fatalf("call that killed the child: %v", err)
+	}
+	for _, want := range []string{"exit status 2", "boom"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	// The session is gone: the next request on it gets 404.
+	id := cs.ID()
+	req, _ := http.NewRequest(http.MethodPost, base+"/mcp", bytes.NewReader([]byte(`{"jsonrpc":"2.0","id":9,"method":"tools/list"}`)))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Session-Id", id)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("request on dead session: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestProgressReachesClient(t *testing.T) {
+	_, base := serveLoopback(t, demoConfig)
+	progress := make(chan *mcp.ProgressNotificationParams, 10)
+	c := mcp.NewClient(&mcp.Implementation{Name: "test-client"}, &mcp.ClientOptions{
+		ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
+			progress <- req.Params
+		},
+	})
+	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base + "/mcp", DisableStandaloneSSE: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	params := &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{"steps": 3, "delayMs": 10}}
+	params.SetProgressToken("p1")
+	if _, err := cs.CallTool(context.Background(), params); err != nil {
+		t.Fatal(err)
+	}
+	// The client's notification handler runs asynchronously; all three
+	// were on the wire before the result.
+	waitFor(t, "3 progress notifications", func() bool { return len(progress) == 3 })
+	last := <-progress
+	for len(progress) > 0 {
+		last = <-progress
+	}
+	if last.Progress != 3 || last.Total != 3 {
+		t.Errorf("last progress %+v", last)
+	}
+}
+
+func TestSessionBelongsToItsPeer(t *testing.T) {
+	_, base := serveLoopback(t, demoConfig)
+	cs := connect(t, base+"/mcp")
+	defer cs.Close()
+	// Same session id from another address: 127.0.0.2 is loopback too.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	client := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+	req, _ := http.NewRequest(http.MethodPost, base+"/mcp", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Session-Id", cs.ID())
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Skipf("cannot bind 127.0.0.2: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("hijack attempt got %d, want 403", resp.StatusCode)
+	}
+}
