@@ -59,7 +59,7 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 	}
 	f.streamable = mcp.NewStreamableHTTPHandler(f.server, &mcp.StreamableHTTPOptions{
 		SessionTimeout: opts.SessionTTL,
-		Logger:         f.log,
+		Logger:         quiet(f.log, slog.LevelWarn),
 	})
 	f.sse = mcp.NewSSEHandler(f.server, nil)
 	return f
@@ -74,7 +74,7 @@ func (f *mcpFront) server(r *http.Request) *mcp.Server {
 		return f.stub
 	}
 	fs := &frontSession{f: f, src: sourceFrom(r.Context())}
-	fs.server = mcp.NewServer(&mcp.Implementation{Name: "tailgate", Version: Version}, &mcp.ServerOptions{Logger: f.log})
+	fs.server = mcp.NewServer(&mcp.Implementation{Name: "tailgate", Version: Version}, &mcp.ServerOptions{Logger: quiet(f.log, slog.LevelWarn)})
 	fs.server.AddReceivingMiddleware(fs.middleware)
 	return fs.server
 }

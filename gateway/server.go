@@ -149,6 +149,7 @@ func (s *Server) newFront(name string, m *MCPBackend) (*mcpFront, error) {
 	}
 	backend, err := mcpstdio.NewBackend(name, targets, mcpstdio.Options{
 		Logger:     s.log,
+		SDKLogger:  quiet(s.log, slog.LevelWarn),
 		PrefixMode: mcpstdio.PrefixMode(m.PrefixMode),
 		StopGrace:  s.opts.StopGrace,
 		DropEnv:    s.opts.DropEnv,

@@ -53,6 +53,8 @@ type Options struct {
 	// Logger receives session events and children's stderr. Default:
 	// slog.Default().
 	Logger *slog.Logger
+	// SDKLogger receives go-sdk's own client logs; default Logger.
+	SDKLogger *slog.Logger
 	// PrefixMode is how names are prefixed; default PrefixConditional.
 	PrefixMode PrefixMode
 	// InitializeTimeout bounds starting and initializing a child; default
@@ -112,6 +114,9 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.SDKLogger == nil {
+		opts.SDKLogger = opts.Logger
 	}
 	if opts.PrefixMode == "" {
 		opts.PrefixMode = PrefixConditional

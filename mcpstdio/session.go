@@ -33,7 +33,7 @@ type Session struct {
 	endOnce  sync.Once
 	stopping chan struct{} // closed when end begins
 	done     chan struct{} // closed when end has reaped every child
-	err     error
+	err      error
 }
 
 type child struct {
@@ -91,7 +91,7 @@ func (s *Session) startChild(ctx context.Context, t *Target, p OpenParams) (*chi
 	if p.ClientInfo != nil {
 		impl = p.ClientInfo
 	}
-	client := mcp.NewClient(impl, &mcp.ClientOptions{Logger: log})
+	client := mcp.NewClient(impl, &mcp.ClientOptions{Logger: s.b.opts.SDKLogger.With("session", s.id, "target", t.Name)})
 	transport := &interceptTransport{
 		Transport: &mcp.IOTransport{Reader: proc.stdout, Writer: proc.stdin},
 		intercept: func(req *jsonrpc.Request) bool { return s.intercept(c, req) },

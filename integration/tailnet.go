@@ -1,0 +1,297 @@
+// Package integration holds tailgate's end-to-end tests and the in-process
+// tailnet they run on: a testcontrol control server and a DERP/STUN server
+// on 127.0.0.1, tailgate as one tsnet node and clients as others, talking
+// over real WireGuard. Nothing leaves 127.0.0.1. The library packages must
+// not import it.
+package integration
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"tailscale.com/ipn/store/mem"
+	"tailscale.com/net/netns"
+	"tailscale.com/tailcfg"
+	"tailscale.com/tsnet"
+	"tailscale.com/tstest/integration"
+	"tailscale.com/tstest/integration/testcontrol"
+	"tailscale.com/types/logger"
+
+	"github.com/tailgate-dev/tailgate/gateway"
+	"github.com/tailgate-dev/tailgate/policy"
+	"github.com/tailgate-dev/tailgate/tsnode"
+)
+
+// Tailnet is an in-process tailnet for one test.
+type Tailnet struct {
+	Control    *testcontrol.Server
+	ControlURL string
+}
+
+// TailnetOption configures NewTailnet.
+type TailnetOption func(*testcontrol.Server)
+
+// RequireAuthKey makes the control server accept only nodes that present
+// key.
+func RequireAuthKey(key string) TailnetOption {
+	return func(c *testcontrol.Server) { c.RequireAuthKey = key }
+}
+
+// AllowTags lets nodes take the tags they advertise.
+func AllowTags(tags ...string) TailnetOption {
+	return func(c *testcontrol.Server) {
+		if c.TagOwners == nil {
+			c.TagOwners = make(map[string][]string)
+		}
+		for _, tag := range tags {
+			c.TagOwners[tag] = nil
+		}
+	}
+}
+
+// NewTailnet starts a control server and DERP/STUN on 127.0.0.1, stopped
+// when the test ends.
+func NewTailnet(t testing.TB, opts ...TailnetOption) *Tailnet {
+	t.Helper()
+	// The in-process nodes must not mark their sockets for a real routing
+	// table (SO_MARK needs privileges the tests do not have).
+	netns.SetEnabled(false)
+	ctl := &testcontrol.Server{
+		DERPMap:        integration.RunDERPAndSTUN(t, logger.Discard, "127.0.0.1"),
+		DNSConfig:      &tailcfg.DNSConfig{Proxied: true},
+		MagicDNSDomain: "tail-scale.ts.net",
+		Logf:           logger.Discard,
+	}
+	for _, o := range opts {
+		o(ctl)
+	}
+	ctl.HTTPTestServer = httptest.NewUnstartedServer(ctl)
+	ctl.HTTPTestServer.Start()
+	t.Cleanup(ctl.HTTPTestServer.Close)
+	return &Tailnet{Control: ctl, ControlURL: ctl.HTTPTestServer.URL}
+}
+
+// Logger returns a logger that writes to the test's log.
+func Logger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// Gateway is tailgate running as a node of a Tailnet.
+type Gateway struct {
+	Node   *tsnode.Node
+	Server *gateway.Server
+	// Addr is the gateway's tailnet IPv4 address.
+	Addr netip.Addr
+
+	shutdownOnce sync.Once
+}
+
+// GatewayOption configures Tailnet.Gateway.
+type GatewayOption func(*gatewaySetup)
+
+type gatewaySetup struct {
+	node tsnode.Config
+	opts gateway.Options
+}
+
+// GatewayTags makes the gateway node advertise tags.
+func GatewayTags(tags ...string) GatewayOption {
+	return func(s *gatewaySetup) { s.node.AdvertiseTags = tags }
+}
+
+// GatewayAuthKey registers the gateway node with key.
+func GatewayAuthKey(key string) GatewayOption {
+	return func(s *gatewaySetup) { s.node.AuthKey = key }
+}
+
+// Secrets are kept from the gateway's children.
+func Secrets(secrets ...string) GatewayOption {
+	return func(s *gatewaySetup) { s.opts.Secrets = secrets }
+}
+
+// Gateway starts tailgate serving cfg as a node named "tailgate", shut down
+// when the test ends.
+func (tn *Tailnet) Gateway(t testing.TB, cfg *gateway.Config, opts ...GatewayOption) *Gateway {
+	t.Helper()
+	log := Logger(t)
+	setup := &gatewaySetup{
+		node: tsnode.Config{
+			Hostname:    "tailgate",
+			ControlURL:  tn.ControlURL,
+			Ephemeral:   true,
+			MemoryState: true,
+			StateDir:    filepath.Join(t.TempDir(), "tailgate"),
+			Logger:      log.With("component", "tailnet"),
+		},
+		opts: gateway.Options{Logger: log, DropEnv: tsnode.SecretEnv(), StopGrace: 500 * time.Millisecond},
+	}
+	for _, o := range opts {
+		o(setup)
+	}
+	node, err := tsnode.New(setup.node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := gateway.New(cfg, setup.opts)
+	if err != nil {
+		node.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := node.Start(ctx); err != nil {
+		node.Close()
+		t.Fatal(err)
+	}
+	if err := srv.Start(node); err != nil {
+		node.Close()
+		t.Fatal(err)
+	}
+	gw := &Gateway{Node: node, Server: srv, Addr: node.IPs()[0]}
+	t.Cleanup(func() { gw.Shutdown(t) })
+	return gw
+}
+
+// Shutdown stops the gateway as cmd/tailgate does on SIGTERM.
+func (gw *Gateway) Shutdown(t testing.TB) {
+	gw.shutdownOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+		defer cancel()
+		if err := gw.Server.Shutdown(ctx); err != nil {
+			t.Errorf("gateway shutdown: %v", err)
+		}
+		gw.Node.Close()
+	})
+}
+
+// URL is the gateway's MCP endpoint on port at path, by tailnet IP.
+func (gw *Gateway) URL(port int, path string) string {
+	return fmt.Sprintf("http://%s%s", netip.AddrPortFrom(gw.Addr, uint16(port)), path)
+}
+
+// Node is a client node on a Tailnet.
+type Node struct {
+	*tsnet.Server
+	Name string
+}
+
+// NodeOption configures Tailnet.Node.
+type NodeOption func(*tsnet.Server)
+
+// Tags makes a node advertise tags (see AllowTags).
+func Tags(tags ...string) NodeOption {
+	return func(s *tsnet.Server) { s.AdvertiseTags = tags }
+}
+
+// Node starts a client node named name.
+func (tn *Tailnet) Node(t testing.TB, name string, opts ...NodeOption) *Node {
+	t.Helper()
+	s := &tsnet.Server{
+		Dir:        filepath.Join(t.TempDir(), name),
+		Hostname:   name,
+		ControlURL: tn.ControlURL,
+		Store:      new(mem.Store),
+		Ephemeral:  true,
+		Logf:       logger.Discard,
+		UserLogf:   logger.Discard,
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := s.Up(ctx); err != nil {
+		t.Fatalf("node %s: %v", name, err)
+	}
+	return &Node{Server: s, Name: name}
+}
+
+// IP is the node's tailnet IPv4 address.
+func (n *Node) IP() netip.Addr {
+	ip4, _ := n.TailscaleIPs()
+	return ip4
+}
+
+// Connect opens an MCP session from n to url over the tailnet. The
+// netmap may take a moment to reach a new node, so a refused first dial is
+// retried for a few seconds.
+func (n *Node) Connect(ctx context.Context, url string, opts *mcp.ClientOptions) (*mcp.ClientSession, error) {
+	client := mcp.NewClient(&mcp.Implementation{Name: n.Name}, opts)
+	var lastErr error
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: n.HTTPClient(), MaxRetries: -1}, nil)
+		if err == nil {
+			return cs, nil
+		}
+		lastErr = err
+		if ctx.Err() != nil || !retryable(err) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil, lastErr
+}
+
+// retryable is a dial that failed because the path to the peer is not up
+// yet, as opposed to a refusal by the peer.
+func retryable(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "no route") || strings.Contains(s, "unknown peer") || strings.Contains(s, "no such host")
+}
+
+// MCP opens an MCP session from n to the gateway's route at port/path,
+// closed when the test ends.
+func (n *Node) MCP(t testing.TB, gw *Gateway, port int, path string) *mcp.ClientSession {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs, err := n.Connect(ctx, gw.URL(port, path), nil)
+	if err != nil {
+		t.Fatalf("%s: connect to %s: %v", n.Name, gw.URL(port, path), err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// HTTPGet is a plain HTTP GET from n, for tests of what is not MCP.
+func (n *Node) HTTPGet(ctx context.Context, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	return n.HTTPClient().Do(req)
+}
+
+// ParseConfig parses a config for a test: every $DEMO in yaml becomes the
+// demo server's path.
+func ParseConfig(t testing.TB, yaml string) *gateway.Config {
+	t.Helper()
+	env, err := policy.NewEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gateway.Parse(t.Name()+".yaml", []byte(strings.ReplaceAll(yaml, "$DEMO", DemoServer(t))), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}

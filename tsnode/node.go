@@ -1,0 +1,301 @@
+// Package tsnode owns tailgate's tailnet node: the tsnet lifecycle (auth
+// key, ephemeral registration, tags, state, control server), listening on
+// the node's tailnet addresses only, and turning a peer address into an
+// Identity. It knows nothing of MCP or CEL.
+package tsnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"tailscale.com/envknob"
+	"tailscale.com/ipn"
+	"tailscale.com/ipn/store/mem"
+	"tailscale.com/tsnet"
+)
+
+// Config describes the node.
+type Config struct {
+	// Hostname is the node's name on the tailnet; default "tailgate".
+	Hostname string
+	// ControlURL is the coordination server; empty is Tailscale's.
+	ControlURL string
+	// AuthKey registers the node; empty means interactive login (the
+	// login URL is logged) unless the state already holds a node key.
+	AuthKey string
+	// Ephemeral registers an ephemeral node, logged out on Close.
+	Ephemeral bool
+	// StateDir holds the node's state; default
+	// $XDG_CONFIG_HOME/tailgate/<hostname>. It is created 0700.
+	StateDir string
+	// MemoryState keeps the node's keys in memory only (ephemeral nodes).
+	MemoryState bool
+	// AdvertiseTags are requested for the node.
+	AdvertiseTags []string
+	// StartTimeout bounds Start; default 60s, or 10m when the node must be
+	// logged in interactively.
+	StartTimeout time.Duration
+	// LogUpload lets the node upload its client logs to Tailscale's log
+	// service. Off by default.
+	LogUpload bool
+	// Logger receives the node's events. tsnet's own chatter goes to it at
+	// debug level.
+	Logger *slog.Logger
+	// Verbose also passes tsnet's backend logs (magicsock, netmap, ...) to
+	// Logger at debug level.
+	Verbose bool
+}
+
+// DefaultHostname is the node's name when the config gives none.
+const DefaultHostname = "tailgate"
+
+// Node is tailgate's tailnet node.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	srv    *tsnet.Server
+	tmpDir string // removed on Close; set when state is in memory only
+
+	mu      sync.Mutex
+	ips     []netip.Addr
+	dnsName string
+}
+
+// New prepares a node; Start joins the tailnet.
+func New(cfg Config) (*Node, error) {
+	if cfg.Hostname == "" {
+		cfg.Hostname = DefaultHostname
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MemoryState && !cfg.Ephemeral {
+		return nil, errors.New("tailnet: in-memory state needs an ephemeral node")
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("hostname", cfg.Hostname)}
+	dir := cfg.StateDir
+	switch {
+	case dir == "" && cfg.MemoryState:
+		// tsnet still wants a directory (for its log buffers); a private
+		// temporary one keeps the state off the host.
+		tmp, err := os.MkdirTemp("", "tailgate-"+cfg.Hostname+"-")
+		if err != nil {
+			return nil, fmt.Errorf("tailnet: state dir: %w", err)
+		}
+		dir, n.tmpDir = tmp, tmp
+	case dir == "":
+		base, err := os.UserConfigDir()
+		if err != nil {
+			return nil, fmt.Errorf("tailnet: no stateDir configured and no user config dir: %w", err)
+		}
+		dir = filepath.Join(base, "tailgate", cfg.Hostname)
+	}
+	if err := ensurePrivateDir(dir); err != nil {
+		return nil, fmt.Errorf("tailnet: state dir %s: %w", dir, err)
+	}
+	n.cfg.StateDir = dir
+	n.srv = &tsnet.Server{
+		Dir:           dir,
+		Hostname:      cfg.Hostname,
+		ControlURL:    cfg.ControlURL,
+		AuthKey:       cfg.AuthKey,
+		Ephemeral:     cfg.Ephemeral,
+		AdvertiseTags: cfg.AdvertiseTags,
+		UserLogf:      n.userLogf,
+		Logf:          n.backendLogf,
+	}
+	if cfg.MemoryState {
+		n.srv.Store = new(mem.Store)
+	}
+	return n, nil
+}
+
+// ensurePrivateDir creates dir 0700, or tightens an existing one to 0700:
+// it holds the node's private keys.
+func ensurePrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return errors.New("not a directory")
+	}
+	if fi.Mode().Perm() != 0o700 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return err
+		}
+	}
+	// Fail now, with the path in the message, rather than deep in tsnet.
+	probe, err := os.CreateTemp(dir, ".writable-")
+	if err != nil {
+		return fmt.Errorf("not writable: %w", err)
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
+}
+
+// userLogf takes tsnet's user-facing lines. The login URL is logged by
+// Start, once; tsnet would repeat it every few seconds.
+func (n *Node) userLogf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if strings.HasPrefix(msg, "To start this tsnet server") || strings.HasPrefix(msg, "AuthLoop:") {
+		return
+	}
+	n.log.Debug("tsnet", "msg", strings.TrimSpace(msg))
+}
+
+func (n *Node) backendLogf(format string, args ...any) {
+	if n.cfg.Verbose {
+		n.log.Debug("tsnet backend", "msg", strings.TrimSpace(fmt.Sprintf(format, args...)))
+	}
+}
+
+// ErrAuthKey is returned by Start when the control server refuses the
+// auth key.
+var ErrAuthKey = errors.New("the control server rejected the auth key")
+
+// Start joins the tailnet and waits until the node is Running, for up to
+// StartTimeout. It logs the node's tailnet addresses and MagicDNS name
+// once, and, when the node needs an interactive login, the login URL once.
+func (n *Node) Start(ctx context.Context) error {
+	if !n.cfg.LogUpload {
+		// tsnet uploads client logs to log.tailscale.com unless this
+		// process-wide knob is set before the node starts.
+		envknob.SetNoLogsNoSupport()
+	}
+	timeout := n.cfg.StartTimeout
+	interactive := n.cfg.AuthKey == "" && !n.hasState()
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+		if interactive {
+			timeout = 10 * time.Minute
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	if err := n.srv.Start(); err != nil {
+		return fmt.Errorf("tailnet: start: %w", err)
+	}
+	lc, err := n.srv.LocalClient()
+	if err != nil {
+		return fmt.Errorf("tailnet: start: %w", err)
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	var lastState ipn.State
+	var stateMu sync.Mutex
+	go func() {
+		w, err := lc.WatchIPNBus(watchCtx, ipn.NotifyInitialState)
+		if err != nil {
+			return
+		}
+		defer w.Close()
+		loggedURL := ""
+		for {
+			note, err := w.Next()
+			if err != nil {
+				return
+			}
+			if note.State != nil {
+				stateMu.Lock()
+				lastState = *note.State
+				stateMu.Unlock()
+			}
+			if u := note.BrowseToURL; u != nil && *u != "" && *u != loggedURL {
+				loggedURL = *u
+				n.log.Warn("tailnet login required: open this URL to add the node, or set an auth key", "url", *u)
+			}
+		}
+	}()
+
+	st, err := n.srv.Up(ctx)
+	if err != nil {
+		stateMu.Lock()
+		state := lastState
+		stateMu.Unlock()
+		switch {
+		case strings.Contains(err.Error(), "invalid authkey") || strings.Contains(err.Error(), "invalid key"):
+			return fmt.Errorf("tailnet: %w (control %s): %v", ErrAuthKey, n.controlName(), trimUp(err))
+		case ctx.Err() != nil:
+			return fmt.Errorf("tailnet: node not running after %s (state %v, control %s)", timeout, state, n.controlName())
+		}
+		return fmt.Errorf("tailnet: start (control %s): %v", n.controlName(), trimUp(err))
+	}
+	n.mu.Lock()
+	n.ips = append([]netip.Addr(nil), st.TailscaleIPs...)
+	if st.Self != nil {
+		n.dnsName = strings.TrimSuffix(st.Self.DNSName, ".")
+	}
+	ips, name := n.ips, n.dnsName
+	n.mu.Unlock()
+	n.log.Info("tailnet node up", "ips", ips, "name", name, "control", n.controlName(), "ephemeral", n.cfg.Ephemeral, "tags", n.cfg.AdvertiseTags)
+	return nil
+}
+
+func trimUp(err error) string {
+	s := strings.TrimPrefix(err.Error(), "tsnet.Up: ")
+	return strings.TrimPrefix(s, "backend: ")
+}
+
+func (n *Node) controlName() string {
+	if n.cfg.ControlURL == "" {
+		return "Tailscale"
+	}
+	return n.cfg.ControlURL
+}
+
+func (n *Node) hasState() bool {
+	if n.cfg.MemoryState {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(n.cfg.StateDir, "tailscaled.state"))
+	return err == nil
+}
+
+// Listen listens on the node's tailnet addresses only; addr is ":port".
+func (n *Node) Listen(network, addr string) (net.Listener, error) {
+	return n.srv.Listen(network, addr)
+}
+
+// IPs are the node's tailnet addresses, known once Start returns.
+func (n *Node) IPs() []netip.Addr {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]netip.Addr(nil), n.ips...)
+}
+
+// DNSName is the node's MagicDNS name without the trailing dot.
+func (n *Node) DNSName() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.dnsName
+}
+
+// StateDir is the directory holding the node's state.
+func (n *Node) StateDir() string { return n.cfg.StateDir }
+
+// Close leaves the tailnet. An ephemeral node is logged out, so the
+// control server removes it at once.
+func (n *Node) Close() error {
+	err := n.srv.Close()
+	if n.tmpDir != "" {
+		os.RemoveAll(n.tmpDir)
+	}
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
