@@ -219,7 +219,7 @@ func (s *Server) Serve(port int, ln net.Listener) error {
 	s.mu.Unlock()
 	s.log.Info("listening", "port", port, "addr", ln.Addr().String())
 	go func() {
-		if err := hs.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := hs.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			s.log.Error("serve", "port", port, "err", err)
 		}
 	}()

@@ -200,6 +200,11 @@ func Tags(tags ...string) NodeOption {
 	return func(s *tsnet.Server) { s.AdvertiseTags = tags }
 }
 
+// AuthKey registers a node with key (see RequireAuthKey).
+func AuthKey(key string) NodeOption {
+	return func(s *tsnet.Server) { s.AuthKey = key }
+}
+
 // Node starts a client node named name.
 func (tn *Tailnet) Node(t testing.TB, name string, opts ...NodeOption) *Node {
 	t.Helper()
