@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"tailscale.com/envknob"
@@ -64,6 +65,8 @@ type Node struct {
 	log    *slog.Logger
 	srv    *tsnet.Server
 	tmpDir string // removed on Close; set when state is in memory only
+
+	started atomic.Bool // tsnet.Server.Close panics on a server never started
 
 	mu      sync.Mutex
 	ips     []netip.Addr
@@ -186,6 +189,7 @@ func (n *Node) Start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
+	n.started.Store(true)
 	if err := n.srv.Start(); err != nil {
 		return fmt.Errorf("tailnet: start: %w", err)
 	}
@@ -290,7 +294,10 @@ func (n *Node) StateDir() string { return n.cfg.StateDir }
 // Close leaves the tailnet. An ephemeral node is logged out, so the
 // control server removes it at once.
 func (n *Node) Close() error {
-	err := n.srv.Close()
+	var err error
+	if n.started.Load() {
+		err = n.srv.Close()
+	}
 	if n.tmpDir != "" {
 		os.RemoveAll(n.tmpDir)
 	}

@@ -1,0 +1,89 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"tailscale.com/tstest/integration/testcontrol"
+
+	"github.com/tailgate-dev/tailgate/tsnode"
+)
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) records(t *testing.T) []map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var recs []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+// Without an auth key and without state, the node logs the login URL once,
+// on one line, and comes up when someone follows it.
+func TestInteractiveLoginURLLoggedOnce(t *testing.T) {
+	tn := NewTailnet(t, func(c *testcontrol.Server) { c.RequireAuth = true })
+	var logs syncBuffer
+	node, err := tsnode.New(tsnode.Config{
+		ControlURL: tn.ControlURL, Ephemeral: true, MemoryState: true,
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	started := make(chan error, 1)
+	go func() { started <- node.Start(context.Background()) }()
+
+	var url string
+	deadline := time.Now().Add(20 * time.Second)
+	for url == "" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		for _, r := range logs.records(t) {
+			if r["msg"] == "tailnet login required: open this URL to add the node, or set an auth key" {
+				url, _ = r["url"].(string)
+			}
+		}
+	}
+	if url == "" {
+		t.Fatal("no login URL logged")
+	}
+	// Let tsnet's own 5-second reminder loop run once: it must stay quiet.
+	time.Sleep(6 * time.Second)
+	if !tn.Control.CompleteAuth(url) {
+		t.Fatalf("control does not know URL %s", url)
+	}
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	for _, r := range logs.records(t) {
+		if strings.Contains(r["msg"].(string), "login") || strings.Contains(r["msg"].(string), "To start") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("login URL logged %d times, want once", n)
+	}
+}
