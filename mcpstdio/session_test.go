@@ -23,20 +23,7 @@ import (
 
 var demoBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mcpstdio-test")
-	if err != nil {
-		panic(err)
-	}
-	demoBin, err = demoserver.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { demoserver.TestMain(m, &demoBin) }
 
 // peer records what a session sends to the front.
 type peer struct {

@@ -150,3 +150,19 @@ func Build(dir string) (string, error) {
 	}
 	return bin, nil
 }
+
+// TestMain builds the server into a temporary directory, sets *bin to its
+// path, runs the tests and exits; a test package's TestMain calls it.
+func TestMain(m interface{ Run() int }, bin *string) {
+	dir, err := os.MkdirTemp("", "tailgate-demo-")
+	if err == nil {
+		*bin, err = Build(dir)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
