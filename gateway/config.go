@@ -203,6 +203,9 @@ type Route struct {
 	Matches   []Match        `yaml:"matches"`
 	Policies  *RoutePolicies `yaml:"policies"`
 	Backends  []RouteBackend `yaml:"backends"`
+
+	authz    *policy.RuleSet
+	mcpAuthz *policy.RuleSet
 }
 
 // Match selects requests by path and method. A route without matches
@@ -234,28 +237,32 @@ type RoutePolicies struct {
 	DirectResponse         notSupported `yaml:"directResponse"`
 	CORS                   notSupported `yaml:"cors"`
 	CSRF                   notSupported `yaml:"csrf"`
-	Authorization          notSupported `yaml:"authorization"`
-	JWTAuth                notSupported `yaml:"jwtAuth"`
-	OIDC                   notSupported `yaml:"oidc"`
-	BasicAuth              notSupported `yaml:"basicAuth"`
-	APIKey                 notSupported `yaml:"apiKey"`
-	ExtAuthz               notSupported `yaml:"extAuthz"`
-	ExtProc                notSupported `yaml:"extProc"`
-	MCPAuthorization       notSupported `yaml:"mcpAuthorization"`
-	MCPAuthentication      notSupported `yaml:"mcpAuthentication"`
-	MCPGuardrails          notSupported `yaml:"mcpGuardrails"`
-	LocalRateLimit         notSupported `yaml:"localRateLimit"`
-	RemoteRateLimit        notSupported `yaml:"remoteRateLimit"`
-	Timeout                notSupported `yaml:"timeout"`
-	Retry                  notSupported `yaml:"retry"`
-	Delay                  notSupported `yaml:"delay"`
-	Buffer                 notSupported `yaml:"buffer"`
-	Transformations        notSupported `yaml:"transformations"`
-	BackendTLS             notSupported `yaml:"backendTLS"`
-	BackendAuth            notSupported `yaml:"backendAuth"`
-	BackendTunnel          notSupported `yaml:"backendTunnel"`
-	A2A                    notSupported `yaml:"a2a"`
-	AI                     notSupported `yaml:"ai"`
+	// Authorization runs per HTTP request, with source and request.
+	Authorization *RuleSetConfig `yaml:"authorization"`
+	JWTAuth       notSupported   `yaml:"jwtAuth"`
+	OIDC          notSupported   `yaml:"oidc"`
+	BasicAuth     notSupported   `yaml:"basicAuth"`
+	APIKey        notSupported   `yaml:"apiKey"`
+	ExtAuthz      notSupported   `yaml:"extAuthz"`
+	ExtProc       notSupported   `yaml:"extProc"`
+	// MCPAuthorization runs per MCP call (tools/call, prompts/get,
+	// resources/read) and filters list results, with source, request and
+	// mcp.
+	MCPAuthorization  *RuleSetConfig `yaml:"mcpAuthorization"`
+	MCPAuthentication notSupported   `yaml:"mcpAuthentication"`
+	MCPGuardrails     notSupported   `yaml:"mcpGuardrails"`
+	LocalRateLimit    notSupported   `yaml:"localRateLimit"`
+	RemoteRateLimit   notSupported   `yaml:"remoteRateLimit"`
+	Timeout           notSupported   `yaml:"timeout"`
+	Retry             notSupported   `yaml:"retry"`
+	Delay             notSupported   `yaml:"delay"`
+	Buffer            notSupported   `yaml:"buffer"`
+	Transformations   notSupported   `yaml:"transformations"`
+	BackendTLS        notSupported   `yaml:"backendTLS"`
+	BackendAuth       notSupported   `yaml:"backendAuth"`
+	BackendTunnel     notSupported   `yaml:"backendTunnel"`
+	A2A               notSupported   `yaml:"a2a"`
+	AI                notSupported   `yaml:"ai"`
 }
 
 // RouteBackend is where a route sends requests. tailgate serves MCP
@@ -272,7 +279,26 @@ type RouteBackend struct {
 	Dynamic    notSupported `yaml:"dynamic"`
 	Internal   notSupported `yaml:"internal"`
 	RouteGroup notSupported `yaml:"routeGroup"`
-	Policies   notSupported `yaml:"policies"`
+	// Policies of the backend; of those, tailgate implements
+	// mcpAuthorization, merged with the route's.
+	Policies *BackendPolicies `yaml:"policies"`
+}
+
+// BackendPolicies are the policies of a route's backend.
+type BackendPolicies struct {
+	MCPAuthorization *RuleSetConfig `yaml:"mcpAuthorization"`
+
+	MCPGuardrails         notSupported `yaml:"mcpGuardrails"`
+	BackendTLS            notSupported `yaml:"backendTLS"`
+	BackendAuth           notSupported `yaml:"backendAuth"`
+	BackendTunnel         notSupported `yaml:"backendTunnel"`
+	RequestHeaderModifier notSupported `yaml:"requestHeaderModifier"`
+	Transformations       notSupported `yaml:"transformations"`
+	HTTP                  notSupported `yaml:"http"`
+	TCP                   notSupported `yaml:"tcp"`
+	Timeout               notSupported `yaml:"timeout"`
+	A2A                   notSupported `yaml:"a2a"`
+	AI                    notSupported `yaml:"ai"`
 }
 
 // MCPBackend is a virtual MCP server made of targets.
@@ -300,6 +326,9 @@ type SimpleMCP struct {
 
 	Gateways               notSupported `yaml:"gateways"`
 	DNSRebindingProtection notSupported `yaml:"dnsRebindingProtection"`
+
+	authz    *policy.RuleSet
+	mcpAuthz *policy.RuleSet
 }
 
 // Target is one MCP server behind a backend.
@@ -321,6 +350,10 @@ type StdioTarget struct {
 	// ClearEnv starts the child with only Env instead of the gateway's
 	// environment plus Env.
 	ClearEnv bool `yaml:"clear_env"`
+	// IdentityEnv gives the child the caller's tailnet identity in its
+	// environment (TAILGATE_USER_LOGIN and others; see README). A tailgate
+	// extension.
+	IdentityEnv bool `yaml:"identityEnv"`
 }
 
 // DefaultMCPPort is the port of the simplified mcp block, as in
@@ -600,17 +633,64 @@ func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys .
 // compile error into a ConfigError at the rule's line.
 func (d *decoder) compileRules(doc *yaml.Node, cfg *Config, env *policy.Env) {
 	if np := cfg.FrontendPolicies.NetworkAuthorization; np != nil {
-		cfg.networkAuthz = d.compileRuleSet(env, policy.ScopeNetwork, "frontendPolicies.networkAuthorization.rules", np)
+		cfg.networkAuthz = d.compileRuleSet(env, policy.ScopeNetwork, "frontendPolicies.networkAuthorization.rules", ruleSource{"frontendPolicies.networkAuthorization.rules", np})
+	}
+	for i := range cfg.Binds {
+		for j := range cfg.Binds[i].Listeners {
+			for k := range cfg.Binds[i].Listeners[j].Routes {
+				r := &cfg.Binds[i].Listeners[j].Routes[k]
+				path := fmt.Sprintf("binds[%d].listeners[%d].routes[%d]", i, j, k)
+				var backend *BackendPolicies
+				if len(r.Backends) > 0 {
+					backend = r.Backends[0].Policies
+				}
+				r.authz, r.mcpAuthz = d.compilePolicies(env, path, r.Policies, path+".backends[0]", backend)
+			}
+		}
+	}
+	if m := cfg.MCP; m != nil {
+		m.authz, m.mcpAuthz = d.compilePolicies(env, "mcp", m.Policies, "", nil)
 	}
 }
 
-func (d *decoder) compileRuleSet(env *policy.Env, scope policy.Scope, path string, rsc *RuleSetConfig) *policy.RuleSet {
-	rules := make([]policy.Rule, len(rsc.Rules))
-	lines := make(map[string]int, len(rsc.Rules))
-	for i, r := range rsc.Rules {
-		p := fmt.Sprintf("%s[%d]", path, i)
-		rules[i] = policy.Rule{Kind: r.Kind, Expr: r.Expr, Path: p}
-		lines[p] = r.Line
+// compilePolicies compiles a route's authorization, and its
+// mcpAuthorization merged with its backend's: a deny in either denies,
+// every require must hold, and the allows of both are alternatives.
+func (d *decoder) compilePolicies(env *policy.Env, path string, rp *RoutePolicies, backendPath string, bp *BackendPolicies) (authz, mcpAuthz *policy.RuleSet) {
+	var mcpSources []ruleSource
+	if rp != nil {
+		if rp.Authorization != nil {
+			authz = d.compileRuleSet(env, policy.ScopeHTTP, path+".policies.authorization.rules", ruleSource{path + ".policies.authorization.rules", rp.Authorization})
+		}
+		if rp.MCPAuthorization != nil {
+			mcpSources = append(mcpSources, ruleSource{path + ".policies.mcpAuthorization.rules", rp.MCPAuthorization})
+		}
+	}
+	if bp != nil && bp.MCPAuthorization != nil {
+		mcpSources = append(mcpSources, ruleSource{backendPath + ".policies.mcpAuthorization.rules", bp.MCPAuthorization})
+	}
+	if len(mcpSources) > 0 {
+		mcpAuthz = d.compileRuleSet(env, policy.ScopeMCP, mcpSources[0].path, mcpSources...)
+	}
+	return authz, mcpAuthz
+}
+
+// ruleSource is a rule set as written, at its YAML path.
+type ruleSource struct {
+	path string
+	set  *RuleSetConfig
+}
+
+// compileRuleSet compiles the rules of sources as one rule set named path.
+func (d *decoder) compileRuleSet(env *policy.Env, scope policy.Scope, path string, sources ...ruleSource) *policy.RuleSet {
+	var rules []policy.Rule
+	lines := make(map[string]int)
+	for _, src := range sources {
+		for i, r := range src.set.Rules {
+			p := fmt.Sprintf("%s[%d]", src.path, i)
+			rules = append(rules, policy.Rule{Kind: r.Kind, Expr: r.Expr, Path: p})
+			lines[p] = r.Line
+		}
 	}
 	rs, err := env.Compile(scope, path, rules)
 	if err != nil {

@@ -133,6 +133,12 @@ binds:
 			[]string{`bad.yaml:4: binds[0].port: duplicate key`}},
 		{"target name with underscore", strings.Replace(route, "name: demo", "name: my_demo", 1),
 			[]string{`bad.yaml:9: binds[0].listeners[0].routes[0].backends[0].mcp.targets[0].name: "my_demo": a target name`}},
+		{"mcp rule typo", strings.Replace(route, "    - backends:", "    - policies:\n        mcpAuthorization:\n          rules:\n          - 'mcp.tool.nam == \"echo\"'\n      backends:", 1),
+			[]string{`bad.yaml:9: binds[0].listeners[0].routes[0].policies.mcpAuthorization.rules[0]: undefined field 'nam'`}},
+		{"http rule cannot see mcp", strings.Replace(route, "    - backends:", "    - policies:\n        authorization:\n          rules:\n          - deny: 'mcp.tool.name == \"echo\"'\n      backends:", 1),
+			[]string{`bad.yaml:9: binds[0].listeners[0].routes[0].policies.authorization.rules[0]: undeclared reference to 'mcp'`}},
+		{"backend rule path", strings.Replace(route, "            stdio: {cmd: demo}", "            stdio: {cmd: demo}\n        policies:\n          mcpAuthorization:\n            rules: ['source.tailscale.user.logn == \"a\"']", 1),
+			[]string{`bad.yaml:13: binds[0].listeners[0].routes[0].backends[0].policies.mcpAuthorization.rules[0]: undefined field 'logn'`}},
 		{"stateless", strings.Replace(route, "      - mcp:", "      - mcp:\n          statefulMode: stateless", 1),
 			[]string{`bad.yaml:8: binds[0].listeners[0].routes[0].backends[0].mcp.statefulMode: stateless is not supported yet`}},
 	}

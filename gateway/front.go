@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,7 @@ var Version = "dev"
 type mcpFront struct {
 	name       string
 	backend    *mcpstdio.Backend
+	authz      *policy.RuleSet
 	log        *slog.Logger
 	streamable *mcp.StreamableHTTPHandler
 	sse        *mcp.SSEHandler
@@ -47,12 +49,15 @@ type frontOptions struct {
 	Logger *slog.Logger
 	// SessionTTL closes sessions idle this long.
 	SessionTTL time.Duration
+	// Authz is the backend's mcpAuthorization; nil allows everything.
+	Authz *policy.RuleSet
 }
 
 func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcpFront {
 	f := &mcpFront{
 		name:     name,
 		backend:  backend,
+		authz:    opts.Authz,
 		log:      opts.Logger.With("route", name),
 		stub:     mcp.NewServer(&mcp.Implementation{Name: "tailgate", Version: Version}, nil),
 		sessions: make(map[string]*frontSession),
@@ -73,7 +78,7 @@ func (f *mcpFront) server(r *http.Request) *mcp.Server {
 	if !opens {
 		return f.stub
 	}
-	fs := &frontSession{f: f, src: sourceFrom(r.Context())}
+	fs := &frontSession{f: f, src: sourceFrom(r.Context()), method: r.Method, path: r.URL.Path, host: r.Host}
 	fs.server = mcp.NewServer(&mcp.Implementation{Name: "tailgate", Version: Version}, &mcp.ServerOptions{Logger: quiet(f.log, slog.LevelWarn)})
 	fs.server.AddReceivingMiddleware(fs.middleware)
 	return fs.server
@@ -96,7 +101,8 @@ func (f *mcpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// A session belongs to the peer that opened it: a session id seen
 		// by another peer is not a credential.
 		if fs != nil && !samePeer(fs.src, src) {
-			f.log.Warn("session used by another peer", "session", id, "owner", fs.src.Address, "addr", src.Address)
+			args := append([]any{"session", id, "owner_addr", fs.src.Address}, sourceAttrs(src)...)
+			f.log.Warn("session used by another peer", args...)
 			http.Error(w, "session belongs to another peer", http.StatusForbidden)
 			return
 		}
@@ -152,6 +158,9 @@ type frontSession struct {
 	f      *mcpFront
 	src    *policy.Source
 	server *mcp.Server
+	// method, path and host of the request that opened the session; every
+	// request of a session is on the same route.
+	method, path, host string
 
 	mu sync.Mutex
 	ss *mcp.ServerSession
@@ -182,6 +191,7 @@ func (fs *frontSession) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 		}
 		fs.inflight.Add(1)
 		defer fs.inflight.Add(-1)
+		az := fs.authorizer(bs, req)
 		switch p := req.GetParams().(type) {
 		case *mcp.PingParams:
 			if err := bs.Ping(ctx, p); err != nil {
@@ -189,20 +199,51 @@ func (fs *frontSession) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 			}
 			return next(ctx, method, req)
 		case *mcp.ListToolsParams:
-			return bs.ListTools(ctx, p)
+			res, err := bs.ListTools(ctx, p)
+			if err == nil {
+				res.Tools = slices.DeleteFunc(res.Tools, func(t *mcp.Tool) bool { return !az.tool(t.Name).Allow })
+			}
+			return res, err
 		case *mcp.CallToolParamsRaw:
+			if err := az.check("tools/call", "tool", p.Name, az.tool(p.Name)); err != nil {
+				return nil, err
+			}
 			return bs.CallTool(ctx, p)
 		case *mcp.ListPromptsParams:
-			return bs.ListPrompts(ctx, p)
+			res, err := bs.ListPrompts(ctx, p)
+			if err == nil {
+				res.Prompts = slices.DeleteFunc(res.Prompts, func(pr *mcp.Prompt) bool { return !az.prompt(pr.Name).Allow })
+			}
+			return res, err
 		case *mcp.GetPromptParams:
+			if err := az.check("prompts/get", "prompt", p.Name, az.prompt(p.Name)); err != nil {
+				return nil, err
+			}
 			return bs.GetPrompt(ctx, p)
 		case *mcp.ListResourcesParams:
-			return bs.ListResources(ctx, p)
+			res, err := bs.ListResources(ctx, p)
+			if err == nil {
+				res.Resources = slices.DeleteFunc(res.Resources, func(r *mcp.Resource) bool { return !az.resource(r.URI, r.Name).Allow })
+			}
+			return res, err
 		case *mcp.ListResourceTemplatesParams:
-			return bs.ListResourceTemplates(ctx, p)
+			res, err := bs.ListResourceTemplates(ctx, p)
+			if err == nil {
+				res.ResourceTemplates = slices.DeleteFunc(res.ResourceTemplates, func(r *mcp.ResourceTemplate) bool { return !az.resource(r.URITemplate, r.Name).Allow })
+			}
+			return res, err
 		case *mcp.ReadResourceParams:
+			if err := az.check("resources/read", "resource", p.URI, az.resource(p.URI, "")); err != nil {
+				return nil, err
+			}
 			return bs.ReadResource(ctx, p)
 		case *mcp.CompleteParams:
+			// Completing a prompt's arguments is part of getting it.
+			if p.Ref != nil && p.Ref.Type == "ref/prompt" {
+				if err := az.check("completion/complete", "prompt", p.Ref.Name, az.prompt(p.Ref.Name)); err != nil {
+					return nil, err
+				}
+			}
 			return bs.Complete(ctx, p)
 		case *mcp.SetLoggingLevelParams:
 			// Forwarded, and recorded by go-sdk too: ServerSession.Log sends
@@ -228,13 +269,13 @@ func (fs *frontSession) initialize(ctx context.Context, req mcp.Request, next mc
 	}
 	p, _ := req.GetParams().(*mcp.InitializeParams)
 	f := fs.f
-	log := f.log.With("session", ss.ID(), "addr", fs.src.Address)
+	log := f.log.With(append([]any{"session", ss.ID()}, sourceAttrs(fs.src)...)...)
 	var clientInfo *mcp.Implementation
 	if p != nil {
 		clientInfo = p.ClientInfo
 	}
 	start := time.Now()
-	bs, err := f.backend.Open(ctx, mcpstdio.OpenParams{ID: ss.ID(), Peer: ss, ClientInfo: clientInfo})
+	bs, err := f.backend.Open(ctx, mcpstdio.OpenParams{ID: ss.ID(), Peer: ss, ClientInfo: clientInfo, Identity: identityEnv(fs.src)})
 	if err != nil {
 		log.Error("session start failed", "err", err)
 		return nil, err
@@ -309,4 +350,61 @@ func errString(err error) string {
 		return "closed"
 	}
 	return err.Error()
+}
+
+// authorizer applies a front's mcpAuthorization to one request of a
+// session.
+type authorizer struct {
+	fs  *frontSession
+	bs  *mcpstdio.Session
+	req *policy.Request
+}
+
+func (fs *frontSession) authorizer(bs *mcpstdio.Session, req mcp.Request) authorizer {
+	var header map[string][]string
+	if extra := req.GetExtra(); extra != nil {
+		header = extra.Header
+	}
+	return authorizer{fs: fs, bs: bs, req: requestInput(fs.method, fs.path, fs.host, header)}
+}
+
+func (a authorizer) decide(m *policy.MCP) policy.Decision {
+	if a.fs.f.authz == nil {
+		return policy.Decision{Allow: true}
+	}
+	return a.fs.f.authz.Evaluate(policy.Input{Source: a.fs.src, Request: a.req, MCP: m})
+}
+
+// tool decides whether the caller may call the tool with front name name.
+// Lists are filtered with the same question, so a list shows exactly what
+// the caller may use.
+func (a authorizer) tool(name string) policy.Decision {
+	target, n, ok := a.bs.Resolve(name)
+	if !ok {
+		return policy.Decision{Allow: true} // the target answers "unknown tool"
+	}
+	return a.decide(&policy.MCP{Method: "tools/call", Tool: policy.Tool{Name: n, Target: target}})
+}
+
+func (a authorizer) prompt(name string) policy.Decision {
+	target, n, ok := a.bs.Resolve(name)
+	if !ok {
+		return policy.Decision{Allow: true}
+	}
+	return a.decide(&policy.MCP{Method: "prompts/get", Prompt: policy.Prompt{Name: n, Target: target}})
+}
+
+func (a authorizer) resource(uri, name string) policy.Decision {
+	return a.decide(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: uri, Name: name, Target: a.bs.ResourceTarget(uri)}})
+}
+
+// check turns a denial into the MCP error the client shows, and logs it.
+func (a authorizer) check(method, kind, name string, d policy.Decision) error {
+	if d.Allow {
+		return nil
+	}
+	args := append([]any{"session", a.fs.ss.ID(), "method", method, kind, name}, sourceAttrs(a.fs.src)...)
+	args = append(args, "rule", d.Rule, "reason", d.Reason())
+	a.fs.f.log.Warn("mcp call denied", args...)
+	return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("%s %q: not permitted by tailgate policy", kind, name)}
 }

@@ -81,7 +81,9 @@ type route struct {
 	name      string
 	hostnames []string
 	matches   []Match
+	authz     *policy.RuleSet
 	handler   http.Handler
+	log       *slog.Logger
 }
 
 // New builds a server for cfg. It starts nothing: children start per
@@ -112,11 +114,11 @@ func New(cfg *Config, opts Options) (*Server, error) {
 				if name == "" {
 					name = fmt.Sprintf("binds[%d].listeners[%d].routes[%d]", i, j, k)
 				}
-				front, err := s.newFront(name, r.Backends[0].MCP)
+				front, err := s.newFront(name, r.Backends[0].MCP, r.mcpAuthz)
 				if err != nil {
 					return nil, err
 				}
-				sl.routes = append(sl.routes, &route{name: name, hostnames: r.Hostnames, matches: r.Matches, handler: front})
+				sl.routes = append(sl.routes, &route{name: name, hostnames: r.Hostnames, matches: r.Matches, authz: r.authz, handler: front, log: s.log.With("route", name)})
 			}
 			sb.listeners = append(sb.listeners, sl)
 		}
@@ -127,13 +129,13 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		if port == 0 {
 			port = DefaultMCPPort
 		}
-		front, err := s.newFront("mcp", &MCPBackend{Targets: m.Targets, StatefulMode: m.StatefulMode, PrefixMode: m.PrefixMode, FailureMode: m.FailureMode})
+		front, err := s.newFront("mcp", &MCPBackend{Targets: m.Targets, StatefulMode: m.StatefulMode, PrefixMode: m.PrefixMode, FailureMode: m.FailureMode}, m.mcpAuthz)
 		if err != nil {
 			return nil, err
 		}
 		s.binds = append(s.binds, &bind{port: port, listeners: []*listener{{
 			name: "mcp",
-			routes: []*route{{name: "mcp", handler: front, matches: []Match{
+			routes: []*route{{name: "mcp", handler: front, authz: m.authz, log: s.log.With("route", "mcp"), matches: []Match{
 				{Path: &PathMatch{Exact: "/mcp"}},
 				{Path: &PathMatch{Exact: "/sse"}},
 			}}},
@@ -142,10 +144,10 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) newFront(name string, m *MCPBackend) (*mcpFront, error) {
+func (s *Server) newFront(name string, m *MCPBackend, mcpAuthz *policy.RuleSet) (*mcpFront, error) {
 	targets := make([]mcpstdio.Target, len(m.Targets))
 	for i, t := range m.Targets {
-		targets[i] = mcpstdio.Target{Name: t.Name, Command: t.Stdio.Cmd, Args: t.Stdio.Args, Env: t.Stdio.Env, ClearEnv: t.Stdio.ClearEnv}
+		targets[i] = mcpstdio.Target{Name: t.Name, Command: t.Stdio.Cmd, Args: t.Stdio.Args, Env: t.Stdio.Env, ClearEnv: t.Stdio.ClearEnv, IdentityEnv: t.Stdio.IdentityEnv}
 	}
 	backend, err := mcpstdio.NewBackend(name, targets, mcpstdio.Options{
 		Logger:     s.log,
@@ -158,7 +160,7 @@ func (s *Server) newFront(name string, m *MCPBackend) (*mcpFront, error) {
 	if err != nil {
 		return nil, fmt.Errorf("route %q: %w", name, err)
 	}
-	front := newMCPFront(name, backend, frontOptions{Logger: s.log, SessionTTL: s.opts.SessionTTL})
+	front := newMCPFront(name, backend, frontOptions{Logger: s.log, SessionTTL: s.opts.SessionTTL, Authz: mcpAuthz})
 	s.fronts = append(s.fronts, front)
 	return front, nil
 }
@@ -326,11 +328,26 @@ func (b *bind) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, rt := range l.routes {
 		if rt.matchesRequest(host, r) {
-			rt.handler.ServeHTTP(w, r)
+			rt.serve(w, r, host)
 			return
 		}
 	}
 	http.NotFound(w, r)
+}
+
+// serve runs the route's authorization, then its backend.
+func (rt *route) serve(w http.ResponseWriter, r *http.Request, host string) {
+	if rt.authz != nil {
+		src := sourceFrom(r.Context())
+		d := rt.authz.Evaluate(policy.Input{Source: src, Request: requestInput(r.Method, r.URL.Path, host, r.Header)})
+		if !d.Allow {
+			args := append(sourceAttrs(src), "method", r.Method, "path", r.URL.Path, "rule", d.Rule, "reason", d.Reason())
+			rt.log.Warn("request denied", args...)
+			http.Error(w, "forbidden by tailgate policy", http.StatusForbidden)
+			return
+		}
+	}
+	rt.handler.ServeHTTP(w, r)
 }
 
 func (rt *route) matchesRequest(host string, r *http.Request) bool {

@@ -149,6 +149,7 @@ func (tn *Tailnet) Gateway(t testing.TB, cfg *gateway.Config, opts ...GatewayOpt
 	if err != nil {
 		t.Fatal(err)
 	}
+	setup.opts.Identify = gateway.IdentifyTailnet(node.Identify)
 	srv, err := gateway.New(cfg, setup.opts)
 	if err != nil {
 		node.Close()
@@ -174,10 +175,13 @@ func (gw *Gateway) Shutdown(t testing.TB) {
 	gw.shutdownOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 		defer cancel()
+		begin := time.Now()
 		if err := gw.Server.Shutdown(ctx); err != nil {
 			t.Errorf("gateway shutdown: %v", err)
 		}
+		mid := time.Now()
 		gw.Node.Close()
+		t.Logf("gateway shut down in %v, node closed in %v", mid.Sub(begin), time.Since(mid))
 	})
 }
 
@@ -220,7 +224,11 @@ func (tn *Tailnet) Node(t testing.TB, name string, opts ...NodeOption) *Node {
 	for _, o := range opts {
 		o(s)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		begin := time.Now()
+		s.Close()
+		t.Logf("node %s closed in %v", name, time.Since(begin))
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := s.Up(ctx); err != nil {

@@ -32,6 +32,9 @@ type Target struct {
 	ClearEnv bool
 	// Dir is the child's working directory; empty is the gateway's.
 	Dir string
+	// IdentityEnv gives the child the session's OpenParams.Identity in its
+	// environment.
+	IdentityEnv bool
 }
 
 // PrefixMode says when tool and prompt names carry their target's name,
@@ -257,7 +260,7 @@ type OpenParams struct {
 	// ClientInfo is the front client's implementation, passed on to the
 	// children.
 	ClientInfo *mcp.Implementation
-	// Env is added to each child's environment (e.g. the caller's
-	// identity).
-	Env map[string]string
+	// Identity describes the caller as environment variables; it reaches
+	// the children of targets with IdentityEnv, and overrides their Env.
+	Identity map[string]string
 }

@@ -35,14 +35,20 @@ func (s *Session) route(name string) (*child, string, error) {
 	return nil, "", &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown name %q: no target prefix", name)}
 }
 
-// Target is the name of the target that serves the front name, for
-// authorization and logs; empty if none does.
-func (s *Session) Target(name string) string {
-	c, _, err := s.route(name)
+// Resolve names the target that serves a front tool or prompt name and
+// the target's own name for it, for authorization and logs. ok is false
+// if no target serves it.
+func (s *Session) Resolve(name string) (target, targetName string, ok bool) {
+	c, n, err := s.route(name)
 	if err != nil {
-		return ""
+		return "", "", false
 	}
-	return c.target.Name
+	return c.target.Name, n, true
+}
+
+// ResourceTarget names the target that serves a resource URI.
+func (s *Session) ResourceTarget(uri string) string {
+	return s.children[0].target.Name
 }
 
 // Ping pings every child.

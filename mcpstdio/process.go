@@ -26,8 +26,9 @@ type process struct {
 	stdin  *os.File // our write end of the child's stdin
 	stdout *os.File // our read end of the child's stdout
 
-	exited  chan struct{} // closed once the child is reaped
-	waitErr error         // set before exited is closed
+	exited     chan struct{} // closed once the child is reaped
+	waitErr    error         // set before exited is closed
+	stderrDone chan struct{} // closed when stderr reaches EOF
 
 	tail *stderrTail
 }
@@ -81,18 +82,26 @@ func startProcess(t *Target, env []string, log *slog.Logger, limits stderrLimits
 		return nil, err
 	}
 	p := &process{
-		target: t.Name,
-		cmd:    cmd,
-		pgid:   cmd.Process.Pid,
-		log:    log.With("pid", cmd.Process.Pid),
-		stdin:  inW,
-		stdout: outR,
-		exited: make(chan struct{}),
-		tail:   newStderrTail(stderrLines),
+		target:     t.Name,
+		cmd:        cmd,
+		pgid:       cmd.Process.Pid,
+		log:        log.With("pid", cmd.Process.Pid),
+		stdin:      inW,
+		stdout:     outR,
+		exited:     make(chan struct{}),
+		stderrDone: make(chan struct{}),
+		tail:       newStderrTail(stderrLines),
 	}
 	go p.drainStderr(errR, limits)
 	go func() {
 		p.waitErr = cmd.Wait()
+		// The last words of a dying child are what its exit error quotes:
+		// let the drain reach them. A grandchild holding stderr open must
+		// not delay the exit, hence the bound.
+		select {
+		case <-p.stderrDone:
+		case <-time.After(100 * time.Millisecond):
+		}
 		close(p.exited)
 	}()
 	return p, nil
@@ -177,6 +186,7 @@ type stderrLimits struct {
 // never stops reading, so a flood cannot fill the pipe and wedge the
 // child, and it never holds more than one line.
 func (p *process) drainStderr(r io.ReadCloser, limits stderrLimits) {
+	defer close(p.stderrDone)
 	defer r.Close()
 	br := bufio.NewReaderSize(r, limits.maxLine)
 	var (

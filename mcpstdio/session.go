@@ -81,7 +81,11 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 
 func (s *Session) startChild(ctx context.Context, t *Target, p OpenParams) (*child, error) {
 	log := s.log.With("target", t.Name)
-	proc, err := startProcess(t, s.b.childEnv(t, p.Env), log, stderrLimits{maxLine: s.b.opts.StderrMaxLine, perSecond: s.b.opts.StderrLinesPerSecond})
+	var identity map[string]string
+	if t.IdentityEnv {
+		identity = p.Identity
+	}
+	proc, err := startProcess(t, s.b.childEnv(t, identity), log, stderrLimits{maxLine: s.b.opts.StderrMaxLine, perSecond: s.b.opts.StderrLinesPerSecond})
 	if err != nil {
 		return nil, fmt.Errorf("target %q: start %s: %w", t.Name, t.Command, err)
 	}

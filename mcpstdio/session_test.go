@@ -51,7 +51,7 @@ func newBackend(t *testing.T, opts mcpstdio.Options, env map[string]string) *mcp
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	}
-	b, err := mcpstdio.NewBackend("test", []mcpstdio.Target{{Name: "demo", Command: demoBin, Env: env}}, opts)
+	b, err := mcpstdio.NewBackend("test", []mcpstdio.Target{{Name: "demo", Command: demoBin, Env: env, IdentityEnv: true}}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func open(t *testing.T, b *mcpstdio.Backend, p *peer, env map[string]string) *mcpstdio.Session {
 	t.Helper()
-	s, err := b.Open(context.Background(), mcpstdio.OpenParams{ID: t.Name(), Peer: p, Env: env})
+	s, err := b.Open(context.Background(), mcpstdio.OpenParams{ID: t.Name(), Peer: p, Identity: env})
 	if err != nil {
 		t.Fatal(err)
 	}

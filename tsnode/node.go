@@ -67,6 +67,10 @@ type Node struct {
 	tmpDir string // removed on Close; set when state is in memory only
 
 	started atomic.Bool // tsnet.Server.Close panics on a server never started
+	// resolver is set once Start has succeeded.
+	resolver  *Resolver
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
 
 	mu      sync.Mutex
 	ips     []netip.Addr
@@ -245,6 +249,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	ips, name := n.ips, n.dnsName
 	n.mu.Unlock()
+	n.startIdentity(lc.WhoIs)
 	n.log.Info("tailnet node up", "ips", ips, "name", name, "control", n.controlName(), "ephemeral", n.cfg.Ephemeral, "tags", n.cfg.AdvertiseTags)
 	return nil
 }
@@ -267,6 +272,52 @@ func (n *Node) hasState() bool {
 	}
 	_, err := os.Stat(filepath.Join(n.cfg.StateDir, "tailscaled.state"))
 	return err == nil
+}
+
+// startIdentity sets up WhoIs with a cache that a watcher of the IPN bus
+// clears on every netmap change.
+func (n *Node) startIdentity(whois WhoIsFunc) {
+	n.resolver = NewResolver(whois)
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stopWatch, n.watchDone = cancel, make(chan struct{})
+	lc, _ := n.srv.LocalClient()
+	go func() {
+		defer close(n.watchDone)
+		for ctx.Err() == nil {
+			w, err := lc.WatchIPNBus(ctx, ipn.NotifyPeerChanges)
+			if err != nil {
+				// Without the watcher the cache could go stale: empty it
+				// and retry shortly.
+				n.resolver.Forget()
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+				continue
+			}
+			for {
+				note, err := w.Next()
+				if err != nil {
+					break
+				}
+				if netmapChanged(&note) {
+					n.resolver.Forget()
+				}
+			}
+			w.Close()
+			n.resolver.Forget()
+		}
+	}()
+}
+
+// Identify returns the identity of the tailnet peer at addr, from WhoIs,
+// cached until the netmap changes. It fails for an address that is not a
+// peer, and before Start has succeeded.
+func (n *Node) Identify(ctx context.Context, addr netip.AddrPort) (*Identity, error) {
+	if n.resolver == nil {
+		return nil, errors.New("tailnet: node not started")
+	}
+	return n.resolver.Identify(ctx, addr)
 }
 
 // Listen listens on the node's tailnet addresses only; addr is ":port".
@@ -295,8 +346,17 @@ func (n *Node) StateDir() string { return n.cfg.StateDir }
 // control server removes it at once.
 func (n *Node) Close() error {
 	var err error
+	if n.stopWatch != nil {
+		n.stopWatch()
+	}
 	if n.started.Load() {
 		err = n.srv.Close()
+	}
+	if n.watchDone != nil {
+		select {
+		case <-n.watchDone:
+		case <-time.After(2 * time.Second):
+		}
 	}
 	if n.tmpDir != "" {
 		os.RemoveAll(n.tmpDir)

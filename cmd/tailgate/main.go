@@ -138,9 +138,10 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger, verbose b
 		log.Info("auth key found", "from", keyFrom)
 	}
 	gw, err := gateway.New(cfg, gateway.Options{
-		Logger:  log,
-		DropEnv: tsnode.SecretEnv(),
-		Secrets: secrets,
+		Logger:   log,
+		Identify: gateway.IdentifyTailnet(node.Identify),
+		DropEnv:  tsnode.SecretEnv(),
+		Secrets:  secrets,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "tailgate:", err)
