@@ -67,6 +67,7 @@ type Node struct {
 	tmpDir string // removed on Close; set when state is in memory only
 
 	started atomic.Bool // tsnet.Server.Close panics on a server never started
+	up      atomic.Bool // Start succeeded
 	// resolver is set once Start has succeeded.
 	resolver  *Resolver
 	stopWatch context.CancelFunc
@@ -249,6 +250,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	ips, name := n.ips, n.dnsName
 	n.mu.Unlock()
+	n.up.Store(true)
 	n.startIdentity(lc.WhoIs)
 	n.log.Info("tailnet node up", "ips", ips, "name", name, "control", n.controlName(), "ephemeral", n.cfg.Ephemeral, "tags", n.cfg.AdvertiseTags)
 	return nil
@@ -349,8 +351,18 @@ func (n *Node) Close() error {
 	if n.stopWatch != nil {
 		n.stopWatch()
 	}
-	if n.started.Load() {
+	switch {
+	case n.up.Load():
 		err = n.srv.Close()
+	case n.started.Load():
+		// A node that never came up has nothing to log out, but tsnet still
+		// tries for seconds; do not hold up an exit for that.
+		done := make(chan error, 1)
+		go func() { done <- n.srv.Close() }()
+		select {
+		case err = <-done:
+		case <-time.After(time.Second):
+		}
 	}
 	if n.watchDone != nil {
 		select {
@@ -366,3 +378,6 @@ func (n *Node) Close() error {
 	}
 	return err
 }
+
+// Hostname is the node's requested name on the tailnet.
+func (n *Node) Hostname() string { return n.cfg.Hostname }

@@ -147,7 +147,7 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger, verbose b
 		fmt.Fprintln(stderr, "tailgate:", err)
 		return exitConfig
 	}
-	log.Info("joining tailnet", "hostname", ts.Hostname, "state_dir", node.StateDir())
+	log.Info("joining tailnet", "hostname", node.Hostname(), "control", ts.ControlURL, "state_dir", node.StateDir())
 	if err := node.Start(ctx); err != nil {
 		if ctx.Err() != nil {
 			return exitOK // interrupted while joining
