@@ -85,7 +85,7 @@ type GlobalConfig struct {
 	StatsAddr                      notSupported `yaml:"statsAddr"`
 	ReadinessAddr                  notSupported `yaml:"readinessAddr"`
 	Session                        notSupported `yaml:"session"`
-	MCP                            notSupported `yaml:"mcp"`
+	MCP                            *GlobalMCP   `yaml:"mcp"`
 	Tracing                        notSupported `yaml:"tracing"`
 	Logging                        notSupported `yaml:"logging"`
 	Metrics                        notSupported `yaml:"metrics"`
@@ -103,6 +103,17 @@ type GlobalConfig struct {
 	ConnectionTerminationDeadline  notSupported `yaml:"connectionTerminationDeadline"`
 	ConnectionMinTerminationDeadln notSupported `yaml:"connectionMinTerminationDeadline"`
 	ModelCatalog                   notSupported `yaml:"modelCatalog"`
+}
+
+// GlobalMCP is config.mcp: settings of every MCP backend.
+type GlobalMCP struct {
+	// SessionTTL closes sessions idle this long; default 30m, as
+	// agentgateway.
+	SessionTTL Duration `yaml:"sessionTtl"`
+	// MaxSessions caps the open sessions of each MCP backend; past it, new
+	// sessions get 503 with Retry-After. 0 (default) is no cap. A tailgate
+	// extension.
+	MaxSessions int `yaml:"maxSessions"`
 }
 
 // FrontendPolicies apply to all traffic.
@@ -354,6 +365,14 @@ type StdioTarget struct {
 	// environment (TAILGATE_USER_LOGIN and others; see README). A tailgate
 	// extension.
 	IdentityEnv bool `yaml:"identityEnv"`
+	// Pool keeps this many children started and initialized ahead of
+	// demand (tailgate extension; see README for when it is safe).
+	Pool int `yaml:"pool"`
+	// InitializeTimeout bounds starting and initializing a child; default
+	// 30s. RequestTimeout bounds each request to it; default 10m. Tailgate
+	// extensions.
+	InitializeTimeout Duration `yaml:"initializeTimeout"`
+	RequestTimeout    Duration `yaml:"requestTimeout"`
 }
 
 // DefaultMCPPort is the port of the simplified mcp block, as in
@@ -498,6 +517,9 @@ func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
 		}
 	}
 
+	if g := cfg.Global.MCP; g != nil && g.MaxSessions < 0 {
+		d.errorf(at(doc, "config", "mcp", "maxSessions"), "config.mcp.maxSessions", "must not be negative")
+	}
 	if len(cfg.Binds) == 0 && cfg.MCP == nil {
 		d.errorf(doc, "", "nothing to serve: add binds or an mcp block")
 	}
@@ -587,7 +609,6 @@ func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys .
 	switch m.StatefulMode {
 	case "", "stateful":
 	case "stateless":
-		d.errorf(at(doc, k("statefulMode")...), path+".statefulMode", "stateless is not supported yet")
 	default:
 		d.errorf(at(doc, k("statefulMode")...), path+".statefulMode", "unknown mode %q (want stateful or stateless)", m.StatefulMode)
 	}
@@ -603,9 +624,6 @@ func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys .
 	}
 	if len(m.Targets) == 0 {
 		d.errorf(at(doc, k("targets")...), path+".targets", "an mcp backend needs at least one target")
-	}
-	if len(m.Targets) > 1 {
-		d.errorf(at(doc, k("targets", 1)...), path+".targets[1]", "several targets in one backend (multiplexing) are not supported yet")
 	}
 	names := make(map[string]bool)
 	for i, t := range m.Targets {
@@ -625,6 +643,12 @@ func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys .
 		}
 		if t.Stdio.Cmd == "" {
 			d.errorf(at(doc, k("targets", i, "stdio", "cmd")...), tpath+".stdio.cmd", "a stdio target needs cmd")
+		}
+		if t.Stdio.Pool < 0 || t.Stdio.Pool > 1000 {
+			d.errorf(at(doc, k("targets", i, "stdio", "pool")...), tpath+".stdio.pool", "pool %d out of range 0-1000", t.Stdio.Pool)
+		}
+		if t.Stdio.Pool > 0 && t.Stdio.IdentityEnv {
+			d.errorf(at(doc, k("targets", i, "stdio", "pool")...), tpath+".stdio.pool", "a pool cannot be used with identityEnv: pooled children start before the caller is known")
 		}
 	}
 }

@@ -139,8 +139,6 @@ binds:
 			[]string{`bad.yaml:9: binds[0].listeners[0].routes[0].policies.authorization.rules[0]: undeclared reference to 'mcp'`}},
 		{"backend rule path", strings.Replace(route, "            stdio: {cmd: demo}", "            stdio: {cmd: demo}\n        policies:\n          mcpAuthorization:\n            rules: ['source.tailscale.user.logn == \"a\"']", 1),
 			[]string{`bad.yaml:13: binds[0].listeners[0].routes[0].backends[0].policies.mcpAuthorization.rules[0]: undefined field 'logn'`}},
-		{"stateless", strings.Replace(route, "      - mcp:", "      - mcp:\n          statefulMode: stateless", 1),
-			[]string{`bad.yaml:8: binds[0].listeners[0].routes[0].backends[0].mcp.statefulMode: stateless is not supported yet`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

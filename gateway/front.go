@@ -29,12 +29,14 @@ var Version = "dev"
 // server knows the peer that opened it; a receiving middleware forwards
 // every request to the session's mcpstdio.Session.
 type mcpFront struct {
-	name       string
-	backend    *mcpstdio.Backend
-	authz      *policy.RuleSet
-	log        *slog.Logger
-	streamable *mcp.StreamableHTTPHandler
-	sse        *mcp.SSEHandler
+	name        string
+	backend     *mcpstdio.Backend
+	authz       *policy.RuleSet
+	stateless   bool
+	maxSessions int
+	log         *slog.Logger
+	streamable  *mcp.StreamableHTTPHandler
+	sse         *mcp.SSEHandler
 	// stub answers go-sdk's per-request protocol version lookups for
 	// requests of existing sessions; it never gets a session.
 	stub *mcp.Server
@@ -51,19 +53,27 @@ type frontOptions struct {
 	SessionTTL time.Duration
 	// Authz is the backend's mcpAuthorization; nil allows everything.
 	Authz *policy.RuleSet
+	// Stateless serves every request on a session of its own, as
+	// agentgateway's statefulMode: stateless.
+	Stateless bool
+	// MaxSessions caps open sessions; 0 is no cap.
+	MaxSessions int
 }
 
 func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcpFront {
 	f := &mcpFront{
-		name:     name,
-		backend:  backend,
-		authz:    opts.Authz,
-		log:      opts.Logger.With("route", name),
-		stub:     mcp.NewServer(&mcp.Implementation{Name: "tailgate", Version: Version}, nil),
-		sessions: make(map[string]*frontSession),
+		name:        name,
+		backend:     backend,
+		authz:       opts.Authz,
+		stateless:   opts.Stateless,
+		maxSessions: opts.MaxSessions,
+		log:         opts.Logger.With("route", name),
+		stub:        mcp.NewServer(&mcp.Implementation{Name: "tailgate", Version: Version}, nil),
+		sessions:    make(map[string]*frontSession),
 	}
 	f.streamable = mcp.NewStreamableHTTPHandler(f.server, &mcp.StreamableHTTPOptions{
 		SessionTimeout: opts.SessionTTL,
+		Stateless:      opts.Stateless,
 		Logger:         quiet(f.log, slog.LevelWarn),
 	})
 	f.sse = mcp.NewSSEHandler(f.server, nil)
@@ -73,15 +83,46 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 // server is go-sdk's getServer: a new server, bound to the calling peer,
 // for a request that opens a session; the stub otherwise.
 func (f *mcpFront) server(r *http.Request) *mcp.Server {
-	opens := (r.Method == http.MethodPost && r.Header.Get(sessionIDHeader) == "") ||
-		(r.Method == http.MethodGet && isSSEPath(r))
-	if !opens {
+	if !f.opensSession(r) {
 		return f.stub
 	}
 	fs := &frontSession{f: f, src: sourceFrom(r.Context()), method: r.Method, path: r.URL.Path, host: r.Host}
-	fs.server = mcp.NewServer(&mcp.Implementation{Name: "tailgate", Version: Version}, &mcp.ServerOptions{Logger: quiet(f.log, slog.LevelWarn)})
+	fs.server = mcp.NewServer(&mcp.Implementation{Name: "tailgate", Version: Version}, &mcp.ServerOptions{
+		Logger: quiet(f.log, slog.LevelWarn),
+		// Subscriptions go through go-sdk's own bookkeeping, so that
+		// Server.ResourceUpdated reaches the subscribed session.
+		SubscribeHandler: func(ctx context.Context, req *mcp.SubscribeRequest) error {
+			if bs := fs.backend(); bs != nil {
+				return bs.Subscribe(ctx, req.Params)
+			}
+			return errNotInitialized
+		},
+		UnsubscribeHandler: func(ctx context.Context, req *mcp.UnsubscribeRequest) error {
+			if bs := fs.backend(); bs != nil {
+				return bs.Unsubscribe(ctx, req.Params)
+			}
+			return errNotInitialized
+		},
+		RootsListChangedHandler: func(ctx context.Context, req *mcp.RootsListChangedRequest) {
+			if bs := fs.backend(); bs != nil {
+				bs.RootsChanged(ctx)
+			}
+		},
+	})
 	fs.server.AddReceivingMiddleware(fs.middleware)
 	return fs.server
+}
+
+var errNotInitialized = &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "session not initialized"}
+
+// opensSession reports whether r starts a new session (and so gets a new
+// server): a POST without a session id, or the GET of a legacy SSE stream.
+// In stateless mode every POST does.
+func (f *mcpFront) opensSession(r *http.Request) bool {
+	if isSSEPath(r) {
+		return r.Method == http.MethodGet
+	}
+	return r.Method == http.MethodPost && (f.stateless || r.Header.Get(sessionIDHeader) == "")
 }
 
 const sessionIDHeader = "Mcp-Session-Id"
@@ -110,6 +151,12 @@ func (f *mcpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "session ended: "+errString(fs.bs.Err()), http.StatusNotFound)
 			return
 		}
+	}
+	if f.maxSessions > 0 && f.opensSession(r) && f.backend.Stats().Sessions >= f.maxSessions {
+		f.log.Warn("session refused: at the session cap", append([]any{"max_sessions", f.maxSessions}, sourceAttrs(src)...)...)
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "too many MCP sessions; retry later", http.StatusServiceUnavailable)
+		return
 	}
 	if isSSEPath(r) {
 		f.sse.ServeHTTP(w, r)
@@ -166,6 +213,9 @@ type frontSession struct {
 	ss *mcp.ServerSession
 	bs *mcpstdio.Session
 
+	// markers toggle the list_changed markers (see frontPeer.ListChanged).
+	markers map[mcpstdio.ListKind]bool
+
 	inflight atomic.Int64
 	// ended is set once the backend session has ended; the session's id
 	// then answers 404 so the client starts a new session.
@@ -183,10 +233,23 @@ func (fs *frontSession) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 		if method == "initialize" {
 			return fs.initialize(ctx, req, next)
 		}
+		if strings.HasPrefix(method, "notifications/") {
+			// Client notifications are go-sdk's to handle (cancellation,
+			// roots/list_changed through RootsListChangedHandler).
+			return next(ctx, method, req)
+		}
 		bs := fs.backend()
-		if bs == nil || strings.HasPrefix(method, "notifications/") {
-			// Before initialize go-sdk answers (and refuses) by itself;
-			// notifications from the client are go-sdk's to handle.
+		if bs == nil && fs.f.stateless {
+			// A stateless request is a session of its own: its children
+			// live as long as the request.
+			var err error
+			if bs, err = fs.openStateless(ctx, req); err != nil {
+				return nil, err
+			}
+			defer bs.Close()
+		}
+		if bs == nil {
+			// Before initialize go-sdk answers (and refuses) by itself.
 			return next(ctx, method, req)
 		}
 		fs.inflight.Add(1)
@@ -201,22 +264,22 @@ func (fs *frontSession) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 		case *mcp.ListToolsParams:
 			res, err := bs.ListTools(ctx, p)
 			if err == nil {
-				res.Tools = slices.DeleteFunc(res.Tools, func(t *mcp.Tool) bool { return !az.tool(t.Name).Allow })
+				res.Tools = slices.DeleteFunc(res.Tools, func(t *mcp.Tool) bool { return !az.tool(ctx, t.Name).Allow })
 			}
 			return res, err
 		case *mcp.CallToolParamsRaw:
-			if err := az.check("tools/call", "tool", p.Name, az.tool(p.Name)); err != nil {
+			if err := az.check("tools/call", "tool", p.Name, az.tool(ctx, p.Name)); err != nil {
 				return nil, err
 			}
 			return bs.CallTool(ctx, p)
 		case *mcp.ListPromptsParams:
 			res, err := bs.ListPrompts(ctx, p)
 			if err == nil {
-				res.Prompts = slices.DeleteFunc(res.Prompts, func(pr *mcp.Prompt) bool { return !az.prompt(pr.Name).Allow })
+				res.Prompts = slices.DeleteFunc(res.Prompts, func(pr *mcp.Prompt) bool { return !az.prompt(ctx, pr.Name).Allow })
 			}
 			return res, err
 		case *mcp.GetPromptParams:
-			if err := az.check("prompts/get", "prompt", p.Name, az.prompt(p.Name)); err != nil {
+			if err := az.check("prompts/get", "prompt", p.Name, az.prompt(ctx, p.Name)); err != nil {
 				return nil, err
 			}
 			return bs.GetPrompt(ctx, p)
@@ -240,11 +303,16 @@ func (fs *frontSession) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 		case *mcp.CompleteParams:
 			// Completing a prompt's arguments is part of getting it.
 			if p.Ref != nil && p.Ref.Type == "ref/prompt" {
-				if err := az.check("completion/complete", "prompt", p.Ref.Name, az.prompt(p.Ref.Name)); err != nil {
+				if err := az.check("completion/complete", "prompt", p.Ref.Name, az.prompt(ctx, p.Ref.Name)); err != nil {
 					return nil, err
 				}
 			}
 			return bs.Complete(ctx, p)
+		case *mcp.SubscribeParams:
+			if err := az.check("resources/subscribe", "resource", p.URI, az.resource(p.URI, "")); err != nil {
+				return nil, err
+			}
+			return next(ctx, method, req) // go-sdk records it, then SubscribeHandler forwards it
 		case *mcp.SetLoggingLevelParams:
 			// Forwarded, and recorded by go-sdk too: ServerSession.Log sends
 			// only what the client's level admits.
@@ -271,11 +339,12 @@ func (fs *frontSession) initialize(ctx context.Context, req mcp.Request, next mc
 	f := fs.f
 	log := f.log.With(append([]any{"session", ss.ID()}, sourceAttrs(fs.src)...)...)
 	var clientInfo *mcp.Implementation
+	var caps *mcp.ClientCapabilities
 	if p != nil {
-		clientInfo = p.ClientInfo
+		clientInfo, caps = p.ClientInfo, p.Capabilities
 	}
 	start := time.Now()
-	bs, err := f.backend.Open(ctx, mcpstdio.OpenParams{ID: ss.ID(), Peer: ss, ClientInfo: clientInfo, Identity: identityEnv(fs.src)})
+	bs, err := f.backend.Open(ctx, mcpstdio.OpenParams{ID: ss.ID(), Peer: frontPeer{ss, fs}, ClientInfo: clientInfo, Capabilities: caps, Identity: identityEnv(fs.src)})
 	if err != nil {
 		log.Error("session start failed", "err", err)
 		return nil, err
@@ -378,16 +447,16 @@ func (a authorizer) decide(m *policy.MCP) policy.Decision {
 // tool decides whether the caller may call the tool with front name name.
 // Lists are filtered with the same question, so a list shows exactly what
 // the caller may use.
-func (a authorizer) tool(name string) policy.Decision {
-	target, n, ok := a.bs.Resolve(name)
+func (a authorizer) tool(ctx context.Context, name string) policy.Decision {
+	target, n, ok := a.bs.Resolve(ctx, name, "tool")
 	if !ok {
 		return policy.Decision{Allow: true} // the target answers "unknown tool"
 	}
 	return a.decide(&policy.MCP{Method: "tools/call", Tool: policy.Tool{Name: n, Target: target}})
 }
 
-func (a authorizer) prompt(name string) policy.Decision {
-	target, n, ok := a.bs.Resolve(name)
+func (a authorizer) prompt(ctx context.Context, name string) policy.Decision {
+	target, n, ok := a.bs.Resolve(ctx, name, "prompt")
 	if !ok {
 		return policy.Decision{Allow: true}
 	}
@@ -395,7 +464,11 @@ func (a authorizer) prompt(name string) policy.Decision {
 }
 
 func (a authorizer) resource(uri, name string) policy.Decision {
-	return a.decide(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: uri, Name: name, Target: a.bs.ResourceTarget(uri)}})
+	target, u, ok := a.bs.ResolveURI(uri)
+	if !ok {
+		return policy.Decision{Allow: true} // the backend answers "unknown resource"
+	}
+	return a.decide(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: u, Name: name, Target: target}})
 }
 
 // check turns a denial into the MCP error the client shows, and logs it.
@@ -403,8 +476,87 @@ func (a authorizer) check(method, kind, name string, d policy.Decision) error {
 	if d.Allow {
 		return nil
 	}
-	args := append([]any{"session", a.fs.ss.ID(), "method", method, kind, name}, sourceAttrs(a.fs.src)...)
+	args := append([]any{"session", a.fs.id(), "method", method, kind, name}, sourceAttrs(a.fs.src)...)
 	args = append(args, "rule", d.Rule, "reason", d.Reason())
 	a.fs.f.log.Warn("mcp call denied", args...)
 	return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("%s %q: not permitted by tailgate policy", kind, name)}
+}
+
+func (fs *frontSession) id() string {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.ss == nil {
+		return ""
+	}
+	return fs.ss.ID()
+}
+
+// openStateless opens a backend session for one stateless request.
+func (fs *frontSession) openStateless(ctx context.Context, req mcp.Request) (*mcpstdio.Session, error) {
+	ss, _ := req.GetSession().(*mcp.ServerSession)
+	if ss == nil {
+		return nil, errNotInitialized
+	}
+	var caps *mcp.ClientCapabilities
+	var info *mcp.Implementation
+	if p := ss.InitializeParams(); p != nil {
+		caps, info = p.Capabilities, p.ClientInfo
+	}
+	return fs.f.backend.Open(ctx, mcpstdio.OpenParams{ID: "stateless", Peer: frontPeer{ss, fs}, ClientInfo: info, Capabilities: caps, Identity: identityEnv(fs.src)})
+}
+
+// frontPeer is where a backend session's notifications and requests go:
+// the front session, and for what go-sdk's ServerSession has no method
+// for, the session's own server.
+type frontPeer struct {
+	*mcp.ServerSession
+	fs *frontSession
+}
+
+func (p frontPeer) ResourceUpdated(ctx context.Context, params *mcp.ResourceUpdatedNotificationParams) error {
+	return p.fs.server.ResourceUpdated(ctx, params)
+}
+
+// listChangedMarker is registered and unregistered on the session's own
+// server to make go-sdk send a list_changed notification: go-sdk sends
+// those only when a server's features change. tailgate answers lists
+// itself, so the marker is never listed.
+const listChangedMarker = "tailgate.list-changed"
+
+func (p frontPeer) ListChanged(kind mcpstdio.ListKind) {
+	fs := p.fs
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.markers == nil {
+		fs.markers = make(map[mcpstdio.ListKind]bool)
+	}
+	fs.markers[kind] = !fs.markers[kind]
+	on, srv := fs.markers[kind], fs.server
+	switch kind {
+	case mcpstdio.ListTools:
+		if on {
+			srv.AddTool(&mcp.Tool{Name: listChangedMarker, InputSchema: map[string]any{"type": "object"}}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return nil, errNotInitialized
+			})
+		} else {
+			srv.RemoveTools(listChangedMarker)
+		}
+	case mcpstdio.ListPrompts:
+		if on {
+			srv.AddPrompt(&mcp.Prompt{Name: listChangedMarker}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+				return nil, errNotInitialized
+			})
+		} else {
+			srv.RemovePrompts(listChangedMarker)
+		}
+	case mcpstdio.ListResources:
+		const uri = "tailgate://list-changed"
+		if on {
+			srv.AddResource(&mcp.Resource{URI: uri, Name: listChangedMarker}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+				return nil, errNotInitialized
+			})
+		} else {
+			srv.RemoveResources(uri)
+		}
+	}
 }

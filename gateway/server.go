@@ -147,20 +147,35 @@ func New(cfg *Config, opts Options) (*Server, error) {
 func (s *Server) newFront(name string, m *MCPBackend, mcpAuthz *policy.RuleSet) (*mcpFront, error) {
 	targets := make([]mcpstdio.Target, len(m.Targets))
 	for i, t := range m.Targets {
-		targets[i] = mcpstdio.Target{Name: t.Name, Command: t.Stdio.Cmd, Args: t.Stdio.Args, Env: t.Stdio.Env, ClearEnv: t.Stdio.ClearEnv, IdentityEnv: t.Stdio.IdentityEnv}
+		targets[i] = mcpstdio.Target{
+			Name: t.Name, Command: t.Stdio.Cmd, Args: t.Stdio.Args, Env: t.Stdio.Env, ClearEnv: t.Stdio.ClearEnv,
+			IdentityEnv: t.Stdio.IdentityEnv, Pool: t.Stdio.Pool,
+			InitializeTimeout: time.Duration(t.Stdio.InitializeTimeout), RequestTimeout: time.Duration(t.Stdio.RequestTimeout),
+		}
 	}
 	backend, err := mcpstdio.NewBackend(name, targets, mcpstdio.Options{
-		Logger:     s.log,
-		SDKLogger:  quiet(s.log, slog.LevelWarn),
-		PrefixMode: mcpstdio.PrefixMode(m.PrefixMode),
-		StopGrace:  s.opts.StopGrace,
-		DropEnv:    s.opts.DropEnv,
-		Secrets:    s.opts.Secrets,
+		Logger:      s.log,
+		SDKLogger:   quiet(s.log, slog.LevelWarn),
+		PrefixMode:  mcpstdio.PrefixMode(m.PrefixMode),
+		FailureMode: mcpstdio.FailureMode(m.FailureMode),
+		StopGrace:   s.opts.StopGrace,
+		DropEnv:     s.opts.DropEnv,
+		Secrets:     s.opts.Secrets,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("route %q: %w", name, err)
 	}
-	front := newMCPFront(name, backend, frontOptions{Logger: s.log, SessionTTL: s.opts.SessionTTL, Authz: mcpAuthz})
+	ttl, maxSessions := s.opts.SessionTTL, 0
+	if g := s.cfg.Global.MCP; g != nil {
+		if g.SessionTTL > 0 {
+			ttl = time.Duration(g.SessionTTL)
+		}
+		maxSessions = g.MaxSessions
+	}
+	front := newMCPFront(name, backend, frontOptions{
+		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz,
+		Stateless: m.StatefulMode == "stateless", MaxSessions: maxSessions,
+	})
 	s.fronts = append(s.fronts, front)
 	return front, nil
 }

@@ -5,7 +5,6 @@
 package mcpstdio
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,8 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // Target is a stdio MCP server command.
@@ -35,6 +32,13 @@ type Target struct {
 	// IdentityEnv gives the child the session's OpenParams.Identity in its
 	// environment.
 	IdentityEnv bool
+	// Pool is how many children to keep started and initialized ahead of
+	// demand; 0 starts each session's child on initialize. Safe only for
+	// servers that keep no per-client state, and not with IdentityEnv.
+	Pool int
+	// InitializeTimeout and RequestTimeout override the backend's.
+	InitializeTimeout time.Duration
+	RequestTimeout    time.Duration
 }
 
 // PrefixMode says when tool and prompt names carry their target's name,
@@ -60,6 +64,9 @@ type Options struct {
 	SDKLogger *slog.Logger
 	// PrefixMode is how names are prefixed; default PrefixConditional.
 	PrefixMode PrefixMode
+	// FailureMode is what Open does when a target fails; default
+	// FailClosed.
+	FailureMode FailureMode
 	// InitializeTimeout bounds starting and initializing a child; default
 	// 30s.
 	InitializeTimeout time.Duration
@@ -82,6 +89,18 @@ type Options struct {
 	StderrMaxLine int
 }
 
+// FailureMode is what a session does when a target fails to start, as
+// agentgateway's failureMode.
+type FailureMode string
+
+const (
+	// FailClosed fails the session (its initialize) if any target fails.
+	// It is the default.
+	FailClosed FailureMode = "failClosed"
+	// FailOpen serves the targets that started and says which are missing.
+	FailOpen FailureMode = "failOpen"
+)
+
 // ClientVersion is the MCP protocol version tailgate speaks to children.
 // Pinning it skips go-sdk's server/discover probe, which stdio servers of
 // today answer with an error.
@@ -95,11 +114,25 @@ type Backend struct {
 	opts    Options
 	log     *slog.Logger
 
+	pools map[string]*pool
+
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
 	closed   bool
 
 	started atomic.Uint64
+	running atomic.Int64
+
+	exitMu sync.Mutex
+	exits  map[ExitKey]uint64
+}
+
+// ExitKey counts child exits by target and cause.
+type ExitKey struct {
+	Target string
+	// Cause is "stopped" (tailgate ended it), "exited" (status 0 on its
+	// own), "failed" (non-zero status) or "signaled".
+	Cause string
 }
 
 // NewBackend returns a backend named name (for logs) serving targets.
@@ -107,12 +140,12 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 	if len(targets) == 0 {
 		return nil, fmt.Errorf("backend %q: no targets", name)
 	}
-	if len(targets) > 1 {
-		return nil, fmt.Errorf("backend %q: several targets in one backend are not supported yet", name)
-	}
 	for _, t := range targets {
 		if t.Command == "" {
 			return nil, fmt.Errorf("backend %q: target %q: no command", name, t.Name)
+		}
+		if t.Pool > 0 && t.IdentityEnv {
+			return nil, fmt.Errorf("backend %q: target %q: a pool cannot be used with identityEnv (pooled children start before the caller is known)", name, t.Name)
 		}
 	}
 	if opts.Logger == nil {
@@ -123,6 +156,9 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 	}
 	if opts.PrefixMode == "" {
 		opts.PrefixMode = PrefixConditional
+	}
+	if opts.FailureMode == "" {
+		opts.FailureMode = FailClosed
 	}
 	if opts.InitializeTimeout <= 0 {
 		opts.InitializeTimeout = 30 * time.Second
@@ -139,28 +175,88 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 	if opts.StderrMaxLine <= 0 {
 		opts.StderrMaxLine = 4096
 	}
-	return &Backend{
+	b := &Backend{
 		name:     name,
 		targets:  slices.Clone(targets),
 		opts:     opts,
 		log:      opts.Logger.With("backend", name),
 		sessions: make(map[*Session]struct{}),
-	}, nil
+		pools:    make(map[string]*pool),
+		exits:    make(map[ExitKey]uint64),
+	}
+	for i := range b.targets {
+		if t := &b.targets[i]; t.Pool > 0 {
+			b.pools[t.Name] = startPool(b, t)
+		}
+	}
+	return b, nil
+}
+
+func (b *Backend) prefixed() bool {
+	return b.opts.PrefixMode == PrefixAlways || (b.opts.PrefixMode == PrefixConditional && len(b.targets) > 1)
+}
+
+func (b *Backend) initializeTimeout(t *Target) time.Duration {
+	if t.InitializeTimeout > 0 {
+		return t.InitializeTimeout
+	}
+	return b.opts.InitializeTimeout
+}
+
+func (b *Backend) requestTimeout(t *Target) time.Duration {
+	if t.RequestTimeout > 0 {
+		return t.RequestTimeout
+	}
+	return b.opts.RequestTimeout
+}
+
+// exited counts a child's exit by cause.
+func (b *Backend) exited(target string, p *process) {
+	cause := "exited"
+	switch {
+	case p.stopped.Load():
+		cause = "stopped"
+	case p.waitErr != nil && strings.Contains(p.waitErr.Error(), "signal"):
+		cause = "signaled"
+	case p.waitErr != nil:
+		cause = "failed"
+	}
+	b.exitMu.Lock()
+	b.exits[ExitKey{Target: target, Cause: cause}]++
+	b.exitMu.Unlock()
 }
 
 // Stats is a snapshot of a backend's sessions and children.
 type Stats struct {
 	// Sessions is the number of open sessions.
 	Sessions int
-	// ChildrenStarted counts every child process started since NewBackend.
+	// ChildrenStarted counts every child process started since NewBackend,
+	// pooled ones included.
 	ChildrenStarted uint64
+	// ChildrenRunning is the number of child processes not yet reaped.
+	ChildrenRunning int64
+	// Exits counts reaped children by target and cause.
+	Exits map[ExitKey]uint64
+	// PoolReady is the number of pooled children waiting, per target.
+	PoolReady map[string]int
 }
 
 // Stats reports the backend's sessions and children.
 func (b *Backend) Stats() Stats {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	return Stats{Sessions: len(b.sessions), ChildrenStarted: b.started.Load()}
+	st := Stats{Sessions: len(b.sessions), ChildrenStarted: b.started.Load(), ChildrenRunning: b.running.Load()}
+	b.mu.Unlock()
+	b.exitMu.Lock()
+	st.Exits = make(map[ExitKey]uint64, len(b.exits))
+	for k, v := range b.exits {
+		st.Exits[k] = v
+	}
+	b.exitMu.Unlock()
+	st.PoolReady = make(map[string]int, len(b.pools))
+	for name, p := range b.pools {
+		st.PoolReady[name] = len(p.ready)
+	}
+	return st
 }
 
 // ErrClosed is returned by Open after Close.
@@ -179,6 +275,9 @@ func (b *Backend) Close() error {
 	var wg sync.WaitGroup
 	for _, s := range sessions {
 		wg.Go(func() { s.Close() })
+	}
+	for _, p := range b.pools {
+		wg.Go(p.close)
 	}
 	wg.Wait()
 	return nil
@@ -242,25 +341,4 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
-}
-
-// Peer is the front side of a session: where the children's
-// notifications go. *mcp.ServerSession implements it.
-type Peer interface {
-	NotifyProgress(ctx context.Context, params *mcp.ProgressNotificationParams) error
-	Log(ctx context.Context, params *mcp.LoggingMessageParams) error
-}
-
-// OpenParams describe the front session a Session serves.
-type OpenParams struct {
-	// ID names the front session in logs.
-	ID string
-	// Peer receives the children's notifications.
-	Peer Peer
-	// ClientInfo is the front client's implementation, passed on to the
-	// children.
-	ClientInfo *mcp.Implementation
-	// Identity describes the caller as environment variables; it reaches
-	// the children of targets with IdentityEnv, and overrides their Env.
-	Identity map[string]string
 }

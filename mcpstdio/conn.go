@@ -21,6 +21,8 @@ type interceptTransport struct {
 	// intercept is called with each notification read; it returns true if
 	// it took the message, which then does not reach the client.
 	intercept func(*jsonrpc.Request) bool
+	// connected, if set, receives the connection once made.
+	connected func(mcp.Connection)
 }
 
 func (t *interceptTransport) Connect(ctx context.Context) (mcp.Connection, error) {
@@ -28,7 +30,11 @@ func (t *interceptTransport) Connect(ctx context.Context) (mcp.Connection, error
 	if err != nil {
 		return nil, err
 	}
-	return &interceptConn{Connection: c, intercept: t.intercept}, nil
+	ic := &interceptConn{Connection: c, intercept: t.intercept}
+	if t.connected != nil {
+		t.connected(ic)
+	}
+	return ic, nil
 }
 
 type interceptConn struct {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -31,6 +32,9 @@ type process struct {
 	stderrDone chan struct{} // closed when stderr reaches EOF
 
 	tail *stderrTail
+	// stopped is set when tailgate began to stop the child, so that its
+	// exit is not counted as a crash.
+	stopped atomic.Bool
 }
 
 // stderrLines is how many of the last stderr lines an exit error quotes.
@@ -133,6 +137,7 @@ func (p *process) exitError() error {
 // the whole group, then SIGKILL it, and reap. It also ends group members
 // that outlived the leader. It returns once the leader is reaped.
 func (p *process) stop(grace time.Duration) {
+	p.stopped.Store(true)
 	p.stdin.Close()
 	timer := time.NewTimer(grace)
 	defer timer.Stop()

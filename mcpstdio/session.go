@@ -7,24 +7,69 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
+
+// ListKind names a list whose change a child announced.
+type ListKind string
+
+// The lists a child may announce changes of.
+const (
+	ListTools     ListKind = "tools"
+	ListPrompts   ListKind = "prompts"
+	ListResources ListKind = "resources"
+)
+
+// Peer is the front side of a session: where the children's notifications
+// and requests go. Progress and log messages are sent with the context of
+// the front request that caused them, so that go-sdk delivers them on that
+// request's stream.
+type Peer interface {
+	NotifyProgress(ctx context.Context, params *mcp.ProgressNotificationParams) error
+	Log(ctx context.Context, params *mcp.LoggingMessageParams) error
+	CreateMessage(ctx context.Context, params *mcp.CreateMessageParams) (*mcp.CreateMessageResult, error)
+	Elicit(ctx context.Context, params *mcp.ElicitParams) (*mcp.ElicitResult, error)
+	ListRoots(ctx context.Context, params *mcp.ListRootsParams) (*mcp.ListRootsResult, error)
+	// ResourceUpdated tells the client that a subscribed resource changed.
+	ResourceUpdated(ctx context.Context, params *mcp.ResourceUpdatedNotificationParams) error
+	// ListChanged tells the client that a list changed.
+	ListChanged(kind ListKind)
+}
+
+// OpenParams describe the front session a Session serves.
+type OpenParams struct {
+	// ID names the front session in logs.
+	ID string
+	// Peer receives the children's notifications and requests.
+	Peer Peer
+	// ClientInfo is the front client's implementation, passed on to the
+	// children.
+	ClientInfo *mcp.Implementation
+	// Capabilities are the front client's; children see the same.
+	Capabilities *mcp.ClientCapabilities
+	// Identity describes the caller as environment variables; it reaches
+	// the children of targets with IdentityEnv, and overrides their Env.
+	Identity map[string]string
+}
 
 // Session is one front session's children, one per target, started and
 // initialized by Open. It ends when Close is called or a child exits;
 // Done is closed then and Err says why.
 type Session struct {
-	b    *Backend
-	id   string
-	peer Peer
-	log  *slog.Logger
+	b           *Backend
+	id          string
+	peer        Peer
+	log         *slog.Logger
+	prefixed    bool
+	offersRoots bool
 
 	children []*child
-	prefixed bool
+	// missing are the targets that failed to start under failOpen.
+	missing map[string]error
 
 	mu       sync.Mutex
 	progress map[string]context.Context // progress token → front request ctx
@@ -36,38 +81,66 @@ type Session struct {
 	err      error
 }
 
-type child struct {
-	target *Target
-	proc   *process
-	cs     *mcp.ClientSession
-}
-
-// Open starts and initializes a child for each target. It fails if any
-// child fails to start or to initialize within the initialize timeout,
-// and leaves no process behind when it does.
+// Open starts and initializes a child for each target (or takes one from
+// the target's pool). Under failClosed it fails if any child fails to
+// start or initialize, and leaves no process behind; under failOpen it
+// fails only if none starts.
 func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 	s := &Session{
 		b:        b,
 		id:       p.ID,
 		peer:     p.Peer,
 		log:      b.log.With("session", p.ID),
-		prefixed: b.opts.PrefixMode == PrefixAlways || (b.opts.PrefixMode == PrefixConditional && len(b.targets) > 1),
+		prefixed: b.prefixed(),
 		progress: make(map[string]context.Context),
+		missing:  make(map[string]error),
 		stopping: make(chan struct{}),
 		done:     make(chan struct{}),
+	}
+	if c := p.Capabilities; c != nil {
+		s.offersRoots = c.RootsV2 != nil || c.Roots.ListChanged
 	}
 	if err := b.add(s); err != nil {
 		return nil, err
 	}
-	ictx, cancel := context.WithTimeout(ctx, b.opts.InitializeTimeout)
-	defer cancel()
 	start := time.Now()
+	children := make([]*child, len(b.targets))
+	errs := make([]error, len(b.targets))
+	var wg sync.WaitGroup
 	for i := range b.targets {
-		c, err := s.startChild(ictx, &b.targets[i], p)
+		t := &b.targets[i]
+		wg.Go(func() {
+			if pl := b.pools[t.Name]; pl != nil {
+				if c := pl.take(); c != nil {
+					children[i] = c
+					return
+				}
+			}
+			var identity map[string]string
+			if t.IdentityEnv {
+				identity = p.Identity
+			}
+			children[i], errs[i] = b.startChild(ctx, t, identity, p.Capabilities, p.ClientInfo, p.ID)
+		})
+	}
+	wg.Wait()
+	for i, c := range children {
 		if c != nil {
+			c.owner.Store(s)
 			s.children = append(s.children, c)
+		} else {
+			s.missing[b.targets[i].Name] = errs[i]
 		}
-		if err != nil {
+	}
+	if err := errors.Join(errs...); err != nil && (b.opts.FailureMode != FailOpen || len(s.children) == 0) {
+		s.end(err)
+		return nil, err
+	}
+	for name, err := range s.missing {
+		s.log.Warn("target unavailable; serving the others (failOpen)", "target", name, "err", err)
+	}
+	if b.opts.PrefixMode == PrefixNever {
+		if err := s.checkCollisions(ctx); err != nil {
 			s.end(err)
 			return nil, err
 		}
@@ -79,33 +152,39 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 	return s, nil
 }
 
-func (s *Session) startChild(ctx context.Context, t *Target, p OpenParams) (*child, error) {
-	log := s.log.With("target", t.Name)
-	var identity map[string]string
-	if t.IdentityEnv {
-		identity = p.Identity
+// checkCollisions fails when two targets offer a tool or prompt of the same
+// name and names are not prefixed: a call could not say which it means.
+func (s *Session) checkCollisions(ctx context.Context) error {
+	if len(s.children) < 2 {
+		return nil
 	}
-	proc, err := startProcess(t, s.b.childEnv(t, identity), log, stderrLimits{maxLine: s.b.opts.StderrMaxLine, perSecond: s.b.opts.StderrLinesPerSecond})
-	if err != nil {
-		return nil, fmt.Errorf("target %q: start %s: %w", t.Name, t.Command, err)
+	owners := make(map[string]string)
+	for _, c := range s.children {
+		var names []string
+		if c.cs.InitializeResult().Capabilities.Tools != nil {
+			for t, err := range c.cs.Tools(ctx, nil) {
+				if err != nil {
+					return c.failure(ctx, "tools/list", err)
+				}
+				names = append(names, "tool "+t.Name)
+			}
+		}
+		if c.cs.InitializeResult().Capabilities.Prompts != nil {
+			for p, err := range c.cs.Prompts(ctx, nil) {
+				if err != nil {
+					return c.failure(ctx, "prompts/list", err)
+				}
+				names = append(names, "prompt "+p.Name)
+			}
+		}
+		for _, n := range names {
+			if other, dup := owners[n]; dup {
+				return fmt.Errorf("prefixMode never: %s is offered by both target %q and target %q", n, other, c.target.Name)
+			}
+			owners[n] = c.target.Name
+		}
 	}
-	s.b.started.Add(1)
-	c := &child{target: t, proc: proc}
-	impl := &mcp.Implementation{Name: "tailgate"}
-	if p.ClientInfo != nil {
-		impl = p.ClientInfo
-	}
-	client := mcp.NewClient(impl, &mcp.ClientOptions{Logger: s.b.opts.SDKLogger.With("session", s.id, "target", t.Name)})
-	transport := &interceptTransport{
-		Transport: &mcp.IOTransport{Reader: proc.stdout, Writer: proc.stdin},
-		intercept: func(req *jsonrpc.Request) bool { return s.intercept(c, req) },
-	}
-	cs, err := client.Connect(ctx, transport, &mcp.ClientSessionOptions{ProtocolVersion: ClientVersion})
-	if err != nil {
-		return c, s.childError(ctx, c, "initialize", err)
-	}
-	c.cs = cs
-	return c, nil
+	return nil
 }
 
 // supervise ends the session when c's process exits on its own.
@@ -133,10 +212,8 @@ func (s *Session) Alive() bool {
 	default:
 	}
 	for _, c := range s.children {
-		select {
-		case <-c.proc.exited:
+		if !c.alive() {
 			return false
-		default:
 		}
 	}
 	return true
@@ -178,12 +255,7 @@ func (s *Session) end(cause error) {
 		close(s.stopping)
 		var wg sync.WaitGroup
 		for _, c := range s.children {
-			wg.Go(func() {
-				if c.cs != nil {
-					c.cs.Close()
-				}
-				c.proc.stop(s.b.opts.StopGrace)
-			})
+			wg.Go(func() { c.stop(s.b.opts.StopGrace) })
 		}
 		wg.Wait()
 		s.b.remove(s)
@@ -194,61 +266,75 @@ func (s *Session) end(cause error) {
 	})
 }
 
-// InitializeResult is what the session's server says of itself: the
-// target's own result, with capabilities reduced to what tailgate forwards.
+// InitializeResult is what the session's server says of itself. With one
+// target it is the target's own result; with several, tailgate's, with the
+// capabilities joined and each target's instructions marked with its name.
+// Capabilities are reduced to what tailgate forwards.
 func (s *Session) InitializeResult() *mcp.InitializeResult {
-	c := s.children[0]
-	res := *c.cs.InitializeResult()
+	res := &mcp.InitializeResult{ServerInfo: &mcp.Implementation{Name: "tailgate"}}
 	caps := &mcp.ServerCapabilities{}
-	if in := res.Capabilities; in != nil {
+	var instructions []string
+	for _, c := range s.children {
+		ir := c.cs.InitializeResult()
+		if len(s.b.targets) == 1 {
+			res.ServerInfo = ir.ServerInfo
+			instructions = append(instructions, ir.Instructions)
+		} else if ir.Instructions != "" {
+			instructions = append(instructions, fmt.Sprintf("[%s] %s", c.target.Name, ir.Instructions))
+		}
+		in := ir.Capabilities
+		if in == nil {
+			continue
+		}
 		if in.Tools != nil {
-			caps.Tools = &mcp.ToolCapabilities{}
+			if caps.Tools == nil {
+				caps.Tools = &mcp.ToolCapabilities{}
+			}
+			caps.Tools.ListChanged = caps.Tools.ListChanged || in.Tools.ListChanged
 		}
 		if in.Prompts != nil {
-			caps.Prompts = &mcp.PromptCapabilities{}
+			if caps.Prompts == nil {
+				caps.Prompts = &mcp.PromptCapabilities{}
+			}
+			caps.Prompts.ListChanged = caps.Prompts.ListChanged || in.Prompts.ListChanged
 		}
 		if in.Resources != nil {
-			caps.Resources = &mcp.ResourceCapabilities{}
+			if caps.Resources == nil {
+				caps.Resources = &mcp.ResourceCapabilities{}
+			}
+			caps.Resources.ListChanged = caps.Resources.ListChanged || in.Resources.ListChanged
+			caps.Resources.Subscribe = caps.Resources.Subscribe || in.Resources.Subscribe
 		}
-		caps.Completions = in.Completions
-		caps.Logging = in.Logging
+		if in.Completions != nil {
+			caps.Completions = &mcp.CompletionCapabilities{}
+		}
+		if in.Logging != nil {
+			caps.Logging = &mcp.LoggingCapabilities{}
+		}
 	}
+	for _, name := range sortedKeys(errStrings(s.missing)) {
+		instructions = append(instructions, fmt.Sprintf("[tailgate] target %s is unavailable in this session: %v", name, s.missing[name]))
+	}
+	res.Instructions = strings.TrimSpace(strings.Join(instructions, "\n\n"))
 	res.Capabilities = caps
-	return &res
+	return res
 }
 
-// intercept takes the child's notifications that must reach the front in
-// order: progress, on the stream of the request that asked for it, and
-// log messages.
-func (s *Session) intercept(c *child, req *jsonrpc.Request) bool {
-	switch req.Method {
-	case "notifications/progress":
-		var p mcp.ProgressNotificationParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			s.log.Warn("bad progress notification from child", "target", c.target.Name, "err", err)
-			return true
-		}
-		ctx, ok := s.progressContext(p.ProgressToken)
-		if !ok {
-			s.log.Debug("progress for no pending request", "target", c.target.Name, "token", p.ProgressToken)
-			return true
-		}
-		if err := s.peer.NotifyProgress(ctx, &p); err != nil {
-			s.log.Debug("forward progress", "target", c.target.Name, "err", err)
-		}
-		return true
-	case "notifications/message":
-		var p mcp.LoggingMessageParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			s.log.Warn("bad log notification from child", "target", c.target.Name, "err", err)
-			return true
-		}
-		if err := s.peer.Log(s.relatedContext(), &p); err != nil {
-			s.log.Debug("forward log message", "target", c.target.Name, "err", err)
-		}
-		return true
+func errStrings(m map[string]error) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = fmt.Sprint(v)
 	}
-	return false
+	return out
+}
+
+// RootsChanged tells every child that the client's roots changed.
+func (s *Session) RootsChanged(ctx context.Context) {
+	for _, c := range s.children {
+		if err := c.notifyRootsChanged(ctx); err != nil {
+			s.log.Debug("forward roots change", "target", c.target.Name, "err", err)
+		}
+	}
 }
 
 func tokenKey(token any) string {
@@ -263,10 +349,10 @@ func (s *Session) progressContext(token any) (context.Context, bool) {
 	return ctx, ok
 }
 
-// relatedContext is the context to send a notification that names no
-// request with: stdio carries no "related request", so the newest request
-// in flight is the best guess, and without one the notification goes to
-// the client's standalone stream.
+// relatedContext is the context to send a message that names no request
+// with: stdio carries no "related request", so the newest request in
+// flight is the best guess, and without one the message goes to the
+// client's standalone stream.
 func (s *Session) relatedContext() context.Context {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -324,37 +410,11 @@ func forward[P mcp.Params, R any](s *Session, ctx context.Context, c *child, par
 	default:
 	}
 	defer s.track(ctx, params)()
-	cctx, cancel := context.WithTimeout(ctx, s.b.opts.RequestTimeout)
+	cctx, cancel := context.WithTimeout(ctx, s.b.requestTimeout(c.target))
 	defer cancel()
 	r, err := fn(cctx, params)
 	if err != nil {
-		return zero, s.childError(cctx, c, "", err)
+		return zero, c.failure(cctx, "", err)
 	}
 	return r, nil
-}
-
-// childError explains a failed request to c: the child's own JSON-RPC
-// errors pass unchanged; a dead child is named with its exit status and
-// last stderr; a timeout says which.
-func (s *Session) childError(ctx context.Context, c *child, op string, err error) error {
-	var wire *jsonrpc.Error
-	if errors.As(err, &wire) {
-		return err
-	}
-	// A closed stdout usually means the child is exiting: give it a moment
-	// so the error can say how it ended.
-	if c.proc.waitExited(context.Background(), 200*time.Millisecond) {
-		msg := c.proc.exitError().Error()
-		if op != "" {
-			msg += " (during " + op + ")"
-		}
-		return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: msg}
-	}
-	if op != "" {
-		op = " " + op
-	}
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: fmt.Sprintf("target %q%s: no answer in time: %v", c.target.Name, op, err)}
-	}
-	return fmt.Errorf("target %q%s: %w", c.target.Name, op, err)
 }

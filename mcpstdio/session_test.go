@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,6 +46,24 @@ func (p *peer) Log(ctx context.Context, params *mcp.LoggingMessageParams) error 
 	p.logs = append(p.logs, params)
 	return nil
 }
+
+func (p *peer) CreateMessage(context.Context, *mcp.CreateMessageParams) (*mcp.CreateMessageResult, error) {
+	return nil, errors.New("no sampling here")
+}
+
+func (p *peer) Elicit(context.Context, *mcp.ElicitParams) (*mcp.ElicitResult, error) {
+	return nil, errors.New("no elicitation here")
+}
+
+func (p *peer) ListRoots(context.Context, *mcp.ListRootsParams) (*mcp.ListRootsResult, error) {
+	return &mcp.ListRootsResult{}, nil
+}
+
+func (p *peer) ResourceUpdated(context.Context, *mcp.ResourceUpdatedNotificationParams) error {
+	return nil
+}
+
+func (p *peer) ListChanged(mcpstdio.ListKind) {}
 
 func newBackend(t *testing.T, opts mcpstdio.Options, env map[string]string) *mcpstdio.Backend {
 	t.Helper()
@@ -304,5 +323,124 @@ func TestStartFailureNamesTarget(t *testing.T) {
 	}
 	if st := b.Stats(); st.Sessions != 0 {
 		t.Errorf("failed open left %d sessions", st.Sessions)
+	}
+}
+
+func TestMultiplexedTargets(t *testing.T) {
+	targets := []mcpstdio.Target{{Name: "a", Command: demoBin}, {Name: "b", Command: demoBin}}
+	b, err := mcpstdio.NewBackend("test", targets, mcpstdio.Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	s := open(t, b, &peer{}, nil)
+	res, err := s.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range res.Tools {
+		names = append(names, tool.Name)
+	}
+	for _, want := range []string{"a_echo", "b_echo", "a_add", "b_add"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("tools %v lack %s", names, want)
+		}
+	}
+	// Each call reaches its own target's process.
+	pidOf := func(name string) int {
+		res := call(t, s, name, map[string]any{})
+		raw, _ := json.Marshal(res.StructuredContent)
+		var info demoserver.InfoOut
+		json.Unmarshal(raw, &info)
+		return info.PID
+	}
+	pa, pb := pidOf("a_info"), pidOf("b_info")
+	if pa == pb || !slices.Contains(s.PIDs(), pa) || !slices.Contains(s.PIDs(), pb) {
+		t.Errorf("a_info ran in %d, b_info in %d; children %v", pa, pb, s.PIDs())
+	}
+	resources, err := s.ListResources(context.Background(), nil)
+	if err != nil || len(resources.Resources) != 2 {
+		t.Fatalf("resources: %v %+v", err, resources)
+	}
+	for _, r := range resources.Resources {
+		read, err := s.ReadResource(context.Background(), &mcp.ReadResourceParams{URI: r.URI})
+		if err != nil || read.Contents[0].URI != r.URI {
+			t.Errorf("read %s: %v %+v", r.URI, err, read)
+		}
+	}
+	if !strings.Contains(s.InitializeResult().Instructions, "[a] ") || !strings.Contains(s.InitializeResult().Instructions, "[b] ") {
+		t.Errorf("instructions: %q", s.InitializeResult().Instructions)
+	}
+}
+
+func TestPrefixNeverCollision(t *testing.T) {
+	targets := []mcpstdio.Target{{Name: "a", Command: demoBin}, {Name: "b", Command: demoBin}}
+	b, err := mcpstdio.NewBackend("test", targets, mcpstdio.Options{PrefixMode: mcpstdio.PrefixNever, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	_, err = b.Open(context.Background(), mcpstdio.OpenParams{ID: "x", Peer: &peer{}})
+	if err == nil || !strings.Contains(err.Error(), `target "a"`) || !strings.Contains(err.Error(), `target "b"`) {
+		t.Fatalf("collision: %v", err)
+	}
+	if st := b.Stats(); st.ChildrenRunning != 0 {
+		t.Errorf("failed open left %d children running", st.ChildrenRunning)
+	}
+}
+
+func TestFailOpen(t *testing.T) {
+	targets := []mcpstdio.Target{{Name: "good", Command: demoBin}, {Name: "bad", Command: "/bin/false"}}
+	for _, mode := range []mcpstdio.FailureMode{mcpstdio.FailClosed, mcpstdio.FailOpen} {
+		b, err := mcpstdio.NewBackend("test", targets, mcpstdio.Options{FailureMode: mode, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := b.Open(context.Background(), mcpstdio.OpenParams{ID: "x", Peer: &peer{}})
+		switch mode {
+		case mcpstdio.FailClosed:
+			if err == nil || !strings.Contains(err.Error(), `target "bad"`) {
+				t.Errorf("failClosed: %v", err)
+			}
+		case mcpstdio.FailOpen:
+			if err != nil {
+				t.Fatalf("failOpen: %v", err)
+			}
+			if !strings.Contains(s.InitializeResult().Instructions, "target bad is unavailable") {
+				t.Errorf("failOpen instructions: %q", s.InitializeResult().Instructions)
+			}
+			if got := text(t, call(t, s, "good_echo", map[string]any{"message": "ok"})); got != "ok" {
+				t.Errorf("good_echo = %q", got)
+			}
+		}
+		b.Close()
+	}
+}
+
+func TestPoolHandsOutInitializedChildren(t *testing.T) {
+	b, err := mcpstdio.NewBackend("test", []mcpstdio.Target{{Name: "demo", Command: demoBin, Pool: 2}}, mcpstdio.Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Stats().PoolReady["demo"] < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s := open(t, b, &peer{}, nil)
+	if got := text(t, call(t, s, "echo", map[string]any{"message": "pooled"})); got != "pooled" {
+		t.Errorf("echo = %q", got)
+	}
+	// The pool refills in the background.
+	for b.Stats().PoolReady["demo"] < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := b.Stats(); st.PoolReady["demo"] != 2 || st.ChildrenStarted != 3 {
+		t.Errorf("after one session: %+v", st)
+	}
+	b.Close()
+	if st := b.Stats(); st.ChildrenRunning != 0 {
+		t.Errorf("children running after Close: %d", st.ChildrenRunning)
 	}
 }
