@@ -8,7 +8,9 @@ TIMEOUT  ?= 600s
 export TS_NO_LOGS_NO_SUPPORT := true
 export GOTOOLCHAIN := local
 
-.PHONY: all build test vet fmt-check unit integration run clean
+NPM_DIR  := integration/testdata/npm
+
+.PHONY: all build test vet fmt-check unit integration npm-deps run clean
 
 all: build
 
@@ -17,13 +19,21 @@ build:
 	$(GO) build -o $(BIN)/tailgate-demo-server ./cmd/tailgate-demo-server
 
 ## test: formatting, vet, unit and integration tests (what CI runs).
-test: fmt-check vet
+test: fmt-check vet npm-deps
 	$(GO) test -timeout $(TIMEOUT) ./...
+
+## npm-deps: the reference MCP server and the TypeScript SDK, pinned by
+## package-lock.json, into integration/testdata/npm/node_modules.
+npm-deps: $(NPM_DIR)/node_modules/.installed
+
+$(NPM_DIR)/node_modules/.installed: $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
+	cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 unit:
 	$(GO) test -timeout $(TIMEOUT) ./policy/... ./gateway/... ./mcpstdio/... ./tsnode/...
 
-integration:
+integration: npm-deps
 	$(GO) test -timeout $(TIMEOUT) ./integration/...
 
 vet:

@@ -8,7 +8,9 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -107,8 +109,9 @@ type Gateway struct {
 type GatewayOption func(*gatewaySetup)
 
 type gatewaySetup struct {
-	node tsnode.Config
-	opts gateway.Options
+	node    tsnode.Config
+	opts    gateway.Options
+	capture *Logs
 }
 
 // GatewayTags makes the gateway node advertise tags.
@@ -144,6 +147,11 @@ func (tn *Tailnet) Gateway(t testing.TB, cfg *gateway.Config, opts ...GatewayOpt
 	}
 	for _, o := range opts {
 		o(setup)
+	}
+	if setup.capture != nil {
+		log = slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, setup.capture), &slog.HandlerOptions{Level: slog.LevelDebug}))
+		setup.opts.Logger = log
+		setup.node.Logger = log.With("component", "tailnet")
 	}
 	node, err := tsnode.New(setup.node)
 	if err != nil {
@@ -307,4 +315,64 @@ func ParseConfig(t testing.TB, yaml string) *gateway.Config {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// Forward listens on 127.0.0.1 and forwards each connection through n, over
+// WireGuard, to addr on the tailnet, so that programs outside the test
+// (a Node.js MCP client) reach the gateway as n. It returns the local
+// address.
+func (n *Node) Forward(t testing.TB, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				up, err := n.Dial(ctx, "tcp", addr)
+				cancel()
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				done := make(chan struct{}, 2)
+				go func() { io.Copy(up, c); done <- struct{}{} }()
+				go func() { io.Copy(c, up); done <- struct{}{} }()
+				<-done
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// Logs collects a gateway's log records for assertions.
+type Logs struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *Logs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// Contains reports whether any log line contains s.
+func (l *Logs) Contains(s string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Contains(l.buf.String(), s)
+}
+
+// CaptureLogs also writes the gateway's log to logs.
+func CaptureLogs(logs *Logs) GatewayOption {
+	return func(s *gatewaySetup) { s.capture = logs }
 }

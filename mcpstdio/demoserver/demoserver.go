@@ -84,6 +84,9 @@ func New() *mcp.Server {
 			for i := 1; i <= steps; i++ {
 				select {
 				case <-ctx.Done():
+					// Tests look for this line to see that cancellation
+					// reached the server.
+					fmt.Fprintf(os.Stderr, "slow: cancelled after %d of %d steps\n", i-1, steps)
 					return nil, nil, ctx.Err()
 				case <-time.After(delay):
 				}
