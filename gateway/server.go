@@ -222,6 +222,9 @@ func (s *Server) Serve(port int, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           b,
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		// Idle keep-alive connections cost a goroutine each; event streams
+		// are not idle and are not affected.
+		IdleTimeout: 2 * time.Minute,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if pc, ok := c.(*peerConn); ok {
 				return withSource(ctx, pc.src)
@@ -260,6 +263,8 @@ type Stats struct {
 	Sessions int
 	// ChildrenStarted counts child processes started.
 	ChildrenStarted uint64
+	// ChildrenRunning is the number of child processes not yet reaped.
+	ChildrenRunning int64
 }
 
 // Stats reports the server's activity.
@@ -269,6 +274,7 @@ func (s *Server) Stats() Stats {
 		bs := f.backend.Stats()
 		st.Sessions += bs.Sessions
 		st.ChildrenStarted += bs.ChildrenStarted
+		st.ChildrenRunning += bs.ChildrenRunning
 	}
 	return st
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"fmt"
 	"context"
 	"encoding/json"
 	"io"
@@ -216,4 +217,123 @@ func TestSessionBelongsToItsPeer(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("hijack attempt got %d, want 403", resp.StatusCode)
 	}
+}
+
+func TestLegacySSE(t *testing.T) {
+	_, base := serveLoopback(t, demoConfig)
+	c := mcp.NewClient(&mcp.Implementation{Name: "sse-client"}, nil)
+	cs, err := c.Connect(context.Background(), &mcp.SSEClientTransport{Endpoint: base + "/sse"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "over sse"}})
+	if err != nil || res.Content[0].(*mcp.TextContent).Text != "over sse" {
+		t.Fatalf("echo over SSE: %v %+v", err, res)
+	}
+}
+
+func TestStatelessMode(t *testing.T) {
+	s, base := serveLoopback(t, strings.Replace(demoConfig, "      - mcp:\n", "      - mcp:\n          statefulMode: stateless\n", 1))
+	cs := connect(t, base+"/mcp")
+	defer cs.Close()
+	for i := range 3 {
+		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "add", Arguments: map[string]any{"a": i, "b": 1}})
+		if err != nil || res.Content[0].(*mcp.TextContent).Text != fmt.Sprint(i+1) {
+			t.Fatalf("stateless add: %v %+v", err, res)
+		}
+	}
+	// Each request had a child of its own, reaped when it was answered.
+	waitFor(t, "children reaped", func() bool { return s.Stats().ChildrenRunning == 0 })
+	if st := s.Stats(); st.ChildrenStarted < 3 || st.Sessions != 0 {
+		t.Errorf("stateless stats %+v", st)
+	}
+}
+
+func TestSessionCap(t *testing.T) {
+	_, base := serveLoopback(t, "config:\n  mcp:\n    maxSessions: 2\n"+demoConfig)
+	a, b := connect(t, base+"/mcp"), connect(t, base+"/mcp")
+	defer a.Close()
+	defer b.Close()
+	req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("third session: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	// Existing sessions are unaffected.
+	if _, err := a.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestListChangedReachesClient(t *testing.T) {
+	_, base := serveLoopback(t, demoConfig)
+	changed := make(chan struct{}, 4)
+	c := mcp.NewClient(&mcp.Implementation{Name: "test-client"}, &mcp.ClientOptions{
+		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { changed <- struct{}{} },
+	})
+	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if !cs.InitializeResult().Capabilities.Tools.ListChanged {
+		t.Error("tools.listChanged not mirrored")
+	}
+	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "grow", Arguments: map[string]any{}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no tools/list_changed")
+	}
+	res, err := cs.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, tool := range res.Tools {
+		found = found || tool.Name == "extra"
+		if strings.HasPrefix(tool.Name, "tailgate.") {
+			t.Errorf("internal marker listed: %s", tool.Name)
+		}
+	}
+	if !found {
+		t.Error("the new tool is not listed")
+	}
+}
+
+func TestTimeouts(t *testing.T) {
+	cfg := strings.Replace(demoConfig, "stdio: {cmd: DEMO}", "stdio: {cmd: DEMO, requestTimeout: 300ms}", 1)
+	_, base := serveLoopback(t, cfg)
+	cs := connect(t, base+"/mcp")
+	defer cs.Close()
+	start := time.Now()
+	_, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{"steps": 100, "delayMs": 100}})
+	if err == nil || !strings.Contains(err.Error(), "no answer in time") || time.Since(start) > 5*time.Second {
+		t.Errorf("hung call: %v after %v", err, time.Since(start))
+	}
+	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
+		t.Errorf("session after a timeout: %v", err)
+	}
+
+	// A child that never answers initialize.
+	s2, base2 := serveLoopback(t, strings.Replace(demoConfig, "stdio: {cmd: DEMO}", "stdio: {cmd: sleep, args: ['60'], initializeTimeout: 300ms}", 1))
+	c := mcp.NewClient(&mcp.Implementation{Name: "test-client"}, nil)
+	start = time.Now()
+	_, err = c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base2 + "/mcp"}, nil)
+	if err == nil || !strings.Contains(err.Error(), `target \"demo\"`) && !strings.Contains(err.Error(), `target "demo"`) {
+		t.Errorf("initialize of a silent child: %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("initialize took %v", time.Since(start))
+	}
+	waitFor(t, "silent child reaped", func() bool { return s2.Stats().ChildrenRunning == 0 })
 }

@@ -202,6 +202,16 @@ func (gw *Gateway) URL(port int, path string) string {
 type Node struct {
 	*tsnet.Server
 	Name string
+
+	clientOnce sync.Once
+	client     *http.Client
+}
+
+// Client is the node's HTTP client over the tailnet, one per node, so that
+// its connections are reused and can be closed (CloseIdleConnections).
+func (n *Node) Client() *http.Client {
+	n.clientOnce.Do(func() { n.client = n.HTTPClient() })
+	return n.client
 }
 
 // NodeOption configures Tailnet.Node.
@@ -259,7 +269,7 @@ func (n *Node) Connect(ctx context.Context, url string, opts *mcp.ClientOptions)
 	var lastErr error
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: n.HTTPClient(), MaxRetries: -1}, nil)
+		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: n.Client(), MaxRetries: -1}, nil)
 		if err == nil {
 			return cs, nil
 		}
@@ -299,7 +309,7 @@ func (n *Node) HTTPGet(ctx context.Context, url string) (*http.Response, error) 
 	if err != nil {
 		return nil, err
 	}
-	return n.HTTPClient().Do(req)
+	return n.Client().Do(req)
 }
 
 // ParseConfig parses a config for a test: every $DEMO in yaml becomes the

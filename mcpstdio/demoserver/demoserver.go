@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -120,6 +121,21 @@ func New() *mcp.Server {
 			}
 			os.Exit(in.Code)
 			return nil, nil, nil
+		})
+	var grown atomic.Bool
+	mcp.AddTool(s, &mcp.Tool{Name: "grow", Description: "Add a tool named extra (or remove it again), which announces tools/list_changed."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, any, error) {
+			if grown.Load() {
+				grown.Store(false)
+				s.RemoveTools("extra")
+				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "removed extra"}}}, nil, nil
+			}
+			grown.Store(true)
+			mcp.AddTool(s, &mcp.Tool{Name: "extra", Description: "A tool added at run time."},
+				func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, any, error) {
+					return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "extra"}}}, nil, nil
+				})
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "added extra"}}}, nil, nil
 		})
 	s.AddPrompt(&mcp.Prompt{Name: "greet", Description: "Greet someone.", Arguments: []*mcp.PromptArgument{{Name: "name", Required: true}}},
 		func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
