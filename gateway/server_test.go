@@ -2,9 +2,9 @@ package gateway
 
 import (
 	"bytes"
-	"fmt"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -22,13 +22,6 @@ var demoBin string
 
 func TestMain(m *testing.M) { demoserver.TestMain(m, &demoBin) }
 
-type testLog struct{ t testing.TB }
-
-func (w testLog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
 // serveLoopback serves cfgYAML's first bind on 127.0.0.1 and returns the
 // server and its base URL. %s in cfgYAML is replaced by the demo server.
 func serveLoopback(t *testing.T, cfgYAML string) (*Server, string) {
@@ -37,7 +30,7 @@ func serveLoopback(t *testing.T, cfgYAML string) (*Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(testLog{t}, nil)), StopGrace: 500 * time.Millisecond})
+	s, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(demoserver.LogWriter(t), nil)), StopGrace: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,7 @@ import (
 	"tailscale.com/types/logger"
 
 	"github.com/tailgate-dev/tailgate/gateway"
+	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
 	"github.com/tailgate-dev/tailgate/policy"
 	"github.com/tailgate-dev/tailgate/tsnode"
 )
@@ -85,14 +86,7 @@ func NewTailnet(t testing.TB, opts ...TailnetOption) *Tailnet {
 
 // Logger returns a logger that writes to the test's log.
 func Logger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+	return slog.New(slog.NewTextHandler(demoserver.LogWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // Gateway is tailgate running as a node of a Tailnet.
@@ -149,7 +143,7 @@ func (tn *Tailnet) Gateway(t testing.TB, cfg *gateway.Config, opts ...GatewayOpt
 		o(setup)
 	}
 	if setup.capture != nil {
-		log = slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, setup.capture), &slog.HandlerOptions{Level: slog.LevelDebug}))
+		log = slog.New(slog.NewTextHandler(io.MultiWriter(demoserver.LogWriter(t), setup.capture), &slog.HandlerOptions{Level: slog.LevelDebug}))
 		setup.opts.Logger = log
 		setup.node.Logger = log.With("component", "tailnet")
 	}

@@ -68,7 +68,7 @@ func (p *peer) ListChanged(mcpstdio.ListKind) {}
 func newBackend(t *testing.T, opts mcpstdio.Options, env map[string]string) *mcpstdio.Backend {
 	t.Helper()
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+		opts.Logger = slog.New(slog.NewTextHandler(demoserver.LogWriter(t), nil))
 	}
 	b, err := mcpstdio.NewBackend("test", []mcpstdio.Target{{Name: "demo", Command: demoBin, Env: env, IdentityEnv: true}}, opts)
 	if err != nil {
@@ -76,13 +76,6 @@ func newBackend(t *testing.T, opts mcpstdio.Options, env map[string]string) *mcp
 	}
 	t.Cleanup(func() { b.Close() })
 	return b
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
 }
 
 func open(t *testing.T, b *mcpstdio.Backend, p *peer, env map[string]string) *mcpstdio.Session {
@@ -265,7 +258,7 @@ func TestStopKillsProcessGroup(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "sleep.pid")
 	script := fmt.Sprintf("trap '' TERM; sleep 300 & echo $! > %s; exec %s", pidFile, demoBin)
 	b, err := mcpstdio.NewBackend("test", []mcpstdio.Target{{Name: "wrapped", Command: "/bin/sh", Args: []string{"-c", script}}},
-		mcpstdio.Options{StopGrace: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+		mcpstdio.Options{StopGrace: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(demoserver.LogWriter(t), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +300,7 @@ func running(pid int) bool {
 
 func TestStartFailureNamesTarget(t *testing.T) {
 	b, err := mcpstdio.NewBackend("test", []mcpstdio.Target{{Name: "broken", Command: "/bin/sh", Args: []string{"-c", "echo 'cannot find module' >&2; exit 7"}}},
-		mcpstdio.Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+		mcpstdio.Options{Logger: slog.New(slog.NewTextHandler(demoserver.LogWriter(t), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +321,7 @@ func TestStartFailureNamesTarget(t *testing.T) {
 
 func TestMultiplexedTargets(t *testing.T) {
 	targets := []mcpstdio.Target{{Name: "a", Command: demoBin}, {Name: "b", Command: demoBin}}
-	b, err := mcpstdio.NewBackend("test", targets, mcpstdio.Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	b, err := mcpstdio.NewBackend("test", targets, mcpstdio.Options{Logger: slog.New(slog.NewTextHandler(demoserver.LogWriter(t), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +369,7 @@ func TestMultiplexedTargets(t *testing.T) {
 
 func TestPrefixNeverCollision(t *testing.T) {
 	targets := []mcpstdio.Target{{Name: "a", Command: demoBin}, {Name: "b", Command: demoBin}}
-	b, err := mcpstdio.NewBackend("test", targets, mcpstdio.Options{PrefixMode: mcpstdio.PrefixNever, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	b, err := mcpstdio.NewBackend("test", targets, mcpstdio.Options{PrefixMode: mcpstdio.PrefixNever, Logger: slog.New(slog.NewTextHandler(demoserver.LogWriter(t), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +386,7 @@ func TestPrefixNeverCollision(t *testing.T) {
 func TestFailOpen(t *testing.T) {
 	targets := []mcpstdio.Target{{Name: "good", Command: demoBin}, {Name: "bad", Command: "/bin/false"}}
 	for _, mode := range []mcpstdio.FailureMode{mcpstdio.FailClosed, mcpstdio.FailOpen} {
-		b, err := mcpstdio.NewBackend("test", targets, mcpstdio.Options{FailureMode: mode, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+		b, err := mcpstdio.NewBackend("test", targets, mcpstdio.Options{FailureMode: mode, Logger: slog.New(slog.NewTextHandler(demoserver.LogWriter(t), nil))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -419,7 +412,7 @@ func TestFailOpen(t *testing.T) {
 }
 
 func TestPoolHandsOutInitializedChildren(t *testing.T) {
-	b, err := mcpstdio.NewBackend("test", []mcpstdio.Target{{Name: "demo", Command: demoBin, Pool: 2}}, mcpstdio.Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	b, err := mcpstdio.NewBackend("test", []mcpstdio.Target{{Name: "demo", Command: demoBin, Pool: 2}}, mcpstdio.Options{Logger: slog.New(slog.NewTextHandler(demoserver.LogWriter(t), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
