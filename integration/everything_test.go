@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -411,5 +412,63 @@ func TestTypeScriptClient(t *testing.T) {
 	}
 	if got.Session == "" || !slices.Contains(got.Tools, "trigger-long-running-operation") || len(got.Progress) != 2 || got.Result == "" {
 		t.Errorf("ts client saw %+v", got)
+	}
+}
+
+// everythingProcesses lists the running processes (not zombies) whose
+// command line mentions the reference server.
+func everythingProcesses(t *testing.T) []int {
+	t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(cmdline), "server-everything") {
+			continue
+		}
+		if Running(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// The seed's deployment runs the reference server through npx, which
+// starts node as a grandchild; here a shell adds one more level. Ending
+// the session ends the whole tree.
+func TestNpxProcessTreeReaped(t *testing.T) {
+	dir := filepath.Dir(npmModules(t))
+	if _, err := exec.LookPath("npx"); err != nil {
+		t.Fatalf("npx not found: %v", err)
+	}
+	tn := NewTailnet(t)
+	target := `
+          - name: everything
+            stdio:
+              cmd: /bin/sh
+              args: ["-c", "cd ` + dir + ` && npx --offline --no-install @modelcontextprotocol/server-everything"]`
+	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", target)))
+	before := everythingProcesses(t)
+	cs := tn.Node(t, "laptop").MCP(t, gw, 3000, "/mcp")
+	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	during := everythingProcesses(t)
+	if len(during) <= len(before) {
+		t.Fatalf("no server-everything processes seen while the session is open (%v)", during)
+	}
+	t.Logf("process tree while open: %v", during)
+	cs.Close()
+	waitGone(t, gw, 10*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(everythingProcesses(t)) > len(before) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if left := everythingProcesses(t); len(left) > len(before) {
+		t.Errorf("processes left after the session ended: %v", left)
 	}
 }
