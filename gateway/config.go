@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"reflect"
@@ -74,16 +75,23 @@ type TailscaleConfig struct {
 	// Off unless set: tailgate sets TS_NO_LOGS_NO_SUPPORT otherwise.
 	LogUpload bool `yaml:"logUpload"`
 
-	Service notSupported `yaml:"service"`
+	// Service serves every bind also as a Tailscale Service ("svc:mcp"),
+	// so that several replicas stand behind one tailnet name. The node
+	// must be tagged and the Service approved.
+	Service string `yaml:"service"`
 }
 
 // GlobalConfig is agentgateway's `config` block. None of its settings
 // apply to tailgate yet; an empty block is accepted so that files written
 // for agentgateway load.
 type GlobalConfig struct {
-	AdminAddr                      notSupported `yaml:"adminAddr"`
-	StatsAddr                      notSupported `yaml:"statsAddr"`
-	ReadinessAddr                  notSupported `yaml:"readinessAddr"`
+	// AdminAddr serves /metrics and /healthz/*; default 127.0.0.1:15000,
+	// "off" for none. Keep it on loopback: it is not behind the tailnet.
+	AdminAddr string `yaml:"adminAddr"`
+	// StatsAddr and ReadinessAddr also serve /metrics and /healthz/ready
+	// on addresses of their own, as in agentgateway.
+	StatsAddr                      string       `yaml:"statsAddr"`
+	ReadinessAddr                  string       `yaml:"readinessAddr"`
 	Session                        notSupported `yaml:"session"`
 	MCP                            *GlobalMCP   `yaml:"mcp"`
 	Tracing                        notSupported `yaml:"tracing"`
@@ -495,6 +503,12 @@ func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
 			d.errorf(at(doc, "tailscale", "controlURL"), "tailscale.controlURL", "%q is not an http(s) URL", ts.ControlURL)
 		}
 	}
+	if ts.Service != "" && (!strings.HasPrefix(ts.Service, "svc:") || !hostnameRE.MatchString(strings.TrimPrefix(ts.Service, "svc:"))) {
+		d.errorf(at(doc, "tailscale", "service"), "tailscale.service", "%q is not a Service name (want svc:name)", ts.Service)
+	}
+	if ts.Service != "" && len(ts.AdvertiseTags) == 0 {
+		d.errorf(at(doc, "tailscale", "service"), "tailscale.service", "a Service host must be a tagged node: set tailscale.advertiseTags")
+	}
 	switch ts.Mode {
 	case "", "tsnet":
 	case "host":
@@ -517,6 +531,14 @@ func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
 		}
 	}
 
+	for _, a := range []struct{ key, addr string }{{"adminAddr", cfg.Global.AdminAddr}, {"statsAddr", cfg.Global.StatsAddr}, {"readinessAddr", cfg.Global.ReadinessAddr}} {
+		if a.addr == "" || (a.key == "adminAddr" && a.addr == "off") {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(a.addr); err != nil || port == "" {
+			d.errorf(at(doc, "config", a.key), "config."+a.key, "%q is not host:port", a.addr)
+		}
+	}
 	if g := cfg.Global.MCP; g != nil && g.MaxSessions < 0 {
 		d.errorf(at(doc, "config", "mcp", "maxSessions"), "config.mcp.maxSessions", "must not be negative")
 	}
@@ -540,8 +562,14 @@ func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
 		for j, l := range b.Listeners {
 			lpath := fmt.Sprintf("%s.listeners[%d]", path, j)
 			switch l.Protocol {
-			case "", "HTTP":
-			case "HTTPS", "TLS", "TCP", "HBONE":
+			case "", "HTTP", "HTTPS":
+				if j > 0 && protocolOf(l) != protocolOf(b.Listeners[0]) {
+					d.errorf(at(doc, "binds", i, "listeners", j, "protocol"), lpath+".protocol", "all listeners of a bind use one protocol (listeners[0] is %s)", protocolOf(b.Listeners[0]))
+				}
+				if l.Protocol == "HTTPS" && cfg.Tailscale.Service != "" {
+					d.errorf(at(doc, "binds", i, "listeners", j, "protocol"), lpath+".protocol", "HTTPS is not supported yet together with tailscale.service")
+				}
+			case "TLS", "TCP", "HBONE":
 				d.errorf(at(doc, "binds", i, "listeners", j, "protocol"), lpath+".protocol", "protocol %s is not supported yet (HTTP is)", l.Protocol)
 			default:
 				d.errorf(at(doc, "binds", i, "listeners", j, "protocol"), lpath+".protocol", "unknown protocol %q (want HTTP)", l.Protocol)
@@ -651,6 +679,14 @@ func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys .
 			d.errorf(at(doc, k("targets", i, "stdio", "pool")...), tpath+".stdio.pool", "a pool cannot be used with identityEnv: pooled children start before the caller is known")
 		}
 	}
+}
+
+// protocolOf is a listener's protocol, HTTP by default.
+func protocolOf(l Listener) string {
+	if l.Protocol == "" {
+		return "HTTP"
+	}
+	return l.Protocol
 }
 
 // compileRules compiles every rule set with its scope, turning a rule's

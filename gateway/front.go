@@ -31,12 +31,16 @@ var Version = "dev"
 type mcpFront struct {
 	name        string
 	backend     *mcpstdio.Backend
-	authz       *policy.RuleSet
+	authz       atomic.Pointer[policy.RuleSet]
+	metrics     *metrics
 	stateless   bool
 	maxSessions int
-	log         *slog.Logger
-	streamable  *mcp.StreamableHTTPHandler
-	sse         *mcp.SSEHandler
+	// retired is set when a reload replaced this front: it serves its
+	// sessions until they end, and opens no new ones.
+	retired    atomic.Bool
+	log        *slog.Logger
+	streamable *mcp.StreamableHTTPHandler
+	sse        *mcp.SSEHandler
 	// stub answers go-sdk's per-request protocol version lookups for
 	// requests of existing sessions; it never gets a session.
 	stub *mcp.Server
@@ -58,13 +62,15 @@ type frontOptions struct {
 	Stateless bool
 	// MaxSessions caps open sessions; 0 is no cap.
 	MaxSessions int
+	// Metrics receives per-call metrics.
+	Metrics *metrics
 }
 
 func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcpFront {
 	f := &mcpFront{
 		name:        name,
 		backend:     backend,
-		authz:       opts.Authz,
+		metrics:     opts.Metrics,
 		stateless:   opts.Stateless,
 		maxSessions: opts.MaxSessions,
 		log:         opts.Logger.With("route", name),
@@ -77,7 +83,34 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 		Logger:         quiet(f.log, slog.LevelWarn),
 	})
 	f.sse = mcp.NewSSEHandler(f.server, nil)
+	f.authz.Store(opts.Authz)
 	return f
+}
+
+// setAuthz swaps the front's mcpAuthorization (on reload); calls from
+// then on, in running sessions too, are judged by the new rules.
+func (f *mcpFront) setAuthz(rs *policy.RuleSet) { f.authz.Store(rs) }
+
+// has reports whether the front holds the session id.
+func (f *mcpFront) has(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.sessions[id]
+	return ok
+}
+
+// stopNewSessions retires the front after a reload replaced it.
+func (f *mcpFront) stopNewSessions() { f.retired.Store(true) }
+
+// sessionIDOf is the MCP session a request belongs to, if any.
+func sessionIDOf(r *http.Request) string {
+	if id := r.Header.Get(sessionIDHeader); id != "" {
+		return id
+	}
+	if isSSEPath(r) {
+		return r.URL.Query().Get("sessionId")
+	}
+	return ""
 }
 
 // server is go-sdk's getServer: a new server, bound to the calling peer,
@@ -131,10 +164,7 @@ func isSSEPath(r *http.Request) bool { return r.URL.Path == "/sse" }
 
 func (f *mcpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	src := sourceFrom(r.Context())
-	id := r.Header.Get(sessionIDHeader)
-	if id == "" && isSSEPath(r) {
-		id = r.URL.Query().Get("sessionId")
-	}
+	id := sessionIDOf(r)
 	if id != "" {
 		f.mu.Lock()
 		fs := f.sessions[id]
@@ -231,7 +261,10 @@ func (fs *frontSession) backend() *mcpstdio.Session {
 func (fs *frontSession) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		if method == "initialize" {
-			return fs.initialize(ctx, req, next)
+			start := time.Now()
+			res, err := fs.initialize(ctx, req, next)
+			fs.record(method, req, nil, res, err, time.Since(start))
+			return res, err
 		}
 		if strings.HasPrefix(method, "notifications/") {
 			// Client notifications are go-sdk's to handle (cancellation,
@@ -254,75 +287,135 @@ func (fs *frontSession) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 		}
 		fs.inflight.Add(1)
 		defer fs.inflight.Add(-1)
-		az := fs.authorizer(bs, req)
-		switch p := req.GetParams().(type) {
-		case *mcp.PingParams:
-			if err := bs.Ping(ctx, p); err != nil {
+		start := time.Now()
+		res, err := fs.dispatch(ctx, method, req, bs, next)
+		fs.record(method, req, bs, res, err, time.Since(start))
+		return res, err
+	}
+}
+
+// dispatch forwards one request to the backend session, applying
+// mcpAuthorization.
+func (fs *frontSession) dispatch(ctx context.Context, method string, req mcp.Request, bs *mcpstdio.Session, next mcp.MethodHandler) (mcp.Result, error) {
+	az := fs.authorizer(bs, req)
+	switch p := req.GetParams().(type) {
+	case *mcp.PingParams:
+		if err := bs.Ping(ctx, p); err != nil {
+			return nil, err
+		}
+		return next(ctx, method, req)
+	case *mcp.ListToolsParams:
+		res, err := bs.ListTools(ctx, p)
+		if err == nil {
+			res.Tools = slices.DeleteFunc(res.Tools, func(t *mcp.Tool) bool { return !az.tool(ctx, t.Name).Allow })
+		}
+		return res, err
+	case *mcp.CallToolParamsRaw:
+		if err := az.check("tools/call", "tool", p.Name, az.tool(ctx, p.Name)); err != nil {
+			return nil, err
+		}
+		return bs.CallTool(ctx, p)
+	case *mcp.ListPromptsParams:
+		res, err := bs.ListPrompts(ctx, p)
+		if err == nil {
+			res.Prompts = slices.DeleteFunc(res.Prompts, func(pr *mcp.Prompt) bool { return !az.prompt(ctx, pr.Name).Allow })
+		}
+		return res, err
+	case *mcp.GetPromptParams:
+		if err := az.check("prompts/get", "prompt", p.Name, az.prompt(ctx, p.Name)); err != nil {
+			return nil, err
+		}
+		return bs.GetPrompt(ctx, p)
+	case *mcp.ListResourcesParams:
+		res, err := bs.ListResources(ctx, p)
+		if err == nil {
+			res.Resources = slices.DeleteFunc(res.Resources, func(r *mcp.Resource) bool { return !az.resource(r.URI, r.Name).Allow })
+		}
+		return res, err
+	case *mcp.ListResourceTemplatesParams:
+		res, err := bs.ListResourceTemplates(ctx, p)
+		if err == nil {
+			res.ResourceTemplates = slices.DeleteFunc(res.ResourceTemplates, func(r *mcp.ResourceTemplate) bool { return !az.resource(r.URITemplate, r.Name).Allow })
+		}
+		return res, err
+	case *mcp.ReadResourceParams:
+		if err := az.check("resources/read", "resource", p.URI, az.resource(p.URI, "")); err != nil {
+			return nil, err
+		}
+		return bs.ReadResource(ctx, p)
+	case *mcp.CompleteParams:
+		// Completing a prompt's arguments is part of getting it.
+		if p.Ref != nil && p.Ref.Type == "ref/prompt" {
+			if err := az.check("completion/complete", "prompt", p.Ref.Name, az.prompt(ctx, p.Ref.Name)); err != nil {
 				return nil, err
 			}
-			return next(ctx, method, req)
-		case *mcp.ListToolsParams:
-			res, err := bs.ListTools(ctx, p)
-			if err == nil {
-				res.Tools = slices.DeleteFunc(res.Tools, func(t *mcp.Tool) bool { return !az.tool(ctx, t.Name).Allow })
-			}
-			return res, err
-		case *mcp.CallToolParamsRaw:
-			if err := az.check("tools/call", "tool", p.Name, az.tool(ctx, p.Name)); err != nil {
-				return nil, err
-			}
-			return bs.CallTool(ctx, p)
-		case *mcp.ListPromptsParams:
-			res, err := bs.ListPrompts(ctx, p)
-			if err == nil {
-				res.Prompts = slices.DeleteFunc(res.Prompts, func(pr *mcp.Prompt) bool { return !az.prompt(ctx, pr.Name).Allow })
-			}
-			return res, err
-		case *mcp.GetPromptParams:
-			if err := az.check("prompts/get", "prompt", p.Name, az.prompt(ctx, p.Name)); err != nil {
-				return nil, err
-			}
-			return bs.GetPrompt(ctx, p)
-		case *mcp.ListResourcesParams:
-			res, err := bs.ListResources(ctx, p)
-			if err == nil {
-				res.Resources = slices.DeleteFunc(res.Resources, func(r *mcp.Resource) bool { return !az.resource(r.URI, r.Name).Allow })
-			}
-			return res, err
-		case *mcp.ListResourceTemplatesParams:
-			res, err := bs.ListResourceTemplates(ctx, p)
-			if err == nil {
-				res.ResourceTemplates = slices.DeleteFunc(res.ResourceTemplates, func(r *mcp.ResourceTemplate) bool { return !az.resource(r.URITemplate, r.Name).Allow })
-			}
-			return res, err
-		case *mcp.ReadResourceParams:
-			if err := az.check("resources/read", "resource", p.URI, az.resource(p.URI, "")); err != nil {
-				return nil, err
-			}
-			return bs.ReadResource(ctx, p)
-		case *mcp.CompleteParams:
-			// Completing a prompt's arguments is part of getting it.
-			if p.Ref != nil && p.Ref.Type == "ref/prompt" {
-				if err := az.check("completion/complete", "prompt", p.Ref.Name, az.prompt(ctx, p.Ref.Name)); err != nil {
-					return nil, err
-				}
-			}
-			return bs.Complete(ctx, p)
-		case *mcp.SubscribeParams:
-			if err := az.check("resources/subscribe", "resource", p.URI, az.resource(p.URI, "")); err != nil {
-				return nil, err
-			}
-			return next(ctx, method, req) // go-sdk records it, then SubscribeHandler forwards it
-		case *mcp.SetLoggingLevelParams:
-			// Forwarded, and recorded by go-sdk too: ServerSession.Log sends
-			// only what the client's level admits.
-			if err := bs.SetLoggingLevel(ctx, p); err != nil {
-				return nil, err
-			}
-			return next(ctx, method, req)
+		}
+		return bs.Complete(ctx, p)
+	case *mcp.SubscribeParams:
+		if err := az.check("resources/subscribe", "resource", p.URI, az.resource(p.URI, "")); err != nil {
+			return nil, err
+		}
+		return next(ctx, method, req) // go-sdk records it, then SubscribeHandler forwards it
+	case *mcp.SetLoggingLevelParams:
+		// Forwarded, and recorded by go-sdk too: ServerSession.Log sends
+		// only what the client's level admits.
+		if err := bs.SetLoggingLevel(ctx, p); err != nil {
+			return nil, err
 		}
 		return next(ctx, method, req)
 	}
+	return next(ctx, method, req)
+}
+
+// record writes the access log line and the metrics of one MCP request.
+func (fs *frontSession) record(method string, req mcp.Request, bs *mcpstdio.Session, res mcp.Result, err error, took time.Duration) {
+	var kind, name, target string
+	if bs == nil {
+		req = nil // initialize: nothing to name
+	}
+	switch p := paramsOf(req).(type) {
+	case *mcp.CallToolParamsRaw:
+		kind, name, target = "tool", p.Name, bs.PrefixTarget(p.Name)
+	case *mcp.GetPromptParams:
+		kind, name, target = "prompt", p.Name, bs.PrefixTarget(p.Name)
+	case *mcp.ReadResourceParams:
+		kind, name = "uri", p.URI
+		target, _, _ = bs.ResolveURI(p.URI)
+	case *mcp.SubscribeParams:
+		kind, name = "uri", p.URI
+		target, _, _ = bs.ResolveURI(p.URI)
+	}
+	outcome := "ok"
+	var denied *deniedError
+	switch {
+	case errors.As(err, &denied):
+		outcome = "denied"
+	case err != nil:
+		outcome = "error"
+	default:
+		if r, ok := res.(*mcp.CallToolResult); ok && r.IsError {
+			outcome = "tool_error"
+		}
+	}
+	toolLabel := ""
+	if kind == "tool" || kind == "prompt" {
+		toolLabel = name
+	}
+	if m := fs.f.metrics; m != nil {
+		m.observeCall(fs.f.name, method, target, toolLabel, outcome, took)
+	}
+	args := []any{"route", fs.f.name, "session", fs.id(), "method", method}
+	if kind != "" {
+		args = append(args, kind, name)
+	}
+	if target != "" {
+		args = append(args, "target", target)
+	}
+	args = append(args, "outcome", outcome, "duration", took.Round(time.Microsecond))
+	if err != nil && outcome != "denied" {
+		args = append(args, "err", err.Error())
+	}
+	fs.f.log.Info("mcp call", append(args, sourceAttrs(fs.src)...)...)
 }
 
 // initialize starts the session's children, then lets go-sdk record the
@@ -438,10 +531,11 @@ func (fs *frontSession) authorizer(bs *mcpstdio.Session, req mcp.Request) author
 }
 
 func (a authorizer) decide(m *policy.MCP) policy.Decision {
-	if a.fs.f.authz == nil {
+	rs := a.fs.f.authz.Load()
+	if rs == nil {
 		return policy.Decision{Allow: true}
 	}
-	return a.fs.f.authz.Evaluate(policy.Input{Source: a.fs.src, Request: a.req, MCP: m})
+	return rs.Evaluate(policy.Input{Source: a.fs.src, Request: a.req, MCP: m})
 }
 
 // tool decides whether the caller may call the tool with front name name.
@@ -479,8 +573,15 @@ func (a authorizer) check(method, kind, name string, d policy.Decision) error {
 	args := append([]any{"session", a.fs.id(), "method", method, kind, name}, sourceAttrs(a.fs.src)...)
 	args = append(args, "rule", d.Rule, "reason", d.Reason())
 	a.fs.f.log.Warn("mcp call denied", args...)
-	return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("%s %q: not permitted by tailgate policy", kind, name)}
+	return &deniedError{wire: &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("%s %q: not permitted by tailgate policy", kind, name)}}
 }
+
+// deniedError is a call refused by mcpAuthorization. It unwraps to the
+// JSON-RPC error the client gets.
+type deniedError struct{ wire *jsonrpc.Error }
+
+func (e *deniedError) Error() string { return e.wire.Error() }
+func (e *deniedError) Unwrap() error { return e.wire }
 
 func (fs *frontSession) id() string {
 	fs.mu.Lock()
@@ -559,4 +660,11 @@ func (p frontPeer) ListChanged(kind mcpstdio.ListKind) {
 			srv.RemoveResources(uri)
 		}
 	}
+}
+
+func paramsOf(req mcp.Request) mcp.Params {
+	if req == nil {
+		return nil
+	}
+	return req.GetParams()
 }

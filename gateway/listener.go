@@ -28,10 +28,14 @@ func addressOnly(_ context.Context, remote netip.AddrPort) (*policy.Source, erro
 // the connections it allows, each with its source.
 type authListener struct {
 	net.Listener
-	rules    *policy.RuleSet
+	// rules returns the current networkAuthorization (it changes on
+	// reload).
+	rules    func() *policy.RuleSet
 	identify IdentifyFunc
 	log      *slog.Logger
-	onDeny   func(policy.Decision)
+	// decided is told every decision and how long identifying the peer
+	// took.
+	decided func(d policy.Decision, identify time.Duration)
 
 	conns     chan net.Conn
 	errc      chan error
@@ -43,13 +47,13 @@ type authListener struct {
 // in time is refused.
 const identifyTimeout = 5 * time.Second
 
-func newAuthListener(ln net.Listener, rules *policy.RuleSet, identify IdentifyFunc, log *slog.Logger, onDeny func(policy.Decision)) *authListener {
+func newAuthListener(ln net.Listener, rules func() *policy.RuleSet, identify IdentifyFunc, log *slog.Logger, decided func(policy.Decision, time.Duration)) *authListener {
 	l := &authListener{
 		Listener: ln,
 		rules:    rules,
 		identify: identify,
 		log:      log,
-		onDeny:   onDeny,
+		decided:  decided,
 		conns:    make(chan net.Conn),
 		errc:     make(chan error, 1),
 		done:     make(chan struct{}),
@@ -79,19 +83,21 @@ func (l *authListener) admit(c net.Conn) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), identifyTimeout)
+	start := time.Now()
 	src, err := l.identify(ctx, remote)
+	took := time.Since(start)
 	cancel()
 	if err != nil {
 		l.log.Warn("connection denied", "addr", remote.String(), "reason", "identity lookup failed", "err", err)
-		l.onDeny(policy.Decision{Err: err})
+		l.decided(policy.Decision{Rule: "identity", Err: err}, took)
 		c.Close()
 		return
 	}
-	d := l.rules.Evaluate(policy.Input{Source: src})
+	d := l.rules().Evaluate(policy.Input{Source: src})
+	l.decided(d, took)
 	if !d.Allow {
 		args := append(sourceAttrs(src), "rule", d.Rule, "reason", d.Reason())
 		l.log.Warn("connection denied", args...)
-		l.onDeny(d)
 		c.Close()
 		return
 	}

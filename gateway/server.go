@@ -1,17 +1,21 @@
 // Package gateway owns tailgate's config model and loading, and serving
-// it: binds, listeners and routes over HTTP, the authorization hooks, and
-// the MCP front that hands each session to mcpstdio. It knows nothing of
-// tsnet internals or child processes: a Network gives it listeners and an
-// IdentifyFunc tells it who a peer is.
+// it: binds, listeners and routes over HTTP, the authorization hooks, the
+// MCP front that hands each session to mcpstdio, the access log, metrics,
+// health and hot reload. It knows nothing of tsnet internals or child
+// processes: a Network gives it listeners and an IdentifyFunc tells it who
+// a peer is.
 package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +31,18 @@ type Network interface {
 	Listen(network, addr string) (net.Listener, error)
 }
 
+// TLSNetwork is a Network that can serve HTTPS with its own certificates
+// (the tailnet's, for protocol: HTTPS).
+type TLSNetwork interface {
+	ListenTLS(network, addr string) (net.Listener, error)
+}
+
+// ServiceNetwork is a Network that can serve a port of a Tailscale Service
+// (tailscale.service).
+type ServiceNetwork interface {
+	ListenService(name string, port int) (net.Listener, error)
+}
+
 // Options configure a Server. The zero value is usable.
 type Options struct {
 	// Logger receives the gateway's events. Default: slog.Default().
@@ -37,8 +53,8 @@ type Options struct {
 	// the gateway's auth key variables and the auth key itself.
 	DropEnv []string
 	Secrets []string
-	// SessionTTL closes MCP sessions idle this long; default 30m, as
-	// agentgateway's config.mcp.sessionTtl.
+	// SessionTTL closes MCP sessions idle this long, unless the config's
+	// config.mcp.sessionTtl says otherwise; default 30m, as agentgateway.
 	SessionTTL time.Duration
 	// StopGrace is how long a child gets to exit after its stdin closes,
 	// and again after SIGTERM; default 2s.
@@ -50,24 +66,35 @@ type Options struct {
 	ReadHeaderTimeout time.Duration
 }
 
-// Server serves a Config: one HTTP server per bind.
+// Server serves a Config: one HTTP server per bind, with routes and
+// policies that Reload swaps atomically.
 type Server struct {
-	cfg  *Config
-	opts Options
-	log  *slog.Logger
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	ready   atomic.Bool
 
-	binds  []*bind
-	fronts []*mcpFront
+	// state is the routing of the current config.
+	state atomic.Pointer[state]
 
-	deniedConns atomic.Uint64
+	mu       sync.Mutex
+	network  Network
+	fronts   map[string]*mcpFront // live, by route key and backend
+	draining []*mcpFront          // replaced by a reload; serve their sessions until they end
+	serving  map[int]*bindServer  // by port
+	closed   bool
+}
 
-	mu      sync.Mutex
-	serving []*http.Server
-	lns     []net.Listener
+// state is one config's routing: binds → listeners → routes → fronts.
+type state struct {
+	cfg   *Config
+	binds map[int]*bind
+	ports []int
 }
 
 type bind struct {
 	port      int
+	https     bool
 	listeners []*listener
 }
 
@@ -82,12 +109,21 @@ type route struct {
 	hostnames []string
 	matches   []Match
 	authz     *policy.RuleSet
-	handler   http.Handler
+	front     *mcpFront
 	log       *slog.Logger
 }
 
+// bindServer is a port's listener and HTTP server; it outlives reloads.
+type bindServer struct {
+	port int
+	ln   *authListener
+	hs   *http.Server
+	// svc serves the port as a Tailscale Service too.
+	svc *authListener
+}
+
 // New builds a server for cfg. It starts nothing: children start per
-// session, listeners in Start.
+// session (or in pools), listeners in Start.
 func New(cfg *Config, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -104,9 +140,54 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	if opts.ReadHeaderTimeout <= 0 {
 		opts.ReadHeaderTimeout = 10 * time.Second
 	}
-	s := &Server{cfg: cfg, opts: opts, log: opts.Logger}
+	s := &Server{
+		opts:    opts,
+		log:     opts.Logger,
+		fronts:  make(map[string]*mcpFront),
+		serving: make(map[int]*bindServer),
+	}
+	s.metrics = newMetrics(s)
+	st, fronts, err := s.build(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.fronts = fronts
+	s.state.Store(st)
+	return s, nil
+}
+
+// build turns cfg into routing, reusing the fronts of old whose backend is
+// unchanged (their sessions and children carry on) and creating the rest.
+func (s *Server) build(cfg *Config, old map[string]*mcpFront) (*state, map[string]*mcpFront, error) {
+	st := &state{cfg: cfg, binds: make(map[int]*bind)}
+	fronts := make(map[string]*mcpFront)
+	var created []*mcpFront
+	fail := func(err error) (*state, map[string]*mcpFront, error) {
+		for _, f := range created {
+			f.close()
+		}
+		return nil, nil, err
+	}
+	front := func(key, name string, m *MCPBackend, authz *policy.RuleSet) (*mcpFront, error) {
+		key += "|" + backendSignature(cfg, m)
+		if f, ok := fronts[key]; ok {
+			return f, nil
+		}
+		if f, ok := old[key]; ok {
+			f.setAuthz(authz)
+			fronts[key] = f
+			return f, nil
+		}
+		f, err := s.newFront(cfg, name, m, authz)
+		if err != nil {
+			return nil, err
+		}
+		created = append(created, f)
+		fronts[key] = f
+		return f, nil
+	}
 	for i, b := range cfg.Binds {
-		sb := &bind{port: b.Port}
+		sb := &bind{port: b.Port, https: len(b.Listeners) > 0 && protocolOf(b.Listeners[0]) == "HTTPS"}
 		for j, l := range b.Listeners {
 			sl := &listener{name: l.Name, hostname: l.Hostname}
 			for k, r := range l.Routes {
@@ -114,37 +195,49 @@ func New(cfg *Config, opts Options) (*Server, error) {
 				if name == "" {
 					name = fmt.Sprintf("binds[%d].listeners[%d].routes[%d]", i, j, k)
 				}
-				front, err := s.newFront(name, r.Backends[0].MCP, r.mcpAuthz)
+				f, err := front(fmt.Sprintf("%d/%s/%s", b.Port, l.Name, name), name, r.Backends[0].MCP, r.mcpAuthz)
 				if err != nil {
-					return nil, err
+					return fail(err)
 				}
-				sl.routes = append(sl.routes, &route{name: name, hostnames: r.Hostnames, matches: r.Matches, authz: r.authz, handler: front, log: s.log.With("route", name)})
+				sl.routes = append(sl.routes, &route{name: name, hostnames: r.Hostnames, matches: r.Matches, authz: r.authz, front: f, log: s.log.With("route", name)})
 			}
 			sb.listeners = append(sb.listeners, sl)
 		}
-		s.binds = append(s.binds, sb)
+		st.binds[b.Port] = sb
+		st.ports = append(st.ports, b.Port)
 	}
 	if m := cfg.MCP; m != nil {
 		port := m.Port
 		if port == 0 {
 			port = DefaultMCPPort
 		}
-		front, err := s.newFront("mcp", &MCPBackend{Targets: m.Targets, StatefulMode: m.StatefulMode, PrefixMode: m.PrefixMode, FailureMode: m.FailureMode}, m.mcpAuthz)
+		f, err := front(fmt.Sprintf("%d/mcp", port), "mcp", &MCPBackend{Targets: m.Targets, StatefulMode: m.StatefulMode, PrefixMode: m.PrefixMode, FailureMode: m.FailureMode}, m.mcpAuthz)
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
-		s.binds = append(s.binds, &bind{port: port, listeners: []*listener{{
+		st.binds[port] = &bind{port: port, listeners: []*listener{{
 			name: "mcp",
-			routes: []*route{{name: "mcp", handler: front, authz: m.authz, log: s.log.With("route", "mcp"), matches: []Match{
+			routes: []*route{{name: "mcp", front: f, authz: m.authz, log: s.log.With("route", "mcp"), matches: []Match{
 				{Path: &PathMatch{Exact: "/mcp"}},
 				{Path: &PathMatch{Exact: "/sse"}},
 			}}},
-		}}})
+		}}}
+		st.ports = append(st.ports, port)
 	}
-	return s, nil
+	return st, fronts, nil
 }
 
-func (s *Server) newFront(name string, m *MCPBackend, mcpAuthz *policy.RuleSet) (*mcpFront, error) {
+// backendSignature is what makes a route's backend the same across a
+// reload: its targets and modes, and the session settings.
+func backendSignature(cfg *Config, m *MCPBackend) string {
+	b, _ := json.Marshal(struct {
+		M *MCPBackend
+		G *GlobalMCP
+	}{m, cfg.Global.MCP})
+	return string(b)
+}
+
+func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *policy.RuleSet) (*mcpFront, error) {
 	targets := make([]mcpstdio.Target, len(m.Targets))
 	for i, t := range m.Targets {
 		targets[i] = mcpstdio.Target{
@@ -166,39 +259,73 @@ func (s *Server) newFront(name string, m *MCPBackend, mcpAuthz *policy.RuleSet) 
 		return nil, fmt.Errorf("route %q: %w", name, err)
 	}
 	ttl, maxSessions := s.opts.SessionTTL, 0
-	if g := s.cfg.Global.MCP; g != nil {
+	if g := cfg.Global.MCP; g != nil {
 		if g.SessionTTL > 0 {
 			ttl = time.Duration(g.SessionTTL)
 		}
 		maxSessions = g.MaxSessions
 	}
-	front := newMCPFront(name, backend, frontOptions{
-		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz,
+	return newMCPFront(name, backend, frontOptions{
+		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz, Metrics: s.metrics,
 		Stateless: m.StatefulMode == "stateless", MaxSessions: maxSessions,
-	})
-	s.fronts = append(s.fronts, front)
-	return front, nil
+	}), nil
 }
+
+// Config is the config being served.
+func (s *Server) Config() *Config { return s.state.Load().cfg }
 
 // Ports are the ports the config binds.
-func (s *Server) Ports() []int {
-	ports := make([]int, len(s.binds))
-	for i, b := range s.binds {
-		ports[i] = b.port
-	}
-	return ports
-}
+func (s *Server) Ports() []int { return append([]int(nil), s.state.Load().ports...) }
 
 // Start listens on every bind's port on network and serves in the
-// background until Shutdown.
+// background until Shutdown. Reload listens on ports it adds the same way.
 func (s *Server) Start(network Network) error {
-	for _, b := range s.binds {
-		ln, err := network.Listen("tcp", fmt.Sprintf(":%d", b.port))
-		if err != nil {
+	s.mu.Lock()
+	s.network = network
+	s.mu.Unlock()
+	go s.housekeep(context.Background())
+	for _, port := range s.Ports() {
+		if err := s.listen(network, port); err != nil {
 			s.closeListeners()
-			return fmt.Errorf("bind port %d: %w", b.port, err)
+			return err
 		}
-		s.Serve(b.port, ln)
+	}
+	return nil
+}
+
+// listen listens on port on network (with TLS for an HTTPS bind, and as
+// the config's Tailscale Service too if it names one) and serves it.
+func (s *Server) listen(network Network, port int) error {
+	st := s.state.Load()
+	addr := fmt.Sprintf(":%d", port)
+	var ln net.Listener
+	var err error
+	if st.binds[port].https {
+		tn, ok := network.(TLSNetwork)
+		if !ok {
+			return fmt.Errorf("bind port %d: HTTPS needs a network with certificates", port)
+		}
+		ln, err = tn.ListenTLS("tcp", addr)
+	} else {
+		ln, err = network.Listen("tcp", addr)
+	}
+	if err != nil {
+		return fmt.Errorf("bind port %d: %w", port, err)
+	}
+	if err := s.Serve(port, ln); err != nil {
+		return err
+	}
+	if svc := st.cfg.Tailscale.Service; svc != "" {
+		sn, ok := network.(ServiceNetwork)
+		if !ok {
+			return fmt.Errorf("bind port %d: tailscale.service needs a tailnet node", port)
+		}
+		sln, err := sn.ListenService(svc, port)
+		if err != nil {
+			return err
+		}
+		s.serveService(port, sln)
+		s.log.Info("serving as a Tailscale Service", "service", svc, "port", port)
 	}
 	return nil
 }
@@ -207,20 +334,13 @@ func (s *Server) Start(network Network) error {
 // background until Shutdown. Start uses it; tests and benchmarks use it to
 // serve on loopback.
 func (s *Server) Serve(port int, ln net.Listener) error {
-	var b *bind
-	for _, cand := range s.binds {
-		if cand.port == port {
-			b = cand
-		}
-	}
-	if b == nil {
+	if _, ok := s.state.Load().binds[port]; !ok {
+		ln.Close()
 		return fmt.Errorf("no bind on port %d", port)
 	}
-	al := newAuthListener(ln, s.cfg.networkAuthz, s.opts.Identify, s.log.With("port", port), func(policy.Decision) {
-		s.deniedConns.Add(1)
-	})
+	al := s.authListener(port, ln)
 	hs := &http.Server{
-		Handler:           b,
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveHTTP(port, w, r) }),
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		// Idle keep-alive connections cost a goroutine each; event streams
 		// are not idle and are not affected.
@@ -234,8 +354,12 @@ func (s *Server) Serve(port int, ln net.Listener) error {
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.mu.Lock()
-	s.serving = append(s.serving, hs)
-	s.lns = append(s.lns, al)
+	if s.closed {
+		s.mu.Unlock()
+		al.Close()
+		return errors.New("server shut down")
+	}
+	s.serving[port] = &bindServer{port: port, ln: al, hs: hs}
 	s.mu.Unlock()
 	s.log.Info("listening", "port", port, "addr", ln.Addr().String())
 	go func() {
@@ -246,13 +370,52 @@ func (s *Server) Serve(port int, ln net.Listener) error {
 	return nil
 }
 
+// authListener wraps ln with networkAuthorization and its metrics.
+func (s *Server) authListener(port int, ln net.Listener) *authListener {
+	portLabel := strconv.Itoa(port)
+	return newAuthListener(ln, func() *policy.RuleSet { return s.state.Load().cfg.networkAuthz }, s.opts.Identify, s.log.With("port", port), func(d policy.Decision, took time.Duration) {
+		s.metrics.identify.Observe(took.Seconds())
+		outcome := "accepted"
+		if !d.Allow {
+			outcome = "denied"
+		}
+		s.metrics.connections.WithLabelValues(portLabel, outcome, d.Rule).Inc()
+	})
+}
+
+// serveService serves the Service listener of port with the port's HTTP
+// server.
+func (s *Server) serveService(port int, ln net.Listener) {
+	al := s.authListener(port, ln)
+	s.mu.Lock()
+	bs := s.serving[port]
+	if bs == nil || s.closed {
+		s.mu.Unlock()
+		al.Close()
+		return
+	}
+	bs.svc = al
+	s.mu.Unlock()
+	go bs.hs.Serve(al)
+}
+
 func (s *Server) closeListeners() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, ln := range s.lns {
-		ln.Close()
+	for _, bs := range s.serving {
+		bs.ln.Close()
+		if bs.svc != nil {
+			bs.svc.Close()
+		}
 	}
 }
+
+// SetReady marks the server ready (the node is running and the config
+// loaded) or not, for /healthz/ready.
+func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+
+// Ready reports what SetReady set.
+func (s *Server) Ready() bool { return s.ready.Load() }
 
 // Stats is a snapshot of the server's activity.
 type Stats struct {
@@ -269,14 +432,47 @@ type Stats struct {
 
 // Stats reports the server's activity.
 func (s *Server) Stats() Stats {
-	st := Stats{DeniedConnections: s.deniedConns.Load()}
-	for _, f := range s.fronts {
+	var st Stats
+	for _, f := range s.allFronts() {
 		bs := f.backend.Stats()
 		st.Sessions += bs.Sessions
 		st.ChildrenStarted += bs.ChildrenStarted
 		st.ChildrenRunning += bs.ChildrenRunning
 	}
+	st.DeniedConnections = s.deniedConnections()
 	return st
+}
+
+func (s *Server) deniedConnections() uint64 {
+	mfs, err := s.metrics.reg.Gather()
+	if err != nil {
+		return 0
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() != "tailgate_connections_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == "denied" {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return uint64(n)
+}
+
+// allFronts are the live and draining fronts.
+func (s *Server) allFronts() []*mcpFront {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fronts := make([]*mcpFront, 0, len(s.fronts)+len(s.draining))
+	for _, f := range s.fronts {
+		fronts = append(fronts, f)
+	}
+	return append(fronts, s.draining...)
 }
 
 // Shutdown stops accepting connections, lets MCP calls in flight finish
@@ -284,6 +480,10 @@ func (s *Server) Stats() Stats {
 // closes the HTTP servers. It returns when all of that is done or ctx
 // expires.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.SetReady(false)
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	s.closeListeners()
 	drain := time.NewTimer(s.opts.DrainTimeout)
 	defer drain.Stop()
@@ -301,12 +501,15 @@ wait:
 		}
 	}
 	var wg sync.WaitGroup
-	for _, f := range s.fronts {
+	for _, f := range s.allFronts() {
 		wg.Go(f.close)
 	}
 	wg.Wait()
 	s.mu.Lock()
-	servers := s.serving
+	servers := make([]*http.Server, 0, len(s.serving))
+	for _, bs := range s.serving {
+		servers = append(servers, bs.hs)
+	}
 	s.mu.Unlock()
 	var errs []error
 	for _, hs := range servers {
@@ -320,15 +523,30 @@ wait:
 
 func (s *Server) inflight() int64 {
 	var n int64
-	for _, f := range s.fronts {
+	for _, f := range s.allFronts() {
 		n += f.inflight()
 	}
 	return n
 }
 
-// ServeHTTP routes a request to a listener by Host, then to the first
-// route that matches.
-func (b *bind) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// serveHTTP routes a request on port to a listener by Host, then to the
+// first route that matches, and counts it.
+func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
+	sw := &statusWriter{ResponseWriter: w}
+	routeName := "none"
+	defer func() {
+		code := sw.code
+		if code == 0 {
+			code = http.StatusOK
+		}
+		s.metrics.requests.WithLabelValues(routeName, strconv.Itoa(code)).Inc()
+	}()
+	b := s.state.Load().binds[port]
+	if b == nil {
+		// The port was removed by a reload and is closing.
+		http.Error(sw, "no bind on this port", http.StatusNotFound)
+		return
+	}
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
@@ -344,20 +562,22 @@ func (b *bind) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if l == nil {
-		http.Error(w, "no listener for host "+host, http.StatusNotFound)
+		http.Error(sw, "no listener for host "+host, http.StatusNotFound)
 		return
 	}
 	for _, rt := range l.routes {
 		if rt.matchesRequest(host, r) {
-			rt.serve(w, r, host)
+			routeName = rt.name
+			s.serveRoute(rt, sw, r, host)
 			return
 		}
 	}
-	http.NotFound(w, r)
+	http.NotFound(sw, r)
 }
 
-// serve runs the route's authorization, then its backend.
-func (rt *route) serve(w http.ResponseWriter, r *http.Request, host string) {
+// serveRoute runs the route's authorization, then its front — or, for a
+// session that a front replaced by a reload still holds, that front.
+func (s *Server) serveRoute(rt *route, w http.ResponseWriter, r *http.Request, host string) {
 	if rt.authz != nil {
 		src := sourceFrom(r.Context())
 		d := rt.authz.Evaluate(policy.Input{Source: src, Request: requestInput(r.Method, r.URL.Path, host, r.Header)})
@@ -368,7 +588,18 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, host string) {
 			return
 		}
 	}
-	rt.handler.ServeHTTP(w, r)
+	if id := sessionIDOf(r); id != "" && !rt.front.has(id) {
+		s.mu.Lock()
+		draining := append([]*mcpFront(nil), s.draining...)
+		s.mu.Unlock()
+		for _, f := range draining {
+			if f.has(id) {
+				f.ServeHTTP(w, r)
+				return
+			}
+		}
+	}
+	rt.front.ServeHTTP(w, r)
 }
 
 func (rt *route) matchesRequest(host string, r *http.Request) bool {
@@ -418,4 +649,128 @@ func containsFold(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// Reload swaps in cfg: routes and policies change atomically for new
+// requests; routes whose backend is unchanged keep their sessions and
+// children; sessions of a changed backend carry on until they end; new
+// ports are listened on and removed ones closed. A change to the tailscale
+// block is logged as needing a restart. Reload never fails half-way: on
+// error the running config stays.
+func (s *Server) Reload(cfg *Config) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("server shut down")
+	}
+	old := s.state.Load()
+	st, fronts, err := s.build(cfg, s.fronts)
+	if err != nil {
+		s.metrics.reloads.WithLabelValues("invalid").Inc()
+		return err
+	}
+	if !reflect.DeepEqual(old.cfg.Tailscale, cfg.Tailscale) {
+		s.log.Warn("config reload: the tailscale block changed; restart tailgate to apply it (the rest is applied now)")
+	}
+	for key, f := range s.fronts {
+		if fronts[key] != f {
+			s.draining = append(s.draining, f)
+			f.stopNewSessions()
+		}
+	}
+	s.fronts = fronts
+	s.state.Store(st)
+	// Ports: listen on new ones, close removed ones.
+	for port, bs := range s.serving {
+		if _, ok := st.binds[port]; !ok {
+			delete(s.serving, port)
+			bs.ln.Close()
+			if bs.svc != nil {
+				bs.svc.Close()
+			}
+			go bs.hs.Shutdown(context.Background())
+			s.log.Info("config reload: port closed", "port", port)
+		}
+	}
+	var errs []error
+	if s.network != nil {
+		for _, port := range st.ports {
+			if _, ok := s.serving[port]; ok {
+				continue
+			}
+			s.mu.Unlock()
+			err := s.listen(s.network, port)
+			s.mu.Lock()
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	s.reapDrainedLocked()
+	if err := errors.Join(errs...); err != nil {
+		s.metrics.reloads.WithLabelValues("partial").Inc()
+		return err
+	}
+	s.metrics.reloads.WithLabelValues("ok").Inc()
+	s.log.Info("config reloaded", "file", cfg.File, "ports", st.ports, "routes", len(fronts))
+	return nil
+}
+
+// reapDrainedLocked closes the replaced fronts whose sessions have all
+// ended.
+func (s *Server) reapDrainedLocked() {
+	kept := s.draining[:0]
+	for _, f := range s.draining {
+		if f.backend.Stats().Sessions == 0 {
+			go f.close()
+			continue
+		}
+		kept = append(kept, f)
+	}
+	s.draining = kept
+}
+
+// RecordReloadFailure counts a reload that did not get as far as Reload
+// (the file did not parse).
+func (s *Server) RecordReloadFailure() { s.metrics.reloads.WithLabelValues("invalid").Inc() }
+
+// AdminHandler serves /metrics (Prometheus), /healthz/ready (200 once the
+// node is running and the config is loaded, 503 before and while shutting
+// down) and /healthz/live. Serve it on a loopback address: it is not
+// behind the tailnet's policy.
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metrics.handler())
+	mux.HandleFunc("GET /healthz/ready", func(w http.ResponseWriter, r *http.Request) {
+		if !s.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("GET /healthz/live", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "live")
+	})
+	return mux
+}
+
+// housekeep closes fronts that a reload replaced, once their sessions have
+// ended.
+func (s *Server) housekeep(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.mu.Lock()
+			if s.closed {
+				s.mu.Unlock()
+				return
+			}
+			s.reapDrainedLocked()
+			s.mu.Unlock()
+		}
+	}
 }

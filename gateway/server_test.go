@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -329,4 +330,146 @@ func TestTimeouts(t *testing.T) {
 		t.Errorf("initialize took %v", time.Since(start))
 	}
 	waitFor(t, "silent child reaped", func() bool { return s2.Stats().ChildrenRunning == 0 })
+}
+
+func get(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	return rec.Code, rec.Body.String()
+}
+
+func TestHealthAndMetrics(t *testing.T) {
+	s, base := serveLoopback(t, `
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - name: mcp
+      policies:
+        mcpAuthorization:
+          rules: ['mcp.tool.name != "env"']
+      backends:
+      - mcp:
+          targets:
+          - name: demo
+            stdio: {cmd: DEMO}
+`)
+	admin := s.AdminHandler()
+	if code, _ := get(t, admin, "/healthz/ready"); code != http.StatusServiceUnavailable {
+		t.Errorf("ready before SetReady: %d", code)
+	}
+	s.SetReady(true)
+	if code, _ := get(t, admin, "/healthz/ready"); code != http.StatusOK {
+		t.Errorf("ready after SetReady: %d", code)
+	}
+	if code, _ := get(t, admin, "/healthz/live"); code != http.StatusOK {
+		t.Errorf("live: %d", code)
+	}
+	cs := connect(t, base+"/mcp")
+	cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}})
+	cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "env", Arguments: map[string]any{"names": []string{"HOME"}}})
+	_, body := get(t, admin, "/metrics")
+	for _, want := range []string{
+		`tailgate_mcp_calls_total{method="tools/call",outcome="ok",route="mcp",target="demo",tool="echo"} 1`,
+		`tailgate_mcp_calls_total{method="tools/call",outcome="denied",route="mcp",target="demo",tool="env"} 1`,
+		`tailgate_mcp_calls_total{method="initialize",outcome="ok",route="mcp",target="",tool=""}`,
+		`tailgate_mcp_call_duration_seconds_count{method="tools/call",route="mcp",target="demo"} 2`,
+		`tailgate_mcp_sessions{route="mcp"} 1`,
+		`tailgate_children_running{route="mcp"} 1`,
+		`tailgate_connections_total{outcome="accepted",port="3000",rule=""}`,
+		`tailgate_http_requests_total{code="200",route="mcp"}`,
+		`tailgate_whois_duration_seconds_count`,
+		`tailgate_ready 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	cs.Close()
+	waitFor(t, "child reaped", func() bool { return s.Stats().ChildrenRunning == 0 })
+	_, body = get(t, admin, "/metrics")
+	if !strings.Contains(body, `tailgate_child_exits_total{cause="stopped",route="mcp",target="demo"} 1`) {
+		t.Errorf("child exit not counted:\n%s", grepLines(body, "tailgate_child"))
+	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// A reload swaps policies for running sessions, keeps their children,
+// lets sessions of a replaced backend finish, and starts new sessions on
+// the new backend.
+func TestReload(t *testing.T) {
+	const cfgA = `
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - name: mcp
+      backends:
+      - mcp:
+          targets:
+          - name: demo
+            stdio: {cmd: DEMO}
+`
+	s, base := serveLoopback(t, cfgA)
+	cs := connect(t, base+"/mcp")
+	defer cs.Close()
+	pid := func(cs *mcp.ClientSession) int {
+		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "info", Arguments: map[string]any{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := json.Marshal(res.StructuredContent)
+		var info demoserver.InfoOut
+		json.Unmarshal(raw, &info)
+		return info.PID
+	}
+	before := pid(cs)
+	reload := func(y string) {
+		t.Helper()
+		cfg, err := Parse("reload.yaml", []byte(strings.ReplaceAll(y, "DEMO", demoBin)), newEnv(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Reload(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 1. Same backend, new policy: the session keeps its child, and the new
+	// policy applies to it at once.
+	reload(strings.Replace(cfgA, "      backends:", "      policies:\n        mcpAuthorization:\n          rules: ['mcp.tool.name != \"echo\"']\n      backends:", 1))
+	if got := pid(cs); got != before {
+		t.Errorf("child changed across a policy reload: %d → %d", before, got)
+	}
+	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err == nil || !strings.Contains(err.Error(), "not permitted") {
+		t.Errorf("echo after the policy reload: %v", err)
+	}
+	// 2. A changed backend: the running session carries on with its child;
+	// a new session gets the new backend.
+	reload(strings.Replace(cfgA, "stdio: {cmd: DEMO}", "stdio: {cmd: DEMO, env: {GENERATION: '2'}}", 1))
+	if got := pid(cs); got != before {
+		t.Errorf("running session lost its child on a backend reload: %d → %d", before, got)
+	}
+	cs2 := connect(t, base+"/mcp")
+	defer cs2.Close()
+	res, err := cs2.CallTool(context.Background(), &mcp.CallToolParams{Name: "env", Arguments: map[string]any{"names": []string{"GENERATION"}}})
+	if err != nil || !strings.Contains(fmt.Sprint(res.StructuredContent), "GENERATION:2") {
+		t.Errorf("new session after the reload: %v %v", err, res)
+	}
+	_, body := get(t, s.AdminHandler(), "/metrics")
+	if !strings.Contains(body, `tailgate_config_reloads_total{outcome="ok"} 2`) {
+		t.Errorf("reload metric:\n%s", grepLines(body, "tailgate_"))
+	}
+	// The old backend goes away once its last session ends.
+	cs.Close()
+	waitFor(t, "old child reaped", func() bool { return s.Stats().ChildrenRunning == 1 })
 }

@@ -332,28 +332,7 @@ func (n *Node) Forward(t testing.TB, addr string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				up, err := n.Dial(ctx, "tcp", addr)
-				cancel()
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				done := make(chan struct{}, 2)
-				go func() { io.Copy(up, c); done <- struct{}{} }()
-				go func() { io.Copy(c, up); done <- struct{}{} }()
-				<-done
-			}()
-		}
-	}()
+	go forward(ln, n.Dial, addr)
 	return ln.Addr().String()
 }
 

@@ -111,6 +111,24 @@ func (s *Session) Resolve(ctx context.Context, name, kind string) (target, targe
 	return c.target.Name, n, true
 }
 
+// PrefixTarget names the target a front tool or prompt name belongs to,
+// without asking any child: "" when names are not prefixed and several
+// targets are multiplexed. It is for logs and metrics.
+func (s *Session) PrefixTarget(name string) string {
+	if !s.prefixed {
+		if len(s.children) == 1 {
+			return s.children[0].target.Name
+		}
+		return ""
+	}
+	for _, c := range s.children {
+		if strings.HasPrefix(name, c.target.Name+nameSep) {
+			return c.target.Name
+		}
+	}
+	return ""
+}
+
 // ResolveURI names the target that serves a front resource URI, and the
 // target's own URI for it.
 func (s *Session) ResolveURI(uri string) (target, targetURI string, ok bool) {

@@ -381,3 +381,36 @@ func (n *Node) Close() error {
 
 // Hostname is the node's requested name on the tailnet.
 func (n *Node) Hostname() string { return n.cfg.Hostname }
+
+// ListenTLS listens on the node's tailnet addresses with the tailnet's own
+// HTTPS certificate for the node's MagicDNS name. It fails clearly when the
+// control server offers no certificates (HTTPS disabled in the tailnet, or
+// headscale).
+func (n *Node) ListenTLS(network, addr string) (net.Listener, error) {
+	if len(n.srv.CertDomains()) == 0 {
+		return nil, fmt.Errorf("tailnet: HTTPS listener on %s: the control server (%s) offers no TLS certificate for this node; enable MagicDNS and HTTPS certificates in the tailnet (headscale offers none), or use protocol: HTTP", addr, n.controlName())
+	}
+	ln, err := n.srv.ListenTLS(network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("tailnet: HTTPS listener on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// ListenService serves port of the Tailscale Service name ("svc:mcp") from
+// this node, so that several replicas stand behind one tailnet name. The
+// node must be tagged, and the Service approved for it in the tailnet.
+func (n *Node) ListenService(name string, port int) (net.Listener, error) {
+	ln, err := n.srv.ListenService(name, tsnet.ServiceModeTCP{Port: uint16(port)})
+	if errors.Is(err, tsnet.ErrUntaggedServiceHost) {
+		return nil, fmt.Errorf("tailnet: service %s: a Service host must be a tagged node; set tailscale.advertiseTags", name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tailnet: service %s port %d: %w", name, port, err)
+	}
+	return ln, nil
+}
+
+// TSNet is the node's tsnet server, for tests and tools that need tsnet
+// itself (e.g. tsnet.TestHooks).
+func (n *Node) TSNet() *tsnet.Server { return n.srv }

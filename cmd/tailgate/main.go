@@ -1,11 +1,12 @@
 // Command tailgate is an MCP gateway that is its own tailnet node. It joins
 // a tailnet with tsnet, listens only on its tailnet addresses, admits
-// callers with CEL rules, and proxies MCP to stdio servers it starts and
-// supervises.
+// callers with CEL rules that see their Tailscale identity, and proxies MCP
+// to stdio servers it starts and supervises.
 //
 // Usage:
 //
 //	tailgate -f config.yaml                  run the gateway
+//	tailgate dev -f config.yaml              run it on an embedded tailnet, with a local bridge
 //	tailgate --validate-only -f config.yaml  check a config, print ok or every error
 //	tailgate version                         print the version
 //
@@ -15,17 +16,23 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tailgate-dev/tailgate/gateway"
+	"github.com/tailgate-dev/tailgate/integration"
 	"github.com/tailgate-dev/tailgate/policy"
 	"github.com/tailgate-dev/tailgate/tsnode"
 )
@@ -41,36 +48,66 @@ const (
 // sessions closed, children reaped, the ephemeral node logged out.
 const shutdownBudget = 10 * time.Second
 
+// defaultAdminAddr serves /metrics and /healthz/* unless config.adminAddr
+// says otherwise; loopback, because it is not behind the tailnet's policy.
+const defaultAdminAddr = "127.0.0.1:15000"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// flags are the command line of `tailgate` and `tailgate dev`.
+type flags struct {
+	file           string
+	validateOnly   bool
+	logFormat      string
+	logLevel       string
+	verboseTailnet bool
+	watch          time.Duration
+	// dev only
+	listen string
+	tags   string
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "version" {
-		fmt.Fprintln(stdout, "tailgate", gateway.Version)
-		return exitOK
+	dev := false
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Fprintln(stdout, "tailgate", gateway.Version)
+			return exitOK
+		case "dev":
+			dev, args = true, args[1:]
+		}
 	}
+	var f flags
 	fs := flag.NewFlagSet("tailgate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	file := fs.String("f", "", "config `file` (agentgateway format plus a tailscale block)")
-	validateOnly := fs.Bool("validate-only", false, "check the config, print ok or every error, and exit")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	verboseTailnet := fs.Bool("verbose-tailnet", false, "log tsnet's backend messages at debug level")
+	fs.StringVar(&f.file, "f", "", "config `file` (agentgateway format plus a tailscale block)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&f.verboseTailnet, "verbose-tailnet", false, "log tsnet's backend messages at debug level")
+	fs.DurationVar(&f.watch, "watch", 2*time.Second, "how often to check the config file for changes (0: only on SIGHUP)")
+	if dev {
+		fs.StringVar(&f.listen, "listen", "127.0.0.1:3001", "local `address` of the bridge into the dev tailnet")
+		fs.StringVar(&f.tags, "tags", "", "comma-separated tags for the bridge node, e.g. tag:ci")
+	} else {
+		fs.BoolVar(&f.validateOnly, "validate-only", false, "check the config, print ok or every error, and exit")
+	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: tailgate -f config.yaml [flags]\n       tailgate --validate-only -f config.yaml\n       tailgate version\n\nflags:\n")
+		fmt.Fprintf(stderr, "usage: tailgate -f config.yaml [flags]\n       tailgate dev -f config.yaml [--listen 127.0.0.1:3001] [--tags tag:a,tag:b]\n       tailgate --validate-only -f config.yaml\n       tailgate version\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return exitConfig
 	}
-	if *file == "" || fs.NArg() > 0 {
+	if f.file == "" || fs.NArg() > 0 {
 		fs.Usage()
 		return exitConfig
 	}
-	log, err := newLogger(stderr, *logFormat, *logLevel)
+	log, err := newLogger(stderr, f.logFormat, f.logLevel)
 	if err != nil {
 		fmt.Fprintln(stderr, "tailgate:", err)
 		return exitConfig
@@ -80,16 +117,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "tailgate:", err)
 		return exitConfig
 	}
-	cfg, err := gateway.Load(*file, env)
+	cfg, err := gateway.Load(f.file, env)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitConfig
 	}
-	if *validateOnly {
+	if f.validateOnly {
 		fmt.Fprintln(stdout, "ok")
 		return exitOK
 	}
-	return serve(ctx, cfg, log, *verboseTailnet, stderr)
+	a := &app{flags: f, env: env, cfg: cfg, log: log, stdout: stdout, stderr: stderr}
+	if dev {
+		return a.dev(ctx)
+	}
+	return a.serve(ctx)
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -107,14 +148,19 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("log format %q: want text or json", format)
 }
 
-func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger, verbose bool, stderr io.Writer) int {
-	ts := cfg.Tailscale
-	key, keyFrom, err := tsnode.AuthKey(ts.AuthKeyFile)
-	if err != nil {
-		fmt.Fprintln(stderr, "tailgate:", err)
-		return exitTailnet
-	}
-	node, err := tsnode.New(tsnode.Config{
+// app is one run of the gateway.
+type app struct {
+	flags
+	env            *policy.Env
+	cfg            *gateway.Config
+	log            *slog.Logger
+	stdout, stderr io.Writer
+}
+
+// nodeConfig is the tsnode config of the tailscale block.
+func (a *app) nodeConfig(key string) tsnode.Config {
+	ts := a.cfg.Tailscale
+	return tsnode.Config{
 		Hostname:      ts.Hostname,
 		ControlURL:    ts.ControlURL,
 		AuthKey:       key,
@@ -124,54 +170,224 @@ func serve(ctx context.Context, cfg *gateway.Config, log *slog.Logger, verbose b
 		AdvertiseTags: ts.AdvertiseTags,
 		StartTimeout:  time.Duration(ts.StartTimeout),
 		LogUpload:     ts.LogUpload,
-		Logger:        log.With("component", "tailnet"),
-		Verbose:       verbose,
-	})
+		Logger:        a.log.With("component", "tailnet"),
+		Verbose:       a.verboseTailnet,
+	}
+}
+
+func (a *app) serve(ctx context.Context) int {
+	key, keyFrom, err := tsnode.AuthKey(a.cfg.Tailscale.AuthKeyFile)
 	if err != nil {
-		fmt.Fprintln(stderr, "tailgate:", err)
+		fmt.Fprintln(a.stderr, "tailgate:", err)
+		return exitTailnet
+	}
+	if key != "" {
+		a.log.Info("auth key found", "from", keyFrom)
+	}
+	return a.run(ctx, a.nodeConfig(key), key, nil)
+}
+
+// dev runs the gateway on an embedded tailnet, with a bridge node that
+// any local MCP client reaches on 127.0.0.1.
+func (a *app) dev(ctx context.Context) int {
+	var tags []string
+	for _, t := range strings.Split(a.tags, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			tags = append(tags, t)
+		}
+	}
+	dtn, err := integration.NewDevTailnet(a.log.With("component", "devnet"), append(tags, a.cfg.Tailscale.AdvertiseTags...))
+	if err != nil {
+		fmt.Fprintln(a.stderr, "tailgate:", err)
+		return exitTailnet
+	}
+	defer dtn.Close()
+	nc := a.nodeConfig("")
+	nc.ControlURL, nc.Ephemeral, nc.MemoryState, nc.StateDir = dtn.ControlURL, true, true, ""
+	a.log.Info("dev mode: embedded tailnet on 127.0.0.1; the config's control server, auth key and state are not used", "control", dtn.ControlURL)
+	return a.run(ctx, nc, "", func(ctx context.Context, node *tsnode.Node, gw *gateway.Server) (func(), error) {
+		ports := gw.Ports()
+		target := netip.AddrPortFrom(node.IPs()[0], uint16(ports[0]))
+		b, err := dtn.NewBridge(ctx, "dev-client", tags, a.listen, target)
+		if err != nil {
+			return nil, err
+		}
+		path := "/mcp"
+		url := "http://" + b.Addr + path
+		a.log.Info("dev bridge up: MCP clients on this machine reach the gateway as tailnet node dev-client", "url", url, "tags", tags, "forwards_to", target.String())
+		fmt.Fprintf(a.stdout, "\n  tailgate dev is running. Point your MCP client at:\n\n      %s\n\n  (Streamable HTTP; legacy SSE at http://%s/sse where the route serves it)\n\n", url, b.Addr)
+		return b.Close, nil
+	})
+}
+
+// run joins the tailnet with nc, serves the config until ctx ends, and
+// shuts down within the budget. extra, if set, runs once the gateway is up
+// (the dev bridge) and returns its cleanup.
+func (a *app) run(ctx context.Context, nc tsnode.Config, key string, extra func(context.Context, *tsnode.Node, *gateway.Server) (func(), error)) int {
+	node, err := tsnode.New(nc)
+	if err != nil {
+		fmt.Fprintln(a.stderr, "tailgate:", err)
 		return exitTailnet
 	}
 	defer node.Close()
 	var secrets []string
 	if key != "" {
 		secrets = append(secrets, key)
-		log.Info("auth key found", "from", keyFrom)
 	}
-	gw, err := gateway.New(cfg, gateway.Options{
-		Logger:   log,
+	gw, err := gateway.New(a.cfg, gateway.Options{
+		Logger:   a.log,
 		Identify: gateway.IdentifyTailnet(node.Identify),
 		DropEnv:  tsnode.SecretEnv(),
 		Secrets:  secrets,
 	})
 	if err != nil {
-		fmt.Fprintln(stderr, "tailgate:", err)
+		fmt.Fprintln(a.stderr, "tailgate:", err)
 		return exitConfig
 	}
-	log.Info("joining tailnet", "hostname", node.Hostname(), "control", ts.ControlURL, "state_dir", node.StateDir())
+	stopAdmin, err := a.startAdmin(gw)
+	if err != nil {
+		fmt.Fprintln(a.stderr, "tailgate:", err)
+		gw.Shutdown(context.Background())
+		return exitConfig
+	}
+	defer stopAdmin()
+	a.log.Info("joining tailnet", "hostname", node.Hostname(), "control", nc.ControlURL, "state_dir", node.StateDir())
 	if err := node.Start(ctx); err != nil {
+		gw.Shutdown(context.Background())
 		if ctx.Err() != nil {
 			return exitOK // interrupted while joining
 		}
-		fmt.Fprintln(stderr, "tailgate:", err)
+		fmt.Fprintln(a.stderr, "tailgate:", err)
 		return exitTailnet
 	}
 	if err := gw.Start(node); err != nil {
-		fmt.Fprintln(stderr, "tailgate:", err)
+		gw.Shutdown(context.Background())
+		fmt.Fprintln(a.stderr, "tailgate:", err)
 		return exitTailnet
 	}
-	log.Info("tailgate ready", "name", node.DNSName(), "ips", node.IPs(), "ports", gw.Ports(), "config", cfg.File)
+	if extra != nil {
+		cleanup, err := extra(ctx, node, gw)
+		if err != nil {
+			gw.Shutdown(context.Background())
+			fmt.Fprintln(a.stderr, "tailgate:", err)
+			return exitTailnet
+		}
+		defer cleanup()
+	}
+	gw.SetReady(true)
+	a.log.Info("tailgate ready", "name", node.DNSName(), "ips", node.IPs(), "ports", gw.Ports(), "config", a.cfg.File)
 
+	go a.reloadLoop(ctx, gw)
 	<-ctx.Done()
 	start := time.Now()
-	log.Info("shutting down")
+	a.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownBudget-2*time.Second)
 	defer cancel()
 	if err := gw.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		log.Warn("shutdown", "err", err)
+		a.log.Warn("shutdown", "err", err)
 	}
 	if err := node.Close(); err != nil {
-		log.Warn("leaving tailnet", "err", err)
+		a.log.Warn("leaving tailnet", "err", err)
 	}
-	log.Info("stopped", "duration", time.Since(start).Round(time.Millisecond))
+	a.log.Info("stopped", "duration", time.Since(start).Round(time.Millisecond))
 	return exitOK
+}
+
+// startAdmin serves the admin handler on config.adminAddr (default
+// loopback), and /metrics and /healthz/ready on statsAddr and
+// readinessAddr if set. It returns a func that stops them.
+func (a *app) startAdmin(gw *gateway.Server) (func(), error) {
+	g := a.cfg.Global
+	addrs := map[string]string{}
+	switch g.AdminAddr {
+	case "":
+		addrs[defaultAdminAddr] = "admin"
+	case "off":
+	default:
+		addrs[g.AdminAddr] = "admin"
+	}
+	if g.StatsAddr != "" {
+		addrs[g.StatsAddr] = "stats"
+	}
+	if g.ReadinessAddr != "" {
+		addrs[g.ReadinessAddr] = "readiness"
+	}
+	var servers []*http.Server
+	stop := func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}
+	for addr, kind := range addrs {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("%s address %s: %w (set config.adminAddr, or \"off\")", kind, addr, err)
+		}
+		hs := &http.Server{Handler: gw.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, hs)
+		go hs.Serve(ln)
+		a.log.Info("admin listening", "kind", kind, "addr", ln.Addr().String(), "paths", "/metrics /healthz/ready /healthz/live")
+	}
+	return stop, nil
+}
+
+// reloadLoop reloads the config on SIGHUP and when the file's contents
+// change. An invalid file keeps the running config and logs every error.
+func (a *app) reloadLoop(ctx context.Context, gw *gateway.Server) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var tick <-chan time.Time
+	if a.watch > 0 {
+		t := time.NewTicker(a.watch)
+		defer t.Stop()
+		tick = t.C
+	}
+	last := fileSum(a.file)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			a.log.Info("SIGHUP: reloading config", "file", a.file)
+			last = fileSum(a.file)
+			a.reload(gw)
+		case <-tick:
+			// Contents, not mtime: editors and ConfigMap updates replace the
+			// file in ways mtime does not always show.
+			if sum := fileSum(a.file); sum != last {
+				last = sum
+				a.log.Info("config file changed: reloading", "file", a.file)
+				a.reload(gw)
+			}
+		}
+	}
+}
+
+func (a *app) reload(gw *gateway.Server) {
+	cfg, err := gateway.Load(a.file, a.env)
+	if err != nil {
+		gw.RecordReloadFailure()
+		var errs gateway.ConfigErrors
+		if errors.As(err, &errs) {
+			for _, e := range errs {
+				a.log.Error("config reload: invalid config; keeping the running one", "err", e.Error())
+			}
+		} else {
+			a.log.Error("config reload: keeping the running config", "err", err)
+		}
+		return
+	}
+	if err := gw.Reload(cfg); err != nil {
+		a.log.Error("config reload", "err", err)
+	}
+}
+
+func fileSum(path string) [32]byte {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return [32]byte{}
+	}
+	return sha256.Sum256(b)
 }
