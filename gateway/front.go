@@ -80,9 +80,14 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 	f.streamable = mcp.NewStreamableHTTPHandler(f.server, &mcp.StreamableHTTPOptions{
 		SessionTimeout: opts.SessionTTL,
 		Stateless:      opts.Stateless,
-		Logger:         quiet(f.log, slog.LevelWarn),
+		// go-sdk refuses non-loopback Host headers on loopback sockets
+		// (DNS rebinding). tailgate's sockets are tailnet ones; the only
+		// loopback socket is the one tsnet forwards Tailscale Service
+		// connections through, whose Host is the Service's name.
+		DisableLocalhostProtection: true,
+		Logger:                     quiet(f.log, slog.LevelWarn),
 	})
-	f.sse = mcp.NewSSEHandler(f.server, nil)
+	f.sse = mcp.NewSSEHandler(f.server, &mcp.SSEOptions{DisableLocalhostProtection: true})
 	f.authz.Store(opts.Authz)
 	return f
 }
@@ -404,7 +409,7 @@ func (fs *frontSession) record(method string, req mcp.Request, bs *mcpstdio.Sess
 	if m := fs.f.metrics; m != nil {
 		m.observeCall(fs.f.name, method, target, toolLabel, outcome, took)
 	}
-	args := []any{"route", fs.f.name, "session", fs.id(), "method", method}
+	args := []any{"session", fs.id(), "method", method}
 	if kind != "" {
 		args = append(args, kind, name)
 	}

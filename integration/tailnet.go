@@ -103,9 +103,16 @@ type Gateway struct {
 type GatewayOption func(*gatewaySetup)
 
 type gatewaySetup struct {
-	node    tsnode.Config
-	opts    gateway.Options
-	capture *Logs
+	node        tsnode.Config
+	opts        gateway.Options
+	capture     *Logs
+	beforeServe func(*tsnode.Node)
+}
+
+// BeforeServe runs f once the gateway's node is up, before the gateway
+// listens (for tailnet set-up that listening needs, such as a Service).
+func BeforeServe(f func(*tsnode.Node)) GatewayOption {
+	return func(s *gatewaySetup) { s.beforeServe = f }
 }
 
 // GatewayTags makes the gateway node advertise tags.
@@ -162,6 +169,9 @@ func (tn *Tailnet) Gateway(t testing.TB, cfg *gateway.Config, opts ...GatewayOpt
 	if err := node.Start(ctx); err != nil {
 		node.Close()
 		t.Fatal(err)
+	}
+	if setup.beforeServe != nil {
+		setup.beforeServe(node)
 	}
 	if err := srv.Start(node); err != nil {
 		node.Close()

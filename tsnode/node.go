@@ -401,14 +401,16 @@ func (n *Node) ListenTLS(network, addr string) (net.Listener, error) {
 // this node, so that several replicas stand behind one tailnet name. The
 // node must be tagged, and the Service approved for it in the tailnet.
 func (n *Node) ListenService(name string, port int) (net.Listener, error) {
-	ln, err := n.srv.ListenService(name, tsnet.ServiceModeTCP{Port: uint16(port)})
+	// tsnet hands Service connections over a loopback socket; the PROXY
+	// header it sends first says who the peer is.
+	ln, err := n.srv.ListenService(name, tsnet.ServiceModeTCP{Port: uint16(port), PROXYProtocolVersion: 1})
 	if errors.Is(err, tsnet.ErrUntaggedServiceHost) {
 		return nil, fmt.Errorf("tailnet: service %s: a Service host must be a tagged node; set tailscale.advertiseTags", name)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("tailnet: service %s port %d: %w", name, port, err)
 	}
-	return ln, nil
+	return proxyListener{ln}, nil
 }
 
 // TSNet is the node's tsnet server, for tests and tools that need tsnet

@@ -1,0 +1,332 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"math/big"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"tailscale.com/ipn"
+	"tailscale.com/ipn/ipnlocal"
+	"tailscale.com/tailcfg"
+	"tailscale.com/tsnet"
+	"tailscale.com/tstest/integration/testcontrol"
+
+	"github.com/tailgate-dev/tailgate/gateway"
+	"github.com/tailgate-dev/tailgate/tsnode"
+)
+
+// `tailgate dev` runs a control server, the gateway and a bridge node in
+// one process; a plain local MCP client reaches the gateway through the
+// bridge with the bridge node's real identity.
+func TestDevMode(t *testing.T) {
+	cfg := writeConfig(t, `
+config: {adminAddr: "127.0.0.1:0"}
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - backends:
+      - mcp:
+          targets:
+          - name: demo
+            stdio: {cmd: $DEMO, identityEnv: true}
+`)
+	cmd := exec.Command(buildTailgate(t), "dev", "-f", cfg, "--listen", "127.0.0.1:0", "--tags", "tag:ci")
+	cmd.Env = append(os.Environ(), "TS_NO_LOGS_NO_SUPPORT=true")
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = testLogWriter{t, "tailgate dev: "}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	urlRE := regexp.MustCompile(`http://127\.0\.0\.1:\d+/mcp`)
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if u := urlRE.FindString(sc.Text()); u != "" {
+				found <- u
+				return
+			}
+		}
+	}()
+	var url string
+	select {
+	case url = <-found:
+	case <-time.After(45 * time.Second):
+		t.Fatal("tailgate dev printed no URL")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "local-ide"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "env", Arguments: map[string]any{"names": []string{"TAILGATE_NODE_NAME", "TAILGATE_NODE_TAGS"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(res.StructuredContent)
+	if !strings.Contains(string(raw), `"TAILGATE_NODE_TAGS":"tag:ci"`) || !strings.Contains(string(raw), "dev-client.") {
+		t.Errorf("the bridge's identity did not reach the child: %s", raw)
+	}
+}
+
+type testLogWriter struct {
+	t      *testing.T
+	prefix string
+}
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		w.t.Log(w.prefix + l)
+	}
+	return len(p), nil
+}
+
+// certIssuer is a throwaway CA that signs certificates for tailnet names,
+// standing in for the tailnet's ACME certificates.
+type certIssuer struct {
+	key  *ecdsa.PrivateKey
+	cert *x509.Certificate
+	pool *x509.CertPool
+}
+
+func newCertIssuer(t *testing.T) *certIssuer {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tailgate test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &certIssuer{key: key, cert: cert, pool: pool}
+}
+
+func (ci *certIssuer) getCert(host string) (*ipnlocal.TLSCertKeyPair, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ci.cert, &key.PublicKey, ci.key)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	return &ipnlocal.TLSCertKeyPair{
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+	}, nil
+}
+
+const httpsConfig = `
+binds:
+- port: 443
+  listeners:
+  - protocol: HTTPS
+    routes:
+    - backends:
+      - mcp:
+          targets:
+          - name: demo
+            stdio: {cmd: $DEMO}
+`
+
+// protocol: HTTPS serves with the tailnet's certificate for the node's
+// MagicDNS name (here from a test issuer, as tsnet's own tests do).
+func TestHTTPSListener(t *testing.T) {
+	tn := NewTailnet(t)
+	gw := tn.Gateway(t, ParseConfig(t, httpsConfig))
+	ci := newCertIssuer(t)
+	tsnet.TestHooks.LocalBackend(gw.Node.TSNet()).ForTest().ConfigureCerts(ci.getCert)
+	laptop := tn.Node(t, "laptop")
+	httpClient := &http.Client{Transport: &http.Transport{DialContext: laptop.Dial, TLSClientConfig: &tls.Config{RootCAs: ci.pool}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	url := "https://" + gw.Node.DNSName() + "/mcp"
+	var cs *mcp.ClientSession
+	var err error
+	for range 50 {
+		cs, err = mcp.NewClient(&mcp.Implementation{Name: "tls-client"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: httpClient, MaxRetries: -1}, nil)
+		if err == nil || !retryable(err) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("connect to %s: %v", url, err)
+	}
+	defer cs.Close()
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "over tls"}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Without certificates from the control server, an HTTPS listener is a
+// clear start-up error.
+func TestHTTPSWithoutCertificates(t *testing.T) {
+	tn := NewTailnet(t, func(c *testcontrol.Server) { c.MagicDNSDomain = "" })
+	node, err := tsnode.New(tsnode.Config{Hostname: "tailgate", ControlURL: tn.ControlURL, Ephemeral: true, MemoryState: true, Logger: Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := node.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := gateway.New(ParseConfig(t, httpsConfig), gateway.Options{Logger: Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	err = srv.Start(node)
+	if err == nil || !strings.Contains(err.Error(), "offers no TLS certificate") {
+		t.Errorf("HTTPS without certificates: %v", err)
+	}
+}
+
+// The binary reloads on a file change and on SIGHUP; an invalid file keeps
+// the running config and says why; a running session keeps its child.
+func TestReloadThroughBinary(t *testing.T) {
+	tn := NewTailnet(t)
+	pids := t.TempDir()
+	base := tailscaleBlock(tn.ControlURL, "") + "config: {adminAddr: \"127.0.0.1:0\"}\n"
+	cfgFile := writeConfig(t, base+seedLike("true", pids))
+	p := startTailgate(t, cfgFile)
+	p.waitLine(t, "tailgate ready", 45*time.Second)
+	cs := tn.Node(t, "laptop").MCP(t, &Gateway{Addr: tailnetAddr(t, p)}, 3000, "/mcp")
+	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// An invalid file: every error logged, the running config kept.
+	os.WriteFile(cfgFile, []byte(base+"binds:\n- port: x\n  listners: []\n"), 0o600)
+	p.waitLine(t, `listners: unknown field`, 10*time.Second)
+	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
+		t.Errorf("session after an invalid reload: %v", err)
+	}
+
+	// A valid change, and one to the tailscale block, applied on SIGHUP
+	// (the watcher would find it too).
+	changed := strings.Replace(base, "hostname: tailgate", "hostname: tailgate2", 1) + strings.Replace(seedLike("true", pids), "      backends:", "      policies:\n        mcpAuthorization:\n          rules: ['mcp.tool.name != \"echo\"']\n      backends:", 1)
+	os.WriteFile(cfgFile+".new", []byte(strings.ReplaceAll(changed, "$DEMO", DemoServer(t))), 0o600)
+	os.Rename(cfgFile+".new", cfgFile)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLine(t, "restart tailgate to apply it", 10*time.Second)
+	p.waitLine(t, "config reloaded", 10*time.Second)
+	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err == nil || !strings.Contains(err.Error(), "not permitted") {
+		t.Errorf("echo after the policy reload: %v", err)
+	}
+	if got := StartedPIDs(t, pids); len(got) != 1 {
+		t.Errorf("children started: %v, want the one session's child only", got)
+	}
+}
+
+// tailnetAddr reads the gateway's tailnet IPv4 from its "tailgate ready"
+// log line.
+func tailnetAddr(t *testing.T, p *process) netip.Addr {
+	t.Helper()
+	m := regexp.MustCompile(`ips="\[(100\.[0-9.]+) `).FindStringSubmatch(p.output())
+	if m == nil {
+		t.Fatal("no tailnet address in the log")
+	}
+	return netip.MustParseAddr(m[1])
+}
+
+// The binds are served as a Tailscale Service too, for replicas behind one
+// name.
+func TestTailscaleService(t *testing.T) {
+	tn := NewTailnet(t, AllowTags("tag:mcp-gateway"))
+	cfg := ParseConfig(t, "tailscale:\n  service: svc:mcp\n  advertiseTags: [tag:mcp-gateway]\n"+seedLike("true", t.TempDir()))
+	laptop := tn.Node(t, "laptop")
+	gw := tn.Gateway(t, cfg, GatewayTags("tag:mcp-gateway"), BeforeServe(func(node *tsnode.Node) {
+		setUpService(t, tn, node.TSNet(), laptop, "svc:mcp", "100.11.22.33")
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs, err := laptop.Connect(ctx, "http://100.11.22.33:3000/mcp", nil)
+	if err != nil {
+		t.Fatalf("connect to the Service VIP: %v", err)
+	}
+	defer cs.Close()
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "via the service"}}); err != nil {
+		t.Fatal(err)
+	}
+	if st := gw.Server.Stats(); st.Sessions != 1 {
+		t.Errorf("sessions via the Service: %d", st.Sessions)
+	}
+}
+
+// setUpService does what a tailnet admin does for a Service: maps its name
+// to a VIP for the host, approves the host's advertisement of the VIP, and
+// has the client accept routes; then waits for the client to see it. (It
+// follows tsnet's own tests; testcontrol needs the steps spelled out.)
+func setUpService(t *testing.T, tn *Tailnet, host *tsnet.Server, client *Node, name, vip string) {
+	t.Helper()
+	lb := tsnet.TestHooks.LocalBackend(host)
+	cm := lb.NetMap().SelfNode.CapMap().AsMap()
+	mapping, _ := json.Marshal(tailcfg.ServiceIPMappings{tailcfg.ServiceName(name): {netip.MustParseAddr(vip)}})
+	if cm == nil {
+		cm = tailcfg.NodeCapMap{}
+	}
+	cm[tailcfg.NodeAttrServiceHost] = []tailcfg.RawMessage{tailcfg.RawMessage(mapping)}
+	tn.Control.SetNodeCapMap(lb.NodeKey(), cm)
+	routes := []netip.Prefix{netip.MustParsePrefix(vip + "/32")}
+	tn.Control.SetSubnetRoutes(lb.NodeKey(), routes)
+	lc, err := client.LocalClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lc.EditPrefs(context.Background(), &ipn.MaskedPrefs{RouteAllSet: true, Prefs: ipn.Prefs{RouteAll: true}}); err != nil {
+		t.Fatal(err)
+	}
+	clb := tsnet.TestHooks.LocalBackend(client.Server)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if nm := clb.NetMapWithPeers(); nm != nil {
+			for _, p := range nm.Peers {
+				if slices.Contains(p.AllowedIPs().AsSlice(), routes[0]) {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the client never saw the Service VIP")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
