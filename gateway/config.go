@@ -67,8 +67,12 @@ type TailscaleConfig struct {
 	StateStore string `yaml:"stateStore"`
 	// AdvertiseTags are requested for the node; the tailnet policy decides.
 	AdvertiseTags []string `yaml:"advertiseTags"`
-	// Mode is "tsnet" (default): tailgate is its own node.
+	// Mode is "tsnet" (default): tailgate is its own node; or "host": the
+	// host's tailscaled is, through its LocalAPI socket.
 	Mode string `yaml:"mode"`
+	// Socket is the host's tailscaled LocalAPI socket (mode host); default
+	// the platform's.
+	Socket string `yaml:"socket"`
 	// StartTimeout bounds joining the tailnet; default 60s.
 	StartTimeout Duration `yaml:"startTimeout"`
 	// LogUpload sends tailscale's client logs to Tailscale's log service.
@@ -511,10 +515,27 @@ func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
 	}
 	switch ts.Mode {
 	case "", "tsnet":
+		if ts.Socket != "" {
+			d.errorf(at(doc, "tailscale", "socket"), "tailscale.socket", "applies to mode: host only")
+		}
 	case "host":
-		d.errorf(at(doc, "tailscale", "mode"), "tailscale.mode", "host mode is not supported yet")
+		// The host's tailscaled owns its node: settings of tailgate's own
+		// node would be silently meaningless.
+		for _, f := range []struct {
+			key string
+			set bool
+		}{
+			{"hostname", ts.Hostname != ""}, {"controlURL", ts.ControlURL != ""}, {"authKeyFile", ts.AuthKeyFile != ""},
+			{"ephemeral", ts.Ephemeral}, {"stateDir", ts.StateDir != ""}, {"stateStore", ts.StateStore != ""},
+			{"advertiseTags", len(ts.AdvertiseTags) > 0}, {"startTimeout", ts.StartTimeout != 0},
+			{"logUpload", ts.LogUpload}, {"service", ts.Service != ""},
+		} {
+			if f.set {
+				d.errorf(at(doc, "tailscale", f.key), "tailscale."+f.key, "does not apply to mode: host (the host's tailscaled owns the node)")
+			}
+		}
 	default:
-		d.errorf(at(doc, "tailscale", "mode"), "tailscale.mode", "unknown mode %q (want tsnet)", ts.Mode)
+		d.errorf(at(doc, "tailscale", "mode"), "tailscale.mode", "unknown mode %q (want tsnet or host)", ts.Mode)
 	}
 	switch ts.StateStore {
 	case "", "file":

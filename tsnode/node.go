@@ -285,30 +285,7 @@ func (n *Node) startIdentity(whois WhoIsFunc) {
 	lc, _ := n.srv.LocalClient()
 	go func() {
 		defer close(n.watchDone)
-		for ctx.Err() == nil {
-			w, err := lc.WatchIPNBus(ctx, ipn.NotifyPeerChanges)
-			if err != nil {
-				// Without the watcher the cache could go stale: empty it
-				// and retry shortly.
-				n.resolver.Forget()
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Second):
-				}
-				continue
-			}
-			for {
-				note, err := w.Next()
-				if err != nil {
-					break
-				}
-				if netmapChanged(&note) {
-					n.resolver.Forget()
-				}
-			}
-			w.Close()
-			n.resolver.Forget()
-		}
+		watchNetmap(ctx, lc, n.resolver)
 	}()
 }
 

@@ -175,7 +175,23 @@ func (a *app) nodeConfig(key string) tsnode.Config {
 	}
 }
 
+// tailnetNode is tailgate's place on the tailnet: its own tsnet node, or the
+// host's tailscaled (mode: host).
+type tailnetNode interface {
+	gateway.Network
+	Start(ctx context.Context) error
+	Identify(ctx context.Context, addr netip.AddrPort) (*tsnode.Identity, error)
+	IPs() []netip.Addr
+	DNSName() string
+	Close() error
+}
+
 func (a *app) serve(ctx context.Context) int {
+	if a.cfg.Tailscale.Mode == "host" {
+		host := tsnode.NewHost(tsnode.HostConfig{Socket: a.cfg.Tailscale.Socket, Logger: a.log.With("component", "tailnet")})
+		a.log.Info("mode host: using the host's tailscaled", "socket", a.cfg.Tailscale.Socket)
+		return a.run(ctx, host, "", nil)
+	}
 	key, keyFrom, err := tsnode.AuthKey(a.cfg.Tailscale.AuthKeyFile)
 	if err != nil {
 		fmt.Fprintln(a.stderr, "tailgate:", err)
@@ -184,7 +200,14 @@ func (a *app) serve(ctx context.Context) int {
 	if key != "" {
 		a.log.Info("auth key found", "from", keyFrom)
 	}
-	return a.run(ctx, a.nodeConfig(key), key, nil)
+	nc := a.nodeConfig(key)
+	n, err := tsnode.New(nc)
+	if err != nil {
+		fmt.Fprintln(a.stderr, "tailgate:", err)
+		return exitTailnet
+	}
+	a.log.Info("joining tailnet", "hostname", n.Hostname(), "control", nc.ControlURL, "state_dir", n.StateDir())
+	return a.run(ctx, n, key, nil)
 }
 
 // dev runs the gateway on an embedded tailnet, with a bridge node that
@@ -205,7 +228,12 @@ func (a *app) dev(ctx context.Context) int {
 	nc := a.nodeConfig("")
 	nc.ControlURL, nc.Ephemeral, nc.MemoryState, nc.StateDir = dtn.ControlURL, true, true, ""
 	a.log.Info("dev mode: embedded tailnet on 127.0.0.1; the config's control server, auth key and state are not used", "control", dtn.ControlURL)
-	return a.run(ctx, nc, "", func(ctx context.Context, node *tsnode.Node, gw *gateway.Server) (func(), error) {
+	n, err := tsnode.New(nc)
+	if err != nil {
+		fmt.Fprintln(a.stderr, "tailgate:", err)
+		return exitTailnet
+	}
+	return a.run(ctx, n, "", func(ctx context.Context, node tailnetNode, gw *gateway.Server) (func(), error) {
 		ports := gw.Ports()
 		target := netip.AddrPortFrom(node.IPs()[0], uint16(ports[0]))
 		b, err := dtn.NewBridge(ctx, "dev-client", tags, a.listen, target)
@@ -220,15 +248,10 @@ func (a *app) dev(ctx context.Context) int {
 	})
 }
 
-// run joins the tailnet with nc, serves the config until ctx ends, and
+// run joins the tailnet as node, serves the config until ctx ends, and
 // shuts down within the budget. extra, if set, runs once the gateway is up
 // (the dev bridge) and returns its cleanup.
-func (a *app) run(ctx context.Context, nc tsnode.Config, key string, extra func(context.Context, *tsnode.Node, *gateway.Server) (func(), error)) int {
-	node, err := tsnode.New(nc)
-	if err != nil {
-		fmt.Fprintln(a.stderr, "tailgate:", err)
-		return exitTailnet
-	}
+func (a *app) run(ctx context.Context, node tailnetNode, key string, extra func(context.Context, tailnetNode, *gateway.Server) (func(), error)) int {
 	defer node.Close()
 	var secrets []string
 	if key != "" {
@@ -251,7 +274,6 @@ func (a *app) run(ctx context.Context, nc tsnode.Config, key string, extra func(
 		return exitConfig
 	}
 	defer stopAdmin()
-	a.log.Info("joining tailnet", "hostname", node.Hostname(), "control", nc.ControlURL, "state_dir", node.StateDir())
 	if err := node.Start(ctx); err != nil {
 		gw.Shutdown(context.Background())
 		if ctx.Err() != nil {
