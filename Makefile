@@ -10,7 +10,7 @@ export GOTOOLCHAIN := local
 
 NPM_DIR  := integration/testdata/npm
 
-.PHONY: all build test vet fmt-check unit integration npm-deps run clean
+.PHONY: all build test vet fmt-check unit integration npm-deps run demo clean
 
 all: build
 
@@ -45,6 +45,11 @@ fmt-check:
 ## run: run the gateway with CONFIG (default configs/dev.yaml).
 run: build
 	$(BIN)/tailgate -f $(CONFIG)
+
+## demo: tailgate dev with configs/dev.yaml: an embedded tailnet on
+## 127.0.0.1, the gateway, and a bridge at http://127.0.0.1:3001/mcp.
+demo: build
+	$(BIN)/tailgate dev -f configs/dev.yaml
 
 clean:
 	rm -rf $(BIN)
