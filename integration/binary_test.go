@@ -30,7 +30,9 @@ func buildTailgate(t *testing.T) string {
 	tailgateBin.once.Do(func() {
 		dir := filepath.Dir(DemoServer(t))
 		tailgateBin.path = filepath.Join(dir, "tailgate")
-		out, err := exec.Command("go", "build", "-o", tailgateBin.path, "github.com/tailgate-dev/tailgate/cmd/tailgate").CombinedOutput()
+		// The tags of `make build`: no PeerAPI server (a host listener) and
+		// no TPM.
+		out, err := exec.Command("go", "build", "-tags", "ts_omit_peerapiserver,ts_omit_tpm", "-o", tailgateBin.path, "github.com/tailgate-dev/tailgate/cmd/tailgate").CombinedOutput()
 		if err != nil {
 			tailgateBin.err = fmt.Errorf("build tailgate: %v\n%s", err, out)
 		}

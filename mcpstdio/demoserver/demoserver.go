@@ -9,11 +9,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,6 +57,14 @@ type EnvOut struct {
 type InfoOut struct {
 	PID  int `json:"pid"`
 	PPID int `json:"ppid"`
+}
+
+type HangIn struct {
+	IgnoreTerm bool `json:"ignoreTerm,omitempty" jsonschema:"also ignore SIGTERM"`
+}
+
+type FloodIn struct {
+	Bytes int `json:"bytes" jsonschema:"how many bytes to write"`
 }
 
 type ExitIn struct {
@@ -125,6 +135,26 @@ func New() *mcp.Server {
 			}
 			os.Exit(in.Code)
 			return nil, nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "hang", Description: "Never answer; ignore cancellation, and SIGTERM too if asked (for fault tests)."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in HangIn) (*mcp.CallToolResult, any, error) {
+			if in.IgnoreTerm {
+				signal.Ignore(syscall.SIGTERM)
+			}
+			select {}
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "flood", Description: "Write this many bytes of text to stderr as fast as possible, then answer."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in FloodIn) (*mcp.CallToolResult, any, error) {
+			line := []byte(strings.Repeat("x", 99) + "\n")
+			for n := 0; n < in.Bytes; n += len(line) {
+				os.Stderr.Write(line)
+			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "flooded"}}}, nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "garbage", Description: "Write a line that is not JSON-RPC to stdout (for fault tests)."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, any, error) {
+			os.Stdout.Write([]byte("this is not JSON\n"))
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "wrote garbage"}}}, nil, nil
 		})
 	var grown atomic.Bool
 	mcp.AddTool(s, &mcp.Tool{Name: "grow", Description: "Add a tool named extra (or remove it again), which announces tools/list_changed."},
