@@ -1,0 +1,116 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Load: 200 concurrent sessions × 50 tool calls through the tailnet, with
+// zero errors, and afterwards no child, and file descriptors and
+// goroutines back to their baseline. The figures are quoted in the README
+// ("Reliability").
+func TestLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test skipped with -short")
+	}
+	const sessions, calls = 200, 50
+	tn := NewTailnet(t)
+	pids := t.TempDir()
+	gw := tn.Gateway(t, ParseConfig(t, seedLike("true", pids)))
+	clients := make([]*Node, 4)
+	for i := range clients {
+		clients[i] = tn.Node(t, fmt.Sprintf("load-%d", i))
+	}
+	ctx := context.Background()
+	// Warm every client's path to the gateway, so that the baseline holds
+	// the tailnet's per-peer goroutines.
+	for _, c := range clients {
+		warm := c.MCP(t, gw, 3000, "/mcp")
+		warm.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "warm"}})
+		warm.Close()
+	}
+	waitGone(t, gw, 0)
+	for _, c := range clients {
+		c.Client().CloseIdleConnections()
+	}
+	baseG, baseFDs := settledGoroutines(), openFDs(t)
+
+	// One pooled HTTP client per node, as a real client would have: many
+	// short-lived connections would leave thousands of closed TCP
+	// endpoints in the client nodes' netstacks, which then take minutes to
+	// tear down.
+	httpClients := make([]*http.Client, len(clients))
+	for i, c := range clients {
+		httpClients[i] = &http.Client{Transport: &http.Transport{DialContext: c.Dial, MaxIdleConnsPerHost: 1024}}
+	}
+	var errs atomic.Int64
+	var firstErr sync.Once
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range sessions {
+		wg.Go(func() {
+			hc := httpClients[i%len(clients)]
+			cs, err := mcp.NewClient(&mcp.Implementation{Name: "load"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: hc}, nil)
+			if err != nil {
+				errs.Add(1)
+				firstErr.Do(func() { t.Errorf("session %d: %v", i, err) })
+				return
+			}
+			defer cs.Close()
+			for j := range calls {
+				res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "add", Arguments: map[string]any{"a": i, "b": j}})
+				if err != nil || res.IsError {
+					errs.Add(1)
+					firstErr.Do(func() { t.Errorf("session %d call %d: %v", i, j, err) })
+				}
+			}
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	total := sessions * calls
+	t.Logf("load: %d sessions × %d calls = %d calls in %v (%.0f calls/s), %d errors, max RSS %d MB (gateway, 4 client nodes and the control server in one process; children excluded)",
+		sessions, calls, total, took.Round(time.Millisecond), float64(total)/took.Seconds(), errs.Load(), ru.Maxrss/1024)
+	if errs.Load() != 0 {
+		t.Errorf("%d errors", errs.Load())
+	}
+	if n := len(StartedPIDs(t, pids)); n != sessions+len(clients) {
+		t.Errorf("%d children started, want %d", n, sessions+len(clients))
+	}
+	waitGone(t, gw, 30*time.Second)
+	for _, pid := range StartedPIDs(t, pids) {
+		if Running(pid) {
+			t.Errorf("child %d still running", pid)
+		}
+	}
+	for _, hc := range httpClients {
+		hc.CloseIdleConnections()
+	}
+	g, fds := settledGoroutines(), openFDs(t)
+	t.Logf("after: goroutines %d (baseline %d), open fds %d (baseline %d)", g, baseG, fds, baseFDs)
+	if g > baseG+goroutineSlack {
+		t.Errorf("goroutines %d, baseline %d", g, baseG)
+	}
+	if fds > baseFDs+10 {
+		t.Errorf("open fds %d, baseline %d", fds, baseFDs)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
