@@ -1,12 +1,10 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,22 +13,12 @@ import (
 	"github.com/tailgate-dev/tailgate/tsnode"
 )
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) records(t *testing.T) []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// records parses the JSON log lines written to l.
+func (l *Logs) records(t *testing.T) []map[string]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	var recs []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(l.buf.String()), "\n") {
 		var r map[string]any
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("log line %q: %v", line, err)
@@ -44,7 +32,7 @@ func (b *syncBuffer) records(t *testing.T) []map[string]any {
 // on one line, and comes up when someone follows it.
 func TestInteractiveLoginURLLoggedOnce(t *testing.T) {
 	tn := NewTailnet(t, func(c *testcontrol.Server) { c.RequireAuth = true })
-	var logs syncBuffer
+	var logs Logs
 	node, err := tsnode.New(tsnode.Config{
 		ControlURL: tn.ControlURL, Ephemeral: true, MemoryState: true,
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil)),

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -26,9 +25,8 @@ type Host struct {
 	lc  *local.Client
 	log *slog.Logger
 
+	self
 	mu       sync.Mutex
-	ips      []netip.Addr
-	dnsName  string
 	resolver *Resolver
 	served   []uint16 // ports forwarded through tailscaled's serve config
 	cancel   context.CancelFunc
@@ -65,11 +63,12 @@ func (h *Host) Start(ctx context.Context) error {
 	if st.BackendState != ipn.Running.String() {
 		return fmt.Errorf("tailnet: host tailscaled is %s, not Running: run `tailscale up`", st.BackendState)
 	}
-	h.mu.Lock()
-	h.ips = append([]netip.Addr(nil), st.TailscaleIPs...)
+	var dnsName string
 	if st.Self != nil {
-		h.dnsName = strings.TrimSuffix(st.Self.DNSName, ".")
+		dnsName = st.Self.DNSName
 	}
+	h.set(st.TailscaleIPs, dnsName)
+	h.mu.Lock()
 	h.resolver = NewResolver(h.lc.WhoIs)
 	wctx, wcancel := context.WithCancel(context.Background())
 	h.cancel = wcancel
@@ -116,9 +115,7 @@ func (h *Host) Listen(network, addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	h.mu.Lock()
-	ips := h.ips
-	h.mu.Unlock()
+	ips := h.IPs()
 	var lns []net.Listener
 	for _, ip := range ips {
 		ln, err := net.Listen(network, netip.AddrPortFrom(ip, uint16(port)).String())
@@ -185,20 +182,6 @@ func (h *Host) Identify(ctx context.Context, addr netip.AddrPort) (*Identity, er
 		return nil, errors.New("tailnet: host mode not started")
 	}
 	return r.Identify(ctx, addr)
-}
-
-// IPs are the host node's tailnet addresses.
-func (h *Host) IPs() []netip.Addr {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]netip.Addr(nil), h.ips...)
-}
-
-// DNSName is the host node's MagicDNS name without the trailing dot.
-func (h *Host) DNSName() string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.dnsName
 }
 
 // Close removes the forwarding tailgate added to the host's serve config.

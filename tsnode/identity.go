@@ -138,3 +138,32 @@ func (r *Resolver) Forget() {
 func netmapChanged(n *ipn.Notify) bool {
 	return n.SelfChange != nil || n.NetMap != nil || len(n.PeersChanged) > 0 || len(n.PeersRemoved) > 0
 }
+
+// self is what a node knows of itself once running: its tailnet addresses
+// and MagicDNS name.
+type self struct {
+	mu      sync.Mutex
+	ips     []netip.Addr
+	dnsName string
+}
+
+func (s *self) set(ips []netip.Addr, dnsName string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ips = append([]netip.Addr(nil), ips...)
+	s.dnsName = strings.TrimSuffix(dnsName, ".")
+}
+
+// IPs are the node's tailnet addresses, known once Start returns.
+func (s *self) IPs() []netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]netip.Addr(nil), s.ips...)
+}
+
+// DNSName is the node's MagicDNS name without the trailing dot.
+func (s *self) DNSName() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dnsName
+}

@@ -73,9 +73,7 @@ type Node struct {
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
 
-	mu      sync.Mutex
-	ips     []netip.Addr
-	dnsName string
+	self
 }
 
 // New prepares a node; Start joins the tailnet.
@@ -243,13 +241,12 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 		return fmt.Errorf("tailnet: start (control %s): %v", n.controlName(), trimUp(err))
 	}
-	n.mu.Lock()
-	n.ips = append([]netip.Addr(nil), st.TailscaleIPs...)
+	var dnsName string
 	if st.Self != nil {
-		n.dnsName = strings.TrimSuffix(st.Self.DNSName, ".")
+		dnsName = st.Self.DNSName
 	}
-	ips, name := n.ips, n.dnsName
-	n.mu.Unlock()
+	n.set(st.TailscaleIPs, dnsName)
+	ips, name := n.IPs(), n.DNSName()
 	n.up.Store(true)
 	n.startIdentity(lc.WhoIs)
 	n.log.Info("tailnet node up", "ips", ips, "name", name, "control", n.controlName(), "ephemeral", n.cfg.Ephemeral, "tags", n.cfg.AdvertiseTags)
@@ -302,20 +299,6 @@ func (n *Node) Identify(ctx context.Context, addr netip.AddrPort) (*Identity, er
 // Listen listens on the node's tailnet addresses only; addr is ":port".
 func (n *Node) Listen(network, addr string) (net.Listener, error) {
 	return n.srv.Listen(network, addr)
-}
-
-// IPs are the node's tailnet addresses, known once Start returns.
-func (n *Node) IPs() []netip.Addr {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return append([]netip.Addr(nil), n.ips...)
-}
-
-// DNSName is the node's MagicDNS name without the trailing dot.
-func (n *Node) DNSName() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.dnsName
 }
 
 // StateDir is the directory holding the node's state.
