@@ -480,6 +480,19 @@ func lookup(n *yaml.Node, keys ...any) *yaml.Node {
 	return resolve(n)
 }
 
+// keyNode is the key node of a top-level key, for errors about a block
+// as a whole (its line is the key's, not its first child's).
+func keyNode(doc *yaml.Node, key string) *yaml.Node {
+	if doc.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(doc.Content); i += 2 {
+			if resolve(doc.Content[i]).Value == key {
+				return doc.Content[i]
+			}
+		}
+	}
+	return doc
+}
+
 // at is lookup falling back to the nearest existing ancestor, so that an
 // error about a missing field points at its parent.
 func at(n *yaml.Node, keys ...any) *yaml.Node {
@@ -569,7 +582,9 @@ func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
 	ports := make(map[int]string)
 	for i, b := range cfg.Binds {
 		path := fmt.Sprintf("binds[%d]", i)
-		if b.Port < 1 || b.Port > 65535 {
+		if lookup(doc, "binds", i, "port") == nil {
+			d.errorf(at(doc, "binds", i), path+".port", "a bind needs a port")
+		} else if b.Port < 1 || b.Port > 65535 {
 			d.errorf(at(doc, "binds", i, "port"), path+".port", "port %d out of range 1-65535", b.Port)
 		} else if prev, dup := ports[b.Port]; dup {
 			d.errorf(at(doc, "binds", i, "port"), path+".port", "port %d is already bound by %s", b.Port, prev)
@@ -612,9 +627,12 @@ func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
 		if port == 0 {
 			port = DefaultMCPPort
 		}
-		if port < 1 || port > 65535 {
+		switch prev, dup := ports[port]; {
+		case port < 1 || port > 65535:
 			d.errorf(at(doc, "mcp", "port"), "mcp.port", "port %d out of range 1-65535", port)
-		} else if prev, dup := ports[port]; dup {
+		case dup && m.Port == 0:
+			d.errorf(keyNode(doc, "mcp"), "mcp.port", "port %d (the mcp block's default) is already bound by %s", port, prev)
+		case dup:
 			d.errorf(at(doc, "mcp", "port"), "mcp.port", "port %d is already bound by %s", port, prev)
 		}
 		d.validateMCP(doc, &MCPBackend{Targets: m.Targets, StatefulMode: m.StatefulMode, PrefixMode: m.PrefixMode, FailureMode: m.FailureMode}, "mcp", "mcp")

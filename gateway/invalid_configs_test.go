@@ -21,10 +21,6 @@ var knownIssues = map[string]string{
 	"yaml_syntax_unclosed_flow":  "YAML parser errors are reported one line too early (yaml.v3 context_mark is 0-based)",
 	"yaml_syntax_block_sequence": "YAML parser errors are reported one line too early (yaml.v3 context_mark is 0-based)",
 	"yaml_syntax_unknown_alias":  "yaml.v3's unknown-anchor error has no line; the alias is on line 7",
-	"port_missing":               `a bind without a port reports "port 0 out of range", a value the user never wrote`,
-	"bind_null_entry":            `an empty bind reports "port 0 out of range", a value the user never wrote`,
-	"port_simple_mcp_clash":      "the mcp block's default port clash names mcp.port, which is not in the file, at the line of mcp.targets",
-	"typo_frontend_policies":     `no "did you mean" for frontendPolicy: the suggestion distance does not grow with the key's length`,
 	"yaml_merge_key":             `a YAML merge key (<<, which yaml.v3's own Unmarshal honours) is an "unknown field"`,
 }
 

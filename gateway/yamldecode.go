@@ -68,7 +68,14 @@ type yamlUnmarshaler interface {
 type decoder struct {
 	file string
 	errs ConfigErrors
+	// nodes counts the nodes decoded: YAML aliases can make a small file
+	// expand without bound (a "billion laughs"), and a config is reloaded
+	// whenever it changes.
+	nodes int
 }
+
+// maxNodes bounds the decoded size of a config, aliases expanded.
+const maxNodes = 100_000
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 	line := 0
@@ -115,6 +122,12 @@ func isNull(n *yaml.Node) bool {
 // decode sets v (a settable value) from n.
 func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 	n = resolve(n)
+	if d.nodes++; d.nodes == maxNodes {
+		d.errorf(n, path, "config too large: more than %d values once YAML aliases are expanded", maxNodes)
+	}
+	if d.nodes >= maxNodes {
+		return
+	}
 	if v.CanAddr() && v.Addr().Type().Implements(yamlUnmarshalerType) {
 		v.Addr().Interface().(yamlUnmarshaler).unmarshalYAML(d, n, path)
 		return
@@ -234,9 +247,10 @@ func structFields(t reflect.Type) map[string]int {
 }
 
 // suggest returns ` (did you mean "x"?)` for the known key nearest to key,
-// if one is near enough to be a likely typo.
+// if one is near enough to be a likely typo: a few edits, more for long
+// keys ("frontendPolicy" for "frontendPolicies").
 func suggest(key string, fields map[string]int) string {
-	best, bestDist := "", 3
+	best, bestDist := "", max(3, len(key)/4+1)
 	names := make([]string, 0, len(fields))
 	for name := range fields {
 		names = append(names, name)

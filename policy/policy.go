@@ -213,6 +213,7 @@ func (e *Env) Compile(scope Scope, path string, rules []Rule) (*RuleSet, error) 
 // error around it already names the file, line and rule.
 func celError(err error) error {
 	msg, _, _ := strings.Cut(err.Error(), "\n")
+	msg = strings.TrimSuffix(msg, " (in container '')")
 	if rest, ok := strings.CutPrefix(msg, "ERROR: <input>:"); ok {
 		// Drop "line:column: ".
 		if _, m, ok := strings.Cut(rest, ": "); ok {
