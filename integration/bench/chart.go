@@ -61,8 +61,11 @@ func barPlot(s *ServerResult, title string, value func(*Throughput) float64) (*p
 	p := plot.New()
 	p.Title.Text = s.Server + ": " + title
 	p.Y.Label.Text = title
-	p.Legend.Top = true
-	p.Legend.Left = title == "calls/s"
+	// The legend sits top left, above the bars: the axis goes up to
+	// half again the highest bar.
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.XOffs = vg.Millimeter * 2
+	p.Y.Min = 0
 	labels := make([]string, len(Concurrencies))
 	for i, c := range Concurrencies {
 		labels[i] = "c=" + strconv.Itoa(c)
@@ -70,11 +73,13 @@ func barPlot(s *ServerResult, title string, value func(*Throughput) float64) (*p
 	p.NominalX(labels...)
 	const width = 14
 	n := len(s.Systems)
+	highest := 0.0
 	for i, r := range s.Systems {
 		vs := make(plotter.Values, len(Concurrencies))
 		for j, c := range Concurrencies {
 			if t := r.At(c); t != nil {
 				vs[j] = value(t)
+				highest = max(highest, vs[j])
 			}
 		}
 		bars, err := plotter.NewBarChart(vs, vg.Points(width))
@@ -88,5 +93,8 @@ func barPlot(s *ServerResult, title string, value func(*Throughput) float64) (*p
 		p.Legend.Add(r.System, bars)
 	}
 	p.Add(plotter.NewGrid())
+	if highest > 0 {
+		p.Y.Max = highest * 1.5
+	}
 	return p, nil
 }

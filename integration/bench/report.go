@@ -43,8 +43,12 @@ type Report struct {
 	Versions map[string]string `json:"versions"`
 	// Command is how to run it again.
 	Command string `json:"command"`
-	// PointDuration is how long each throughput point ran.
-	PointDuration Duration `json:"pointDuration"`
+	// Wall is how long the whole run took.
+	Wall Duration `json:"wall"`
+	// PointDuration is how long each round of a throughput point ran,
+	// Rounds how many rounds each point had.
+	PointDuration Duration        `json:"pointDuration"`
+	Rounds        int             `json:"rounds"`
 	Servers       []*ServerResult `json:"servers"`
 	// Notes are caveats found during the run (e.g. how a peer was run).
 	Notes []string `json:"notes,omitempty"`
@@ -97,6 +101,11 @@ type Throughput struct {
 	CallsPerSec float64 `json:"callsPerSec"`
 	P50Ms       float64 `json:"p50Ms"`
 	P99Ms       float64 `json:"p99Ms"`
+	// Rounds is how many times the point was run; it is the round with
+	// the median calls/s, and Min and Max are the other rounds' spread.
+	Rounds         int     `json:"rounds,omitempty"`
+	MinCallsPerSec float64 `json:"minCallsPerSec,omitempty"`
+	MaxCallsPerSec float64 `json:"maxCallsPerSec,omitempty"`
 	// ProxyCPU is the CPU time (user+system) of the proxy process during
 	// the point, its children excluded; 0 for direct. ClientCPU is the
 	// bench process's own (the go-sdk client and, over the tailnet, the
@@ -251,7 +260,7 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "Versions: %s.\n\n", strings.Join(vs, ", "))
 	}
-	fmt.Fprintf(&b, "Command: `%s`; each throughput point runs %v on one session.\n\n", rep.Command, time.Duration(rep.PointDuration))
+	fmt.Fprintf(&b, "Command: `%s` (%v in all); each throughput point is the median of %d rounds of %v on one session.\n\n", rep.Command, time.Duration(rep.Wall).Round(time.Second), rep.Rounds, time.Duration(rep.PointDuration))
 	for _, s := range rep.Servers {
 		fmt.Fprintf(&b, "### %s (tool %s)\n\n", s.Server, s.Tool)
 		writeTable(&b, s, nil)
@@ -291,9 +300,9 @@ func writeTable(b *strings.Builder, s *ServerResult, ref *SystemResult) {
 				cells = append(cells, "—")
 				continue
 			}
-			some = true
 			if ref == nil {
 				cells = append(cells, Sig(v))
+				some = true
 				continue
 			}
 			refGet := f.get
@@ -306,6 +315,7 @@ func writeTable(b *strings.Builder, s *ServerResult, ref *SystemResult) {
 				continue
 			}
 			cells = append(cells, fmt.Sprintf("%.2f", v/rv))
+			some = true
 		}
 		if some {
 			fmt.Fprintf(b, "| %s | %s |\n", f.name, strings.Join(cells, " | "))
