@@ -55,5 +55,27 @@ run: build
 demo: build
 	$(BIN)/tailgate dev -f configs/dev.yaml
 
+BENCH_NPM_DIR := integration/bench/npm
+BENCH_OUT     ?= integration/bench/results
+
+.PHONY: bench bench-npm-deps
+
+## bench: tailgate over the tailnet and on loopback against a go-sdk client
+## talking stdio directly, supergateway and mcp-proxy, on the demo server
+## and server-everything (not part of test; about 10 minutes on 2 cores).
+## Prints a markdown table and writes results.md, results.json, bench.png
+## and the gateway's CPU profiles to BENCH_OUT.
+bench: npm-deps bench-npm-deps
+	TAILGATE_BENCH=1 TAILGATE_BENCH_OUT=$(abspath $(BENCH_OUT)) \
+		$(GO) test -tags $(TAGS) -run '^TestBench$$' -count=1 -v -timeout 30m ./integration/bench/
+
+## bench-npm-deps: supergateway and mcp-proxy, pinned by package-lock.json,
+## into integration/bench/npm/node_modules.
+bench-npm-deps: $(BENCH_NPM_DIR)/node_modules/.installed
+
+$(BENCH_NPM_DIR)/node_modules/.installed: $(BENCH_NPM_DIR)/package.json $(BENCH_NPM_DIR)/package-lock.json
+	cd $(BENCH_NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 clean:
 	rm -rf $(BIN)
