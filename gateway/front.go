@@ -247,6 +247,9 @@ type frontSession struct {
 	mu sync.Mutex
 	ss *mcp.ServerSession
 	bs *mcpstdio.Session
+	// log carries the session id and the caller's identity, built once:
+	// every request's access-log line uses it.
+	log *slog.Logger
 
 	// markers toggle the list_changed markers (see frontPeer.ListChanged).
 	markers map[mcpstdio.ListKind]bool
@@ -409,7 +412,7 @@ func (fs *frontSession) record(method string, req mcp.Request, bs *mcpstdio.Sess
 	if m := fs.f.metrics; m != nil {
 		m.observeCall(fs.f.name, method, target, toolLabel, outcome, took)
 	}
-	args := []any{"session", fs.id(), "method", method}
+	args := []any{"method", method}
 	if kind != "" {
 		args = append(args, kind, name)
 	}
@@ -420,7 +423,13 @@ func (fs *frontSession) record(method string, req mcp.Request, bs *mcpstdio.Sess
 	if err != nil && outcome != "denied" {
 		args = append(args, "err", err.Error())
 	}
-	fs.f.log.Info("mcp call", append(args, sourceAttrs(fs.src)...)...)
+	fs.mu.Lock()
+	l := fs.log
+	fs.mu.Unlock()
+	if l == nil { // a stateless request: no session
+		l = fs.f.log.With(sourceAttrs(fs.src)...)
+	}
+	l.Info("mcp call", args...)
 }
 
 // initialize starts the session's children, then lets go-sdk record the
@@ -463,7 +472,7 @@ func (fs *frontSession) initialize(ctx context.Context, req mcp.Request, next mc
 	ir.ServerInfo = child.ServerInfo
 
 	fs.mu.Lock()
-	fs.ss, fs.bs = ss, bs
+	fs.ss, fs.bs, fs.log = ss, bs, log
 	fs.mu.Unlock()
 	f.mu.Lock()
 	if f.closed {
