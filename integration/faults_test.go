@@ -5,15 +5,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"tailscale.com/tstest/integration/testcontrol"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
 )
@@ -293,4 +298,102 @@ func loopbackHex(addr string) bool {
 		return ip == "00000000000000000000000001000000" || strings.HasPrefix(ip, "0000000000000000FFFF0000") && strings.HasSuffix(ip, "7F")
 	}
 	return false
+}
+
+// derpCut is a TCP forwarder in front of the tailnet's DERP server that a
+// test can cut, to take DERP away from running nodes.
+type derpCut struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// cutDERP routes the tailnet's DERP through a forwarder and returns it.
+func cutDERP(dc **derpCut) TailnetOption {
+	return func(c *testcontrol.Server) {
+		node := c.DERPMap.Regions[1].Nodes[0]
+		target := net.JoinHostPort(node.IPv4, strconv.Itoa(node.DERPPort))
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		d := &derpCut{ln: ln}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					c.Close()
+					continue
+				}
+				d.mu.Lock()
+				d.conns = append(d.conns, c, up)
+				d.mu.Unlock()
+				go func() { io.Copy(up, c); up.Close() }()
+				go func() { io.Copy(c, up); c.Close() }()
+			}
+		}()
+		node.DERPPort = ln.Addr().(*net.TCPAddr).Port
+		*dc = d
+	}
+}
+
+// cut closes the forwarder and every connection through it.
+func (d *derpCut) cut() {
+	d.ln.Close()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.conns {
+		c.Close()
+	}
+}
+
+// DERP goes away while the peers have a direct path: sessions go on, and
+// a known peer opens new ones.
+func TestFaultDERPGone(t *testing.T) {
+	var derp *derpCut
+	tn := NewTailnet(t, cutDERP(&derp))
+	pids := t.TempDir()
+	gw := tn.Gateway(t, ParseConfig(t, seedLike("true", pids)))
+	laptop := tn.Node(t, "laptop")
+	cs := laptop.MCP(t, gw, 3000, "/mcp")
+	// Wait for the direct (UDP on 127.0.0.1) path to the gateway.
+	lc, _ := laptop.LocalClient()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "ping"}})
+		st, err := lc.Status(context.Background())
+		direct := false
+		if err == nil {
+			for _, p := range st.Peer {
+				if slices.Contains(p.TailscaleIPs, gw.Addr) && p.CurAddr != "" {
+					direct = true
+				}
+			}
+		}
+		if direct {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no direct path between the nodes")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	derp.cut()
+	for i := range 5 {
+		if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": strconv.Itoa(i)}}); err != nil {
+			t.Fatalf("session without DERP: %v", err)
+		}
+	}
+	laptop.Client().CloseIdleConnections()
+	cs2 := laptop.MCP(t, gw, 3000, "/mcp")
+	if _, err := cs2.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "new"}}); err != nil {
+		t.Fatalf("new session without DERP: %v", err)
+	}
+	cs.Close()
+	cs2.Close()
+	assertReaped(t, gw, pids)
 }
