@@ -187,7 +187,7 @@ func (f *mcpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if f.maxSessions > 0 && f.opensSession(r) && f.backend.Stats().Sessions >= f.maxSessions {
+	if f.maxSessions > 0 && f.opensSession(r) && f.backend.Sessions() >= f.maxSessions {
 		f.log.Warn("session refused: at the session cap", append([]any{"max_sessions", f.maxSessions}, sourceAttrs(src)...)...)
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "too many MCP sessions; retry later", http.StatusServiceUnavailable)

@@ -73,6 +73,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	ready   atomic.Bool
+	denied  atomic.Uint64 // connections refused, for Stats
 
 	// state is the routing of the current config.
 	state atomic.Pointer[state]
@@ -378,6 +379,7 @@ func (s *Server) authListener(port int, ln net.Listener) *authListener {
 		outcome := "accepted"
 		if !d.Allow {
 			outcome = "denied"
+			s.denied.Add(1)
 		}
 		s.metrics.connections.WithLabelValues(portLabel, outcome, d.Rule).Inc()
 	})
@@ -439,29 +441,8 @@ func (s *Server) Stats() Stats {
 		st.ChildrenStarted += bs.ChildrenStarted
 		st.ChildrenRunning += bs.ChildrenRunning
 	}
-	st.DeniedConnections = s.deniedConnections()
+	st.DeniedConnections = s.denied.Load()
 	return st
-}
-
-func (s *Server) deniedConnections() uint64 {
-	mfs, err := s.metrics.reg.Gather()
-	if err != nil {
-		return 0
-	}
-	var n float64
-	for _, mf := range mfs {
-		if mf.GetName() != "tailgate_connections_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "outcome" && l.GetValue() == "denied" {
-					n += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return uint64(n)
 }
 
 // allFronts are the live and draining fronts.
@@ -721,7 +702,7 @@ func (s *Server) Reload(cfg *Config) error {
 func (s *Server) reapDrainedLocked() {
 	kept := s.draining[:0]
 	for _, f := range s.draining {
-		if f.backend.Stats().Sessions == 0 {
+		if f.backend.Sessions() == 0 {
 			go f.close()
 			continue
 		}

@@ -43,6 +43,17 @@ func everythingTarget(t testing.TB, name string) string {
               args: ["` + script + `", "stdio"]`
 }
 
+// demoTarget is a stdio target block running the demo server, with extra
+// stdio settings ("identityEnv: true").
+func demoTarget(extra string) string {
+	if extra != "" {
+		extra = ", " + extra
+	}
+	return `
+          - name: demo
+            stdio: {cmd: $DEMO` + extra + `}`
+}
+
 func routeConfig(extra, targets string) string {
 	return `
 binds:
@@ -326,9 +337,7 @@ func TestCancellationReachesChild(t *testing.T) {
 // server with prefixed names.
 func TestMultiplexEverythingAndDemo(t *testing.T) {
 	tn := NewTailnet(t)
-	targets := everythingTarget(t, "everything") + `
-          - name: demo
-            stdio: {cmd: $DEMO}`
+	targets := everythingTarget(t, "everything") + demoTarget("")
 	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", targets)))
 	cs := tn.Node(t, "laptop").MCP(t, gw, 3000, "/mcp")
 	ctx := context.Background()

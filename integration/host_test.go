@@ -102,17 +102,7 @@ config: {adminAddr: "127.0.0.1:0"}
 frontendPolicies:
   networkAuthorization:
     rules:
-    - 'has(source.tailscale) && source.tailscale.node.hostname == "laptop"'
-binds:
-- port: 3000
-  listeners:
-  - routes:
-    - backends:
-      - mcp:
-          targets:
-          - name: demo
-            stdio: {cmd: $DEMO, identityEnv: true}
-`)
+    - 'has(source.tailscale) && source.tailscale.node.hostname == "laptop"'`+routeConfig("", demoTarget("identityEnv: true")))
 	p := startTailgate(t, cfg)
 	p.waitLine(t, "tailgate ready", 30*time.Second)
 	addr := tailnetAddr(t, p)

@@ -38,18 +38,7 @@ import (
 // one process; a plain local MCP client reaches the gateway through the
 // bridge with the bridge node's real identity.
 func TestDevMode(t *testing.T) {
-	cfg := writeConfig(t, `
-config: {adminAddr: "127.0.0.1:0"}
-binds:
-- port: 3000
-  listeners:
-  - routes:
-    - backends:
-      - mcp:
-          targets:
-          - name: demo
-            stdio: {cmd: $DEMO, identityEnv: true}
-`)
+	cfg := writeConfig(t, "config: {adminAddr: \"127.0.0.1:0\"}"+routeConfig("", demoTarget("identityEnv: true")))
 	cmd := exec.Command(buildTailgate(t), "dev", "-f", cfg, "--listen", "127.0.0.1:0", "--tags", "tag:ci")
 	cmd.Env = append(os.Environ(), "TS_NO_LOGS_NO_SUPPORT=true")
 	stdout, _ := cmd.StdoutPipe()

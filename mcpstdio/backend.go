@@ -241,6 +241,14 @@ type Stats struct {
 	PoolReady map[string]int
 }
 
+// Sessions is the number of open sessions; cheaper than Stats, for a
+// check on every new session.
+func (b *Backend) Sessions() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.sessions)
+}
+
 // Stats reports the backend's sessions and children.
 func (b *Backend) Stats() Stats {
 	b.mu.Lock()
