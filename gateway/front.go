@@ -2,18 +2,17 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"mime"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio"
 	"github.com/tailgate-dev/tailgate/policy"
@@ -24,10 +23,11 @@ import (
 var Version = "dev"
 
 // mcpFront serves one MCP backend over HTTP: Streamable HTTP on the
-// route's paths and legacy SSE at /sse. Each front session gets its own
-// mcp.Server, created when the session's first request arrives, so that the
-// server knows the peer that opened it; a receiving middleware forwards
-// every request to the session's mcpstdio.Session.
+// route's paths and legacy SSE at /sse. It is the client side of the
+// relay: it frames messages (JSON or SSE), keeps sessions, applies
+// mcpAuthorization to each request with the identity of the connection it
+// arrived on, and hands the messages, as bytes, to the session's
+// mcpstdio.Session.
 type mcpFront struct {
 	name        string
 	backend     *mcpstdio.Backend
@@ -35,19 +35,18 @@ type mcpFront struct {
 	metrics     *metrics
 	stateless   bool
 	maxSessions int
+	ttl         time.Duration
+	maxBody     int64
 	// retired is set when a reload replaced this front: it serves its
 	// sessions until they end, and opens no new ones.
-	retired    atomic.Bool
-	log        *slog.Logger
-	streamable *mcp.StreamableHTTPHandler
-	sse        *mcp.SSEHandler
-	// stub answers go-sdk's per-request protocol version lookups for
-	// requests of existing sessions; it never gets a session.
-	stub *mcp.Server
+	retired atomic.Bool
+	log     *slog.Logger
 
 	mu       sync.Mutex
 	sessions map[string]*frontSession // by Mcp-Session-Id
+	opening  int                      // sessions being opened, for the cap
 	closed   bool
+	stop     chan struct{} // ends the TTL janitor
 }
 
 // frontOptions configure an mcpFront.
@@ -66,6 +65,9 @@ type frontOptions struct {
 	Metrics *metrics
 }
 
+// maxRequestBody bounds a POST body, as go-sdk's default.
+const maxRequestBody = 4 << 20
+
 func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcpFront {
 	f := &mcpFront{
 		name:        name,
@@ -73,22 +75,16 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 		metrics:     opts.Metrics,
 		stateless:   opts.Stateless,
 		maxSessions: opts.MaxSessions,
+		ttl:         opts.SessionTTL,
+		maxBody:     maxRequestBody,
 		log:         opts.Logger.With("route", name),
-		stub:        mcp.NewServer(&mcp.Implementation{Name: "tailgate", Version: Version}, nil),
 		sessions:    make(map[string]*frontSession),
+		stop:        make(chan struct{}),
 	}
-	f.streamable = mcp.NewStreamableHTTPHandler(f.server, &mcp.StreamableHTTPOptions{
-		SessionTimeout: opts.SessionTTL,
-		Stateless:      opts.Stateless,
-		// go-sdk refuses non-loopback Host headers on loopback sockets
-		// (DNS rebinding). tailgate's sockets are tailnet ones; the only
-		// loopback socket is the one tsnet forwards Tailscale Service
-		// connections through, whose Host is the Service's name.
-		DisableLocalhostProtection: true,
-		Logger:                     quiet(f.log, slog.LevelWarn),
-	})
-	f.sse = mcp.NewSSEHandler(f.server, &mcp.SSEOptions{DisableLocalhostProtection: true})
 	f.authz.Store(opts.Authz)
+	if f.ttl > 0 {
+		go f.janitor()
+	}
 	return f
 }
 
@@ -107,97 +103,51 @@ func (f *mcpFront) has(id string) bool {
 // stopNewSessions retires the front after a reload replaced it.
 func (f *mcpFront) stopNewSessions() { f.retired.Store(true) }
 
-// sessionIDOf is the MCP session a request belongs to, if any.
+const sessionIDHeader = "Mcp-Session-Id"
+
+// sessionIDOf is the MCP session a request belongs to, if any. Legacy SSE
+// names it in the query (go-sdk's clients and servers spell it
+// "sessionid", the TypeScript SDK "sessionId").
 func sessionIDOf(r *http.Request) string {
 	if id := r.Header.Get(sessionIDHeader); id != "" {
 		return id
 	}
 	if isSSEPath(r) {
-		return r.URL.Query().Get("sessionId")
+		q := r.URL.Query()
+		if id := q.Get("sessionId"); id != "" {
+			return id
+		}
+		return q.Get("sessionid")
 	}
 	return ""
 }
 
-// server is go-sdk's getServer: a new server, bound to the calling peer,
-// for a request that opens a session; the stub otherwise.
-func (f *mcpFront) server(r *http.Request) *mcp.Server {
-	if !f.opensSession(r) {
-		return f.stub
-	}
-	fs := &frontSession{f: f, src: sourceFrom(r.Context()), method: r.Method, path: r.URL.Path, host: r.Host}
-	fs.server = mcp.NewServer(&mcp.Implementation{Name: "tailgate", Version: Version}, &mcp.ServerOptions{
-		Logger: quiet(f.log, slog.LevelWarn),
-		// Subscriptions go through go-sdk's own bookkeeping, so that
-		// Server.ResourceUpdated reaches the subscribed session.
-		SubscribeHandler: func(ctx context.Context, req *mcp.SubscribeRequest) error {
-			if bs := fs.backend(); bs != nil {
-				return bs.Subscribe(ctx, req.Params)
-			}
-			return errNotInitialized
-		},
-		UnsubscribeHandler: func(ctx context.Context, req *mcp.UnsubscribeRequest) error {
-			if bs := fs.backend(); bs != nil {
-				return bs.Unsubscribe(ctx, req.Params)
-			}
-			return errNotInitialized
-		},
-		RootsListChangedHandler: func(ctx context.Context, req *mcp.RootsListChangedRequest) {
-			if bs := fs.backend(); bs != nil {
-				bs.RootsChanged(ctx)
-			}
-		},
-	})
-	fs.server.AddReceivingMiddleware(fs.middleware)
-	return fs.server
-}
-
-var errNotInitialized = &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "session not initialized"}
-
-// opensSession reports whether r starts a new session (and so gets a new
-// server): a POST without a session id, or the GET of a legacy SSE stream.
-// In stateless mode every POST does.
-func (f *mcpFront) opensSession(r *http.Request) bool {
-	if isSSEPath(r) {
-		return r.Method == http.MethodGet
-	}
-	return r.Method == http.MethodPost && (f.stateless || r.Header.Get(sessionIDHeader) == "")
-}
-
-const sessionIDHeader = "Mcp-Session-Id"
-
 func isSSEPath(r *http.Request) bool { return r.URL.Path == "/sse" }
 
 func (f *mcpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	src := sourceFrom(r.Context())
-	id := sessionIDOf(r)
-	if id != "" {
-		f.mu.Lock()
-		fs := f.sessions[id]
-		f.mu.Unlock()
-		// A session belongs to the peer that opened it: a session id seen
-		// by another peer is not a credential.
-		if fs != nil && !samePeer(fs.src, src) {
-			args := append([]any{"session", id, "owner_addr", fs.src.Address}, sourceAttrs(src)...)
-			f.log.Warn("session used by another peer", args...)
-			http.Error(w, "session belongs to another peer", http.StatusForbidden)
-			return
-		}
-		if fs != nil && (fs.ended.Load() || !fs.backend().Alive()) {
-			http.Error(w, "session ended: "+errString(fs.bs.Err()), http.StatusNotFound)
-			return
-		}
-	}
-	if f.maxSessions > 0 && f.opensSession(r) && f.backend.Sessions() >= f.maxSessions {
-		f.log.Warn("session refused: at the session cap", append([]any{"max_sessions", f.maxSessions}, sourceAttrs(src)...)...)
-		w.Header().Set("Retry-After", "5")
-		http.Error(w, "too many MCP sessions; retry later", http.StatusServiceUnavailable)
-		return
-	}
 	if isSSEPath(r) {
-		f.sse.ServeHTTP(w, r)
+		switch r.Method {
+		case http.MethodGet:
+			f.serveSSEStream(w, r)
+		case http.MethodPost:
+			f.serveSSEMessage(w, r)
+		default:
+			w.Header().Set("Allow", "GET, POST")
+			http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+		}
 		return
 	}
-	f.streamable.ServeHTTP(w, r)
+	switch r.Method {
+	case http.MethodPost:
+		f.servePost(w, r)
+	case http.MethodGet:
+		f.serveStream(w, r)
+	case http.MethodDelete:
+		f.serveDelete(w, r)
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+	}
 }
 
 // samePeer reports whether two sources are the same caller: the same
@@ -209,18 +159,696 @@ func samePeer(a, b *policy.Source) bool {
 	return a.Address == b.Address
 }
 
+// session finds the session a request names, answering for it (404, 403)
+// if it cannot be used.
+func (f *mcpFront) session(w http.ResponseWriter, r *http.Request, id string) *frontSession {
+	f.mu.Lock()
+	fs := f.sessions[id]
+	f.mu.Unlock()
+	if fs == nil {
+		http.Error(w, "session not found", http.StatusNotFound)
+		return nil
+	}
+	// A session belongs to the node that opened it: a session id seen by
+	// another node is not a credential.
+	if src := sourceFrom(r.Context()); !samePeer(fs.owner, src) {
+		args := append([]any{"session", id, "owner_addr", fs.owner.Address}, sourceAttrs(src)...)
+		f.log.Warn("session used by another peer", args...)
+		http.Error(w, "session belongs to another peer", http.StatusForbidden)
+		return nil
+	}
+	if fs.isClosed() {
+		http.Error(w, "session not found: it has ended", http.StatusNotFound)
+		return nil
+	}
+	fs.touch()
+	return fs
+}
+
+// readMessage reads and parses a POST body, answering for it if it cannot.
+func (f *mcpFront) readMessage(w http.ResponseWriter, r *http.Request) *mcpstdio.Message {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, f.maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			http.Error(w, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit), http.StatusRequestEntityTooLarge)
+			return nil
+		}
+		http.Error(w, "failed to read body", http.StatusBadRequest)
+		return nil
+	}
+	if len(body) == 0 {
+		http.Error(w, "POST requires a non-empty body", http.StatusBadRequest)
+		return nil
+	}
+	m, err := mcpstdio.ParseMessage(body)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("malformed payload: %v", err), http.StatusBadRequest)
+		return nil
+	}
+	return m
+}
+
+func (f *mcpFront) servePost(w http.ResponseWriter, r *http.Request) {
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+		http.Error(w, "Content-Type must be 'application/json'", http.StatusUnsupportedMediaType)
+		return
+	}
+	if accept := r.Header.Values("Accept"); !accepts(accept, "application/json") || !accepts(accept, "text/event-stream") {
+		http.Error(w, "Accept must contain both 'application/json' and 'text/event-stream'", http.StatusBadRequest)
+		return
+	}
+	m := f.readMessage(w, r)
+	if m == nil {
+		return
+	}
+	if id := r.Header.Get(sessionIDHeader); id != "" {
+		fs := f.session(w, r, id)
+		if fs == nil {
+			return
+		}
+		fs.handle(w, r, m)
+		return
+	}
+	if f.stateless {
+		f.serveStateless(w, r, m)
+		return
+	}
+	if m.MethodName() != "initialize" || !m.IsRequest() {
+		http.Error(w, "Bad Request: missing Mcp-Session-Id header (send initialize first)", http.StatusBadRequest)
+		return
+	}
+	fs := f.newSession(w, r, false)
+	if fs == nil {
+		return
+	}
+	if !fs.initialize(r.Context(), m, w) {
+		fs.close(nil)
+		return
+	}
+}
+
+// accepts reports whether an Accept header admits media type typ.
+func accepts(values []string, typ string) bool {
+	major, _, _ := strings.Cut(typ, "/")
+	for _, v := range values {
+		for part := range strings.SplitSeq(v, ",") {
+			mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+			mt = strings.TrimSpace(mt)
+			if mt == typ || mt == "*/*" || mt == major+"/*" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// newSession reserves a place for a new session under the caps and
+// registers it; it answers 503 past a cap.
+func (f *mcpFront) newSession(w http.ResponseWriter, r *http.Request, sse bool) *frontSession {
+	src := sourceFrom(r.Context())
+	f.mu.Lock()
+	if f.closed || f.retired.Load() {
+		f.mu.Unlock()
+		http.Error(w, "gateway shutting down", http.StatusServiceUnavailable)
+		return nil
+	}
+	if f.maxSessions > 0 && len(f.sessions)+f.opening >= f.maxSessions {
+		f.mu.Unlock()
+		f.log.Warn("session refused: at the session cap", append([]any{"max_sessions", f.maxSessions}, sourceAttrs(src)...)...)
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "too many MCP sessions; retry later", http.StatusServiceUnavailable)
+		return nil
+	}
+	fs := &frontSession{
+		f:      f,
+		id:     rand.Text(),
+		owner:  src,
+		sse:    sse,
+		queue:  make(chan []byte, 256),
+		closed: make(chan struct{}),
+	}
+	fs.log = f.log.With(append([]any{"session", fs.id}, sourceAttrs(src)...)...)
+	fs.touch()
+	f.sessions[fs.id] = fs
+	f.mu.Unlock()
+	return fs
+}
+
+// serveStream is a Streamable HTTP GET: the session's standalone stream,
+// for messages that belong to no request.
+func (f *mcpFront) serveStream(w http.ResponseWriter, r *http.Request) {
+	if !accepts(r.Header.Values("Accept"), "text/event-stream") {
+		http.Error(w, "Accept must contain 'text/event-stream' for GET requests", http.StatusBadRequest)
+		return
+	}
+	id := r.Header.Get(sessionIDHeader)
+	if id == "" {
+		http.Error(w, "Bad Request: GET requires an Mcp-Session-Id header", http.StatusBadRequest)
+		return
+	}
+	fs := f.session(w, r, id)
+	if fs == nil {
+		return
+	}
+	if !fs.streaming.CompareAndSwap(false, true) {
+		http.Error(w, "Conflict: the session's stream is already open", http.StatusConflict)
+		return
+	}
+	defer fs.streaming.Store(false)
+	sw := startSSE(w)
+	for {
+		select {
+		case msg := <-fs.queue:
+			if sw.event(msg) != nil {
+				return
+			}
+		case <-r.Context().Done():
+			return
+		case <-fs.closed:
+			return
+		}
+	}
+}
+
+func (f *mcpFront) serveDelete(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get(sessionIDHeader)
+	if id == "" {
+		http.Error(w, "Bad Request: DELETE requires an Mcp-Session-Id header", http.StatusBadRequest)
+		return
+	}
+	fs := f.session(w, r, id)
+	if fs == nil {
+		return
+	}
+	fs.close(nil)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// serveSSEStream is a legacy SSE GET: a new session whose messages all
+// flow on this stream; the client posts to the endpoint it names.
+func (f *mcpFront) serveSSEStream(w http.ResponseWriter, r *http.Request) {
+	fs := f.newSession(w, r, true)
+	if fs == nil {
+		return
+	}
+	defer fs.close(nil)
+	sw := startSSE(w)
+	if sw.write("endpoint", []byte("/sse?sessionId="+fs.id)) != nil {
+		return
+	}
+	fs.log.Info("legacy SSE stream opened")
+	for {
+		select {
+		case msg := <-fs.queue:
+			if sw.event(msg) != nil {
+				return
+			}
+		case <-r.Context().Done():
+			return
+		case <-fs.closed:
+			return
+		}
+	}
+}
+
+// serveSSEMessage is a legacy SSE POST: accepted at once, answered on the
+// session's stream.
+func (f *mcpFront) serveSSEMessage(w http.ResponseWriter, r *http.Request) {
+	id := sessionIDOf(r)
+	if id == "" {
+		http.Error(w, "Bad Request: missing sessionId", http.StatusBadRequest)
+		return
+	}
+	fs := f.session(w, r, id)
+	if fs == nil {
+		return
+	}
+	m := f.readMessage(w, r)
+	if m == nil {
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+	// The request's connection identity is kept: the call runs after this
+	// POST has been answered.
+	ctx := context.WithoutCancel(r.Context())
+	req := callRequest{src: sourceFrom(r.Context()), http: requestFacts{method: r.Method, path: r.URL.Path, host: r.Host, header: r.Header.Clone()}}
+	go func() {
+		if m.MethodName() == "initialize" && m.IsRequest() {
+			var buf responseBuffer
+			fs.initialize(ctx, m, &buf)
+			fs.enqueue(buf.body)
+			return
+		}
+		fs.dispatch(ctx, m, req, fs.sseSink())
+	}()
+}
+
+// frontSession is one client's MCP session: its backend session (once
+// initialized), its standalone stream and what it is doing.
+type frontSession struct {
+	f     *mcpFront
+	id    string
+	owner *policy.Source
+	sse   bool // a legacy SSE session: everything flows on its stream
+	log   *slog.Logger
+
+	mu sync.Mutex
+	bs *mcpstdio.Session
+
+	// queue holds messages for the standalone stream (the GET stream, or
+	// the legacy SSE stream).
+	queue     chan []byte
+	streaming atomic.Bool
+	inflight  atomic.Int64
+	lastUsed  atomic.Int64 // unix nanoseconds
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func (fs *frontSession) touch() { fs.lastUsed.Store(time.Now().UnixNano()) }
+
+func (fs *frontSession) backend() *mcpstdio.Session {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.bs
+}
+
+func (fs *frontSession) isClosed() bool {
+	select {
+	case <-fs.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// enqueue is where the backend session sends what belongs to no request.
+// A legacy SSE stream is the session's only channel, so it waits for room;
+// a Streamable HTTP session without an open GET stream keeps the newest
+// 256 messages.
+func (fs *frontSession) enqueue(msg []byte) {
+	if fs.sse {
+		select {
+		case fs.queue <- msg:
+		case <-fs.closed:
+		}
+		return
+	}
+	for {
+		select {
+		case fs.queue <- msg:
+			return
+		default:
+		}
+		select {
+		case old := <-fs.queue:
+			fs.log.Warn("standalone stream full; dropped the oldest message", "dropped_bytes", len(old))
+		default:
+		}
+	}
+}
+
+// close ends the session and its backend session (cancelling calls in
+// flight and reaping children). cause is nil for an orderly close.
+func (fs *frontSession) close(cause error) {
+	fs.closeOnce.Do(func() {
+		close(fs.closed)
+		f := fs.f
+		f.mu.Lock()
+		if f.sessions[fs.id] == fs {
+			delete(f.sessions, fs.id)
+		}
+		f.mu.Unlock()
+		if bs := fs.backend(); bs != nil {
+			bs.Close()
+		}
+		if cause != nil {
+			fs.log.Warn("mcp session ended by its backend", "err", cause)
+		} else {
+			fs.log.Info("mcp session closed")
+		}
+	})
+}
+
+// initialize starts the session's children with the client's initialize
+// params and answers with their description of themselves. It reports
+// whether the session is open.
+func (fs *frontSession) initialize(ctx context.Context, m *mcpstdio.Message, w http.ResponseWriter) bool {
+	start := time.Now()
+	if fs.backend() != nil {
+		writeJSON(w, mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInvalidRequest, "session already initialized"))
+		return true
+	}
+	var params []byte
+	if m.Params.Has() {
+		params = m.Bytes(m.Params)
+	}
+	bs, err := fs.f.backend.Open(ctx, mcpstdio.OpenParams{ID: fs.id, Initialize: params, Identity: identityEnv(fs.owner), Notify: fs.enqueue})
+	if err != nil {
+		fs.log.Error("session start failed", "err", err)
+		writeJSON(w, mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInternalError, err.Error()))
+		fs.record("initialize", mcpstdio.Route{}, "error", err, time.Since(start))
+		return false
+	}
+	fs.mu.Lock()
+	fs.bs = bs
+	fs.mu.Unlock()
+	if fs.isClosed() { // DELETE, shutdown or the SSE stream ended meanwhile
+		bs.Close()
+		writeJSON(w, mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInternalError, "session closed while starting"))
+		return false
+	}
+	go fs.watch(bs)
+	w.Header().Set(sessionIDHeader, fs.id)
+	if fs.sse {
+		w.Header().Del(sessionIDHeader)
+	}
+	writeJSON(w, mcpstdio.ResultMessage(m.Bytes(m.ID), bs.InitializeResult()))
+	fs.log.Info("mcp session opened", "client", m.String(m.Path("params", "clientInfo", "name")),
+		"protocol_version", m.String(m.Path("params", "protocolVersion")), "pids", bs.PIDs(), "duration", time.Since(start).Round(time.Millisecond))
+	fs.record("initialize", mcpstdio.Route{}, "ok", nil, time.Since(start))
+	return true
+}
+
+// watch ends the front session when its backend session ends (a child
+// exited): calls in flight have had their error naming the child; later
+// requests get 404, so the client starts a new session.
+func (fs *frontSession) watch(bs *mcpstdio.Session) {
+	select {
+	case <-bs.Done():
+		fs.close(bs.Err())
+	case <-fs.closed:
+	}
+}
+
+// handle serves one message posted to a Streamable HTTP session.
+func (fs *frontSession) handle(w http.ResponseWriter, r *http.Request, m *mcpstdio.Message) {
+	if m.MethodName() == "initialize" && m.IsRequest() {
+		fs.initialize(r.Context(), m, w)
+		return
+	}
+	req := callRequest{src: sourceFrom(r.Context()), http: requestFacts{method: r.Method, path: r.URL.Path, host: r.Host, header: r.Header}}
+	sink := &httpSink{w: w, done: r.Context().Done()}
+	fs.dispatch(r.Context(), m, req, sink)
+	sink.finish()
+}
+
+// callRequest is what policy sees of the HTTP request a message came in.
+type callRequest struct {
+	src  *policy.Source
+	http requestFacts
+}
+
+type requestFacts struct {
+	method, path, host string
+	header             http.Header
+}
+
+// sink is where the messages a request causes, and its response, go.
+type sink interface {
+	// send writes one message; final is the response.
+	send(msg []byte, final bool) error
+	// gone is closed when nobody listens any more.
+	gone() <-chan struct{}
+	// accepted answers a message that has no response (202).
+	accepted()
+}
+
+// dispatch serves one message of an initialized session.
+func (fs *frontSession) dispatch(ctx context.Context, m *mcpstdio.Message, req callRequest, out sink) {
+	bs := fs.backend()
+	if bs == nil {
+		if m.IsRequest() {
+			out.send(mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInvalidRequest, "session not initialized: send initialize first"), true)
+		} else {
+			out.accepted()
+		}
+		return
+	}
+	switch {
+	case m.IsResponse():
+		if err := bs.Respond(m); err != nil {
+			fs.log.Debug("client response not delivered", "err", err)
+		}
+		out.accepted()
+		return
+	case m.IsNotification():
+		bs.Notify(m)
+		out.accepted()
+		return
+	}
+	fs.inflight.Add(1)
+	defer fs.inflight.Add(-1)
+	fs.call(ctx, bs, m, req, out)
+}
+
+// call forwards one request, judged by mcpAuthorization with the identity
+// of the connection it came on, and streams what it causes back.
+func (fs *frontSession) call(ctx context.Context, bs *mcpstdio.Session, m *mcpstdio.Message, req callRequest, out sink) {
+	start := time.Now()
+	method := m.MethodName()
+	id := m.Bytes(m.ID)
+	rt, err := bs.Route(ctx, m)
+	if err != nil {
+		out.send(mcpstdio.ErrorMessage(id, codeOf(err), err.Error()), true)
+		fs.record(method, rt, "error", err, time.Since(start))
+		return
+	}
+	az := fs.f.authorizer(req)
+	if d := az.decide(method, rt); !d.Allow {
+		err := az.denied(fs, method, rt, d)
+		out.send(mcpstdio.ErrorMessage(id, mcpstdio.CodeInvalidParams, err.Error()), true)
+		fs.record(method, rt, "denied", nil, time.Since(start))
+		return
+	}
+	var opts mcpstdio.ForwardOptions
+	if az.rs != nil {
+		opts.Keep = az.keep
+	}
+	reply := bs.Forward(m, rt, opts)
+	var final []byte
+	for {
+		select {
+		case fr, ok := <-reply.C():
+			if !ok {
+				fs.record(method, rt, "cancelled", nil, time.Since(start))
+				return
+			}
+			if fr.Final && fr.Data == nil {
+				fs.record(method, rt, "cancelled", nil, time.Since(start))
+				return
+			}
+			if err := out.send(fr.Data, fr.Final); err != nil {
+				reply.Close()
+				fs.record(method, rt, "client_gone", nil, time.Since(start))
+				return
+			}
+			if fr.Final {
+				final = fr.Data
+				outcome, callErr := outcomeOf(method, final)
+				fs.record(method, rt, outcome, callErr, time.Since(start))
+				return
+			}
+		case <-out.gone():
+			reply.Close()
+			fs.record(method, rt, "client_gone", nil, time.Since(start))
+			return
+		}
+	}
+}
+
+func codeOf(err error) int {
+	var ce *mcpstdio.CodeError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return mcpstdio.CodeInternalError
+}
+
+// outcomeOf reads a response's outcome for logs and metrics: "ok",
+// "error" (with the error's message) or "tool_error".
+func outcomeOf(method string, resp []byte) (string, error) {
+	m, err := mcpstdio.ParseMessage(resp)
+	if err != nil {
+		return "error", err
+	}
+	if m.Error.Has() {
+		return "error", errors.New(m.String(m.Field(m.Error, "message")))
+	}
+	if method == "tools/call" && string(m.Bytes(m.Field(m.Result, "isError"))) == "true" {
+		return "tool_error", nil
+	}
+	return "ok", nil
+}
+
+// record writes the access log line and the metrics of one MCP request.
+func (fs *frontSession) record(method string, rt mcpstdio.Route, outcome string, err error, took time.Duration) {
+	toolLabel := ""
+	if rt.Kind == "tool" || rt.Kind == "prompt" {
+		toolLabel = rt.Name
+	}
+	if m := fs.f.metrics; m != nil {
+		m.observeCall(fs.f.name, method, rt.Target, toolLabel, outcome, took)
+	}
+	args := make([]any, 0, 12)
+	args = append(args, "method", method)
+	if rt.Kind != "" {
+		kind := rt.Kind
+		if kind == "resource" {
+			kind = "uri"
+		}
+		args = append(args, kind, rt.Name)
+	}
+	if rt.Target != "" {
+		args = append(args, "target", rt.Target)
+	}
+	args = append(args, "outcome", outcome, "duration", took.Round(time.Microsecond))
+	if err != nil {
+		args = append(args, "err", err.Error())
+	}
+	fs.log.Info("mcp call", args...)
+}
+
+// authorizer applies a front's mcpAuthorization to one request.
+type authorizer struct {
+	rs  *policy.RuleSet
+	src *policy.Source
+	req *policy.Request
+}
+
+func (f *mcpFront) authorizer(req callRequest) authorizer {
+	a := authorizer{rs: f.authz.Load(), src: req.src}
+	if a.rs != nil {
+		h := req.http
+		a.req = requestInput(h.method, h.path, h.host, h.header)
+	}
+	return a
+}
+
+func (a authorizer) evaluate(m *policy.MCP) policy.Decision {
+	if a.rs == nil {
+		return policy.Decision{Allow: true}
+	}
+	return a.rs.Evaluate(policy.Input{Source: a.src, Request: a.req, MCP: m})
+}
+
+// decide judges a request that names a tool, prompt or resource; the
+// others (lists are filtered instead) are allowed.
+func (a authorizer) decide(method string, rt mcpstdio.Route) policy.Decision {
+	if a.rs == nil || rt.Target == "" {
+		return policy.Decision{Allow: true} // no rules, or nothing named: the target answers
+	}
+	switch rt.Kind {
+	case "tool":
+		return a.evaluate(&policy.MCP{Method: "tools/call", Tool: policy.Tool{Name: rt.TargetName, Target: rt.Target}})
+	case "prompt":
+		// Completing a prompt's arguments is part of getting it.
+		return a.evaluate(&policy.MCP{Method: "prompts/get", Prompt: policy.Prompt{Name: rt.TargetName, Target: rt.Target}})
+	case "resource":
+		if method == "completion/complete" {
+			return policy.Decision{Allow: true}
+		}
+		return a.evaluate(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: rt.TargetName, Target: rt.Target}})
+	}
+	return policy.Decision{Allow: true}
+}
+
+// keep filters lists with the question a call would be asked, so that a
+// list shows exactly what the caller may use.
+func (a authorizer) keep(it mcpstdio.Item) bool {
+	switch it.Kind {
+	case "tool":
+		return a.evaluate(&policy.MCP{Method: "tools/call", Tool: policy.Tool{Name: it.Name, Target: it.Target}}).Allow
+	case "prompt":
+		return a.evaluate(&policy.MCP{Method: "prompts/get", Prompt: policy.Prompt{Name: it.Name, Target: it.Target}}).Allow
+	case "resource":
+		return a.evaluate(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: it.Name, Name: it.Title, Target: it.Target}}).Allow
+	}
+	return true
+}
+
+// denied logs a refused call and returns the error the client sees.
+func (a authorizer) denied(fs *frontSession, method string, rt mcpstdio.Route, d policy.Decision) error {
+	args := append([]any{"session", fs.id, "method", method, rt.Kind, rt.Name}, sourceAttrs(a.src)...)
+	args = append(args, "rule", d.Rule, "reason", d.Reason())
+	fs.f.log.Warn("mcp call denied", args...)
+	return fmt.Errorf("%s %q: not permitted by tailgate policy", rt.Kind, rt.Name)
+}
+
+// serveStateless serves a request of a stateless backend: a session of
+// its own, whose children live as long as the request.
+func (f *mcpFront) serveStateless(w http.ResponseWriter, r *http.Request, m *mcpstdio.Message) {
+	if !m.IsRequest() {
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	src := sourceFrom(r.Context())
+	fs := &frontSession{f: f, id: "stateless", owner: src, queue: make(chan []byte, 16), closed: make(chan struct{})}
+	fs.log = f.log.With(sourceAttrs(src)...)
+	var params []byte
+	if m.MethodName() == "initialize" && m.Params.Has() {
+		params = m.Bytes(m.Params)
+	}
+	start := time.Now()
+	bs, err := f.backend.Open(r.Context(), mcpstdio.OpenParams{ID: "stateless", Initialize: params, Identity: identityEnv(src), Notify: func([]byte) {}})
+	if err != nil {
+		writeJSON(w, mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInternalError, err.Error()))
+		fs.record(m.MethodName(), mcpstdio.Route{}, "error", err, time.Since(start))
+		return
+	}
+	defer bs.Close()
+	if m.MethodName() == "initialize" {
+		writeJSON(w, mcpstdio.ResultMessage(m.Bytes(m.ID), bs.InitializeResult()))
+		return
+	}
+	fs.bs = bs
+	fs.handle(w, r, m)
+}
+
+// janitor closes sessions idle past the TTL: no request for that long and
+// none in flight. A legacy SSE session lives as long as its stream.
+func (f *mcpFront) janitor() {
+	t := time.NewTicker(min(f.ttl/4+time.Millisecond, 30*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case now := <-t.C:
+			f.mu.Lock()
+			var idle []*frontSession
+			for _, fs := range f.sessions {
+				if !fs.sse && fs.inflight.Load() == 0 && now.Sub(time.Unix(0, fs.lastUsed.Load())) > f.ttl {
+					idle = append(idle, fs)
+				}
+			}
+			f.mu.Unlock()
+			for _, fs := range idle {
+				fs.log.Info("mcp session idle past its TTL; closing", "ttl", f.ttl)
+				go fs.close(nil)
+			}
+		}
+	}
+}
+
 // close ends every front session and reaps the backend's children.
 func (f *mcpFront) close() {
 	f.mu.Lock()
+	if !f.closed {
+		close(f.stop)
+	}
 	f.closed = true
 	sessions := make([]*frontSession, 0, len(f.sessions))
 	for _, fs := range f.sessions {
 		sessions = append(sessions, fs)
 	}
 	f.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, fs := range sessions {
-		fs.ss.Close()
+		wg.Go(func() { fs.close(nil) })
 	}
+	wg.Wait()
 	f.backend.Close()
 }
 
@@ -233,452 +861,4 @@ func (f *mcpFront) inflight() int64 {
 		n += fs.inflight.Load()
 	}
 	return n
-}
-
-// frontSession is one client's MCP session and its backend session.
-type frontSession struct {
-	f      *mcpFront
-	src    *policy.Source
-	server *mcp.Server
-	// method, path and host of the request that opened the session; every
-	// request of a session is on the same route.
-	method, path, host string
-
-	mu sync.Mutex
-	ss *mcp.ServerSession
-	bs *mcpstdio.Session
-	// log carries the session id and the caller's identity, built once:
-	// every request's access-log line uses it.
-	log *slog.Logger
-
-	// markers toggle the list_changed markers (see frontPeer.ListChanged).
-	markers map[mcpstdio.ListKind]bool
-
-	inflight atomic.Int64
-	// ended is set once the backend session has ended; the session's id
-	// then answers 404 so the client starts a new session.
-	ended atomic.Bool
-}
-
-func (fs *frontSession) backend() *mcpstdio.Session {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	return fs.bs
-}
-
-func (fs *frontSession) middleware(next mcp.MethodHandler) mcp.MethodHandler {
-	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-		if method == "initialize" {
-			start := time.Now()
-			res, err := fs.initialize(ctx, req, next)
-			fs.record(method, req, nil, res, err, time.Since(start))
-			return res, err
-		}
-		if strings.HasPrefix(method, "notifications/") {
-			// Client notifications are go-sdk's to handle (cancellation,
-			// roots/list_changed through RootsListChangedHandler).
-			return next(ctx, method, req)
-		}
-		bs := fs.backend()
-		if bs == nil && fs.f.stateless {
-			// A stateless request is a session of its own: its children
-			// live as long as the request.
-			var err error
-			if bs, err = fs.openStateless(ctx, req); err != nil {
-				return nil, err
-			}
-			defer bs.Close()
-		}
-		if bs == nil {
-			// Before initialize go-sdk answers (and refuses) by itself.
-			return next(ctx, method, req)
-		}
-		fs.inflight.Add(1)
-		defer fs.inflight.Add(-1)
-		start := time.Now()
-		res, err := fs.dispatch(ctx, method, req, bs, next)
-		fs.record(method, req, bs, res, err, time.Since(start))
-		return res, err
-	}
-}
-
-// dispatch forwards one request to the backend session, applying
-// mcpAuthorization.
-func (fs *frontSession) dispatch(ctx context.Context, method string, req mcp.Request, bs *mcpstdio.Session, next mcp.MethodHandler) (mcp.Result, error) {
-	az := fs.authorizer(bs, req)
-	switch p := req.GetParams().(type) {
-	case *mcp.PingParams:
-		if err := bs.Ping(ctx, p); err != nil {
-			return nil, err
-		}
-		return next(ctx, method, req)
-	case *mcp.ListToolsParams:
-		res, err := bs.ListTools(ctx, p)
-		if err == nil {
-			res.Tools = slices.DeleteFunc(res.Tools, func(t *mcp.Tool) bool { return !az.tool(ctx, t.Name).Allow })
-		}
-		return res, err
-	case *mcp.CallToolParamsRaw:
-		if err := az.check("tools/call", "tool", p.Name, az.tool(ctx, p.Name)); err != nil {
-			return nil, err
-		}
-		return bs.CallTool(ctx, p)
-	case *mcp.ListPromptsParams:
-		res, err := bs.ListPrompts(ctx, p)
-		if err == nil {
-			res.Prompts = slices.DeleteFunc(res.Prompts, func(pr *mcp.Prompt) bool { return !az.prompt(ctx, pr.Name).Allow })
-		}
-		return res, err
-	case *mcp.GetPromptParams:
-		if err := az.check("prompts/get", "prompt", p.Name, az.prompt(ctx, p.Name)); err != nil {
-			return nil, err
-		}
-		return bs.GetPrompt(ctx, p)
-	case *mcp.ListResourcesParams:
-		res, err := bs.ListResources(ctx, p)
-		if err == nil {
-			res.Resources = slices.DeleteFunc(res.Resources, func(r *mcp.Resource) bool { return !az.resource(r.URI, r.Name).Allow })
-		}
-		return res, err
-	case *mcp.ListResourceTemplatesParams:
-		res, err := bs.ListResourceTemplates(ctx, p)
-		if err == nil {
-			res.ResourceTemplates = slices.DeleteFunc(res.ResourceTemplates, func(r *mcp.ResourceTemplate) bool { return !az.resource(r.URITemplate, r.Name).Allow })
-		}
-		return res, err
-	case *mcp.ReadResourceParams:
-		if err := az.check("resources/read", "resource", p.URI, az.resource(p.URI, "")); err != nil {
-			return nil, err
-		}
-		return bs.ReadResource(ctx, p)
-	case *mcp.CompleteParams:
-		// Completing a prompt's arguments is part of getting it.
-		if p.Ref != nil && p.Ref.Type == "ref/prompt" {
-			if err := az.check("completion/complete", "prompt", p.Ref.Name, az.prompt(ctx, p.Ref.Name)); err != nil {
-				return nil, err
-			}
-		}
-		return bs.Complete(ctx, p)
-	case *mcp.SubscribeParams:
-		if err := az.check("resources/subscribe", "resource", p.URI, az.resource(p.URI, "")); err != nil {
-			return nil, err
-		}
-		return next(ctx, method, req) // go-sdk records it, then SubscribeHandler forwards it
-	case *mcp.SetLoggingLevelParams:
-		// Forwarded, and recorded by go-sdk too: ServerSession.Log sends
-		// only what the client's level admits.
-		if err := bs.SetLoggingLevel(ctx, p); err != nil {
-			return nil, err
-		}
-		return next(ctx, method, req)
-	}
-	return next(ctx, method, req)
-}
-
-// record writes the access log line and the metrics of one MCP request.
-func (fs *frontSession) record(method string, req mcp.Request, bs *mcpstdio.Session, res mcp.Result, err error, took time.Duration) {
-	var kind, name, target string
-	if bs == nil {
-		req = nil // initialize: nothing to name
-	}
-	switch p := paramsOf(req).(type) {
-	case *mcp.CallToolParamsRaw:
-		kind, name, target = "tool", p.Name, bs.PrefixTarget(p.Name)
-	case *mcp.GetPromptParams:
-		kind, name, target = "prompt", p.Name, bs.PrefixTarget(p.Name)
-	case *mcp.ReadResourceParams:
-		kind, name = "uri", p.URI
-		target, _, _ = bs.ResolveURI(p.URI)
-	case *mcp.SubscribeParams:
-		kind, name = "uri", p.URI
-		target, _, _ = bs.ResolveURI(p.URI)
-	}
-	outcome := "ok"
-	var denied *deniedError
-	switch {
-	case errors.As(err, &denied):
-		outcome = "denied"
-	case err != nil:
-		outcome = "error"
-	default:
-		if r, ok := res.(*mcp.CallToolResult); ok && r.IsError {
-			outcome = "tool_error"
-		}
-	}
-	toolLabel := ""
-	if kind == "tool" || kind == "prompt" {
-		toolLabel = name
-	}
-	if m := fs.f.metrics; m != nil {
-		m.observeCall(fs.f.name, method, target, toolLabel, outcome, took)
-	}
-	args := []any{"method", method}
-	if kind != "" {
-		args = append(args, kind, name)
-	}
-	if target != "" {
-		args = append(args, "target", target)
-	}
-	args = append(args, "outcome", outcome, "duration", took.Round(time.Microsecond))
-	if err != nil && outcome != "denied" {
-		args = append(args, "err", err.Error())
-	}
-	fs.mu.Lock()
-	l := fs.log
-	fs.mu.Unlock()
-	if l == nil { // a stateless request: no session
-		l = fs.f.log.With(sourceAttrs(fs.src)...)
-	}
-	l.Info("mcp call", args...)
-}
-
-// initialize starts the session's children, then lets go-sdk record the
-// session, and answers with the target's own description of itself.
-func (fs *frontSession) initialize(ctx context.Context, req mcp.Request, next mcp.MethodHandler) (mcp.Result, error) {
-	ss, _ := req.GetSession().(*mcp.ServerSession)
-	if ss == nil {
-		return nil, errors.New("initialize outside a server session")
-	}
-	if fs.backend() != nil {
-		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "session already initialized"}
-	}
-	p, _ := req.GetParams().(*mcp.InitializeParams)
-	f := fs.f
-	log := f.log.With(append([]any{"session", ss.ID()}, sourceAttrs(fs.src)...)...)
-	var clientInfo *mcp.Implementation
-	var caps *mcp.ClientCapabilities
-	if p != nil {
-		clientInfo, caps = p.ClientInfo, p.Capabilities
-	}
-	start := time.Now()
-	bs, err := f.backend.Open(ctx, mcpstdio.OpenParams{ID: ss.ID(), Peer: frontPeer{ss, fs}, ClientInfo: clientInfo, Capabilities: caps, Identity: identityEnv(fs.src)})
-	if err != nil {
-		log.Error("session start failed", "err", err)
-		return nil, err
-	}
-	res, err := next(ctx, "initialize", req)
-	if err != nil {
-		bs.Close()
-		return nil, err
-	}
-	ir, ok := res.(*mcp.InitializeResult)
-	if !ok {
-		bs.Close()
-		return nil, fmt.Errorf("initialize: unexpected result %T", res)
-	}
-	child := bs.InitializeResult()
-	ir.Capabilities = child.Capabilities
-	ir.Instructions = child.Instructions
-	ir.ServerInfo = child.ServerInfo
-
-	fs.mu.Lock()
-	fs.ss, fs.bs, fs.log = ss, bs, log
-	fs.mu.Unlock()
-	f.mu.Lock()
-	if f.closed {
-		f.mu.Unlock()
-		bs.Close()
-		return nil, errors.New("gateway shutting down")
-	}
-	f.sessions[ss.ID()] = fs
-	f.mu.Unlock()
-	go fs.watch(log)
-	client := ""
-	if clientInfo != nil {
-		client = clientInfo.Name
-	}
-	log.Info("mcp session opened", "client", client, "pids", bs.PIDs(), "duration", time.Since(start).Round(time.Millisecond))
-	return ir, nil
-}
-
-// watch ties the front session and the backend session together: either
-// ending ends the other.
-func (fs *frontSession) watch(log *slog.Logger) {
-	frontDone := make(chan struct{})
-	go func() {
-		fs.ss.Wait()
-		close(frontDone)
-	}()
-	select {
-	case <-frontDone:
-		fs.bs.Close()
-		log.Info("mcp session closed")
-	case <-fs.bs.Done():
-		// The child is gone. New requests get 404 at once, so the client
-		// starts a new session; calls in flight first get the error that
-		// names the child, then the session closes.
-		fs.ended.Store(true)
-		deadline := time.Now().Add(2 * time.Second)
-		for fs.inflight.Load() > 0 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-		time.Sleep(50 * time.Millisecond) // the last error response is written after the middleware returns
-		fs.ss.Close()
-		log.Warn("mcp session ended by its backend", "err", fs.bs.Err())
-	}
-	fs.f.mu.Lock()
-	delete(fs.f.sessions, fs.ss.ID())
-	fs.f.mu.Unlock()
-}
-
-func errString(err error) string {
-	if err == nil {
-		return "closed"
-	}
-	return err.Error()
-}
-
-// authorizer applies a front's mcpAuthorization to one request of a
-// session.
-type authorizer struct {
-	fs  *frontSession
-	bs  *mcpstdio.Session
-	req *policy.Request
-}
-
-func (fs *frontSession) authorizer(bs *mcpstdio.Session, req mcp.Request) authorizer {
-	var header map[string][]string
-	if extra := req.GetExtra(); extra != nil {
-		header = extra.Header
-	}
-	return authorizer{fs: fs, bs: bs, req: requestInput(fs.method, fs.path, fs.host, header)}
-}
-
-func (a authorizer) decide(m *policy.MCP) policy.Decision {
-	rs := a.fs.f.authz.Load()
-	if rs == nil {
-		return policy.Decision{Allow: true}
-	}
-	return rs.Evaluate(policy.Input{Source: a.fs.src, Request: a.req, MCP: m})
-}
-
-// tool decides whether the caller may call the tool with front name name.
-// Lists are filtered with the same question, so a list shows exactly what
-// the caller may use.
-func (a authorizer) tool(ctx context.Context, name string) policy.Decision {
-	target, n, ok := a.bs.Resolve(ctx, name, "tool")
-	if !ok {
-		return policy.Decision{Allow: true} // the target answers "unknown tool"
-	}
-	return a.decide(&policy.MCP{Method: "tools/call", Tool: policy.Tool{Name: n, Target: target}})
-}
-
-func (a authorizer) prompt(ctx context.Context, name string) policy.Decision {
-	target, n, ok := a.bs.Resolve(ctx, name, "prompt")
-	if !ok {
-		return policy.Decision{Allow: true}
-	}
-	return a.decide(&policy.MCP{Method: "prompts/get", Prompt: policy.Prompt{Name: n, Target: target}})
-}
-
-func (a authorizer) resource(uri, name string) policy.Decision {
-	target, u, ok := a.bs.ResolveURI(uri)
-	if !ok {
-		return policy.Decision{Allow: true} // the backend answers "unknown resource"
-	}
-	return a.decide(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: u, Name: name, Target: target}})
-}
-
-// check turns a denial into the MCP error the client shows, and logs it.
-func (a authorizer) check(method, kind, name string, d policy.Decision) error {
-	if d.Allow {
-		return nil
-	}
-	args := append([]any{"session", a.fs.id(), "method", method, kind, name}, sourceAttrs(a.fs.src)...)
-	args = append(args, "rule", d.Rule, "reason", d.Reason())
-	a.fs.f.log.Warn("mcp call denied", args...)
-	return &deniedError{wire: &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("%s %q: not permitted by tailgate policy", kind, name)}}
-}
-
-// deniedError is a call refused by mcpAuthorization. It unwraps to the
-// JSON-RPC error the client gets.
-type deniedError struct{ wire *jsonrpc.Error }
-
-func (e *deniedError) Error() string { return e.wire.Error() }
-func (e *deniedError) Unwrap() error { return e.wire }
-
-func (fs *frontSession) id() string {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	if fs.ss == nil {
-		return ""
-	}
-	return fs.ss.ID()
-}
-
-// openStateless opens a backend session for one stateless request.
-func (fs *frontSession) openStateless(ctx context.Context, req mcp.Request) (*mcpstdio.Session, error) {
-	ss, _ := req.GetSession().(*mcp.ServerSession)
-	if ss == nil {
-		return nil, errNotInitialized
-	}
-	var caps *mcp.ClientCapabilities
-	var info *mcp.Implementation
-	if p := ss.InitializeParams(); p != nil {
-		caps, info = p.Capabilities, p.ClientInfo
-	}
-	return fs.f.backend.Open(ctx, mcpstdio.OpenParams{ID: "stateless", Peer: frontPeer{ss, fs}, ClientInfo: info, Capabilities: caps, Identity: identityEnv(fs.src)})
-}
-
-// frontPeer is where a backend session's notifications and requests go:
-// the front session, and for what go-sdk's ServerSession has no method
-// for, the session's own server.
-type frontPeer struct {
-	*mcp.ServerSession
-	fs *frontSession
-}
-
-func (p frontPeer) ResourceUpdated(ctx context.Context, params *mcp.ResourceUpdatedNotificationParams) error {
-	return p.fs.server.ResourceUpdated(ctx, params)
-}
-
-// listChangedMarker is registered and unregistered on the session's own
-// server to make go-sdk send a list_changed notification: go-sdk sends
-// those only when a server's features change. tailgate answers lists
-// itself, so the marker is never listed.
-const listChangedMarker = "tailgate.list-changed"
-
-func (p frontPeer) ListChanged(kind mcpstdio.ListKind) {
-	fs := p.fs
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	if fs.markers == nil {
-		fs.markers = make(map[mcpstdio.ListKind]bool)
-	}
-	fs.markers[kind] = !fs.markers[kind]
-	on, srv := fs.markers[kind], fs.server
-	switch kind {
-	case mcpstdio.ListTools:
-		if on {
-			srv.AddTool(&mcp.Tool{Name: listChangedMarker, InputSchema: map[string]any{"type": "object"}}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-				return nil, errNotInitialized
-			})
-		} else {
-			srv.RemoveTools(listChangedMarker)
-		}
-	case mcpstdio.ListPrompts:
-		if on {
-			srv.AddPrompt(&mcp.Prompt{Name: listChangedMarker}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
-				return nil, errNotInitialized
-			})
-		} else {
-			srv.RemovePrompts(listChangedMarker)
-		}
-	case mcpstdio.ListResources:
-		const uri = "tailgate://list-changed"
-		if on {
-			srv.AddResource(&mcp.Resource{URI: uri, Name: listChangedMarker}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
-				return nil, errNotInitialized
-			})
-		} else {
-			srv.RemoveResources(uri)
-		}
-	}
-}
-
-func paramsOf(req mcp.Request) mcp.Params {
-	if req == nil {
-		return nil
-	}
-	return req.GetParams()
 }

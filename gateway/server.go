@@ -249,7 +249,7 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 	}
 	backend, err := mcpstdio.NewBackend(name, targets, mcpstdio.Options{
 		Logger:      s.log,
-		SDKLogger:   quiet(s.log, slog.LevelWarn),
+		Version:     Version,
 		PrefixMode:  mcpstdio.PrefixMode(m.PrefixMode),
 		FailureMode: mcpstdio.FailureMode(m.FailureMode),
 		StopGrace:   s.opts.StopGrace,

@@ -1,7 +1,9 @@
-// Package mcpstdio owns tailgate's stdio MCP servers: it starts one child
-// process per front session per target, initializes it, forwards MCP
-// requests and notifications, supervises the child and reaps its whole
-// process group. It knows nothing of tailnets or HTTP routing.
+// Package mcpstdio owns tailgate's stdio MCP servers and the target side
+// of its relay: it starts one child process per front session per target,
+// initializes it, relays JSON-RPC messages to and from it as bytes (ids
+// mapped, names prefixed where several targets share a session),
+// supervises the child and reaps its whole process group. It knows
+// nothing of tailnets or HTTP routing.
 package mcpstdio
 
 import (
@@ -60,8 +62,9 @@ type Options struct {
 	// Logger receives session events and children's stderr. Default:
 	// slog.Default().
 	Logger *slog.Logger
-	// SDKLogger receives go-sdk's own client logs; default Logger.
-	SDKLogger *slog.Logger
+	// Version is tailgate's version, in the serverInfo of a session that
+	// multiplexes several targets.
+	Version string
 	// PrefixMode is how names are prefixed; default PrefixConditional.
 	PrefixMode PrefixMode
 	// FailureMode is what Open does when a target fails; default
@@ -87,6 +90,9 @@ type Options struct {
 	StderrLinesPerSecond int
 	// StderrMaxLine is the longest stderr line logged; default 4096 bytes.
 	StderrMaxLine int
+	// MaxMessageBytes is the longest message a child may write; a child
+	// that writes a longer one is stopped. Default 64 MiB.
+	MaxMessageBytes int
 }
 
 // FailureMode is what a session does when a target fails to start, as
@@ -100,11 +106,6 @@ const (
 	// FailOpen serves the targets that started and says which are missing.
 	FailOpen FailureMode = "failOpen"
 )
-
-// ClientVersion is the MCP protocol version tailgate speaks to children.
-// Pinning it skips go-sdk's server/discover probe, which stdio servers of
-// today answer with an error.
-const ClientVersion = "2025-11-25"
 
 // Backend is a set of targets served as one MCP server. Open starts a
 // Session for each front session.
@@ -151,8 +152,11 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.SDKLogger == nil {
-		opts.SDKLogger = opts.Logger
+	if opts.MaxMessageBytes <= 0 {
+		opts.MaxMessageBytes = 64 << 20
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
 	}
 	if opts.PrefixMode == "" {
 		opts.PrefixMode = PrefixConditional

@@ -1,51 +1,67 @@
 package mcpstdio
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// child is one target's running server: its process, the MCP client
-// session to it, and the session that owns it. A pooled child has no
-// owner until a session takes it.
+// child is one target's running server: its process, the JSON-RPC link
+// over its stdin and stdout, and the session that owns it. A pooled child
+// has no owner until a session takes it.
+//
+// Requests tailgate sends a child carry ids of the child's own sequence,
+// so that requests of several origins (the client, tailgate's own list
+// fan-out) never collide; the reply maps them back.
 type child struct {
 	target *Target
 	proc   *process
-	cs     *mcp.ClientSession
-	// conn is the raw connection under cs, for notifications go-sdk's
-	// client has no method for (roots/list_changed).
-	conn  mcp.Connection
-	owner atomic.Pointer[Session]
+	log    *slog.Logger
+	owner  atomic.Pointer[Session]
+	maxMsg int
+
+	// init is the child's answer to initialize.
+	init childInit
+
+	wmu sync.Mutex // serializes writes to stdin
+
+	mu      sync.Mutex
+	nextID  int64
+	pending map[int64]*Reply
+	dead    error // set once stdout is closed; pending calls got it
+
+	// names caches what the child lists, by kind, for routing unprefixed
+	// names among several targets; list_changed drops it.
+	namesMu sync.Mutex
+	names   map[string]map[string]bool
 }
 
-// clientCaps is what tailgate tells a child its client can do. A session's
-// own children mirror the front client's capabilities; pooled children,
-// started before any client is known, offer all of them, and a request the
-// client turns out not to support is answered with an error.
-func clientCaps(front *mcp.ClientCapabilities) *mcp.ClientCapabilities {
-	if front == nil {
-		return &mcp.ClientCapabilities{RootsV2: &mcp.RootCapabilities{ListChanged: true}}
-	}
-	caps := &mcp.ClientCapabilities{}
-	if front.RootsV2 != nil {
-		caps.RootsV2 = &mcp.RootCapabilities{ListChanged: front.RootsV2.ListChanged}
-	} else if front.Roots.ListChanged {
-		caps.RootsV2 = &mcp.RootCapabilities{ListChanged: true}
-	}
-	return caps
+// childInit is what a child said of itself in its initialize result.
+type childInit struct {
+	raw          json.RawMessage // the whole result
+	version      string
+	instructions string
+	capabilities map[string]json.RawMessage
 }
 
-// startChild starts t's process and initializes it. front is the front
-// client's capabilities and impl its implementation (nil for a pooled
+func (ci *childInit) has(capability string) bool {
+	_, ok := ci.capabilities[capability]
+	return ok
+}
+
+// startChild starts t's process and initializes it with params, the raw
+// initialize params of the front client (or tailgate's own, for a pooled
 // child); identity is added to the child's environment.
-func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string]string, front *mcp.ClientCapabilities, impl *mcp.Implementation, logID string) (*child, error) {
+func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string]string, params []byte, logID string) (*child, error) {
 	log := b.log.With("session", logID, "target", t.Name)
 	proc, err := startProcess(t, b.childEnv(t, identity), log, stderrLimits{maxLine: b.opts.StderrMaxLine, perSecond: b.opts.StderrLinesPerSecond})
 	if err != nil {
@@ -58,80 +74,57 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 		b.running.Add(-1)
 		b.exited(t.Name, proc)
 	}()
-	c := &child{target: t, proc: proc}
-	if impl == nil {
-		impl = &mcp.Implementation{Name: "tailgate"}
-	}
-	opts := &mcp.ClientOptions{
-		Logger:       b.opts.SDKLogger.With("session", logID, "target", t.Name),
-		Capabilities: clientCaps(front),
-	}
-	// Sampling and elicitation go to the client whose request caused them.
-	// The handlers are set only when the client can answer, so that the
-	// child sees the same capabilities it would see directly.
-	if front == nil || front.Sampling != nil {
-		opts.CreateMessageHandler = func(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
-			s := c.owner.Load()
-			if s == nil {
-				return nil, errNoClient
-			}
-			return s.peer.CreateMessage(s.relatedContext(), req.Params)
-		}
-	}
-	if front == nil || front.Elicitation != nil {
-		opts.ElicitationHandler = func(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-			s := c.owner.Load()
-			if s == nil {
-				return nil, errNoClient
-			}
-			return s.peer.Elicit(s.relatedContext(), req.Params)
-		}
-	}
-	client := mcp.NewClient(impl, opts)
-	// go-sdk answers roots/list from the client's own roots; the child
-	// must get the front client's.
-	client.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
-		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-			if method != "roots/list" {
-				return next(ctx, method, req)
-			}
-			s := c.owner.Load()
-			if s == nil {
-				return nil, errNoClient
-			}
-			if !s.offersRoots {
-				return nil, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: "the client does not offer roots"}
-			}
-			p, _ := req.GetParams().(*mcp.ListRootsParams)
-			return s.peer.ListRoots(s.relatedContext(), p)
-		}
-	})
-	transport := &interceptTransport{
-		Transport: &mcp.IOTransport{Reader: proc.stdout, Writer: proc.stdin},
-		intercept: func(req *jsonrpc.Request) bool { return c.intercept(req) },
-		connected: func(conn mcp.Connection) { c.conn = conn },
+	c := &child{target: t, proc: proc, log: log, pending: make(map[int64]*Reply), maxMsg: b.opts.MaxMessageBytes}
+	go c.readLoop()
+	if len(params) == 0 {
+		params = defaultInitializeParams
 	}
 	initCtx, cancel := context.WithTimeout(ctx, b.initializeTimeout(t))
 	defer cancel()
-	cs, err := client.Connect(initCtx, transport, &mcp.ClientSessionOptions{ProtocolVersion: ClientVersion})
+	res, err := c.request(initCtx, "initialize", params)
+	if err == nil && res.Error.Has() {
+		err = fmt.Errorf("target %q: initialize: %s", t.Name, res.Bytes(res.Error))
+	}
+	if err == nil {
+		err = c.init.parse(res.Bytes(res.Result))
+	}
+	if err == nil {
+		err = c.write([]byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`))
+	}
 	if err != nil {
 		err = c.failure(initCtx, "initialize", err)
 		proc.stop(b.opts.StopGrace)
 		return nil, err
 	}
-	c.cs = cs
 	return c, nil
 }
 
-var errNoClient = errors.New("no client attached to this server yet")
+// defaultInitializeParams are what tailgate offers a child started before
+// any client is known (a pooled one): every client capability, so the
+// child holds nothing back; a request the client cannot answer gets the
+// client's error.
+var defaultInitializeParams = []byte(`{"protocolVersion":"` + LatestVersion + `","capabilities":{"roots":{"listChanged":true},"sampling":{},"elicitation":{}},"clientInfo":{"name":"tailgate","version":"dev"}}`)
+
+// LatestVersion is the newest MCP protocol version whose session
+// handshake tailgate speaks to children of its own accord.
+const LatestVersion = "2025-11-25"
+
+func (ci *childInit) parse(result []byte) error {
+	var r struct {
+		ProtocolVersion string                     `json:"protocolVersion"`
+		Instructions    string                     `json:"instructions"`
+		Capabilities    map[string]json.RawMessage `json:"capabilities"`
+	}
+	if err := json.Unmarshal(result, &r); err != nil {
+		return fmt.Errorf("initialize result: %w", err)
+	}
+	ci.raw = bytes.Clone(result)
+	ci.version, ci.instructions, ci.capabilities = r.ProtocolVersion, r.Instructions, r.Capabilities
+	return nil
+}
 
 // stop ends the child and waits until it is reaped.
-func (c *child) stop(grace time.Duration) {
-	if c.cs != nil {
-		c.cs.Close()
-	}
-	c.proc.stop(grace)
-}
+func (c *child) stop(grace time.Duration) { c.proc.stop(grace) }
 
 // alive reports whether the child's process is running.
 func (c *child) alive() bool {
@@ -143,77 +136,245 @@ func (c *child) alive() bool {
 	}
 }
 
-// intercept takes the child's notifications that must reach the front in
-// order, or that go-sdk's client does not pass on: progress, log messages,
-// resource updates and list changes.
-func (c *child) intercept(req *jsonrpc.Request) bool {
+// write sends one message. A message must be one line on stdio: JSON
+// whitespace that is a line break is removed (inside strings line breaks
+// are always escaped).
+func (c *child) write(msg []byte) error {
+	if bytes.IndexByte(msg, '\n') >= 0 || bytes.IndexByte(msg, '\r') >= 0 {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, msg); err != nil {
+			return err
+		}
+		msg = buf.Bytes()
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	// One write of message and newline keeps a message whole in the pipe.
+	_, err := c.proc.stdin.Write(append(msg, '\n'))
+	return err
+}
+
+// send registers r and writes msg to the child with msg's id replaced by
+// a child id. It returns the child id.
+func (c *child) send(m *Message, r *Reply) (int64, error) {
+	c.mu.Lock()
+	if c.dead != nil {
+		c.mu.Unlock()
+		return 0, c.dead
+	}
+	c.nextID++
+	id := c.nextID
+	c.pending[id] = r
+	c.mu.Unlock()
+	var idBuf [20]byte
+	msg := m.Replace(m.ID, strconv.AppendInt(idBuf[:0], id, 10))
+	if err := c.write(msg); err != nil {
+		c.forget(id)
+		return 0, fmt.Errorf("target %q: write: %w", c.target.Name, err)
+	}
+	return id, nil
+}
+
+func (c *child) forget(id int64) {
+	c.mu.Lock()
+	delete(c.pending, id)
+	c.mu.Unlock()
+}
+
+// cancel tells the child that tailgate no longer waits for request id.
+func (c *child) cancel(id int64, reason string) {
+	if !c.forgetIfPending(id) {
+		return
+	}
+	msg := fmt.Appendf(nil, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":%d,"reason":%s}}`, id, quote(reason))
+	if err := c.write(msg); err != nil {
+		c.log.Debug("send cancellation", "err", err)
+	}
+}
+
+func (c *child) forgetIfPending(id int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.pending[id]; !ok {
+		return false
+	}
+	delete(c.pending, id)
+	return true
+}
+
+// request sends tailgate's own request and waits for the response.
+func (c *child) request(ctx context.Context, method string, params []byte) (*Message, error) {
+	var b []byte
+	b = append(b, `{"jsonrpc":"2.0","id":0,"method":`...)
+	b = append(b, quote(method)...)
+	if len(params) > 0 {
+		b = append(b, `,"params":`...)
+		b = append(b, params...)
+	}
+	b = append(b, '}')
+	m, err := ParseMessage(b)
+	if err != nil {
+		return nil, err
+	}
+	r := newReply(1)
+	r.internal = true
+	id, err := c.send(m, r)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case f := <-r.ch:
+		if f.Err != nil {
+			return nil, f.Err
+		}
+		return ParseMessage(f.Data)
+	case <-ctx.Done():
+		c.cancel(id, "tailgate stopped waiting")
+		return nil, ctx.Err()
+	}
+}
+
+// readLoop reads the child's stdout until it closes, handing each message
+// on. Lines that are not JSON-RPC are logged and skipped.
+func (c *child) readLoop() {
+	br := bufio.NewReaderSize(c.proc.stdout, 64<<10)
+	var long []byte
+	var err error
+	for {
+		var line []byte
+		line, err = br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long = append(long[:0], line...)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				if len(long) > c.maxMsg {
+					err = fmt.Errorf("a message longer than %d bytes", c.maxMsg)
+					break
+				}
+				line, err = br.ReadSlice('\n')
+				long = append(long, line...)
+			}
+			line = long
+			if err != nil && !errors.Is(err, io.EOF) {
+				break
+			}
+		}
+		if len(line) > 0 {
+			c.handle(bytes.TrimSpace(line))
+		}
+		if err != nil {
+			break
+		}
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) {
+		err = nil
+	}
+	c.closed(err)
+}
+
+// closed fails every pending request: stdout is gone.
+func (c *child) closed(readErr error) {
+	err := c.failure(context.Background(), "", errors.Join(errors.New("stdout closed"), readErr))
+	if readErr != nil {
+		c.log.Warn("reading the child's output failed; stopping it", "err", readErr)
+		go c.proc.signalGroup(9)
+	}
+	c.mu.Lock()
+	c.dead = err
+	pending := c.pending
+	c.pending = make(map[int64]*Reply)
+	c.mu.Unlock()
+	for _, r := range pending {
+		r.fail(err)
+	}
+}
+
+// handle routes one message from the child.
+func (c *child) handle(line []byte) {
+	if len(line) == 0 {
+		return
+	}
+	m, err := ParseMessage(line)
+	if err != nil {
+		c.log.Warn("child wrote a line that is not a JSON-RPC message; skipped", "err", err, "line", truncate(line, 200))
+		return
+	}
+	if m.IsResponse() {
+		c.response(m)
+		return
+	}
 	s := c.owner.Load()
 	if s == nil {
 		// A pooled child talking before anyone listens.
-		return true
+		if m.IsRequest() {
+			c.write(ErrorMessage(m.Bytes(m.ID), CodeInternalError, "no client attached to this server yet"))
+		}
+		return
 	}
-	switch req.Method {
-	case "notifications/progress":
-		var p mcp.ProgressNotificationParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			s.log.Warn("bad progress notification from child", "target", c.target.Name, "err", err)
-			return true
-		}
-		ctx, ok := s.progressContext(p.ProgressToken)
-		if !ok {
-			s.log.Debug("progress for no pending request", "target", c.target.Name, "token", p.ProgressToken)
-			return true
-		}
-		if err := s.peer.NotifyProgress(ctx, &p); err != nil {
-			s.log.Debug("forward progress", "target", c.target.Name, "err", err)
-		}
-		return true
-	case "notifications/message":
-		var p mcp.LoggingMessageParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			s.log.Warn("bad log notification from child", "target", c.target.Name, "err", err)
-			return true
-		}
-		if s.prefixed && p.Logger == "" {
-			p.Logger = c.target.Name
-		} else if s.prefixed {
-			p.Logger = c.target.Name + nameSep + p.Logger
-		}
-		if err := s.peer.Log(s.relatedContext(), &p); err != nil {
-			s.log.Debug("forward log message", "target", c.target.Name, "err", err)
-		}
-		return true
-	case "notifications/resources/updated":
-		var p mcp.ResourceUpdatedNotificationParams
-		if err := json.Unmarshal(req.Params, &p); err != nil {
-			return true
-		}
-		p.URI = s.exposedURI(c, p.URI)
-		if err := s.peer.ResourceUpdated(context.Background(), &p); err != nil {
-			s.log.Debug("forward resource update", "target", c.target.Name, "err", err)
-		}
-		return true
-	case "notifications/tools/list_changed":
-		s.peer.ListChanged(ListTools)
-		return true
-	case "notifications/prompts/list_changed":
-		s.peer.ListChanged(ListPrompts)
-		return true
-	case "notifications/resources/list_changed":
-		s.peer.ListChanged(ListResources)
-		return true
+	m.Raw = bytes.Clone(m.Raw) // it outlives the read buffer
+	if m.IsRequest() {
+		s.serverRequest(c, m)
+		return
 	}
-	return false
+	s.childNotification(c, m)
 }
 
-// failure explains a failed request to c: the child's own JSON-RPC errors
-// pass unchanged; a dead child is named with its exit status and last
-// stderr; a timeout says which.
-func (c *child) failure(ctx context.Context, op string, err error) error {
-	var wire *jsonrpc.Error
-	if errors.As(err, &wire) {
-		return err
+// response hands the child's answer to the request it answers, with the
+// request's own id.
+func (c *child) response(m *Message) {
+	id, err := strconv.ParseInt(string(m.Bytes(m.ID)), 10, 64)
+	if err != nil {
+		c.log.Debug("response to an id tailgate never sent", "id", string(m.Bytes(m.ID)))
+		return
 	}
+	c.mu.Lock()
+	r := c.pending[id]
+	delete(c.pending, id)
+	c.mu.Unlock()
+	if r == nil {
+		return // cancelled or timed out
+	}
+	if r.internal {
+		r.finish(bytes.Clone(m.Raw))
+		return
+	}
+	if r.transform != nil {
+		r.finish(r.transform(m))
+		return
+	}
+	r.finish(m.Replace(m.ID, r.frontID))
+}
+
+// related is the reply of the newest client request in flight at the
+// child: stdio carries no "related request", so the newest is the best
+// guess for a message that names none.
+func (c *child) related() *Reply {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var newest *Reply
+	var newestID int64
+	for id, r := range c.pending {
+		if !r.internal && id > newestID {
+			newest, newestID = r, id
+		}
+	}
+	return newest
+}
+
+// byProgressToken is the reply of the request that carries token.
+func (c *child) byProgressToken(token []byte) *Reply {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.pending {
+		if r.progress != nil && bytes.Equal(r.progress, token) {
+			return r
+		}
+	}
+	return nil
+}
+
+// failure explains a failed request to c: a dead child is named with its
+// exit status and last stderr; a timeout says which.
+func (c *child) failure(ctx context.Context, op string, err error) error {
 	// A closed stdout usually means the child is exiting: give it a moment
 	// so the error can say how it ended.
 	if c.proc.waitExited(context.Background(), 200*time.Millisecond) {
@@ -221,21 +382,103 @@ func (c *child) failure(ctx context.Context, op string, err error) error {
 		if op != "" {
 			msg += " (during " + op + ")"
 		}
-		return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: msg}
+		return errors.New(msg)
 	}
 	if op != "" {
 		op = " " + op
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: fmt.Sprintf("target %q%s: no answer in time: %v", c.target.Name, op, err)}
+		return fmt.Errorf("target %q%s: no answer in time", c.target.Name, op)
 	}
 	return fmt.Errorf("target %q%s: %w", c.target.Name, op, err)
 }
 
-// notifyRootsChanged tells the child that the client's roots changed.
-func (c *child) notifyRootsChanged(ctx context.Context) error {
-	if c.conn == nil {
-		return nil
+// offers reports whether c lists a tool or prompt named name. The list is
+// asked once and kept until the child says it changed.
+func (c *child) offers(ctx context.Context, kind, name string) bool {
+	names, err := c.listNames(ctx, kind)
+	return err == nil && names[name]
+}
+
+// listNames is the set of names c lists for kind ("tool" or "prompt").
+func (c *child) listNames(ctx context.Context, kind string) (map[string]bool, error) {
+	c.namesMu.Lock()
+	defer c.namesMu.Unlock()
+	if n, ok := c.names[kind]; ok {
+		return n, nil
 	}
-	return c.conn.Write(ctx, &jsonrpc.Request{Method: "notifications/roots/list_changed", Params: json.RawMessage(`{}`)})
+	lk := listKinds[kind+"s/list"]
+	names := make(map[string]bool)
+	if c.init.has(lk.capability) {
+		items, err := c.listAll(ctx, "", lk)
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range items {
+			names[itemKey(it, lk.key)] = true
+		}
+	}
+	if c.names == nil {
+		c.names = make(map[string]map[string]bool)
+	}
+	c.names[kind] = names
+	return names, nil
+}
+
+// listChanged drops the cached names.
+func (c *child) listChanged() {
+	c.namesMu.Lock()
+	c.names = nil
+	c.namesMu.Unlock()
+}
+
+// listAll collects every page of a list from c.
+func (c *child) listAll(ctx context.Context, meta string, lk listKind) ([]json.RawMessage, error) {
+	var all []json.RawMessage
+	cursor := ""
+	for range 1000 {
+		params := []byte("{}")
+		if cursor != "" {
+			params = fmt.Appendf(nil, `{"cursor":%s}`, quote(cursor))
+		}
+		res, err := c.request(ctx, lk.method, params)
+		if err != nil {
+			return nil, c.failure(ctx, lk.method, err)
+		}
+		if res.Error.Has() {
+			return nil, &WireError{Raw: bytes.Clone(res.Bytes(res.Error))}
+		}
+		var page map[string]json.RawMessage
+		if err := json.Unmarshal(res.Bytes(res.Result), &page); err != nil {
+			return nil, fmt.Errorf("target %q: %s: %w", c.target.Name, lk.method, err)
+		}
+		var items []json.RawMessage
+		if raw := page[lk.field]; len(raw) > 0 {
+			if err := json.Unmarshal(raw, &items); err != nil {
+				return nil, fmt.Errorf("target %q: %s: %w", c.target.Name, lk.method, err)
+			}
+		}
+		all = append(all, items...)
+		cursor = ""
+		if raw := page["nextCursor"]; len(raw) > 0 {
+			json.Unmarshal(raw, &cursor)
+		}
+		if cursor == "" {
+			return all, nil
+		}
+	}
+	return all, fmt.Errorf("target %q: %s: more than 1000 pages", c.target.Name, lk.method)
+}
+
+// WireError is a JSON-RPC error object a target answered with, passed on
+// as it came.
+type WireError struct{ Raw json.RawMessage }
+
+func (e *WireError) Error() string { return string(e.Raw) }
+
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "…"
+	}
+	return string(b)
 }

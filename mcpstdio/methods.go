@@ -2,12 +2,13 @@ package mcpstdio
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
-	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"time"
 )
 
 // nameSep joins a target's name and a tool or prompt name, as in
@@ -33,9 +34,112 @@ func (s *Session) exposedURI(c *child, uri string) string {
 	return c.target.Name + uriSep + uri
 }
 
+// listKind describes one of the lists tailgate rewrites.
+type listKind struct {
+	method     string
+	field      string // the result's array
+	capability string // the server capability that offers it
+	key        string // the item's name field
+	kind       string // "tool", "prompt" or "resource"
+}
+
+var listKinds = map[string]listKind{
+	"tools/list":               {"tools/list", "tools", "tools", "name", "tool"},
+	"prompts/list":             {"prompts/list", "prompts", "prompts", "name", "prompt"},
+	"resources/list":           {"resources/list", "resources", "resources", "uri", "resource"},
+	"resources/templates/list": {"resources/templates/list", "resourceTemplates", "resources", "uriTemplate", "resource"},
+}
+
+// Route is where a client request goes, and what policy needs to know of
+// it.
+type Route struct {
+	// Kind is "tool", "prompt" or "resource" for a request that names one
+	// (tools/call, prompts/get, resources/read and subscribe, completion),
+	// else "".
+	Kind string
+	// Name is the name or URI the client used.
+	Name string
+	// Target is the target that serves it, TargetName the target's own
+	// name or URI for it. Target is "" for requests that go to every
+	// target (lists, ping) or that no target serves.
+	Target, TargetName string
+
+	c        *child
+	nameSpan Span // where Name is in the message
+	list     *listKind
+	fanOut   bool
+}
+
+// Route finds the target of a client request. An error is the JSON-RPC
+// error the client gets (an unknown tool, say).
+func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
+	method := m.MethodName()
+	var rt Route
+	switch method {
+	case "tools/call":
+		rt.Kind, rt.nameSpan = "tool", m.Path("params", "name")
+	case "prompts/get":
+		rt.Kind, rt.nameSpan = "prompt", m.Path("params", "name")
+	case "resources/read", "resources/subscribe", "resources/unsubscribe":
+		rt.Kind, rt.nameSpan = "resource", m.Path("params", "uri")
+	case "completion/complete":
+		ref := m.Path("params", "ref")
+		switch m.String(m.Field(ref, "type")) {
+		case "ref/prompt":
+			rt.Kind, rt.nameSpan = "prompt", m.Field(ref, "name")
+		case "ref/resource":
+			rt.Kind, rt.nameSpan = "resource", m.Field(ref, "uri")
+		}
+	case "tools/list", "prompts/list", "resources/list", "resources/templates/list":
+		lk := listKinds[method]
+		rt.list = &lk
+		rt.fanOut = len(s.children) > 1
+		if !rt.fanOut {
+			rt.c = s.children[0]
+			rt.Target = rt.c.target.Name
+		}
+		return rt, nil
+	case "ping", "logging/setLevel":
+		rt.fanOut = len(s.children) > 1
+	}
+	if rt.Kind != "" && rt.nameSpan.Has() {
+		rt.Name = m.String(rt.nameSpan)
+		var err error
+		if rt.Kind == "resource" {
+			rt.c, rt.TargetName, err = s.routeURI(rt.Name)
+		} else {
+			rt.c, rt.TargetName, err = s.route(ctx, rt.Name, rt.Kind)
+		}
+		if err != nil {
+			return rt, err
+		}
+		rt.Target = rt.c.target.Name
+		return rt, nil
+	}
+	if len(s.children) == 1 {
+		rt.c = s.children[0]
+		rt.Target = rt.c.target.Name
+		return rt, nil
+	}
+	if rt.fanOut {
+		return rt, nil
+	}
+	// A method tailgate does not know, among several targets: a name in
+	// the params may say which target it is for.
+	if name := m.String(m.Path("params", "name")); name != "" && s.prefixed {
+		for _, c := range s.children {
+			if strings.HasPrefix(name, c.target.Name+nameSep) {
+				rt.c, rt.Target = c, c.target.Name
+				return rt, nil
+			}
+		}
+	}
+	return rt, &CodeError{Code: CodeMethodNotFound, Err: fmt.Errorf("tailgate cannot tell which of this backend's %d targets %q is for", len(s.children), method)}
+}
+
 // route finds the child that serves a front tool or prompt name and the
 // child's own name for it. Unprefixed names with several targets
-// (prefixMode never) are looked up by listing.
+// (prefixMode never) are looked up in the children's lists.
 func (s *Session) route(ctx context.Context, name, kind string) (*child, string, error) {
 	if s.prefixed {
 		for _, c := range s.children {
@@ -49,7 +153,7 @@ func (s *Session) route(ctx context.Context, name, kind string) (*child, string,
 		return s.children[0], name, nil
 	}
 	for _, c := range s.children {
-		if s.offers(ctx, c, kind, name) {
+		if c.offers(ctx, kind, name) {
 			return c, name, nil
 		}
 	}
@@ -57,31 +161,7 @@ func (s *Session) route(ctx context.Context, name, kind string) (*child, string,
 }
 
 func unknown(kind, name string) error {
-	return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown %s %q", kind, name)}
-}
-
-// offers reports whether c lists a tool or prompt named name.
-func (s *Session) offers(ctx context.Context, c *child, kind, name string) bool {
-	if kind == "tool" {
-		for t, err := range c.cs.Tools(ctx, nil) {
-			if err != nil {
-				return false
-			}
-			if t.Name == name {
-				return true
-			}
-		}
-		return false
-	}
-	for p, err := range c.cs.Prompts(ctx, nil) {
-		if err != nil {
-			return false
-		}
-		if p.Name == name {
-			return true
-		}
-	}
-	return false
+	return &CodeError{Code: CodeInvalidParams, Err: fmt.Errorf("unknown %s %q", kind, name)}
 }
 
 // routeURI finds the child that serves a front resource URI.
@@ -90,25 +170,249 @@ func (s *Session) routeURI(uri string) (*child, string, error) {
 		if len(s.children) == 1 {
 			return s.children[0], uri, nil
 		}
-		return nil, "", &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "resources need prefixed names when several targets are multiplexed (prefixMode never)"}
+		return nil, "", &CodeError{Code: CodeInvalidParams, Err: errors.New("resources need prefixed names when several targets are multiplexed (prefixMode never)")}
 	}
 	for _, c := range s.children {
 		if rest, ok := strings.CutPrefix(uri, c.target.Name+uriSep); ok {
 			return c, rest, nil
 		}
 	}
-	return nil, "", &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown resource %q", uri)}
+	return nil, "", &CodeError{Code: CodeInvalidParams, Err: fmt.Errorf("unknown resource %q", uri)}
 }
 
-// Resolve names the target that serves a front tool or prompt name and
-// the target's own name for it, for authorization and logs. ok is false
-// if no target serves it.
-func (s *Session) Resolve(ctx context.Context, name, kind string) (target, targetName string, ok bool) {
-	c, n, err := s.route(ctx, name, kind)
-	if err != nil {
-		return "", "", false
+// Item is one entry of a list, as policy sees it.
+type Item struct {
+	// Kind is "tool", "prompt" or "resource".
+	Kind string
+	// Target serves it.
+	Target string
+	// Name is the target's own tool or prompt name, or resource URI (or
+	// URI template).
+	Name string
+	// Title is a resource's name.
+	Title string
+}
+
+// ForwardOptions adjust one forwarded request.
+type ForwardOptions struct {
+	// Keep filters list results: an item it refuses is left out. Nil
+	// keeps everything, and a single unprefixed target's lists then pass
+	// through as they came.
+	Keep func(Item) bool
+}
+
+// Forward sends the client request m along rt. The Reply yields what the
+// request causes, then its response (always exactly one, an error
+// included, unless the client cancels it).
+func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
+	r := newReply(8)
+	r.frontID = m.Bytes(m.ID)
+	if tok := m.Path("params", "_meta", "progressToken"); tok.Has() {
+		r.progress = m.Bytes(tok)
 	}
-	return c.target.Name, n, true
+	key, ok := s.track(r)
+	if !ok {
+		r.fail(s.ended())
+		return r
+	}
+	timeout := s.b.opts.RequestTimeout
+	if rt.c != nil {
+		timeout = s.b.requestTimeout(rt.c.target)
+	}
+	if rt.fanOut {
+		ctx, cancel := context.WithTimeout(s.ctx, timeout)
+		r.onCancel = func(string) { cancel() }
+		r.onDone = func() { cancel(); s.untrack(key, r) }
+		go s.fanOut(ctx, m, rt, opts, r)
+		return r
+	}
+	c := rt.c
+	if rt.list != nil && (s.prefixed || opts.Keep != nil) {
+		lk := *rt.list
+		r.transform = func(res *Message) []byte { return s.rewriteList(c, lk, res, r.frontID, opts.Keep) }
+	} else if m.MethodName() == "resources/read" && s.prefixed {
+		r.transform = func(res *Message) []byte { return s.rewriteContents(c, res, r.frontID) }
+	}
+	var extra []byte
+	if rt.nameSpan.Has() && rt.TargetName != rt.Name {
+		extra = quote(rt.TargetName)
+	}
+	id, err := c.sendRenamed(m, r, rt.nameSpan, extra)
+	if err != nil {
+		s.untrack(key, r)
+		r.fail(err)
+		return r
+	}
+	timer := time.AfterFunc(timeout, func() {
+		r.fail(&CodeError{Code: CodeRequestTimeout, Err: fmt.Errorf("target %q: no answer in time (requestTimeout %v)", c.target.Name, timeout)})
+		c.cancel(id, "tailgate's request timeout")
+	})
+	r.onCancel = func(reason string) { c.cancel(id, reason) }
+	r.onDone = func() { timer.Stop(); s.untrack(key, r) }
+	return r
+}
+
+// sendRenamed is send with the span name (if v is not nil) replaced by v.
+func (c *child) sendRenamed(m *Message, r *Reply, name Span, v []byte) (int64, error) {
+	if v == nil {
+		return c.send(m, r)
+	}
+	rm, err := ParseMessage(m.Replace(name, v))
+	if err != nil {
+		return 0, err
+	}
+	return c.send(rm, r)
+}
+
+// fanOut answers a request that goes to every target: lists are joined in
+// target order, ping and logging/setLevel succeed when every target that
+// can answer does.
+func (s *Session) fanOut(ctx context.Context, m *Message, rt Route, opts ForwardOptions, r *Reply) {
+	var result []byte
+	var err error
+	if rt.list != nil {
+		result, err = s.joinLists(ctx, *rt.list, opts.Keep)
+	} else {
+		err = s.everyChild(ctx, m)
+		result = []byte("{}")
+	}
+	if err != nil {
+		if ctx.Err() != nil && !errors.Is(err, context.DeadlineExceeded) {
+			err = ctx.Err()
+		}
+		r.fail(err)
+		return
+	}
+	r.finish(ResultMessage(r.frontID, result))
+}
+
+// everyChild sends m to every child (logging/setLevel: those that log).
+func (s *Session) everyChild(ctx context.Context, m *Message) error {
+	method := m.MethodName()
+	var params []byte
+	if m.Params.Has() {
+		params = m.Bytes(m.Params)
+	}
+	errs := make([]error, len(s.children))
+	var wg sync.WaitGroup
+	for i, c := range s.children {
+		if method == "logging/setLevel" && !c.init.has("logging") {
+			continue
+		}
+		wg.Go(func() {
+			res, err := c.request(ctx, method, params)
+			if err == nil && res.Error.Has() {
+				err = &WireError{Raw: append([]byte(nil), res.Bytes(res.Error)...)}
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// joinLists lists every target's items, every page, with front names.
+func (s *Session) joinLists(ctx context.Context, lk listKind, keep func(Item) bool) ([]byte, error) {
+	results := make([][]json.RawMessage, len(s.children))
+	errs := make([]error, len(s.children))
+	var wg sync.WaitGroup
+	for i, c := range s.children {
+		if !c.init.has(lk.capability) {
+			continue
+		}
+		wg.Go(func() {
+			items, err := c.listAll(ctx, "", lk)
+			if err == nil {
+				items = s.rewriteItems(c, lk, items, keep)
+			}
+			results[i], errs[i] = items, err
+		})
+	}
+	wg.Wait()
+	all := []json.RawMessage{}
+	for i, items := range results {
+		if errs[i] != nil {
+			if s.b.opts.FailureMode == FailOpen {
+				s.log.Warn("list failed on one target; leaving it out (failOpen)", "target", s.children[i].target.Name, "err", errs[i])
+				continue
+			}
+			return nil, errs[i]
+		}
+		all = append(all, items...)
+	}
+	return json.Marshal(map[string]any{lk.field: all})
+}
+
+// rewriteItems prefixes the items' names and drops what keep refuses.
+func (s *Session) rewriteItems(c *child, lk listKind, items []json.RawMessage, keep func(Item) bool) []json.RawMessage {
+	out := items[:0]
+	for _, it := range items {
+		im := &Message{Raw: it}
+		sp := im.Field(Span{0, len(it)}, lk.key)
+		name := im.String(sp)
+		if keep != nil {
+			item := Item{Kind: lk.kind, Target: c.target.Name, Name: name}
+			if lk.kind == "resource" {
+				item.Title = im.String(im.Field(Span{0, len(it)}, "name"))
+			}
+			if !keep(item) {
+				continue
+			}
+		}
+		if s.prefixed && sp.Has() {
+			exposed := s.exposed(c, name)
+			if lk.kind == "resource" {
+				exposed = s.exposedURI(c, name)
+			}
+			it = im.Replace(sp, quote(exposed))
+		}
+		out = append(out, it)
+	}
+	return out
+}
+
+// rewriteList is rewriteItems on one child's list response, which keeps
+// every other field (nextCursor, _meta, …) as it came.
+func (s *Session) rewriteList(c *child, lk listKind, res *Message, frontID []byte, keep func(Item) bool) []byte {
+	if !res.Result.Has() {
+		return res.Replace(res.ID, frontID)
+	}
+	var result map[string]json.RawMessage
+	var items []json.RawMessage
+	if json.Unmarshal(res.Bytes(res.Result), &result) != nil || json.Unmarshal(result[lk.field], &items) != nil {
+		return res.Replace(res.ID, frontID)
+	}
+	items = s.rewriteItems(c, lk, items, keep)
+	if items == nil {
+		items = []json.RawMessage{}
+	}
+	result[lk.field], _ = json.Marshal(items)
+	b, _ := json.Marshal(result)
+	return ResultMessage(frontID, b)
+}
+
+// rewriteContents prefixes the URIs of a resources/read result.
+func (s *Session) rewriteContents(c *child, res *Message, frontID []byte) []byte {
+	var result map[string]json.RawMessage
+	var contents []json.RawMessage
+	if !res.Result.Has() || json.Unmarshal(res.Bytes(res.Result), &result) != nil || json.Unmarshal(result["contents"], &contents) != nil {
+		return res.Replace(res.ID, frontID)
+	}
+	for i, it := range contents {
+		im := &Message{Raw: it}
+		if sp := im.Field(Span{0, len(it)}, "uri"); sp.Has() {
+			contents[i] = im.Replace(sp, quote(s.exposedURI(c, im.String(sp))))
+		}
+	}
+	result["contents"], _ = json.Marshal(contents)
+	b, _ := json.Marshal(result)
+	return ResultMessage(frontID, b)
+}
+
+// itemKey is the string field key of a list item.
+func itemKey(item json.RawMessage, key string) string {
+	im := &Message{Raw: item}
+	return im.String(im.Field(Span{0, len(item)}, key))
 }
 
 // PrefixTarget names the target a front tool or prompt name belongs to,
@@ -129,284 +433,13 @@ func (s *Session) PrefixTarget(name string) string {
 	return ""
 }
 
-// ResolveURI names the target that serves a front resource URI, and the
-// target's own URI for it.
-func (s *Session) ResolveURI(uri string) (target, targetURI string, ok bool) {
-	c, u, err := s.routeURI(uri)
-	if err != nil {
-		return "", "", false
-	}
-	return c.target.Name, u, true
-}
-
-// fanOut runs fn for every child that offers a capability, concurrently,
-// and collects what they return in target order. With one target the
-// client's cursor is passed through; with several, every page is fetched.
-func fanOut[T any](s *Session, ctx context.Context, has func(*mcp.ServerCapabilities) bool, fn func(context.Context, *child) ([]T, error)) ([]T, error) {
-	results := make([][]T, len(s.children))
-	errs := make([]error, len(s.children))
-	var wg sync.WaitGroup
+// Targets are the names of the session's running targets.
+func (s *Session) Targets() []string {
+	names := make([]string, len(s.children))
 	for i, c := range s.children {
-		if caps := c.cs.InitializeResult().Capabilities; caps == nil || !has(caps) {
-			continue
-		}
-		wg.Go(func() { results[i], errs[i] = fn(ctx, c) })
+		names[i] = c.target.Name
 	}
-	wg.Wait()
-	var all []T
-	for i, r := range results {
-		if errs[i] != nil {
-			if s.b.opts.FailureMode == FailOpen && len(s.children) > 1 {
-				s.log.Warn("list failed on one target; leaving it out (failOpen)", "target", s.children[i].target.Name, "err", errs[i])
-				continue
-			}
-			return nil, errs[i]
-		}
-		all = append(all, r...)
-	}
-	return all, nil
+	return names
 }
 
-// allPages collects every page of a list.
-func allPages[T any](ctx context.Context, c *child, list func(context.Context, string) ([]T, string, error)) ([]T, error) {
-	var all []T
-	cursor := ""
-	for range 1000 {
-		items, next, err := list(ctx, cursor)
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, items...)
-		if next == "" {
-			return all, nil
-		}
-		cursor = next
-	}
-	return all, fmt.Errorf("target %q: more than 1000 pages", c.target.Name)
-}
-
-// Ping pings every child.
-func (s *Session) Ping(ctx context.Context, p *mcp.PingParams) error {
-	for _, c := range s.children {
-		if _, err := forward(s, ctx, c, p, func(ctx context.Context, p *mcp.PingParams) (struct{}, error) {
-			return struct{}{}, c.cs.Ping(ctx, p)
-		}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// ListTools lists the tools of every target, with front names.
-func (s *Session) ListTools(ctx context.Context, p *mcp.ListToolsParams) (*mcp.ListToolsResult, error) {
-	if len(s.children) == 1 && !s.prefixed {
-		c := s.children[0]
-		return forward(s, ctx, c, p, c.cs.ListTools)
-	}
-	tools, err := fanOut(s, ctx, func(sc *mcp.ServerCapabilities) bool { return sc.Tools != nil }, func(ctx context.Context, c *child) ([]*mcp.Tool, error) {
-		return allPages(ctx, c, func(ctx context.Context, cursor string) ([]*mcp.Tool, string, error) {
-			res, err := forward(s, ctx, c, &mcp.ListToolsParams{Cursor: cursor}, c.cs.ListTools)
-			if err != nil {
-				return nil, "", err
-			}
-			for i, t := range res.Tools {
-				tc := *t
-				tc.Name = s.exposed(c, t.Name)
-				res.Tools[i] = &tc
-			}
-			return res.Tools, res.NextCursor, nil
-		})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &mcp.ListToolsResult{Tools: tools}, nil
-}
-
-// CallTool calls the tool p names on the target that serves it.
-func (s *Session) CallTool(ctx context.Context, p *mcp.CallToolParamsRaw) (*mcp.CallToolResult, error) {
-	c, name, err := s.route(ctx, p.Name, "tool")
-	if err != nil {
-		return nil, err
-	}
-	cp := &mcp.CallToolParams{Meta: p.Meta, Name: name}
-	// A nil json.RawMessage in an any would be sent as "arguments": null.
-	if len(p.Arguments) > 0 {
-		cp.Arguments = p.Arguments
-	}
-	return forward(s, ctx, c, cp, c.cs.CallTool)
-}
-
-// ListPrompts lists the prompts of every target, with front names.
-func (s *Session) ListPrompts(ctx context.Context, p *mcp.ListPromptsParams) (*mcp.ListPromptsResult, error) {
-	if len(s.children) == 1 && !s.prefixed {
-		c := s.children[0]
-		return forward(s, ctx, c, p, c.cs.ListPrompts)
-	}
-	prompts, err := fanOut(s, ctx, func(sc *mcp.ServerCapabilities) bool { return sc.Prompts != nil }, func(ctx context.Context, c *child) ([]*mcp.Prompt, error) {
-		return allPages(ctx, c, func(ctx context.Context, cursor string) ([]*mcp.Prompt, string, error) {
-			res, err := forward(s, ctx, c, &mcp.ListPromptsParams{Cursor: cursor}, c.cs.ListPrompts)
-			if err != nil {
-				return nil, "", err
-			}
-			for i, pr := range res.Prompts {
-				pc := *pr
-				pc.Name = s.exposed(c, pr.Name)
-				res.Prompts[i] = &pc
-			}
-			return res.Prompts, res.NextCursor, nil
-		})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &mcp.ListPromptsResult{Prompts: prompts}, nil
-}
-
-// GetPrompt gets the prompt p names from the target that serves it.
-func (s *Session) GetPrompt(ctx context.Context, p *mcp.GetPromptParams) (*mcp.GetPromptResult, error) {
-	c, name, err := s.route(ctx, p.Name, "prompt")
-	if err != nil {
-		return nil, err
-	}
-	pc := *p
-	pc.Name = name
-	return forward(s, ctx, c, &pc, c.cs.GetPrompt)
-}
-
-// ListResources lists the resources of every target, with front URIs.
-func (s *Session) ListResources(ctx context.Context, p *mcp.ListResourcesParams) (*mcp.ListResourcesResult, error) {
-	if len(s.children) == 1 && !s.prefixed {
-		c := s.children[0]
-		return forward(s, ctx, c, p, c.cs.ListResources)
-	}
-	resources, err := fanOut(s, ctx, func(sc *mcp.ServerCapabilities) bool { return sc.Resources != nil }, func(ctx context.Context, c *child) ([]*mcp.Resource, error) {
-		return allPages(ctx, c, func(ctx context.Context, cursor string) ([]*mcp.Resource, string, error) {
-			res, err := forward(s, ctx, c, &mcp.ListResourcesParams{Cursor: cursor}, c.cs.ListResources)
-			if err != nil {
-				return nil, "", err
-			}
-			for i, r := range res.Resources {
-				rc := *r
-				rc.URI = s.exposedURI(c, r.URI)
-				res.Resources[i] = &rc
-			}
-			return res.Resources, res.NextCursor, nil
-		})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &mcp.ListResourcesResult{Resources: resources}, nil
-}
-
-// ListResourceTemplates lists the resource templates of every target, with
-// front URI templates.
-func (s *Session) ListResourceTemplates(ctx context.Context, p *mcp.ListResourceTemplatesParams) (*mcp.ListResourceTemplatesResult, error) {
-	if len(s.children) == 1 && !s.prefixed {
-		c := s.children[0]
-		return forward(s, ctx, c, p, c.cs.ListResourceTemplates)
-	}
-	templates, err := fanOut(s, ctx, func(sc *mcp.ServerCapabilities) bool { return sc.Resources != nil }, func(ctx context.Context, c *child) ([]*mcp.ResourceTemplate, error) {
-		return allPages(ctx, c, func(ctx context.Context, cursor string) ([]*mcp.ResourceTemplate, string, error) {
-			res, err := forward(s, ctx, c, &mcp.ListResourceTemplatesParams{Cursor: cursor}, c.cs.ListResourceTemplates)
-			if err != nil {
-				return nil, "", err
-			}
-			for i, t := range res.ResourceTemplates {
-				tc := *t
-				tc.URITemplate = s.exposedURI(c, t.URITemplate)
-				res.ResourceTemplates[i] = &tc
-			}
-			return res.ResourceTemplates, res.NextCursor, nil
-		})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &mcp.ListResourceTemplatesResult{ResourceTemplates: templates}, nil
-}
-
-// ReadResource reads a resource from the target that serves it.
-func (s *Session) ReadResource(ctx context.Context, p *mcp.ReadResourceParams) (*mcp.ReadResourceResult, error) {
-	c, uri, err := s.routeURI(p.URI)
-	if err != nil {
-		return nil, err
-	}
-	pc := *p
-	pc.URI = uri
-	res, err := forward(s, ctx, c, &pc, c.cs.ReadResource)
-	if err != nil {
-		return nil, err
-	}
-	for i, rc := range res.Contents {
-		cc := *rc
-		cc.URI = s.exposedURI(c, rc.URI)
-		res.Contents[i] = &cc
-	}
-	return res, nil
-}
-
-// Subscribe subscribes to a resource at the target that serves it.
-func (s *Session) Subscribe(ctx context.Context, p *mcp.SubscribeParams) error {
-	c, uri, err := s.routeURI(p.URI)
-	if err != nil {
-		return err
-	}
-	_, err = forward(s, ctx, c, &mcp.SubscribeParams{Meta: p.Meta, URI: uri}, func(ctx context.Context, p *mcp.SubscribeParams) (struct{}, error) {
-		return struct{}{}, c.cs.Subscribe(ctx, p)
-	})
-	return err
-}
-
-// Unsubscribe ends a subscription at the target that serves the resource.
-func (s *Session) Unsubscribe(ctx context.Context, p *mcp.UnsubscribeParams) error {
-	c, uri, err := s.routeURI(p.URI)
-	if err != nil {
-		return err
-	}
-	_, err = forward(s, ctx, c, &mcp.UnsubscribeParams{Meta: p.Meta, URI: uri}, func(ctx context.Context, p *mcp.UnsubscribeParams) (struct{}, error) {
-		return struct{}{}, c.cs.Unsubscribe(ctx, p)
-	})
-	return err
-}
-
-// Complete asks the target that serves the referenced prompt or resource
-// for completions.
-func (s *Session) Complete(ctx context.Context, p *mcp.CompleteParams) (*mcp.CompleteResult, error) {
-	if p.Ref == nil {
-		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "completion without ref"}
-	}
-	pc := *p
-	ref := *p.Ref
-	var c *child
-	var err error
-	switch ref.Type {
-	case "ref/prompt":
-		c, ref.Name, err = s.route(ctx, ref.Name, "prompt")
-	case "ref/resource":
-		c, ref.URI, err = s.routeURI(ref.URI)
-	default:
-		err = &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown completion ref type %q", ref.Type)}
-	}
-	if err != nil {
-		return nil, err
-	}
-	pc.Ref = &ref
-	return forward(s, ctx, c, &pc, c.cs.Complete)
-}
-
-// SetLoggingLevel sets the log level of every child that logs.
-func (s *Session) SetLoggingLevel(ctx context.Context, p *mcp.SetLoggingLevelParams) error {
-	for _, c := range s.children {
-		if caps := c.cs.InitializeResult().Capabilities; caps == nil || caps.Logging == nil {
-			continue
-		}
-		if _, err := forward(s, ctx, c, p, func(ctx context.Context, p *mcp.SetLoggingLevelParams) (struct{}, error) {
-			return struct{}{}, c.cs.SetLoggingLevel(ctx, p)
-		}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+var _ = strconv.Itoa

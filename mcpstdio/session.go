@@ -1,84 +1,77 @@
 package mcpstdio
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
-
-// ListKind names a list whose change a child announced.
-type ListKind string
-
-// The lists a child may announce changes of.
-const (
-	ListTools     ListKind = "tools"
-	ListPrompts   ListKind = "prompts"
-	ListResources ListKind = "resources"
-)
-
-// Peer is the front side of a session: where the children's notifications
-// and requests go. Progress and log messages are sent with the context of
-// the front request that caused them, so that go-sdk delivers them on that
-// request's stream.
-type Peer interface {
-	NotifyProgress(ctx context.Context, params *mcp.ProgressNotificationParams) error
-	Log(ctx context.Context, params *mcp.LoggingMessageParams) error
-	CreateMessage(ctx context.Context, params *mcp.CreateMessageParams) (*mcp.CreateMessageResult, error)
-	Elicit(ctx context.Context, params *mcp.ElicitParams) (*mcp.ElicitResult, error)
-	ListRoots(ctx context.Context, params *mcp.ListRootsParams) (*mcp.ListRootsResult, error)
-	// ResourceUpdated tells the client that a subscribed resource changed.
-	ResourceUpdated(ctx context.Context, params *mcp.ResourceUpdatedNotificationParams) error
-	// ListChanged tells the client that a list changed.
-	ListChanged(kind ListKind)
-}
 
 // OpenParams describe the front session a Session serves.
 type OpenParams struct {
 	// ID names the front session in logs.
 	ID string
-	// Peer receives the children's notifications and requests.
-	Peer Peer
-	// ClientInfo is the front client's implementation, passed on to the
-	// children.
-	ClientInfo *mcp.Implementation
-	// Capabilities are the front client's; children see the same.
-	Capabilities *mcp.ClientCapabilities
+	// Initialize is the params of the client's initialize request, as it
+	// sent them; each child is initialized with them, so that it sees the
+	// client's protocol version, capabilities and name. Empty: tailgate's
+	// own (every capability offered).
+	Initialize []byte
 	// Identity describes the caller as environment variables; it reaches
 	// the children of targets with IdentityEnv, and overrides their Env.
 	Identity map[string]string
+	// Notify receives what the children send that belongs to no request
+	// in flight (list_changed, resource updates, requests made while the
+	// client waits for nothing): the client's standalone stream. It must
+	// not block for long.
+	Notify func(msg []byte)
 }
 
 // Session is one front session's children, one per target, started and
-// initialized by Open. It ends when Close is called or a child exits;
-// Done is closed then and Err says why.
+// initialized by Open. It relays the client's messages to them and theirs
+// back, as bytes, changing only ids and, when names are prefixed, names.
+// It ends when Close is called or a child exits; Done is closed then and
+// Err says why.
 type Session struct {
-	b           *Backend
-	id          string
-	peer        Peer
-	log         *slog.Logger
-	prefixed    bool
-	offersRoots bool
+	b        *Backend
+	id       string
+	log      *slog.Logger
+	prefixed bool
+	notify   func([]byte)
 
 	children []*child
 	// missing are the targets that failed to start under failOpen.
 	missing map[string]error
+	init    []byte // the initialize result the client gets
 
-	mu       sync.Mutex
-	progress map[string]context.Context // progress token → front request ctx
-	inflight []context.Context          // front request contexts, oldest first
+	// ctx ends with the session: tailgate's own requests use it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu         sync.Mutex
+	calls      map[string]*Reply // client requests in flight, by raw id
+	serverReqs map[int64]*serverRequest
+	nextServer int64
 
 	endOnce  sync.Once
 	stopping chan struct{} // closed when end begins
 	done     chan struct{} // closed when end has reaped every child
 	err      error
+}
+
+// serverRequest is a child's request to the client, waiting for the
+// client's answer.
+type serverRequest struct {
+	c       *child
+	childID []byte
+	method  string
+	timer   *time.Timer
 }
 
 // Open starts and initializes a child for each target (or takes one from
@@ -87,19 +80,21 @@ type Session struct {
 // fails only if none starts.
 func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 	s := &Session{
-		b:        b,
-		id:       p.ID,
-		peer:     p.Peer,
-		log:      b.log.With("session", p.ID),
-		prefixed: b.prefixed(),
-		progress: make(map[string]context.Context),
-		missing:  make(map[string]error),
-		stopping: make(chan struct{}),
-		done:     make(chan struct{}),
+		b:          b,
+		id:         p.ID,
+		log:        b.log.With("session", p.ID),
+		prefixed:   b.prefixed(),
+		notify:     p.Notify,
+		missing:    make(map[string]error),
+		calls:      make(map[string]*Reply),
+		serverReqs: make(map[int64]*serverRequest),
+		stopping:   make(chan struct{}),
+		done:       make(chan struct{}),
 	}
-	if c := p.Capabilities; c != nil {
-		s.offersRoots = c.RootsV2 != nil || c.Roots.ListChanged
+	if s.notify == nil {
+		s.notify = func([]byte) {}
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := b.add(s); err != nil {
 		return nil, err
 	}
@@ -120,7 +115,7 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 			if t.IdentityEnv {
 				identity = p.Identity
 			}
-			children[i], errs[i] = b.startChild(ctx, t, identity, p.Capabilities, p.ClientInfo, p.ID)
+			children[i], errs[i] = b.startChild(ctx, t, identity, p.Initialize, p.ID)
 		})
 	}
 	wg.Wait()
@@ -145,6 +140,7 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 			return nil, err
 		}
 	}
+	s.init = s.initializeResult()
 	s.log.Info("session started", "children", len(s.children), "pids", s.PIDs(), "duration", time.Since(start).Round(time.Millisecond))
 	for _, c := range s.children {
 		go s.supervise(c)
@@ -160,28 +156,18 @@ func (s *Session) checkCollisions(ctx context.Context) error {
 	}
 	owners := make(map[string]string)
 	for _, c := range s.children {
-		var names []string
-		if c.cs.InitializeResult().Capabilities.Tools != nil {
-			for t, err := range c.cs.Tools(ctx, nil) {
-				if err != nil {
-					return c.failure(ctx, "tools/list", err)
+		for _, kind := range []string{"tool", "prompt"} {
+			names, err := c.listNames(ctx, kind)
+			if err != nil {
+				return err
+			}
+			for _, n := range slices.Sorted(mapKeys(names)) {
+				key := kind + " " + n
+				if other, dup := owners[key]; dup {
+					return fmt.Errorf("prefixMode never: %s is offered by both target %q and target %q", key, other, c.target.Name)
 				}
-				names = append(names, "tool "+t.Name)
+				owners[key] = c.target.Name
 			}
-		}
-		if c.cs.InitializeResult().Capabilities.Prompts != nil {
-			for p, err := range c.cs.Prompts(ctx, nil) {
-				if err != nil {
-					return c.failure(ctx, "prompts/list", err)
-				}
-				names = append(names, "prompt "+p.Name)
-			}
-		}
-		for _, n := range names {
-			if other, dup := owners[n]; dup {
-				return fmt.Errorf("prefixMode never: %s is offered by both target %q and target %q", n, other, c.target.Name)
-			}
-			owners[n] = c.target.Name
 		}
 	}
 	return nil
@@ -233,8 +219,10 @@ func (s *Session) Err() error {
 	}
 }
 
-// Close ends the session: it closes each child's stdin, then signals its
-// process group, and returns once every child is reaped.
+// Close ends the session: calls in flight are cancelled (the client gets
+// an error, the target notifications/cancelled), then each child's stdin
+// is closed and its process group signalled. It returns once every child
+// is reaped.
 func (s *Session) Close() error {
 	s.end(nil)
 	return nil
@@ -249,10 +237,35 @@ func (s *Session) PIDs() []int {
 	return pids
 }
 
+// Inflight is the number of client requests in flight.
+func (s *Session) Inflight() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.calls)
+}
+
 func (s *Session) end(cause error) {
 	s.endOnce.Do(func() {
 		s.err = cause
 		close(s.stopping)
+		s.cancel()
+		s.mu.Lock()
+		calls := make([]*Reply, 0, len(s.calls))
+		for _, r := range s.calls {
+			calls = append(calls, r)
+		}
+		for id, sr := range s.serverReqs {
+			sr.timer.Stop()
+			delete(s.serverReqs, id)
+		}
+		s.mu.Unlock()
+		reason := "the MCP session was closed"
+		if cause != nil {
+			reason = cause.Error()
+		}
+		for _, r := range calls {
+			r.cancel(reason, true)
+		}
 		var wg sync.WaitGroup
 		for _, c := range s.children {
 			wg.Go(func() { c.stop(s.b.opts.StopGrace) })
@@ -266,129 +279,74 @@ func (s *Session) end(cause error) {
 	})
 }
 
-// InitializeResult is what the session's server says of itself. With one
-// target it is the target's own result; with several, tailgate's, with the
-// capabilities joined and each target's instructions marked with its name.
-// Capabilities are reduced to what tailgate forwards.
-func (s *Session) InitializeResult() *mcp.InitializeResult {
-	res := &mcp.InitializeResult{ServerInfo: &mcp.Implementation{Name: "tailgate"}}
-	caps := &mcp.ServerCapabilities{}
+// InitializeResult is the result of the client's initialize: with one
+// target, the target's own, as it sent it; with several, tailgate's, with
+// the capabilities joined, the lowest protocol version and each target's
+// instructions marked with its name.
+func (s *Session) InitializeResult() []byte { return s.init }
+
+func (s *Session) initializeResult() []byte {
+	if len(s.b.targets) == 1 && len(s.children) == 1 {
+		return s.children[0].init.raw
+	}
+	caps := map[string]any{}
 	var instructions []string
+	version := ""
 	for _, c := range s.children {
-		ir := c.cs.InitializeResult()
-		if len(s.b.targets) == 1 {
-			res.ServerInfo = ir.ServerInfo
-			instructions = append(instructions, ir.Instructions)
-		} else if ir.Instructions != "" {
-			instructions = append(instructions, fmt.Sprintf("[%s] %s", c.target.Name, ir.Instructions))
+		if v := c.init.version; version == "" || v < version {
+			version = v
 		}
-		in := ir.Capabilities
-		if in == nil {
-			continue
+		if c.init.instructions != "" {
+			instructions = append(instructions, fmt.Sprintf("[%s] %s", c.target.Name, c.init.instructions))
 		}
-		if in.Tools != nil {
-			if caps.Tools == nil {
-				caps.Tools = &mcp.ToolCapabilities{}
+		for k, raw := range c.init.capabilities {
+			var v any
+			if json.Unmarshal(raw, &v) == nil {
+				caps[k] = mergeJSON(caps[k], v)
 			}
-			caps.Tools.ListChanged = caps.Tools.ListChanged || in.Tools.ListChanged
-		}
-		if in.Prompts != nil {
-			if caps.Prompts == nil {
-				caps.Prompts = &mcp.PromptCapabilities{}
-			}
-			caps.Prompts.ListChanged = caps.Prompts.ListChanged || in.Prompts.ListChanged
-		}
-		if in.Resources != nil {
-			if caps.Resources == nil {
-				caps.Resources = &mcp.ResourceCapabilities{}
-			}
-			caps.Resources.ListChanged = caps.Resources.ListChanged || in.Resources.ListChanged
-			caps.Resources.Subscribe = caps.Resources.Subscribe || in.Resources.Subscribe
-		}
-		if in.Completions != nil {
-			caps.Completions = &mcp.CompletionCapabilities{}
-		}
-		if in.Logging != nil {
-			caps.Logging = &mcp.LoggingCapabilities{}
 		}
 	}
-	for _, name := range sortedKeys(errStrings(s.missing)) {
+	for _, name := range slices.Sorted(mapKeys(s.missing)) {
 		instructions = append(instructions, fmt.Sprintf("[tailgate] target %s is unavailable in this session: %v", name, s.missing[name]))
 	}
-	res.Instructions = strings.TrimSpace(strings.Join(instructions, "\n\n"))
-	res.Capabilities = caps
-	return res
-}
-
-func errStrings(m map[string]error) map[string]string {
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = fmt.Sprint(v)
+	res := map[string]any{
+		"protocolVersion": version,
+		"capabilities":    caps,
+		"serverInfo":      map[string]any{"name": "tailgate", "version": s.b.opts.Version},
 	}
-	return out
-}
-
-// RootsChanged tells every child that the client's roots changed.
-func (s *Session) RootsChanged(ctx context.Context) {
-	for _, c := range s.children {
-		if err := c.notifyRootsChanged(ctx); err != nil {
-			s.log.Debug("forward roots change", "target", c.target.Name, "err", err)
-		}
+	if len(instructions) > 0 {
+		res["instructions"] = strings.Join(instructions, "\n\n")
 	}
+	b, _ := json.Marshal(res)
+	return b
 }
 
-func tokenKey(token any) string {
-	b, _ := json.Marshal(token)
-	return string(b)
-}
-
-func (s *Session) progressContext(token any) (context.Context, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ctx, ok := s.progress[tokenKey(token)]
-	return ctx, ok
-}
-
-// relatedContext is the context to send a message that names no request
-// with: stdio carries no "related request", so the newest request in
-// flight is the best guess, and without one the message goes to the
-// client's standalone stream.
-func (s *Session) relatedContext() context.Context {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if n := len(s.inflight); n > 0 {
-		return s.inflight[n-1]
-	}
-	return context.Background()
-}
-
-// track records a front request in flight (and its progress token) until
-// the returned func is called.
-func (s *Session) track(ctx context.Context, params mcp.Params) func() {
-	var key string
-	// Params may be a typed nil (ping, lists without a cursor).
-	if rp, ok := params.(mcp.RequestParams); ok && !reflect.ValueOf(rp).IsNil() {
-		if tok := rp.GetProgressToken(); tok != nil {
-			key = tokenKey(tok)
-		}
-	}
-	s.mu.Lock()
-	s.inflight = append(s.inflight, ctx)
-	if key != "" {
-		s.progress[key] = ctx
-	}
-	s.mu.Unlock()
-	return func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for i, c := range s.inflight {
-			if c == ctx {
-				s.inflight = append(s.inflight[:i], s.inflight[i+1:]...)
-				break
+// mergeJSON joins two capability values: objects key by key, booleans by
+// "or"; otherwise the first one stays.
+func mergeJSON(a, b any) any {
+	switch av := a.(type) {
+	case nil:
+		return b
+	case map[string]any:
+		if bv, ok := b.(map[string]any); ok {
+			for k, v := range bv {
+				av[k] = mergeJSON(av[k], v)
 			}
 		}
-		if key != "" {
-			delete(s.progress, key)
+	case bool:
+		if bv, ok := b.(bool); ok {
+			return av || bv
+		}
+	}
+	return a
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
 		}
 	}
 }
@@ -396,25 +354,184 @@ func (s *Session) track(ctx context.Context, params mcp.Params) func() {
 // ErrSessionEnded is returned for requests on a session that has ended.
 var ErrSessionEnded = errors.New("mcpstdio: session ended")
 
-// forward sends one request to child c with the request timeout, keeping
-// the front ctx for the notifications it causes, and turns a failure into
-// an error that names the target.
-func forward[P mcp.Params, R any](s *Session, ctx context.Context, c *child, params P, fn func(context.Context, P) (R, error)) (R, error) {
-	var zero R
+// serverRequest passes a child's request to the client under an id of the
+// session's own sequence, and answers the child itself if the client does
+// not answer in time or the session ends first.
+func (s *Session) serverRequest(c *child, m *Message) {
+	sr := &serverRequest{c: c, childID: m.Bytes(m.ID), method: m.MethodName()}
+	s.mu.Lock()
 	select {
-	case <-s.done:
-		if s.err != nil {
-			return zero, s.err
-		}
-		return zero, ErrSessionEnded
+	case <-s.stopping:
+		s.mu.Unlock()
+		c.write(ErrorMessage(sr.childID, CodeRequestCancelled, "the MCP session was closed"))
+		return
 	default:
 	}
-	defer s.track(ctx, params)()
-	cctx, cancel := context.WithTimeout(ctx, s.b.requestTimeout(c.target))
-	defer cancel()
-	r, err := fn(cctx, params)
-	if err != nil {
-		return zero, c.failure(cctx, "", err)
+	s.nextServer++
+	id := s.nextServer
+	s.serverReqs[id] = sr
+	timeout := s.b.requestTimeout(c.target)
+	sr.timer = time.AfterFunc(timeout, func() {
+		if s.takeServerRequest(id) != nil {
+			s.log.Warn("client did not answer a server request", "target", c.target.Name, "method", sr.method, "timeout", timeout)
+			c.write(ErrorMessage(sr.childID, CodeRequestTimeout, fmt.Sprintf("tailgate: the client did not answer %s within %v", sr.method, timeout)))
+		}
+	})
+	s.mu.Unlock()
+	s.toClient(c, m.Replace(m.ID, strconv.AppendInt(nil, id, 10)))
+}
+
+func (s *Session) takeServerRequest(id int64) *serverRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sr := s.serverReqs[id]
+	delete(s.serverReqs, id)
+	return sr
+}
+
+// toClient sends a child's message on the stream of the request in flight
+// at that child, else on the client's standalone stream.
+func (s *Session) toClient(c *child, msg []byte) {
+	if r := c.related(); r != nil && r.push(msg) {
+		return
 	}
-	return r, nil
+	s.notify(msg)
+}
+
+// Respond passes the client's answer to a server→client request to the
+// child that asked.
+func (s *Session) Respond(m *Message) error {
+	id, err := strconv.ParseInt(string(m.Bytes(m.ID)), 10, 64)
+	var sr *serverRequest
+	if err == nil {
+		sr = s.takeServerRequest(id)
+	}
+	if sr == nil {
+		return fmt.Errorf("a response to %s, which no server asked or which was already answered", m.Bytes(m.ID))
+	}
+	sr.timer.Stop()
+	return sr.c.write(m.Replace(m.ID, sr.childID))
+}
+
+// Notify passes a client notification on: a cancellation to the target
+// of the request it cancels, anything else to every child.
+func (s *Session) Notify(m *Message) {
+	switch m.MethodName() {
+	case "notifications/initialized":
+		// tailgate initialized the children itself.
+		return
+	case "notifications/cancelled":
+		id := m.Path("params", "requestId")
+		if !id.Has() {
+			return
+		}
+		s.mu.Lock()
+		r := s.calls[string(m.Bytes(id))]
+		s.mu.Unlock()
+		if r != nil {
+			reason := m.String(m.Path("params", "reason"))
+			if reason == "" {
+				reason = "cancelled by the client"
+			}
+			r.cancel(reason, false)
+		}
+		return
+	}
+	for _, c := range s.children {
+		if err := c.write(m.Raw); err != nil {
+			s.log.Debug("forward notification", "target", c.target.Name, "method", m.MethodName(), "err", err)
+		}
+	}
+}
+
+// childNotification passes a child's notification to the client.
+func (s *Session) childNotification(c *child, m *Message) {
+	switch m.MethodName() {
+	case "notifications/progress":
+		tok := m.Path("params", "progressToken")
+		if !tok.Has() {
+			return
+		}
+		if r := c.byProgressToken(m.Bytes(tok)); r != nil {
+			r.push(m.Raw)
+		}
+		return
+	case "notifications/message":
+		if s.prefixed {
+			logger := m.Path("params", "logger")
+			name := c.target.Name
+			if l := m.String(logger); l != "" {
+				name += nameSep + l
+			}
+			if logger.Has() {
+				m.Raw = m.Replace(logger, quote(name))
+			} else if p := m.Path("params"); p.Has() && m.Raw[p.Start] == '{' {
+				m.Raw = m.Replace(Span{p.Start + 1, p.Start + 1}, append(append([]byte(`"logger":`), quote(name)...), ','))
+			}
+		}
+	case "notifications/resources/updated":
+		if uri := m.Path("params", "uri"); s.prefixed && uri.Has() {
+			m.Raw = m.Replace(uri, quote(s.exposedURI(c, m.String(uri))))
+		}
+		s.notify(m.Raw)
+		return
+	case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
+		c.listChanged()
+		s.notify(m.Raw)
+		return
+	case "notifications/cancelled":
+		// The child gave up on its own request to the client.
+		id := m.Path("params", "requestId")
+		s.mu.Lock()
+		var front int64
+		for fid, sr := range s.serverReqs {
+			if sr.c == c && bytes.Equal(sr.childID, m.Bytes(id)) {
+				front = fid
+				sr.timer.Stop()
+				delete(s.serverReqs, fid)
+				break
+			}
+		}
+		s.mu.Unlock()
+		if front == 0 {
+			return
+		}
+		m.Raw = m.Replace(id, strconv.AppendInt(nil, front, 10))
+	}
+	s.toClient(c, m.Raw)
+}
+
+// track records a client request in flight under its id, so that a
+// cancellation finds it.
+func (s *Session) track(r *Reply) (string, bool) {
+	key := string(r.frontID)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.stopping:
+		return "", false
+	default:
+	}
+	s.calls[key] = r
+	return key, true
+}
+
+func (s *Session) untrack(key string, r *Reply) {
+	s.mu.Lock()
+	if s.calls[key] == r {
+		delete(s.calls, key)
+	}
+	s.mu.Unlock()
+}
+
+func (s *Session) ended() error {
+	select {
+	case <-s.stopping:
+		if err := s.err; err != nil {
+			return err
+		}
+		return ErrSessionEnded
+	default:
+		return nil
+	}
 }

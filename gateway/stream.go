@@ -1,0 +1,148 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"strconv"
+)
+
+// writeJSON answers with one JSON-RPC message.
+func writeJSON(w http.ResponseWriter, msg []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(msg)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(msg)
+}
+
+// sseWriter writes server-sent events, flushing each.
+type sseWriter struct {
+	w   http.ResponseWriter
+	f   http.Flusher
+	buf []byte
+}
+
+// startSSE answers 200 with an event stream.
+func startSSE(w http.ResponseWriter) *sseWriter {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache, no-transform")
+	w.WriteHeader(http.StatusOK)
+	f, _ := w.(http.Flusher)
+	if f != nil {
+		f.Flush()
+	}
+	return &sseWriter{w: w, f: f}
+}
+
+// event writes one JSON-RPC message as a "message" event.
+func (s *sseWriter) event(msg []byte) error { return s.write("message", msg) }
+
+func (s *sseWriter) write(event string, data []byte) error {
+	b := append(s.buf[:0], "event: "...)
+	b = append(b, event...)
+	b = append(b, '\n')
+	// A line break would end the data field; messages are single lines,
+	// but a client's pretty-printed JSON need not be.
+	for {
+		line, rest, more := bytes.Cut(data, []byte("\n"))
+		b = append(b, "data: "...)
+		b = append(b, bytes.TrimSuffix(line, []byte("\r"))...)
+		b = append(b, '\n')
+		if !more {
+			break
+		}
+		data = rest
+	}
+	b = append(b, '\n')
+	if cap(b) <= 64<<10 {
+		s.buf = b // reused for the next event; large ones are not kept
+	}
+	if _, err := s.w.Write(b); err != nil {
+		return err
+	}
+	if s.f != nil {
+		s.f.Flush()
+	}
+	return nil
+}
+
+// httpSink streams a Streamable HTTP POST's answer: plain JSON when the
+// response is the only message, an event stream as soon as the request
+// causes anything before its response (progress, logs, server requests).
+type httpSink struct {
+	w        http.ResponseWriter
+	done     <-chan struct{}
+	sse      *sseWriter
+	answered bool
+}
+
+func (s *httpSink) send(msg []byte, final bool) error {
+	if final {
+		s.answered = true
+		if s.sse == nil {
+			writeJSON(s.w, msg)
+			return nil
+		}
+	}
+	if s.sse == nil {
+		s.sse = startSSE(s.w)
+	}
+	return s.sse.event(msg)
+}
+
+func (s *httpSink) gone() <-chan struct{} { return s.done }
+
+func (s *httpSink) accepted() {
+	s.answered = true
+	s.w.WriteHeader(http.StatusAccepted)
+}
+
+// finish ends an answer that got no response (the client cancelled the
+// request): an empty event stream.
+func (s *httpSink) finish() {
+	if !s.answered && s.sse == nil {
+		startSSE(s.w)
+	}
+}
+
+// sseSink puts a legacy SSE session's answers on its stream, in order.
+type sseSink struct{ fs *frontSession }
+
+func (fs *frontSession) sseSink() sseSink { return sseSink{fs} }
+
+var errStreamClosed = errors.New("the session's stream is closed")
+
+func (s sseSink) send(msg []byte, final bool) error {
+	select {
+	case s.fs.queue <- msg:
+		return nil
+	case <-s.fs.closed:
+		return errStreamClosed
+	}
+}
+
+func (s sseSink) gone() <-chan struct{} { return s.fs.closed }
+func (s sseSink) accepted()             {}
+
+// responseBuffer captures an answer meant for an HTTP response, for a
+// legacy SSE session whose answers go on its stream instead.
+type responseBuffer struct {
+	header http.Header
+	body   []byte
+}
+
+func (b *responseBuffer) Header() http.Header {
+	if b.header == nil {
+		b.header = make(http.Header)
+	}
+	return b.header
+}
+
+func (b *responseBuffer) Write(p []byte) (int, error) {
+	b.body = append(b.body, p...)
+	return len(p), nil
+}
+
+func (b *responseBuffer) WriteHeader(int) {}

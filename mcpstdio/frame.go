@@ -1,0 +1,354 @@
+package mcpstdio
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+)
+
+// Message is one JSON-RPC message as the bytes it arrived as, with the
+// places of the envelope fields tailgate reads. Nothing else is decoded:
+// a field tailgate does not know is forwarded as it came.
+type Message struct {
+	// Raw is the whole message.
+	Raw []byte
+	// ID, Method, Params, Result and Error are spans of Raw; a zero span
+	// is a field the message does not have.
+	ID, Method, Params, Result, Error Span
+}
+
+// Span is a JSON value's place in a message: Raw[Start:End].
+type Span struct{ Start, End int }
+
+// Has reports whether the field is present.
+func (s Span) Has() bool { return s.End > s.Start }
+
+// ParseMessage reads the envelope of one JSON-RPC message. It checks that
+// raw is a single JSON object whose values are well-formed; a batch (an
+// array) is an error.
+func ParseMessage(raw []byte) (*Message, error) {
+	m := &Message{Raw: raw}
+	err := scanObject(raw, 0, func(key []byte, v Span) {
+		switch string(key) {
+		case "id":
+			m.ID = v
+		case "method":
+			m.Method = v
+		case "params":
+			m.Params = v
+		case "result":
+			m.Result = v
+		case "error":
+			m.Error = v
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if m.Method.Has() && raw[m.Method.Start] != '"' {
+		return nil, errors.New("method is not a string")
+	}
+	if m.ID.Has() {
+		switch raw[m.ID.Start] {
+		case '"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		case 'n': // null: a response to a request that could not be read
+			if m.Method.Has() {
+				return nil, errors.New("a request id may not be null")
+			}
+		default:
+			return nil, errors.New("id is neither a string nor a number")
+		}
+	}
+	if !m.Method.Has() && !m.ID.Has() {
+		return nil, errors.New("neither a request, a notification nor a response")
+	}
+	return m, nil
+}
+
+// Bytes is the raw value of span s.
+func (m *Message) Bytes(s Span) []byte { return m.Raw[s.Start:s.End] }
+
+// MethodName is the message's method, "" for a response.
+func (m *Message) MethodName() string {
+	if !m.Method.Has() {
+		return ""
+	}
+	return unquote(m.Bytes(m.Method))
+}
+
+// IsRequest reports whether the message expects an answer.
+func (m *Message) IsRequest() bool { return m.Method.Has() && m.ID.Has() }
+
+// IsNotification reports whether the message is a notification.
+func (m *Message) IsNotification() bool { return m.Method.Has() && !m.ID.Has() }
+
+// IsResponse reports whether the message answers a request.
+func (m *Message) IsResponse() bool { return !m.Method.Has() && m.ID.Has() }
+
+// Field finds key in the object at span obj (a span of m.Raw); the result
+// is a span of m.Raw.
+func (m *Message) Field(obj Span, key string) Span {
+	if !obj.Has() || m.Raw[obj.Start] != '{' {
+		return Span{}
+	}
+	var found Span
+	scanObject(m.Raw[obj.Start:obj.End], obj.Start, func(k []byte, v Span) {
+		if !found.Has() && string(k) == key {
+			found = v
+		}
+	})
+	return found
+}
+
+// Path follows keys from the message's top level.
+func (m *Message) Path(keys ...string) Span {
+	s := Span{0, len(m.Raw)}
+	for _, k := range keys {
+		if s = m.Field(s, k); !s.Has() {
+			return Span{}
+		}
+	}
+	return s
+}
+
+// String is the string at span s, "" if it is not a string.
+func (m *Message) String(s Span) string {
+	if !s.Has() || m.Raw[s.Start] != '"' {
+		return ""
+	}
+	return unquote(m.Bytes(s))
+}
+
+// Replace returns a copy of the message's bytes with span s replaced by v.
+func (m *Message) Replace(s Span, v []byte) []byte {
+	out := make([]byte, 0, len(m.Raw)-(s.End-s.Start)+len(v))
+	out = append(out, m.Raw[:s.Start]...)
+	out = append(out, v...)
+	return append(out, m.Raw[s.End:]...)
+}
+
+// Replace2 is Replace for two spans, a before b, that do not overlap.
+func (m *Message) Replace2(a Span, av []byte, b Span, bv []byte) []byte {
+	out := make([]byte, 0, len(m.Raw)+len(av)+len(bv))
+	out = append(out, m.Raw[:a.Start]...)
+	out = append(out, av...)
+	out = append(out, m.Raw[a.End:b.Start]...)
+	out = append(out, bv...)
+	return append(out, m.Raw[b.End:]...)
+}
+
+func unquote(b []byte) string {
+	if len(b) >= 2 && bytes.IndexByte(b, '\\') < 0 {
+		return string(b[1 : len(b)-1])
+	}
+	var s string
+	if json.Unmarshal(b, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+func quote(s string) []byte {
+	b, _ := json.Marshal(s)
+	return b
+}
+
+// errSyntax is a malformed message.
+var errSyntax = errors.New("malformed JSON")
+
+// scanObject walks the top-level object in b, calling fn with each key
+// (raw, between its quotes) and the span of its value, offset by base. It
+// validates the whole object.
+func scanObject(b []byte, base int, fn func(key []byte, v Span)) error {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		if i < len(b) && b[i] == '[' {
+			return errors.New("a JSON-RPC batch (array) is not supported")
+		}
+		return errSyntax
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		if skipSpace(b, i+1) != len(b) {
+			return errSyntax
+		}
+		return nil
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return errSyntax
+		}
+		end, err := skipString(b, i)
+		if err != nil {
+			return err
+		}
+		key := b[i+1 : end-1]
+		i = skipSpace(b, end)
+		if i >= len(b) || b[i] != ':' {
+			return errSyntax
+		}
+		i = skipSpace(b, i+1)
+		vend, err := skipValue(b, i, 0)
+		if err != nil {
+			return err
+		}
+		fn(key, Span{base + i, base + vend})
+		i = skipSpace(b, vend)
+		if i >= len(b) {
+			return errSyntax
+		}
+		if b[i] == '}' {
+			if skipSpace(b, i+1) != len(b) {
+				return errSyntax
+			}
+			return nil
+		}
+		if b[i] != ',' {
+			return errSyntax
+		}
+		i = skipSpace(b, i+1)
+	}
+}
+
+// maxDepth bounds nesting, so a hostile message cannot exhaust the stack.
+const maxDepth = 1000
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string that starts at b[i].
+func skipString(b []byte, i int) (int, error) {
+	i++
+	for i < len(b) {
+		j := bytes.IndexAny(b[i:], "\"\\")
+		if j < 0 {
+			return 0, errSyntax
+		}
+		i += j
+		if b[i] == '"' {
+			return i + 1, nil
+		}
+		i += 2 // an escape and the character it escapes
+	}
+	return 0, errSyntax
+}
+
+// skipValue returns the index after the JSON value that starts at b[i].
+func skipValue(b []byte, i, depth int) (int, error) {
+	if i >= len(b) {
+		return 0, errSyntax
+	}
+	if depth > maxDepth {
+		return 0, errors.New("JSON nested too deeply")
+	}
+	switch c := b[i]; {
+	case c == '"':
+		return skipString(b, i)
+	case c == '{' || c == '[':
+		closer := byte('}')
+		if c == '[' {
+			closer = ']'
+		}
+		i = skipSpace(b, i+1)
+		if i < len(b) && b[i] == closer {
+			return i + 1, nil
+		}
+		for {
+			if c == '{' {
+				if i >= len(b) || b[i] != '"' {
+					return 0, errSyntax
+				}
+				end, err := skipString(b, i)
+				if err != nil {
+					return 0, err
+				}
+				i = skipSpace(b, end)
+				if i >= len(b) || b[i] != ':' {
+					return 0, errSyntax
+				}
+				i = skipSpace(b, i+1)
+			}
+			end, err := skipValue(b, i, depth+1)
+			if err != nil {
+				return 0, err
+			}
+			i = skipSpace(b, end)
+			if i >= len(b) {
+				return 0, errSyntax
+			}
+			if b[i] == closer {
+				return i + 1, nil
+			}
+			if b[i] != ',' {
+				return 0, errSyntax
+			}
+			i = skipSpace(b, i+1)
+		}
+	case c == 't':
+		return skipLiteral(b, i, "true")
+	case c == 'f':
+		return skipLiteral(b, i, "false")
+	case c == 'n':
+		return skipLiteral(b, i, "null")
+	case c == '-' || (c >= '0' && c <= '9'):
+		j := i + 1
+		for j < len(b) && (b[j] >= '0' && b[j] <= '9' || b[j] == '.' || b[j] == 'e' || b[j] == 'E' || b[j] == '+' || b[j] == '-') {
+			j++
+		}
+		return j, nil
+	}
+	return 0, errSyntax
+}
+
+func skipLiteral(b []byte, i int, lit string) (int, error) {
+	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
+		return 0, errSyntax
+	}
+	return i + len(lit), nil
+}
+
+// ErrorMessage is a JSON-RPC error response to id (raw JSON; null if nil).
+func ErrorMessage(id []byte, code int, message string) []byte {
+	if len(id) == 0 {
+		id = []byte("null")
+	}
+	out := make([]byte, 0, 64+len(id)+len(message))
+	out = append(out, `{"jsonrpc":"2.0","id":`...)
+	out = append(out, id...)
+	out = append(out, `,"error":{"code":`...)
+	out = strconv.AppendInt(out, int64(code), 10)
+	out = append(out, `,"message":`...)
+	out = append(out, quote(message)...)
+	return append(out, "}}"...)
+}
+
+// ResultMessage is a JSON-RPC response to id with result (raw JSON).
+func ResultMessage(id, result []byte) []byte {
+	out := make([]byte, 0, 40+len(id)+len(result))
+	out = append(out, `{"jsonrpc":"2.0","id":`...)
+	out = append(out, id...)
+	out = append(out, `,"result":`...)
+	out = append(out, result...)
+	return append(out, '}')
+}
+
+// JSON-RPC and MCP error codes tailgate answers with.
+const (
+	CodeParseError     = -32700
+	CodeInvalidRequest = -32600
+	CodeMethodNotFound = -32601
+	CodeInvalidParams  = -32602
+	CodeInternalError  = -32603
+	// CodeRequestCancelled answers a request whose session closed or
+	// whose client cancelled it (as go-sdk's and the TypeScript SDK's
+	// "request cancelled").
+	CodeRequestCancelled = -32800
+	// CodeRequestTimeout answers a request that got no answer in time
+	// (MCP's "request timeout", as the TypeScript SDK uses it).
+	CodeRequestTimeout = -32001
+)
