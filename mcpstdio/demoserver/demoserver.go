@@ -72,11 +72,27 @@ type ExitIn struct {
 	Stderr string `json:"stderr,omitempty" jsonschema:"a line to write to stderr first"`
 }
 
+// AskRootsEnv names a duration (such as "500ms"); when set, the server
+// asks the client for its roots that long after the session is
+// initialized, unprompted, as some real servers do. Tests use it to check
+// that a client that never answers hangs nothing.
+const AskRootsEnv = "TAILGATE_ASK_ROOTS_AFTER"
+
 // New returns the demo server.
 func New() *mcp.Server {
-	s := mcp.NewServer(&mcp.Implementation{Name: "tailgate-demo-server", Version: "1.0.0"}, &mcp.ServerOptions{
+	opts := &mcp.ServerOptions{
 		Instructions: "A demo server for tailgate: echo, add, slow, env, info, exit.",
-	})
+	}
+	if d, err := time.ParseDuration(os.Getenv(AskRootsEnv)); err == nil {
+		opts.InitializedHandler = func(ctx context.Context, req *mcp.InitializedRequest) {
+			go func() {
+				time.Sleep(d)
+				res, err := req.Session.ListRoots(context.Background(), nil)
+				fmt.Fprintf(os.Stderr, "tailgate-demo-server: roots/list answered: %v %v\n", res, err)
+			}()
+		}
+	}
+	s := mcp.NewServer(&mcp.Implementation{Name: "tailgate-demo-server", Version: "1.0.0"}, opts)
 	mcp.AddTool(s, &mcp.Tool{Name: "echo", Description: "Echo a message back."},
 		func(ctx context.Context, req *mcp.CallToolRequest, in EchoIn) (*mcp.CallToolResult, any, error) {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Message}}}, nil, nil
@@ -155,6 +171,18 @@ func New() *mcp.Server {
 		func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, any, error) {
 			os.Stdout.Write([]byte("this is not JSON\n"))
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "wrote garbage"}}}, nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "roots", Description: "Ask the client for its roots and list them."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, any, error) {
+			res, err := req.Session.ListRoots(ctx, nil)
+			if err != nil {
+				return nil, nil, err
+			}
+			var uris []string
+			for _, r := range res.Roots {
+				uris = append(uris, r.URI)
+			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Join(uris, ",")}}}, nil, nil
 		})
 	var grown atomic.Bool
 	mcp.AddTool(s, &mcp.Tool{Name: "grow", Description: "Add a tool named extra (or remove it again), which announces tools/list_changed."},
