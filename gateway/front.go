@@ -177,7 +177,7 @@ func (f *mcpFront) session(w http.ResponseWriter, r *http.Request, id string) *f
 		http.Error(w, "session belongs to another peer", http.StatusForbidden)
 		return nil
 	}
-	if fs.isClosed() {
+	if fs.isClosed() || fs.ending.Load() {
 		http.Error(w, "session not found: it has ended", http.StatusNotFound)
 		return nil
 	}
@@ -421,7 +421,9 @@ type frontSession struct {
 	queue     chan []byte
 	streaming atomic.Bool
 	inflight  atomic.Int64
-	lastUsed  atomic.Int64 // unix nanoseconds
+	idle      chan struct{} // closed when inflight drops to 0; under mu
+	ending    atomic.Bool   // the backend ended; new requests get 404
+	lastUsed  atomic.Int64  // unix nanoseconds
 	closeOnce sync.Once
 	closed    chan struct{}
 }
@@ -537,9 +539,48 @@ func (fs *frontSession) initialize(ctx context.Context, m *mcpstdio.Message, w h
 func (fs *frontSession) watch(bs *mcpstdio.Session) {
 	select {
 	case <-bs.Done():
+		// The calls in flight have been failed with the child's exit; let
+		// their handlers write that before the session's streams close, or
+		// a client that sees its stream end first reports that instead.
+		fs.ending.Store(true)
+		fs.waitIdle(2 * time.Second)
 		fs.close(bs.Err())
 	case <-fs.closed:
 	}
+}
+
+// waitIdle waits until no call is in flight, or d has passed.
+func (fs *frontSession) waitIdle(d time.Duration) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		fs.mu.Lock()
+		if fs.inflight.Load() == 0 {
+			fs.mu.Unlock()
+			return
+		}
+		idle := fs.idle
+		if idle == nil {
+			idle = make(chan struct{})
+			fs.idle = idle
+		}
+		fs.mu.Unlock()
+		select {
+		case <-idle:
+		case <-timer.C:
+			return
+		}
+	}
+}
+
+// callDone ends a call's share of inflight and wakes waitIdle.
+func (fs *frontSession) callDone() {
+	fs.mu.Lock()
+	if fs.inflight.Add(-1) == 0 && fs.idle != nil {
+		close(fs.idle)
+		fs.idle = nil
+	}
+	fs.mu.Unlock()
 }
 
 // handle serves one message posted to a Streamable HTTP session.
@@ -599,7 +640,7 @@ func (fs *frontSession) dispatch(ctx context.Context, m *mcpstdio.Message, req c
 		return
 	}
 	fs.inflight.Add(1)
-	defer fs.inflight.Add(-1)
+	defer fs.callDone()
 	fs.call(ctx, bs, m, req, out)
 }
 

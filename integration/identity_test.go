@@ -197,6 +197,16 @@ func TestGrantsDriveAuthorization(t *testing.T) {
 	}
 	tm.tn.Control.SetGlobalAppCaps(nil)
 	waitForTools(t, "grant removed", func() bool { return !slices.Contains(toolNames(t, tm.bob.MCP(t, gw, 3000, "/mcp")), "info") })
+
+	// The session opened while the grant held is judged as its caller is
+	// now, not as it was when the session opened: the very next call is
+	// refused and its list no longer shows the tool.
+	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "info"}); err == nil || !strings.Contains(err.Error(), "not permitted by tailgate policy") {
+		t.Errorf("call after the grant was removed, in the session opened under it: %v", err)
+	}
+	if got := toolNames(t, cs); slices.Contains(got, "info") {
+		t.Errorf("the running session still lists info after the grant was removed: %v", got)
+	}
 }
 
 // waitForTools polls cond: a grant takes a moment to reach the gateway's

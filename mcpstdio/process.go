@@ -217,10 +217,15 @@ func (p *process) drainStderr(r io.ReadCloser, limits stderrLimits) {
 				}
 				windowStart, logged, dropped = now, 0, 0
 			}
-			if logged < limits.perSecond {
+			switch {
+			case logged < limits.perSecond:
 				p.log.Info("child stderr", "line", text)
 				logged++
-			} else {
+			case dropped == 0:
+				// Said at once, so that a flood is visible while it lasts.
+				p.log.Warn("child stderr rate-limited; dropping lines for the rest of this second", "limit_per_second", limits.perSecond)
+				dropped++
+			default:
 				dropped++
 			}
 		}
