@@ -185,9 +185,27 @@ func (f *mcpFront) session(w http.ResponseWriter, r *http.Request, id string) *f
 	return fs
 }
 
+// readBody reads a body whose announced length, when it has one, sizes the
+// buffer at once.
+func readBody(r io.Reader, length, max int64) ([]byte, error) {
+	if length <= 0 || length > max {
+		return io.ReadAll(r)
+	}
+	body := make([]byte, length)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
+	}
+	// The body must end where it said it would.
+	var one [1]byte
+	if n, _ := r.Read(one[:]); n > 0 {
+		return nil, errors.New("body longer than its Content-Length")
+	}
+	return body, nil
+}
+
 // readMessage reads and parses a POST body, answering for it if it cannot.
 func (f *mcpFront) readMessage(w http.ResponseWriter, r *http.Request) *mcpstdio.Message {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, f.maxBody))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, f.maxBody), r.ContentLength, f.maxBody)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

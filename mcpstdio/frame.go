@@ -122,7 +122,8 @@ func (m *Message) String(s Span) string {
 
 // Replace returns a copy of the message's bytes with span s replaced by v.
 func (m *Message) Replace(s Span, v []byte) []byte {
-	out := make([]byte, 0, len(m.Raw)-(s.End-s.Start)+len(v))
+	// One byte more: the stdio framing appends a newline.
+	out := make([]byte, 0, len(m.Raw)-(s.End-s.Start)+len(v)+1)
 	out = append(out, m.Raw[:s.Start]...)
 	out = append(out, v...)
 	return append(out, m.Raw[s.End:]...)
@@ -130,7 +131,7 @@ func (m *Message) Replace(s Span, v []byte) []byte {
 
 // Replace2 is Replace for two spans, a before b, that do not overlap.
 func (m *Message) Replace2(a Span, av []byte, b Span, bv []byte) []byte {
-	out := make([]byte, 0, len(m.Raw)+len(av)+len(bv))
+	out := make([]byte, 0, len(m.Raw)+len(av)+len(bv)+1)
 	out = append(out, m.Raw[:a.Start]...)
 	out = append(out, av...)
 	out = append(out, m.Raw[a.End:b.Start]...)
