@@ -8,7 +8,7 @@ package gateway
 // allocates nothing per call: it does the MCP handshake once, then writes
 // a request built once (only the digits of its JSON-RPC id change) on one
 // persistent connection and parses the response in place with a reused
-// bufio.Reader. The benchmark checks that (relayClientAllocs) before it
+// bufio.Reader. The benchmark checks that (benchClientAllocs) before it
 // starts the gateway, so B/op and allocs/op are the gateway's alone. The
 // child process is another process: its allocations are not counted, its
 // time is.
@@ -37,39 +37,39 @@ import (
 )
 
 const (
-	// relayBenchProtocol is the protocol version the client asks for: a
+	// benchProtocol is the protocol version the client asks for: a
 	// session-based one, as most clients in the field use.
-	relayBenchProtocol = "2025-11-25"
-	relayBenchMessage  = "relay-bench-payload"
-	// relayIDDigits is the width of the spliced JSON-RPC id's counter.
-	relayIDDigits = 10
-	// relayCallBody is the tools/call sent on every iteration; its id is
-	// a string "c" + relayIDDigits digits, rewritten in place per call.
-	relayCallBody = `{"jsonrpc":"2.0","id":"c0000000000","method":"tools/call","params":{"name":"echo","arguments":{"message":"` + relayBenchMessage + `"}}}`
-	relayIDPrefix = `"id":"c`
+	benchProtocol = "2025-11-25"
+	benchMessage  = "relay-bench-payload"
+	// benchIDDigits is the width of the spliced JSON-RPC id's counter.
+	benchIDDigits = 10
+	// benchCallBody is the tools/call sent on every iteration; its id is
+	// a string "c" + benchIDDigits digits, rewritten in place per call.
+	benchCallBody = `{"jsonrpc":"2.0","id":"c0000000000","method":"tools/call","params":{"name":"echo","arguments":{"message":"` + benchMessage + `"}}}`
+	benchIDPrefix = `"id":"c`
 )
 
 var (
-	relayHTTP11          = []byte("HTTP/1.")
-	relayHdrLength       = []byte("Content-Length")
-	relayHdrType         = []byte("Content-Type")
-	relayHdrTE           = []byte("Transfer-Encoding")
-	relayHdrConnection   = []byte("Connection")
-	relayHdrSession      = []byte("Mcp-Session-Id")
-	relayChunked         = []byte("chunked")
-	relayClose           = []byte("close")
-	relayEventStream     = []byte("text/event-stream")
-	relayData            = []byte("data:")
-	relayErrorField      = []byte(`"error":`)
-	relayIsError         = []byte(`"isError":true`)
-	relayEchoText        = []byte(`"text":"` + relayBenchMessage + `"`)
-	errRelayLineTooLong  = errors.New("response line longer than the read buffer")
-	errRelayNoBodyLength = errors.New("response has neither Content-Length nor chunked encoding")
+	benchHTTP11          = []byte("HTTP/1.")
+	benchHdrLength       = []byte("Content-Length")
+	benchHdrType         = []byte("Content-Type")
+	benchHdrTE           = []byte("Transfer-Encoding")
+	benchHdrConnection   = []byte("Connection")
+	benchHdrSession      = []byte("Mcp-Session-Id")
+	benchChunked         = []byte("chunked")
+	benchClose           = []byte("close")
+	benchEventStream     = []byte("text/event-stream")
+	benchData            = []byte("data:")
+	benchErrorField      = []byte(`"error":`)
+	benchIsError         = []byte(`"isError":true`)
+	benchEchoText        = []byte(`"text":"` + benchMessage + `"`)
+	errBenchLineTooLong  = errors.New("response line longer than the read buffer")
+	errBenchNoBodyLength = errors.New("response has neither Content-Length nor chunked encoding")
 )
 
-// relayResp is one HTTP/1.1 response, parsed in place into buffers that
+// benchResp is one HTTP/1.1 response, parsed in place into buffers that
 // are reused from call to call.
-type relayResp struct {
+type benchResp struct {
 	status        int
 	contentLength int // -1: not given
 	chunked       bool
@@ -81,24 +81,24 @@ type relayResp struct {
 }
 
 // read consumes exactly one response from br.
-func (r *relayResp) read(br *bufio.Reader) error {
+func (r *benchResp) read(br *bufio.Reader) error {
 	r.status, r.contentLength, r.chunked, r.sse, r.close = 0, -1, false, false, false
 	r.sessionID, r.body = r.sessionID[:0], r.body[:0]
 
-	line, err := relayLine(br)
+	line, err := benchLine(br)
 	if err != nil {
 		return fmt.Errorf("status line: %w", err)
 	}
-	if len(line) < 12 || !bytes.HasPrefix(line, relayHTTP11) || line[8] != ' ' {
+	if len(line) < 12 || !bytes.HasPrefix(line, benchHTTP11) || line[8] != ' ' {
 		return fmt.Errorf("bad status line %q", line)
 	}
-	status, ok := relayAtoi(line[9:12])
+	status, ok := benchAtoi(line[9:12])
 	if !ok {
 		return fmt.Errorf("bad status line %q", line)
 	}
 	r.status = status
 	for {
-		if line, err = relayLine(br); err != nil {
+		if line, err = benchLine(br); err != nil {
 			return fmt.Errorf("headers: %w", err)
 		}
 		if len(line) == 0 {
@@ -110,19 +110,19 @@ func (r *relayResp) read(br *bufio.Reader) error {
 		}
 		name, val := line[:colon], bytes.TrimSpace(line[colon+1:])
 		switch {
-		case bytes.EqualFold(name, relayHdrLength):
-			n, ok := relayAtoi(val)
+		case bytes.EqualFold(name, benchHdrLength):
+			n, ok := benchAtoi(val)
 			if !ok {
 				return fmt.Errorf("bad Content-Length %q", val)
 			}
 			r.contentLength = n
-		case bytes.EqualFold(name, relayHdrTE):
-			r.chunked = bytes.EqualFold(val, relayChunked)
-		case bytes.EqualFold(name, relayHdrType):
-			r.sse = len(val) >= len(relayEventStream) && bytes.EqualFold(val[:len(relayEventStream)], relayEventStream)
-		case bytes.EqualFold(name, relayHdrConnection):
-			r.close = bytes.EqualFold(val, relayClose)
-		case bytes.EqualFold(name, relayHdrSession):
+		case bytes.EqualFold(name, benchHdrTE):
+			r.chunked = bytes.EqualFold(val, benchChunked)
+		case bytes.EqualFold(name, benchHdrType):
+			r.sse = len(val) >= len(benchEventStream) && bytes.EqualFold(val[:len(benchEventStream)], benchEventStream)
+		case bytes.EqualFold(name, benchHdrConnection):
+			r.close = bytes.EqualFold(val, benchClose)
+		case bytes.EqualFold(name, benchHdrSession):
 			r.sessionID = append(r.sessionID, val...)
 		}
 	}
@@ -130,13 +130,13 @@ func (r *relayResp) read(br *bufio.Reader) error {
 	switch {
 	case r.chunked:
 		for {
-			if line, err = relayLine(br); err != nil {
+			if line, err = benchLine(br); err != nil {
 				return fmt.Errorf("chunk size: %w", err)
 			}
 			if i := bytes.IndexByte(line, ';'); i >= 0 {
 				line = line[:i]
 			}
-			size, ok := relayHex(bytes.TrimSpace(line))
+			size, ok := benchHex(bytes.TrimSpace(line))
 			if !ok {
 				return fmt.Errorf("bad chunk size %q", line)
 			}
@@ -146,12 +146,12 @@ func (r *relayResp) read(br *bufio.Reader) error {
 			if err := r.readBody(br, size); err != nil {
 				return err
 			}
-			if line, err = relayLine(br); err != nil || len(line) != 0 {
+			if line, err = benchLine(br); err != nil || len(line) != 0 {
 				return fmt.Errorf("chunk not followed by CRLF: %q %v", line, err)
 			}
 		}
 		for { // trailers
-			if line, err = relayLine(br); err != nil {
+			if line, err = benchLine(br); err != nil {
 				return fmt.Errorf("trailers: %w", err)
 			}
 			if len(line) == 0 {
@@ -163,12 +163,12 @@ func (r *relayResp) read(br *bufio.Reader) error {
 	case r.status == 204 || r.status == 304 || r.status < 200:
 		return nil
 	default:
-		return errRelayNoBodyLength
+		return errBenchNoBodyLength
 	}
 }
 
 // describe says how the last response was framed.
-func (r *relayResp) describe() string {
+func (r *benchResp) describe() string {
 	kind, framing := "application/json", "Content-Length"
 	if r.sse {
 		kind = "text/event-stream"
@@ -180,7 +180,7 @@ func (r *relayResp) describe() string {
 }
 
 // readBody appends n bytes from br to r.body.
-func (r *relayResp) readBody(br *bufio.Reader, n int) error {
+func (r *benchResp) readBody(br *bufio.Reader, n int) error {
 	l := len(r.body)
 	if cap(r.body)-l < n {
 		nb := make([]byte, l, 2*(l+n))
@@ -198,7 +198,7 @@ func (r *relayResp) readBody(br *bufio.Reader, n int) error {
 // "id" member): the body itself for application/json, else the data of
 // the first SSE event that contains it (events without data, such as a
 // resumption primer, and notifications are passed over).
-func (r *relayResp) payload(want []byte) ([]byte, bool) {
+func (r *benchResp) payload(want []byte) ([]byte, bool) {
 	if !r.sse {
 		return r.body, bytes.Contains(r.body, want)
 	}
@@ -219,8 +219,8 @@ func (r *relayResp) payload(want []byte) ([]byte, bool) {
 			r.data = r.data[:0]
 			continue
 		}
-		if bytes.HasPrefix(line, relayData) {
-			v := line[len(relayData):]
+		if bytes.HasPrefix(line, benchData) {
+			v := line[len(benchData):]
 			if len(v) > 0 && v[0] == ' ' {
 				v = v[1:]
 			}
@@ -233,12 +233,12 @@ func (r *relayResp) payload(want []byte) ([]byte, bool) {
 	return r.data, len(r.data) > 0 && bytes.Contains(r.data, want)
 }
 
-// relayLine reads one line, without its CR LF; it is valid until the next
+// benchLine reads one line, without its CR LF; it is valid until the next
 // read from br.
-func relayLine(br *bufio.Reader) ([]byte, error) {
+func benchLine(br *bufio.Reader) ([]byte, error) {
 	line, err := br.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
-		return nil, errRelayLineTooLong
+		return nil, errBenchLineTooLong
 	}
 	if err != nil {
 		return nil, err
@@ -250,7 +250,7 @@ func relayLine(br *bufio.Reader) ([]byte, error) {
 	return line, nil
 }
 
-func relayAtoi(b []byte) (int, bool) {
+func benchAtoi(b []byte) (int, bool) {
 	if len(b) == 0 || len(b) > 9 {
 		return 0, false
 	}
@@ -264,7 +264,7 @@ func relayAtoi(b []byte) (int, bool) {
 	return n, true
 }
 
-func relayHex(b []byte) (int, bool) {
+func benchHex(b []byte) (int, bool) {
 	if len(b) == 0 || len(b) > 7 {
 		return 0, false
 	}
@@ -285,8 +285,8 @@ func relayHex(b []byte) (int, bool) {
 	return n, true
 }
 
-// relayRequest builds a raw HTTP/1.1 POST to /mcp.
-func relayRequest(host, session, proto, body string) []byte {
+// benchRequest builds a raw HTTP/1.1 POST to /mcp.
+func benchRequest(host, session, proto, body string) []byte {
 	var b strings.Builder
 	b.WriteString("POST /mcp HTTP/1.1\r\nHost: " + host + "\r\n")
 	b.WriteString("Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n")
@@ -300,8 +300,8 @@ func relayRequest(host, session, proto, body string) []byte {
 	return []byte(b.String())
 }
 
-// relayClient is one MCP session on one connection, calling echo.
-type relayClient struct {
+// benchClient is one MCP session on one connection, calling echo.
+type benchClient struct {
 	conn    net.Conn // nil over a canned connection
 	w       io.Writer
 	br      *bufio.Reader
@@ -309,27 +309,27 @@ type relayClient struct {
 	idAt    int    // where the id's digits are in req
 	idField []byte // `"id":"c…"` inside req, so it follows the splice
 	seq     uint64
-	resp    relayResp
+	resp    benchResp
 }
 
-func newRelayClient(conn net.Conn, rw io.ReadWriter) *relayClient {
-	return &relayClient{conn: conn, w: rw, br: bufio.NewReaderSize(rw, 64<<10)}
+func newBenchClient(conn net.Conn, rw io.ReadWriter) *benchClient {
+	return &benchClient{conn: conn, w: rw, br: bufio.NewReaderSize(rw, 64<<10)}
 }
 
 // setCall builds the tools/call request for a session.
-func (c *relayClient) setCall(host, session, proto string) {
-	c.req = relayRequest(host, session, proto, relayCallBody)
-	start := bytes.Index(c.req, []byte(relayIDPrefix))
-	c.idAt = start + len(relayIDPrefix)
-	c.idField = c.req[start : c.idAt+relayIDDigits+1]
+func (c *benchClient) setCall(host, session, proto string) {
+	c.req = benchRequest(host, session, proto, benchCallBody)
+	start := bytes.Index(c.req, []byte(benchIDPrefix))
+	c.idAt = start + len(benchIDPrefix)
+	c.idField = c.req[start : c.idAt+benchIDDigits+1]
 }
 
 // call makes one tools/call and checks its answer. It allocates nothing
 // when the call succeeds.
-func (c *relayClient) call() error {
+func (c *benchClient) call() error {
 	c.seq++
 	n := c.seq
-	for i := c.idAt + relayIDDigits - 1; i >= c.idAt; i-- {
+	for i := c.idAt + benchIDDigits - 1; i >= c.idAt; i-- {
 		c.req[i] = byte('0' + n%10)
 		n /= 10
 	}
@@ -350,21 +350,21 @@ func (c *relayClient) call() error {
 	switch {
 	case !ok:
 		return fmt.Errorf("tools/call: no response with %s in %q", c.idField, r.body)
-	case bytes.Contains(p, relayErrorField):
+	case bytes.Contains(p, benchErrorField):
 		return fmt.Errorf("tools/call: JSON-RPC error: %s", p)
-	case bytes.Contains(p, relayIsError):
+	case bytes.Contains(p, benchIsError):
 		return fmt.Errorf("tools/call: tool error: %s", p)
-	case !bytes.Contains(p, relayEchoText):
-		return fmt.Errorf("tools/call: no %s in %s", relayEchoText, p)
+	case !bytes.Contains(p, benchEchoText):
+		return fmt.Errorf("tools/call: no %s in %s", benchEchoText, p)
 	case r.close:
 		return fmt.Errorf("tools/call: the gateway closed the connection")
 	}
 	return nil
 }
 
-// dialRelay connects to the gateway at addr and opens an MCP session:
+// dialBench connects to the gateway at addr and opens an MCP session:
 // initialize, then notifications/initialized.
-func dialRelay(tb testing.TB, addr string) *relayClient {
+func dialBench(tb testing.TB, addr string) *benchClient {
 	tb.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -372,12 +372,12 @@ func dialRelay(tb testing.TB, addr string) *relayClient {
 	}
 	tb.Cleanup(func() { conn.Close() })
 	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	c := newRelayClient(conn, conn)
+	c := newBenchClient(conn, conn)
 	r := &c.resp
 
-	init := `{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"` + relayBenchProtocol +
+	init := `{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"` + benchProtocol +
 		`","capabilities":{},"clientInfo":{"name":"relay-bench","version":"0"}}}`
-	if _, err := conn.Write(relayRequest(addr, "", "", init)); err != nil {
+	if _, err := conn.Write(benchRequest(addr, "", "", init)); err != nil {
 		tb.Fatal(err)
 	}
 	if err := r.read(c.br); err != nil {
@@ -401,7 +401,7 @@ func dialRelay(tb testing.TB, addr string) *relayClient {
 	}
 
 	notif := `{"jsonrpc":"2.0","method":"notifications/initialized"}`
-	if _, err := conn.Write(relayRequest(addr, session, proto, notif)); err != nil {
+	if _, err := conn.Write(benchRequest(addr, session, proto, notif)); err != nil {
 		tb.Fatal(err)
 	}
 	if err := r.read(c.br); err != nil {
@@ -414,9 +414,9 @@ func dialRelay(tb testing.TB, addr string) *relayClient {
 	return c
 }
 
-// startRelayGateway serves the demo config (one route, the demo stdio
+// startBenchGateway serves the demo config (one route, the demo stdio
 // server as its single target) on 127.0.0.1 and returns its address.
-func startRelayGateway(b *testing.B) string {
+func startBenchGateway(b *testing.B) string {
 	b.Helper()
 	cfg, err := Parse("bench.yaml", []byte(strings.ReplaceAll(demoConfig, "DEMO", demoBin)), newEnv(b))
 	if err != nil {
@@ -441,34 +441,34 @@ func startRelayGateway(b *testing.B) string {
 	return ln.Addr().String()
 }
 
-// cannedConn answers every request written to it with a canned response,
+// benchCannedConn answers every request written to it with a canned response,
 // into which it copies the request's id.
-type cannedConn struct {
+type benchCannedConn struct {
 	resp    []byte
 	idAt    int // where the id's digits are in resp; -1: none
 	reqIDAt int // and in the request
 	rd      bytes.Reader
 }
 
-func (f *cannedConn) Write(p []byte) (int, error) {
+func (f *benchCannedConn) Write(p []byte) (int, error) {
 	if f.idAt >= 0 {
-		copy(f.resp[f.idAt:f.idAt+relayIDDigits], p[f.reqIDAt:f.reqIDAt+relayIDDigits])
+		copy(f.resp[f.idAt:f.idAt+benchIDDigits], p[f.reqIDAt:f.reqIDAt+benchIDDigits])
 	}
 	f.rd.Reset(f.resp)
 	return len(p), nil
 }
 
-func (f *cannedConn) Read(p []byte) (int, error) { return f.rd.Read(p) }
+func (f *benchCannedConn) Read(p []byte) (int, error) { return f.rd.Read(p) }
 
-// relayCannedResponses are responses shaped like the gateway's, the id
+// benchCannedResponses are responses shaped like the gateway's, the id
 // to be spliced in written as c0000000000.
-func relayCannedResponses() map[string]string {
-	msg := `{"jsonrpc":"2.0","id":"c0000000000","result":{"content":[{"type":"text","text":"` + relayBenchMessage + `"}]}}`
+func benchCannedResponses() map[string]string {
+	msg := `{"jsonrpc":"2.0","id":"c0000000000","result":{"content":[{"type":"text","text":"` + benchMessage + `"}]}}`
 	progress := `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":1}}`
 	chunk := func(s string) string { return strconv.FormatInt(int64(len(s)), 16) + "\r\n" + s + "\r\n" }
 	ev := "event: message\nid: 1\ndata: " + msg + "\n\n"
 	return map[string]string{
-		"json": relayJSONResponse("200 OK", msg),
+		"json": benchJSONResponse("200 OK", msg),
 		"sse-chunked": "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nCache-Control: no-cache\r\nmcp-session-id: ABCDEF\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			chunk("id: 0\ndata:\n\n") + chunk("event: message\ndata: "+progress+"\n\n") +
 			chunk(ev[:40]) + chunk(ev[40:]) + "0\r\n\r\n",
@@ -476,21 +476,21 @@ func relayCannedResponses() map[string]string {
 	}
 }
 
-func relayJSONResponse(status, msg string) string {
+func benchJSONResponse(status, msg string) string {
 	return "HTTP/1.1 " + status + "\r\nContent-Type: application/json\r\nDate: Mon, 01 Jan 2026 00:00:00 GMT\r\nContent-Length: " +
 		strconv.Itoa(len(msg)) + "\r\n\r\n" + msg
 }
 
-// relayClientAllocs reports the most allocations per call of the client
+// benchClientAllocs reports the most allocations per call of the client
 // over any of the canned responses: it must be 0 for the benchmark's
 // figures to be the gateway's alone.
-func relayClientAllocs(tb testing.TB) float64 {
+func benchClientAllocs(tb testing.TB) float64 {
 	tb.Helper()
 	worst := 0.0
-	for name, resp := range relayCannedResponses() {
-		fc := &cannedConn{resp: []byte(resp), idAt: strings.Index(resp, `"c0000000000"`) + 2}
-		c := newRelayClient(nil, fc)
-		c.setCall("127.0.0.1:1", "ABCDEF", relayBenchProtocol)
+	for name, resp := range benchCannedResponses() {
+		fc := &benchCannedConn{resp: []byte(resp), idAt: strings.Index(resp, `"c0000000000"`) + 2}
+		c := newBenchClient(nil, fc)
+		c.setCall("127.0.0.1:1", "ABCDEF", benchProtocol)
 		fc.reqIDAt = c.idAt
 		if err := c.call(); err != nil { // also grows the buffers
 			tb.Fatalf("%s: %v", name, err)
@@ -509,26 +509,26 @@ func relayClientAllocs(tb testing.TB) float64 {
 }
 
 func TestRelayBenchClient(t *testing.T) {
-	if n := relayClientAllocs(t); n != 0 {
+	if n := benchClientAllocs(t); n != 0 {
 		t.Errorf("the benchmark client allocates %v times per call", n)
 	}
 	// The checks are real: a wrong id, an HTTP or JSON-RPC error, a tool
 	// error or a missing echo fail the call.
-	ok := `{"jsonrpc":"2.0","id":"c0000000000","result":{"content":[{"type":"text","text":"` + relayBenchMessage + `"}]}}`
+	ok := `{"jsonrpc":"2.0","id":"c0000000000","result":{"content":[{"type":"text","text":"` + benchMessage + `"}]}}`
 	for name, resp := range map[string]string{
-		"wrong id":   relayJSONResponse("200 OK", strings.Replace(ok, "c0000000000", "x0000000000", 1)),
-		"rpc error":  relayJSONResponse("200 OK", `{"jsonrpc":"2.0","id":"c0000000000","error":{"code":-32603,"message":"`+relayBenchMessage+`"}}`),
-		"tool error": relayJSONResponse("200 OK", strings.Replace(ok, `}]}}`, `}],"isError":true}}`, 1)),
-		"no echo":    relayJSONResponse("200 OK", strings.Replace(ok, relayBenchMessage, "relay-bench-pAyload", 1)),
-		"HTTP 500":   relayJSONResponse("500 Internal Server Error", ok),
-		"sse no id":  strings.Replace(relayCannedResponses()["sse-length"], "c0000000000", "x0000000000", 1),
+		"wrong id":   benchJSONResponse("200 OK", strings.Replace(ok, "c0000000000", "x0000000000", 1)),
+		"rpc error":  benchJSONResponse("200 OK", `{"jsonrpc":"2.0","id":"c0000000000","error":{"code":-32603,"message":"`+benchMessage+`"}}`),
+		"tool error": benchJSONResponse("200 OK", strings.Replace(ok, `}]}}`, `}],"isError":true}}`, 1)),
+		"no echo":    benchJSONResponse("200 OK", strings.Replace(ok, benchMessage, "relay-bench-pAyload", 1)),
+		"HTTP 500":   benchJSONResponse("500 Internal Server Error", ok),
+		"sse no id":  strings.Replace(benchCannedResponses()["sse-length"], "c0000000000", "x0000000000", 1),
 	} {
-		fc := &cannedConn{resp: []byte(resp), idAt: -1}
+		fc := &benchCannedConn{resp: []byte(resp), idAt: -1}
 		if i := strings.Index(resp, `"c0000000000"`); i >= 0 {
 			fc.idAt = i + 2
 		}
-		c := newRelayClient(nil, fc)
-		c.setCall("127.0.0.1:1", "ABCDEF", relayBenchProtocol)
+		c := newBenchClient(nil, fc)
+		c.setCall("127.0.0.1:1", "ABCDEF", benchProtocol)
 		fc.reqIDAt = c.idAt
 		if err := c.call(); err == nil {
 			t.Errorf("%s: call succeeded", name)
@@ -539,11 +539,11 @@ func TestRelayBenchClient(t *testing.T) {
 }
 
 func BenchmarkRelayedToolCall(b *testing.B) {
-	if n := relayClientAllocs(b); n != 0 {
+	if n := benchClientAllocs(b); n != 0 {
 		b.Fatalf("the benchmark client allocates %v times per call", n)
 	}
-	addr := startRelayGateway(b)
-	c := dialRelay(b, addr)
+	addr := startBenchGateway(b)
+	c := dialBench(b, addr)
 	for range 50 { // warm up: buffers, pools, the child's first calls
 		if err := c.call(); err != nil {
 			b.Fatal(err)
@@ -562,13 +562,13 @@ func BenchmarkRelayedToolCall(b *testing.B) {
 // clients at once, each with its own connection and session (and so its
 // own child).
 func BenchmarkRelayedToolCallParallel(b *testing.B) {
-	if n := relayClientAllocs(b); n != 0 {
+	if n := benchClientAllocs(b); n != 0 {
 		b.Fatalf("the benchmark client allocates %v times per call", n)
 	}
-	addr := startRelayGateway(b)
-	clients := make([]*relayClient, runtime.GOMAXPROCS(0))
+	addr := startBenchGateway(b)
+	clients := make([]*benchClient, runtime.GOMAXPROCS(0))
 	for i := range clients {
-		clients[i] = dialRelay(b, addr)
+		clients[i] = dialBench(b, addr)
 		for range 50 {
 			if err := clients[i].call(); err != nil {
 				b.Fatal(err)
