@@ -562,10 +562,25 @@ func (fs *frontSession) watch(bs *mcpstdio.Session) {
 		// a client that sees its stream end first reports that instead.
 		fs.ending.Store(true)
 		fs.waitIdle(2 * time.Second)
+		// The errors travel on their requests' connections, the end of
+		// the standalone stream on another; a client that sees its stream
+		// end first fails every call with that instead of the error that
+		// names the child. So the stream lingers a moment, while new
+		// requests already get 404.
+		linger := time.NewTimer(streamLinger)
+		select {
+		case <-linger.C:
+		case <-fs.closed:
+		}
+		linger.Stop()
 		fs.close(bs.Err())
 	case <-fs.closed:
 	}
 }
+
+// streamLinger is how long the standalone stream of a session whose child
+// died stays open after the calls in flight got their errors.
+const streamLinger = time.Second
 
 // waitIdle waits until no call is in flight, or d has passed.
 func (fs *frontSession) waitIdle(d time.Duration) {
