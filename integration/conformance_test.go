@@ -85,7 +85,9 @@ func TestConformance(t *testing.T) {
 	defer cancel()
 	args := []string{cli, "server",
 		"--url", "http://" + local + "/mcp",
-		"--timeout", "20000",
+		// A scenario takes well under a second through tailgate; one that
+		// waits for an answer that never comes fails after this.
+		"--timeout", "15000",
 		"--expected-failures", baseline,
 		"-o", results}
 	scenario := os.Getenv("TAILGATE_CONFORMANCE_SCENARIO")
@@ -105,9 +107,7 @@ func TestConformance(t *testing.T) {
 	runErr := cmd.Run()
 	elapsed := time.Since(begin).Round(time.Second)
 	text := ansi.ReplaceAllString(output.String(), "")
-	if ctx.Err() != nil {
-		t.Fatalf("conformance suite did not finish in time (%v); output:\n%s", runErr, text)
-	}
+	timedOut := ctx.Err() != nil
 
 	if err := os.WriteFile(filepath.Join(results, "output.txt"), []byte(text), 0o644); err != nil {
 		t.Error(err)
@@ -129,7 +129,11 @@ func TestConformance(t *testing.T) {
 		}
 	}
 	sum := summarize(runs)
-	t.Logf("conformance suite through tailgate in %v, results in %s", elapsed, results)
+	kept := " (set TAILGATE_CONFORMANCE_OUT to keep them)"
+	if os.Getenv("TAILGATE_CONFORMANCE_OUT") != "" {
+		kept = ""
+	}
+	t.Logf("conformance suite through tailgate in %v, results in %s%s", elapsed, results, kept)
 	if i := strings.Index(text, "=== SUMMARY ==="); i >= 0 && scenario == "" {
 		for _, m := range failedToRun.FindAllString(text, -1) {
 			t.Log(m)
@@ -140,9 +144,13 @@ func TestConformance(t *testing.T) {
 	}
 	t.Logf("scenarios: %d run, %d passed whole, %d failed (%d of them with warnings only)",
 		sum.scenarios, sum.scenariosPassed, sum.scenarios-sum.scenariosPassed, sum.warningOnly)
-	t.Logf("checks: %d passed, %d failed, %d warnings (of %d)", sum.checks["SUCCESS"], sum.checks["FAILURE"], sum.checks["WARNING"], sum.total)
+	t.Logf("checks: %d passed, %d failed (of %d), %d warnings, %d skipped", sum.checks["SUCCESS"], sum.checks["FAILURE"], sum.total, sum.checks["WARNING"], sum.checks["SKIPPED"])
 	if len(sum.failing) > 0 {
 		t.Logf("failing scenarios: %s", strings.Join(sum.failing, " "))
+	}
+
+	if timedOut {
+		t.Fatalf("conformance suite did not finish in %v (%v); the figures above are of the scenarios that did; output:\n%s", elapsed, runErr, text)
 	}
 
 	// The CLI reports stale entries only for scenarios that ran; an entry
