@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"strings"
 	"sync"
@@ -177,7 +176,7 @@ func (f *mcpFront) session(w http.ResponseWriter, r *http.Request, id string) *f
 		http.Error(w, "session belongs to another peer", http.StatusForbidden)
 		return nil
 	}
-	if fs.isClosed() || fs.ending.Load() {
+	if bs := fs.backend(); fs.isClosed() || fs.ending.Load() || bs != nil && !bs.Alive() {
 		http.Error(w, "session not found: it has ended", http.StatusNotFound)
 		return nil
 	}
@@ -185,27 +184,18 @@ func (f *mcpFront) session(w http.ResponseWriter, r *http.Request, id string) *f
 	return fs
 }
 
-// readBody reads a body whose announced length, when it has one, sizes the
-// buffer at once.
-func readBody(r io.Reader, length, max int64) ([]byte, error) {
-	if length <= 0 || length > max {
-		return io.ReadAll(r)
-	}
-	body := make([]byte, length)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return nil, err
-	}
-	// The body must end where it said it would.
-	var one [1]byte
-	if n, _ := r.Read(one[:]); n > 0 {
-		return nil, errors.New("body longer than its Content-Length")
-	}
-	return body, nil
-}
-
 // readMessage reads and parses a POST body, answering for it if it cannot.
 func (f *mcpFront) readMessage(w http.ResponseWriter, r *http.Request) *mcpstdio.Message {
-	body, err := readBody(http.MaxBytesReader(w, r.Body, f.maxBody), r.ContentLength, f.maxBody)
+	var body []byte
+	var err error
+	if n := r.ContentLength; n > 0 && n <= f.maxBody {
+		// net/http reads no more than Content-Length: the buffer is sized
+		// at once.
+		body = make([]byte, n)
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, f.maxBody))
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -228,7 +218,7 @@ func (f *mcpFront) readMessage(w http.ResponseWriter, r *http.Request) *mcpstdio
 }
 
 func (f *mcpFront) servePost(w http.ResponseWriter, r *http.Request) {
-	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+	if !isJSON(r.Header.Get("Content-Type")) {
 		http.Error(w, "Content-Type must be 'application/json'", http.StatusUnsupportedMediaType)
 		return
 	}
@@ -264,6 +254,13 @@ func (f *mcpFront) servePost(w http.ResponseWriter, r *http.Request) {
 		fs.close(nil)
 		return
 	}
+}
+
+// isJSON reports whether a Content-Type is application/json, parameters
+// (charset) aside.
+func isJSON(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "application/json")
 }
 
 // accepts reports whether an Accept header admits media type typ.
@@ -701,7 +698,6 @@ func (fs *frontSession) call(ctx context.Context, bs *mcpstdio.Session, m *mcpst
 		opts.Keep = az.keep
 	}
 	reply := bs.Forward(m, rt, opts)
-	var final []byte
 	for {
 		select {
 		case fr, ok := <-reply.C():
@@ -719,8 +715,14 @@ func (fs *frontSession) call(ctx context.Context, bs *mcpstdio.Session, m *mcpst
 				return
 			}
 			if fr.Final {
-				final = fr.Data
-				outcome, callErr := outcomeOf(method, final)
+				var callErr error
+				outcome := "ok"
+				switch fr.Outcome {
+				case mcpstdio.OutcomeError:
+					outcome, callErr = "error", errorOf(fr.Data)
+				case mcpstdio.OutcomeToolError:
+					outcome = "tool_error"
+				}
 				fs.record(method, rt, outcome, callErr, time.Since(start))
 				return
 			}
@@ -740,20 +742,13 @@ func codeOf(err error) int {
 	return mcpstdio.CodeInternalError
 }
 
-// outcomeOf reads a response's outcome for logs and metrics: "ok",
-// "error" (with the error's message) or "tool_error".
-func outcomeOf(method string, resp []byte) (string, error) {
+// errorOf is the message of a JSON-RPC error response.
+func errorOf(resp []byte) error {
 	m, err := mcpstdio.ParseMessage(resp)
 	if err != nil {
-		return "error", err
+		return err
 	}
-	if m.Error.Has() {
-		return "error", errors.New(m.String(m.Field(m.Error, "message")))
-	}
-	if method == "tools/call" && string(m.Bytes(m.Field(m.Result, "isError"))) == "true" {
-		return "tool_error", nil
-	}
-	return "ok", nil
+	return errors.New(m.String(m.Field(m.Error, "message")))
 }
 
 // record writes the access log line and the metrics of one MCP request.
@@ -765,23 +760,27 @@ func (fs *frontSession) record(method string, rt mcpstdio.Route, outcome string,
 	if m := fs.f.metrics; m != nil {
 		m.observeCall(fs.f.name, method, rt.Target, toolLabel, outcome, took)
 	}
-	args := make([]any, 0, 12)
-	args = append(args, "method", method)
+	ctx := context.Background()
+	if !fs.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	var buf [6]slog.Attr
+	attrs := append(buf[:0], slog.String("method", method))
 	if rt.Kind != "" {
 		kind := rt.Kind
 		if kind == "resource" {
 			kind = "uri"
 		}
-		args = append(args, kind, rt.Name)
+		attrs = append(attrs, slog.String(kind, rt.Name))
 	}
 	if rt.Target != "" {
-		args = append(args, "target", rt.Target)
+		attrs = append(attrs, slog.String("target", rt.Target))
 	}
-	args = append(args, "outcome", outcome, "duration", took.Round(time.Microsecond))
+	attrs = append(attrs, slog.String("outcome", outcome), slog.Duration("duration", took.Round(time.Microsecond)))
 	if err != nil {
-		args = append(args, "err", err.Error())
+		attrs = append(attrs, slog.String("err", err.Error()))
 	}
-	fs.log.Info("mcp call", args...)
+	fs.log.LogAttrs(ctx, slog.LevelInfo, "mcp call", attrs...)
 }
 
 // authorizer applies a front's mcpAuthorization to one request.

@@ -10,11 +10,17 @@ import (
 // writeJSON answers with one JSON-RPC message.
 func writeJSON(w http.ResponseWriter, msg []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(msg)))
+	h["Content-Type"] = jsonContentType
+	// net/http sets the length of a small answer itself.
+	if len(msg) > 2048 {
+		h["Content-Length"] = []string{strconv.Itoa(len(msg))}
+	}
 	w.WriteHeader(http.StatusOK)
 	w.Write(msg)
 }
+
+// jsonContentType is shared by every answer; net/http copies it.
+var jsonContentType = []string{"application/json"}
 
 // sseWriter writes server-sent events, flushing each.
 type sseWriter struct {

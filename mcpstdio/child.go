@@ -337,11 +337,18 @@ func (c *child) response(m *Message) {
 		r.finish(bytes.Clone(m.Raw))
 		return
 	}
+	o := OutcomeOK
+	switch {
+	case m.Error.Has():
+		o = OutcomeError
+	case r.toolCall && string(m.Bytes(m.Field(m.Result, "isError"))) == "true":
+		o = OutcomeToolError
+	}
 	if r.transform != nil {
-		r.finish(r.transform(m))
+		r.finishAs(r.transform(m), o)
 		return
 	}
-	r.finish(m.Replace(m.ID, r.frontID))
+	r.finishAs(m.Replace(m.ID, r.frontID), o)
 }
 
 // related is the reply of the newest client request in flight at the

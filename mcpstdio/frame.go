@@ -74,8 +74,33 @@ func (m *Message) MethodName() string {
 	if !m.Method.Has() {
 		return ""
 	}
-	return unquote(m.Bytes(m.Method))
+	b := m.Bytes(m.Method)
+	if len(b) >= 2 {
+		// The methods of the protocol cost no allocation.
+		if name, ok := knownMethods[string(b[1:len(b)-1])]; ok {
+			return name
+		}
+	}
+	return unquote(b)
 }
+
+var knownMethods = func() map[string]string {
+	m := make(map[string]string)
+	for _, name := range []string{
+		"initialize", "ping", "tools/list", "tools/call", "prompts/list", "prompts/get",
+		"resources/list", "resources/templates/list", "resources/read", "resources/subscribe",
+		"resources/unsubscribe", "completion/complete", "logging/setLevel", "roots/list",
+		"sampling/createMessage", "elicitation/create", "server/discover", "subscriptions/listen",
+		"tasks/get", "tasks/list", "tasks/cancel", "tasks/result", "tasks/update",
+		"notifications/initialized", "notifications/cancelled", "notifications/progress",
+		"notifications/message", "notifications/resources/updated", "notifications/resources/list_changed",
+		"notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/roots/list_changed",
+		"notifications/elicitation/complete", "notifications/tasks/status",
+	} {
+		m[name] = name
+	}
+	return m
+}()
 
 // IsRequest reports whether the message expects an answer.
 func (m *Message) IsRequest() bool { return m.Method.Has() && m.ID.Has() }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -237,18 +236,21 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 	if rt.nameSpan.Has() && rt.TargetName != rt.Name {
 		extra = quote(rt.TargetName)
 	}
+	r.toolCall = rt.Kind == "tool" && m.MethodName() == "tools/call"
+	r.s, r.key, r.timeout = s, key, timeout
+	// The timer is armed before the request is written, so that a fast
+	// answer always finds it to stop; until c is set, it has nothing to
+	// cancel.
+	r.mu.Lock()
+	r.timer = time.AfterFunc(timeout, r.expire)
 	id, err := c.sendRenamed(m, r, rt.nameSpan, extra)
-	if err != nil {
-		s.untrack(key, r)
-		r.fail(err)
-		return r
+	if err == nil {
+		r.c, r.childID = c, id
 	}
-	timer := time.AfterFunc(timeout, func() {
-		r.fail(&CodeError{Code: CodeRequestTimeout, Err: fmt.Errorf("target %q: no answer in time (requestTimeout %v)", c.target.Name, timeout)})
-		c.cancel(id, "tailgate's request timeout")
-	})
-	r.onCancel = func(reason string) { c.cancel(id, reason) }
-	r.onDone = func() { timer.Stop(); s.untrack(key, r) }
+	r.mu.Unlock()
+	if err != nil {
+		r.fail(err)
+	}
 	return r
 }
 
@@ -442,4 +444,3 @@ func (s *Session) Targets() []string {
 	return names
 }
 
-var _ = strconv.Itoa

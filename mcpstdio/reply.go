@@ -3,7 +3,19 @@ package mcpstdio
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"time"
+)
+
+// Outcome is what a response says, for logs and metrics.
+type Outcome uint8
+
+// The outcomes of a response.
+const (
+	OutcomeOK        Outcome = iota
+	OutcomeError             // a JSON-RPC error
+	OutcomeToolError         // a tools/call result with isError
 )
 
 // Frame is one message for the client: something a request caused (a
@@ -13,6 +25,8 @@ import (
 type Frame struct {
 	Data  []byte
 	Final bool
+	// Outcome is set on the final frame.
+	Outcome Outcome
 	// Err is set instead of Data on tailgate's own requests.
 	Err error
 }
@@ -29,13 +43,63 @@ type Reply struct {
 	finished bool
 
 	internal  bool
+	toolCall  bool   // a tools/call, whose result may say isError
 	frontID   []byte // the client's id, raw
 	progress  []byte // the client's progress token, raw
 	transform func(*Message) []byte
-	// onCancel tells the target that nobody waits any more.
+
+	// A request forwarded to one child: where, under which id, until when.
+	s       *Session
+	key     string // in s.calls
+	c       *child
+	childID int64
+	timer   *time.Timer
+	timeout time.Duration
+
+	// onCancel and onDone replace the above for fan-out requests.
 	onCancel func(reason string)
-	// onDone releases what the call held (timer, session entry, context).
-	onDone func()
+	onDone   func()
+}
+
+// cancelAtChild tells the target that nobody waits any more.
+func (r *Reply) cancelAtChild(reason string) {
+	switch {
+	case r.onCancel != nil:
+		r.onCancel(reason)
+	default:
+		r.mu.Lock()
+		c, id := r.c, r.childID
+		r.mu.Unlock()
+		if c != nil {
+			c.cancel(id, reason)
+		}
+	}
+}
+
+// release lets go of what the call held: its timer, its session entry.
+func (r *Reply) release() {
+	if r.onDone != nil {
+		r.onDone()
+		return
+	}
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	if r.s != nil {
+		r.s.untrack(r.key, r)
+	}
+}
+
+// expire ends a call its target did not answer in time.
+func (r *Reply) expire() {
+	r.mu.Lock()
+	c, id := r.c, r.childID
+	r.mu.Unlock()
+	if c == nil {
+		return // never sent
+	}
+	r.fail(&CodeError{Code: CodeRequestTimeout, Err: fmt.Errorf("target %q: no answer in time (requestTimeout %v)", c.target.Name, r.timeout)})
+	c.cancel(id, "tailgate's request timeout")
 }
 
 func newReply(buf int) *Reply {
@@ -68,6 +132,10 @@ func (r *Reply) push(data []byte) bool {
 // finish delivers the response and ends the call.
 func (r *Reply) finish(data []byte) bool { return r.end(Frame{Data: data, Final: true}) }
 
+func (r *Reply) finishAs(data []byte, o Outcome) bool {
+	return r.end(Frame{Data: data, Final: true, Outcome: o})
+}
+
 func (r *Reply) end(f Frame) bool {
 	r.mu.Lock()
 	if r.finished {
@@ -81,9 +149,7 @@ func (r *Reply) end(f Frame) bool {
 	}
 	close(r.ch)
 	r.mu.Unlock()
-	if r.onDone != nil {
-		r.onDone()
-	}
+	r.release()
 	return true
 }
 
@@ -93,7 +159,7 @@ func (r *Reply) fail(err error) {
 		r.end(Frame{Err: err, Final: true})
 		return
 	}
-	r.finish(errorResponse(r.frontID, err))
+	r.finishAs(errorResponse(r.frontID, err), OutcomeError)
 }
 
 // cancel ends a call that is still in flight: the target is told, and the
@@ -109,9 +175,7 @@ func (r *Reply) cancel(reason string, respond bool) {
 	if done {
 		return
 	}
-	if r.onCancel != nil {
-		r.onCancel(reason)
-	}
+	r.cancelAtChild(reason)
 	if respond {
 		r.fail(&CodeError{Code: CodeRequestCancelled, Err: errors.New(reason)})
 		return
