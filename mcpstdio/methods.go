@@ -443,4 +443,3 @@ func (s *Session) Targets() []string {
 	}
 	return names
 }
-
