@@ -41,8 +41,11 @@ type mcpFront struct {
 	retired atomic.Bool
 	log     *slog.Logger
 
+	keys requestKeys
+
 	mu       sync.Mutex
 	sessions map[string]*frontSession // by Mcp-Session-Id
+	callers  map[string]*caller       // sessionless requests' children, by callerKey
 	opening  int                      // sessions being opened, for the cap
 	closed   bool
 	stop     chan struct{} // ends the TTL janitor
@@ -78,6 +81,7 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 		maxBody:     maxRequestBody,
 		log:         opts.Logger.With("route", name),
 		sessions:    make(map[string]*frontSession),
+		callers:     make(map[string]*caller),
 		stop:        make(chan struct{}),
 	}
 	f.authz.Store(opts.Authz)
@@ -236,6 +240,10 @@ func (f *mcpFront) servePost(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		fs.handle(w, r, m)
+		return
+	}
+	if m.MethodName() != "initialize" && isModern(r, m) {
+		f.serveModern(w, r, m)
 		return
 	}
 	if f.stateless {
@@ -426,7 +434,9 @@ type frontSession struct {
 	id    string
 	owner *policy.Source
 	sse   bool // a legacy SSE session: everything flows on its stream
-	log   *slog.Logger
+	// modern serves sessionless (2026-07-28) requests of one caller.
+	modern bool
+	log    *slog.Logger
 
 	mu sync.Mutex
 	bs *mcpstdio.Session
@@ -697,6 +707,9 @@ func (fs *frontSession) call(ctx context.Context, bs *mcpstdio.Session, m *mcpst
 	if az.rs != nil {
 		opts.Keep = az.keep
 	}
+	if fs.modern {
+		opts.Key = fs.f.keys.next()
+	}
 	reply := bs.Forward(m, rt, opts)
 	for {
 		select {
@@ -896,6 +909,12 @@ func (f *mcpFront) janitor() {
 					idle = append(idle, fs)
 				}
 			}
+			for key, c := range f.callers {
+				if fs := c.fs; fs.backend() != nil && fs.inflight.Load() == 0 && now.Sub(time.Unix(0, fs.lastUsed.Load())) > f.ttl {
+					delete(f.callers, key)
+					idle = append(idle, fs)
+				}
+			}
 			f.mu.Unlock()
 			for _, fs := range idle {
 				fs.log.Info("mcp session idle past its TTL; closing", "ttl", f.ttl)
@@ -912,9 +931,12 @@ func (f *mcpFront) close() {
 		close(f.stop)
 	}
 	f.closed = true
-	sessions := make([]*frontSession, 0, len(f.sessions))
+	sessions := make([]*frontSession, 0, len(f.sessions)+len(f.callers))
 	for _, fs := range f.sessions {
 		sessions = append(sessions, fs)
+	}
+	for _, c := range f.callers {
+		sessions = append(sessions, c.fs)
 	}
 	f.mu.Unlock()
 	var wg sync.WaitGroup
@@ -932,6 +954,9 @@ func (f *mcpFront) inflight() int64 {
 	var n int64
 	for _, fs := range f.sessions {
 		n += fs.inflight.Load()
+	}
+	for _, c := range f.callers {
+		n += c.fs.inflight.Load()
 	}
 	return n
 }

@@ -21,6 +21,10 @@ import (
 
 var demoBin string
 
+// legacySession pins a go-sdk client to MCP 2025-11-25 and its session;
+// unpinned, go-sdk v1.8.0 clients speak 2026-07-28 without one.
+var legacySession = &mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"}
+
 func TestMain(m *testing.M) { demoserver.TestMain(m, &demoBin) }
 
 // serveLoopback serves cfgYAML's first bind on 127.0.0.1 and returns the
@@ -68,7 +72,7 @@ binds:
 func connect(t *testing.T, url string) *mcp.ClientSession {
 	t.Helper()
 	c := mcp.NewClient(&mcp.Implementation{Name: "test-client"}, nil)
-	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: url}, nil)
+	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: url}, legacySession)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +173,7 @@ func TestProgressReachesClient(t *testing.T) {
 			progress <- req.Params
 		},
 	})
-	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base + "/mcp", DisableStandaloneSSE: true}, nil)
+	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base + "/mcp", DisableStandaloneSSE: true}, legacySession)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +220,7 @@ func TestSessionBelongsToItsPeer(t *testing.T) {
 func TestLegacySSE(t *testing.T) {
 	_, base := serveLoopback(t, demoConfig)
 	c := mcp.NewClient(&mcp.Implementation{Name: "sse-client"}, nil)
-	cs, err := c.Connect(context.Background(), &mcp.SSEClientTransport{Endpoint: base + "/sse"}, nil)
+	cs, err := c.Connect(context.Background(), &mcp.SSEClientTransport{Endpoint: base + "/sse"}, legacySession)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +276,7 @@ func TestListChangedReachesClient(t *testing.T) {
 	c := mcp.NewClient(&mcp.Implementation{Name: "test-client"}, &mcp.ClientOptions{
 		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { changed <- struct{}{} },
 	})
-	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, nil)
+	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, legacySession)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +326,7 @@ func TestTimeouts(t *testing.T) {
 	s2, base2 := serveLoopback(t, strings.Replace(demoConfig, "stdio: {cmd: DEMO}", "stdio: {cmd: sleep, args: ['60'], initializeTimeout: 300ms}", 1))
 	c := mcp.NewClient(&mcp.Implementation{Name: "test-client"}, nil)
 	start = time.Now()
-	_, err = c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base2 + "/mcp"}, nil)
+	_, err = c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base2 + "/mcp"}, legacySession)
 	if err == nil || !strings.Contains(err.Error(), `target \"demo\"`) && !strings.Contains(err.Error(), `target "demo"`) {
 		t.Errorf("initialize of a silent child: %v", err)
 	}

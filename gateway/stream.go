@@ -2,9 +2,13 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio"
 )
 
 // writeJSON answers with one JSON-RPC message.
@@ -82,12 +86,21 @@ type httpSink struct {
 	done     <-chan struct{}
 	sse      *sseWriter
 	answered bool
+	// modern answers a sessionless (2026-07-28) request, where an unknown
+	// or removed method is also HTTP 404.
+	modern bool
 }
 
 func (s *httpSink) send(msg []byte, final bool) error {
 	if final {
 		s.answered = true
 		if s.sse == nil {
+			if s.modern && methodNotFound(msg) {
+				s.w.Header()["Content-Type"] = jsonContentType
+				s.w.WriteHeader(http.StatusNotFound)
+				s.w.Write(msg)
+				return nil
+			}
 			writeJSON(s.w, msg)
 			return nil
 		}
@@ -152,3 +165,31 @@ func (b *responseBuffer) Write(p []byte) (int, error) {
 }
 
 func (b *responseBuffer) WriteHeader(int) {}
+
+// methodNotFound reports whether a response is JSON-RPC's "method not
+// found".
+func methodNotFound(msg []byte) bool {
+	if !bytes.Contains(msg, []byte("-32601")) {
+		return false
+	}
+	m, err := mcpstdio.ParseMessage(msg)
+	return err == nil && string(m.Bytes(m.Path("error", "code"))) == "-32601"
+}
+
+// decodeBase64Header decodes a header value of the form "=?base64?…?="
+// (SEP-2243).
+func decodeBase64Header(v string) (string, bool) {
+	inner, ok := strings.CutPrefix(v, "=?base64?")
+	if !ok {
+		return "", false
+	}
+	inner, ok = strings.CutSuffix(inner, "?=")
+	if !ok {
+		return "", false
+	}
+	b, err := base64.StdEncoding.DecodeString(inner)
+	if err != nil {
+		return "", false
+	}
+	return string(b), true
+}

@@ -160,7 +160,7 @@ func TestServerEverythingConformance(t *testing.T) {
 	defer cancel()
 	mc := mcp.NewClient(&mcp.Implementation{Name: "conformance"}, rec.options())
 	mc.AddRoots(&mcp.Root{URI: "file:///workspace/conformance-root", Name: "workspace"})
-	cs, err := mc.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: laptop.HTTPClient()}, nil)
+	cs, err := mc.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: laptop.HTTPClient()}, LegacySession)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -252,7 +252,7 @@ func TestIdentityReachesChild(t *testing.T) {
 	httpClient := &http.Client{Transport: headerTransport{base: tm.alice.HTTPClient().Transport, headers: forged}}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: httpClient}, nil)
+	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: httpClient}, LegacySession)
 	if err != nil {
 		t.Fatal(err)
 	}

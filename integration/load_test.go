@@ -60,7 +60,7 @@ func TestLoad(t *testing.T) {
 	for i := range sessions {
 		wg.Go(func() {
 			hc := httpClients[i%len(clients)]
-			cs, err := mcp.NewClient(&mcp.Implementation{Name: "load"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: hc}, nil)
+			cs, err := mcp.NewClient(&mcp.Implementation{Name: "load"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: hc}, LegacySession)
 			if err != nil {
 				errs.Add(1)
 				firstErr.Do(func() { t.Errorf("session %d: %v", i, err) })

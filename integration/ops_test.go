@@ -69,7 +69,7 @@ func TestDevMode(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "local-ide"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url}, nil)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "local-ide"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url}, LegacySession)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestHTTPSListener(t *testing.T) {
 	var cs *mcp.ClientSession
 	var err error
 	for range 50 {
-		cs, err = mcp.NewClient(&mcp.Implementation{Name: "tls-client"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: httpClient, MaxRetries: -1}, nil)
+		cs, err = mcp.NewClient(&mcp.Implementation{Name: "tls-client"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: httpClient, MaxRetries: -1}, LegacySession)
 		if err == nil || !retryable(err) {
 			break
 		}

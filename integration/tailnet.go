@@ -35,6 +35,12 @@ import (
 	"github.com/tailgate-dev/tailgate/tsnode"
 )
 
+// LegacySession pins a go-sdk client to MCP 2025-11-25: a session
+// (initialize, Mcp-Session-Id, the GET stream). Without it go-sdk v1.8.0
+// clients probe server/discover and, since tailgate answers it, speak
+// 2026-07-28 without a session.
+var LegacySession = &mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"}
+
 // Tailnet is an in-process tailnet for one test.
 type Tailnet struct {
 	Control    *testcontrol.Server
@@ -273,7 +279,7 @@ func (n *Node) Connect(ctx context.Context, url string, opts *mcp.ClientOptions)
 	var lastErr error
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: n.Client(), MaxRetries: -1}, nil)
+		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: n.Client(), MaxRetries: -1}, LegacySession)
 		if err == nil {
 			return cs, nil
 		}

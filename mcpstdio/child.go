@@ -45,12 +45,42 @@ type child struct {
 	names   map[string]map[string]bool
 }
 
-// childInit is what a child said of itself in its initialize result.
+// childInit is what a child said of itself in its initialize (or
+// server/discover) result.
 type childInit struct {
 	raw          json.RawMessage // the whole result
 	version      string
 	instructions string
 	capabilities map[string]json.RawMessage
+	serverInfo   json.RawMessage
+	// modern is set for a child that answered server/discover: it speaks
+	// MCP 2026-07-28 or later, sessionless; versions are those it named.
+	modern   bool
+	versions []string
+}
+
+// ModernVersion is the first MCP protocol version without sessions.
+const ModernVersion = "2026-07-28"
+
+// discoverParams are those of tailgate's own server/discover.
+var discoverParams = []byte(`{"_meta":{"io.modelcontextprotocol/protocolVersion":"` + ModernVersion + `","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"tailgate","version":"dev"}}}`)
+
+func (ci *childInit) parseDiscover(result []byte) error {
+	var r struct {
+		SupportedVersions []string                   `json:"supportedVersions"`
+		Instructions      string                     `json:"instructions"`
+		Capabilities      map[string]json.RawMessage `json:"capabilities"`
+		Meta              map[string]json.RawMessage `json:"_meta"`
+	}
+	if err := json.Unmarshal(result, &r); err != nil {
+		return fmt.Errorf("server/discover result: %w", err)
+	}
+	ci.raw = bytes.Clone(result)
+	ci.modern, ci.versions = true, r.SupportedVersions
+	ci.instructions, ci.capabilities = r.Instructions, r.Capabilities
+	ci.serverInfo = r.Meta["io.modelcontextprotocol/serverInfo"]
+	ci.version = ModernVersion
+	return nil
 }
 
 func (ci *childInit) has(capability string) bool {
@@ -61,7 +91,7 @@ func (ci *childInit) has(capability string) bool {
 // startChild starts t's process and initializes it with params, the raw
 // initialize params of the front client (or tailgate's own, for a pooled
 // child); identity is added to the child's environment.
-func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string]string, params []byte, logID string) (*child, error) {
+func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string]string, params []byte, logID string, shared bool) (*child, error) {
 	log := b.log.With("session", logID, "target", t.Name)
 	proc, err := startProcess(t, b.childEnv(t, identity), log, stderrLimits{maxLine: b.opts.StderrMaxLine, perSecond: b.opts.StderrLinesPerSecond})
 	if err != nil {
@@ -76,11 +106,28 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 	}()
 	c := &child{target: t, proc: proc, log: log, pending: make(map[int64]*Reply), maxMsg: b.opts.MaxMessageBytes}
 	go c.readLoop()
+	initCtx, cancel := context.WithTimeout(ctx, b.initializeTimeout(t))
+	defer cancel()
+	if shared {
+		// A child for sessionless (2026-07-28) clients: one that answers
+		// server/discover is spoken to in that protocol, every request
+		// self-describing; an older one is initialized once, by tailgate.
+		res, err := c.request(initCtx, "server/discover", discoverParams)
+		if err == nil && res.Result.Has() {
+			if err = c.init.parseDiscover(res.Bytes(res.Result)); err == nil {
+				return c, nil
+			}
+		}
+		if err != nil {
+			err = c.failure(initCtx, "server/discover", err)
+			proc.stop(b.opts.StopGrace)
+			return nil, err
+		}
+		params = nil
+	}
 	if len(params) == 0 {
 		params = defaultInitializeParams
 	}
-	initCtx, cancel := context.WithTimeout(ctx, b.initializeTimeout(t))
-	defer cancel()
 	res, err := c.request(initCtx, "initialize", params)
 	if err == nil && res.Error.Has() {
 		err = fmt.Errorf("target %q: initialize: %s", t.Name, res.Bytes(res.Error))
@@ -114,12 +161,14 @@ func (ci *childInit) parse(result []byte) error {
 		ProtocolVersion string                     `json:"protocolVersion"`
 		Instructions    string                     `json:"instructions"`
 		Capabilities    map[string]json.RawMessage `json:"capabilities"`
+		ServerInfo      json.RawMessage            `json:"serverInfo"`
 	}
 	if err := json.Unmarshal(result, &r); err != nil {
 		return fmt.Errorf("initialize result: %w", err)
 	}
 	ci.raw = bytes.Clone(result)
-	ci.version, ci.instructions, ci.capabilities = r.ProtocolVersion, r.Instructions, r.Capabilities
+	ci.version, ci.instructions, ci.capabilities, ci.serverInfo = r.ProtocolVersion, r.Instructions, r.Capabilities, r.ServerInfo
+	ci.versions = []string{r.ProtocolVersion}
 	return nil
 }
 
@@ -353,16 +402,26 @@ func (c *child) response(m *Message) {
 
 // related is the reply of the newest client request in flight at the
 // child: stdio carries no "related request", so the newest is the best
-// guess for a message that names none.
-func (c *child) related() *Reply {
+// guess for a message that names none. With only, it is the reply only if
+// that request is the one in flight, so that nothing can reach a request
+// it does not belong to.
+func (c *child) related(only bool) *Reply {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var newest *Reply
 	var newestID int64
+	n := 0
 	for id, r := range c.pending {
-		if !r.internal && id > newestID {
+		if r.internal {
+			continue
+		}
+		n++
+		if id > newestID {
 			newest, newestID = r, id
 		}
+	}
+	if only && n > 1 {
+		return nil
 	}
 	return newest
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 )
 
@@ -27,24 +28,46 @@ func (s Span) Has() bool { return s.End > s.Start }
 // ParseMessage reads the envelope of one JSON-RPC message. It checks that
 // raw is a single JSON object whose values are well-formed; a batch (an
 // array) is an error.
+//
+// A message that could be read two ways is refused: a field tailgate reads
+// that appears twice (decoders disagree on which one counts), in the
+// envelope or in params, params._meta and params.ref. Keys are compared
+// unescaped, as a decoder sees them.
 func ParseMessage(raw []byte) (*Message, error) {
 	m := &Message{Raw: raw}
+	var seen [5]bool
+	dup := ""
 	err := scanObject(raw, 0, func(key []byte, v Span) {
+		i := -1
 		switch string(key) {
 		case "id":
-			m.ID = v
+			i, m.ID = 0, v
 		case "method":
-			m.Method = v
+			i, m.Method = 1, v
 		case "params":
-			m.Params = v
+			i, m.Params = 2, v
 		case "result":
-			m.Result = v
+			i, m.Result = 3, v
 		case "error":
-			m.Error = v
+			i, m.Error = 4, v
+		}
+		if i >= 0 {
+			if seen[i] && dup == "" {
+				dup = string(key)
+			}
+			seen[i] = true
 		}
 	})
 	if err != nil {
 		return nil, err
+	}
+	if dup != "" {
+		return nil, fmt.Errorf("duplicate key %q", dup)
+	}
+	if m.Params.Has() && raw[m.Params.Start] == '{' {
+		if err := m.checkParams(); err != nil {
+			return nil, err
+		}
 	}
 	if m.Method.Has() && raw[m.Method.Start] != '"' {
 		return nil, errors.New("method is not a string")
@@ -64,6 +87,56 @@ func ParseMessage(raw []byte) (*Message, error) {
 		return nil, errors.New("neither a request, a notification nor a response")
 	}
 	return m, nil
+}
+
+// checkParams refuses duplicate keys in params and in the objects of it
+// that tailgate reads.
+func (m *Message) checkParams() error {
+	var meta, ref Span
+	err := m.unique(m.Params, func(key []byte, v Span) {
+		switch string(key) {
+		case "_meta":
+			meta = v
+		case "ref":
+			ref = v
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("params: %w", err)
+	}
+	for _, o := range []struct {
+		name string
+		span Span
+	}{{"params._meta", meta}, {"params.ref", ref}} {
+		if o.span.Has() && m.Raw[o.span.Start] == '{' {
+			if err := m.unique(o.span, nil); err != nil {
+				return fmt.Errorf("%s: %w", o.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// unique refuses an object with a key twice, calling fn for each key.
+func (m *Message) unique(obj Span, fn func(key []byte, v Span)) error {
+	var small [16][]byte
+	keys := small[:0]
+	dup := ""
+	scanObject(m.Raw[obj.Start:obj.End], obj.Start, func(key []byte, v Span) {
+		for _, k := range keys {
+			if bytes.Equal(k, key) && dup == "" {
+				dup = string(key)
+			}
+		}
+		keys = append(keys, key)
+		if fn != nil {
+			fn(key, v)
+		}
+	})
+	if dup != "" {
+		return fmt.Errorf("duplicate key %q", dup)
+	}
+	return nil
 }
 
 // Bytes is the raw value of span s.
@@ -119,8 +192,8 @@ func (m *Message) Field(obj Span, key string) Span {
 	}
 	var found Span
 	scanObject(m.Raw[obj.Start:obj.End], obj.Start, func(k []byte, v Span) {
-		if !found.Has() && string(k) == key {
-			found = v
+		if string(k) == key {
+			found = v // the last one, as decoders take it
 		}
 	})
 	return found
@@ -210,6 +283,14 @@ func scanObject(b []byte, base int, fn func(key []byte, v Span)) error {
 			return err
 		}
 		key := b[i+1 : end-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			// An escaped key means what it decodes to.
+			var k string
+			if json.Unmarshal(b[i:end], &k) != nil {
+				return errSyntax
+			}
+			key = []byte(k)
+		}
 		i = skipSpace(b, end)
 		if i >= len(b) || b[i] != ':' {
 			return errSyntax
@@ -247,21 +328,84 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// skipString returns the index after the string that starts at b[i].
+// skipString returns the index after the string that starts at b[i]. It
+// refuses what JSON refuses: control characters, unknown escapes.
 func skipString(b []byte, i int) (int, error) {
 	i++
 	for i < len(b) {
-		j := bytes.IndexAny(b[i:], "\"\\")
-		if j < 0 {
-			return 0, errSyntax
-		}
-		i += j
-		if b[i] == '"' {
+		c := b[i]
+		switch {
+		case c == '"':
 			return i + 1, nil
+		case c < 0x20:
+			return 0, errSyntax
+		case c == '\\':
+			if i+1 >= len(b) {
+				return 0, errSyntax
+			}
+			switch b[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(b) || !isHex4(b[i+2:i+6]) {
+					return 0, errSyntax
+				}
+				i += 6
+			default:
+				return 0, errSyntax
+			}
+		default:
+			i++
 		}
-		i += 2 // an escape and the character it escapes
 	}
 	return 0, errSyntax
+}
+
+func isHex4(b []byte) bool {
+	for _, c := range b {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// skipNumber returns the index after the number that starts at b[i]:
+// -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func skipNumber(b []byte, i int) (int, error) {
+	digits := func() int {
+		n := 0
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case digits() == 0:
+		return 0, errSyntax
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if digits() == 0 {
+			return 0, errSyntax
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return 0, errSyntax
+		}
+	}
+	return i, nil
 }
 
 // skipValue returns the index after the JSON value that starts at b[i].
@@ -322,11 +466,7 @@ func skipValue(b []byte, i, depth int) (int, error) {
 	case c == 'n':
 		return skipLiteral(b, i, "null")
 	case c == '-' || (c >= '0' && c <= '9'):
-		j := i + 1
-		for j < len(b) && (b[j] >= '0' && b[j] <= '9' || b[j] == '.' || b[j] == 'e' || b[j] == 'E' || b[j] == '+' || b[j] == '-') {
-			j++
-		}
-		return j, nil
+		return skipNumber(b, i)
 	}
 	return 0, errSyntax
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -64,9 +65,11 @@ type Route struct {
 	Target, TargetName string
 
 	c        *child
-	nameSpan Span // where Name is in the message
+	nameSpan Span     // where Name is in the message
+	namePath []string // and how to find it again
 	list     *listKind
 	fanOut   bool
+	discover bool
 }
 
 // Route finds the target of a client request. An error is the JSON-RPC
@@ -76,18 +79,22 @@ func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
 	var rt Route
 	switch method {
 	case "tools/call":
-		rt.Kind, rt.nameSpan = "tool", m.Path("params", "name")
+		rt.Kind, rt.namePath = "tool", pathParamsName
 	case "prompts/get":
-		rt.Kind, rt.nameSpan = "prompt", m.Path("params", "name")
+		rt.Kind, rt.namePath = "prompt", pathParamsName
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
-		rt.Kind, rt.nameSpan = "resource", m.Path("params", "uri")
+		rt.Kind, rt.namePath = "resource", pathParamsURI
 	case "completion/complete":
-		ref := m.Path("params", "ref")
-		switch m.String(m.Field(ref, "type")) {
+		switch m.String(m.Path("params", "ref", "type")) {
 		case "ref/prompt":
-			rt.Kind, rt.nameSpan = "prompt", m.Field(ref, "name")
+			rt.Kind, rt.namePath = "prompt", pathRefName
 		case "ref/resource":
-			rt.Kind, rt.nameSpan = "resource", m.Field(ref, "uri")
+			rt.Kind, rt.namePath = "resource", pathRefURI
+		}
+	case "server/discover":
+		if s.needsOwnDiscover() {
+			rt.fanOut, rt.discover = true, true
+			return rt, nil
 		}
 	case "tools/list", "prompts/list", "resources/list", "resources/templates/list":
 		lk := listKinds[method]
@@ -100,6 +107,9 @@ func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
 		return rt, nil
 	case "ping", "logging/setLevel":
 		rt.fanOut = len(s.children) > 1
+	}
+	if rt.namePath != nil {
+		rt.nameSpan = m.Path(rt.namePath...)
 	}
 	if rt.Kind != "" && rt.nameSpan.Has() {
 		rt.Name = m.String(rt.nameSpan)
@@ -135,6 +145,14 @@ func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
 	}
 	return rt, &CodeError{Code: CodeMethodNotFound, Err: fmt.Errorf("tailgate cannot tell which of this backend's %d targets %q is for", len(s.children), method)}
 }
+
+var (
+	pathParamsName = []string{"params", "name"}
+	pathParamsURI  = []string{"params", "uri"}
+	pathRefName    = []string{"params", "ref", "name"}
+	pathRefURI     = []string{"params", "ref", "uri"}
+	pathProgress   = []string{"params", "_meta", "progressToken"}
+)
 
 // route finds the child that serves a front tool or prompt name and the
 // child's own name for it. Unprefixed names with several targets
@@ -198,6 +216,10 @@ type ForwardOptions struct {
 	// keeps everything, and a single unprefixed target's lists then pass
 	// through as they came.
 	Keep func(Item) bool
+	// Key names the request among those in flight, for Notify's
+	// cancellations; default its id. Requests of a shared session come
+	// from many clients and need a key of their own.
+	Key string
 }
 
 // Forward sends the client request m along rt. The Reply yields what the
@@ -206,10 +228,23 @@ type ForwardOptions struct {
 func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 	r := newReply(8)
 	r.frontID = m.Bytes(m.ID)
-	if tok := m.Path("params", "_meta", "progressToken"); tok.Has() {
+	if tok := m.Path(pathProgress...); tok.Has() {
 		r.progress = m.Bytes(tok)
+		if s.shared && rt.c != nil {
+			// Two clients may use the same token at once: the child sees
+			// one of tailgate's.
+			r.frontToken = r.progress
+			r.progress = quote("tailgate-progress-" + strconv.FormatInt(s.progressSeq.Add(1), 10))
+			rm, err := ParseMessage(m.Replace(tok, r.progress))
+			if err == nil {
+				m = rm
+				if rt.namePath != nil {
+					rt.nameSpan = m.Path(rt.namePath...)
+				}
+			}
+		}
 	}
-	key, ok := s.track(r)
+	key, ok := s.track(r, opts.Key)
 	if !ok {
 		r.fail(s.ended())
 		return r
@@ -272,9 +307,12 @@ func (c *child) sendRenamed(m *Message, r *Reply, name Span, v []byte) (int64, e
 func (s *Session) fanOut(ctx context.Context, m *Message, rt Route, opts ForwardOptions, r *Reply) {
 	var result []byte
 	var err error
-	if rt.list != nil {
+	switch {
+	case rt.discover:
+		result = s.discover
+	case rt.list != nil:
 		result, err = s.joinLists(ctx, *rt.list, opts.Keep)
-	} else {
+	default:
 		err = s.everyChild(ctx, m)
 		result = []byte("{}")
 	}
@@ -342,7 +380,16 @@ func (s *Session) joinLists(ctx context.Context, lk listKind, keep func(Item) bo
 		}
 		all = append(all, items...)
 	}
-	return json.Marshal(map[string]any{lk.field: all})
+	res := map[string]any{lk.field: all}
+	if s.shared {
+		// The joined list is tailgate's: not to be cached (SEP-2549), and
+		// never shared between callers once policy filtered it.
+		res["resultType"], res["ttlMs"], res["cacheScope"] = "complete", 0, "public"
+		if keep != nil {
+			res["cacheScope"] = "private"
+		}
+	}
+	return json.Marshal(res)
 }
 
 // rewriteItems prefixes the items' names and drops what keep refuses.
@@ -389,6 +436,11 @@ func (s *Session) rewriteList(c *child, lk listKind, res *Message, frontID []byt
 		items = []json.RawMessage{}
 	}
 	result[lk.field], _ = json.Marshal(items)
+	if _, ok := result["cacheScope"]; ok && keep != nil {
+		// Filtered by the caller's identity: another caller's cache must
+		// not serve it (SEP-2549).
+		result["cacheScope"] = json.RawMessage(`"private"`)
+	}
 	b, _ := json.Marshal(result)
 	return ResultMessage(frontID, b)
 }

@@ -42,7 +42,7 @@ func (p *pool) fill() {
 		case <-p.ctx.Done():
 			return
 		}
-		c, err := p.b.startChild(p.ctx, p.t, nil, nil, "pool-"+p.t.Name+"-"+strconv.Itoa(n))
+		c, err := p.b.startChild(p.ctx, p.t, nil, nil, "pool-"+p.t.Name+"-"+strconv.Itoa(n), false)
 		if err != nil {
 			if p.ctx.Err() != nil {
 				return

@@ -42,11 +42,14 @@ type Reply struct {
 	mu       sync.Mutex
 	finished bool
 
-	internal  bool
-	toolCall  bool   // a tools/call, whose result may say isError
-	frontID   []byte // the client's id, raw
-	progress  []byte // the client's progress token, raw
-	transform func(*Message) []byte
+	internal bool
+	toolCall bool   // a tools/call, whose result may say isError
+	frontID  []byte // the client's id, raw
+	progress []byte // the progress token the child sees, raw
+	// frontToken is the client's own progress token where the child sees
+	// another (a shared child: tokens of different requests must differ).
+	frontToken []byte
+	transform  func(*Message) []byte
 
 	// A request forwarded to one child: where, under which id, until when.
 	s       *Session

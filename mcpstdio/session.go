@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,6 +32,12 @@ type OpenParams struct {
 	// client waits for nothing): the client's standalone stream. It must
 	// not block for long.
 	Notify func(msg []byte)
+	// Shared opens a session for sessionless (MCP 2026-07-28) requests of
+	// one caller: children are not initialized with a client's params
+	// (each request describes its client), a child that answers
+	// server/discover is spoken to in 2026-07-28, an older one is
+	// initialized by tailgate; the session outlives any one request.
+	Shared bool
 }
 
 // Session is one front session's children, one per target, started and
@@ -44,15 +51,21 @@ type Session struct {
 	log      *slog.Logger
 	prefixed bool
 	notify   func([]byte)
+	shared   bool
 
 	children []*child
 	// missing are the targets that failed to start under failOpen.
 	missing map[string]error
 	init    []byte // the initialize result the client gets
+	// discover is the server/discover result of a shared session whose
+	// targets cannot answer it as one (several, or an older one).
+	discover []byte
 
 	// ctx ends with the session: tailgate's own requests use it.
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	progressSeq atomic.Int64
 
 	mu         sync.Mutex
 	calls      map[string]*Reply // client requests in flight, by raw id
@@ -85,6 +98,7 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 		log:        b.log.With("session", p.ID),
 		prefixed:   b.prefixed(),
 		notify:     p.Notify,
+		shared:     p.Shared,
 		missing:    make(map[string]error),
 		calls:      make(map[string]*Reply),
 		serverReqs: make(map[int64]*serverRequest),
@@ -105,7 +119,7 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 	for i := range b.targets {
 		t := &b.targets[i]
 		wg.Go(func() {
-			if pl := b.pools[t.Name]; pl != nil {
+			if pl := b.pools[t.Name]; pl != nil && !p.Shared {
 				if c := pl.take(); c != nil {
 					children[i] = c
 					return
@@ -115,7 +129,7 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 			if t.IdentityEnv {
 				identity = p.Identity
 			}
-			children[i], errs[i] = b.startChild(ctx, t, identity, p.Initialize, p.ID)
+			children[i], errs[i] = b.startChild(ctx, t, identity, p.Initialize, p.ID, p.Shared)
 		})
 	}
 	wg.Wait()
@@ -141,6 +155,9 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 		}
 	}
 	s.init = s.initializeResult()
+	if s.shared {
+		s.discover = s.discoverResult()
+	}
 	s.log.Info("session started", "children", len(s.children), "pids", s.PIDs(), "duration", time.Since(start).Round(time.Millisecond))
 	for _, c := range s.children {
 		go s.supervise(c)
@@ -263,8 +280,10 @@ func (s *Session) end(cause error) {
 		if cause != nil {
 			reason = cause.Error()
 		}
+		// Each call's error waits for its reader; one that stalls must not
+		// hold up the others, or the children's stop.
 		for _, r := range calls {
-			r.cancel(reason, true)
+			go r.cancel(reason, true)
 		}
 		var wg sync.WaitGroup
 		for _, c := range s.children {
@@ -321,6 +340,59 @@ func (s *Session) initializeResult() []byte {
 	return b
 }
 
+// discoverResult is server/discover's result for the targets as one
+// server: capabilities joined as for initialize, the versions every target
+// speaks, each target's instructions marked with its name.
+func (s *Session) discoverResult() []byte {
+	caps := map[string]any{}
+	var instructions []string
+	var versions []string
+	for i, c := range s.children {
+		if i == 0 {
+			versions = append(versions, c.init.versions...)
+		} else {
+			versions = slices.DeleteFunc(versions, func(v string) bool { return !slices.Contains(c.init.versions, v) })
+		}
+		if c.init.instructions != "" {
+			if len(s.children) == 1 {
+				instructions = append(instructions, c.init.instructions)
+			} else {
+				instructions = append(instructions, fmt.Sprintf("[%s] %s", c.target.Name, c.init.instructions))
+			}
+		}
+		for k, raw := range c.init.capabilities {
+			var v any
+			if json.Unmarshal(raw, &v) == nil {
+				caps[k] = mergeJSON(caps[k], v)
+			}
+		}
+	}
+	if versions == nil {
+		versions = []string{}
+	}
+	serverInfo := any(map[string]any{"name": "tailgate", "version": s.b.opts.Version})
+	if len(s.children) == 1 && len(s.children[0].init.serverInfo) > 0 {
+		serverInfo = s.children[0].init.serverInfo
+	}
+	res := map[string]any{
+		"resultType":        "complete",
+		"supportedVersions": versions,
+		"capabilities":      caps,
+		"_meta":             map[string]any{"io.modelcontextprotocol/serverInfo": serverInfo},
+	}
+	if len(instructions) > 0 {
+		res["instructions"] = strings.Join(instructions, "\n\n")
+	}
+	b, _ := json.Marshal(res)
+	return b
+}
+
+// needsOwnDiscover reports whether tailgate answers server/discover for the
+// session's targets rather than passing it to the one target.
+func (s *Session) needsOwnDiscover() bool {
+	return len(s.children) > 1 || len(s.children) == 1 && !s.children[0].init.modern
+}
+
 // mergeJSON joins two capability values: objects key by key, booleans by
 // "or"; otherwise the first one stays.
 func mergeJSON(a, b any) any {
@@ -359,6 +431,12 @@ var ErrSessionEnded = errors.New("mcpstdio: session ended")
 // not answer in time or the session ends first.
 func (s *Session) serverRequest(c *child, m *Message) {
 	sr := &serverRequest{c: c, childID: m.Bytes(m.ID), method: m.MethodName()}
+	if s.shared {
+		// Nobody can answer: a sessionless client has no channel back
+		// (MCP 2026-07-28 servers ask with input_required results).
+		c.write(ErrorMessage(sr.childID, CodeMethodNotFound, fmt.Sprintf("tailgate: %s cannot reach a sessionless (2026-07-28) client", sr.method)))
+		return
+	}
 	s.mu.Lock()
 	select {
 	case <-s.stopping:
@@ -392,7 +470,7 @@ func (s *Session) takeServerRequest(id int64) *serverRequest {
 // toClient sends a child's message on the stream of the request in flight
 // at that child, else on the client's standalone stream.
 func (s *Session) toClient(c *child, msg []byte) {
-	if r := c.related(); r != nil && r.push(msg) {
+	if r := c.related(s.shared); r != nil && r.push(msg) {
 		return
 	}
 	s.notify(msg)
@@ -453,6 +531,9 @@ func (s *Session) childNotification(c *child, m *Message) {
 			return
 		}
 		if r := c.byProgressToken(m.Bytes(tok)); r != nil {
+			if r.frontToken != nil {
+				m.Raw = m.Replace(tok, r.frontToken)
+			}
 			r.push(m.Raw)
 		}
 		return
@@ -503,8 +584,10 @@ func (s *Session) childNotification(c *child, m *Message) {
 
 // track records a client request in flight under its id, so that a
 // cancellation finds it.
-func (s *Session) track(r *Reply) (string, bool) {
-	key := string(r.frontID)
+func (s *Session) track(r *Reply, key string) (string, bool) {
+	if key == "" {
+		key = string(r.frontID)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	select {

@@ -1,0 +1,246 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio"
+	"github.com/tailgate-dev/tailgate/policy"
+)
+
+// MCP 2026-07-28 clients have no session: every request carries its
+// protocol version and client capabilities in _meta (SEP-2575/2567). They
+// are served by children kept per caller, reused across requests, and
+// closed when idle.
+
+const (
+	protocolVersionHeader = "Mcp-Protocol-Version"
+	methodHeader          = "Mcp-Method"
+	nameHeader            = "Mcp-Name"
+	metaProtocolVersion   = "io.modelcontextprotocol/protocolVersion"
+	// codeHeaderMismatch is SEP-2243's error for headers that disagree
+	// with the body.
+	codeHeaderMismatch = -32020
+	// maxCallers bounds the callers whose children are kept for
+	// sessionless requests when config.mcp.maxSessions does not.
+	maxCallers = 64
+)
+
+// isModern reports whether a request without a session speaks MCP
+// 2026-07-28 or later: by its header, else by its _meta.
+func isModern(r *http.Request, m *mcpstdio.Message) bool {
+	v := r.Header.Get(protocolVersionHeader)
+	if v == "" {
+		v = m.String(m.Path("params", "_meta", metaProtocolVersion))
+	}
+	return v >= mcpstdio.ModernVersion
+}
+
+// checkHeaders applies SEP-2243: Mcp-Method must name the body's method,
+// and Mcp-Name the tool, prompt or resource the body names; a gateway
+// routes and judges by headers only if they agree with the body, which
+// stays the truth. The error is the one to answer with.
+func checkHeaders(r *http.Request, m *mcpstdio.Message) error {
+	if v := r.Header.Get(protocolVersionHeader); v == "" || v < mcpstdio.ModernVersion {
+		return nil
+	}
+	method := m.MethodName()
+	hm := r.Header.Get(methodHeader)
+	if hm == "" {
+		return fmt.Errorf("missing required %s header", methodHeader)
+	}
+	if hm != method {
+		return fmt.Errorf("header mismatch: %s header value %q does not match body value %q", methodHeader, hm, method)
+	}
+	var name mcpstdio.Span
+	switch method {
+	case "tools/call", "prompts/get":
+		name = m.Path("params", "name")
+	case "resources/read":
+		name = m.Path("params", "uri")
+	default:
+		return nil
+	}
+	hn := r.Header.Get(nameHeader)
+	if hn == "" {
+		return fmt.Errorf("missing required %s header for method %q", nameHeader, method)
+	}
+	if body := m.String(name); decodeHeaderValue(hn) != body {
+		return fmt.Errorf("header mismatch: %s header value %q does not match body value %q", nameHeader, hn, body)
+	}
+	return nil
+}
+
+// decodeHeaderValue undoes SEP-2243's encoding of values that are not
+// plain ASCII ("=?base64?…?=").
+func decodeHeaderValue(v string) string {
+	if d, ok := decodeBase64Header(v); ok {
+		return d
+	}
+	return v
+}
+
+// caller is one caller's children for sessionless requests.
+type caller struct {
+	fs    *frontSession
+	ready chan struct{} // closed once fs.bs is set, or err
+	err   error
+}
+
+// callerKey names whose children a request may use: the tailnet node, or
+// the address of a caller that is not one. Children never serve two nodes.
+func callerKey(src *policy.Source) string {
+	if src.Tailscale != nil && src.Tailscale.Node.ID != "" {
+		return "node:" + src.Tailscale.Node.ID
+	}
+	return "addr:" + src.Address
+}
+
+// serveModern serves a sessionless (2026-07-28) request.
+func (f *mcpFront) serveModern(w http.ResponseWriter, r *http.Request, m *mcpstdio.Message) {
+	if !m.IsRequest() {
+		// Without a session, a notification or response has nowhere to go.
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	if err := checkHeaders(r, m); err != nil {
+		w.Header()["Content-Type"] = jsonContentType
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write(mcpstdio.ErrorMessage(m.Bytes(m.ID), codeHeaderMismatch, err.Error()))
+		return
+	}
+	fs, err := f.callerSession(r)
+	if err != nil {
+		w.Header().Set("Retry-After", "5")
+		w.Header()["Content-Type"] = jsonContentType
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write(mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInternalError, err.Error()))
+		return
+	}
+	fs.touch()
+	req := callRequest{src: sourceFrom(r.Context()), http: requestFacts{method: r.Method, path: r.URL.Path, host: r.Host, header: r.Header}}
+	sink := &httpSink{w: w, done: r.Context().Done(), modern: true}
+	fs.inflight.Add(1)
+	defer fs.callDone()
+	fs.call(r.Context(), fs.backend(), m, req, sink)
+	sink.finish()
+}
+
+// callerSession is the caller's session for sessionless requests, opened
+// on its first request.
+func (f *mcpFront) callerSession(r *http.Request) (*frontSession, error) {
+	src := sourceFrom(r.Context())
+	key := callerKey(src)
+	f.mu.Lock()
+	if f.closed || f.retired.Load() {
+		f.mu.Unlock()
+		return nil, fmt.Errorf("gateway shutting down")
+	}
+	c := f.callers[key]
+	if c == nil {
+		if err := f.makeRoomLocked(); err != nil {
+			f.mu.Unlock()
+			return nil, err
+		}
+		c = &caller{ready: make(chan struct{})}
+		c.fs = &frontSession{f: f, id: "sessionless", owner: src, modern: true, queue: make(chan []byte, 1), closed: make(chan struct{})}
+		c.fs.log = f.log.With(append([]any{"session", "sessionless"}, sourceAttrs(src)...)...)
+		c.fs.touch()
+		f.callers[key] = c
+		f.mu.Unlock()
+		go f.openCaller(key, c, src)
+	} else {
+		f.mu.Unlock()
+	}
+	select {
+	case <-c.ready:
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	return c.fs, nil
+}
+
+// openCaller starts a caller's children. It does not run on the request's
+// context: the children serve the caller's later requests too.
+func (f *mcpFront) openCaller(key string, c *caller, src *policy.Source) {
+	start := time.Now()
+	bs, err := f.backend.Open(context.Background(), mcpstdio.OpenParams{ID: "sessionless-" + key, Identity: identityEnv(src), Shared: true})
+	if err != nil {
+		c.err = err
+		f.mu.Lock()
+		if f.callers[key] == c {
+			delete(f.callers, key)
+		}
+		f.mu.Unlock()
+		close(c.ready)
+		c.fs.log.Error("children for sessionless requests failed to start", "err", err)
+		return
+	}
+	c.fs.mu.Lock()
+	c.fs.bs = bs
+	c.fs.mu.Unlock()
+	close(c.ready)
+	c.fs.log.Info("children started for sessionless requests", "pids", bs.PIDs(), "duration", time.Since(start).Round(time.Millisecond))
+	select {
+	case <-bs.Done():
+		c.fs.log.Warn("children for sessionless requests ended", "err", bs.Err())
+	case <-c.fs.closed:
+	}
+	f.mu.Lock()
+	if f.callers[key] == c {
+		delete(f.callers, key)
+	}
+	f.mu.Unlock()
+	c.fs.close(nil)
+}
+
+// makeRoomLocked keeps the callers under their cap: past it, the caller
+// idle longest gives up its children; if every one is busy, the new one is
+// refused.
+func (f *mcpFront) makeRoomLocked() error {
+	limit := maxCallers
+	if f.maxSessions > 0 {
+		limit = f.maxSessions
+	}
+	if len(f.callers) < limit {
+		return nil
+	}
+	var oldest *caller
+	var oldestKey string
+	for k, c := range f.callers {
+		if c.fs.inflight.Load() > 0 || c.fs.backend() == nil {
+			continue
+		}
+		if oldest == nil || c.fs.lastUsed.Load() < oldest.fs.lastUsed.Load() {
+			oldest, oldestKey = c, k
+		}
+	}
+	if oldest == nil {
+		return fmt.Errorf("too many callers (%d) with requests in flight; retry later", limit)
+	}
+	delete(f.callers, oldestKey)
+	go oldest.fs.close(nil)
+	return nil
+}
+
+// requestKeys gives each sessionless request a key of its own: ids of
+// different clients may collide.
+type requestKeys struct {
+	mu sync.Mutex
+	n  uint64
+}
+
+func (k *requestKeys) next() string {
+	k.mu.Lock()
+	k.n++
+	n := k.n
+	k.mu.Unlock()
+	return "\x00" + strconv.FormatUint(n, 10)
+}
