@@ -242,7 +242,7 @@ func (f *mcpFront) servePost(w http.ResponseWriter, r *http.Request) {
 		fs.handle(w, r, m)
 		return
 	}
-	if m.MethodName() != "initialize" && isModern(r, m) {
+	if isModern(r, m) {
 		f.serveModern(w, r, m)
 		return
 	}

@@ -18,10 +18,11 @@ import (
 // closed when idle.
 
 const (
-	protocolVersionHeader = "Mcp-Protocol-Version"
-	methodHeader          = "Mcp-Method"
-	nameHeader            = "Mcp-Name"
-	metaProtocolVersion   = "io.modelcontextprotocol/protocolVersion"
+	protocolVersionHeader  = "Mcp-Protocol-Version"
+	methodHeader           = "Mcp-Method"
+	nameHeader             = "Mcp-Name"
+	metaProtocolVersion    = "io.modelcontextprotocol/protocolVersion"
+	metaClientCapabilities = "io.modelcontextprotocol/clientCapabilities"
 	// codeHeaderMismatch is SEP-2243's error for headers that disagree
 	// with the body.
 	codeHeaderMismatch = -32020
@@ -45,8 +46,15 @@ func isModern(r *http.Request, m *mcpstdio.Message) bool {
 // routes and judges by headers only if they agree with the body, which
 // stays the truth. The error is the one to answer with.
 func checkHeaders(r *http.Request, m *mcpstdio.Message) error {
-	if v := r.Header.Get(protocolVersionHeader); v == "" || v < mcpstdio.ModernVersion {
+	hv := r.Header.Get(protocolVersionHeader)
+	mv := m.String(m.Path("params", "_meta", metaProtocolVersion))
+	switch {
+	case hv == "" && mv >= mcpstdio.ModernVersion:
+		return fmt.Errorf("%s header is required for requests carrying a protocol version in _meta", protocolVersionHeader)
+	case hv == "" || hv < mcpstdio.ModernVersion:
 		return nil
+	case mv != "" && mv != hv:
+		return fmt.Errorf("header mismatch: %s header value %q does not match _meta value %q", protocolVersionHeader, hv, mv)
 	}
 	method := m.MethodName()
 	hm := r.Header.Get(methodHeader)
@@ -71,6 +79,23 @@ func checkHeaders(r *http.Request, m *mcpstdio.Message) error {
 	}
 	if body := m.String(name); decodeHeaderValue(hn) != body {
 		return fmt.Errorf("header mismatch: %s header value %q does not match body value %q", nameHeader, hn, body)
+	}
+	return nil
+}
+
+// checkMeta refuses a sessionless request whose _meta lacks what every
+// such request must carry (SEP-2575): the protocol version and the
+// client's capabilities. A child would take it for an older client's.
+func checkMeta(m *mcpstdio.Message) error {
+	meta := m.Path("params", "_meta")
+	if !meta.Has() || m.Raw[meta.Start] != '{' {
+		return fmt.Errorf("missing or invalid _meta")
+	}
+	if m.String(m.Field(meta, metaProtocolVersion)) == "" {
+		return fmt.Errorf("missing or invalid _meta field %q", metaProtocolVersion)
+	}
+	if c := m.Field(meta, metaClientCapabilities); !c.Has() || m.Raw[c.Start] != '{' {
+		return fmt.Errorf("missing or invalid _meta field %q", metaClientCapabilities)
 	}
 	return nil
 }
@@ -103,6 +128,12 @@ func callerKey(src *policy.Source) string {
 // serveModern serves a sessionless (2026-07-28) request.
 func (f *mcpFront) serveModern(w http.ResponseWriter, r *http.Request, m *mcpstdio.Message) {
 	if !m.IsRequest() {
+		if m.IsNotification() && r.Header.Get(protocolVersionHeader) >= mcpstdio.ModernVersion && r.Header.Get(methodHeader) == "" {
+			w.Header()["Content-Type"] = jsonContentType
+			w.WriteHeader(http.StatusBadRequest)
+			w.Write(mcpstdio.ErrorMessage(nil, codeHeaderMismatch, "missing required "+methodHeader+" header"))
+			return
+		}
 		// Without a session, a notification or response has nowhere to go.
 		w.WriteHeader(http.StatusAccepted)
 		return
@@ -111,6 +142,12 @@ func (f *mcpFront) serveModern(w http.ResponseWriter, r *http.Request, m *mcpstd
 		w.Header()["Content-Type"] = jsonContentType
 		w.WriteHeader(http.StatusBadRequest)
 		w.Write(mcpstdio.ErrorMessage(m.Bytes(m.ID), codeHeaderMismatch, err.Error()))
+		return
+	}
+	if err := checkMeta(m); err != nil {
+		w.Header()["Content-Type"] = jsonContentType
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write(mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInvalidParams, err.Error()))
 		return
 	}
 	fs, err := f.callerSession(r)

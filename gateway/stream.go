@@ -95,9 +95,9 @@ func (s *httpSink) send(msg []byte, final bool) error {
 	if final {
 		s.answered = true
 		if s.sse == nil {
-			if s.modern && methodNotFound(msg) {
+			if status := errorStatus(msg); s.modern && status != http.StatusOK {
 				s.w.Header()["Content-Type"] = jsonContentType
-				s.w.WriteHeader(http.StatusNotFound)
+				s.w.WriteHeader(status)
 				s.w.Write(msg)
 				return nil
 			}
@@ -166,14 +166,25 @@ func (b *responseBuffer) Write(p []byte) (int, error) {
 
 func (b *responseBuffer) WriteHeader(int) {}
 
-// methodNotFound reports whether a response is JSON-RPC's "method not
-// found".
-func methodNotFound(msg []byte) bool {
-	if !bytes.Contains(msg, []byte("-32601")) {
-		return false
+// errorStatus is the HTTP status of a sessionless answer (MCP 2026-07-28,
+// as go-sdk maps it): 404 for a method the server does not have, 400 for
+// invalid params, an unsupported version, a missing capability or a
+// header mismatch, else 200.
+func errorStatus(msg []byte) int {
+	if !bytes.Contains(msg, []byte(`"error"`)) {
+		return http.StatusOK
 	}
 	m, err := mcpstdio.ParseMessage(msg)
-	return err == nil && string(m.Bytes(m.Path("error", "code"))) == "-32601"
+	if err != nil || !m.Error.Has() {
+		return http.StatusOK
+	}
+	switch string(m.Bytes(m.Field(m.Error, "code"))) {
+	case "-32601":
+		return http.StatusNotFound
+	case "-32602", "-32022", "-32021", "-32020":
+		return http.StatusBadRequest
+	}
+	return http.StatusOK
 }
 
 // decodeBase64Header decodes a header value of the form "=?base64?…?="

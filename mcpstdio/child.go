@@ -397,7 +397,16 @@ func (c *child) response(m *Message) {
 		r.finishAs(r.transform(m), o)
 		return
 	}
-	r.finishAs(m.Replace(m.ID, r.frontID), o)
+	out := m.Replace(m.ID, r.frontID)
+	if r.listen {
+		// A listen's result names the subscription by the request's id.
+		if om, err := ParseMessage(out); err == nil {
+			if sid := om.Path("result", "_meta", metaSubscriptionID); sid.Has() {
+				out = om.Replace(sid, r.frontID)
+			}
+		}
+	}
+	r.finishAs(out, o)
 }
 
 // related is the reply of the newest client request in flight at the
@@ -424,6 +433,16 @@ func (c *child) related(only bool) *Reply {
 		return nil
 	}
 	return newest
+}
+
+// pendingReply is the client request in flight under child id id.
+func (c *child) pendingReply(id int64) *Reply {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r := c.pending[id]; r != nil && !r.internal {
+		return r
+	}
+	return nil
 }
 
 // byProgressToken is the reply of the request that carries token.

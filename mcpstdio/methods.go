@@ -107,6 +107,10 @@ func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
 		return rt, nil
 	case "ping", "logging/setLevel":
 		rt.fanOut = len(s.children) > 1
+	case "subscriptions/listen":
+		if len(s.children) > 1 {
+			return rt, &CodeError{Code: CodeMethodNotFound, Err: errors.New("subscriptions/listen across several targets is not supported yet")}
+		}
 	}
 	if rt.namePath != nil {
 		rt.nameSpan = m.Path(rt.namePath...)
@@ -272,12 +276,16 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 		extra = quote(rt.TargetName)
 	}
 	r.toolCall = rt.Kind == "tool" && m.MethodName() == "tools/call"
+	r.listen = m.MethodName() == "subscriptions/listen"
 	r.s, r.key, r.timeout = s, key, timeout
 	// The timer is armed before the request is written, so that a fast
 	// answer always finds it to stop; until c is set, it has nothing to
-	// cancel.
+	// cancel. A listen has none: it ends when its client goes or the
+	// session ends.
 	r.mu.Lock()
-	r.timer = time.AfterFunc(timeout, r.expire)
+	if !r.listen {
+		r.timer = time.AfterFunc(timeout, r.expire)
+	}
 	id, err := c.sendRenamed(m, r, rt.nameSpan, extra)
 	if err == nil {
 		r.c, r.childID = c, id

@@ -44,6 +44,7 @@ type Reply struct {
 
 	internal bool
 	toolCall bool   // a tools/call, whose result may say isError
+	listen   bool   // a subscriptions/listen: lives as long as its client wants
 	frontID  []byte // the client's id, raw
 	progress []byte // the progress token the child sees, raw
 	// frontToken is the client's own progress token where the child sees

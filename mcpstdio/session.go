@@ -522,8 +522,25 @@ func (s *Session) Notify(m *Message) {
 	}
 }
 
+// metaSubscriptionID tags the notifications of a subscriptions/listen
+// (MCP 2026-07-28): the listen request's id, as the child saw it.
+const metaSubscriptionID = "io.modelcontextprotocol/subscriptionId"
+
 // childNotification passes a child's notification to the client.
 func (s *Session) childNotification(c *child, m *Message) {
+	if sid := m.Path("params", "_meta", metaSubscriptionID); sid.Has() {
+		// It belongs to the listen request with that (child) id: it goes
+		// on that request's stream, with the client's id for it.
+		if strings.HasSuffix(m.MethodName(), "/list_changed") {
+			c.listChanged()
+		}
+		if id, err := strconv.ParseInt(string(m.Bytes(sid)), 10, 64); err == nil {
+			if r := c.pendingReply(id); r != nil {
+				r.push(m.Replace(sid, r.frontID))
+			}
+		}
+		return
+	}
 	switch m.MethodName() {
 	case "notifications/progress":
 		tok := m.Path("params", "progressToken")
