@@ -1,0 +1,65 @@
+package gateway
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// Sessionless (MCP 2026-07-28) requests: what tailgate refuses before any
+// child sees them, and the HTTP statuses of the answers.
+func TestSessionlessRequests(t *testing.T) {
+	_, base := serveLoopback(t, demoConfig)
+	const meta = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
+	call := func(name string) string {
+		return `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"` + name + `","arguments":{"message":"hi"},` + meta + `}}`
+	}
+	for _, tc := range []struct {
+		name     string
+		body     string
+		header   map[string]string
+		status   int
+		contains string
+	}{
+		{"a call", call("echo"), map[string]string{"Mcp-Method": "tools/call", "Mcp-Name": "echo"}, 200, `"text":"hi"`},
+		{"Mcp-Name base64", call("echo"), map[string]string{"Mcp-Method": "tools/call", "Mcp-Name": "=?base64?ZWNobw==?="}, 200, `"text":"hi"`},
+		{"Mcp-Method mismatch", call("echo"), map[string]string{"Mcp-Method": "tools/list", "Mcp-Name": "echo"}, 400, `"code":-32020`},
+		{"Mcp-Method missing", call("echo"), map[string]string{"Mcp-Name": "echo"}, 400, `"code":-32020`},
+		{"Mcp-Name mismatch", call("echo"), map[string]string{"Mcp-Method": "tools/call", "Mcp-Name": "add"}, 400, `"code":-32020`},
+		{"Mcp-Name missing", call("echo"), map[string]string{"Mcp-Method": "tools/call"}, 400, `"code":-32020`},
+		{"version header missing", call("echo"), map[string]string{"Mcp-Protocol-Version": "", "Mcp-Method": "tools/call", "Mcp-Name": "echo"}, 400, `"code":-32020`},
+		{"version header and _meta disagree", call("echo"), map[string]string{"Mcp-Protocol-Version": "2026-08-01", "Mcp-Method": "tools/call", "Mcp-Name": "echo"}, 400, `"code":-32020`},
+		{"no client capabilities", `{"jsonrpc":"2.0","id":8,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, map[string]string{"Mcp-Method": "tools/list"}, 400, `"code":-32602`},
+		{"a removed method", `{"jsonrpc":"2.0","id":9,"method":"ping","params":{` + meta + `}}`, map[string]string{"Mcp-Method": "ping"}, 404, `"code":-32601`},
+		{"server/discover", `{"jsonrpc":"2.0","id":10,"method":"server/discover","params":{` + meta + `}}`, map[string]string{"Mcp-Method": "server/discover"}, 200, `"supportedVersions"`},
+		{"a notification", `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}`, map[string]string{"Mcp-Method": "notifications/cancelled"}, 202, ``},
+		{"a notification without Mcp-Method", `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}`, nil, 400, `"code":-32020`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+			for k, v := range tc.header {
+				if v == "" {
+					req.Header.Del(k)
+				} else {
+					req.Header.Set(k, v)
+				}
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.contains) {
+				t.Errorf("got %d %s; want %d with %s", resp.StatusCode, body, tc.status, tc.contains)
+			}
+			if resp.Header.Get(sessionIDHeader) != "" {
+				t.Errorf("a sessionless request got a session")
+			}
+		})
+	}
+}

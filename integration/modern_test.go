@@ -1,0 +1,93 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// connectModern opens a go-sdk v1.8.0 client as it comes: it probes
+// server/discover and speaks MCP 2026-07-28, without a session.
+func connectModern(t *testing.T, n *Node, gw *Gateway) *mcp.ClientSession {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := mcp.NewClient(&mcp.Implementation{Name: n.Name + "-modern"}, nil)
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: n.Client(), MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatalf("%s: 2026-07-28 client: %v", n.Name, err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// A 2026-07-28 client and one pinned to 2025-11-25 use the same route at
+// once: the first without a session, its calls served by children kept
+// for its node and reused; the second with its session, as before. Another
+// node's sessionless calls never reach the first node's children.
+func TestBothProtocolGenerationsOnOneRoute(t *testing.T) {
+	tn := NewTailnet(t)
+	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", demoTarget("identityEnv: true"))))
+	laptop := tn.Node(t, "laptop")
+	desk := tn.Node(t, "desk")
+
+	legacy := laptop.MCP(t, gw, 3000, "/mcp")
+	if legacy.ID() == "" {
+		t.Fatal("the 2025-11-25 client has no session")
+	}
+	modern := connectModern(t, laptop, gw)
+	if id := modern.ID(); id != "" {
+		t.Fatalf("the 2026-07-28 client got session %q", id)
+	}
+	if v := modern.InitializeResult().ProtocolVersion; v != "2026-07-28" {
+		t.Fatalf("the unpinned client speaks %q", v)
+	}
+	started := gw.Server.Stats().ChildrenStarted
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := range 20 {
+		for _, cs := range []*mcp.ClientSession{legacy, modern} {
+			wg.Go(func() {
+				msg := fmt.Sprintf("call %d", i)
+				res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": msg}})
+				if err == nil && strings.TrimSpace(resultText(res)) != msg {
+					err = fmt.Errorf("echo %q answered %q", msg, resultText(res))
+				}
+				if err != nil {
+					errs <- fmt.Errorf("session %q: %w", cs.ID(), err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := gw.Server.Stats().ChildrenStarted; got != started {
+		t.Errorf("20 sessionless calls started %d more children; want the node's one reused", got-started)
+	}
+
+	// The sessionless children run as their caller: identityEnv is the
+	// node's own.
+	whoami := func(cs *mcp.ClientSession) string {
+		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "env", Arguments: map[string]any{"names": []string{"TAILGATE_NODE_HOSTNAME"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resultText(res)
+	}
+	other := connectModern(t, desk, gw)
+	if a, b := whoami(modern), whoami(other); a == b {
+		t.Errorf("two nodes' sessionless calls reached the same child: %s", a)
+	}
+	if got := gw.Server.Stats().ChildrenStarted; got != started+1 {
+		t.Errorf("a second node started %d children, want 1 of its own", got-started)
+	}
+}
