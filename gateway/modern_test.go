@@ -1,10 +1,16 @@
 package gateway
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
 )
 
 // Sessionless (MCP 2026-07-28) requests: what tailgate refuses before any
@@ -61,5 +67,52 @@ func TestSessionlessRequests(t *testing.T) {
 				t.Errorf("a sessionless request got a session")
 			}
 		})
+	}
+}
+
+// A server of the session era asks its client for roots in the middle of a
+// call; a sessionless (2026-07-28) client cannot be asked, so tailgate
+// turns the request into the call's input_required result and carries the
+// client's retry back to the waiting child (SEP-2322). go-sdk's client
+// answers input requests by itself.
+func TestLegacyServerRequestBecomesInputRequired(t *testing.T) {
+	cfg := strings.Replace(demoConfig, "stdio: {cmd: DEMO}", "stdio: {cmd: DEMO, env: {"+demoserver.VersionsEnv+": 2025-11-25}}", 1)
+	_, base := serveLoopback(t, cfg)
+	c := mcp.NewClient(&mcp.Implementation{Name: "modern"}, nil)
+	c.AddRoots(&mcp.Root{URI: "file:///work/project", Name: "project"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if cs.ID() != "" || cs.InitializeResult().ProtocolVersion != "2026-07-28" {
+		t.Fatalf("want a sessionless 2026-07-28 client; session %q, version %q", cs.ID(), cs.InitializeResult().ProtocolVersion)
+	}
+	for round := range 3 {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "roots"})
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if got := res.Content[0].(*mcp.TextContent).Text; got != "file:///work/project" {
+			t.Fatalf("round %d: the child got roots %q", round, got)
+		}
+	}
+	// A requestState tailgate never issued is refused, not forwarded.
+	req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"roots","requestState":"tailgate-mrtr:forged","inputResponses":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+	req.Header.Set("Mcp-Method", "tools/call")
+	req.Header.Set("Mcp-Name", "roots")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "invalid requestState") {
+		t.Errorf("forged requestState: %d %s", resp.StatusCode, body)
 	}
 }

@@ -168,7 +168,9 @@ func (ci *childInit) parse(result []byte) error {
 	}
 	ci.raw = bytes.Clone(result)
 	ci.version, ci.instructions, ci.capabilities, ci.serverInfo = r.ProtocolVersion, r.Instructions, r.Capabilities, r.ServerInfo
-	ci.versions = []string{r.ProtocolVersion}
+	// For sessionless clients tailgate speaks 2026-07-28 in the child's
+	// stead (mrtr.go bridges its requests), besides what it speaks.
+	ci.versions = []string{ModernVersion, r.ProtocolVersion}
 	return nil
 }
 
@@ -378,14 +380,24 @@ func (c *child) response(m *Message) {
 	c.mu.Lock()
 	r := c.pending[id]
 	delete(c.pending, id)
+	if r != nil && r.parked != nil {
+		// The call answered while its client was away for input: the
+		// retry gets this.
+		r.parked.answer = bytes.Clone(m.Raw)
+	}
 	c.mu.Unlock()
-	if r == nil {
-		return // cancelled or timed out
+	if r == nil || r.parked != nil {
+		return // cancelled, timed out, or parked
 	}
 	if r.internal {
 		r.finish(bytes.Clone(m.Raw))
 		return
 	}
+	c.deliver(r, m)
+}
+
+// deliver finishes client call r with the child's response m.
+func (c *child) deliver(r *Reply, m *Message) {
 	o := OutcomeOK
 	switch {
 	case m.Error.Has():

@@ -239,14 +239,23 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 			// one of tailgate's.
 			r.frontToken = r.progress
 			r.progress = quote("tailgate-progress-" + strconv.FormatInt(s.progressSeq.Add(1), 10))
-			rm, err := ParseMessage(m.Replace(tok, r.progress))
-			if err == nil {
+			if rm, err := ParseMessage(m.Replace(tok, r.progress)); err == nil {
 				m = rm
-				if rt.namePath != nil {
-					rt.nameSpan = m.Path(rt.namePath...)
-				}
 			}
 		}
+	}
+	if c := rt.c; s.shared && c != nil && !c.init.modern {
+		// An older child was initialized once, by tailgate: the request
+		// speaks its version, whichever the client speaks (tailgate
+		// bridges the difference).
+		if pv := m.Path("params", "_meta", metaProtocolVersion); pv.Has() {
+			if rm, err := ParseMessage(m.Replace(pv, quote(c.init.version))); err == nil {
+				m = rm
+			}
+		}
+	}
+	if rt.namePath != nil {
+		rt.nameSpan = m.Path(rt.namePath...)
 	}
 	key, ok := s.track(r, opts.Key)
 	if !ok {
@@ -265,6 +274,11 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 		return r
 	}
 	c := rt.c
+	if state, ok := isRetry(m); ok && s.shared {
+		r.s, r.key = s, key
+		s.resume(m, r, state)
+		return r
+	}
 	if rt.list != nil && (s.prefixed || opts.Keep != nil) {
 		lk := *rt.list
 		r.transform = func(res *Message) []byte { return s.rewriteList(c, lk, res, r.frontID, opts.Keep) }

@@ -43,8 +43,11 @@ type Reply struct {
 	finished bool
 
 	internal bool
-	toolCall bool   // a tools/call, whose result may say isError
-	listen   bool   // a subscriptions/listen: lives as long as its client wants
+	toolCall bool // a tools/call, whose result may say isError
+	listen   bool // a subscriptions/listen: lives as long as its client wants
+	// parked is set on the placeholder of a call that waits for its
+	// client's input (see mrtr.go).
+	parked   *parkedCall
 	frontID  []byte // the client's id, raw
 	progress []byte // the progress token the child sees, raw
 	// frontToken is the client's own progress token where the child sees

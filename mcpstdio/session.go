@@ -70,6 +70,7 @@ type Session struct {
 	mu         sync.Mutex
 	calls      map[string]*Reply // client requests in flight, by raw id
 	serverReqs map[int64]*serverRequest
+	parked     map[string]*parkedCall // by requestState token
 	nextServer int64
 
 	endOnce  sync.Once
@@ -275,6 +276,10 @@ func (s *Session) end(cause error) {
 			sr.timer.Stop()
 			delete(s.serverReqs, id)
 		}
+		for token, pc := range s.parked {
+			pc.timer.Stop()
+			delete(s.parked, token)
+		}
 		s.mu.Unlock()
 		reason := "the MCP session was closed"
 		if cause != nil {
@@ -432,8 +437,12 @@ var ErrSessionEnded = errors.New("mcpstdio: session ended")
 func (s *Session) serverRequest(c *child, m *Message) {
 	sr := &serverRequest{c: c, childID: m.Bytes(m.ID), method: m.MethodName()}
 	if s.shared {
-		// Nobody can answer: a sessionless client has no channel back
-		// (MCP 2026-07-28 servers ask with input_required results).
+		// A sessionless client has no channel back: an older child's
+		// request becomes its call's input_required result (MCP
+		// 2026-07-28 servers answer that way themselves).
+		if !c.init.modern && s.park(c, m) {
+			return
+		}
 		c.write(ErrorMessage(sr.childID, CodeMethodNotFound, fmt.Sprintf("tailgate: %s cannot reach a sessionless (2026-07-28) client", sr.method)))
 		return
 	}
@@ -525,6 +534,9 @@ func (s *Session) Notify(m *Message) {
 // metaSubscriptionID tags the notifications of a subscriptions/listen
 // (MCP 2026-07-28): the listen request's id, as the child saw it.
 const metaSubscriptionID = "io.modelcontextprotocol/subscriptionId"
+
+// metaProtocolVersion carries a sessionless request's protocol version.
+const metaProtocolVersion = "io.modelcontextprotocol/protocolVersion"
 
 // childNotification passes a child's notification to the client.
 func (s *Session) childNotification(c *child, m *Message) {

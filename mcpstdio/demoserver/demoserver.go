@@ -78,10 +78,19 @@ type ExitIn struct {
 // that a client that never answers hangs nothing.
 const AskRootsEnv = "TAILGATE_ASK_ROOTS_AFTER"
 
+// VersionsEnv names a comma-separated list of the MCP protocol versions
+// the server speaks; "2025-11-25" makes it a server of the session era,
+// which answers no server/discover and asks its client with requests of
+// its own.
+const VersionsEnv = "TAILGATE_MCP_VERSIONS"
+
 // New returns the demo server.
 func New() *mcp.Server {
 	opts := &mcp.ServerOptions{
 		Instructions: "A demo server for tailgate: echo, add, slow, env, info, exit.",
+	}
+	if v := os.Getenv(VersionsEnv); v != "" {
+		opts.SupportedProtocolVersions = strings.Split(v, ",")
 	}
 	if d, err := time.ParseDuration(os.Getenv(AskRootsEnv)); err == nil {
 		opts.InitializedHandler = func(ctx context.Context, req *mcp.InitializedRequest) {
