@@ -436,7 +436,9 @@ type frontSession struct {
 	sse   bool // a legacy SSE session: everything flows on its stream
 	// modern serves sessionless (2026-07-28) requests of one caller.
 	modern bool
-	log    *slog.Logger
+	// toolHeaders are its tools' Mcp-Param-* bindings; under mu.
+	toolHeaders *toolHeaders
+	log         *slog.Logger
 
 	mu sync.Mutex
 	bs *mcpstdio.Session

@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -159,6 +161,12 @@ func (f *mcpFront) serveModern(w http.ResponseWriter, r *http.Request, m *mcpstd
 		return
 	}
 	fs.touch()
+	if err := fs.checkParamHeaders(r, m); err != nil {
+		w.Header()["Content-Type"] = jsonContentType
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write(mcpstdio.ErrorMessage(m.Bytes(m.ID), codeHeaderMismatch, err.Error()))
+		return
+	}
 	req := callRequest{src: sourceFrom(r.Context()), http: requestFacts{method: r.Method, path: r.URL.Path, host: r.Host, header: r.Header}}
 	sink := &httpSink{w: w, done: r.Context().Done(), modern: true}
 	fs.inflight.Add(1)
@@ -280,4 +288,152 @@ func (k *requestKeys) next() string {
 	n := k.n
 	k.mu.Unlock()
 	return "\x00" + strconv.FormatUint(n, 10)
+}
+
+// paramBinding ties a tool argument (a path of property names) to the
+// Mcp-Param-* header that must repeat it (SEP-2243 x-mcp-header).
+type paramBinding struct {
+	path   []string
+	header string
+}
+
+// toolHeaders caches the callers' tools' header bindings.
+type toolHeaders struct {
+	bindings map[string][]paramBinding // by tool name as the client sees it
+	at       time.Time
+}
+
+// toolHeadersTTL bounds how long a caller's tool list is trusted for
+// header checks; a tool the cache does not know is looked up at once.
+const toolHeadersTTL = 30 * time.Second
+
+// checkParamHeaders applies SEP-2243's Mcp-Param-* rule to a tools/call:
+// each argument a tool's input schema marks with x-mcp-header must be
+// repeated, equal, in its header. The stdio child never sees headers, so
+// tailgate is the server that must check them.
+func (fs *frontSession) checkParamHeaders(r *http.Request, m *mcpstdio.Message) error {
+	if m.MethodName() != "tools/call" || r.Header.Get(protocolVersionHeader) < mcpstdio.ModernVersion {
+		return nil
+	}
+	name := m.String(m.Path("params", "name"))
+	bindings := fs.paramBindings(r.Context(), name)
+	if len(bindings) == 0 {
+		return nil
+	}
+	var args map[string]json.RawMessage
+	if a := m.Path("params", "arguments"); a.Has() {
+		json.Unmarshal(m.Bytes(a), &args)
+	}
+	for _, b := range bindings {
+		arg, ok := lookupArg(args, b.path)
+		if !ok || string(arg) == "null" {
+			continue
+		}
+		header := "Mcp-Param-" + b.header
+		values := r.Header.Values(header)
+		if len(values) == 0 {
+			return fmt.Errorf("missing required %s header for argument %q", header, strings.Join(b.path, "."))
+		}
+		if !paramEqual(arg, values[0]) {
+			return fmt.Errorf("header mismatch: %s header value %q does not match argument %q", header, values[0], strings.Join(b.path, "."))
+		}
+	}
+	return nil
+}
+
+// paramEqual compares an argument with its header's value: strings as
+// they are (after the header's base64 is undone), numbers by value,
+// booleans as true/false.
+func paramEqual(arg json.RawMessage, header string) bool {
+	value := header
+	if strings.HasPrefix(header, "=?base64?") && strings.HasSuffix(header, "?=") {
+		d, ok := decodeBase64Header(header)
+		if !ok {
+			return false // sentinel with a bad payload: invalid, never equal
+		}
+		value = d
+	}
+	var v any
+	if json.Unmarshal(arg, &v) != nil {
+		return false
+	}
+	switch v := v.(type) {
+	case string:
+		return v == value
+	case float64:
+		f, err := strconv.ParseFloat(value, 64)
+		return err == nil && f == v
+	case bool:
+		return strconv.FormatBool(v) == value
+	}
+	return false
+}
+
+func lookupArg(args map[string]json.RawMessage, path []string) (json.RawMessage, bool) {
+	cur, ok := args[path[0]]
+	for _, p := range path[1:] {
+		if !ok {
+			return nil, false
+		}
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(cur, &obj) != nil {
+			return nil, false
+		}
+		cur, ok = obj[p]
+	}
+	return cur, ok
+}
+
+// paramBindings are tool name's header bindings, from the caller's
+// children's tool list (fetched again when stale or when it lacks name).
+func (fs *frontSession) paramBindings(ctx context.Context, name string) []paramBinding {
+	fs.mu.Lock()
+	th := fs.toolHeaders
+	fs.mu.Unlock()
+	if th != nil && time.Since(th.at) < toolHeadersTTL {
+		if b, ok := th.bindings[name]; ok {
+			return b
+		}
+	}
+	bs := fs.backend()
+	if bs == nil {
+		return nil
+	}
+	tools, err := bs.Tools(ctx)
+	if err != nil {
+		fs.log.Debug("tool list for header checks", "err", err)
+		return nil
+	}
+	th = &toolHeaders{bindings: make(map[string][]paramBinding), at: time.Now()}
+	for _, raw := range tools {
+		var tool struct {
+			Name        string         `json:"name"`
+			InputSchema schemaProperty `json:"inputSchema"`
+		}
+		if json.Unmarshal(raw, &tool) == nil {
+			th.bindings[tool.Name] = collectBindings(tool.InputSchema.Properties, nil, nil)
+		}
+	}
+	fs.mu.Lock()
+	fs.toolHeaders = th
+	fs.mu.Unlock()
+	return th.bindings[name]
+}
+
+type schemaProperty struct {
+	XMCPHeader string                    `json:"x-mcp-header"`
+	Properties map[string]schemaProperty `json:"properties"`
+}
+
+func collectBindings(props map[string]schemaProperty, prefix []string, out []paramBinding) []paramBinding {
+	for name, p := range props {
+		path := append(append([]string(nil), prefix...), name)
+		if p.XMCPHeader != "" {
+			out = append(out, paramBinding{path: path, header: p.XMCPHeader})
+		}
+		if len(p.Properties) > 0 {
+			out = collectBindings(p.Properties, path, out)
+		}
+	}
+	return out
 }

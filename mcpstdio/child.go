@@ -62,8 +62,12 @@ type childInit struct {
 // ModernVersion is the first MCP protocol version without sessions.
 const ModernVersion = "2026-07-28"
 
+// modernMeta is the _meta of tailgate's own requests to a sessionless
+// child.
+const modernMeta = `"_meta":{"io.modelcontextprotocol/protocolVersion":"` + ModernVersion + `","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"tailgate","version":"dev"}}`
+
 // discoverParams are those of tailgate's own server/discover.
-var discoverParams = []byte(`{"_meta":{"io.modelcontextprotocol/protocolVersion":"` + ModernVersion + `","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"tailgate","version":"dev"}}}`)
+var discoverParams = []byte(`{` + modernMeta + `}`)
 
 func (ci *childInit) parseDiscover(result []byte) error {
 	var r struct {
@@ -534,10 +538,18 @@ func (c *child) listAll(ctx context.Context, meta string, lk listKind) ([]json.R
 	var all []json.RawMessage
 	cursor := ""
 	for range 1000 {
-		params := []byte("{}")
+		params := []byte("{")
 		if cursor != "" {
-			params = fmt.Appendf(nil, `{"cursor":%s}`, quote(cursor))
+			params = fmt.Appendf(params, `"cursor":%s`, quote(cursor))
 		}
+		if c.init.modern {
+			// A sessionless child needs every request to say who asks.
+			if cursor != "" {
+				params = append(params, ',')
+			}
+			params = append(params, modernMeta...)
+		}
+		params = append(params, '}')
 		res, err := c.request(ctx, lk.method, params)
 		if err != nil {
 			return nil, c.failure(ctx, lk.method, err)

@@ -485,6 +485,25 @@ func (s *Session) rewriteContents(c *child, res *Message, frontID []byte) []byte
 	return ResultMessage(frontID, b)
 }
 
+// Tools lists every target's tools as the client sees them (names
+// prefixed where they are), every page, for what tailgate must know of a
+// tool itself: the x-mcp-header bindings of its input schema.
+func (s *Session) Tools(ctx context.Context) ([]json.RawMessage, error) {
+	lk := listKinds["tools/list"]
+	var all []json.RawMessage
+	for _, c := range s.children {
+		if !c.init.has(lk.capability) {
+			continue
+		}
+		items, err := c.listAll(ctx, "", lk)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, s.rewriteItems(c, lk, items, nil)...)
+	}
+	return all, nil
+}
+
 // itemKey is the string field key of a list item.
 func itemKey(item json.RawMessage, key string) string {
 	im := &Message{Raw: item}
