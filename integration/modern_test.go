@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -89,5 +91,41 @@ func TestBothProtocolGenerationsOnOneRoute(t *testing.T) {
 	}
 	if got := gw.Server.Stats().ChildrenStarted; got != started+1 {
 		t.Errorf("a second node started %d children, want 1 of its own", got-started)
+	}
+}
+
+// Sessionless clients need no affinity: two gateway replicas (as behind a
+// Tailscale Service) serve one client's calls alternately, each from
+// children of its own.
+func TestReplicasServeOneSessionlessClient(t *testing.T) {
+	tn := NewTailnet(t)
+	cfg := routeConfig("", demoTarget(""))
+	replicas := []*Gateway{tn.Gateway(t, ParseConfig(t, cfg)), tn.Gateway(t, ParseConfig(t, cfg))}
+	laptop := tn.Node(t, "laptop")
+	hc := laptop.Client()
+	for i := range 6 {
+		gw := replicas[i%2]
+		msg := fmt.Sprintf("call %d", i)
+		body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"message":%q},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`, i, msg)
+		req, _ := http.NewRequest(http.MethodPost, gw.URL(3000, "/mcp"), strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+		req.Header.Set("Mcp-Method", "tools/call")
+		req.Header.Set("Mcp-Name", "echo")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("replica %d: %v", i%2, err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(got), msg) || resp.Header.Get("Mcp-Session-Id") != "" {
+			t.Errorf("replica %d, %s: %d %s", i%2, msg, resp.StatusCode, got)
+		}
+	}
+	for i, gw := range replicas {
+		if st := gw.Server.Stats(); st.ChildrenStarted != 1 {
+			t.Errorf("replica %d started %d children for one caller's 3 calls, want 1", i, st.ChildrenStarted)
+		}
 	}
 }
