@@ -116,3 +116,85 @@ func TestLegacyServerRequestBecomesInputRequired(t *testing.T) {
 		t.Errorf("forged requestState: %d %s", resp.StatusCode, body)
 	}
 }
+
+// A sessionless client's subscriptions/listen on a backend of two targets:
+// one stream, acknowledged once, on which either target's list_changed
+// arrives; closing the client ends the targets' listens.
+func TestListenAcrossTargets(t *testing.T) {
+	cfg := strings.Replace(demoConfig, `          - name: demo
+            stdio: {cmd: DEMO}`, `          - name: a
+            stdio: {cmd: DEMO}
+          - name: b
+            stdio: {cmd: DEMO}`, 1)
+	_, base := serveLoopback(t, cfg)
+	changed := make(chan struct{}, 8)
+	c := mcp.NewClient(&mcp.Implementation{Name: "modern"}, &mcp.ClientOptions{
+		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { changed <- struct{}{} },
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if cs.ID() != "" {
+		t.Fatalf("want a sessionless client, got session %q", cs.ID())
+	}
+	for _, tool := range []string{"a_grow", "b_grow"} {
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool}); err != nil {
+			t.Fatalf("%s: %v", tool, err)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatalf("no tools/list_changed after %s", tool)
+		}
+	}
+	res, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var extra []string
+	for _, tool := range res.Tools {
+		if strings.HasSuffix(tool.Name, "_extra") {
+			extra = append(extra, tool.Name)
+		}
+	}
+	if strings.Join(extra, ",") != "a_extra,b_extra" {
+		t.Errorf("tools added by both targets: %v", extra)
+	}
+}
+
+// MRTR through a multiplexed backend: an older target's request to the
+// client, bridged to input_required, and the retry routed back to it by
+// its prefixed name, beside a modern target.
+func TestInputRequiredThroughMultiplexedBackend(t *testing.T) {
+	cfg := strings.Replace(demoConfig, `          - name: demo
+            stdio: {cmd: DEMO}`, `          - name: modern
+            stdio: {cmd: DEMO}
+          - name: legacy
+            stdio: {cmd: DEMO, env: {`+demoserver.VersionsEnv+`: 2025-11-25}}`, 1)
+	_, base := serveLoopback(t, cfg)
+	c := mcp.NewClient(&mcp.Implementation{Name: "modern"}, nil)
+	c.AddRoots(&mcp.Root{URI: "file:///srv", Name: "srv"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if cs.ID() != "" {
+		t.Fatalf("want a sessionless client, got session %q", cs.ID())
+	}
+	for tool, args := range map[string]map[string]any{"legacy_roots": {}, "modern_echo": {"message": "file:///srv"}} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+		if err != nil {
+			t.Fatalf("%s: %v", tool, err)
+		}
+		if got := strings.TrimSpace(res.Content[0].(*mcp.TextContent).Text); got != "file:///srv" {
+			t.Errorf("%s: %q", tool, got)
+		}
+	}
+}

@@ -437,8 +437,8 @@ func (c *child) related(only bool) *Reply {
 	var newestID int64
 	n := 0
 	for id, r := range c.pending {
-		if r.internal {
-			continue
+		if r.internal || r.listen {
+			continue // a listen's stream carries its own notifications only
 		}
 		n++
 		if id > newestID {

@@ -70,6 +70,7 @@ type Route struct {
 	list     *listKind
 	fanOut   bool
 	discover bool
+	listen   bool
 }
 
 // Route finds the target of a client request. An error is the JSON-RPC
@@ -109,7 +110,8 @@ func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
 		rt.fanOut = len(s.children) > 1
 	case "subscriptions/listen":
 		if len(s.children) > 1 {
-			return rt, &CodeError{Code: CodeMethodNotFound, Err: errors.New("subscriptions/listen across several targets is not supported yet")}
+			rt.fanOut, rt.listen = true, true
+			return rt, nil
 		}
 	}
 	if rt.namePath != nil {
@@ -265,6 +267,10 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 	timeout := s.b.opts.RequestTimeout
 	if rt.c != nil {
 		timeout = s.b.requestTimeout(rt.c.target)
+	}
+	if rt.listen {
+		s.listenAll(m, r, key)
+		return r
 	}
 	if rt.fanOut {
 		ctx, cancel := context.WithTimeout(s.ctx, timeout)
