@@ -72,6 +72,8 @@ func checkHeaders(r *http.Request, m *mcpstdio.Message) error {
 		name = m.Path("params", "name")
 	case "resources/read":
 		name = m.Path("params", "uri")
+	case "tasks/get", "tasks/update", "tasks/cancel":
+		name = m.Path("params", "taskId") // the tasks extension's Mcp-Name
 	default:
 		return nil
 	}

@@ -83,6 +83,10 @@ func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
 		rt.Kind, rt.namePath = "tool", pathParamsName
 	case "prompts/get":
 		rt.Kind, rt.namePath = "prompt", pathParamsName
+	case "tasks/get", "tasks/update", "tasks/cancel":
+		// The tasks extension (SEP-2663): a task id names its target the
+		// way a tool name does.
+		rt.Kind, rt.namePath = "task", pathTaskID
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
 		rt.Kind, rt.namePath = "resource", pathParamsURI
 	case "completion/complete":
@@ -158,6 +162,7 @@ var (
 	pathRefName    = []string{"params", "ref", "name"}
 	pathRefURI     = []string{"params", "ref", "uri"}
 	pathProgress   = []string{"params", "_meta", "progressToken"}
+	pathTaskID     = []string{"params", "taskId"}
 )
 
 // route finds the child that serves a front tool or prompt name and the
@@ -290,6 +295,10 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 		r.transform = func(res *Message) []byte { return s.rewriteList(c, lk, res, r.frontID, opts.Keep) }
 	} else if m.MethodName() == "resources/read" && s.prefixed {
 		r.transform = func(res *Message) []byte { return s.rewriteContents(c, res, r.frontID) }
+	} else if s.prefixed && (rt.Kind == "tool" || rt.Kind == "task") {
+		// A task a target created is known to the client by a prefixed id,
+		// so that tasks/* find the target again.
+		r.transform = func(res *Message) []byte { return s.rewriteTaskID(c, res, r.frontID) }
 	}
 	var extra []byte
 	if rt.nameSpan.Has() && rt.TargetName != rt.Name {
@@ -508,6 +517,22 @@ func (s *Session) Tools(ctx context.Context) ([]json.RawMessage, error) {
 		all = append(all, s.rewriteItems(c, lk, items, nil)...)
 	}
 	return all, nil
+}
+
+// rewriteTaskID prefixes the task id of a result that names a task
+// (resultType "task", or a task as tasks/get returns it).
+func (s *Session) rewriteTaskID(c *child, res *Message, frontID []byte) []byte {
+	id := res.Path("result", "taskId")
+	if !id.Has() {
+		id = res.Path("result", "task", "taskId")
+	}
+	if !id.Has() {
+		return res.Replace(res.ID, frontID)
+	}
+	if res.ID.Start < id.Start {
+		return res.Replace2(res.ID, frontID, id, quote(c.target.Name+nameSep+res.String(id)))
+	}
+	return res.Replace2(id, quote(c.target.Name+nameSep+res.String(id)), res.ID, frontID)
 }
 
 // itemKey is the string field key of a list item.

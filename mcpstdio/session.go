@@ -585,6 +585,10 @@ func (s *Session) childNotification(c *child, m *Message) {
 		}
 		s.notify(m.Raw)
 		return
+	case "notifications/tasks/status":
+		if id := m.Path("params", "taskId"); s.prefixed && id.Has() {
+			m.Raw = m.Replace(id, quote(c.target.Name+nameSep+m.String(id)))
+		}
 	case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
 		c.listChanged()
 		s.notify(m.Raw)
