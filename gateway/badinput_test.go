@@ -197,7 +197,7 @@ func TestBadInputSlowHeaders(t *testing.T) {
 	addr := strings.TrimPrefix(base, "http://")
 	for _, partial := range []string{
 		"POST /mcp HT", // a partial request line
-		"POST /mcp HTTP/1.1\r\nHost: tailgate\r\nAccept:", // a partial header block
+		"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept:", // a partial header block
 		"", // nothing at all
 	} {
 		c, err := net.Dial("tcp", addr)
@@ -234,7 +234,7 @@ func TestBadInputSlowHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	io.WriteString(c, "DELETE /mcp HTTP/1.1\r\nHost: tailgate\r\nConnection: close\r\n\r\n")
+	io.WriteString(c, "DELETE /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -126,6 +126,13 @@ type GlobalMCP struct {
 	// sessions get 503 with Retry-After. 0 (default) is no cap. A tailgate
 	// extension.
 	MaxSessions int `yaml:"maxSessions"`
+	// AllowedOrigins are the web origins ("https://app.example.com") whose
+	// pages may call the gateway from a browser. A request with any other
+	// Origin header, other than the gateway's own, gets 403; requests
+	// without one (every non-browser client) are not affected. None by
+	// default. A tailgate extension; it does not touch the backends, so
+	// changing it keeps their sessions.
+	AllowedOrigins []string `yaml:"allowedOrigins" json:"-"`
 }
 
 // FrontendPolicies apply to all traffic.
@@ -575,6 +582,13 @@ func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
 	}
 	if g := cfg.Global.MCP; g != nil && g.MaxSessions < 0 {
 		d.errorf(at(doc, "config", "mcp", "maxSessions"), "config.mcp.maxSessions", "must not be negative")
+	}
+	if g := cfg.Global.MCP; g != nil {
+		for i, o := range g.AllowedOrigins {
+			if msg := checkOrigin(o); msg != "" {
+				d.errorf(at(doc, "config", "mcp", "allowedOrigins", i), fmt.Sprintf("config.mcp.allowedOrigins[%d]", i), "%s", msg)
+			}
+		}
 	}
 	if len(cfg.Binds) == 0 && cfg.MCP == nil {
 		d.errorf(doc, "", "nothing to serve: add binds or an mcp block")

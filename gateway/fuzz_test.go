@@ -38,6 +38,8 @@ func serveLoopbackOpts(tb testing.TB, cfgYAML string, opts Options) (*Server, st
 	if opts.StopGrace == 0 {
 		opts.StopGrace = 500 * time.Millisecond
 	}
+	// Its clients name it by its loopback address.
+	opts.Hosts = append(opts.Hosts, "127.0.0.1")
 	s, err := New(cfg, opts)
 	if err != nil {
 		tb.Fatal(err)

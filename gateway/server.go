@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"reflect"
 	"strconv"
 	"strings"
@@ -64,6 +65,13 @@ type Options struct {
 	DrainTimeout time.Duration
 	// ReadHeaderTimeout bounds reading a request's headers; default 10s.
 	ReadHeaderTimeout time.Duration
+	// Hosts are names or addresses the gateway answers to (in the Host
+	// header) besides those it knows: its node's MagicDNS names and tailnet
+	// addresses (from a Network that is a NodeNames), the address a
+	// connection was made to, listener and route hostnames, and the
+	// Service's name. Requests naming any other host get 403. A server
+	// served on loopback adds "127.0.0.1".
+	Hosts []string
 }
 
 // Server serves a Config: one HTTP server per bind, with routes and
@@ -77,6 +85,12 @@ type Server struct {
 
 	// state is the routing of the current config.
 	state atomic.Pointer[state]
+	// self are the names of the node the server runs on, from Start.
+	self atomic.Pointer[selfNames]
+	// localhost are the peers that may name the gateway localhost.
+	localhost localhostPeers
+	// serviceIPs are the Service's virtual IPs, when there is a Service.
+	serviceIPs atomic.Pointer[[]netip.Addr]
 
 	mu       sync.Mutex
 	network  Network
@@ -91,6 +105,7 @@ type state struct {
 	cfg   *Config
 	binds map[int]*bind
 	ports []int
+	hosts hostRules
 }
 
 type bind struct {
@@ -160,7 +175,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 // build turns cfg into routing, reusing the fronts of old whose backend is
 // unchanged (their sessions and children carry on) and creating the rest.
 func (s *Server) build(cfg *Config, old map[string]*mcpFront) (*state, map[string]*mcpFront, error) {
-	st := &state{cfg: cfg, binds: make(map[int]*bind)}
+	st := &state{cfg: cfg, binds: make(map[int]*bind), hosts: newHostRules(cfg)}
 	fronts := make(map[string]*mcpFront)
 	var created []*mcpFront
 	fail := func(err error) (*state, map[string]*mcpFront, error) {
@@ -280,10 +295,15 @@ func (s *Server) Ports() []int { return append([]int(nil), s.state.Load().ports.
 
 // Start listens on every bind's port on network and serves in the
 // background until Shutdown. Reload listens on ports it adds the same way.
+// A network that is a NodeNames (a running tailnet node) tells the server
+// the names and addresses it answers to in the Host header.
 func (s *Server) Start(network Network) error {
 	s.mu.Lock()
 	s.network = network
 	s.mu.Unlock()
+	if nn, ok := network.(NodeNames); ok {
+		s.self.Store(newSelfNames(nn))
+	}
 	go s.housekeep(context.Background())
 	for _, port := range s.Ports() {
 		if err := s.listen(network, port); err != nil {
@@ -326,6 +346,7 @@ func (s *Server) listen(network Network, port int) error {
 			return err
 		}
 		s.serveService(port, sln)
+		s.refreshServiceAddrs(network)
 		s.log.Info("serving as a Tailscale Service", "service", svc, "port", port)
 	}
 	return nil
@@ -522,7 +543,12 @@ func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
 		}
 		s.metrics.requests.WithLabelValues(routeName, strconv.Itoa(code)).Inc()
 	}()
-	b := s.state.Load().binds[port]
+	st := s.state.Load()
+	// Before routing: a browser page must not reach any route.
+	if !s.checkRequest(st, sw, r) {
+		return
+	}
+	b := st.binds[port]
 	if b == nil {
 		// The port was removed by a reload and is closing.
 		http.Error(sw, "no bind on this port", http.StatusNotFound)
@@ -751,7 +777,9 @@ func (s *Server) housekeep(ctx context.Context) {
 				return
 			}
 			s.reapDrainedLocked()
+			network := s.network
 			s.mu.Unlock()
+			s.refreshServiceAddrs(network)
 		}
 	}
 }

@@ -35,7 +35,7 @@ func serveLoopback(t *testing.T, cfgYAML string) (*Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(demoserver.LogWriter(t), nil)), StopGrace: 500 * time.Millisecond})
+	s, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(demoserver.LogWriter(t), nil)), StopGrace: 500 * time.Millisecond, Hosts: []string{"127.0.0.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

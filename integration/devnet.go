@@ -52,7 +52,9 @@ func (d *DevTailnet) Close() { d.tb.cleanup() }
 
 // Bridge is a tailnet node that listens on a local address and forwards
 // every connection through WireGuard to a tailnet address, so that any
-// local program reaches it as that node, with a real WhoIs identity.
+// local program reaches it as that node, with a real WhoIs identity. It
+// forwards bytes, not HTTP: the gateway sees the Host header the local
+// client sent (127.0.0.1:3001) and judges it itself.
 type Bridge struct {
 	srv  *tsnet.Server
 	ln   net.Listener
@@ -84,6 +86,14 @@ func (d *DevTailnet) NewBridge(ctx context.Context, name string, tags []string, 
 	b.ln, b.Addr = ln, ln.Addr().String()
 	go forward(ln, srv.Dial, target.String())
 	return b, nil
+}
+
+// IPs are the bridge node's tailnet addresses: the gateway lets requests
+// from them name it localhost (gateway.Server.AllowLocalhostFrom), since
+// the bridge forwards its local clients' Host as they sent it.
+func (b *Bridge) IPs() []netip.Addr {
+	ip4, ip6 := b.srv.TailscaleIPs()
+	return []netip.Addr{ip4, ip6}
 }
 
 // Close stops the bridge.

@@ -397,7 +397,7 @@ func TestTypeScriptClient(t *testing.T) {
 	modules := npmModules(t)
 	tn := NewTailnet(t)
 	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", everythingTarget(t, "everything"))))
-	local := tn.Node(t, "ts-client").Forward(t, gw.Addr.String()+":3000")
+	local := gw.Bridge(t, tn.Node(t, "ts-client"), 3000)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", "testdata/npm/client.mjs", "http://"+local+"/mcp")

@@ -352,6 +352,16 @@ func (n *Node) Forward(t testing.TB, addr string) string {
 	return ln.Addr().String()
 }
 
+// Bridge is n.Forward to the gateway's port, with the gateway accepting
+// localhost names from n, as `tailgate dev`'s bridge: programs outside the
+// test reach the gateway as n at the local address it returns.
+func (gw *Gateway) Bridge(t testing.TB, n *Node, port int) string {
+	t.Helper()
+	ip4, ip6 := n.TailscaleIPs()
+	gw.Server.AllowLocalhostFrom(ip4, ip6)
+	return n.Forward(t, netip.AddrPortFrom(gw.Addr, uint16(port)).String())
+}
+
 // Logs collects a gateway's log records for assertions.
 type Logs struct {
 	mu  sync.Mutex

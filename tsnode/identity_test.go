@@ -59,20 +59,21 @@ func TestResolverCachesUntilForget(t *testing.T) {
 
 func TestParseProxyV1(t *testing.T) {
 	tests := []struct {
-		line string
-		want string
-		ok   bool
+		line     string
+		src, dst string
+		ok       bool
 	}{
-		{"PROXY TCP4 100.64.0.2 100.11.22.33 51234 3000\r\n", "100.64.0.2:51234", true},
-		{"PROXY TCP6 fd7a::2 fd7a::3 51234 3000\r\n", "[fd7a::2]:51234", true},
-		{"PROXY UNKNOWN\r\n", "", false},
-		{"GET / HTTP/1.1\r\n", "", false},
-		{"PROXY TCP4 not-an-ip 100.11.22.33 1 2\r\n", "", false},
+		{"PROXY TCP4 100.64.0.2 100.11.22.33 51234 3000\r\n", "100.64.0.2:51234", "100.11.22.33:3000", true},
+		{"PROXY TCP6 fd7a::2 fd7a::3 51234 3000\r\n", "[fd7a::2]:51234", "[fd7a::3]:3000", true},
+		{"PROXY UNKNOWN\r\n", "", "", false},
+		{"GET / HTTP/1.1\r\n", "", "", false},
+		{"PROXY TCP4 not-an-ip 100.11.22.33 1 2\r\n", "", "", false},
+		{"PROXY TCP4 100.64.0.2 not-an-ip 1 2\r\n", "", "", false},
 	}
 	for _, tt := range tests {
-		got, err := parseProxyV1(tt.line)
-		if (err == nil) != tt.ok || (tt.ok && got.String() != tt.want) {
-			t.Errorf("%q: got %v, %v", tt.line, got, err)
+		src, dst, err := parseProxyV1(tt.line)
+		if (err == nil) != tt.ok || (tt.ok && (src.String() != tt.src || dst.String() != tt.dst)) {
+			t.Errorf("%q: got %v %v, %v", tt.line, src, dst, err)
 		}
 	}
 }

@@ -6,6 +6,7 @@ package tsnode
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"tailscale.com/envknob"
 	"tailscale.com/ipn"
 	"tailscale.com/ipn/store/mem"
+	"tailscale.com/tailcfg"
 	"tailscale.com/tsnet"
 )
 
@@ -371,6 +373,32 @@ func (n *Node) ListenService(name string, port int) (net.Listener, error) {
 		return nil, fmt.Errorf("tailnet: service %s port %d: %w", name, port, err)
 	}
 	return proxyListener{ln}, nil
+}
+
+// ServiceAddrs are the virtual IPs that the tailnet gives the Service name
+// ("svc:mcp") on this node, as the node's netmap says; none until an
+// admin maps and approves it.
+func (n *Node) ServiceAddrs(ctx context.Context, name string) ([]netip.Addr, error) {
+	lc, err := n.srv.LocalClient()
+	if err != nil {
+		return nil, err
+	}
+	st, err := lc.StatusWithoutPeers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st.Self == nil {
+		return nil, nil
+	}
+	var addrs []netip.Addr
+	for _, raw := range st.Self.CapMap[tailcfg.NodeAttrServiceHost] {
+		var m tailcfg.ServiceIPMappings
+		if err := json.Unmarshal([]byte(raw), &m); err != nil {
+			return nil, fmt.Errorf("tailnet: service mappings: %w", err)
+		}
+		addrs = append(addrs, m[tailcfg.ServiceName(name)]...)
+	}
+	return addrs, nil
 }
 
 // TSNet is the node's tsnet server, for tests and tools that need tsnet

@@ -45,31 +45,45 @@ func readProxyHeader(c net.Conn) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, err := parseProxyV1(string(line))
+	src, dst, err := parseProxyV1(string(line))
 	if err != nil {
 		return nil, err
 	}
-	return &proxiedConn{Conn: c, r: br, remote: net.TCPAddrFromAddrPort(src)}, nil
+	if dst.Addr().IsLoopback() {
+		// tailscaled names loopback when it does not know its own
+		// address; the connection did not come to a loopback address.
+		dst = netip.AddrPortFrom(netip.IPv4Unspecified(), dst.Port())
+	}
+	return &proxiedConn{Conn: c, r: br, remote: net.TCPAddrFromAddrPort(src), local: net.TCPAddrFromAddrPort(dst)}, nil
 }
 
-// parseProxyV1 returns the source of a PROXY protocol v1 header line.
-func parseProxyV1(line string) (netip.AddrPort, error) {
+// parseProxyV1 returns the source and destination of a PROXY protocol v1
+// header line.
+func parseProxyV1(line string) (src, dst netip.AddrPort, err error) {
 	f := strings.Fields(strings.TrimSuffix(line, "\r\n"))
 	if len(f) != 6 || f[0] != "PROXY" || (f[1] != "TCP4" && f[1] != "TCP6") {
-		return netip.AddrPort{}, errors.New("not a PROXY v1 TCP header")
+		return src, dst, errors.New("not a PROXY v1 TCP header")
 	}
-	src, err := netip.ParseAddrPort(net.JoinHostPort(f[2], f[4]))
+	src, err = netip.ParseAddrPort(net.JoinHostPort(f[2], f[4]))
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("PROXY header source: %w", err)
+		return src, dst, fmt.Errorf("PROXY header source: %w", err)
 	}
-	return src, nil
+	dst, err = netip.ParseAddrPort(net.JoinHostPort(f[3], f[5]))
+	if err != nil {
+		return src, dst, fmt.Errorf("PROXY header destination: %w", err)
+	}
+	return src, dst, nil
 }
 
+// proxiedConn is a forwarded connection as its peer made it: RemoteAddr
+// is the tailnet peer, LocalAddr the tailnet address it dialed (a
+// Service's virtual IP, or the host's address), not the loopback socket.
 type proxiedConn struct {
 	net.Conn
-	r      *bufio.Reader
-	remote net.Addr
+	r             *bufio.Reader
+	remote, local net.Addr
 }
 
 func (c *proxiedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 func (c *proxiedConn) RemoteAddr() net.Addr       { return c.remote }
+func (c *proxiedConn) LocalAddr() net.Addr        { return c.local }

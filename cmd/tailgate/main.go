@@ -240,6 +240,11 @@ func (a *app) dev(ctx context.Context) int {
 		if err != nil {
 			return nil, err
 		}
+		// Local clients name the gateway by the bridge's address
+		// (127.0.0.1:3001): that Host is accepted from the bridge's node
+		// only, so a page rebinding a name of its own to 127.0.0.1 is
+		// still refused, and so is "localhost" from any other peer.
+		gw.AllowLocalhostFrom(b.IPs()...)
 		path := "/mcp"
 		url := "http://" + b.Addr + path
 		a.log.Info("dev bridge up: MCP clients on this machine reach the gateway as tailnet node dev-client", "url", url, "tags", tags, "forwards_to", target.String())
