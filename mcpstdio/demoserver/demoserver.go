@@ -1,6 +1,8 @@
 // Package demoserver is a small stdio MCP server used by tailgate's tests,
 // benchmarks and demo: tools echo, add, slow (with progress), env, info and
-// exit, a prompt and a resource. It needs nothing but Go.
+// exit, a prompt and a resource. It needs nothing but Go. Its tasks mode
+// (NewTasks, RunTasks; the -tasks flag or TAILGATE_DEMO_TASKS=1) adds the
+// tasks extension and the conformance suite's task fixtures (tasks.go).
 package demoserver
 
 import (
@@ -86,9 +88,14 @@ const VersionsEnv = "TAILGATE_MCP_VERSIONS"
 
 // New returns the demo server.
 func New() *mcp.Server {
-	opts := &mcp.ServerOptions{
+	return newServer(&mcp.ServerOptions{
 		Instructions: "A demo server for tailgate: echo, add, slow, env, info, exit.",
-	}
+	})
+}
+
+// newServer returns a server with opts (amended from the environment) and
+// the demo's tools, prompt and resource.
+func newServer(opts *mcp.ServerOptions) *mcp.Server {
 	if v := os.Getenv(VersionsEnv); v != "" {
 		opts.SupportedProtocolVersions = strings.Split(v, ",")
 	}
@@ -219,12 +226,17 @@ func New() *mcp.Server {
 	return s
 }
 
-// Run serves the demo server on stdin/stdout until stdin closes.
+// Run serves the demo server on stdin/stdout until stdin closes, in its
+// tasks mode when TasksEnabled.
 func Run(ctx context.Context) error {
 	if dir := os.Getenv(PIDDirEnv); dir != "" {
 		if err := os.WriteFile(filepath.Join(dir, strconv.Itoa(os.Getpid())), nil, 0o644); err != nil {
 			return err
 		}
+	}
+	if TasksEnabled() {
+		fmt.Fprintf(os.Stderr, "tailgate-demo-server: serving on stdio with the tasks extension, pid %d\n", os.Getpid())
+		return RunTasks(ctx)
 	}
 	fmt.Fprintf(os.Stderr, "tailgate-demo-server: serving on stdio, pid %d\n", os.Getpid())
 	return New().Run(ctx, &mcp.StdioTransport{})
