@@ -10,6 +10,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,6 +43,9 @@ type Config struct {
 
 	// File is the path the config was read from, for messages.
 	File string `yaml:"-"`
+	// Warnings are what loads but is likely a mistake, each located as a
+	// ConfigError is; the server logs them when it starts or reloads.
+	Warnings []*ConfigError `yaml:"-"`
 
 	networkAuthz *policy.RuleSet
 }
@@ -442,6 +446,7 @@ func Parse(file string, data []byte, env *policy.Env) (*Config, error) {
 	if len(d.errs) > 0 {
 		return nil, d.errs
 	}
+	cfg.Warnings = d.warnings
 	return cfg, nil
 }
 
@@ -806,6 +811,9 @@ func (d *decoder) compileRuleSet(env *policy.Env, scope policy.Scope, path strin
 		}
 	}
 	rs, err := env.Compile(scope, path, rules)
+	if err == nil {
+		d.warnForgeableHeaders(rs, lines)
+	}
 	if err != nil {
 		for _, e := range unjoin(err) {
 			var re *policy.RuleError
@@ -818,6 +826,38 @@ func (d *decoder) compileRuleSet(env *policy.Env, scope policy.Scope, path strin
 		return nil
 	}
 	return rs
+}
+
+// warnForgeableHeaders warns about rules that read the identity headers
+// `tailscale serve` sets (Tailscale-User-Login, Tailscale-User-Name,
+// Tailscale-App-Capabilities, ...): such a rule is sound behind serve,
+// which overwrites them, but tailgate is no proxy behind serve, so here
+// any client sets them to anything.
+func (d *decoder) warnForgeableHeaders(rs *policy.RuleSet, lines map[string]int) {
+	names := rs.HeaderNames()
+	paths := make([]string, 0, len(names))
+	for p := range names {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	for _, p := range paths {
+		for _, h := range names[p] {
+			if !strings.HasPrefix(h, "tailscale-") {
+				continue
+			}
+			use := "source.tailscale"
+			switch h {
+			case "tailscale-user-login":
+				use = "source.tailscale.user.login"
+			case "tailscale-user-name":
+				use = "source.tailscale.user.displayName"
+			case "tailscale-app-capabilities":
+				use = "source.tailscale.caps"
+			}
+			d.warnings = append(d.warnings, &ConfigError{File: d.file, Line: lines[p], Path: p,
+				Msg: fmt.Sprintf("reads request header %q, which any client can set to anything here (tailgate is not behind `tailscale serve`); use %s, which comes from WhoIs", h, use)})
+		}
+	}
 }
 
 func unjoin(err error) []error {

@@ -169,7 +169,15 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	}
 	s.fronts = fronts
 	s.state.Store(st)
+	s.logWarnings(cfg)
 	return s, nil
+}
+
+// logWarnings logs each of the config's warnings, one line each.
+func (s *Server) logWarnings(cfg *Config) {
+	for _, w := range cfg.Warnings {
+		s.log.Warn("config warning", "at", fmt.Sprintf("%s:%d", w.File, w.Line), "rule", w.Path, "warning", w.Msg)
+	}
 }
 
 // build turns cfg into routing, reusing the fronts of old whose backend is
@@ -676,6 +684,7 @@ func (s *Server) Reload(cfg *Config) error {
 		s.metrics.reloads.WithLabelValues("invalid").Inc()
 		return err
 	}
+	s.logWarnings(cfg)
 	if !reflect.DeepEqual(old.cfg.Tailscale, cfg.Tailscale) {
 		s.log.Warn("config reload: the tailscale block changed; restart tailgate to apply it (the rest is applied now)")
 	}

@@ -68,6 +68,8 @@ type yamlUnmarshaler interface {
 type decoder struct {
 	file string
 	errs ConfigErrors
+	// warnings are what loads but is likely a mistake.
+	warnings []*ConfigError
 	// nodes counts the nodes decoded: YAML aliases can make a small file
 	// expand without bound (a "billion laughs"), and a config is reloaded
 	// whenever it changes.

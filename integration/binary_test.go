@@ -55,7 +55,13 @@ type process struct {
 
 func startTailgate(t *testing.T, configFile string, env ...string) *process {
 	t.Helper()
-	cmd := exec.Command(buildTailgate(t), "-f", configFile)
+	return startTailgateArgs(t, []string{"-f", configFile}, env...)
+}
+
+// startTailgateArgs is startTailgate with the command line args.
+func startTailgateArgs(t *testing.T, args []string, env ...string) *process {
+	t.Helper()
+	cmd := exec.Command(buildTailgate(t), args...)
 	// Nothing may reach Tailscale's log service from a test.
 	cmd.Env = append(os.Environ(), append([]string{"TS_NO_LOGS_NO_SUPPORT=true"}, env...)...)
 	stderr, err := cmd.StderrPipe()

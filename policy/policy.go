@@ -147,6 +147,8 @@ const costLimit = 1_000_000
 type compiled struct {
 	Rule
 	prg cel.Program
+	// headers are the request headers the rule reads by name.
+	headers []string
 }
 
 // RuleSet is a compiled list of rules. The zero value and nil allow
@@ -197,7 +199,7 @@ func (e *Env) Compile(scope Scope, path string, rules []Rule) (*RuleSet, error) 
 			errs = append(errs, &RuleError{r.Path, err})
 			continue
 		}
-		rs.rules = append(rs.rules, compiled{Rule: r, prg: prg})
+		rs.rules = append(rs.rules, compiled{Rule: r, prg: prg, headers: headerNames(ast)})
 		if r.Kind == Allow {
 			rs.hasAllow = true
 		}

@@ -16,7 +16,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -117,16 +116,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "tailgate:", err)
 		return exitConfig
 	}
-	cfg, err := gateway.Load(f.file, env)
+	watch, data, err := gateway.WatchConfigFile(f.file)
+	if err != nil {
+		fmt.Fprintln(stderr, "config:", err)
+		return exitConfig
+	}
+	cfg, err := gateway.Parse(f.file, data, env)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitConfig
 	}
 	if f.validateOnly {
+		for _, w := range cfg.Warnings {
+			fmt.Fprintln(stderr, "warning: "+w.Error())
+		}
 		fmt.Fprintln(stdout, "ok")
 		return exitOK
 	}
-	a := &app{flags: f, env: env, cfg: cfg, log: log, stdout: stdout, stderr: stderr}
+	a := &app{flags: f, env: env, cfg: cfg, config: watch, log: log, stdout: stdout, stderr: stderr}
 	if dev {
 		return a.dev(ctx)
 	}
@@ -153,6 +160,7 @@ type app struct {
 	flags
 	env            *policy.Env
 	cfg            *gateway.Config
+	config         *gateway.ConfigFile
 	log            *slog.Logger
 	stdout, stderr io.Writer
 }
@@ -371,29 +379,32 @@ func (a *app) reloadLoop(ctx context.Context, gw *gateway.Server) {
 		defer t.Stop()
 		tick = t.C
 	}
-	last := fileSum(a.file)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
 			a.log.Info("SIGHUP: reloading config", "file", a.file)
-			last = fileSum(a.file)
-			a.reload(gw)
+			data, err := a.config.Read()
+			if err != nil {
+				gw.RecordReloadFailure()
+				a.log.Error("config reload: keeping the running config", "err", err)
+				continue
+			}
+			a.reload(gw, data)
 		case <-tick:
-			// Contents, not mtime: editors and ConfigMap updates replace the
-			// file in ways mtime does not always show.
-			if sum := fileSum(a.file); sum != last {
-				last = sum
+			// A stat, and a read only if the file's size, times or inode
+			// changed; a reload only if its contents did.
+			if data, changed := a.config.Changed(); changed {
 				a.log.Info("config file changed: reloading", "file", a.file)
-				a.reload(gw)
+				a.reload(gw, data)
 			}
 		}
 	}
 }
 
-func (a *app) reload(gw *gateway.Server) {
-	cfg, err := gateway.Load(a.file, a.env)
+func (a *app) reload(gw *gateway.Server, data []byte) {
+	cfg, err := gateway.Parse(a.file, data, a.env)
 	if err != nil {
 		gw.RecordReloadFailure()
 		var errs gateway.ConfigErrors
@@ -409,12 +420,4 @@ func (a *app) reload(gw *gateway.Server) {
 	if err := gw.Reload(cfg); err != nil {
 		a.log.Error("config reload", "err", err)
 	}
-}
-
-func fileSum(path string) [32]byte {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return [32]byte{}
-	}
-	return sha256.Sum256(b)
 }
