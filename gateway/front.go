@@ -70,6 +70,21 @@ type frontOptions struct {
 // maxRequestBody bounds a POST body, as go-sdk's default.
 const maxRequestBody = 4 << 20
 
+// Session caps when config.mcp.maxSessions sets none, and per peer (a
+// tailnet node, or an address) in any case.
+const (
+	defaultMaxSessions        = 1024
+	defaultMaxSessionsPerPeer = 64
+)
+
+// bodyReadTimeout bounds reading a POST body, so that a peer trickling
+// bytes cannot hold connections open.
+const bodyReadTimeout = 30 * time.Second
+
+// sseInitTimeout closes a legacy SSE stream whose session was never
+// initialized.
+const sseInitTimeout = 30 * time.Second
+
 func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcpFront {
 	f := &mcpFront{
 		name:        name,
@@ -85,9 +100,7 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 		stop:        make(chan struct{}),
 	}
 	f.authz.Store(opts.Authz)
-	if f.ttl > 0 {
-		go f.janitor()
-	}
+	go f.janitor()
 	return f
 }
 
@@ -190,6 +203,11 @@ func (f *mcpFront) session(w http.ResponseWriter, r *http.Request, id string) *f
 
 // readMessage reads and parses a POST body, answering for it if it cannot.
 func (f *mcpFront) readMessage(w http.ResponseWriter, r *http.Request) *mcpstdio.Message {
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	// Lifted once the body is in: a response streamed for minutes must
+	// not see the connection time out under it.
+	defer rc.SetReadDeadline(time.Time{})
 	var body []byte
 	var err error
 	if n := r.ContentLength; n > 0 && n <= f.maxBody {
@@ -296,11 +314,33 @@ func (f *mcpFront) newSession(w http.ResponseWriter, r *http.Request, sse bool) 
 		http.Error(w, "gateway shutting down", http.StatusServiceUnavailable)
 		return nil
 	}
-	if f.maxSessions > 0 && len(f.sessions)+f.opening >= f.maxSessions {
+	limit := f.maxSessions
+	if limit <= 0 {
+		limit = defaultMaxSessions
+	}
+	perPeer := min(defaultMaxSessionsPerPeer, limit)
+	mine := 0
+	key := callerKey(src)
+	for _, other := range f.sessions {
+		if callerKey(other.owner) == key {
+			mine++
+		}
+	}
+	// Checked and inserted under one lock: concurrent opens cannot pass a
+	// cap together. The per-peer cap keeps one peer from locking out the
+	// others.
+	var refused string
+	switch {
+	case len(f.sessions)+f.opening >= limit:
+		refused = fmt.Sprintf("too many MCP sessions (%d); retry later", limit)
+	case mine >= perPeer:
+		refused = fmt.Sprintf("too many MCP sessions from this peer (%d); close some or retry later", perPeer)
+	}
+	if refused != "" {
 		f.mu.Unlock()
-		f.log.Warn("session refused: at the session cap", append([]any{"max_sessions", f.maxSessions}, sourceAttrs(src)...)...)
+		f.log.Warn("session refused: at a session cap", append([]any{"reason", refused}, sourceAttrs(src)...)...)
 		w.Header().Set("Retry-After", "5")
-		http.Error(w, "too many MCP sessions; retry later", http.StatusServiceUnavailable)
+		http.Error(w, refused, http.StatusServiceUnavailable)
 		return nil
 	}
 	fs := &frontSession{
@@ -694,11 +734,12 @@ func (fs *frontSession) call(ctx context.Context, bs *mcpstdio.Session, m *mcpst
 	id := m.Bytes(m.ID)
 	rt, err := bs.Route(ctx, m)
 	if err != nil {
-		out.send(mcpstdio.ErrorMessage(id, codeOf(err), err.Error()), true)
+		out.send(mcpstdio.ErrorResponse(id, err), true)
 		fs.record(method, rt, "error", err, time.Since(start))
 		return
 	}
 	az := fs.f.authorizer(req)
+	az.bs, az.ctx = bs, ctx
 	if d := az.decide(method, rt); !d.Allow {
 		err := az.denied(fs, method, rt, d)
 		out.send(mcpstdio.ErrorMessage(id, mcpstdio.CodeInvalidParams, err.Error()), true)
@@ -749,14 +790,6 @@ func (fs *frontSession) call(ctx context.Context, bs *mcpstdio.Session, m *mcpst
 	}
 }
 
-func codeOf(err error) int {
-	var ce *mcpstdio.CodeError
-	if errors.As(err, &ce) {
-		return ce.Code
-	}
-	return mcpstdio.CodeInternalError
-}
-
 // errorOf is the message of a JSON-RPC error response.
 func errorOf(resp []byte) error {
 	m, err := mcpstdio.ParseMessage(resp)
@@ -770,8 +803,14 @@ func errorOf(resp []byte) error {
 func (fs *frontSession) record(method string, rt mcpstdio.Route, outcome string, err error, took time.Duration) {
 	toolLabel := ""
 	if rt.Kind == "tool" || rt.Kind == "prompt" {
-		toolLabel = rt.Name
+		// A label is a name a target lists; anything else a client can
+		// make up, and would stay in /metrics for good.
+		toolLabel = "other"
+		if bs := fs.backend(); bs != nil && bs.Listed(context.Background(), rt) {
+			toolLabel = rt.Name
+		}
 	}
+	rt.Name = clip(rt.Name)
 	if m := fs.f.metrics; m != nil {
 		m.observeCall(fs.f.name, method, rt.Target, toolLabel, outcome, took)
 	}
@@ -803,6 +842,10 @@ type authorizer struct {
 	rs  *policy.RuleSet
 	src *policy.Source
 	req *policy.Request
+	// bs and ctx look up what policy needs beyond the request (a
+	// resource's name).
+	bs  *mcpstdio.Session
+	ctx context.Context
 }
 
 func (f *mcpFront) authorizer(req callRequest) authorizer {
@@ -834,10 +877,14 @@ func (a authorizer) decide(method string, rt mcpstdio.Route) policy.Decision {
 		// Completing a prompt's arguments is part of getting it.
 		return a.evaluate(&policy.MCP{Method: "prompts/get", Prompt: policy.Prompt{Name: rt.TargetName, Target: rt.Target}})
 	case "resource":
-		if method == "completion/complete" {
-			return policy.Decision{Allow: true}
+		// A read is judged by the resource's name as well as its URI, as
+		// lists are; completing a resource template's arguments is judged
+		// as reading it.
+		name := ""
+		if method != "completion/complete" && a.bs != nil {
+			name = a.bs.ResourceName(a.ctx, rt)
 		}
-		return a.evaluate(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: rt.TargetName, Target: rt.Target}})
+		return a.evaluate(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: rt.TargetName, Name: name, Target: rt.Target}})
 	}
 	return policy.Decision{Allow: true}
 }
@@ -858,10 +905,20 @@ func (a authorizer) keep(it mcpstdio.Item) bool {
 
 // denied logs a refused call and returns the error the client sees.
 func (a authorizer) denied(fs *frontSession, method string, rt mcpstdio.Route, d policy.Decision) error {
-	args := append([]any{"session", fs.id, "method", method, rt.Kind, rt.Name}, sourceAttrs(a.src)...)
+	args := append([]any{"session", fs.id, "method", method, rt.Kind, clip(rt.Name)}, sourceAttrs(a.src)...)
 	args = append(args, "rule", d.Rule, "reason", d.Reason())
 	fs.f.log.Warn("mcp call denied", args...)
-	return fmt.Errorf("%s %q: not permitted by tailgate policy", rt.Kind, rt.Name)
+	return fmt.Errorf("%s %q: not permitted by tailgate policy", rt.Kind, clip(rt.Name))
+}
+
+// maxLoggedName bounds a client-chosen name in logs and errors.
+const maxLoggedName = 200
+
+func clip(name string) string {
+	if len(name) <= maxLoggedName {
+		return name
+	}
+	return name[:maxLoggedName] + "…"
 }
 
 // serveStateless serves a request of a stateless backend: a session of
@@ -897,7 +954,11 @@ func (f *mcpFront) serveStateless(w http.ResponseWriter, r *http.Request, m *mcp
 // janitor closes sessions idle past the TTL: no request for that long and
 // none in flight. A legacy SSE session lives as long as its stream.
 func (f *mcpFront) janitor() {
-	t := time.NewTicker(min(f.ttl/4+time.Millisecond, 30*time.Second))
+	every := 10 * time.Second
+	if f.ttl > 0 {
+		every = min(f.ttl/4+time.Millisecond, every)
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -907,12 +968,16 @@ func (f *mcpFront) janitor() {
 			f.mu.Lock()
 			var idle []*frontSession
 			for _, fs := range f.sessions {
-				if !fs.sse && fs.inflight.Load() == 0 && now.Sub(time.Unix(0, fs.lastUsed.Load())) > f.ttl {
+				idleFor := now.Sub(time.Unix(0, fs.lastUsed.Load()))
+				switch {
+				case fs.sse && fs.backend() == nil && idleFor > sseInitTimeout:
+					idle = append(idle, fs) // a stream nobody initialized
+				case !fs.sse && f.ttl > 0 && fs.inflight.Load() == 0 && idleFor > f.ttl:
 					idle = append(idle, fs)
 				}
 			}
 			for key, c := range f.callers {
-				if fs := c.fs; fs.backend() != nil && fs.inflight.Load() == 0 && now.Sub(time.Unix(0, fs.lastUsed.Load())) > f.ttl {
+				if fs := c.fs; f.ttl > 0 && fs.backend() != nil && fs.inflight.Load() == 0 && now.Sub(time.Unix(0, fs.lastUsed.Load())) > f.ttl {
 					delete(f.callers, key)
 					idle = append(idle, fs)
 				}

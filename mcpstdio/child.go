@@ -43,6 +43,7 @@ type child struct {
 	// names among several targets; list_changed drops it.
 	namesMu sync.Mutex
 	names   map[string]map[string]bool
+	titles  map[string]string // resource URI → name
 }
 
 // childInit is what a child said of itself in its initialize (or
@@ -529,8 +530,29 @@ func (c *child) listNames(ctx context.Context, kind string) (map[string]bool, er
 // listChanged drops the cached names.
 func (c *child) listChanged() {
 	c.namesMu.Lock()
-	c.names = nil
+	c.names, c.titles = nil, nil
 	c.namesMu.Unlock()
+}
+
+// resourceTitle is the name c lists for the resource at uri, "" if none.
+// Like listNames, the list is asked once and kept until it changes.
+func (c *child) resourceTitle(ctx context.Context, uri string) string {
+	c.namesMu.Lock()
+	defer c.namesMu.Unlock()
+	if c.titles == nil {
+		titles := make(map[string]string)
+		if c.init.has("resources") {
+			items, err := c.listAll(ctx, "", listKinds["resources/list"])
+			if err != nil {
+				return ""
+			}
+			for _, it := range items {
+				titles[itemKey(it, "uri")] = itemKey(it, "name")
+			}
+		}
+		c.titles = titles
+	}
+	return c.titles[uri]
 }
 
 // listAll collects every page of a list from c.

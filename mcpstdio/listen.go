@@ -30,11 +30,11 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 		if !c.init.has("tools") && !c.init.has("prompts") && !c.init.has("resources") {
 			continue
 		}
-		p := params
 		if !c.init.modern && s.shared {
 			// An older child answers no listen: it has none to give.
 			continue
 		}
+		p := s.childListenParams(c, params)
 		sr := newReply(8)
 		sr.frontID, sr.listen = r.frontID, true
 		body, _ := json.Marshal(p)
@@ -82,8 +82,15 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 				}
 				if first && fm.MethodName() == "notifications/subscriptions/acknowledged" {
 					first = false
-					var ack any
+					var ack map[string]any
 					json.Unmarshal(fm.Bytes(fm.Path("params", "notifications")), &ack)
+					if ids, ok := ack["taskIds"].([]any); ok && s.prefixed {
+						for i, id := range ids {
+							if str, ok := id.(string); ok {
+								ids[i] = sb.c.target.Name + nameSep + str
+							}
+						}
+					}
 					mu.Lock()
 					acks = append(acks, ack)
 					acked++
@@ -91,8 +98,18 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 					mu.Unlock()
 					if all {
 						joined := any(map[string]any{})
+						taskIDs := []any{}
 						for _, a := range acks {
+							if a, ok := a.(map[string]any); ok {
+								if ids, ok := a["taskIds"].([]any); ok {
+									taskIDs = append(taskIDs, ids...)
+									delete(a, "taskIds")
+								}
+							}
 							joined = mergeJSON(joined, a)
+						}
+						if len(taskIDs) > 0 {
+							joined.(map[string]any)["taskIds"] = taskIDs
 						}
 						b, _ := json.Marshal(map[string]any{
 							"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
@@ -106,6 +123,9 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 				if uri := fm.Path("params", "uri"); s.prefixed && uri.Has() && strings.HasPrefix(fm.MethodName(), "notifications/resources/") {
 					out = fm.Replace(uri, quote(s.exposedURI(sb.c, fm.String(uri))))
 				}
+				if id := fm.Path("params", "taskId"); s.prefixed && id.Has() && strings.HasPrefix(fm.MethodName(), "notifications/tasks") {
+					out = fm.Replace(id, quote(sb.c.target.Name+nameSep+fm.String(id)))
+				}
 				r.push(out)
 			}
 		})
@@ -115,4 +135,31 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 		result, _ := json.Marshal(map[string]any{"resultType": "complete", "_meta": map[string]json.RawMessage{metaSubscriptionID: r.frontID}})
 		r.finish(ResultMessage(r.frontID, result))
 	}()
+}
+
+// childListenParams are a listen's params for one child: the task ids it
+// names are those of the child's own tasks, without their prefix.
+func (s *Session) childListenParams(c *child, params map[string]json.RawMessage) map[string]json.RawMessage {
+	if !s.prefixed {
+		return params
+	}
+	var notes map[string]json.RawMessage
+	if json.Unmarshal(params["notifications"], &notes) != nil || notes["taskIds"] == nil {
+		return params
+	}
+	var ids []string
+	json.Unmarshal(notes["taskIds"], &ids)
+	own := []string{}
+	for _, id := range ids {
+		if rest, ok := strings.CutPrefix(id, c.target.Name+nameSep); ok {
+			own = append(own, rest)
+		}
+	}
+	out := make(map[string]json.RawMessage, len(params))
+	for k, v := range params {
+		out[k] = v
+	}
+	notes["taskIds"], _ = json.Marshal(own)
+	out["notifications"], _ = json.Marshal(notes)
+	return out
 }

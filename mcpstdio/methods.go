@@ -130,6 +130,11 @@ func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
 			rt.c, rt.TargetName, err = s.route(ctx, rt.Name, rt.Kind)
 		}
 		if err != nil {
+			if rt.Kind == "task" && !declaresTasks(m) {
+				// SEP-2663: tasks/* from a client that did not declare the
+				// extension is refused as such, whatever the id.
+				return rt, errTasksUndeclared
+			}
 			return rt, err
 		}
 		rt.Target = rt.c.target.Name
@@ -165,6 +170,26 @@ var (
 	pathTaskID     = []string{"params", "taskId"}
 )
 
+// TasksExtension is the tasks extension's capability name (SEP-2663).
+const TasksExtension = "io.modelcontextprotocol/tasks"
+
+// CodeMissingCapability is SEP-2575's error for a request that needs a
+// client capability the client did not declare.
+const CodeMissingCapability = -32021
+
+var errTasksUndeclared = &CodeError{
+	Code: CodeMissingCapability,
+	Err:  errors.New("the client did not declare the " + TasksExtension + " extension"),
+	Data: []byte(`{"requiredCapabilities":{"extensions":{"` + TasksExtension + `":{}}}}`),
+}
+
+// declaresTasks reports whether a request's client declares the tasks
+// extension.
+func declaresTasks(m *Message) bool {
+	caps := m.Path("params", "_meta", "io.modelcontextprotocol/clientCapabilities", "extensions")
+	return m.Field(caps, TasksExtension).Has()
+}
+
 // route finds the child that serves a front tool or prompt name and the
 // child's own name for it. Unprefixed names with several targets
 // (prefixMode never) are looked up in the children's lists.
@@ -189,6 +214,9 @@ func (s *Session) route(ctx context.Context, name, kind string) (*child, string,
 }
 
 func unknown(kind, name string) error {
+	if len(name) > 200 {
+		name = name[:200] + "…" // the client's own name, echoed: bounded
+	}
 	return &CodeError{Code: CodeInvalidParams, Err: fmt.Errorf("unknown %s %q", kind, name)}
 }
 
@@ -557,6 +585,26 @@ func (s *Session) PrefixTarget(name string) string {
 		}
 	}
 	return ""
+}
+
+// ResourceName is the name the target lists for the resource a route
+// names ("" if it lists none): policy judges a read by it as by its URI,
+// as a list is filtered by both.
+func (s *Session) ResourceName(ctx context.Context, rt Route) string {
+	if rt.c == nil || rt.Kind != "resource" {
+		return ""
+	}
+	return rt.c.resourceTitle(ctx, rt.TargetName)
+}
+
+// Listed reports whether the route's tool or prompt is one its target
+// lists: only those names become metric labels, so that a client cannot
+// grow the metrics with names of its own.
+func (s *Session) Listed(ctx context.Context, rt Route) bool {
+	if rt.c == nil || (rt.Kind != "tool" && rt.Kind != "prompt") {
+		return false
+	}
+	return rt.c.offers(ctx, rt.Kind, rt.TargetName)
 }
 
 // Targets are the names of the session's running targets.

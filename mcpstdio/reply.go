@@ -194,12 +194,18 @@ func (r *Reply) cancel(reason string, respond bool) {
 type CodeError struct {
 	Code int
 	Err  error
+	// Data is the error's data, raw JSON, if any.
+	Data []byte
 }
 
 func (e *CodeError) Error() string { return e.Err.Error() }
 func (e *CodeError) Unwrap() error { return e.Err }
 
-// errorResponse is the JSON-RPC error response to id for err.
+// ErrorResponse is the JSON-RPC error response to id for err: a target's
+// own error as it came, a CodeError with its code (and data), anything
+// else an internal error.
+func ErrorResponse(id []byte, err error) []byte { return errorResponse(id, err) }
+
 func errorResponse(id []byte, err error) []byte {
 	var wire *WireError
 	if errors.As(err, &wire) {
@@ -213,6 +219,10 @@ func errorResponse(id []byte, err error) []byte {
 	switch {
 	case errors.As(err, &ce):
 		code = ce.Code
+		if len(ce.Data) > 0 {
+			msg := ErrorMessage(id, code, err.Error())
+			return append(append(append(msg[:len(msg)-2], `,"data":`...), ce.Data...), "}}"...)
+		}
 	case errors.Is(err, context.DeadlineExceeded):
 		code = CodeRequestTimeout
 	}

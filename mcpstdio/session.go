@@ -585,7 +585,7 @@ func (s *Session) childNotification(c *child, m *Message) {
 		}
 		s.notify(m.Raw)
 		return
-	case "notifications/tasks/status":
+	case "notifications/tasks", "notifications/tasks/status":
 		if id := m.Path("params", "taskId"); s.prefixed && id.Has() {
 			m.Raw = m.Replace(id, quote(c.target.Name+nameSep+m.String(id)))
 		}

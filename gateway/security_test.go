@@ -1,0 +1,141 @@
+package gateway
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Names a client makes up do not become metric labels: 20 calls with
+// distinct 64 KiB tool names, denied or unknown, leave /metrics small and
+// counted under tool="other". Failed before: each name was a label, for
+// good.
+func TestMetricsLabelOnlyListedNames(t *testing.T) {
+	s, base := serveLoopback(t, `
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - name: mcp
+      policies:
+        mcpAuthorization:
+          rules: ['mcp.tool.name != "env"']
+      backends:
+      - mcp:
+          targets:
+          - name: demo
+            stdio: {cmd: DEMO}
+`)
+	cs := connect(t, base+"/mcp")
+	defer cs.Close()
+	cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}})
+	for i := range 20 {
+		name := strings.Repeat(string(rune('a'+i)), 64<<10)
+		if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: name}); err == nil {
+			t.Fatal("a made-up tool answered")
+		}
+	}
+	_, body := get(t, s.AdminHandler(), "/metrics")
+	if len(body) > 64<<10 {
+		t.Errorf("/metrics is %d bytes after 20 made-up names", len(body))
+	}
+	for _, want := range []string{`tool="echo"`, `tool="other"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// A resource hidden by its name is hidden from reads too, not only from
+// lists. Failed before: the read was judged by its URI alone.
+func TestResourceReadJudgedByName(t *testing.T) {
+	_, base := serveLoopback(t, `
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - name: mcp
+      policies:
+        mcpAuthorization:
+          rules:
+          - deny: 'mcp.resource.name == "readme"'
+          - 'true'
+      backends:
+      - mcp:
+          targets:
+          - name: demo
+            stdio: {cmd: DEMO}
+`)
+	cs := connect(t, base+"/mcp")
+	defer cs.Close()
+	res, err := cs.ListResources(context.Background(), nil)
+	if err != nil || len(res.Resources) != 0 {
+		t.Fatalf("list: %v %v, want the readme hidden", err, res)
+	}
+	if _, err := cs.ReadResource(context.Background(), &mcp.ReadResourceParams{URI: "demo://readme"}); err == nil || !strings.Contains(err.Error(), "not permitted") {
+		t.Errorf("read of a resource hidden by name: %v", err)
+	}
+}
+
+// openSSE opens a legacy SSE stream from local address from (127.0.0.x)
+// and reports the status; the stream stays open until the test ends.
+func openSSE(t *testing.T, base, from string) int {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+	req, _ := http.NewRequest(http.MethodGet, base+"/sse", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+	} else {
+		t.Cleanup(func() { resp.Body.Close() })
+	}
+	return resp.StatusCode
+}
+
+// Session caps hold under concurrency and for legacy SSE streams too, and
+// one peer cannot take every place. Failed before: the per-route cap was
+// checked and taken in two steps (5 through a cap of 2), SSE streams
+// bypassed it, and there was no per-peer cap.
+func TestSessionCapsHold(t *testing.T) {
+	t.Run("concurrent opens", func(t *testing.T) {
+		_, base := serveLoopback(t, "config:\n  mcp:\n    maxSessions: 2\n"+demoConfig)
+		var ok atomic.Int32
+		var wg sync.WaitGroup
+		for range 12 {
+			wg.Go(func() {
+				if openSSE(t, base, "127.0.0.1") == http.StatusOK {
+					ok.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if n := ok.Load(); n != 2 {
+			t.Errorf("%d SSE sessions through a cap of 2", n)
+		}
+	})
+	t.Run("per peer", func(t *testing.T) {
+		_, base := serveLoopback(t, demoConfig)
+		for i := range defaultMaxSessionsPerPeer {
+			if code := openSSE(t, base, "127.0.0.1"); code != http.StatusOK {
+				t.Fatalf("session %d: %d", i, code)
+			}
+		}
+		if code := openSSE(t, base, "127.0.0.1"); code != http.StatusServiceUnavailable {
+			t.Errorf("a peer's session past its cap: %d, want 503", code)
+		}
+		if code := openSSE(t, base, "127.0.0.2"); code != http.StatusOK {
+			t.Errorf("another peer locked out: %d", code)
+		}
+	})
+}
