@@ -44,6 +44,9 @@ type child struct {
 	namesMu sync.Mutex
 	names   map[string]map[string]bool
 	titles  map[string]string // resource URI → name
+	// namesGen counts list changes, so that a list asked for before a
+	// change is not kept after it.
+	namesGen uint64
 }
 
 // childInit is what a child said of itself in its initialize (or
@@ -359,10 +362,13 @@ func (c *child) handle(line []byte) {
 		return
 	}
 	s := c.owner.Load()
+	// The reader never writes to the child itself: a child blocked on a
+	// full stdout would never drain a full stdin. Answers it gives here
+	// go from goroutines of their own.
 	if s == nil {
 		// A pooled child talking before anyone listens.
 		if m.IsRequest() {
-			c.write(ErrorMessage(m.Bytes(m.ID), CodeInternalError, "no client attached to this server yet"))
+			go c.write(ErrorMessage(m.Bytes(m.ID), CodeInternalError, "no client attached to this server yet"))
 		}
 		return
 	}
@@ -504,9 +510,14 @@ func (c *child) offers(ctx context.Context, kind, name string) bool {
 
 // listNames is the set of names c lists for kind ("tool" or "prompt").
 func (c *child) listNames(ctx context.Context, kind string) (map[string]bool, error) {
+	// The lock is not held while the child is asked: its reader takes it
+	// to drop the cache on list_changed, and must stay free to deliver
+	// the answer.
 	c.namesMu.Lock()
-	defer c.namesMu.Unlock()
-	if n, ok := c.names[kind]; ok {
+	n, ok := c.names[kind]
+	gen := c.namesGen
+	c.namesMu.Unlock()
+	if ok {
 		return n, nil
 	}
 	lk := listKinds[kind+"s/list"]
@@ -520,10 +531,14 @@ func (c *child) listNames(ctx context.Context, kind string) (map[string]bool, er
 			names[itemKey(it, lk.key)] = true
 		}
 	}
-	if c.names == nil {
-		c.names = make(map[string]map[string]bool)
+	c.namesMu.Lock()
+	if c.namesGen == gen { // not changed while asked
+		if c.names == nil {
+			c.names = make(map[string]map[string]bool)
+		}
+		c.names[kind] = names
 	}
-	c.names[kind] = names
+	c.namesMu.Unlock()
 	return names, nil
 }
 
@@ -531,6 +546,7 @@ func (c *child) listNames(ctx context.Context, kind string) (map[string]bool, er
 func (c *child) listChanged() {
 	c.namesMu.Lock()
 	c.names, c.titles = nil, nil
+	c.namesGen++
 	c.namesMu.Unlock()
 }
 
@@ -538,21 +554,27 @@ func (c *child) listChanged() {
 // Like listNames, the list is asked once and kept until it changes.
 func (c *child) resourceTitle(ctx context.Context, uri string) string {
 	c.namesMu.Lock()
-	defer c.namesMu.Unlock()
-	if c.titles == nil {
-		titles := make(map[string]string)
-		if c.init.has("resources") {
-			items, err := c.listAll(ctx, "", listKinds["resources/list"])
-			if err != nil {
-				return ""
-			}
-			for _, it := range items {
-				titles[itemKey(it, "uri")] = itemKey(it, "name")
-			}
+	titles, gen := c.titles, c.namesGen
+	c.namesMu.Unlock()
+	if titles != nil {
+		return titles[uri]
+	}
+	titles = make(map[string]string)
+	if c.init.has("resources") {
+		items, err := c.listAll(ctx, "", listKinds["resources/list"])
+		if err != nil {
+			return ""
 		}
+		for _, it := range items {
+			titles[itemKey(it, "uri")] = itemKey(it, "name")
+		}
+	}
+	c.namesMu.Lock()
+	if c.namesGen == gen {
 		c.titles = titles
 	}
-	return c.titles[uri]
+	c.namesMu.Unlock()
+	return titles[uri]
 }
 
 // listAll collects every page of a list from c.

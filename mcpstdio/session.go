@@ -443,14 +443,14 @@ func (s *Session) serverRequest(c *child, m *Message) {
 		if !c.init.modern && s.park(c, m) {
 			return
 		}
-		c.write(ErrorMessage(sr.childID, CodeMethodNotFound, fmt.Sprintf("tailgate: %s cannot reach a sessionless (2026-07-28) client", sr.method)))
+		go c.write(ErrorMessage(sr.childID, CodeMethodNotFound, fmt.Sprintf("tailgate: %s cannot reach a sessionless (2026-07-28) client", sr.method)))
 		return
 	}
 	s.mu.Lock()
 	select {
 	case <-s.stopping:
 		s.mu.Unlock()
-		c.write(ErrorMessage(sr.childID, CodeRequestCancelled, "the MCP session was closed"))
+		go c.write(ErrorMessage(sr.childID, CodeRequestCancelled, "the MCP session was closed"))
 		return
 	default:
 	}
