@@ -41,11 +41,12 @@ type mcpFront struct {
 	retired atomic.Bool
 	log     *slog.Logger
 
-	keys requestKeys
+	keys   requestKeys
+	budget *budget
 
 	mu       sync.Mutex
 	sessions map[string]*frontSession // by Mcp-Session-Id
-	callers  map[string]*caller       // sessionless requests' children, by callerKey
+	callers  map[peerKey]*caller      // sessionless requests' children, by caller
 	opening  int                      // sessions being opened, for the cap
 	closed   bool
 	stop     chan struct{} // ends the TTL janitor
@@ -96,7 +97,8 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 		maxBody:     maxRequestBody,
 		log:         opts.Logger.With("route", name),
 		sessions:    make(map[string]*frontSession),
-		callers:     make(map[string]*caller),
+		callers:     make(map[peerKey]*caller),
+		budget:      newBudget(),
 		stop:        make(chan struct{}),
 	}
 	f.authz.Store(opts.Authz)
@@ -201,6 +203,28 @@ func (f *mcpFront) session(w http.ResponseWriter, r *http.Request, id string) *f
 	return fs
 }
 
+// admit takes a place in the budget for a POST before its body is read,
+// answering 429 (this peer) or 503 (everyone) past it.
+func (f *mcpFront) admit(w http.ResponseWriter, r *http.Request) (peer peerKey, n int64, ok bool) {
+	n = r.ContentLength
+	if n < 0 || n > f.maxBody {
+		n = f.maxBody // unknown length: the most it may be
+	}
+	src := sourceFrom(r.Context())
+	peer = callerKey(src)
+	if err := f.budget.acquire(peer, n); err != nil {
+		status := http.StatusServiceUnavailable
+		if err.(*overError).perPeer {
+			status = http.StatusTooManyRequests
+		}
+		f.log.Warn("request refused: over budget", append([]any{"reason", err.Error()}, sourceAttrs(src)...)...)
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, err.Error(), status)
+		return peer, 0, false
+	}
+	return peer, n, true
+}
+
 // readMessage reads and parses a POST body, answering for it if it cannot.
 func (f *mcpFront) readMessage(w http.ResponseWriter, r *http.Request) *mcpstdio.Message {
 	rc := http.NewResponseController(w)
@@ -248,6 +272,11 @@ func (f *mcpFront) servePost(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Accept must contain both 'application/json' and 'text/event-stream'", http.StatusBadRequest)
 		return
 	}
+	peer, n, ok := f.admit(w, r)
+	if !ok {
+		return
+	}
+	defer f.budget.release(peer, n)
 	m := f.readMessage(w, r)
 	if m == nil {
 		return
@@ -447,8 +476,13 @@ func (f *mcpFront) serveSSEMessage(w http.ResponseWriter, r *http.Request) {
 	if fs == nil {
 		return
 	}
+	peer, n, ok := f.admit(w, r)
+	if !ok {
+		return
+	}
 	m := f.readMessage(w, r)
 	if m == nil {
+		f.budget.release(peer, n)
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
@@ -457,6 +491,7 @@ func (f *mcpFront) serveSSEMessage(w http.ResponseWriter, r *http.Request) {
 	ctx := context.WithoutCancel(r.Context())
 	req := callRequest{src: sourceFrom(r.Context()), http: requestFacts{method: r.Method, path: r.URL.Path, host: r.Host, header: r.Header.Clone()}}
 	go func() {
+		defer f.budget.release(peer, n)
 		if m.MethodName() == "initialize" && m.IsRequest() {
 			var buf responseBuffer
 			fs.initialize(ctx, m, &buf)

@@ -120,13 +120,26 @@ type caller struct {
 	err   error
 }
 
-// callerKey names whose children a request may use: the tailnet node, or
-// the address of a caller that is not one. Children never serve two nodes.
-func callerKey(src *policy.Source) string {
-	if src.Tailscale != nil && src.Tailscale.Node.ID != "" {
-		return "node:" + src.Tailscale.Node.ID
+// peerKey names a caller for what is kept or counted per caller: the
+// tailnet node, or the address of a caller that is not one. Children
+// never serve two nodes.
+type peerKey struct {
+	node bool
+	id   string
+}
+
+func (k peerKey) String() string {
+	if k.node {
+		return "node:" + k.id
 	}
-	return "addr:" + src.Address
+	return "addr:" + k.id
+}
+
+func callerKey(src *policy.Source) peerKey {
+	if src.Tailscale != nil && src.Tailscale.Node.ID != "" {
+		return peerKey{true, src.Tailscale.Node.ID}
+	}
+	return peerKey{false, src.Address}
 }
 
 // serveModern serves a sessionless (2026-07-28) request.
@@ -216,9 +229,9 @@ func (f *mcpFront) callerSession(r *http.Request) (*frontSession, error) {
 
 // openCaller starts a caller's children. It does not run on the request's
 // context: the children serve the caller's later requests too.
-func (f *mcpFront) openCaller(key string, c *caller, src *policy.Source) {
+func (f *mcpFront) openCaller(key peerKey, c *caller, src *policy.Source) {
 	start := time.Now()
-	bs, err := f.backend.Open(context.Background(), mcpstdio.OpenParams{ID: "sessionless-" + key, Identity: identityEnv(src), Shared: true})
+	bs, err := f.backend.Open(context.Background(), mcpstdio.OpenParams{ID: "sessionless-" + key.String(), Identity: identityEnv(src), Shared: true})
 	if err != nil {
 		c.err = err
 		f.mu.Lock()
@@ -260,7 +273,7 @@ func (f *mcpFront) makeRoomLocked() error {
 		return nil
 	}
 	var oldest *caller
-	var oldestKey string
+	var oldestKey peerKey
 	for k, c := range f.callers {
 		if c.fs.inflight.Load() > 0 || c.fs.backend() == nil {
 			continue

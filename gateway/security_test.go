@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -138,4 +140,49 @@ func TestSessionCapsHold(t *testing.T) {
 			t.Errorf("another peer locked out: %d", code)
 		}
 	})
+}
+
+// frontOf is the front serving route name.
+func frontOf(t *testing.T, s *Server, name string) *mcpFront {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.fronts {
+		if f.name == name {
+			return f
+		}
+	}
+	t.Fatalf("no front for route %q", name)
+	return nil
+}
+
+// A peer's requests in flight are bounded, and reaching its bound does not
+// hold up another peer. Failed before: nothing bounded them (30 concurrent
+// 4 MB calls took the gateway to 1.95 GB).
+func TestRequestBudget(t *testing.T) {
+	s, base := serveLoopback(t, demoConfig)
+	f := frontOf(t, s, "mcp")
+	f.budget.mu.Lock()
+	f.budget.maxCallsPerPeer = 2
+	f.budget.mu.Unlock()
+	rs := rawInitialize(t, base+"/mcp", `{}`)
+	var streams []*http.Response
+	for i := range 2 {
+		resp := rs.post(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"slow","arguments":{"steps":100,"delayMs":100},"_meta":{"progressToken":%d}}}`, i+10, i))
+		streams = append(streams, resp)
+	}
+	defer func() {
+		for _, r := range streams {
+			r.Body.Close()
+		}
+	}()
+	resp := rs.post(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"}}}`)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(body), "from this peer") {
+		t.Errorf("third request in flight: %d %s, want 429", resp.StatusCode, body)
+	}
+	if code := openSSE(t, base, "127.0.0.2"); code != http.StatusOK {
+		t.Errorf("another peer: %d", code)
+	}
 }

@@ -320,6 +320,9 @@ func (c *child) readLoop() {
 		if len(line) > 0 {
 			c.handle(bytes.TrimSpace(line))
 		}
+		if cap(long) > 1<<20 {
+			long = nil // a big message's buffer is not kept for the next
+		}
 		if err != nil {
 			break
 		}
