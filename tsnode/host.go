@@ -14,6 +14,7 @@ import (
 
 	"tailscale.com/client/local"
 	"tailscale.com/ipn"
+	"tailscale.com/paths"
 )
 
 // Host is tailscale.mode: host: the host's tailscaled is the node, reached
@@ -142,6 +143,15 @@ func (h *Host) Listen(network, addr string) (net.Listener, error) {
 // listenForwarded listens on loopback and has tailscaled forward the
 // tailnet port there, with a PROXY header naming the peer.
 func (h *Host) listenForwarded(port int) (net.Listener, error) {
+	// Only tailscaled may connect: its uid, from its LocalAPI socket.
+	socket := h.lc.Socket
+	if socket == "" {
+		socket = paths.DefaultTailscaledSocket()
+	}
+	uid, err := socketPeerUID(socket)
+	if err != nil {
+		return nil, fmt.Errorf("tailnet: forward port %d: cannot tell tailscaled's uid from %s: %w", port, socket, err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -169,7 +179,7 @@ func (h *Host) listenForwarded(port int) (net.Listener, error) {
 	h.served = append(h.served, uint16(port))
 	h.mu.Unlock()
 	h.log.Info("host tailscaled uses userspace networking: it forwards the tailnet port to a loopback socket", "port", port, "loopback", ln.Addr().String())
-	return proxyListener{ln}, nil
+	return newProxyListener(ln, ownedByUID(uid), h.log.With("port", port)), nil
 }
 
 // Identify returns the identity of the tailnet peer at addr, from the

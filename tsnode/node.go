@@ -372,7 +372,9 @@ func (n *Node) ListenService(name string, port int) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tailnet: service %s port %d: %w", name, port, err)
 	}
-	return proxyListener{ln}, nil
+	// tsnet forwards from inside this process: a connection from any other
+	// is refused.
+	return newProxyListener(ln, ownedBySelf, n.log.With("service", name)), nil
 }
 
 // ServiceAddrs are the virtual IPs that the tailnet gives the Service name

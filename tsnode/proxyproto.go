@@ -4,41 +4,118 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// proxyListener reads the PROXY protocol v1 header that tsnet puts before
-// each connection of a Tailscale Service, so that the connection's
-// RemoteAddr is the tailnet peer and not the loopback socket tsnet
-// forwards through.
+// proxyListener accepts the connections that tsnet (Tailscale Services)
+// or the host's tailscaled (host mode under userspace networking) forwards
+// to a loopback socket, each preceded by a PROXY protocol v1 header naming
+// the tailnet peer, so that the connection's RemoteAddr is that peer.
+//
+// The socket is on the host's loopback, where any local process can
+// connect and claim any tailnet address in its own header. So a connection
+// is taken only from the process that should forward it (owner: tsnet runs
+// in tailgate's own process; tailscaled is known by its uid), and the
+// header is read on a goroutine of its own with a short deadline, so that
+// silent connections cannot hold up the peers behind them.
 type proxyListener struct {
 	net.Listener
+	owner func(net.Conn) error
+	log   *slog.Logger
+
+	conns     chan net.Conn
+	errc      chan error
+	done      chan struct{}
+	closeOnce sync.Once
+	refused   atomic.Uint64
 }
 
 // maxProxyHeader is the longest v1 header ("PROXY TCP6 <ip> <ip> <p> <p>\r\n").
 const maxProxyHeader = 107
 
-func (l proxyListener) Accept() (net.Conn, error) {
+// proxyHeaderTimeout bounds reading the header: the forwarder writes it as
+// soon as it connects.
+const proxyHeaderTimeout = 2 * time.Second
+
+// newProxyListener serves the PROXY socket ln, taking connections whose
+// owner check passes.
+func newProxyListener(ln net.Listener, owner func(net.Conn) error, log *slog.Logger) *proxyListener {
+	l := &proxyListener{
+		Listener: ln,
+		owner:    owner,
+		log:      log,
+		conns:    make(chan net.Conn),
+		errc:     make(chan error, 1),
+		done:     make(chan struct{}),
+	}
+	go l.acceptLoop()
+	return l
+}
+
+func (l *proxyListener) acceptLoop() {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			return nil, err
+			l.errc <- err
+			return
 		}
-		pc, err := readProxyHeader(c)
-		if err != nil {
-			// Only tsnet connects here; anything else is refused.
-			c.Close()
-			continue
-		}
-		return pc, nil
+		go l.handshake(c)
 	}
 }
 
-func readProxyHeader(c net.Conn) (net.Conn, error) {
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+// handshake checks who connected and reads the header, then hands the
+// connection to Accept.
+func (l *proxyListener) handshake(c net.Conn) {
+	if err := l.owner(c); err != nil {
+		// Logged once per 100, so that a local process cannot flood the log.
+		if l.refused.Add(1)%100 == 1 {
+			l.log.Warn("PROXY socket: connection refused", "from", c.RemoteAddr().String(), "reason", err.Error(), "refused_so_far", l.refused.Load())
+		}
+		c.Close()
+		return
+	}
+	pc, err := readProxyHeader(c, proxyHeaderTimeout)
+	if err != nil {
+		l.log.Warn("PROXY socket: connection without a valid header", "from", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return
+	}
+	select {
+	case l.conns <- pc:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *proxyListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case err := <-l.errc:
+		l.errc <- err // for later Accept calls
+		return nil, err
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *proxyListener) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.done)
+		err = l.Listener.Close()
+	})
+	return err
+}
+
+func readProxyHeader(c net.Conn, timeout time.Duration) (net.Conn, error) {
+	c.SetReadDeadline(time.Now().Add(timeout))
 	br := bufio.NewReaderSize(c, maxProxyHeader)
 	line, err := br.ReadSlice('\n')
 	c.SetReadDeadline(time.Time{})
