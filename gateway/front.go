@@ -29,6 +29,7 @@ var Version = "dev"
 // mcpstdio.Session.
 type mcpFront struct {
 	name        string
+	routeKey    string // port/listener/route: what a reload keeps
 	backend     *mcpstdio.Backend
 	authz       atomic.Pointer[policy.RuleSet]
 	metrics     *metrics

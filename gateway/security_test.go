@@ -186,3 +186,53 @@ func TestRequestBudget(t *testing.T) {
 		t.Errorf("another peer: %d", code)
 	}
 }
+
+// A reload reaches every running session: a changed backend's old sessions
+// get the route's new rules at once, and a removed route's sessions end.
+// Failed before: the old sessions kept the old rules, and lived on.
+func TestReloadReachesEverySession(t *testing.T) {
+	const cfgA = `
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - name: mcp
+      backends:
+      - mcp:
+          targets:
+          - name: demo
+            stdio: {cmd: DEMO}
+`
+	s, base := serveLoopback(t, cfgA)
+	cs := connect(t, base+"/mcp")
+	defer cs.Close()
+	reload := func(y string) {
+		t.Helper()
+		cfg, err := Parse("reload.yaml", []byte(strings.ReplaceAll(y, "DEMO", demoBin)), newEnv(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Reload(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	echo := func() error {
+		_, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}})
+		return err
+	}
+	if err := echo(); err != nil {
+		t.Fatal(err)
+	}
+	// A changed backend and a new rule: the old session is judged by it.
+	changed := strings.Replace(cfgA, "stdio: {cmd: DEMO}", "stdio: {cmd: DEMO, env: {GENERATION: '2'}}", 1)
+	reload(strings.Replace(changed, "      backends:", "      policies:\n        mcpAuthorization:\n          rules: ['mcp.tool.name != \"echo\"']\n      backends:", 1))
+	if err := echo(); err == nil || !strings.Contains(err.Error(), "not permitted") {
+		t.Errorf("echo in a session of the replaced backend, after a rule denied it: %v", err)
+	}
+	// The route goes: its sessions end.
+	reload(strings.Replace(cfgA, "name: mcp", "name: other\n      matches:\n      - path: {pathPrefix: /other}", 1))
+	waitFor(t, "the removed route's children reaped", func() bool { return s.Stats().ChildrenRunning == 0 })
+	if err := echo(); err == nil {
+		t.Error("a session of a removed route still answers")
+	}
+}

@@ -193,6 +193,7 @@ func (s *Server) build(cfg *Config, old map[string]*mcpFront) (*state, map[strin
 		return nil, nil, err
 	}
 	front := func(key, name string, m *MCPBackend, authz *policy.RuleSet) (*mcpFront, error) {
+		routeKey := key
 		key += "|" + backendSignature(cfg, m)
 		if f, ok := fronts[key]; ok {
 			return f, nil
@@ -206,6 +207,7 @@ func (s *Server) build(cfg *Config, old map[string]*mcpFront) (*state, map[strin
 		if err != nil {
 			return nil, err
 		}
+		f.routeKey = routeKey
 		created = append(created, f)
 		fronts[key] = f
 		return f, nil
@@ -608,7 +610,9 @@ func (s *Server) serveRoute(rt *route, w http.ResponseWriter, r *http.Request, h
 		draining := append([]*mcpFront(nil), s.draining...)
 		s.mu.Unlock()
 		for _, f := range draining {
-			if f.has(id) {
+			// Only this route's own earlier front: a session is not
+			// reachable through another route's path (and policy).
+			if f.routeKey == rt.front.routeKey && f.has(id) {
 				f.ServeHTTP(w, r)
 				return
 			}
@@ -688,10 +692,24 @@ func (s *Server) Reload(cfg *Config) error {
 	if !reflect.DeepEqual(old.cfg.Tailscale, cfg.Tailscale) {
 		s.log.Warn("config reload: the tailscale block changed; restart tailgate to apply it (the rest is applied now)")
 	}
+	retired := s.draining[:0:0]
 	for key, f := range s.fronts {
 		if fronts[key] != f {
-			s.draining = append(s.draining, f)
 			f.stopNewSessions()
+			retired = append(retired, f)
+		}
+	}
+	// The route's new rules apply to every running session of its earlier
+	// fronts at once; a removed route's sessions end now.
+	earlier := append(retired, s.draining...)
+	s.draining = nil
+	for _, f := range earlier {
+		if nf := frontForRoute(fronts, f.routeKey); nf != nil {
+			f.setAuthz(nf.authz.Load())
+			s.draining = append(s.draining, f)
+		} else {
+			s.log.Info("config reload: route removed; closing its sessions", "route", f.name)
+			go f.close()
 		}
 	}
 	s.fronts = fronts
@@ -734,6 +752,16 @@ func (s *Server) Reload(cfg *Config) error {
 
 // reapDrainedLocked closes the replaced fronts whose sessions have all
 // ended.
+// frontForRoute is the front of fronts serving routeKey, if any.
+func frontForRoute(fronts map[string]*mcpFront, routeKey string) *mcpFront {
+	for _, f := range fronts {
+		if f.routeKey == routeKey {
+			return f
+		}
+	}
+	return nil
+}
+
 func (s *Server) reapDrainedLocked() {
 	kept := s.draining[:0]
 	for _, f := range s.draining {
