@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,8 @@ type mcpFront struct {
 	maxSessions int
 	ttl         time.Duration
 	maxBody     int64
+	// bodyRead and sseInit are the front's time limits.
+	bodyRead, sseInit time.Duration
 	// retired is set when a reload replaced this front: it serves its
 	// sessions until they end, and opens no new ones.
 	retired atomic.Bool
@@ -67,6 +70,9 @@ type frontOptions struct {
 	MaxSessions int
 	// Metrics receives per-call metrics.
 	Metrics *metrics
+	// BodyReadTimeout and SSEInitTimeout override defaultBodyRead and
+	// defaultSSEInit.
+	BodyReadTimeout, SSEInitTimeout time.Duration
 }
 
 // maxRequestBody bounds a POST body, as go-sdk's default.
@@ -79,13 +85,15 @@ const (
 	defaultMaxSessionsPerPeer = 64
 )
 
-// bodyReadTimeout bounds reading a POST body, so that a peer trickling
-// bytes cannot hold connections open.
-const bodyReadTimeout = 30 * time.Second
-
-// sseInitTimeout closes a legacy SSE stream whose session was never
-// initialized.
-const sseInitTimeout = 30 * time.Second
+// Default time limits of a front (frontTimes).
+const (
+	// defaultBodyRead bounds reading a POST body, so that a peer
+	// trickling bytes cannot hold connections open.
+	defaultBodyRead = 30 * time.Second
+	// defaultSSEInit closes a legacy SSE stream whose session was never
+	// initialized.
+	defaultSSEInit = 30 * time.Second
+)
 
 func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcpFront {
 	f := &mcpFront{
@@ -96,11 +104,19 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 		maxSessions: opts.MaxSessions,
 		ttl:         opts.SessionTTL,
 		maxBody:     maxRequestBody,
+		bodyRead:    defaultBodyRead,
+		sseInit:     defaultSSEInit,
 		log:         opts.Logger.With("route", name),
 		sessions:    make(map[string]*frontSession),
 		callers:     make(map[peerKey]*caller),
 		budget:      newBudget(),
 		stop:        make(chan struct{}),
+	}
+	if opts.BodyReadTimeout > 0 {
+		f.bodyRead = opts.BodyReadTimeout
+	}
+	if opts.SSEInitTimeout > 0 {
+		f.sseInit = opts.SSEInitTimeout
 	}
 	f.authz.Store(opts.Authz)
 	go f.janitor()
@@ -229,10 +245,7 @@ func (f *mcpFront) admit(w http.ResponseWriter, r *http.Request) (peer peerKey, 
 // readMessage reads and parses a POST body, answering for it if it cannot.
 func (f *mcpFront) readMessage(w http.ResponseWriter, r *http.Request) *mcpstdio.Message {
 	rc := http.NewResponseController(w)
-	rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
-	// Lifted once the body is in: a response streamed for minutes must
-	// not see the connection time out under it.
-	defer rc.SetReadDeadline(time.Time{})
+	rc.SetReadDeadline(time.Now().Add(f.bodyRead))
 	var body []byte
 	var err error
 	if n := r.ContentLength; n > 0 && n <= f.maxBody {
@@ -244,14 +257,24 @@ func (f *mcpFront) readMessage(w http.ResponseWriter, r *http.Request) *mcpstdio
 		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, f.maxBody))
 	}
 	if err != nil {
+		// The rest of the body is not worth waiting for: the connection
+		// closes after the answer.
+		w.Header().Set("Connection", "close")
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			http.Error(w, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit), http.StatusRequestEntityTooLarge)
 			return nil
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			http.Error(w, fmt.Sprintf("request body not received within %v", f.bodyRead), http.StatusRequestTimeout)
+			return nil
+		}
 		http.Error(w, "failed to read body", http.StatusBadRequest)
 		return nil
 	}
+	// Lifted once the body is in: a response streamed for minutes must
+	// not see the connection time out under it.
+	rc.SetReadDeadline(time.Time{})
 	if len(body) == 0 {
 		http.Error(w, "POST requires a non-empty body", http.StatusBadRequest)
 		return nil
@@ -990,7 +1013,7 @@ func (f *mcpFront) serveStateless(w http.ResponseWriter, r *http.Request, m *mcp
 // janitor closes sessions idle past the TTL: no request for that long and
 // none in flight. A legacy SSE session lives as long as its stream.
 func (f *mcpFront) janitor() {
-	every := 10 * time.Second
+	every := min(10*time.Second, f.sseInit/2)
 	if f.ttl > 0 {
 		every = min(f.ttl/4+time.Millisecond, every)
 	}
@@ -1006,7 +1029,7 @@ func (f *mcpFront) janitor() {
 			for _, fs := range f.sessions {
 				idleFor := now.Sub(time.Unix(0, fs.lastUsed.Load()))
 				switch {
-				case fs.sse && fs.backend() == nil && idleFor > sseInitTimeout:
+				case fs.sse && fs.backend() == nil && idleFor > f.sseInit:
 					idle = append(idle, fs) // a stream nobody initialized
 				case !fs.sse && f.ttl > 0 && fs.inflight.Load() == 0 && idleFor > f.ttl:
 					idle = append(idle, fs)

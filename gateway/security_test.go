@@ -2,14 +2,17 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -235,4 +238,51 @@ binds:
 	if err := echo(); err == nil {
 		t.Error("a session of a removed route still answers")
 	}
+}
+
+// Connections cannot be held open for nothing: a POST body trickled byte
+// by byte is cut off at the body deadline, and a legacy SSE stream whose
+// session is never initialized is closed. Failed before: 1000 trickling
+// connections and 2000 uninitialized SSE streams stayed open for good.
+func TestIdleConnectionsEnd(t *testing.T) {
+	s, base := serveLoopbackOpts(t, demoConfig, Options{Logger: badInputLogger(t), BodyReadTimeout: 300 * time.Millisecond, SSEInitTimeout: 300 * time.Millisecond})
+	t.Run("trickled body", func(t *testing.T) {
+		c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "POST /mcp HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n{", strings.TrimPrefix(base, "http://"))
+		start := time.Now()
+		for time.Since(start) < 5*time.Second {
+			if _, err := c.Write([]byte(" ")); err != nil {
+				break
+			}
+			c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			var buf [512]byte
+			if n, err := c.Read(buf[:]); n > 0 || (err != nil && !errors.Is(err, os.ErrDeadlineExceeded)) {
+				break // answered or closed
+			}
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("a trickled body held its connection for %v", took)
+		}
+	})
+	t.Run("uninitialized SSE stream", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodGet, base+"/sse", nil)
+		req.Header.Set("Accept", "text/event-stream")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		done := make(chan struct{})
+		go func() { io.Copy(io.Discard, resp.Body); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("an uninitialized SSE stream stayed open")
+		}
+		waitFor(t, "the session gone", func() bool { return s.Stats().Sessions == 0 })
+	})
 }

@@ -65,6 +65,11 @@ type Options struct {
 	DrainTimeout time.Duration
 	// ReadHeaderTimeout bounds reading a request's headers; default 10s.
 	ReadHeaderTimeout time.Duration
+	// BodyReadTimeout bounds reading an MCP request's body; default 30s.
+	BodyReadTimeout time.Duration
+	// SSEInitTimeout closes a legacy SSE stream whose session is not
+	// initialized in time; default 30s.
+	SSEInitTimeout time.Duration
 	// Hosts are names or addresses the gateway answers to (in the Host
 	// header) besides those it knows: its node's MagicDNS names and tailnet
 	// addresses (from a Network that is a NodeNames), the address a
@@ -294,6 +299,7 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 	return newMCPFront(name, backend, frontOptions{
 		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz, Metrics: s.metrics,
 		Stateless: m.StatefulMode == "stateless", MaxSessions: maxSessions,
+		BodyReadTimeout: s.opts.BodyReadTimeout, SSEInitTimeout: s.opts.SSEInitTimeout,
 	}), nil
 }
 
