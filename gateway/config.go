@@ -127,9 +127,13 @@ type GlobalMCP struct {
 	// agentgateway.
 	SessionTTL Duration `yaml:"sessionTtl"`
 	// MaxSessions caps the open sessions of each MCP backend; past it, new
-	// sessions get 503 with Retry-After. 0 (default) is no cap. A tailgate
+	// sessions get 503 with Retry-After. 0 (default) is 1024. A tailgate
 	// extension.
 	MaxSessions int `yaml:"maxSessions"`
+	// MaxSessionsPerPeer caps the open sessions of one peer (a tailnet
+	// node, or an address) on each MCP backend, so that one peer cannot
+	// take every place; 0 (default) is 64. A tailgate extension.
+	MaxSessionsPerPeer int `yaml:"maxSessionsPerPeer"`
 	// AllowedOrigins are the web origins ("https://app.example.com") whose
 	// pages may call the gateway from a browser. A request with any other
 	// Origin header, other than the gateway's own, gets 403; requests
@@ -587,6 +591,9 @@ func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
 	}
 	if g := cfg.Global.MCP; g != nil && g.MaxSessions < 0 {
 		d.errorf(at(doc, "config", "mcp", "maxSessions"), "config.mcp.maxSessions", "must not be negative")
+	}
+	if g := cfg.Global.MCP; g != nil && g.MaxSessionsPerPeer < 0 {
+		d.errorf(at(doc, "config", "mcp", "maxSessionsPerPeer"), "config.mcp.maxSessionsPerPeer", "must not be negative")
 	}
 	if g := cfg.Global.MCP; g != nil {
 		for i, o := range g.AllowedOrigins {

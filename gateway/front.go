@@ -36,6 +36,7 @@ type mcpFront struct {
 	metrics     *metrics
 	stateless   bool
 	maxSessions int
+	perPeer     int // sessions per peer; 0 is the default
 	ttl         time.Duration
 	maxBody     int64
 	// bodyRead and sseInit are the front's time limits.
@@ -66,8 +67,9 @@ type frontOptions struct {
 	// Stateless serves every request on a session of its own, as
 	// agentgateway's statefulMode: stateless.
 	Stateless bool
-	// MaxSessions caps open sessions; 0 is no cap.
-	MaxSessions int
+	// MaxSessions caps open sessions, and MaxSessionsPerPeer those of one
+	// peer; 0 is defaultMaxSessions, defaultMaxSessionsPerPeer.
+	MaxSessions, MaxSessionsPerPeer int
 	// Metrics receives per-call metrics.
 	Metrics *metrics
 	// BodyReadTimeout and SSEInitTimeout override defaultBodyRead and
@@ -102,6 +104,7 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 		metrics:     opts.Metrics,
 		stateless:   opts.Stateless,
 		maxSessions: opts.MaxSessions,
+		perPeer:     opts.MaxSessionsPerPeer,
 		ttl:         opts.SessionTTL,
 		maxBody:     maxRequestBody,
 		bodyRead:    defaultBodyRead,
@@ -371,7 +374,11 @@ func (f *mcpFront) newSession(w http.ResponseWriter, r *http.Request, sse bool) 
 	if limit <= 0 {
 		limit = defaultMaxSessions
 	}
-	perPeer := min(defaultMaxSessionsPerPeer, limit)
+	perPeer := f.perPeer
+	if perPeer <= 0 {
+		perPeer = defaultMaxSessionsPerPeer
+	}
+	perPeer = min(perPeer, limit)
 	mine := 0
 	key := callerKey(src)
 	for _, other := range f.sessions {
@@ -432,19 +439,7 @@ func (f *mcpFront) serveStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer fs.streaming.Store(false)
-	sw := startSSE(w)
-	for {
-		select {
-		case msg := <-fs.queue:
-			if sw.event(msg) != nil {
-				return
-			}
-		case <-r.Context().Done():
-			return
-		case <-fs.closed:
-			return
-		}
-	}
+	fs.pump(startSSE(w), r.Context())
 }
 
 func (f *mcpFront) serveDelete(w http.ResponseWriter, r *http.Request) {
@@ -474,13 +469,19 @@ func (f *mcpFront) serveSSEStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fs.log.Info("legacy SSE stream opened")
+	fs.pump(sw, r.Context())
+}
+
+// pump writes the session's queued messages to its stream until the
+// client leaves or the session closes.
+func (fs *frontSession) pump(sw *sseWriter, ctx context.Context) {
 	for {
 		select {
 		case msg := <-fs.queue:
 			if sw.event(msg) != nil {
 				return
 			}
-		case <-r.Context().Done():
+		case <-ctx.Done():
 			return
 		case <-fs.closed:
 			return

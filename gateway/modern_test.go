@@ -82,14 +82,7 @@ func TestLegacyServerRequestBecomesInputRequired(t *testing.T) {
 	c.AddRoots(&mcp.Root{URI: "file:///work/project", Name: "project"})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
-	if cs.ID() != "" || cs.InitializeResult().ProtocolVersion != "2026-07-28" {
-		t.Fatalf("want a sessionless 2026-07-28 client; session %q, version %q", cs.ID(), cs.InitializeResult().ProtocolVersion)
-	}
+	cs := connectSessionless(t, c, base+"/mcp")
 	for round := range 3 {
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "roots"})
 		if err != nil {
@@ -133,14 +126,7 @@ func TestListenAcrossTargets(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
-	if cs.ID() != "" {
-		t.Fatalf("want a sessionless client, got session %q", cs.ID())
-	}
+	cs := connectSessionless(t, c, base+"/mcp")
 	for _, tool := range []string{"a_grow", "b_grow"} {
 		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool}); err != nil {
 			t.Fatalf("%s: %v", tool, err)
@@ -180,14 +166,7 @@ func TestInputRequiredThroughMultiplexedBackend(t *testing.T) {
 	c.AddRoots(&mcp.Root{URI: "file:///srv", Name: "srv"})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
-	if cs.ID() != "" {
-		t.Fatalf("want a sessionless client, got session %q", cs.ID())
-	}
+	cs := connectSessionless(t, c, base+"/mcp")
 	for tool, args := range map[string]map[string]any{"legacy_roots": {}, "modern_echo": {"message": "file:///srv"}} {
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
 		if err != nil {
@@ -197,4 +176,21 @@ func TestInputRequiredThroughMultiplexedBackend(t *testing.T) {
 			t.Errorf("%s: %q", tool, got)
 		}
 	}
+}
+
+// connectSessionless connects go-sdk client c as it comes (MCP 2026-07-28,
+// no session), failing the test if it ends up with a session.
+func connectSessionless(t *testing.T, c *mcp.Client, url string) *mcp.ClientSession {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	if cs.ID() != "" || cs.InitializeResult().ProtocolVersion != "2026-07-28" {
+		t.Fatalf("want a sessionless 2026-07-28 client; session %q, version %q", cs.ID(), cs.InitializeResult().ProtocolVersion)
+	}
+	return cs
 }

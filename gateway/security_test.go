@@ -209,16 +209,7 @@ binds:
 	s, base := serveLoopback(t, cfgA)
 	cs := connect(t, base+"/mcp")
 	defer cs.Close()
-	reload := func(y string) {
-		t.Helper()
-		cfg, err := Parse("reload.yaml", []byte(strings.ReplaceAll(y, "DEMO", demoBin)), newEnv(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Reload(cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
+	reload := func(y string) { reloadWith(t, s, y) }
 	echo := func() error {
 		_, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}})
 		return err
@@ -285,4 +276,16 @@ func TestIdleConnectionsEnd(t *testing.T) {
 		}
 		waitFor(t, "the session gone", func() bool { return s.Stats().Sessions == 0 })
 	})
+}
+
+// reloadWith reloads s with cfgYAML (DEMO is the demo server).
+func reloadWith(t *testing.T, s *Server, cfgYAML string) {
+	t.Helper()
+	cfg, err := Parse("reload.yaml", []byte(strings.ReplaceAll(cfgYAML, "DEMO", demoBin)), newEnv(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
 }

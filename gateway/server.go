@@ -289,16 +289,16 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 	if err != nil {
 		return nil, fmt.Errorf("route %q: %w", name, err)
 	}
-	ttl, maxSessions := s.opts.SessionTTL, 0
+	ttl, maxSessions, perPeer := s.opts.SessionTTL, 0, 0
 	if g := cfg.Global.MCP; g != nil {
 		if g.SessionTTL > 0 {
 			ttl = time.Duration(g.SessionTTL)
 		}
-		maxSessions = g.MaxSessions
+		maxSessions, perPeer = g.MaxSessions, g.MaxSessionsPerPeer
 	}
 	return newMCPFront(name, backend, frontOptions{
 		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz, Metrics: s.metrics,
-		Stateless: m.StatefulMode == "stateless", MaxSessions: maxSessions,
+		Stateless: m.StatefulMode == "stateless", MaxSessions: maxSessions, MaxSessionsPerPeer: perPeer,
 		BodyReadTimeout: s.opts.BodyReadTimeout, SSEInitTimeout: s.opts.SSEInitTimeout,
 	}), nil
 }

@@ -438,16 +438,7 @@ binds:
 		return info.PID
 	}
 	before := pid(cs)
-	reload := func(y string) {
-		t.Helper()
-		cfg, err := Parse("reload.yaml", []byte(strings.ReplaceAll(y, "DEMO", demoBin)), newEnv(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Reload(cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
+	reload := func(y string) { reloadWith(t, s, y) }
 	// 1. Same backend, new policy: the session keeps its child, and the new
 	// policy applies to it at once.
 	reload(strings.Replace(cfgA, "      backends:", "      policies:\n        mcpAuthorization:\n          rules: ['mcp.tool.name != \"echo\"']\n      backends:", 1))

@@ -401,13 +401,17 @@ func (b *serverBench) gatewayHelper(key string, pool int) *system {
 // gatewayConfig serves srv at /mcp on benchPort, without policies. The
 // initialize timeout is longer than the default 30s: opening 100 sessions
 // of a Node.js server at once on two cores can take longer than that, and
-// the bench measures memory there, not patience.
+// the bench measures memory there, not patience. The bench's one client
+// opens 100 sessions, past the default per-peer cap.
 func gatewayConfig(srv stdioServer, pool int) string {
 	args, _ := json.Marshal(srv.args)
 	if srv.args == nil {
 		args = []byte("[]")
 	}
-	return fmt.Sprintf(`binds:
+	return fmt.Sprintf(`config:
+  mcp:
+    maxSessionsPerPeer: 200
+binds:
 - port: %d
   listeners:
   - routes:
