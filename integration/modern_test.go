@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
 )
 
 // connectModern opens a go-sdk v1.8.0 client as it comes: it probes
@@ -126,6 +128,42 @@ func TestReplicasServeOneSessionlessClient(t *testing.T) {
 	for i, gw := range replicas {
 		if st := gw.Server.Stats(); st.ChildrenStarted != 1 {
 			t.Errorf("replica %d started %d children for one caller's 3 calls, want 1", i, st.ChildrenStarted)
+		}
+	}
+}
+
+// MRTR through a multiplexed backend over the tailnet: a sessionless
+// client calls a tool of an older target that asks for the client's roots
+// mid-call (bridged to input_required and back), and a tool of a modern
+// target beside it.
+func TestInputRequiredOverTailnet(t *testing.T) {
+	tn := NewTailnet(t)
+	targets := `
+          - name: modern
+            stdio: {cmd: $DEMO}
+          - name: legacy
+            stdio: {cmd: $DEMO, env: {` + demoserver.VersionsEnv + `: 2025-11-25}}`
+	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", targets)))
+	laptop := tn.Node(t, "laptop")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := mcp.NewClient(&mcp.Implementation{Name: "laptop-modern"}, nil)
+	c.AddRoots(&mcp.Root{URI: "file:///home/alice/src", Name: "src"})
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: laptop.Client(), MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if cs.ID() != "" {
+		t.Fatalf("want a sessionless client, got session %q", cs.ID())
+	}
+	for tool, args := range map[string]map[string]any{"legacy_roots": {}, "modern_echo": {"message": "file:///home/alice/src"}} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+		if err != nil {
+			t.Fatalf("%s: %v", tool, err)
+		}
+		if got := strings.TrimSpace(resultText(res)); got != "file:///home/alice/src" {
+			t.Errorf("%s: %q", tool, got)
 		}
 	}
 }
