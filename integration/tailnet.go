@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -22,10 +21,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"tailscale.com/ipn/store/mem"
-	"tailscale.com/net/netns"
-	"tailscale.com/tailcfg"
 	"tailscale.com/tsnet"
-	"tailscale.com/tstest/integration"
 	"tailscale.com/tstest/integration/testcontrol"
 	"tailscale.com/types/logger"
 
@@ -33,6 +29,7 @@ import (
 	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
 	"github.com/tailgate-dev/tailgate/policy"
 	"github.com/tailgate-dev/tailgate/tsnode"
+	"github.com/tailgate-dev/tailgate/tsnode/devnet"
 )
 
 // LegacySession pins a go-sdk client to MCP 2025-11-25: a session
@@ -45,6 +42,7 @@ var LegacySession = &mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"}
 type Tailnet struct {
 	Control    *testcontrol.Server
 	ControlURL string
+	Dev        *devnet.Tailnet
 }
 
 // TailnetOption configures NewTailnet.
@@ -68,26 +66,21 @@ func AllowTags(tags ...string) TailnetOption {
 	}
 }
 
-// NewTailnet starts a control server and DERP/STUN on 127.0.0.1, stopped
-// when the test ends.
+// NewTailnet starts a control server and DERP/STUN on 127.0.0.1 — the
+// embedded tailnet of `tailgate dev` (tsnode/devnet) — stopped when the
+// test ends.
 func NewTailnet(t testing.TB, opts ...TailnetOption) *Tailnet {
 	t.Helper()
-	// The in-process nodes must not mark their sockets for a real routing
-	// table (SO_MARK needs privileges the tests do not have).
-	netns.SetEnabled(false)
-	ctl := &testcontrol.Server{
-		DERPMap:        integration.RunDERPAndSTUN(t, logger.Discard, "127.0.0.1"),
-		DNSConfig:      &tailcfg.DNSConfig{Proxied: true},
-		MagicDNSDomain: "tail-scale.ts.net",
-		Logf:           logger.Discard,
-	}
+	cfg := devnet.Config{}
 	for _, o := range opts {
-		o(ctl)
+		cfg.Configure = append(cfg.Configure, o)
 	}
-	ctl.HTTPTestServer = httptest.NewUnstartedServer(ctl)
-	ctl.HTTPTestServer.Start()
-	t.Cleanup(ctl.HTTPTestServer.Close)
-	return &Tailnet{Control: ctl, ControlURL: ctl.HTTPTestServer.URL}
+	dn, err := devnet.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dn.Close() })
+	return &Tailnet{Control: dn.Control, ControlURL: dn.ControlURL, Dev: dn}
 }
 
 // Logger returns a logger that writes to the test's log.
@@ -348,7 +341,7 @@ func (n *Node) Forward(t testing.TB, addr string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go forward(ln, n.Dial, addr)
+	go devnet.Forward(ln, n.Dial, addr)
 	return ln.Addr().String()
 }
 
