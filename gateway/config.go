@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -373,8 +374,10 @@ type SimpleMCP struct {
 type Target struct {
 	Name  string       `yaml:"name"`
 	Stdio *StdioTarget `yaml:"stdio"`
+	// MCP is a remote MCP server reached over Streamable HTTP, as
+	// agentgateway's targets[].mcp.
+	MCP *RemoteTarget `yaml:"mcp"`
 
-	MCP      notSupported `yaml:"mcp"`
 	SSE      notSupported `yaml:"sse"`
 	OpenAPI  notSupported `yaml:"openapi"`
 	Policies notSupported `yaml:"policies"`
@@ -400,6 +403,93 @@ type StdioTarget struct {
 	// extensions.
 	InitializeTimeout Duration `yaml:"initializeTimeout"`
 	RequestTimeout    Duration `yaml:"requestTimeout"`
+}
+
+// RemoteTarget is an MCP server tailgate reaches over HTTP: agentgateway's
+// {host: URL} (or {host, port, path}), plus tailgate's own keys.
+type RemoteTarget struct {
+	// Host is the server's URL ("http://tools:8080/mcp"), or its host name
+	// with Port and Path.
+	Host string `yaml:"host"`
+	Port int    `yaml:"port"`
+	Path string `yaml:"path"`
+	// Headers are sent with every request, each a value, or read from a
+	// file or an environment variable ({file: …} / {env: …}); never
+	// logged. A tailgate extension.
+	Headers map[string]HeaderValue `yaml:"headers"`
+	// IdentityHeaders sends the caller's WhoIs identity as
+	// X-Tailgate-User-Login, X-Tailgate-Node-Name and X-Tailgate-Node-Tags
+	// (a client cannot set them). A tailgate extension.
+	IdentityHeaders bool `yaml:"identityHeaders"`
+	// CAFile adds PEM certificates to the system's roots for HTTPS.
+	CAFile string `yaml:"caFile"`
+	// ConnectTimeout bounds a connection's dial and TLS handshake
+	// (default 10s); InitializeTimeout and RequestTimeout as for stdio.
+	ConnectTimeout    Duration `yaml:"connectTimeout"`
+	InitializeTimeout Duration `yaml:"initializeTimeout"`
+	RequestTimeout    Duration `yaml:"requestTimeout"`
+}
+
+// URL is the target's endpoint.
+func (r *RemoteTarget) URL() string {
+	u := r.Host
+	if !strings.Contains(u, "://") {
+		u = "http://" + u
+	}
+	if r.Port == 0 && r.Path == "" {
+		return u
+	}
+	pu, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	if r.Port != 0 {
+		pu.Host = net.JoinHostPort(pu.Hostname(), strconv.Itoa(r.Port))
+	}
+	if r.Path != "" {
+		pu.Path = r.Path
+	}
+	return pu.String()
+}
+
+// HeaderValue is a header's value, given or read at load from a file or
+// an environment variable.
+type HeaderValue struct {
+	Value string
+	File  string
+	Env   string
+}
+
+func (h *HeaderValue) unmarshalYAML(d *decoder, n *yaml.Node, path string) {
+	if n.Kind == yaml.ScalarNode {
+		h.Value = n.Value
+		return
+	}
+	if n.Kind != yaml.MappingNode || len(n.Content) != 2 {
+		d.errorf(n, path, "expected a value, {file: path} or {env: NAME}, got %s", kindName(n))
+		return
+	}
+	k, v := resolve(n.Content[0]), resolve(n.Content[1])
+	switch k.Value {
+	case "file":
+		h.File = v.Value
+		b, err := os.ReadFile(v.Value)
+		if err != nil {
+			d.errorf(v, path+".file", "%v", err)
+			return
+		}
+		h.Value = strings.TrimSpace(string(b))
+	case "env":
+		h.Env = v.Value
+		val, ok := os.LookupEnv(v.Value)
+		if !ok {
+			d.errorf(v, path+".env", "environment variable %s is not set", v.Value)
+			return
+		}
+		h.Value = val
+	default:
+		d.errorf(k, path+"."+k.Value, "unknown key (want file or env)")
+	}
 }
 
 // DefaultMCPPort is the port of the simplified mcp block, as in
@@ -730,8 +820,21 @@ func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys .
 			d.errorf(at(doc, k("targets", i, "name")...), tpath+".name", "duplicate target name %q", t.Name)
 		}
 		names[t.Name] = true
+		if t.MCP != nil {
+			if t.Stdio != nil {
+				d.errorf(at(doc, k("targets", i)...), tpath, "a target is stdio or mcp, not both")
+			}
+			u, err := url.Parse(t.MCP.URL())
+			switch {
+			case t.MCP.Host == "":
+				d.errorf(at(doc, k("targets", i, "mcp")...), tpath+".mcp.host", "an mcp target needs host (a URL such as http://tools:8080/mcp)")
+			case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+				d.errorf(at(doc, k("targets", i, "mcp", "host")...), tpath+".mcp.host", "%q is not an http(s) URL", t.MCP.Host)
+			}
+			continue
+		}
 		if t.Stdio == nil {
-			d.errorf(at(doc, k("targets", i)...), tpath, "a target needs stdio (the only kind tailgate runs)")
+			d.errorf(at(doc, k("targets", i)...), tpath, "a target needs stdio or mcp")
 			continue
 		}
 		if t.Stdio.Cmd == "" {

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"reflect"
 	"strconv"
 	"strings"
@@ -271,6 +272,10 @@ func backendSignature(cfg *Config, m *MCPBackend) string {
 func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *policy.RuleSet) (*mcpFront, error) {
 	targets := make([]mcpstdio.Target, len(m.Targets))
 	for i, t := range m.Targets {
+		if r := t.MCP; r != nil {
+			targets[i] = s.remoteTarget(t.Name, r)
+			continue
+		}
 		targets[i] = mcpstdio.Target{
 			Name: t.Name, Command: t.Stdio.Cmd, Args: t.Stdio.Args, Env: t.Stdio.Env, ClearEnv: t.Stdio.ClearEnv,
 			IdentityEnv: t.Stdio.IdentityEnv, Pool: t.Stdio.Pool,
@@ -278,6 +283,7 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 		}
 	}
 	backend, err := mcpstdio.NewBackend(name, targets, mcpstdio.Options{
+		TailnetDial: s.dialTailnet,
 		Logger:      s.log,
 		Version:     Version,
 		PrefixMode:  mcpstdio.PrefixMode(m.PrefixMode),
@@ -301,6 +307,61 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 		Stateless: m.StatefulMode == "stateless", MaxSessions: maxSessions, MaxSessionsPerPeer: perPeer,
 		BodyReadTimeout: s.opts.BodyReadTimeout, SSEInitTimeout: s.opts.SSEInitTimeout,
 	}), nil
+}
+
+// remoteTarget is the mcpstdio target of an mcp: {host: …} target.
+func (s *Server) remoteTarget(name string, r *RemoteTarget) mcpstdio.Target {
+	u := r.URL()
+	headers := make(map[string]string, len(r.Headers))
+	for k, v := range r.Headers {
+		headers[k] = v.Value
+	}
+	host := u
+	if pu, err := url.Parse(u); err == nil {
+		host = pu.Hostname()
+	}
+	return mcpstdio.Target{
+		Name:              name,
+		InitializeTimeout: time.Duration(r.InitializeTimeout),
+		RequestTimeout:    time.Duration(r.RequestTimeout),
+		Remote: &mcpstdio.Remote{
+			URL: u, Tailnet: isTailnetHost(host), Headers: headers, IdentityHeaders: r.IdentityHeaders,
+			CAFile: r.CAFile, ConnectTimeout: time.Duration(r.ConnectTimeout),
+		},
+	}
+}
+
+// isTailnetHost reports whether a target's host is on the tailnet: a
+// tailnet address (100.64.0.0/10, fd7a:115c:a1e0::/48), a MagicDNS short
+// name (no dot) or a name under .ts.net. Those are dialled through
+// tailgate's own node; anything else through the host's network.
+func isTailnetHost(host string) bool {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return tailnetV4.Contains(ip) || tailnetV6.Contains(ip)
+	}
+	return host != "localhost" && !strings.Contains(host, ".") || strings.HasSuffix(host, ".ts.net")
+}
+
+var (
+	tailnetV4 = netip.MustParsePrefix("100.64.0.0/10")
+	tailnetV6 = netip.MustParsePrefix("fd7a:115c:a1e0::/48")
+)
+
+// DialNetwork is a Network that can dial tailnet hosts (a tsnet node).
+type DialNetwork interface {
+	Dial(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// dialTailnet dials a tailnet host through the network the server was
+// started on.
+func (s *Server) dialTailnet(ctx context.Context, network, addr string) (net.Conn, error) {
+	s.mu.Lock()
+	n := s.network
+	s.mu.Unlock()
+	if d, ok := n.(DialNetwork); ok {
+		return d.Dial(ctx, network, addr)
+	}
+	return nil, errors.New("not on a tailnet: tailgate has no node to dial tailnet hosts through")
 }
 
 // Config is the config being served.

@@ -7,9 +7,12 @@
 package mcpstdio
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -41,6 +44,29 @@ type Target struct {
 	// InitializeTimeout and RequestTimeout override the backend's.
 	InitializeTimeout time.Duration
 	RequestTimeout    time.Duration
+	// Remote, if set, makes the target an MCP server tailgate reaches
+	// over HTTP instead of a command it starts.
+	Remote *Remote
+}
+
+// Remote is an MCP server reached over Streamable HTTP.
+type Remote struct {
+	// URL is its endpoint ("http://tools.tail1234.ts.net:8080/mcp").
+	URL string
+	// Tailnet says the host is on the tailnet: it is dialled through
+	// tailgate's own node (Options.TailnetDial).
+	Tailnet bool
+	// Headers are sent with every request (API keys); their values are
+	// never logged.
+	Headers map[string]string
+	// IdentityHeaders sends the caller's identity (from WhoIs only) as
+	// X-Tailgate-User-Login, X-Tailgate-Node-Name, X-Tailgate-Node-Tags.
+	IdentityHeaders bool
+	// CAFile adds PEM certificates to the system's roots.
+	CAFile string
+	// ConnectTimeout bounds each connection's dial and TLS handshake;
+	// default 10s.
+	ConnectTimeout time.Duration
 }
 
 // PrefixMode says when tool and prompt names carry their target's name,
@@ -93,6 +119,10 @@ type Options struct {
 	// MaxMessageBytes is the longest message a child may write; a child
 	// that writes a longer one is stopped. Default 64 MiB.
 	MaxMessageBytes int
+	// TailnetDial dials a remote target on the tailnet (Remote.Tailnet)
+	// through tailgate's own node, so the target sees the gateway as a
+	// tailnet peer. Nil: such targets fail to connect.
+	TailnetDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // FailureMode is what a session does when a target fails to start, as
@@ -116,6 +146,9 @@ type Backend struct {
 	log     *slog.Logger
 
 	pools map[string]*pool
+
+	remoteMu sync.Mutex
+	remotes  map[string]*http.Client // by target name: connections shared
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
@@ -142,6 +175,12 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("backend %q: no targets", name)
 	}
 	for _, t := range targets {
+		if t.Remote != nil {
+			if t.Pool > 0 {
+				return nil, fmt.Errorf("backend %q: target %q: a pool is for stdio targets", name, t.Name)
+			}
+			continue
+		}
 		if t.Command == "" {
 			return nil, fmt.Errorf("backend %q: target %q: no command", name, t.Name)
 		}
@@ -186,6 +225,7 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 		log:      opts.Logger.With("backend", name),
 		sessions: make(map[*Session]struct{}),
 		pools:    make(map[string]*pool),
+		remotes:  make(map[string]*http.Client),
 		exits:    make(map[ExitKey]uint64),
 	}
 	for i := range b.targets {

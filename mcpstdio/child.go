@@ -24,15 +24,15 @@ import (
 // fan-out) never collide; the reply maps them back.
 type child struct {
 	target *Target
-	proc   *process
+	// link is how the target is reached: a child process's stdio, or a
+	// remote MCP server over HTTP.
+	link   link
 	log    *slog.Logger
 	owner  atomic.Pointer[Session]
 	maxMsg int
 
 	// init is the child's answer to initialize.
 	init childInit
-
-	wmu sync.Mutex // serializes writes to stdin
 
 	mu      sync.Mutex
 	nextID  int64
@@ -101,19 +101,24 @@ func (ci *childInit) has(capability string) bool {
 // child); identity is added to the child's environment.
 func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string]string, params []byte, logID string, shared bool) (*child, error) {
 	log := b.log.With("session", logID, "target", t.Name)
-	proc, err := startProcess(t, b.childEnv(t, identity), log, stderrLimits{maxLine: b.opts.StderrMaxLine, perSecond: b.opts.StderrLinesPerSecond})
-	if err != nil {
-		return nil, fmt.Errorf("target %q: start %s: %w", t.Name, t.Command, err)
+	c := &child{target: t, log: log, pending: make(map[int64]*Reply), maxMsg: b.opts.MaxMessageBytes}
+	if t.Remote != nil {
+		c.link = b.dialRemote(t, identity, c.handle, log)
+	} else {
+		proc, err := startProcess(t, b.childEnv(t, identity), log, stderrLimits{maxLine: b.opts.StderrMaxLine, perSecond: b.opts.StderrLinesPerSecond})
+		if err != nil {
+			return nil, fmt.Errorf("target %q: start %s: %w", t.Name, t.Command, err)
+		}
+		b.started.Add(1)
+		b.running.Add(1)
+		go func() {
+			<-proc.exited
+			b.running.Add(-1)
+			b.exited(t.Name, proc)
+		}()
+		c.link = stdioLink{proc}
 	}
-	b.started.Add(1)
-	b.running.Add(1)
-	go func() {
-		<-proc.exited
-		b.running.Add(-1)
-		b.exited(t.Name, proc)
-	}()
-	c := &child{target: t, proc: proc, log: log, pending: make(map[int64]*Reply), maxMsg: b.opts.MaxMessageBytes}
-	go c.readLoop()
+	go c.link.read(c)
 	initCtx, cancel := context.WithTimeout(ctx, b.initializeTimeout(t))
 	defer cancel()
 	if shared {
@@ -128,7 +133,7 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 		}
 		if err != nil {
 			err = c.failure(initCtx, "server/discover", err)
-			proc.stop(b.opts.StopGrace)
+			c.link.stop(b.opts.StopGrace)
 			return nil, err
 		}
 		params = nil
@@ -148,7 +153,7 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 	}
 	if err != nil {
 		err = c.failure(initCtx, "initialize", err)
-		proc.stop(b.opts.StopGrace)
+		c.link.stop(b.opts.StopGrace)
 		return nil, err
 	}
 	return c, nil
@@ -183,12 +188,12 @@ func (ci *childInit) parse(result []byte) error {
 }
 
 // stop ends the child and waits until it is reaped.
-func (c *child) stop(grace time.Duration) { c.proc.stop(grace) }
+func (c *child) stop(grace time.Duration) { c.link.stop(grace) }
 
 // alive reports whether the child's process is running.
 func (c *child) alive() bool {
 	select {
-	case <-c.proc.exited:
+	case <-c.link.exited():
 		return false
 	default:
 		return true
@@ -198,20 +203,7 @@ func (c *child) alive() bool {
 // write sends one message. A message must be one line on stdio: JSON
 // whitespace that is a line break is removed (inside strings line breaks
 // are always escaped).
-func (c *child) write(msg []byte) error {
-	if bytes.IndexByte(msg, '\n') >= 0 || bytes.IndexByte(msg, '\r') >= 0 {
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, msg); err != nil {
-			return err
-		}
-		msg = buf.Bytes()
-	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	// One write of message and newline keeps a message whole in the pipe.
-	_, err := c.proc.stdin.Write(append(msg, '\n'))
-	return err
-}
+func (c *child) write(msg []byte) error { return c.link.write(msg) }
 
 // send registers r and writes msg to the child with msg's id replaced by
 // a child id. It returns the child id.
@@ -295,8 +287,8 @@ func (c *child) request(ctx context.Context, method string, params []byte) (*Mes
 
 // readLoop reads the child's stdout until it closes, handing each message
 // on. Lines that are not JSON-RPC are logged and skipped.
-func (c *child) readLoop() {
-	br := bufio.NewReaderSize(c.proc.stdout, 64<<10)
+func (c *child) readLoop(stdout io.Reader) {
+	br := bufio.NewReaderSize(stdout, 64<<10)
 	var long []byte
 	var err error
 	for {
@@ -338,7 +330,7 @@ func (c *child) closed(readErr error) {
 	err := c.failure(context.Background(), "", errors.Join(errors.New("stdout closed"), readErr))
 	if readErr != nil {
 		c.log.Warn("reading the child's output failed; stopping it", "err", readErr)
-		go c.proc.signalGroup(9)
+		go c.link.kill()
 	}
 	c.mu.Lock()
 	c.dead = err
@@ -488,8 +480,8 @@ func (c *child) byProgressToken(token []byte) *Reply {
 func (c *child) failure(ctx context.Context, op string, err error) error {
 	// A closed stdout usually means the child is exiting: give it a moment
 	// so the error can say how it ended.
-	if c.proc.waitExited(context.Background(), 200*time.Millisecond) {
-		msg := c.proc.exitError().Error()
+	if c.link.waitExited(200 * time.Millisecond) {
+		msg := c.link.exitError().Error()
 		if op != "" {
 			msg += " (during " + op + ")"
 		}

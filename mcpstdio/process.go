@@ -24,8 +24,9 @@ type process struct {
 	pgid   int
 	log    *slog.Logger
 
-	stdin  *os.File // our write end of the child's stdin
-	stdout *os.File // our read end of the child's stdout
+	stdin  *os.File   // our write end of the child's stdin
+	wmu    sync.Mutex // serializes writes to stdin
+	stdout *os.File   // our read end of the child's stdout
 
 	exited     chan struct{} // closed once the child is reaped
 	waitErr    error         // set before exited is closed

@@ -127,7 +127,7 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 				}
 			}
 			var identity map[string]string
-			if t.IdentityEnv {
+			if t.IdentityEnv || t.Remote != nil && t.Remote.IdentityHeaders {
 				identity = p.Identity
 			}
 			children[i], errs[i] = b.startChild(ctx, t, identity, p.Initialize, p.ID, p.Shared)
@@ -194,14 +194,14 @@ func (s *Session) checkCollisions(ctx context.Context) error {
 // supervise ends the session when c's process exits on its own.
 func (s *Session) supervise(c *child) {
 	select {
-	case <-c.proc.exited:
+	case <-c.link.exited():
 		select {
 		case <-s.stopping:
 			return // stopped by us
 		default:
 		}
-		err := c.proc.exitError()
-		s.log.Warn("child exited; ending session", "target", c.target.Name, "pid", c.proc.Pid(), "err", err)
+		err := c.link.exitError()
+		s.log.Warn("target gone; ending session", "target", c.target.Name, "pid", c.link.pid(), "err", err)
 		s.end(err)
 	case <-s.stopping:
 	}
@@ -250,7 +250,7 @@ func (s *Session) Close() error {
 func (s *Session) PIDs() []int {
 	pids := make([]int, len(s.children))
 	for i, c := range s.children {
-		pids[i] = c.proc.Pid()
+		pids[i] = c.link.pid()
 	}
 	return pids
 }

@@ -406,3 +406,9 @@ func (n *Node) ServiceAddrs(ctx context.Context, name string) ([]netip.Addr, err
 // TSNet is the node's tsnet server, for tests and tools that need tsnet
 // itself (e.g. tsnet.TestHooks).
 func (n *Node) TSNet() *tsnet.Server { return n.srv }
+
+// Dial connects to addr on the tailnet through the node (MagicDNS names
+// resolve), so the peer sees the gateway as a tailnet node.
+func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return n.srv.Dial(ctx, network, addr)
+}

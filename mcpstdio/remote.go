@@ -1,0 +1,413 @@
+package mcpstdio
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// httpLink is a remote MCP server spoken to over Streamable HTTP: each
+// message tailgate sends is a POST; what the server answers (JSON or an
+// event stream) and what it sends on its GET stream go to the child's
+// handle like lines from a process. Behind it, the relay treats the target
+// as it treats a child process.
+type httpLink struct {
+	t       *Target
+	url     string
+	client  *http.Client
+	headers http.Header // static and identity headers; never logged
+	handle  func([]byte)
+	log     *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	session   string // Mcp-Session-Id, for a server of the session era
+	version   string // the protocol version agreed at initialize
+	listening bool
+	done      chan struct{}
+	err       error
+}
+
+// remoteClients share connections per target definition.
+func (b *Backend) remoteClient(t *Target) (*http.Client, error) {
+	r := t.Remote
+	dialer := &net.Dialer{Timeout: r.ConnectTimeout}
+	if dialer.Timeout <= 0 {
+		dialer.Timeout = 10 * time.Second
+	}
+	dial := dialer.DialContext
+	if r.Tailnet {
+		if b.opts.TailnetDial == nil {
+			return nil, errors.New("the host is on the tailnet, and tailgate has no tailnet node to dial it through")
+		}
+		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, dialer.Timeout)
+			defer cancel()
+			return b.opts.TailnetDial(ctx, network, addr)
+		}
+	}
+	tr := &http.Transport{
+		DialContext:         dial,
+		TLSHandshakeTimeout: dialer.Timeout,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   true,
+	}
+	if r.CAFile != "" {
+		pem, err := os.ReadFile(r.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("caFile: %w", err)
+		}
+		roots, err := x509.SystemCertPool()
+		if err != nil || roots == nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("caFile %s: no PEM certificate in it", r.CAFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
+	u, err := url.Parse(r.URL)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{
+		Transport: tr,
+		// A redirect to another host could carry the target's headers
+		// (API keys, the caller's identity) somewhere else: refused.
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if req.URL.Host != u.Host || len(via) > 5 {
+				return fmt.Errorf("redirect to %s refused: only the target's own host", req.URL.Host)
+			}
+			return nil
+		},
+	}, nil
+}
+
+// dialRemote makes the link to remote target t for one session (or one
+// caller's sessionless requests). Nothing is sent until the first message.
+func (b *Backend) dialRemote(t *Target, identity map[string]string, handle func([]byte), log *slog.Logger) link {
+	l := &httpLink{t: t, url: t.Remote.URL, handle: handle, log: log, headers: make(http.Header), done: make(chan struct{})}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	b.remoteMu.Lock()
+	client := b.remotes[t.Name]
+	var err error
+	if client == nil {
+		client, err = b.remoteClient(t)
+		if err == nil {
+			b.remotes[t.Name] = client
+		}
+	}
+	b.remoteMu.Unlock()
+	if err != nil {
+		l.fail(fmt.Errorf("target %q: %w", t.Name, err))
+		return l
+	}
+	l.client = client
+	for k, v := range t.Remote.Headers {
+		l.headers.Set(k, v)
+	}
+	if t.Remote.IdentityHeaders {
+		for h, k := range map[string]string{
+			"X-Tailgate-User-Login": "TAILGATE_USER_LOGIN",
+			"X-Tailgate-Node-Name":  "TAILGATE_NODE_NAME",
+			"X-Tailgate-Node-Tags":  "TAILGATE_NODE_TAGS",
+		} {
+			if v := identity[k]; v != "" {
+				l.headers.Set(h, v)
+			}
+		}
+	}
+	return l
+}
+
+func (l *httpLink) fail(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.done:
+		return
+	default:
+	}
+	l.err = err
+	close(l.done)
+	l.cancel()
+}
+
+// write posts msg; the answer is handed on when it comes.
+func (l *httpLink) write(msg []byte) error {
+	select {
+	case <-l.done:
+		return l.err
+	default:
+	}
+	m, err := ParseMessage(msg)
+	if err != nil {
+		return err
+	}
+	go l.post(m)
+	return nil
+}
+
+func (l *httpLink) post(m *Message) {
+	method := m.MethodName()
+	req, err := http.NewRequestWithContext(l.ctx, http.MethodPost, l.url, bytes.NewReader(m.Raw))
+	if err != nil {
+		l.answerError(m, err)
+		return
+	}
+	h := req.Header
+	for k, v := range l.headers {
+		h[k] = v
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Accept", "application/json, text/event-stream")
+	l.mu.Lock()
+	session, version := l.session, l.version
+	l.mu.Unlock()
+	if v := m.String(m.Path("params", "_meta", metaProtocolVersion)); v != "" {
+		version = v
+	}
+	if session != "" {
+		h.Set("Mcp-Session-Id", session)
+	}
+	if version != "" && method != "initialize" {
+		h.Set("Mcp-Protocol-Version", version)
+	}
+	if method != "" {
+		// SEP-2243: the server checks these against the body.
+		h.Set("Mcp-Method", method)
+		var name Span
+		switch method {
+		case "tools/call", "prompts/get":
+			name = m.Path("params", "name")
+		case "resources/read":
+			name = m.Path("params", "uri")
+		case "tasks/get", "tasks/update", "tasks/cancel":
+			name = m.Path("params", "taskId")
+		}
+		if n := m.String(name); n != "" {
+			h.Set("Mcp-Name", n)
+		}
+	}
+	resp, err := l.client.Do(req)
+	if err != nil {
+		l.answerError(m, err)
+		return
+	}
+	defer resp.Body.Close()
+	if method == "initialize" {
+		if id := resp.Header.Get("Mcp-Session-Id"); id != "" {
+			l.mu.Lock()
+			l.session = id
+			l.mu.Unlock()
+		}
+	}
+	switch {
+	case resp.StatusCode == http.StatusAccepted:
+		return
+	case resp.StatusCode == http.StatusNotFound && session != "":
+		// The server forgot the session: the target is gone for it.
+		l.fail(fmt.Errorf("target %q: the server ended the session (404)", l.t.Name))
+		return
+	}
+	ct := resp.Header.Get("Content-Type")
+	switch {
+	case strings.HasPrefix(ct, "text/event-stream"):
+		l.readEvents(resp.Body, m)
+	case strings.HasPrefix(ct, "application/json"):
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		if err != nil {
+			l.answerError(m, err)
+			return
+		}
+		l.deliver(body, m)
+	default:
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		l.answerError(m, fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body))))
+	}
+}
+
+// deliver hands a message from the server on, noting the version agreed
+// at initialize and opening the GET stream of a session once it exists.
+func (l *httpLink) deliver(body []byte, sent *Message) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return
+	}
+	if sent != nil && sent.MethodName() == "initialize" {
+		if rm, err := ParseMessage(body); err == nil {
+			if v := rm.String(rm.Path("result", "protocolVersion")); v != "" {
+				l.mu.Lock()
+				l.version = v
+				l.mu.Unlock()
+			}
+		}
+	}
+	if sent != nil && sent.MethodName() == "notifications/initialized" {
+		return
+	}
+	l.handle(body)
+}
+
+// readEvents hands on each message of an event stream.
+func (l *httpLink) readEvents(r io.Reader, sent *Message) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	var data []byte
+	for sc.Scan() {
+		line := sc.Bytes()
+		switch {
+		case len(line) == 0:
+			if len(data) > 0 {
+				l.deliver(data, sent)
+				data = nil
+			}
+		case bytes.HasPrefix(line, []byte("data:")):
+			data = append(data, bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" "))...)
+		}
+	}
+	if len(data) > 0 {
+		l.deliver(data, sent)
+	}
+}
+
+// answerError answers a request the server could not be asked (down,
+// refused, timed out) with an error naming the target.
+func (l *httpLink) answerError(m *Message, err error) {
+	if !m.IsRequest() {
+		l.log.Debug("remote target: message not delivered", "method", m.MethodName(), "err", err)
+		return
+	}
+	if l.ctx.Err() != nil {
+		return // stopped: the session fails its calls itself
+	}
+	l.handle(ErrorMessage(m.Bytes(m.ID), CodeInternalError, fmt.Sprintf("target %q: %s unreachable: %v", l.t.Name, redactURL(l.url), err)))
+}
+
+// listen opens the session's GET stream, for what the server sends
+// unasked (list_changed, its requests of the client).
+func (l *httpLink) listen() {
+	req, err := http.NewRequestWithContext(l.ctx, http.MethodGet, l.url, nil)
+	if err != nil {
+		return
+	}
+	for k, v := range l.headers {
+		req.Header[k] = v
+	}
+	l.mu.Lock()
+	req.Header.Set("Mcp-Session-Id", l.session)
+	req.Header.Set("Mcp-Protocol-Version", l.version)
+	l.mu.Unlock()
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := l.client.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		l.readEvents(resp.Body, nil)
+	}
+}
+
+// read waits for the link to end; messages arrive through post.
+func (l *httpLink) read(c *child) {
+	// Once a session exists (initialize answered), the server may send
+	// unasked: listen for it.
+	go func() {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for range 500 {
+			select {
+			case <-l.done:
+				return
+			case <-t.C:
+			}
+			l.mu.Lock()
+			ready := l.session != "" && l.version != "" && !l.listening
+			if ready {
+				l.listening = true
+			}
+			l.mu.Unlock()
+			if ready {
+				l.listen()
+				return
+			}
+		}
+	}()
+	<-l.done
+	c.closed(nil)
+}
+
+func (l *httpLink) exited() <-chan struct{} { return l.done }
+
+func (l *httpLink) exitError() error {
+	select {
+	case <-l.done:
+		if l.err != nil {
+			return l.err
+		}
+		return fmt.Errorf("target %q: closed", l.t.Name)
+	default:
+		return nil
+	}
+}
+
+func (l *httpLink) waitExited(d time.Duration) bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop ends the server's session (DELETE) and the link.
+func (l *httpLink) stop(grace time.Duration) {
+	l.mu.Lock()
+	session := l.session
+	l.mu.Unlock()
+	if session != "" && l.client != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, l.url, nil)
+		if err == nil {
+			for k, v := range l.headers {
+				req.Header[k] = v
+			}
+			req.Header.Set("Mcp-Session-Id", session)
+			if resp, err := l.client.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+		cancel()
+	}
+	l.fail(nil)
+}
+
+func (l *httpLink) kill()    { l.fail(errors.New("the server broke the protocol")) }
+func (l *httpLink) pid() int { return 0 }
+
+// redactURL drops userinfo and query from a URL for messages.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "the server"
+	}
+	u.User, u.RawQuery = nil, ""
+	return u.String()
+}
