@@ -247,7 +247,7 @@ func TestFaultSIGTERMUnderLoad(t *testing.T) {
 // ports exist only on the tailnet.
 func TestListensOnNoHostAddress(t *testing.T) {
 	tn := NewTailnet(t)
-	cfg := writeConfig(t, tailscaleBlock(tn.ControlURL, "")+seedLike("true", t.TempDir()))
+	cfg := writeConfig(t, tailscaleBlock(tn.ControlURL, "")+anyAdminPort+seedLike("true", t.TempDir()))
 	p := startTailgate(t, cfg)
 	p.waitLine(t, "tailgate ready", 45*time.Second)
 	inodes := socketInodes(t, p.cmd.Process.Pid)
