@@ -51,6 +51,13 @@ type Config struct {
 	networkAuthz *policy.RuleSet
 }
 
+// deniedReply reports whether a connection that networkAuthorization
+// denies is answered 403 (the default) rather than just closed.
+func (c *Config) deniedReply() bool {
+	np := c.FrontendPolicies.NetworkAuthorization
+	return np == nil || np.Denied != DeniedClose
+}
+
 // TailscaleConfig is the tailscale block: how tailgate joins the tailnet.
 type TailscaleConfig struct {
 	// Hostname is the node's name on the tailnet; default "tailgate".
@@ -147,8 +154,9 @@ type GlobalMCP struct {
 // FrontendPolicies apply to all traffic.
 type FrontendPolicies struct {
 	// NetworkAuthorization runs once per accepted connection, before any
-	// HTTP is read; a denied connection is closed.
-	NetworkAuthorization *RuleSetConfig `yaml:"networkAuthorization"`
+	// HTTP is read; a denied connection is answered 403 and closed (or
+	// just closed: denied: close).
+	NetworkAuthorization *NetworkAuthorizationConfig `yaml:"networkAuthorization"`
 
 	HTTP            notSupported `yaml:"http"`
 	TLS             notSupported `yaml:"tls"`
@@ -161,6 +169,24 @@ type FrontendPolicies struct {
 	Logging         notSupported `yaml:"logging"`
 	Tracing         notSupported `yaml:"tracing"`
 }
+
+// NetworkAuthorizationConfig is frontendPolicies.networkAuthorization:
+// agentgateway's rule set, plus what a denied connection gets.
+type NetworkAuthorizationConfig struct {
+	Rules []RuleConfig `yaml:"rules"`
+	// Denied is what a denied connection gets: "reply" (default) reads the
+	// request's head and answers HTTP 403 with a one-line reason, so that
+	// the caller can tell "denied" from "down"; "close" closes it before
+	// reading or writing a byte, as agentgateway does. A tailgate
+	// extension.
+	Denied string `yaml:"denied"`
+}
+
+// Denied values.
+const (
+	DeniedReply = "reply"
+	DeniedClose = "close"
+)
 
 // RuleSetConfig is agentgateway's RuleSet: `rules:` of CEL expressions.
 type RuleSetConfig struct {
@@ -692,6 +718,13 @@ func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
 			}
 		}
 	}
+	if np := cfg.FrontendPolicies.NetworkAuthorization; np != nil {
+		switch np.Denied {
+		case "", DeniedReply, DeniedClose:
+		default:
+			d.errorf(at(doc, "frontendPolicies", "networkAuthorization", "denied"), "frontendPolicies.networkAuthorization.denied", "unknown value %q (want reply or close)", np.Denied)
+		}
+	}
 	if len(cfg.Binds) == 0 && cfg.MCP == nil {
 		d.errorf(doc, "", "nothing to serve: add binds or an mcp block")
 	}
@@ -861,7 +894,7 @@ func protocolOf(l Listener) string {
 // compile error into a ConfigError at the rule's line.
 func (d *decoder) compileRules(doc *yaml.Node, cfg *Config, env *policy.Env) {
 	if np := cfg.FrontendPolicies.NetworkAuthorization; np != nil {
-		cfg.networkAuthz = d.compileRuleSet(env, policy.ScopeNetwork, "frontendPolicies.networkAuthorization.rules", ruleSource{"frontendPolicies.networkAuthorization.rules", np})
+		cfg.networkAuthz = d.compileRuleSet(env, policy.ScopeNetwork, "frontendPolicies.networkAuthorization.rules", ruleSource{"frontendPolicies.networkAuthorization.rules", &RuleSetConfig{Rules: np.Rules}})
 	}
 	for i := range cfg.Binds {
 		for j := range cfg.Binds[i].Listeners {

@@ -1,11 +1,15 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,7 +34,10 @@ type authListener struct {
 	net.Listener
 	// rules returns the current networkAuthorization (it changes on
 	// reload).
-	rules    func() *policy.RuleSet
+	rules func() *policy.RuleSet
+	// reply reports whether a denied connection is answered 403 rather
+	// than just closed (frontendPolicies.networkAuthorization.denied).
+	reply    func() bool
 	identify IdentifyFunc
 	log      *slog.Logger
 	// decided is told every decision and how long identifying the peer
@@ -47,10 +54,11 @@ type authListener struct {
 // in time is refused.
 const identifyTimeout = 5 * time.Second
 
-func newAuthListener(ln net.Listener, rules func() *policy.RuleSet, identify IdentifyFunc, log *slog.Logger, decided func(policy.Decision, time.Duration)) *authListener {
+func newAuthListener(ln net.Listener, rules func() *policy.RuleSet, reply func() bool, identify IdentifyFunc, log *slog.Logger, decided func(policy.Decision, time.Duration)) *authListener {
 	l := &authListener{
 		Listener: ln,
 		rules:    rules,
+		reply:    reply,
 		identify: identify,
 		log:      log,
 		decided:  decided,
@@ -90,7 +98,7 @@ func (l *authListener) admit(c net.Conn) {
 	if err != nil {
 		l.log.Warn("connection denied", "addr", remote.String(), "reason", "identity lookup failed", "err", err)
 		l.decided(policy.Decision{Rule: "identity", Err: err}, took)
-		c.Close()
+		l.refuse(c, "tailgate cannot tell who this peer is (identity lookup failed); try again")
 		return
 	}
 	d := l.rules().Evaluate(policy.Input{Source: src})
@@ -98,7 +106,7 @@ func (l *authListener) admit(c net.Conn) {
 	if !d.Allow {
 		args := append(sourceAttrs(src), "rule", d.Rule, "reason", d.Reason())
 		l.log.Warn("connection denied", args...)
-		c.Close()
+		l.refuse(c, deniedReason(d, src))
 		return
 	}
 	select {
@@ -106,6 +114,63 @@ func (l *authListener) admit(c net.Conn) {
 	case <-l.done:
 		c.Close()
 	}
+}
+
+// Bounds on answering a denied connection: how long its request's head
+// may take to arrive, how big it may be, and how long the rest is drained
+// after the answer (so that unread bytes do not reset the connection
+// before the client has read the 403).
+const (
+	deniedHeadTimeout  = 5 * time.Second
+	deniedHeadMax      = 16 << 10
+	deniedDrainTimeout = time.Second
+	deniedDrainMax     = 64 << 10
+)
+
+// refuse ends a denied connection. By default it reads the request's head
+// and answers 403 with reason, so that the caller can tell "denied" from
+// "down"; with denied: close, or when what arrives is not HTTP/1.x, it
+// closes the connection without a word.
+func (l *authListener) refuse(c net.Conn, reason string) {
+	defer c.Close()
+	if !l.reply() {
+		return
+	}
+	c.SetDeadline(time.Now().Add(deniedHeadTimeout))
+	br := bufio.NewReaderSize(io.LimitReader(c, deniedHeadMax), 4096)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasSuffix(strings.TrimRight(line, "\r\n"), " HTTP/1.1") && !strings.HasSuffix(strings.TrimRight(line, "\r\n"), " HTTP/1.0") {
+		return
+	}
+	for {
+		h, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if h == "\r\n" || h == "\n" {
+			break
+		}
+	}
+	body := reason + "\n"
+	fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.SetDeadline(time.Now().Add(deniedDrainTimeout))
+	io.Copy(io.Discard, io.LimitReader(c, deniedDrainMax))
+}
+
+// deniedReason is the one line a denied caller reads: who it was taken
+// for and which rule said no.
+func deniedReason(d policy.Decision, src *policy.Source) string {
+	who := src.Address
+	if ts := src.Tailscale; ts != nil {
+		who = ts.Node.Name
+		if ts.User.Login != "" {
+			who += " (" + ts.User.Login + ")"
+		}
+	}
+	return fmt.Sprintf("tailgate: connection from %s denied by %s: %s", who, d.Rule, d.Reason())
 }
 
 // sourceAttrs are the log attributes that say who a source is.

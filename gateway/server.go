@@ -472,7 +472,7 @@ func (s *Server) Serve(port int, ln net.Listener) error {
 // authListener wraps ln with networkAuthorization and its metrics.
 func (s *Server) authListener(port int, ln net.Listener) *authListener {
 	portLabel := strconv.Itoa(port)
-	return newAuthListener(ln, func() *policy.RuleSet { return s.state.Load().cfg.networkAuthz }, s.opts.Identify, s.log.With("port", port), func(d policy.Decision, took time.Duration) {
+	return newAuthListener(ln, func() *policy.RuleSet { return s.state.Load().cfg.networkAuthz }, func() bool { return s.state.Load().cfg.deniedReply() }, s.opts.Identify, s.log.With("port", port), func(d policy.Decision, took time.Duration) {
 		s.metrics.identify.Observe(took.Seconds())
 		outcome := "accepted"
 		if !d.Allow {

@@ -118,17 +118,38 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func TestNetworkAuthorizationClosesConnection(t *testing.T) {
-	s, base := serveLoopback(t, `
+// A connection that networkAuthorization denies is answered 403 with a
+// one-line reason naming the rule (even with a body the gateway never
+// reads), or, with denied: close, closed without a word.
+func TestNetworkAuthorizationDenied(t *testing.T) {
+	const rules = `
 frontendPolicies:
   networkAuthorization:
     rules:
     - 'cidr("100.64.0.0/10").containsIP(source.address)'
-`+demoConfig)
+`
+	s, base := serveLoopback(t, rules+demoConfig)
+	for _, body := range []string{`{}`, `{"pad":"` + strings.Repeat("x", 200<<10) + `"}`} {
+		resp, err := http.Post(base+"/mcp", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("denied peer (%d-byte body) got no answer: %v", len(body), err)
+		}
+		reason, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := "tailgate: connection from 127.0.0.1 denied by frontendPolicies.networkAuthorization.rules: no allow rule matched\n"
+		if resp.StatusCode != http.StatusForbidden || string(reason) != want {
+			t.Errorf("denied peer got %d %q, want 403 %q", resp.StatusCode, reason, want)
+		}
+	}
+	if st := s.Stats(); st.DeniedConnections != 2 || st.ChildrenStarted != 0 {
+		t.Errorf("stats: %+v", st)
+	}
+
+	s, base = serveLoopback(t, strings.Replace(rules, "rules:", "denied: close\n    rules:", 1)+demoConfig)
 	resp, err := http.Post(base+"/mcp", "application/json", strings.NewReader(`{}`))
 	if err == nil {
 		resp.Body.Close()
-		t.Fatalf("denied peer got HTTP %d", resp.StatusCode)
+		t.Fatalf("denied peer got HTTP %d with denied: close", resp.StatusCode)
 	}
 	if st := s.Stats(); st.DeniedConnections == 0 || st.ChildrenStarted != 0 {
 		t.Errorf("stats: %+v", st)

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -9,6 +11,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/tailgate-dev/tailgate/tsnode/devnet"
 )
 
 func TestMain(m *testing.M) {
@@ -75,6 +79,9 @@ func TestClientCallsToolsOverTailnet(t *testing.T) {
 	}
 }
 
+// A peer that networkAuthorization refuses is told so: HTTP 403 and one
+// line naming it and the rule, so that "denied" is not mistaken for
+// "down"; it starts nothing.
 func TestNetworkAuthorizationRefusesPeer(t *testing.T) {
 	tn := NewTailnet(t)
 	pids := t.TempDir()
@@ -88,9 +95,18 @@ func TestNetworkAuthorizationRefusesPeer(t *testing.T) {
 		cs.Close()
 		t.Fatal("a peer outside the rule opened a session")
 	}
-	// The connection was closed before any HTTP: no status code came back.
-	if strings.Contains(err.Error(), "403") || strings.Contains(err.Error(), "Forbidden") {
-		t.Errorf("refusal looks like an HTTP answer: %v", err)
+	if !strings.Contains(err.Error(), "403") && !strings.Contains(err.Error(), "Forbidden") {
+		t.Errorf("the MCP client was not told it is forbidden: %v", err)
+	}
+	resp, err := intruder.HTTPGet(ctx, gw.URL(3000, "/mcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := "tailgate: connection from intruder." + devnet.MagicDNSDomain + " (" + intruder.Login(t) + ") denied by frontendPolicies.networkAuthorization.rules: no allow rule matched\n"
+	if resp.StatusCode != http.StatusForbidden || string(body) != want {
+		t.Errorf("got %d %q, want 403 %q", resp.StatusCode, body, want)
 	}
 	if st := gw.Server.Stats(); st.DeniedConnections == 0 || st.ChildrenStarted != 0 {
 		t.Errorf("stats %+v: want denied connections and no child", st)
