@@ -56,6 +56,10 @@ type Config struct {
 	// Verbose also passes tsnet's backend logs (magicsock, netmap, ...) to
 	// Logger at debug level.
 	Verbose bool
+	// ControlReport is how long Start waits for the control server before
+	// it says that the node has not reached it, and why; default 10s. An
+	// error from the control server is logged as soon as it happens.
+	ControlReport time.Duration
 }
 
 // DefaultHostname is the node's name when the config gives none.
@@ -67,6 +71,12 @@ type Node struct {
 	log    *slog.Logger
 	srv    *tsnet.Server
 	tmpDir string // removed on Close; set when state is in memory only
+
+	// controlErr is the last error talking to the control server that
+	// tsnet reported; controlErrs is told of each.
+	controlMu   sync.Mutex
+	controlErr  string
+	controlErrs chan string
 
 	started atomic.Bool // tsnet.Server.Close panics on a server never started
 	up      atomic.Bool // Start succeeded
@@ -89,7 +99,7 @@ func New(cfg Config) (*Node, error) {
 	if cfg.MemoryState && !cfg.Ephemeral {
 		return nil, errors.New("tailnet: in-memory state needs an ephemeral node")
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("hostname", cfg.Hostname)}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("hostname", cfg.Hostname), controlErrs: make(chan string, 1)}
 	dir := cfg.StateDir
 	switch {
 	case dir == "" && cfg.MemoryState:
@@ -165,9 +175,29 @@ func (n *Node) userLogf(format string, args ...any) {
 }
 
 func (n *Node) backendLogf(format string, args ...any) {
-	if n.cfg.Verbose {
-		n.log.Debug("tsnet backend", "msg", strings.TrimSpace(fmt.Sprintf(format, args...)))
+	msg := strings.TrimSpace(fmt.Sprintf(format, args...))
+	// The backend reports every failed exchange with the control server
+	// (an unknown host, a refused connection, a TLS error) this way, and
+	// nowhere else.
+	if err, ok := strings.CutPrefix(msg, "Received error: "); ok {
+		n.controlMu.Lock()
+		n.controlErr = err
+		n.controlMu.Unlock()
+		select {
+		case n.controlErrs <- err:
+		default:
+		}
 	}
+	if n.cfg.Verbose {
+		n.log.Debug("tsnet backend", "msg", msg)
+	}
+}
+
+// lastControlErr is the last error talking to the control server.
+func (n *Node) lastControlErr() string {
+	n.controlMu.Lock()
+	defer n.controlMu.Unlock()
+	return n.controlErr
 }
 
 // ErrAuthKey is returned by Start when the control server refuses the
@@ -206,6 +236,8 @@ func (n *Node) Start(ctx context.Context) error {
 	defer stopWatch()
 	var lastState ipn.State
 	var stateMu sync.Mutex
+	var loginURL atomic.Bool
+	go n.reportControl(watchCtx, &loginURL)
 	go func() {
 		w, err := lc.WatchIPNBus(watchCtx, ipn.NotifyInitialState)
 		if err != nil {
@@ -225,6 +257,7 @@ func (n *Node) Start(ctx context.Context) error {
 			}
 			if u := note.BrowseToURL; u != nil && *u != "" && *u != loggedURL {
 				loggedURL = *u
+				loginURL.Store(true)
 				n.log.Warn("tailnet login required: open this URL to add the node, or set an auth key", "url", *u)
 			}
 		}
@@ -238,6 +271,8 @@ func (n *Node) Start(ctx context.Context) error {
 		switch {
 		case strings.Contains(err.Error(), "invalid authkey") || strings.Contains(err.Error(), "invalid key"):
 			return fmt.Errorf("tailnet: %w (control %s): %v", ErrAuthKey, n.controlName(), trimUp(err))
+		case ctx.Err() != nil && n.lastControlErr() != "":
+			return fmt.Errorf("tailnet: node not running after %s (state %v): cannot reach the control server %s: %s", timeout, state, n.controlName(), n.lastControlErr())
 		case ctx.Err() != nil:
 			return fmt.Errorf("tailnet: node not running after %s (state %v, control %s)", timeout, state, n.controlName())
 		}
@@ -255,14 +290,53 @@ func (n *Node) Start(ctx context.Context) error {
 	return nil
 }
 
+// reportControl says, while the node starts, when it cannot reach the
+// control server and why: each new error at once, and after
+// ControlReport a line if the server has not answered at all (a
+// blackholed address, a slow DNS) — unless a login URL has come, which is
+// an answer.
+func (n *Node) reportControl(ctx context.Context, loginURL *atomic.Bool) {
+	wait := n.cfg.ControlReport
+	if wait <= 0 {
+		wait = 10 * time.Second
+	}
+	silent := time.NewTimer(wait)
+	defer silent.Stop()
+	logged := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.controlErrs:
+			if err := n.lastControlErr(); err != logged {
+				logged = err
+				n.log.Warn("tailnet: cannot reach the control server; retrying", "control", n.controlName(), "err", err)
+			}
+		case <-silent.C:
+			if n.up.Load() || loginURL.Load() {
+				return
+			}
+			if err := n.lastControlErr(); err != "" {
+				n.log.Warn("tailnet: still cannot reach the control server; retrying", "control", n.controlName(), "err", err, "waited", wait)
+			} else {
+				n.log.Warn("tailnet: no answer from the control server yet; still trying", "control", n.controlName(), "waited", wait)
+			}
+		}
+	}
+}
+
 func trimUp(err error) string {
 	s := strings.TrimPrefix(err.Error(), "tsnet.Up: ")
 	return strings.TrimPrefix(s, "backend: ")
 }
 
-func (n *Node) controlName() string {
+func (n *Node) controlName() string { return n.ControlURL() }
+
+// ControlURL is the control server the node uses: the configured one, or
+// Tailscale's.
+func (n *Node) ControlURL() string {
 	if n.cfg.ControlURL == "" {
-		return "Tailscale"
+		return ipn.DefaultControlURL
 	}
 	return n.cfg.ControlURL
 }

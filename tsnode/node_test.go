@@ -1,10 +1,16 @@
 package tsnode
 
 import (
+	"context"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"tailscale.com/net/netns"
 )
 
 func TestAuthKey(t *testing.T) {
@@ -81,5 +87,67 @@ func TestStateDirErrors(t *testing.T) {
 	}
 	if _, err := New(Config{MemoryState: true}); err == nil {
 		t.Error("memory state without ephemeral accepted")
+	}
+}
+
+// lineWriter sends every log line it is given on a channel.
+type lineWriter chan string
+
+func (w lineWriter) Write(p []byte) (int, error) {
+	select {
+	case w <- string(p):
+	default:
+	}
+	return len(p), nil
+}
+
+// A node whose control server cannot be reached says so within seconds,
+// naming the URL and the cause, and its Start error says it too.
+func TestUnreachableControlIsReported(t *testing.T) {
+	netns.SetEnabled(false)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there now: connection refused
+	lines := make(lineWriter, 100)
+	n, err := New(Config{
+		ControlURL: url, Ephemeral: true, MemoryState: true, StartTimeout: 20 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(lines, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan error, 1)
+	go func() { started <- n.Start(ctx) }()
+	begin := time.Now()
+	deadline := time.After(15 * time.Second)
+	found := ""
+	for found == "" {
+		select {
+		case line := <-lines:
+			if strings.Contains(line, "cannot reach the control server") && strings.Contains(line, url) && strings.Contains(line, "connection refused") {
+				found = line
+			}
+		case <-deadline:
+			t.Fatal("no line within 15s says the control server cannot be reached")
+		}
+	}
+	t.Logf("reported after %v: %s", time.Since(begin).Round(time.Millisecond), found)
+	cancel()
+	<-started
+}
+
+func TestDefaultControlURLIsNamed(t *testing.T) {
+	n, err := New(Config{Ephemeral: true, MemoryState: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if got := n.ControlURL(); got != "https://controlplane.tailscale.com" {
+		t.Errorf("ControlURL() = %q", got)
 	}
 }
