@@ -11,12 +11,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -649,14 +651,93 @@ func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
 		http.Error(sw, "no listener for host "+host, http.StatusNotFound)
 		return
 	}
+	// OAuth discovery: tailgate admits callers by their tailnet identity
+	// and runs no authorization server. A clear 404 makes clients that
+	// probe for one (mcp-remote, IDEs) go on without it, instead of
+	// reaching an MCP route that would answer something else.
+	if strings.HasPrefix(r.URL.Path, "/.well-known/") {
+		serveWellKnown(sw, r)
+		return
+	}
+	var match *route
 	for _, rt := range l.routes {
 		if rt.matchesRequest(host, r) {
-			routeName = rt.name
-			s.serveRoute(rt, sw, r, host)
-			return
+			match = rt
+			break
 		}
 	}
-	http.NotFound(sw, r)
+	// A person (or curl) looking at the gateway's root gets a word on what
+	// it is, unless a route claims "/" for itself by a path match.
+	if r.URL.Path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead) && !acceptsEventStream(r) && (match == nil || len(match.matches) == 0) {
+		serveRoot(sw, r, l)
+		return
+	}
+	if match == nil {
+		http.NotFound(sw, r)
+		return
+	}
+	routeName = match.name
+	s.serveRoute(match, sw, r, host)
+}
+
+// acceptsEventStream reports whether r asks for an event stream (an MCP
+// client's GET).
+func acceptsEventStream(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		if strings.Contains(v, "text/event-stream") {
+			return true
+		}
+	}
+	return false
+}
+
+// serveWellKnown answers /.well-known/*: nothing is there.
+func serveWellKnown(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNotFound)
+	if r.Method != http.MethodHead {
+		io.WriteString(w, `{"error":"not_found","error_description":"tailgate uses no OAuth: callers are identified by their tailnet identity"}`+"\n")
+	}
+}
+
+// serveRoot says what the gateway is and where its MCP endpoints are.
+func serveRoot(w http.ResponseWriter, r *http.Request, l *listener) {
+	paths := []string{}
+	catchAll, sse := false, false
+	for _, rt := range l.routes {
+		if len(rt.matches) == 0 {
+			catchAll, sse = true, true
+		}
+		for _, m := range rt.matches {
+			switch p := m.describe(); {
+			case p == "/sse":
+				sse = true
+			case p != "" && !slices.Contains(paths, p):
+				paths = append(paths, p)
+			}
+		}
+	}
+	if catchAll && !slices.Contains(paths, "/mcp") {
+		paths = append(paths, "/mcp")
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "tailgate %s: an MCP gateway on the tailnet.\n", Version)
+	if len(paths) > 0 {
+		fmt.Fprintf(&b, "MCP (Streamable HTTP): http://%s%s", r.Host, paths[0])
+		if len(paths) > 1 {
+			fmt.Fprintf(&b, " (routes: %s)", strings.Join(paths, " "))
+		}
+		b.WriteString("\n")
+	}
+	if sse {
+		fmt.Fprintf(&b, "Legacy SSE: http://%s/sse\n", r.Host)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if r.Method != http.MethodHead {
+		io.WriteString(w, b.String())
+	}
 }
 
 // serveRoute runs the route's authorization, then its front — or, for a
@@ -716,6 +797,17 @@ func (m Match) matches(r *http.Request) bool {
 		}
 	}
 	return true
+}
+
+// describe is the path a match names ("/admin"), or "" if none.
+func (m Match) describe() string {
+	if p := m.Path; p != nil {
+		if p.Exact != "" {
+			return p.Exact
+		}
+		return p.PathPrefix
+	}
+	return ""
 }
 
 // pathHasPrefix matches whole path elements, as Gateway API's PathPrefix:

@@ -489,3 +489,45 @@ binds:
 	cs.Close()
 	waitFor(t, "old child reaped", func() bool { return s.Stats().ChildrenRunning == 1 })
 }
+
+// The root says what the gateway is; /.well-known/* is a JSON 404 so that
+// clients probing for OAuth go on without it; MCP still works at "/" on a
+// route that matches every path.
+func TestRootAndWellKnown(t *testing.T) {
+	_, base := serveLoopback(t, demoConfig)
+	get := func(path string, header ...string) (int, string, string) {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(body)
+	}
+	code, ctype, body := get("/")
+	host := strings.TrimPrefix(base, "http://")
+	want := "tailgate " + Version + ": an MCP gateway on the tailnet.\nMCP (Streamable HTTP): http://" + host + "/mcp\nLegacy SSE: http://" + host + "/sse\n"
+	if code != 200 || !strings.HasPrefix(ctype, "text/plain") || body != want {
+		t.Errorf("GET / = %d %s %q, want 200 text %q", code, ctype, body, want)
+	}
+	for _, p := range []string{"/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"} {
+		code, ctype, body := get(p)
+		var v struct{ Error string }
+		if code != 404 || ctype != "application/json" || json.Unmarshal([]byte(body), &v) != nil || v.Error != "not_found" {
+			t.Errorf("GET %s = %d %s %q, want a JSON 404", p, code, ctype, body)
+		}
+	}
+	// An MCP client's GET on "/" is still the route's.
+	if code, _, _ := get("/", "Accept", "text/event-stream"); code == 200 {
+		t.Errorf("an event-stream GET on / without a session got 200")
+	}
+	cs := connect(t, base+"/")
+	defer cs.Close()
+	if err := cs.Ping(context.Background(), nil); err != nil {
+		t.Errorf("MCP on /: %v", err)
+	}
+}
