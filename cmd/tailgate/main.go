@@ -52,9 +52,14 @@ const shutdownBudget = 10 * time.Second
 const defaultAdminAddr = "127.0.0.1:15000"
 
 func main() {
+	// SIGHUP asks for a reload. It is caught from the start: one that
+	// comes while tailgate starts or stops must not take its default
+	// action (exit, status 129, leaving the children to themselves).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, hup))
 }
 
 // flags are the command line of `tailgate` and `tailgate dev`.
@@ -70,7 +75,10 @@ type flags struct {
 	tags   string
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// run is tailgate's command line; hup delivers SIGHUP (a reload once the
+// gateway runs; one that comes while it starts is acted on once it runs,
+// and those that come while it stops are ignored).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-chan os.Signal) int {
 	dev := false
 	if len(args) > 0 {
 		switch args[0] {
@@ -133,7 +141,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "ok")
 		return exitOK
 	}
-	a := &app{flags: f, env: env, cfg: cfg, config: watch, log: log, stdout: stdout, stderr: stderr}
+	a := &app{flags: f, env: env, cfg: cfg, config: watch, hup: hup, log: log, stdout: stdout, stderr: stderr}
 	if dev {
 		return a.dev(ctx)
 	}
@@ -161,6 +169,7 @@ type app struct {
 	env            *policy.Env
 	cfg            *gateway.Config
 	config         *gateway.ConfigFile
+	hup            <-chan os.Signal
 	log            *slog.Logger
 	stdout, stderr io.Writer
 }
@@ -312,10 +321,20 @@ func (a *app) run(ctx context.Context, node tailnetNode, key string, extra func(
 	gw.SetReady(true)
 	a.log.Info("tailgate ready", "name", node.DNSName(), "ips", node.IPs(), "ports", gw.Ports(), "config", a.cfg.File)
 
-	go a.reloadLoop(ctx, gw)
+	reloading := make(chan struct{})
+	go func() {
+		defer close(reloading)
+		a.reloadLoop(ctx, gw)
+	}()
 	<-ctx.Done()
 	start := time.Now()
 	a.log.Info("shutting down")
+	<-reloading // a reload under way finishes first
+	go func() {
+		for range a.hup {
+			a.log.Info("SIGHUP ignored: shutting down")
+		}
+	}()
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownBudget-2*time.Second)
 	defer cancel()
 	if err := gw.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
@@ -370,9 +389,6 @@ func (a *app) startAdmin(gw *gateway.Server) (func(), error) {
 // reloadLoop reloads the config on SIGHUP and when the file's contents
 // change. An invalid file keeps the running config and logs every error.
 func (a *app) reloadLoop(ctx context.Context, gw *gateway.Server) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	var tick <-chan time.Time
 	if a.watch > 0 {
 		t := time.NewTicker(a.watch)
@@ -383,7 +399,10 @@ func (a *app) reloadLoop(ctx context.Context, gw *gateway.Server) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-hup:
+		case <-a.hup:
+			if ctx.Err() != nil {
+				return
+			}
 			a.log.Info("SIGHUP: reloading config", "file", a.file)
 			data, err := a.config.Read()
 			if err != nil {
