@@ -812,6 +812,15 @@ func (fs *frontSession) call(ctx context.Context, bs *mcpstdio.Session, m *mcpst
 	}
 	if fs.modern {
 		opts.Key = fs.f.keys.next()
+		// A remote target checks the client's Mcp-Param-* headers itself.
+		for k, v := range req.http.header {
+			if strings.HasPrefix(k, "Mcp-Param-") && len(v) > 0 {
+				if opts.Headers == nil {
+					opts.Headers = make(map[string]string)
+				}
+				opts.Headers[k] = v[0]
+			}
+		}
 	}
 	reply := bs.Forward(m, rt, opts)
 	for {

@@ -203,7 +203,7 @@ func (c *child) alive() bool {
 // write sends one message. A message must be one line on stdio: JSON
 // whitespace that is a line break is removed (inside strings line breaks
 // are always escaped).
-func (c *child) write(msg []byte) error { return c.link.write(msg) }
+func (c *child) write(msg []byte) error { return c.link.write(msg, nil) }
 
 // send registers r and writes msg to the child with msg's id replaced by
 // a child id. It returns the child id.
@@ -219,7 +219,7 @@ func (c *child) send(m *Message, r *Reply) (int64, error) {
 	c.mu.Unlock()
 	var idBuf [20]byte
 	msg := m.Replace(m.ID, strconv.AppendInt(idBuf[:0], id, 10))
-	if err := c.write(msg); err != nil {
+	if err := c.link.write(msg, r.headers); err != nil {
 		c.forget(id)
 		return 0, fmt.Errorf("target %q: write: %w", c.target.Name, err)
 	}

@@ -11,8 +11,10 @@ import (
 // link is how tailgate reaches one target: it carries messages to it and
 // hands what it sends to the child's handle, and knows when it is gone.
 type link interface {
-	// write delivers one message.
-	write(msg []byte) error
+	// write delivers one message; headers are HTTP headers of the
+	// client's request that a remote target must see (SEP-2243
+	// Mcp-Param-*), ignored on stdio.
+	write(msg []byte, headers map[string]string) error
 	// read hands the target's messages to c until the target is gone,
 	// then fails c's pending requests (c.closed).
 	read(c *child)
@@ -33,7 +35,7 @@ type link interface {
 // JSON-RPC message a line.
 type stdioLink struct{ *process }
 
-func (l stdioLink) write(msg []byte) error {
+func (l stdioLink) write(msg []byte, _ map[string]string) error {
 	// A message must be one line on stdio: JSON whitespace that is a line
 	// break is removed (inside strings line breaks are always escaped).
 	if bytes.IndexByte(msg, '\n') >= 0 || bytes.IndexByte(msg, '\r') >= 0 {

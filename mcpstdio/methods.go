@@ -259,6 +259,9 @@ type ForwardOptions struct {
 	// cancellations; default its id. Requests of a shared session come
 	// from many clients and need a key of their own.
 	Key string
+	// Headers go with the request to a remote target: the client's
+	// Mcp-Param-* headers, which such a server checks (SEP-2243).
+	Headers map[string]string
 }
 
 // Forward sends the client request m along rt. The Reply yields what the
@@ -267,6 +270,7 @@ type ForwardOptions struct {
 func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 	r := newReply(8)
 	r.frontID = m.Bytes(m.ID)
+	r.headers = opts.Headers
 	if tok := m.Path(pathProgress...); tok.Has() {
 		r.progress = m.Bytes(tok)
 		if s.shared && rt.c != nil {

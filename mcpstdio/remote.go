@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -150,7 +151,7 @@ func (l *httpLink) fail(err error) {
 }
 
 // write posts msg; the answer is handed on when it comes.
-func (l *httpLink) write(msg []byte) error {
+func (l *httpLink) write(msg []byte, headers map[string]string) error {
 	select {
 	case <-l.done:
 		return l.err
@@ -160,11 +161,11 @@ func (l *httpLink) write(msg []byte) error {
 	if err != nil {
 		return err
 	}
-	go l.post(m)
+	go l.post(m, headers)
 	return nil
 }
 
-func (l *httpLink) post(m *Message) {
+func (l *httpLink) post(m *Message, extra map[string]string) {
 	method := m.MethodName()
 	req, err := http.NewRequestWithContext(l.ctx, http.MethodPost, l.url, bytes.NewReader(m.Raw))
 	if err != nil {
@@ -175,18 +176,23 @@ func (l *httpLink) post(m *Message) {
 	for k, v := range l.headers {
 		h[k] = v
 	}
+	for k, v := range extra {
+		h.Set(k, v)
+	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Accept", "application/json, text/event-stream")
 	l.mu.Lock()
 	session, version := l.session, l.version
 	l.mu.Unlock()
-	if v := m.String(m.Path("params", "_meta", metaProtocolVersion)); v != "" {
-		version = v
-	}
 	if session != "" {
 		h.Set("Mcp-Session-Id", session)
 	}
-	if version != "" && method != "initialize" {
+	// A sessionless request says its version in _meta, and the header
+	// must agree (SEP-2575); a session's requests carry the version agreed
+	// at initialize, which itself carries none.
+	if v := m.String(m.Path("params", "_meta", metaProtocolVersion)); v != "" {
+		h.Set("Mcp-Protocol-Version", v)
+	} else if version != "" && method != "initialize" {
 		h.Set("Mcp-Protocol-Version", version)
 	}
 	if method != "" {
@@ -229,7 +235,7 @@ func (l *httpLink) post(m *Message) {
 	ct := resp.Header.Get("Content-Type")
 	switch {
 	case strings.HasPrefix(ct, "text/event-stream"):
-		l.readEvents(resp.Body, m)
+		l.followEvents(resp.Body, m)
 	case strings.HasPrefix(ct, "application/json"):
 		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 		if err != nil {
@@ -265,26 +271,99 @@ func (l *httpLink) deliver(body []byte, sent *Message) {
 	l.handle(body)
 }
 
+// followEvents reads a request's event stream. A server may close it
+// before the response and expect the client to come back for the rest
+// (SSE polling, SEP-1699): then the stream is resumed with a GET that
+// names the last event seen, after the delay the server asked for.
+func (l *httpLink) followEvents(body io.Reader, sent *Message) {
+	st := l.readEvents(body, sent)
+	for range 1000 {
+		if st.answered || st.lastID == "" || !sent.IsRequest() || l.ctx.Err() != nil {
+			return
+		}
+		select {
+		case <-time.After(st.retry):
+		case <-l.ctx.Done():
+			return
+		}
+		req, err := http.NewRequestWithContext(l.ctx, http.MethodGet, l.url, nil)
+		if err != nil {
+			return
+		}
+		for k, v := range l.headers {
+			req.Header[k] = v
+		}
+		l.mu.Lock()
+		if l.session != "" {
+			req.Header.Set("Mcp-Session-Id", l.session)
+		}
+		if l.version != "" {
+			req.Header.Set("Mcp-Protocol-Version", l.version)
+		}
+		l.mu.Unlock()
+		req.Header.Set("Accept", "text/event-stream")
+		req.Header.Set("Last-Event-ID", st.lastID)
+		resp, err := l.client.Do(req)
+		if err != nil {
+			l.answerError(sent, err)
+			return
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			l.answerError(sent, fmt.Errorf("resuming the answer's stream: HTTP %d", resp.StatusCode))
+			return
+		}
+		next := l.readEvents(resp.Body, sent)
+		resp.Body.Close()
+		if next.lastID == "" {
+			next.lastID = st.lastID
+		}
+		st = next
+	}
+}
+
+// eventsRead is what readEvents saw of a stream.
+type eventsRead struct {
+	lastID   string
+	retry    time.Duration
+	answered bool // the response to the request that opened it came
+}
+
 // readEvents hands on each message of an event stream.
-func (l *httpLink) readEvents(r io.Reader, sent *Message) {
+func (l *httpLink) readEvents(r io.Reader, sent *Message) eventsRead {
+	st := eventsRead{retry: 100 * time.Millisecond}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
 	var data []byte
+	flush := func() {
+		if len(data) == 0 {
+			return
+		}
+		if sent != nil && sent.IsRequest() {
+			if rm, err := ParseMessage(bytes.TrimSpace(data)); err == nil && rm.IsResponse() && bytes.Equal(rm.Bytes(rm.ID), sent.Bytes(sent.ID)) {
+				st.answered = true
+			}
+		}
+		l.deliver(data, sent)
+		data = nil
+	}
 	for sc.Scan() {
 		line := sc.Bytes()
 		switch {
 		case len(line) == 0:
-			if len(data) > 0 {
-				l.deliver(data, sent)
-				data = nil
-			}
+			flush()
 		case bytes.HasPrefix(line, []byte("data:")):
 			data = append(data, bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" "))...)
+		case bytes.HasPrefix(line, []byte("id:")):
+			st.lastID = strings.TrimSpace(string(line[3:]))
+		case bytes.HasPrefix(line, []byte("retry:")):
+			if ms, err := strconv.Atoi(strings.TrimSpace(string(line[6:]))); err == nil && ms >= 0 {
+				st.retry = min(time.Duration(ms)*time.Millisecond, 30*time.Second)
+			}
 		}
 	}
-	if len(data) > 0 {
-		l.deliver(data, sent)
-	}
+	flush()
+	return st
 }
 
 // answerError answers a request the server could not be asked (down,

@@ -48,8 +48,9 @@ type Reply struct {
 	// parked is set on the placeholder of a call that waits for its
 	// client's input (see mrtr.go).
 	parked   *parkedCall
-	frontID  []byte // the client's id, raw
-	progress []byte // the progress token the child sees, raw
+	frontID  []byte            // the client's id, raw
+	headers  map[string]string // for a remote target (ForwardOptions.Headers)
+	progress []byte            // the progress token the child sees, raw
 	// frontToken is the client's own progress token where the child sees
 	// another (a shared child: tokens of different requests must differ).
 	frontToken []byte
