@@ -169,3 +169,52 @@ func TestLoadMissingFile(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+// A relative cmd is resolved against the config file's folder, a name is
+// left to PATH; HostWarnings names each program that is not there and an
+// auth key file that cannot be read, at its line.
+func TestCommandsAndHostWarnings(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "configs"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	os.WriteFile(filepath.Join(dir, "bin", "server"), []byte("#!/bin/sh\n"), 0o755)
+	file := filepath.Join(dir, "configs", "team.yaml")
+	yaml := `tailscale:
+  authKeyFile: ` + filepath.Join(dir, "no-key") + `
+mcp:
+  targets:
+  - name: local
+    stdio: {cmd: ../bin/server}
+  - name: missing
+    stdio: {cmd: ../bin/missing}
+  - name: path
+    stdio: {cmd: sh}
+  - name: nowhere
+    stdio: {cmd: no-such-program-tailgate}
+`
+	os.WriteFile(file, []byte(yaml), 0o600)
+	cfg, err := Load(file, newEnv(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, tgt := range cfg.MCP.Targets {
+		got = append(got, tgt.Stdio.Command())
+	}
+	want := []string{filepath.Join(dir, "bin", "server"), filepath.Join(dir, "bin", "missing"), "sh", "no-such-program-tailgate"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("commands %q, want %q", got, want)
+	}
+	var warnings []string
+	for _, w := range cfg.HostWarnings() {
+		warnings = append(warnings, w.Error())
+	}
+	wantW := []string{
+		file + ":8: mcp.targets[1].stdio.cmd: " + filepath.Join(dir, "bin", "missing") + ": no such file or directory",
+		file + ":12: mcp.targets[3].stdio.cmd: no-such-program-tailgate: not found in PATH",
+		file + ":2: tailscale.authKeyFile: cannot read the auth key: no such file or directory",
+	}
+	if strings.Join(warnings, "\n") != strings.Join(wantW, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(warnings, "\n"), strings.Join(wantW, "\n"))
+	}
+}

@@ -274,12 +274,13 @@ func backendSignature(cfg *Config, m *MCPBackend) string {
 func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *policy.RuleSet) (*mcpFront, error) {
 	targets := make([]mcpstdio.Target, len(m.Targets))
 	for i, t := range m.Targets {
-		if r := t.MCP; r != nil {
+		if r, kind := t.remote(); r != nil {
 			targets[i] = s.remoteTarget(t.Name, r)
+			targets[i].Remote.SSE = kind == "sse"
 			continue
 		}
 		targets[i] = mcpstdio.Target{
-			Name: t.Name, Command: t.Stdio.Cmd, Args: t.Stdio.Args, Env: t.Stdio.Env, ClearEnv: t.Stdio.ClearEnv,
+			Name: t.Name, Command: t.Stdio.Command(), Args: t.Stdio.Args, Env: t.Stdio.Env, ClearEnv: t.Stdio.ClearEnv,
 			IdentityEnv: t.Stdio.IdentityEnv, Pool: t.Stdio.Pool,
 			InitializeTimeout: time.Duration(t.Stdio.InitializeTimeout), RequestTimeout: time.Duration(t.Stdio.RequestTimeout),
 		}

@@ -67,13 +67,47 @@ type yamlUnmarshaler interface {
 // error with its path and line instead of stopping at the first.
 type decoder struct {
 	file string
-	errs ConfigErrors
+	// dir is the config file's folder, absolute: relative commands are
+	// resolved against it.
+	dir string
+	// commands are the stdio targets' programs, for Config.HostWarnings.
+	commands []commandRef
+	errs     ConfigErrors
 	// warnings are what loads but is likely a mistake.
 	warnings []*ConfigError
 	// nodes counts the nodes decoded: YAML aliases can make a small file
 	// expand without bound (a "billion laughs"), and a config is reloaded
 	// whenever it changes.
 	nodes int
+	// shadowed are the paths that failed to decode, and the keys that an
+	// unknown key was likely a typo of: a later check's error about them
+	// (a missing or zero value) would repeat what was said.
+	shadowed []string
+}
+
+// shadows reports whether an error at path would repeat one already
+// reported while decoding: path is a shadowed path, inside one, or holds
+// one.
+func (d *decoder) shadows(path string) bool {
+	for _, s := range d.shadowed {
+		if pathWithin(path, s) || pathWithin(s, path) {
+			return true
+		}
+	}
+	return false
+}
+
+// pathWithin reports whether path is inner or lies inside it, element by
+// element ("a.b[0]" lies inside "a.b" and "a", not inside "a.bc").
+func pathWithin(path, outer string) bool {
+	if outer == "" || path == outer {
+		return true
+	}
+	if !strings.HasPrefix(path, outer) {
+		return false
+	}
+	next := path[len(outer)]
+	return next == '.' || next == '['
 }
 
 // maxNodes bounds the decoded size of a config, aliases expanded.
@@ -223,7 +257,11 @@ func (d *decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value) {
 		seen[key] = true
 		idx, ok := fields[key]
 		if !ok {
-			d.errorf(k, fpath, "unknown field%s", suggest(key, fields))
+			hint, meant := suggest(key, fields)
+			d.errorf(k, fpath, "unknown field%s", hint)
+			if meant != "" && !seen[meant] && !hasKey(n, meant) {
+				d.shadowed = append(d.shadowed, joinPath(path, meant))
+			}
 			continue
 		}
 		f := v.Field(idx)
@@ -248,10 +286,27 @@ func structFields(t reflect.Type) map[string]int {
 	return fields
 }
 
-// suggest returns ` (did you mean "x"?)` for the known key nearest to key,
-// if one is near enough to be a likely typo: a few edits, more for long
-// keys ("frontendPolicy" for "frontendPolicies").
-func suggest(key string, fields map[string]int) string {
+// hasKey reports whether the mapping n has key.
+func hasKey(n *yaml.Node, key string) bool {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if resolve(n.Content[i]).Value == key {
+			return true
+		}
+	}
+	return false
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// suggest returns ` (did you mean "x"?)` and x for the known key nearest
+// to key, if one is near enough to be a likely typo: a few edits, more for
+// long keys ("frontendPolicy" for "frontendPolicies").
+func suggest(key string, fields map[string]int) (string, string) {
 	best, bestDist := "", max(3, len(key)/4+1)
 	names := make([]string, 0, len(fields))
 	for name := range fields {
@@ -260,16 +315,16 @@ func suggest(key string, fields map[string]int) string {
 	sort.Strings(names)
 	for _, name := range names {
 		if strings.EqualFold(name, key) {
-			return fmt.Sprintf(" (did you mean %q?)", name)
+			return fmt.Sprintf(" (did you mean %q?)", name), name
 		}
 		if dist := editDistance(strings.ToLower(key), strings.ToLower(name)); dist < bestDist {
 			best, bestDist = name, dist
 		}
 	}
 	if best == "" {
-		return ""
+		return "", ""
 	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
+	return fmt.Sprintf(" (did you mean %q?)", best), best
 }
 
 func editDistance(a, b string) int {

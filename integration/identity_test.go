@@ -61,7 +61,7 @@ func (tm *team) identityConfig(t *testing.T) *gateway.Config {
 	}
 	y := strings.ReplaceAll(string(raw), `"alice@example.com"`, `"`+tm.aliceID+`"`)
 	y = strings.ReplaceAll(y, `"@example.com"`, `"@fake-control.example.net"`)
-	y = strings.ReplaceAll(y, "./bin/tailgate-demo-server", "$DEMO")
+	y = strings.ReplaceAll(y, "../bin/tailgate-demo-server", "$DEMO")
 	return ParseConfig(t, y)
 }
 
