@@ -13,10 +13,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -271,6 +274,35 @@ func backendSignature(cfg *Config, m *MCPBackend) string {
 	return string(b)
 }
 
+// npxEnv is a stdio target's Env, with npm_config_yes=true added for an
+// npx target unless the target's Env or (without clear_env) the gateway's
+// environment sets it. npm 7 and later ask before installing a package
+// that is not in the cache, and with no terminal to answer, npm 11 gives
+// up ("npx canceled due to missing packages and no YES option"): the seed
+// config's `npx @modelcontextprotocol/server-everything` would fail on
+// every machine that has not run it before.
+func npxEnv(t *StdioTarget, lookup func(string) (string, bool)) map[string]string {
+	if base := filepath.Base(t.Command()); base != "npx" && base != "npx.cmd" {
+		return t.Env
+	}
+	for k := range t.Env {
+		if strings.EqualFold(k, "npm_config_yes") {
+			return t.Env
+		}
+	}
+	if !t.ClearEnv {
+		for _, k := range []string{"npm_config_yes", "NPM_CONFIG_YES"} {
+			if _, ok := lookup(k); ok {
+				return t.Env
+			}
+		}
+	}
+	env := make(map[string]string, len(t.Env)+1)
+	maps.Copy(env, t.Env)
+	env["npm_config_yes"] = "true"
+	return env
+}
+
 func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *policy.RuleSet) (*mcpFront, error) {
 	targets := make([]mcpstdio.Target, len(m.Targets))
 	for i, t := range m.Targets {
@@ -280,7 +312,7 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 			continue
 		}
 		targets[i] = mcpstdio.Target{
-			Name: t.Name, Command: t.Stdio.Command(), Args: t.Stdio.Args, Env: t.Stdio.Env, ClearEnv: t.Stdio.ClearEnv,
+			Name: t.Name, Command: t.Stdio.Command(), Args: t.Stdio.Args, Env: npxEnv(t.Stdio, os.LookupEnv), ClearEnv: t.Stdio.ClearEnv,
 			IdentityEnv: t.Stdio.IdentityEnv, Pool: t.Stdio.Pool,
 			InitializeTimeout: time.Duration(t.Stdio.InitializeTimeout), RequestTimeout: time.Duration(t.Stdio.RequestTimeout),
 		}

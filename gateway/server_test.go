@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -529,5 +531,46 @@ func TestRootAndWellKnown(t *testing.T) {
 	defer cs.Close()
 	if err := cs.Ping(context.Background(), nil); err != nil {
 		t.Errorf("MCP on /: %v", err)
+	}
+}
+
+// An npx target gets npm_config_yes=true, so that npx installs a missing
+// package instead of asking a terminal that is not there — unless the
+// target or the gateway's environment says otherwise.
+func TestNpxTargetsInstallWithoutAsking(t *testing.T) {
+	dir := t.TempDir()
+	npx := filepath.Join(dir, "npx")
+	if err := os.Symlink(demoBin, npx); err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(demoConfig, "          - name: demo\n            stdio: {cmd: DEMO}", `          - name: a
+            stdio: {cmd: `+npx+`}
+          - name: b
+            stdio: {cmd: `+npx+`, env: {npm_config_yes: "false"}}
+          - name: c
+            stdio: {cmd: DEMO}`, 1)
+	_, base := serveLoopback(t, cfg)
+	cs := connect(t, base+"/mcp")
+	defer cs.Close()
+	for _, tt := range []struct{ tool, want string }{
+		{"a_env", `{"npm_config_yes":"true"}`},
+		{"b_env", `{"npm_config_yes":"false"}`},
+		{"c_env", `{}`},
+	} {
+		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: tt.tool, Arguments: map[string]any{"names": []string{"npm_config_yes"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := json.Marshal(res.StructuredContent)
+		if !strings.Contains(string(raw), tt.want) {
+			t.Errorf("%s: %s, want %s", tt.tool, raw, tt.want)
+		}
+	}
+	t.Setenv("npm_config_yes", "false")
+	if env := npxEnv(&StdioTarget{Cmd: "npx"}, os.LookupEnv); env["npm_config_yes"] != "" {
+		t.Errorf("the gateway's own npm_config_yes was overridden: %v", env)
+	}
+	if env := npxEnv(&StdioTarget{Cmd: "npx", ClearEnv: true}, os.LookupEnv); env["npm_config_yes"] != "true" {
+		t.Errorf("clear_env: %v", env)
 	}
 }
