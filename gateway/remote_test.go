@@ -3,10 +3,14 @@ package gateway
 import (
 	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
 )
 
 // An upstream that is down fails its target as a crashed child does: the
@@ -47,5 +51,20 @@ func TestRemoteTargetDown(t *testing.T) {
 				t.Errorf("the other target: %v", err)
 			}
 		})
+	}
+}
+
+// A remote server of the legacy HTTP+SSE transport (agentgateway's
+// targets[].sse, default path /sse) behind the same relay.
+func TestSSETarget(t *testing.T) {
+	upstream := httptest.NewServer(mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil))
+	defer upstream.Close()
+	cfg := strings.Replace(demoConfig, `            stdio: {cmd: DEMO}`, `            sse: {host: "`+upstream.URL+`"}`, 1)
+	_, base := serveLoopback(t, cfg)
+	cs := connect(t, base+"/mcp")
+	defer cs.Close()
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "over sse"}})
+	if err != nil || strings.TrimSpace(res.Content[0].(*mcp.TextContent).Text) != "over sse" {
+		t.Fatalf("echo through an sse target: %v %v", err, res)
 	}
 }

@@ -93,6 +93,9 @@ type Server struct {
 	metrics *metrics
 	ready   atomic.Bool
 	denied  atomic.Uint64 // connections refused, for Stats
+	// warming is set while Warm starts the targets: MCP requests get 503
+	// and a line that says so.
+	warming atomic.Bool
 
 	// state is the routing of the current config.
 	state atomic.Pointer[state]
@@ -545,6 +548,44 @@ func (s *Server) closeListeners() {
 	}
 }
 
+// Warm starts the targets of every MCP backend once — a session opened
+// and closed, as a client's would be — and waits for them, so that a
+// first start's cost (npx fetching a package: 20 s and more) is paid
+// before a client waits for it, not by the first client, whose connect
+// timeout may be shorter (the MCP Inspector's is 15 s). Each target's
+// initializeTimeout bounds it. While it runs, MCP requests get 503 with
+// Retry-After and a line naming what is starting; what fails to start is
+// logged, and will be tried again for the first client.
+func (s *Server) Warm(ctx context.Context) {
+	s.mu.Lock()
+	fronts := make([]*mcpFront, 0, len(s.fronts))
+	for _, f := range s.fronts {
+		fronts = append(fronts, f)
+	}
+	s.mu.Unlock()
+	if len(fronts) == 0 {
+		return
+	}
+	s.warming.Store(true)
+	defer s.warming.Store(false)
+	var wg sync.WaitGroup
+	for _, f := range fronts {
+		wg.Go(func() {
+			begin := time.Now()
+			s.log.Info("starting the route's targets once before serving", "route", f.name)
+			sess, err := f.backend.Open(ctx, mcpstdio.OpenParams{ID: "warm-up"})
+			if err != nil {
+				s.log.Warn("targets did not start; the first client will try again", "route", f.name, "err", err, "duration", time.Since(begin).Round(time.Millisecond))
+				return
+			}
+			targets := sess.Targets()
+			sess.Close()
+			s.log.Info("targets started", "route", f.name, "targets", targets, "duration", time.Since(begin).Round(time.Millisecond))
+		})
+	}
+	wg.Wait()
+}
+
 // SetReady marks the server ready (the node is running and the config
 // loaded) or not, for /healthz/ready.
 func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
@@ -707,6 +748,11 @@ func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
 	}
 	if match == nil {
 		http.NotFound(sw, r)
+		return
+	}
+	if s.warming.Load() {
+		sw.Header().Set("Retry-After", "5")
+		http.Error(sw, "tailgate is starting its MCP servers for the first time (npx may be fetching packages); try again in a few seconds", http.StatusServiceUnavailable)
 		return
 	}
 	routeName = match.name

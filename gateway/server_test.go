@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -572,5 +573,55 @@ func TestNpxTargetsInstallWithoutAsking(t *testing.T) {
 	}
 	if env := npxEnv(&StdioTarget{Cmd: "npx", ClearEnv: true}, os.LookupEnv); env["npm_config_yes"] != "true" {
 		t.Errorf("clear_env: %v", env)
+	}
+}
+
+// Warm pays a target's first, slow start before any client waits for it:
+// while it runs, MCP requests get 503 and a line that says why; after it,
+// a client with a short connect timeout gets in at once.
+func TestWarmStartsTargetsBeforeClients(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The first start waits for the test (as npx waits for the registry).
+	script := filepath.Join(dir, "slow-first-start")
+	os.WriteFile(script, []byte(`#!/bin/sh
+if [ ! -e "`+dir+`/warm" ]; then touch "`+dir+`/started"; read x < "`+fifo+`"; touch "`+dir+`/warm"; fi
+exec "`+demoBin+`"
+`), 0o755)
+	s, base := serveLoopback(t, strings.Replace(demoConfig, "stdio: {cmd: DEMO}", "stdio: {cmd: "+script+"}", 1))
+	warmed := make(chan struct{})
+	go func() {
+		s.Warm(context.Background())
+		close(warmed)
+	}()
+	waitFor(t, "the first start", func() bool { _, err := os.Stat(filepath.Join(dir, "started")); return err == nil })
+	resp, err := http.Post(base+"/mcp", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "starting its MCP servers") {
+		t.Errorf("during warm-up: %d %q", resp.StatusCode, body)
+	}
+	f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("go\n")
+	f.Close()
+	<-warmed
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "impatient"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, legacySession)
+	if err != nil {
+		t.Fatalf("first client after warm-up: %v", err)
+	}
+	defer cs.Close()
+	if st := s.Stats(); st.ChildrenStarted != 2 {
+		t.Errorf("children started: %d, want 2 (warm-up, client)", st.ChildrenStarted)
 	}
 }

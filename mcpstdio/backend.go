@@ -67,6 +67,9 @@ type Remote struct {
 	// ConnectTimeout bounds each connection's dial and TLS handshake;
 	// default 10s.
 	ConnectTimeout time.Duration
+	// SSE says the server speaks the legacy HTTP+SSE transport: URL is its
+	// event stream, whose endpoint event names where to post.
+	SSE bool
 }
 
 // PrefixMode says when tool and prompt names carry their target's name,

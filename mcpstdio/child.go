@@ -102,9 +102,12 @@ func (ci *childInit) has(capability string) bool {
 func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string]string, params []byte, logID string, shared bool) (*child, error) {
 	log := b.log.With("session", logID, "target", t.Name)
 	c := &child{target: t, log: log, pending: make(map[int64]*Reply), maxMsg: b.opts.MaxMessageBytes}
-	if t.Remote != nil {
+	switch {
+	case t.Remote != nil && t.Remote.SSE:
+		c.link = b.dialSSE(t, identity, c.handle, log)
+	case t.Remote != nil:
 		c.link = b.dialRemote(t, identity, c.handle, log)
-	} else {
+	default:
 		proc, err := startProcess(t, b.childEnv(t, identity), log, stderrLimits{maxLine: b.opts.StderrMaxLine, perSecond: b.opts.StderrLinesPerSecond})
 		if err != nil {
 			return nil, fmt.Errorf("target %q: start %s: %w", t.Name, t.Command, err)

@@ -490,3 +490,110 @@ func redactURL(raw string) string {
 	u.User, u.RawQuery = nil, ""
 	return u.String()
 }
+
+// sseLink is a remote MCP server of the legacy HTTP+SSE transport: one GET
+// event stream carries everything the server sends, the first event names
+// the endpoint the client posts its messages to.
+type sseLink struct {
+	*httpLink
+	ready    chan struct{} // closed once the endpoint is known
+	endpoint string
+}
+
+// dialSSE opens the event stream of a legacy SSE target.
+func (b *Backend) dialSSE(t *Target, identity map[string]string, handle func([]byte), log *slog.Logger) link {
+	hl := b.dialRemote(t, identity, handle, log).(*httpLink)
+	l := &sseLink{httpLink: hl, ready: make(chan struct{})}
+	if hl.client != nil {
+		go l.stream()
+	}
+	return l
+}
+
+// stream reads the server's event stream until it ends; then the target is
+// gone, as a child whose stdout closed.
+func (l *sseLink) stream() {
+	req, err := http.NewRequestWithContext(l.ctx, http.MethodGet, l.url, nil)
+	if err != nil {
+		l.fail(err)
+		return
+	}
+	for k, v := range l.headers {
+		req.Header[k] = v
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := l.client.Do(req)
+	if err != nil {
+		l.fail(fmt.Errorf("target %q: %s unreachable: %v", l.t.Name, redactURL(l.url), err))
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		l.fail(fmt.Errorf("target %q: %s: HTTP %d", l.t.Name, redactURL(l.url), resp.StatusCode))
+		return
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	var event string
+	var data []byte
+	for sc.Scan() {
+		line := sc.Bytes()
+		switch {
+		case len(line) == 0:
+			if event == "endpoint" {
+				if u, err := url.Parse(l.url); err == nil {
+					if ep, err := u.Parse(strings.TrimSpace(string(data))); err == nil && ep.Host == u.Host {
+						l.endpoint = ep.String()
+						close(l.ready)
+					}
+				}
+			} else if len(data) > 0 {
+				l.handle(bytes.TrimSpace(data))
+			}
+			event, data = "", nil
+		case bytes.HasPrefix(line, []byte("event:")):
+			event = strings.TrimSpace(string(line[6:]))
+		case bytes.HasPrefix(line, []byte("data:")):
+			data = append(data, bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" "))...)
+		}
+	}
+	l.fail(fmt.Errorf("target %q: the server closed its event stream", l.t.Name))
+}
+
+// write posts msg to the endpoint; the answer comes on the stream.
+func (l *sseLink) write(msg []byte, headers map[string]string) error {
+	select {
+	case <-l.ready:
+	case <-l.done:
+		return l.exitError()
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("target %q: no endpoint event from %s", l.t.Name, redactURL(l.url))
+	}
+	req, err := http.NewRequestWithContext(l.ctx, http.MethodPost, l.endpoint, bytes.NewReader(msg))
+	if err != nil {
+		return err
+	}
+	for k, v := range l.headers {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := l.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("target %q: %s unreachable: %v", l.t.Name, redactURL(l.endpoint), err)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("target %q: %s: HTTP %d", l.t.Name, redactURL(l.endpoint), resp.StatusCode)
+	}
+	return nil
+}
+
+// read waits for the stream to end.
+func (l *sseLink) read(c *child) {
+	<-l.done
+	c.closed(nil)
+}
+
+// stop closes the stream.
+func (l *sseLink) stop(time.Duration) { l.fail(nil) }
