@@ -8,9 +8,12 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +52,16 @@ type Config struct {
 	Warnings []*ConfigError `yaml:"-"`
 
 	networkAuthz *policy.RuleSet
+	// commands are the stdio targets' programs, and authKeyLine the line
+	// of tailscale.authKeyFile, for HostWarnings.
+	commands    []commandRef
+	authKeyLine int
+}
+
+// commandRef is a stdio target's program and where the config names it.
+type commandRef struct {
+	path, cmd string
+	line      int
 }
 
 // deniedReply reports whether a connection that networkAuthorization
@@ -413,6 +426,9 @@ type Target struct {
 
 // StdioTarget is a stdio MCP server that tailgate starts, one per session.
 type StdioTarget struct {
+	// Cmd is the program: a name looked up in PATH ("npx"), an absolute
+	// path, or a path relative to the config file's folder
+	// ("../bin/server" next to configs/).
 	Cmd  string            `yaml:"cmd"`
 	Args []string          `yaml:"args"`
 	Env  map[string]string `yaml:"env"`
@@ -431,6 +447,20 @@ type StdioTarget struct {
 	// extensions.
 	InitializeTimeout Duration `yaml:"initializeTimeout"`
 	RequestTimeout    Duration `yaml:"requestTimeout"`
+
+	// path is Cmd with a relative path resolved against the config file's
+	// folder.
+	path string
+}
+
+// Command is the program to run: Cmd, with a relative path (one that
+// holds a "/") resolved against the config file's folder, so that a
+// config means the same whatever folder tailgate starts in.
+func (t *StdioTarget) Command() string {
+	if t.path != "" {
+		return t.path
+	}
+	return t.Cmd
 }
 
 // RemoteTarget is an MCP server tailgate reaches over HTTP: agentgateway's
@@ -554,7 +584,10 @@ func Load(path string, env *policy.Env) (*Config, error) {
 // reported, as ConfigErrors, each with file, line and YAML path. Rules are
 // compiled with env.
 func Parse(file string, data []byte, env *policy.Env) (*Config, error) {
-	d := &decoder{file: file}
+	d := &decoder{file: file, dir: filepath.Dir(file)}
+	if abs, err := filepath.Abs(d.dir); err == nil {
+		d.dir = abs
+	}
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil {
@@ -574,15 +607,32 @@ func Parse(file string, data []byte, env *policy.Env) (*Config, error) {
 		doc = doc.Content[0]
 	}
 	d.decode(doc, "", reflectValue(cfg))
-	// Semantic checks and rule compilation run on a well-formed file only:
-	// a field that failed to decode would otherwise be reported twice.
-	if len(d.errs) == 0 {
+	// The checks and rule compilation run even when decoding found errors,
+	// so that one run reports every problem; what they say about a field
+	// that failed to decode (or that a typo left unset) would only repeat
+	// it, and is dropped.
+	if d.nodes < maxNodes {
+		decoded := len(d.errs)
+		for _, e := range d.errs {
+			d.shadowed = append(d.shadowed, e.Path)
+		}
 		d.validate(doc, cfg)
-	}
-	if len(d.errs) == 0 {
 		d.compileRules(doc, cfg, env)
+		kept := d.errs[:decoded]
+		for _, e := range d.errs[decoded:] {
+			if !d.shadows(e.Path) {
+				kept = append(kept, e)
+			}
+		}
+		d.errs = kept
+	}
+	cfg.commands = d.commands
+	if n := lookup(doc, "tailscale", "authKeyFile"); n != nil {
+		cfg.authKeyLine = n.Line
 	}
 	if len(d.errs) > 0 {
+		// In file order; errors about the whole file (line 0) first.
+		sort.SliceStable(d.errs, func(i, j int) bool { return d.errs[i].Line < d.errs[j].Line })
 		return nil, d.errs
 	}
 	cfg.Warnings = d.warnings
@@ -891,6 +941,9 @@ func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys .
 		}
 		if t.Stdio.Cmd == "" {
 			d.errorf(at(doc, k("targets", i, "stdio", "cmd")...), tpath+".stdio.cmd", "a stdio target needs cmd")
+		} else {
+			t.Stdio.path = resolveCommand(d.dir, t.Stdio.Cmd)
+			d.commands = append(d.commands, commandRef{path: tpath + ".stdio.cmd", cmd: t.Stdio.path, line: at(doc, k("targets", i, "stdio", "cmd")...).Line})
 		}
 		if t.Stdio.Pool < 0 || t.Stdio.Pool > 1000 {
 			d.errorf(at(doc, k("targets", i, "stdio", "pool")...), tpath+".stdio.pool", "pool %d out of range 0-1000", t.Stdio.Pool)
@@ -1030,3 +1083,50 @@ func unjoin(err error) []error {
 }
 
 func reflectValue(cfg *Config) reflect.Value { return reflect.ValueOf(cfg).Elem() }
+
+// resolveCommand is cmd with a relative path (one that holds a "/")
+// made absolute against dir; names ("npx") are left to PATH.
+func resolveCommand(dir, cmd string) string {
+	if filepath.IsAbs(cmd) || !strings.ContainsRune(cmd, '/') {
+		return cmd
+	}
+	return filepath.Join(dir, cmd)
+}
+
+// HostWarnings are what this host lacks for the config: a stdio target's
+// program that is not found (in PATH, or at its path) or not executable,
+// and a tailscale.authKeyFile that cannot be read. The config is valid
+// without them — a program may be installed later — so they are
+// warnings, each located as a ConfigError is.
+func (c *Config) HostWarnings() []*ConfigError {
+	var ws []*ConfigError
+	for _, ref := range c.commands {
+		if _, err := exec.LookPath(ref.cmd); err != nil {
+			msg := fmt.Sprintf("%s: not found in PATH", ref.cmd)
+			if strings.ContainsRune(ref.cmd, '/') {
+				msg = fmt.Sprintf("%s: %v", ref.cmd, unwrapPathError(err))
+			}
+			ws = append(ws, &ConfigError{File: c.File, Line: ref.line, Path: ref.path, Msg: msg})
+		}
+	}
+	if f := c.Tailscale.AuthKeyFile; f != "" && c.Tailscale.Mode != "host" {
+		if _, err := os.ReadFile(f); err != nil {
+			ws = append(ws, &ConfigError{File: c.File, Line: c.authKeyLine, Path: "tailscale.authKeyFile", Msg: fmt.Sprintf("cannot read the auth key: %v", unwrapPathError(err))})
+		}
+	}
+	return ws
+}
+
+// unwrapPathError drops the operation and path that a message already
+// names ("open /x: no such file" → "no such file").
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	var ee *exec.Error
+	if errors.As(err, &ee) {
+		return ee.Err
+	}
+	return err
+}
