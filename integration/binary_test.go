@@ -67,6 +67,13 @@ const anyAdminPort = "config: {adminAddr: \"127.0.0.1:0\"}\n"
 // config must set adminAddr (see anyAdminPort).
 func startTailgateArgs(t *testing.T, args []string, env ...string) *process {
 	t.Helper()
+	return startTailgateWith(t, nil, args, env...)
+}
+
+// startTailgateWith is startTailgateArgs with setup applied to the command
+// before it starts (nil: none).
+func startTailgateWith(t *testing.T, setup func(*exec.Cmd), args []string, env ...string) *process {
+	t.Helper()
 	for i, a := range args {
 		if a == "-f" && i+1 < len(args) {
 			if raw, err := os.ReadFile(args[i+1]); err == nil && !strings.Contains(string(raw), "adminAddr") {
@@ -77,6 +84,9 @@ func startTailgateArgs(t *testing.T, args []string, env ...string) *process {
 	cmd := exec.Command(buildTailgate(t), args...)
 	// Nothing may reach Tailscale's log service from a test.
 	cmd.Env = append(os.Environ(), append([]string{"TS_NO_LOGS_NO_SUPPORT=true"}, env...)...)
+	if setup != nil {
+		setup(cmd)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
