@@ -225,7 +225,7 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 		name:     name,
 		targets:  slices.Clone(targets),
 		opts:     opts,
-		log:      opts.Logger.With("backend", name),
+		log:      redactLogger(opts.Logger, opts.Secrets).With("backend", name),
 		sessions: make(map[*Session]struct{}),
 		pools:    make(map[string]*pool),
 		remotes:  make(map[string]*http.Client),

@@ -120,6 +120,9 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 			b.exited(t.Name, proc)
 		}()
 		c.link = stdioLink{proc}
+		if r := newRedactor(b.opts.Secrets); r != nil {
+			c.link = redactLink{c.link, r}
+		}
 	}
 	go c.link.read(c)
 	initCtx, cancel := context.WithTimeout(ctx, b.initializeTimeout(t))
