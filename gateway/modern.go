@@ -66,15 +66,8 @@ func checkHeaders(r *http.Request, m *mcpstdio.Message) error {
 	if hm != method {
 		return fmt.Errorf("header mismatch: %s header value %q does not match body value %q", methodHeader, hm, method)
 	}
-	var name mcpstdio.Span
-	switch method {
-	case "tools/call", "prompts/get":
-		name = m.Path("params", "name")
-	case "resources/read":
-		name = m.Path("params", "uri")
-	case "tasks/get", "tasks/update", "tasks/cancel":
-		name = m.Path("params", "taskId") // the tasks extension's Mcp-Name
-	default:
+	name, ok := m.NameSpan()
+	if !ok {
 		return nil
 	}
 	hn := r.Header.Get(nameHeader)

@@ -210,6 +210,22 @@ func (m *Message) Path(keys ...string) Span {
 	return s
 }
 
+// NameSpan is where the message names what SEP-2243's Mcp-Name header
+// repeats: params.name of tools/call and prompts/get, params.uri of
+// resources/read, params.taskId of tasks/get, update and cancel (the tasks
+// extension). ok is false for other methods.
+func (m *Message) NameSpan() (s Span, ok bool) {
+	switch m.MethodName() {
+	case "tools/call", "prompts/get":
+		return m.Path("params", "name"), true
+	case "resources/read":
+		return m.Path("params", "uri"), true
+	case "tasks/get", "tasks/update", "tasks/cancel":
+		return m.Path("params", "taskId"), true
+	}
+	return Span{}, false
+}
+
 // String is the string at span s, "" if it is not a string.
 func (m *Message) String(s Span) string {
 	if !s.Has() || m.Raw[s.Start] != '"' {

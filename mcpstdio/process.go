@@ -55,6 +55,9 @@ func startProcess(t *Target, env []string, log *slog.Logger, limits stderrLimits
 	// interpreter they start together; Pdeathsig kills the direct child if
 	// the gateway dies without stopping it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// A guard takes the child's whole group down if the gateway dies, even
+	// by SIGKILL (reaper_linux.go).
+	supervise(cmd)
 
 	inR, inW, err := os.Pipe()
 	if err != nil {

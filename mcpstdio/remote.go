@@ -198,17 +198,8 @@ func (l *httpLink) post(m *Message, extra map[string]string) {
 	if method != "" {
 		// SEP-2243: the server checks these against the body.
 		h.Set("Mcp-Method", method)
-		var name Span
-		switch method {
-		case "tools/call", "prompts/get":
-			name = m.Path("params", "name")
-		case "resources/read":
-			name = m.Path("params", "uri")
-		case "tasks/get", "tasks/update", "tasks/cancel":
-			name = m.Path("params", "taskId")
-		}
-		if n := m.String(name); n != "" {
-			h.Set("Mcp-Name", n)
+		if name, ok := m.NameSpan(); ok && m.String(name) != "" {
+			h.Set("Mcp-Name", m.String(name))
 		}
 	}
 	resp, err := l.client.Do(req)
@@ -286,22 +277,10 @@ func (l *httpLink) followEvents(body io.Reader, sent *Message) {
 		case <-l.ctx.Done():
 			return
 		}
-		req, err := http.NewRequestWithContext(l.ctx, http.MethodGet, l.url, nil)
+		req, err := l.streamRequest()
 		if err != nil {
 			return
 		}
-		for k, v := range l.headers {
-			req.Header[k] = v
-		}
-		l.mu.Lock()
-		if l.session != "" {
-			req.Header.Set("Mcp-Session-Id", l.session)
-		}
-		if l.version != "" {
-			req.Header.Set("Mcp-Protocol-Version", l.version)
-		}
-		l.mu.Unlock()
-		req.Header.Set("Accept", "text/event-stream")
 		req.Header.Set("Last-Event-ID", st.lastID)
 		resp, err := l.client.Do(req)
 		if err != nil {
@@ -382,18 +361,10 @@ func (l *httpLink) answerError(m *Message, err error) {
 // listen opens the session's GET stream, for what the server sends
 // unasked (list_changed, its requests of the client).
 func (l *httpLink) listen() {
-	req, err := http.NewRequestWithContext(l.ctx, http.MethodGet, l.url, nil)
+	req, err := l.streamRequest()
 	if err != nil {
 		return
 	}
-	for k, v := range l.headers {
-		req.Header[k] = v
-	}
-	l.mu.Lock()
-	req.Header.Set("Mcp-Session-Id", l.session)
-	req.Header.Set("Mcp-Protocol-Version", l.version)
-	l.mu.Unlock()
-	req.Header.Set("Accept", "text/event-stream")
 	resp, err := l.client.Do(req)
 	if err != nil {
 		return
@@ -402,6 +373,27 @@ func (l *httpLink) listen() {
 	if resp.StatusCode == http.StatusOK {
 		l.readEvents(resp.Body, nil)
 	}
+}
+
+// streamRequest is a GET of the session's event stream.
+func (l *httpLink) streamRequest() (*http.Request, error) {
+	req, err := http.NewRequestWithContext(l.ctx, http.MethodGet, l.url, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range l.headers {
+		req.Header[k] = v
+	}
+	l.mu.Lock()
+	if l.session != "" {
+		req.Header.Set("Mcp-Session-Id", l.session)
+	}
+	if l.version != "" {
+		req.Header.Set("Mcp-Protocol-Version", l.version)
+	}
+	l.mu.Unlock()
+	req.Header.Set("Accept", "text/event-stream")
+	return req, nil
 }
 
 // read waits for the link to end; messages arrive through post.
