@@ -194,18 +194,7 @@ func TestRequestBudget(t *testing.T) {
 // get the route's new rules at once, and a removed route's sessions end.
 // Failed before: the old sessions kept the old rules, and lived on.
 func TestReloadReachesEverySession(t *testing.T) {
-	const cfgA = `
-binds:
-- port: 3000
-  listeners:
-  - routes:
-    - name: mcp
-      backends:
-      - mcp:
-          targets:
-          - name: demo
-            stdio: {cmd: DEMO}
-`
+	const cfgA = reloadConfig
 	s, base := serveLoopback(t, cfgA)
 	cs := connect(t, base+"/mcp")
 	defer cs.Close()

@@ -24,6 +24,20 @@ import (
 
 var demoBin string
 
+// reloadConfig is a route of the demo server that reload tests change.
+const reloadConfig = `
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - name: mcp
+      backends:
+      - mcp:
+          targets:
+          - name: demo
+            stdio: {cmd: DEMO}
+`
+
 // legacySession pins a go-sdk client to MCP 2025-11-25 and its session;
 // unpinned, go-sdk v1.8.0 clients speak 2026-07-28 without one.
 var legacySession = &mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"}
@@ -436,18 +450,7 @@ func grepLines(s, substr string) string {
 // lets sessions of a replaced backend finish, and starts new sessions on
 // the new backend.
 func TestReload(t *testing.T) {
-	const cfgA = `
-binds:
-- port: 3000
-  listeners:
-  - routes:
-    - name: mcp
-      backends:
-      - mcp:
-          targets:
-          - name: demo
-            stdio: {cmd: DEMO}
-`
+	const cfgA = reloadConfig
 	s, base := serveLoopback(t, cfgA)
 	cs := connect(t, base+"/mcp")
 	defer cs.Close()
