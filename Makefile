@@ -15,13 +15,46 @@ CONFORMANCE_NPM_DIR := integration/testdata/conformance
 # state sealing.
 TAGS     := ts_omit_peerapiserver,ts_omit_tpm
 
-.PHONY: all build test vet fmt-check unit integration npm-deps conformance conformance-npm-deps run demo clean
+# The version stamped into the binary (tailgate version): the nearest tag
+# and the commit, from git when there is one.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+PKG      := github.com/tailgate-dev/tailgate
+LDFLAGS  := -X $(PKG)/gateway.Version=$(VERSION) -X $(PKG)/gateway.Commit=$(COMMIT)
+DIST     ?= dist
+IMAGE    ?= tailgate:$(VERSION)
+
+.PHONY: all build release package docker test vet fmt-check unit integration npm-deps conformance conformance-npm-deps run demo clean
 
 all: build
 
 build:
-	$(GO) build -tags $(TAGS) -o $(BIN)/tailgate ./cmd/tailgate
+	$(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o $(BIN)/tailgate ./cmd/tailgate
 	$(GO) build -o $(BIN)/tailgate-demo-server ./cmd/tailgate-demo-server
+
+## release: a static, stripped, version-stamped binary in dist/.
+release:
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(TAGS) -ldflags "-s -w $(LDFLAGS)" -o $(DIST)/tailgate ./cmd/tailgate
+	@$(DIST)/tailgate version
+
+## package: the release binary, the systemd unit checked with
+## systemd-analyze (when present) against that binary, and the container
+## image (when a Docker daemon answers; else the Dockerfile is only
+## checked by the tests).
+package: release
+	@if command -v systemd-analyze >/dev/null; then \
+		sed 's|/usr/local/bin/tailgate|$(abspath $(DIST))/tailgate|' cmd/tailgate/tailgate.service > $(DIST)/tailgate.service && \
+		systemd-analyze verify $(DIST)/tailgate.service && \
+		echo "systemd unit: ok ($$(systemd-analyze security --offline=yes $(DIST)/tailgate.service 2>/dev/null | tail -1 | sed 's/.*: //'))"; \
+	else echo "systemd unit: systemd-analyze not found, not verified"; fi
+	cp cmd/tailgate/tailgate.service $(DIST)/tailgate.service
+	@if docker info >/dev/null 2>&1; then $(MAKE) docker; \
+	else echo "container image: no Docker daemon, not built (make docker)"; fi
+
+## docker: the container image (Dockerfile): the static binary and Node.js
+## for npx servers.
+docker:
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
 
 ## test: formatting, vet, unit tests with the race detector, then the
 ## integration tests, the MCP conformance suite (TestConformance) among
@@ -100,4 +133,4 @@ $(BENCH_NPM_DIR)/node_modules/.installed: $(BENCH_NPM_DIR)/package.json $(BENCH_
 	touch $@
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)

@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+#
+# tailgate in a container: a static binary, and Node.js so that `npx`
+# MCP servers (the seed config's server-everything) can run beside it.
+#
+#   make docker                     # or: docker build -t tailgate .
+#   docker run -d --name tailgate \
+#     -v tailgate-state:/var/lib/tailgate \
+#     -v $PWD/tailgate.yaml:/etc/tailgate/tailgate.yaml:ro \
+#     -e TS_AUTHKEY=tskey-auth-... tailgate
+#
+# The config should set `tailscale.stateDir: /var/lib/tailgate` (or
+# `ephemeral: true` and `stateStore: mem`). tailgate listens on the tailnet
+# only, through its own userspace WireGuard: no port needs publishing, no
+# capability, no /dev/net/tun.
+
+ARG GO_VERSION=1.26.8
+ARG NODE_VERSION=22
+
+FROM golang:${GO_VERSION}-bookworm AS build
+WORKDIR /src
+ENV GOTOOLCHAIN=local CGO_ENABLED=0
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+ARG COMMIT=unknown
+RUN go build -trimpath -tags ts_omit_peerapiserver,ts_omit_tpm \
+      -ldflags "-s -w -X github.com/tailgate-dev/tailgate/gateway.Version=${VERSION} -X github.com/tailgate-dev/tailgate/gateway.Commit=${COMMIT}" \
+      -o /out/tailgate ./cmd/tailgate
+
+FROM node:${NODE_VERSION}-bookworm-slim
+COPY --from=build /out/tailgate /usr/local/bin/tailgate
+RUN mkdir -p /var/lib/tailgate /etc/tailgate && chown node:node /var/lib/tailgate && chmod 0700 /var/lib/tailgate
+# An unprivileged user; npx caches packages in its home.
+USER node
+ENV HOME=/home/node TS_NO_LOGS_NO_SUPPORT=true
+VOLUME /var/lib/tailgate
+ENTRYPOINT ["/usr/local/bin/tailgate"]
+CMD ["-f", "/etc/tailgate/tailgate.yaml", "--log-format", "json"]
