@@ -155,8 +155,9 @@ func TestFaultChildWritesGarbage(t *testing.T) {
 func TestFaultControlServerGone(t *testing.T) {
 	tn, gw, laptop, pids := faultGateway(t, "")
 	cs := laptop.MCP(t, gw, 3000, "/mcp")
-	tn.Control.HTTPTestServer.CloseClientConnections()
-	tn.Control.HTTPTestServer.Close()
+	if err := tn.Dev.StopControl(); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 5 {
 		if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": strconv.Itoa(i)}}); err != nil {
 			t.Fatalf("existing session without control: %v", err)

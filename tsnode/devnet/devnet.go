@@ -248,6 +248,15 @@ func selfSignedCert(host string) (tls.Certificate, error) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}, nil
 }
 
+// StopControl stops the control server alone, with its connections, as a
+// control plane that goes away while the tailnet runs on.
+func (t *Tailnet) StopControl() error {
+	if t.controlHS == nil {
+		return nil
+	}
+	return t.controlHS.Close()
+}
+
 // Close stops the control server, DERP and STUN at once; it does not wait
 // for nodes, which should be closed first.
 func (t *Tailnet) Close() error {
