@@ -329,6 +329,7 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 		StopGrace:   s.opts.StopGrace,
 		DropEnv:     s.opts.DropEnv,
 		Secrets:     s.opts.Secrets,
+		HidePaths:   hiddenFromChildren(cfg.Tailscale),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("route %q: %w", name, err)
@@ -1057,4 +1058,20 @@ func (s *Server) housekeep(ctx context.Context) {
 			s.refreshServiceAddrs(network)
 		}
 	}
+}
+
+// hiddenFromChildren are the paths no stdio child may reach
+// (mcpstdio.Options.HidePaths): the configured state dir and auth key
+// file. tsnode's default state dir (under the user config dir) is not
+// hidden: confining it would keep children from creating anything
+// directly in $HOME and ~/.config (npx's first ~/.npm, say).
+func hiddenFromChildren(ts TailscaleConfig) []string {
+	var paths []string
+	if ts.StateDir != "" {
+		paths = append(paths, ts.StateDir)
+	}
+	if ts.AuthKeyFile != "" {
+		paths = append(paths, ts.AuthKeyFile)
+	}
+	return paths
 }

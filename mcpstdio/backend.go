@@ -114,6 +114,11 @@ type Options struct {
 	// Secrets are values that must not reach a child: any variable whose
 	// value contains one is removed, whatever its name or origin.
 	Secrets []string
+	// HidePaths are files and directories no child may open, read, write
+	// or remove (the node's state dir, the auth key file): on Linux with
+	// Landlock, each child is confined away from them before it execs
+	// (confine_linux.go); elsewhere they are not enforced.
+	HidePaths []string
 	// StderrLinesPerSecond caps how many stderr lines per child are logged
 	// each second; the rest are counted. Default 100.
 	StderrLinesPerSecond int
@@ -375,6 +380,10 @@ func (b *Backend) childEnv(t *Target, extra map[string]string) []string {
 	}
 	set(t.Env)
 	set(extra)
+	env = slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, hideEnv+"=") })
+	if v := hideEnvValue(b.opts.HidePaths); v != "" {
+		env = append(env, hideEnv+"="+v)
+	}
 	return slices.DeleteFunc(env, func(kv string) bool {
 		name, value, _ := strings.Cut(kv, "=")
 		if slices.Contains(b.opts.DropEnv, name) {

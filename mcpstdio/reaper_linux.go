@@ -130,6 +130,13 @@ func runChild(args []string) int {
 		guard.Process.Release()
 	}
 	syscall.CloseOnExec(fd)
+	// Confined (Options.HidePaths) before the exec, so the server and
+	// all it starts are; a ruleset that cannot be applied on a kernel
+	// that has Landlock stops the child rather than run it unconfined.
+	if err := confineFromEnv(); err != nil {
+		fmt.Fprintln(os.Stderr, "tailgate: cannot confine the child:", err)
+		return 126
+	}
 	err = syscall.Exec(args[1], args[2:], os.Environ())
 	fmt.Fprintf(os.Stderr, "tailgate: exec %s: %v\n", args[1], err)
 	return 127
