@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net/http"
 	"net/netip"
@@ -34,54 +35,134 @@ import (
 	"github.com/tailgate-dev/tailgate/tsnode"
 )
 
-// `tailgate dev` runs a control server, the gateway and a bridge node in
-// one process; a plain local MCP client reaches the gateway through the
-// bridge with the bridge node's real identity.
-func TestDevMode(t *testing.T) {
-	cfg := writeConfig(t, "config: {adminAddr: \"127.0.0.1:0\"}"+routeConfig("", demoTarget("identityEnv: true")))
-	cmd := exec.Command(buildTailgate(t), "dev", "-f", cfg, "--listen", "127.0.0.1:0", "--tags", "tag:ci")
+// devProcess is a running `tailgate dev`.
+type devProcess struct {
+	cmd *exec.Cmd
+	// url is the bridge's MCP URL, admin the admin listener's address,
+	// both as the banner printed them.
+	url, admin string
+	exited     chan struct{}
+	err        error
+	stderr     *Logs
+}
+
+// startDev runs `tailgate dev -f cfg args...` and waits for its banner.
+func startDev(t *testing.T, name, cfg string, args ...string) *devProcess {
+	t.Helper()
+	cmd := exec.Command(buildTailgate(t), append([]string{"dev", "-f", cfg}, args...)...)
 	cmd.Env = append(os.Environ(), "TS_NO_LOGS_NO_SUPPORT=true")
 	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = testLogWriter{t, "tailgate dev: "}
+	d := &devProcess{cmd: cmd, exited: make(chan struct{}), stderr: &Logs{}}
+	cmd.Stderr = io.MultiWriter(testLogWriter{t, name + ": "}, d.stderr)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}()
-	urlRE := regexp.MustCompile(`http://127\.0\.0\.1:\d+/mcp`)
-	found := make(chan string, 1)
+	banner := make(chan [2]string, 1)
 	go func() {
+		urlRE := regexp.MustCompile(`http://127\.0\.0\.1:\d+/mcp`)
+		adminRE := regexp.MustCompile(`http://(127\.0\.0\.1:\d+)/metrics`)
+		var url string
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if u := urlRE.FindString(sc.Text()); u != "" {
-				found <- u
-				return
+			if u := urlRE.FindString(sc.Text()); u != "" && url == "" {
+				url = u
+			}
+			if m := adminRE.FindStringSubmatch(sc.Text()); m != nil {
+				banner <- [2]string{url, m[1]}
 			}
 		}
 	}()
-	var url string
+	go func() {
+		d.err = cmd.Wait()
+		close(d.exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-d.exited
+	})
 	select {
-	case url = <-found:
+	case b := <-banner:
+		d.url, d.admin = b[0], b[1]
+	case <-d.exited:
+		t.Fatalf("%s exited (%v) before its banner", name, d.err)
 	case <-time.After(45 * time.Second):
-		t.Fatal("tailgate dev printed no URL")
+		t.Fatalf("%s printed no URL and admin address", name)
 	}
+	return d
+}
+
+// env asks the demo server behind d for environment variables.
+func (d *devProcess) env(t *testing.T, names ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "local-ide"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url}, LegacySession)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "local-ide"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: d.url}, LegacySession)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cs.Close()
-	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "env", Arguments: map[string]any{"names": []string{"TAILGATE_NODE_NAME", "TAILGATE_NODE_TAGS"}}})
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "env", Arguments: map[string]any{"names": names}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := json.Marshal(res.StructuredContent)
-	if !strings.Contains(string(raw), `"TAILGATE_NODE_TAGS":"tag:ci"`) || !strings.Contains(string(raw), "dev-client.") {
-		t.Errorf("the bridge's identity did not reach the child: %s", raw)
+	return string(raw)
+}
+
+// `tailgate dev` runs a control server, the gateway and a bridge node in
+// one process; a plain local MCP client reaches the gateway through the
+// bridge with the bridge node's identity: tagged-devices for a tagged
+// bridge, as on Tailscale, or the login --user gives. Two run side by side
+// (each takes a free admin port, and prints it); a third on a busy bridge
+// port is told to use --listen; Ctrl-C stops one within 2 s.
+func TestDevMode(t *testing.T) {
+	// No adminAddr: tailgate dev takes a free port by itself.
+	cfg := writeConfig(t, routeConfig("", demoTarget("identityEnv: true")))
+	ci := startDev(t, "dev ci", cfg, "--listen", "127.0.0.1:0", "--tags", "tag:ci")
+	alice := startDev(t, "dev alice", cfg, "--listen", "127.0.0.1:0", "--user", "alice@example.com")
+	if ci.admin == alice.admin {
+		t.Errorf("both admin listeners at %s", ci.admin)
 	}
+	for _, d := range []*devProcess{ci, alice} {
+		resp, err := http.Get("http://" + d.admin + "/healthz/ready")
+		if err != nil || resp.StatusCode != 200 {
+			t.Errorf("%s/healthz/ready: %v %v", d.admin, resp, err)
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+	}
+
+	env := ci.env(t, "TAILGATE_NODE_NAME", "TAILGATE_NODE_TAGS", "TAILGATE_USER_LOGIN")
+	if !strings.Contains(env, `"TAILGATE_NODE_TAGS":"tag:ci"`) || !strings.Contains(env, `"TAILGATE_USER_LOGIN":"tagged-devices"`) || !strings.Contains(env, "dev-client.") {
+		t.Errorf("the tagged bridge's identity did not reach the child: %s", env)
+	}
+	env = alice.env(t, "TAILGATE_USER_LOGIN", "TAILGATE_NODE_TAGS")
+	if !strings.Contains(env, `"TAILGATE_USER_LOGIN":"alice@example.com"`) || !strings.Contains(env, `"TAILGATE_NODE_TAGS":""`) {
+		t.Errorf("--user alice@example.com did not reach the child: %s", env)
+	}
+
+	// A bridge port in use: a usage error that names --listen.
+	busy := exec.Command(buildTailgate(t), "dev", "-f", cfg, "--listen", strings.TrimSuffix(strings.TrimPrefix(alice.url, "http://"), "/mcp"))
+	busy.Env = append(os.Environ(), "TS_NO_LOGS_NO_SUPPORT=true")
+	out, err := busy.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "--listen") {
+		t.Errorf("busy bridge port: %v\n%s", err, out)
+	}
+
+	// Ctrl-C.
+	begin := time.Now()
+	ci.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-ci.exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("tailgate dev still running 5 s after Ctrl-C")
+	}
+	took := time.Since(begin)
+	if ci.err != nil || took > 2*time.Second {
+		t.Errorf("Ctrl-C: exit %v after %v, want 0 within 2s", ci.err, took.Round(time.Millisecond))
+	}
+	t.Logf("Ctrl-C: stopped in %v", took.Round(time.Millisecond))
 }
 
 type testLogWriter struct {
@@ -240,8 +321,8 @@ func TestReloadThroughBinary(t *testing.T) {
 	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err == nil || !strings.Contains(err.Error(), "not permitted") {
 		t.Errorf("echo after the policy reload: %v", err)
 	}
-	if got := StartedPIDs(t, pids); len(got) != 1 {
-		t.Errorf("children started: %v, want the one session's child only", got)
+	if got := StartedPIDs(t, pids); len(got) != 2 {
+		t.Errorf("children started: %v, want the warm-up's and the one session's only", got)
 	}
 }
 

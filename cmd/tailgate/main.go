@@ -9,12 +9,15 @@
 //	tailgate dev -f config.yaml              run it on an embedded tailnet, with a local bridge
 //	tailgate --validate-only -f config.yaml  check a config, print ok or every error
 //	tailgate version                         print the version
+//	tailgate help                            print the usage
 //
-// Exit status: 0 after a clean shutdown, 1 for a config error, 2 when the
-// node cannot join the tailnet (e.g. an invalid auth key).
+// Exit status: 0 after a clean shutdown (and for help and version), 1 for
+// a config or usage error, 2 when the node cannot join the tailnet (e.g.
+// an invalid auth key).
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -26,14 +29,17 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tailgate-dev/tailgate/gateway"
-	"github.com/tailgate-dev/tailgate/integration"
 	"github.com/tailgate-dev/tailgate/policy"
 	"github.com/tailgate-dev/tailgate/tsnode"
+	"github.com/tailgate-dev/tailgate/tsnode/devnet"
 )
 
 // Exit codes.
@@ -48,8 +54,16 @@ const (
 const shutdownBudget = 10 * time.Second
 
 // defaultAdminAddr serves /metrics and /healthz/* unless config.adminAddr
-// says otherwise; loopback, because it is not behind the tailnet's policy.
-const defaultAdminAddr = "127.0.0.1:15000"
+// or --admin says otherwise; loopback, because it is not behind the
+// tailnet's policy. `tailgate dev` takes a free port instead
+// (devAdminAddr), so that two can run side by side.
+const (
+	defaultAdminAddr = "127.0.0.1:15000"
+	devAdminAddr     = "127.0.0.1:0"
+)
+
+// bridgeName is the dev bridge's node name.
+const bridgeName = "dev-client"
 
 func main() {
 	// SIGHUP asks for a reload. It is caught from the start: one that
@@ -70,10 +84,29 @@ type flags struct {
 	logLevel       string
 	verboseTailnet bool
 	watch          time.Duration
+	admin          string
+	version        bool
 	// dev only
 	listen string
 	tags   string
+	user   string
 }
+
+// usageText is the command line reference (README "CLI reference" shows
+// it too).
+const usageText = `usage:
+  tailgate -f config.yaml [flags]               run the gateway on the tailnet
+  tailgate dev -f config.yaml [dev flags]       run it on an embedded tailnet on
+                                                127.0.0.1, with a local bridge
+  tailgate --validate-only -f config.yaml       check a config: "ok" or every
+                                                error, and warnings (exit 1 on errors)
+  tailgate version | --version                  print version, commit, Go and
+                                                tailscale.com versions
+  tailgate help | -h | --help                   print this
+
+exit status: 0 clean shutdown, help, version; 1 config or usage error;
+2 the node cannot join the tailnet (e.g. a rejected auth key)
+`
 
 // run is tailgate's command line; hup delivers SIGHUP (a reload once the
 // gateway runs; one that comes while it starts is acted on once it runs,
@@ -82,9 +115,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-cha
 	dev := false
 	if len(args) > 0 {
 		switch args[0] {
-		case "version":
-			fmt.Fprintln(stdout, "tailgate", gateway.Version)
+		case "version", "-version", "--version":
+			printVersion(stdout)
 			return exitOK
+		case "help":
+			args = []string{"-h"}
 		case "dev":
 			dev, args = true, args[1:]
 		}
@@ -97,20 +132,45 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-cha
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.verboseTailnet, "verbose-tailnet", false, "log tsnet's backend messages at debug level")
 	fs.DurationVar(&f.watch, "watch", 2*time.Second, "how often to check the config file for changes (0: only on SIGHUP)")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 	if dev {
-		fs.StringVar(&f.listen, "listen", "127.0.0.1:3001", "local `address` of the bridge into the dev tailnet")
-		fs.StringVar(&f.tags, "tags", "", "comma-separated tags for the bridge node, e.g. tag:ci")
+		fs.StringVar(&f.admin, "admin", "", "`address` of /metrics and /healthz/* (default config.adminAddr, else a free port on 127.0.0.1; \"off\" for none)")
+		fs.StringVar(&f.listen, "listen", "127.0.0.1:3001", "local `address` of the bridge into the dev tailnet (127.0.0.1:0 for a free port)")
+		fs.StringVar(&f.tags, "tags", "", "comma-separated tags for the bridge node, e.g. tag:ci (it then belongs to tagged-devices)")
+		fs.StringVar(&f.user, "user", "", "the bridge node's login, e.g. alice@example.com (default: a made-up user-N@fake-control.example.net)")
 	} else {
-		fs.BoolVar(&f.validateOnly, "validate-only", false, "check the config, print ok or every error, and exit")
+		fs.StringVar(&f.admin, "admin", "", "`address` of /metrics and /healthz/* (default config.adminAddr, else 127.0.0.1:15000; \"off\" for none)")
+		fs.BoolVar(&f.validateOnly, "validate-only", false, "check the config, print ok or every error (and warnings), and exit")
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: tailgate -f config.yaml [flags]\n       tailgate dev -f config.yaml [--listen 127.0.0.1:3001] [--tags tag:a,tag:b]\n       tailgate --validate-only -f config.yaml\n       tailgate version\n\nflags:\n")
+		out := fs.Output()
+		fmt.Fprint(out, usageText)
+		if dev {
+			fmt.Fprint(out, "\ndev flags:\n")
+		} else {
+			fmt.Fprint(out, "\nflags (tailgate dev -h for the dev flags):\n")
+		}
 		fs.PrintDefaults()
+	}
+	if slices.ContainsFunc(args, func(a string) bool { return a == "-h" || a == "-help" || a == "--help" }) {
+		// Asked for: on stdout, and not an error.
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return exitOK
 	}
 	if err := fs.Parse(args); err != nil {
 		return exitConfig
 	}
+	if f.version {
+		printVersion(stdout)
+		return exitOK
+	}
 	if f.file == "" || fs.NArg() > 0 {
+		if fs.NArg() > 0 {
+			fmt.Fprintf(stderr, "tailgate: unexpected argument %q\n", fs.Arg(0))
+		} else {
+			fmt.Fprintln(stderr, "tailgate: no config file: use -f config.yaml")
+		}
 		fs.Usage()
 		return exitConfig
 	}
@@ -135,11 +195,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-cha
 		return exitConfig
 	}
 	if f.validateOnly {
-		for _, w := range cfg.Warnings {
+		for _, w := range append(cfg.Warnings, cfg.HostWarnings()...) {
 			fmt.Fprintln(stderr, "warning: "+w.Error())
 		}
 		fmt.Fprintln(stdout, "ok")
 		return exitOK
+	}
+	for _, w := range cfg.HostWarnings() {
+		log.Warn("config: "+w.Msg, "at", strings.TrimSuffix(w.Error(), ": "+w.Msg))
 	}
 	a := &app{flags: f, env: env, cfg: cfg, config: watch, hup: hup, log: log, stdout: stdout, stderr: stderr}
 	if dev {
@@ -172,6 +235,12 @@ type app struct {
 	hup            <-chan os.Signal
 	log            *slog.Logger
 	stdout, stderr io.Writer
+	// devMode: `tailgate dev` (a free admin port by default).
+	devMode bool
+	// adminAddrs are the admin listeners' addresses, once they listen.
+	adminAddrs []string
+	// banner is printed on stdout once the gateway is ready (dev).
+	banner string
 }
 
 // nodeConfig is the tsnode config of the tailscale block.
@@ -223,7 +292,7 @@ func (a *app) serve(ctx context.Context) int {
 		fmt.Fprintln(a.stderr, "tailgate:", err)
 		return exitTailnet
 	}
-	a.log.Info("joining tailnet", "hostname", n.Hostname(), "control", nc.ControlURL, "state_dir", n.StateDir())
+	a.log.Info("joining tailnet", "hostname", n.Hostname(), "control", n.ControlURL(), "state_dir", n.StateDir())
 	return a.run(ctx, n, key, nil)
 }
 
@@ -233,11 +302,39 @@ func (a *app) dev(ctx context.Context) int {
 	var tags []string
 	for _, t := range strings.Split(a.tags, ",") {
 		if t = strings.TrimSpace(t); t != "" {
+			if !strings.HasPrefix(t, "tag:") || len(t) == len("tag:") {
+				fmt.Fprintf(a.stderr, "tailgate: --tags: %q is not a tag (want tag:name)\n", t)
+				return exitConfig
+			}
 			tags = append(tags, t)
 		}
 	}
-	dtn, err := integration.NewDevTailnet(a.log.With("component", "devnet"), append(tags, a.cfg.Tailscale.AdvertiseTags...))
+	if a.user != "" && (len(tags) > 0 || strings.ContainsAny(a.user, " \t")) {
+		if len(tags) > 0 {
+			fmt.Fprintln(a.stderr, "tailgate: --user and --tags: a tagged node belongs to tagged-devices, not to a person; give one of them")
+		} else {
+			fmt.Fprintf(a.stderr, "tailgate: --user %q: a login has no spaces (e.g. alice@example.com)\n", a.user)
+		}
+		return exitConfig
+	}
+	// The bridge's local port first: a busy one is the user's to change,
+	// and is said before anything starts.
+	ln, err := net.Listen("tcp", a.listen)
 	if err != nil {
+		fmt.Fprintf(a.stderr, "tailgate: --listen %s: %v (another tailgate dev? choose another address with --listen, e.g. --listen 127.0.0.1:0)\n", a.listen, unwrapOpError(err))
+		return exitConfig
+	}
+	var logins map[string]string
+	if a.user != "" {
+		logins = map[string]string{bridgeName: a.user}
+	}
+	dtn, err := devnet.New(devnet.Config{
+		Logger: a.log.With("component", "devnet"),
+		Tags:   append(append([]string(nil), tags...), a.cfg.Tailscale.AdvertiseTags...),
+		Logins: logins,
+	})
+	if err != nil {
+		ln.Close()
 		fmt.Fprintln(a.stderr, "tailgate:", err)
 		return exitTailnet
 	}
@@ -247,13 +344,15 @@ func (a *app) dev(ctx context.Context) int {
 	a.log.Info("dev mode: embedded tailnet on 127.0.0.1; the config's control server, auth key and state are not used", "control", dtn.ControlURL)
 	n, err := tsnode.New(nc)
 	if err != nil {
+		ln.Close()
 		fmt.Fprintln(a.stderr, "tailgate:", err)
 		return exitTailnet
 	}
+	a.devMode = true
 	return a.run(ctx, n, "", func(ctx context.Context, node tailnetNode, gw *gateway.Server) (func(), error) {
 		ports := gw.Ports()
 		target := netip.AddrPortFrom(node.IPs()[0], uint16(ports[0]))
-		b, err := dtn.NewBridge(ctx, "dev-client", tags, a.listen, target)
+		b, err := dtn.Bridge(ctx, devnet.BridgeConfig{Hostname: bridgeName, Tags: tags, Listener: ln, Target: target})
 		if err != nil {
 			return nil, err
 		}
@@ -262,12 +361,57 @@ func (a *app) dev(ctx context.Context) int {
 		// only, so a page rebinding a name of its own to 127.0.0.1 is
 		// still refused, and so is "localhost" from any other peer.
 		gw.AllowLocalhostFrom(b.IPs()...)
+		login := a.user
+		switch {
+		case len(tags) > 0:
+			login = devnet.TaggedDevices
+		case login == "":
+			login = "a made-up user (--user chooses)"
+		}
 		path := "/mcp"
 		url := "http://" + b.Addr + path
-		a.log.Info("dev bridge up: MCP clients on this machine reach the gateway as tailnet node dev-client", "url", url, "tags", tags, "forwards_to", target.String())
-		fmt.Fprintf(a.stdout, "\n  tailgate dev is running. Point your MCP client at:\n\n      %s\n\n  (Streamable HTTP; legacy SSE at http://%s/sse where the route serves it)\n\n", url, b.Addr)
+		a.log.Info("dev bridge up: MCP clients on this machine reach the gateway as tailnet node "+bridgeName, "url", url, "login", login, "tags", tags, "forwards_to", target.String())
+		var banner strings.Builder
+		fmt.Fprintf(&banner, "\n  tailgate dev is running. Point your MCP client at:\n\n      %s\n\n  (Streamable HTTP; legacy SSE at http://%s/sse where the route serves it)\n  Callers come in as node %s, login %s.\n", url, b.Addr, devnet.NodeName(bridgeName), login)
+		for _, addr := range a.adminAddrs {
+			fmt.Fprintf(&banner, "  Metrics and health: http://%s/metrics, http://%s/healthz/ready\n", addr, addr)
+		}
+		banner.WriteString("\n")
+		a.banner = banner.String()
 		return b.Close, nil
 	})
+}
+
+// unwrapOpError drops the "listen tcp 127.0.0.1:3001:" that a message
+// already says.
+func unwrapOpError(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err
+	}
+	return err
+}
+
+// printVersion prints tailgate's version and commit, and the Go and
+// tailscale.com versions it was built with.
+func printVersion(w io.Writer) {
+	commit, ts := gateway.Commit, "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, dep := range bi.Deps {
+			if dep.Path == "tailscale.com" {
+				ts = dep.Version
+			}
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && commit == "" {
+				commit = s.Value
+			}
+		}
+	}
+	if commit == "" {
+		commit = "unknown"
+	}
+	fmt.Fprintf(w, "tailgate %s\ncommit %s\ngo %s %s/%s\ntailscale.com %s\n", gateway.Version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH, ts)
 }
 
 // run joins the tailnet as node, serves the config until ctx ends, and
@@ -309,6 +453,9 @@ func (a *app) run(ctx context.Context, node tailnetNode, key string, extra func(
 		fmt.Fprintln(a.stderr, "tailgate:", err)
 		return exitTailnet
 	}
+	// Each target starts once before tailgate is ready: a first start's
+	// cost (npx fetching a package) is not paid by the first client.
+	gw.Warm(ctx)
 	if extra != nil {
 		cleanup, err := extra(ctx, node, gw)
 		if err != nil {
@@ -320,6 +467,9 @@ func (a *app) run(ctx context.Context, node tailnetNode, key string, extra func(
 	}
 	gw.SetReady(true)
 	a.log.Info("tailgate ready", "name", node.DNSName(), "ips", node.IPs(), "ports", gw.Ports(), "config", a.cfg.File)
+	if a.banner != "" {
+		fmt.Fprint(a.stdout, a.banner)
+	}
 
 	reloading := make(chan struct{})
 	go func() {
@@ -353,12 +503,15 @@ func (a *app) run(ctx context.Context, node tailnetNode, key string, extra func(
 func (a *app) startAdmin(gw *gateway.Server) (func(), error) {
 	g := a.cfg.Global
 	addrs := map[string]string{}
-	switch g.AdminAddr {
-	case "":
+	admin := cmp.Or(a.admin, g.AdminAddr)
+	switch {
+	case admin == "" && a.devMode:
+		addrs[devAdminAddr] = "admin"
+	case admin == "":
 		addrs[defaultAdminAddr] = "admin"
-	case "off":
+	case admin == "off":
 	default:
-		addrs[g.AdminAddr] = "admin"
+		addrs[admin] = "admin"
 	}
 	if g.StatsAddr != "" {
 		addrs[g.StatsAddr] = "stats"
@@ -376,7 +529,10 @@ func (a *app) startAdmin(gw *gateway.Server) (func(), error) {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			stop()
-			return nil, fmt.Errorf("%s address %s: %w (set config.adminAddr, or \"off\")", kind, addr, err)
+			return nil, fmt.Errorf("%s address %s: %w (set --admin or config.adminAddr to another address, or \"off\")", kind, addr, unwrapOpError(err))
+		}
+		if kind == "admin" {
+			a.adminAddrs = append(a.adminAddrs, ln.Addr().String())
 		}
 		hs := &http.Server{Handler: gw.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
 		servers = append(servers, hs)
