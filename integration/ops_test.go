@@ -49,8 +49,15 @@ type devProcess struct {
 // startDev runs `tailgate dev -f cfg args...` and waits for its banner.
 func startDev(t *testing.T, name, cfg string, args ...string) *devProcess {
 	t.Helper()
+	return startDevEnv(t, name, cfg, os.Environ(), 45*time.Second, args...)
+}
+
+// startDevEnv is startDev with the process's environment, waiting up to
+// timeout for the banner.
+func startDevEnv(t *testing.T, name, cfg string, env []string, timeout time.Duration, args ...string) *devProcess {
+	t.Helper()
 	cmd := exec.Command(buildTailgate(t), append([]string{"dev", "-f", cfg}, args...)...)
-	cmd.Env = append(os.Environ(), "TS_NO_LOGS_NO_SUPPORT=true")
+	cmd.Env = append(env, "TS_NO_LOGS_NO_SUPPORT=true")
 	stdout, _ := cmd.StdoutPipe()
 	d := &devProcess{cmd: cmd, exited: make(chan struct{}), stderr: &Logs{}}
 	cmd.Stderr = io.MultiWriter(testLogWriter{t, name + ": "}, d.stderr)
@@ -85,8 +92,8 @@ func startDev(t *testing.T, name, cfg string, args ...string) *devProcess {
 		d.url, d.admin = b[0], b[1]
 	case <-d.exited:
 		t.Fatalf("%s exited (%v) before its banner", name, d.err)
-	case <-time.After(45 * time.Second):
-		t.Fatalf("%s printed no URL and admin address", name)
+	case <-time.After(timeout):
+		t.Fatalf("%s printed no URL and admin address within %v", name, timeout)
 	}
 	return d
 }
