@@ -1,0 +1,184 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// The systemd unit is hardened: no capability, the auth key as a
+// credential, a system service's system calls plus Landlock's, and
+// systemd-analyze (where installed) accepts it.
+func TestSystemdUnitHardening(t *testing.T) {
+	s := unitSettings(t)
+	for k, want := range map[string]string{
+		"LoadCredential":          "authkey:/etc/tailgate/authkey",
+		"CapabilityBoundingSet":   "",
+		"AmbientCapabilities":     "",
+		"NoNewPrivileges":         "yes",
+		"ProtectSystem":           "strict",
+		"ProtectHome":             "yes",
+		"PrivateTmp":              "yes",
+		"PrivateDevices":          "yes",
+		"RestrictNamespaces":      "yes",
+		"SystemCallArchitectures": "native",
+		"UMask":                   "0077",
+		"StateDirectoryMode":      "0700",
+		"RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+		"SystemCallErrorNumber":   "EPERM",
+		"TimeoutStopSec":          "15s",
+		"Environment":             "HOME=/var/cache/tailgate",
+		"CacheDirectory":          "tailgate",
+		"ProtectKernelTunables":   "yes",
+		"ProtectControlGroups":    "yes",
+		"ProtectKernelModules":    "yes",
+		"ProtectKernelLogs":       "yes",
+		"LockPersonality":         "yes",
+		"RestrictSUIDSGID":        "yes",
+		"ProtectProc":             "invisible",
+		"KeyringMode":             "private",
+		"RestrictRealtime":        "yes",
+		"ProtectClock":            "yes",
+		"ProtectHostname":         "yes",
+		"PrivateIPC":              "yes",
+		"StateDirectory":          "tailgate",
+		"DynamicUser":             "yes",
+		"KillMode":                "control-group",
+		"ExecReload":              "/bin/kill -HUP $MAINPID",
+		"Restart":                 "on-failure",
+		"KillSignal":              "SIGTERM",
+		"Type":                    "simple",
+		"RestartSec":              "5s",
+		"SystemCallFilter":        "@system-service landlock_create_ruleset landlock_add_rule landlock_restrict_self",
+		"ExecStart":               "/usr/local/bin/tailgate -f /etc/tailgate/tailgate.yaml --log-format json",
+	} {
+		if got := s[k]; len(got) != 1 || got[0] != want {
+			t.Errorf("%s=%v, want %q", k, got, want)
+		}
+	}
+	// Node's JIT (npx servers) needs writable, executable memory.
+	if got, set := s["MemoryDenyWriteExecute"]; set {
+		t.Errorf("MemoryDenyWriteExecute=%v would break Node servers", got)
+	}
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Log("systemd-analyze not installed: the unit is not verified by systemd")
+		return
+	}
+	// systemd-analyze checks that ExecStart exists: point it at a real
+	// program.
+	raw, _ := os.ReadFile("tailgate.service")
+	unit := filepath.Join(t.TempDir(), "tailgate.service")
+	os.WriteFile(unit, bytes.ReplaceAll(raw, []byte("/usr/local/bin/tailgate"), []byte("/bin/true")), 0o644)
+	if out, err := exec.Command("systemd-analyze", "verify", unit).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	out, _ := exec.Command("systemd-analyze", "security", "--offline=yes", unit).CombinedOutput()
+	if m := regexp.MustCompile(`exposure level for tailgate.service: ([0-9.]+) (\w+)`).FindSubmatch(out); m == nil || string(m[2]) != "OK" {
+		t.Errorf("systemd-analyze security: %s", bytes.TrimSpace(out[max(0, len(out)-200):]))
+	} else {
+		t.Logf("systemd-analyze security: exposure %s %s", m[1], m[2])
+	}
+}
+
+// dockerfile is the repo's Dockerfile as its stages' instructions.
+type dockerStage struct {
+	from  string
+	instr []string // "RUN ...", "ENV ...", continuation lines joined
+}
+
+func readDockerfile(t *testing.T) []dockerStage {
+	t.Helper()
+	f, err := os.Open("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var stages []dockerStage
+	var cur strings.Builder
+	sc := bufio.NewScanner(f)
+	flush := func() {
+		line := strings.Join(strings.Fields(cur.String()), " ")
+		cur.Reset()
+		if line == "" {
+			return
+		}
+		if from, ok := strings.CutPrefix(line, "FROM "); ok {
+			stages = append(stages, dockerStage{from: from})
+			return
+		}
+		if len(stages) > 0 {
+			stages[len(stages)-1].instr = append(stages[len(stages)-1].instr, line)
+		}
+	}
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if c, ok := strings.CutSuffix(line, "\\"); ok {
+			cur.WriteString(c + " ")
+			continue
+		}
+		cur.WriteString(line)
+		flush()
+	}
+	return stages
+}
+
+// The container build makes a static, version-stamped binary with the
+// release tags, and runs it unprivileged beside Node (for npx servers),
+// with a command line tailgate accepts.
+func TestDockerfile(t *testing.T) {
+	stages := readDockerfile(t)
+	if len(stages) != 2 || !strings.HasPrefix(stages[0].from, "golang:") || !strings.HasPrefix(stages[1].from, "node:") {
+		t.Fatalf("stages %+v: want a golang build stage and a node runtime stage", stages)
+	}
+	build := strings.Join(stages[0].instr, "\n")
+	for _, want := range []string{"CGO_ENABLED=0", "GOTOOLCHAIN=local", "-tags ts_omit_peerapiserver,ts_omit_tpm", "-trimpath",
+		"-X github.com/tailgate-dev/tailgate/gateway.Version=${VERSION}", "-X github.com/tailgate-dev/tailgate/gateway.Commit=${COMMIT}", "./cmd/tailgate"} {
+		if !strings.Contains(build, want) {
+			t.Errorf("build stage lacks %q", want)
+		}
+	}
+	var user, entry, cmd string
+	for _, in := range stages[1].instr {
+		switch {
+		case strings.HasPrefix(in, "USER "):
+			user = strings.TrimPrefix(in, "USER ")
+		case strings.HasPrefix(in, "ENTRYPOINT "):
+			entry = strings.TrimPrefix(in, "ENTRYPOINT ")
+		case strings.HasPrefix(in, "CMD "):
+			cmd = strings.TrimPrefix(in, "CMD ")
+		}
+	}
+	if user == "" || user == "root" || user == "0" {
+		t.Errorf("runs as %q, want an unprivileged user", user)
+	}
+	if entry != `["/usr/local/bin/tailgate"]` {
+		t.Errorf("ENTRYPOINT %s", entry)
+	}
+	args := regexp.MustCompile(`"([^"]*)"`).FindAllStringSubmatch(cmd, -1)
+	var argv []string
+	for _, a := range args {
+		argv = append(argv, a[1])
+	}
+	for i, a := range argv {
+		if a == "-f" && i+1 < len(argv) {
+			argv[i+1] = "../../configs/simple.yaml"
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), append(argv, "--validate-only"), &stdout, &stderr, nil); code != exitOK {
+		t.Errorf("CMD %v with --validate-only: exit %d: %s", argv, code, stderr.String())
+	}
+	ignore, err := os.ReadFile("../../.dockerignore")
+	if err != nil || !strings.Contains(string(ignore), "node_modules") || !strings.Contains(string(ignore), ".git") {
+		t.Errorf(".dockerignore: %v %q", err, ignore)
+	}
+}
