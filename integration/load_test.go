@@ -107,7 +107,7 @@ func TestLoad(t *testing.T) {
 	for _, hc := range httpClients {
 		hc.CloseIdleConnections()
 	}
-	g, fds := settledGoroutines(), openFDs(t)
+	g, fds := goroutinesBackTo(baseG+goroutineSlack, 15*time.Second), openFDs(t)
 	t.Logf("after: goroutines %d (baseline %d), open fds %d (baseline %d)", g, baseG, fds, baseFDs)
 	if g > baseG+goroutineSlack {
 		t.Errorf("goroutines %d, baseline %d", g, baseG)
