@@ -803,12 +803,14 @@ func serveRoot(w http.ResponseWriter, r *http.Request, l *listener) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "tailgate %s: an MCP gateway on the tailnet.\n", Version)
+	if i := slices.Index(paths, "/mcp"); i > 0 {
+		paths[0], paths[i] = paths[i], paths[0]
+	}
 	if len(paths) > 0 {
-		fmt.Fprintf(&b, "MCP (Streamable HTTP): http://%s%s", r.Host, paths[0])
-		if len(paths) > 1 {
-			fmt.Fprintf(&b, " (routes: %s)", strings.Join(paths, " "))
-		}
-		b.WriteString("\n")
+		fmt.Fprintf(&b, "MCP (Streamable HTTP): http://%s%s\n", r.Host, paths[0])
+	}
+	if len(paths) > 1 {
+		fmt.Fprintf(&b, "Other routes: %s\n", strings.Join(paths[1:], " "))
 	}
 	if sse {
 		fmt.Fprintf(&b, "Legacy SSE: http://%s/sse\n", r.Host)

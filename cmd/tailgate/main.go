@@ -202,6 +202,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-cha
 		return exitOK
 	}
 	for _, w := range cfg.HostWarnings() {
+		if dev && w.Path == "tailscale.authKeyFile" {
+			continue // tailgate dev uses no auth key
+		}
 		log.Warn("config: "+w.Msg, "at", strings.TrimSuffix(w.Error(), ": "+w.Msg))
 	}
 	a := &app{flags: f, env: env, cfg: cfg, config: watch, hup: hup, log: log, stdout: stdout, stderr: stderr}
