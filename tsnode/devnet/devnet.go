@@ -11,7 +11,6 @@
 package devnet
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -283,17 +282,3 @@ func (t *Tailnet) Close() error {
 
 // NodeName is the MagicDNS name of the node with hostname on this tailnet.
 func NodeName(hostname string) string { return hostname + "." + MagicDNSDomain }
-
-// waitUntil polls cond every 20ms until it holds or ctx ends.
-func waitUntil(ctx context.Context, cond func() bool) error {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-	return nil
-}

@@ -147,3 +147,17 @@ func TestCloseIsQuick(t *testing.T) {
 		t.Errorf("Close took %v", d)
 	}
 }
+
+// waitUntil polls cond every 20ms until it holds or ctx ends.
+func waitUntil(ctx context.Context, cond func() bool) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
