@@ -68,10 +68,29 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 	var mu sync.Mutex
 	acks := make([]any, 0, len(subs))
 	acked := 0
+	// The joined acknowledgement comes first on the client's stream (SEP-
+	// 2575): a target's notifications wait until every target acknowledged
+	// (or ended its listen).
+	allAcked := make(chan struct{})
+	ack := func(a any) {
+		mu.Lock()
+		defer mu.Unlock()
+		acks = append(acks, a)
+		acked++
+		if acked == len(subs) {
+			r.push(joinedAck(r.frontID, acks))
+			close(allAcked)
+		}
+	}
 	var wg sync.WaitGroup
 	for _, sb := range subs {
 		wg.Go(func() {
 			first := true
+			defer func() {
+				if first {
+					ack(nil) // ended without acknowledging: nothing to join
+				}
+			}()
 			for f := range sb.r.C() {
 				if f.Final {
 					return
@@ -82,42 +101,26 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 				}
 				if first && fm.MethodName() == "notifications/subscriptions/acknowledged" {
 					first = false
-					var ack map[string]any
-					json.Unmarshal(fm.Bytes(fm.Path("params", "notifications")), &ack)
-					if ids, ok := ack["taskIds"].([]any); ok && s.prefixed {
+					var agreed map[string]any
+					json.Unmarshal(fm.Bytes(fm.Path("params", "notifications")), &agreed)
+					if ids, ok := agreed["taskIds"].([]any); ok && s.prefixed {
 						for i, id := range ids {
 							if str, ok := id.(string); ok {
 								ids[i] = sb.c.target.Name + nameSep + str
 							}
 						}
 					}
-					mu.Lock()
-					acks = append(acks, ack)
-					acked++
-					all := acked == len(subs)
-					mu.Unlock()
-					if all {
-						joined := any(map[string]any{})
-						taskIDs := []any{}
-						for _, a := range acks {
-							if a, ok := a.(map[string]any); ok {
-								if ids, ok := a["taskIds"].([]any); ok {
-									taskIDs = append(taskIDs, ids...)
-									delete(a, "taskIds")
-								}
-							}
-							joined = mergeJSON(joined, a)
-						}
-						if len(taskIDs) > 0 {
-							joined.(map[string]any)["taskIds"] = taskIDs
-						}
-						b, _ := json.Marshal(map[string]any{
-							"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
-							"params": map[string]any{"_meta": map[string]json.RawMessage{metaSubscriptionID: r.frontID}, "notifications": joined},
-						})
-						r.push(b)
-					}
+					ack(agreed)
 					continue
+				}
+				if first {
+					first = false // a target that did not acknowledge first
+					ack(nil)
+				}
+				select {
+				case <-allAcked:
+				case <-r.gone:
+					return
 				}
 				out := f.Data
 				if uri := fm.Path("params", "uri"); s.prefixed && uri.Has() && strings.HasPrefix(fm.MethodName(), "notifications/resources/") {
@@ -162,4 +165,28 @@ func (s *Session) childListenParams(c *child, params map[string]json.RawMessage)
 	notes["taskIds"], _ = json.Marshal(own)
 	out["notifications"], _ = json.Marshal(notes)
 	return out
+}
+
+// joinedAck is the client's acknowledgement of a listen joined from its
+// targets' (task ids listed together, the rest merged).
+func joinedAck(frontID []byte, acks []any) []byte {
+	joined := any(map[string]any{})
+	taskIDs := []any{}
+	for _, a := range acks {
+		if a, ok := a.(map[string]any); ok {
+			if ids, ok := a["taskIds"].([]any); ok {
+				taskIDs = append(taskIDs, ids...)
+				delete(a, "taskIds")
+			}
+			joined = mergeJSON(joined, a)
+		}
+	}
+	if len(taskIDs) > 0 {
+		joined.(map[string]any)["taskIds"] = taskIDs
+	}
+	b, _ := json.Marshal(map[string]any{
+		"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+		"params": map[string]any{"_meta": map[string]json.RawMessage{metaSubscriptionID: frontID}, "notifications": joined},
+	})
+	return b
 }
