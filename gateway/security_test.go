@@ -22,21 +22,7 @@ import (
 // counted under tool="other". Failed before: each name was a label, for
 // good.
 func TestMetricsLabelOnlyListedNames(t *testing.T) {
-	s, base := serveLoopback(t, `
-binds:
-- port: 3000
-  listeners:
-  - routes:
-    - name: mcp
-      policies:
-        mcpAuthorization:
-          rules: ['mcp.tool.name != "env"']
-      backends:
-      - mcp:
-          targets:
-          - name: demo
-            stdio: {cmd: DEMO}
-`)
+	s, base := serveLoopback(t, envDeniedConfig)
 	cs := connect(t, base+"/mcp")
 	defer cs.Close()
 	cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}})

@@ -24,6 +24,23 @@ import (
 
 var demoBin string
 
+// envDeniedConfig is the demo server with its env tool denied.
+const envDeniedConfig = `
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - name: mcp
+      policies:
+        mcpAuthorization:
+          rules: ['mcp.tool.name != "env"']
+      backends:
+      - mcp:
+          targets:
+          - name: demo
+            stdio: {cmd: DEMO}
+`
+
 // reloadConfig is a route of the demo server that reload tests change.
 const reloadConfig = `
 binds:
@@ -382,21 +399,7 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 }
 
 func TestHealthAndMetrics(t *testing.T) {
-	s, base := serveLoopback(t, `
-binds:
-- port: 3000
-  listeners:
-  - routes:
-    - name: mcp
-      policies:
-        mcpAuthorization:
-          rules: ['mcp.tool.name != "env"']
-      backends:
-      - mcp:
-          targets:
-          - name: demo
-            stdio: {cmd: DEMO}
-`)
+	s, base := serveLoopback(t, envDeniedConfig)
 	admin := s.AdminHandler()
 	if code, _ := get(t, admin, "/healthz/ready"); code != http.StatusServiceUnavailable {
 		t.Errorf("ready before SetReady: %d", code)
