@@ -21,7 +21,6 @@ package gateway
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -418,27 +417,10 @@ func dialBench(tb testing.TB, addr string) *benchClient {
 // server as its single target) on 127.0.0.1 and returns its address.
 func startBenchGateway(b *testing.B) string {
 	b.Helper()
-	cfg, err := Parse("bench.yaml", []byte(strings.ReplaceAll(demoConfig, "DEMO", demoBin)), newEnv(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), StopGrace: 500 * time.Millisecond})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Serve(s.Ports()[0], ln); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	return ln.Addr().String()
+	// A text handler, not a discarding one: the access log is part of
+	// what a call costs.
+	_, base := serveLoopbackOpts(b, demoConfig, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return strings.TrimPrefix(base, "http://")
 }
 
 // benchCannedConn answers every request written to it with a canned response,

@@ -65,27 +65,7 @@ func TestMain(m *testing.M) { demoserver.TestMain(m, &demoBin) }
 // server and its base URL. %s in cfgYAML is replaced by the demo server.
 func serveLoopback(t *testing.T, cfgYAML string) (*Server, string) {
 	t.Helper()
-	cfg, err := Parse("test.yaml", []byte(strings.ReplaceAll(cfgYAML, "DEMO", demoBin)), newEnv(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(demoserver.LogWriter(t), nil)), StopGrace: 500 * time.Millisecond, Hosts: []string{"127.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Serve(s.Ports()[0], ln); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	return s, "http://" + ln.Addr().String()
+	return serveLoopbackOpts(t, cfgYAML, Options{Logger: slog.New(slog.NewTextHandler(demoserver.LogWriter(t), nil))})
 }
 
 const demoConfig = `
