@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -66,5 +67,49 @@ func TestSSETarget(t *testing.T) {
 	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "over sse"}})
 	if err != nil || strings.TrimSpace(res.Content[0].(*mcp.TextContent).Text) != "over sse" {
 		t.Fatalf("echo through an sse target: %v %v", err, res)
+	}
+}
+
+// An upstream may close a call's event stream before the answer (SSE
+// polling, SEP-1699). With an event id to resume from, tailgate resumes
+// the stream and the caller gets the answer; without one the answer is
+// lost upstream, and the caller gets an error naming the target at once
+// instead of waiting until its timeout.
+func TestRemoteTargetClosesAnswerStream(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		store  mcp.EventStore
+		answer string // the text of the answer, or a part of the error
+	}{
+		{"resumable", mcp.NewMemoryEventStore(nil), "after the close"},
+		{"lost", nil, `target "demo": the server closed the answer's event stream before answering`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			server := mcp.NewServer(&mcp.Implementation{Name: "polling"}, nil)
+			mcp.AddTool(server, &mcp.Tool{Name: "slow"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+				req.Extra.CloseSSEStream(mcp.CloseSSEStreamArgs{RetryAfter: time.Millisecond})
+				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "after the close"}}}, nil, nil
+			})
+			upstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{EventStore: tc.store}))
+			defer upstream.Close()
+			_, base := serveLoopback(t, strings.Replace(demoConfig, `            stdio: {cmd: DEMO}`, `            mcp: {host: "`+upstream.URL+`"}`, 1))
+			cs := connect(t, base+"/mcp")
+			defer cs.Close()
+			// The guard only bounds a broken build; the lost answer's
+			// error comes as soon as the upstream's stream ends.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "slow"})
+			var got string
+			switch {
+			case err != nil:
+				got = err.Error()
+			case len(res.Content) > 0:
+				got = res.Content[0].(*mcp.TextContent).Text
+			}
+			if !strings.Contains(got, tc.answer) {
+				t.Errorf("call whose answer stream the upstream closed: %q, want %q", got, tc.answer)
+			}
+		})
 	}
 }

@@ -357,22 +357,12 @@ func TestConformanceRemote(t *testing.T) {
 			t.Logf("%s server directly: %d of %d scenarios, %d checks passed; through tailgate: %d of %d, %d checks",
 				mode, d.scenariosPassed, d.scenarios, d.checks["SUCCESS"], g.scenariosPassed, g.scenarios, g.checks["SUCCESS"])
 			for _, name := range g.failing {
-				if reason, ok := remoteGaps[name]; ok {
-					t.Logf("%s: known gap through a remote target: %s", name, reason)
-					continue
-				}
 				if !slices.Contains(d.failing, name) && !direct.timedOut {
 					t.Errorf("%s passes against the %s server directly but fails through tailgate", name, mode)
 				}
 			}
 		})
 	}
-}
-
-// remoteGaps are scenarios that pass against the server directly and not
-// yet through tailgate with it as a remote target, each with its reason.
-var remoteGaps = map[string]string{
-	"server-sse-polling": "the server closes a call's event stream before the result (SEP-1699, `event: close`, no event id) and sends the result only to a client that reconnects; tailgate keeps its client's stream open waiting for it instead of passing the close on",
 }
 
 // freeLocalAddr is a 127.0.0.1 address with a port free a moment ago, for

@@ -252,7 +252,14 @@ func (l *httpLink) deliver(body []byte, sent *Message) {
 			if v := rm.String(rm.Path("result", "protocolVersion")); v != "" {
 				l.mu.Lock()
 				l.version = v
+				// Once a session exists, the server may send unasked:
+				// listen for it.
+				listen := l.session != "" && !l.listening
+				l.listening = l.listening || listen
 				l.mu.Unlock()
+				if listen {
+					go l.listen()
+				}
 			}
 		}
 	}
@@ -268,8 +275,14 @@ func (l *httpLink) deliver(body []byte, sent *Message) {
 // names the last event seen, after the delay the server asked for.
 func (l *httpLink) followEvents(body io.Reader, sent *Message) {
 	st := l.readEvents(body, sent)
-	for range 1000 {
-		if st.answered || st.lastID == "" || !sent.IsRequest() || l.ctx.Err() != nil {
+	for range maxResumes {
+		if st.answered || !sent.IsRequest() || l.ctx.Err() != nil {
+			return
+		}
+		if st.lastID == "" {
+			// Nothing to resume from: the answer is lost upstream, and
+			// the caller would wait for it until its timeout.
+			l.answerLost(sent, "the server closed the answer's event stream before answering, with no event id to resume from")
 			return
 		}
 		select {
@@ -279,6 +292,7 @@ func (l *httpLink) followEvents(body io.Reader, sent *Message) {
 		}
 		req, err := l.streamRequest()
 		if err != nil {
+			l.answerError(sent, err)
 			return
 		}
 		req.Header.Set("Last-Event-ID", st.lastID)
@@ -299,6 +313,21 @@ func (l *httpLink) followEvents(body io.Reader, sent *Message) {
 		}
 		st = next
 	}
+	if !st.answered && sent.IsRequest() {
+		l.answerLost(sent, fmt.Sprintf("no answer after resuming the answer's event stream %d times", maxResumes))
+	}
+}
+
+// maxResumes bounds how often one answer's event stream is resumed.
+const maxResumes = 1000
+
+// answerLost answers a request whose answer the server will not send.
+func (l *httpLink) answerLost(m *Message, why string) {
+	if l.ctx.Err() != nil {
+		return
+	}
+	l.log.Warn("remote target: answer lost", "target", l.t.Name, "method", m.MethodName(), "reason", why)
+	l.handle(ErrorMessage(m.Bytes(m.ID), CodeInternalError, fmt.Sprintf("target %q: %s", l.t.Name, why)))
 }
 
 // eventsRead is what readEvents saw of a stream.
@@ -398,29 +427,6 @@ func (l *httpLink) streamRequest() (*http.Request, error) {
 
 // read waits for the link to end; messages arrive through post.
 func (l *httpLink) read(c *child) {
-	// Once a session exists (initialize answered), the server may send
-	// unasked: listen for it.
-	go func() {
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		for range 500 {
-			select {
-			case <-l.done:
-				return
-			case <-t.C:
-			}
-			l.mu.Lock()
-			ready := l.session != "" && l.version != "" && !l.listening
-			if ready {
-				l.listening = true
-			}
-			l.mu.Unlock()
-			if ready {
-				l.listen()
-				return
-			}
-		}
-	}()
 	<-l.done
 	c.closed(nil)
 }
