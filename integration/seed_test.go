@@ -2,14 +2,13 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // configs/seed.yaml as published — `npx @modelcontextprotocol/server-everything`,
@@ -17,10 +16,11 @@ import (
 // npx npm_config_yes (npm 11 would cancel: "npx canceled due to missing
 // packages and no YES option"), fetches the package while it starts
 // (readiness waits for each target's first start), and the first client,
-// with the MCP Inspector's 15 s connect timeout, succeeds on its first
-// call. It needs the npm registry, and is skipped where npm cannot reach
-// it.
+// the MCP Inspector's CLI (2.12.0, pinned in testdata/conformance) with its
+// 15 s connect timeout, succeeds on its first call. It needs the npm
+// registry, and is skipped where npm cannot reach it.
 func TestSeedConfigAsPublished(t *testing.T) {
+	node, inspector := node22Script(t, "@modelcontextprotocol/inspector/clients/launcher/build/index.js")
 	if _, err := exec.LookPath("npx"); err != nil {
 		t.Skip("npx not installed")
 	}
@@ -40,16 +40,22 @@ func TestSeedConfigAsPublished(t *testing.T) {
 	d := startDevEnv(t, "seed", "../configs/seed.yaml", env, 3*time.Minute, "--listen", "127.0.0.1:0")
 	t.Logf("ready after %v (a cold npx start)", time.Since(begin).Round(time.Millisecond))
 
-	ctx, cancel = context.WithTimeout(context.Background(), 15*time.Second)
+	// The MCP Inspector's CLI, as a newcomer runs it, with its own 15 s
+	// connect timeout; its catalog and storage go to a scratch HOME.
+	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "inspector-like"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: d.url, MaxRetries: -1}, LegacySession)
-	if err != nil {
-		t.Fatalf("the first client: %v", err)
+	cmd := exec.CommandContext(ctx, node, inspector, "--cli", d.url, "--transport", "http",
+		"--method", "tools/call", "--tool-name", "echo", "--tool-arg", "message=first call")
+	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "HOME=") }), "HOME="+t.TempDir())
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var res struct {
+		Content []struct{ Text string }
+		IsError bool
 	}
-	defer cs.Close()
-	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "first call"}})
-	if err != nil || res.IsError || len(res.Content) == 0 || !strings.Contains(res.Content[0].(*mcp.TextContent).Text, "first call") {
-		t.Fatalf("the first call: %v %+v", err, res)
+	if err != nil || json.Unmarshal(out, &res) != nil || res.IsError || len(res.Content) == 0 || !strings.Contains(res.Content[0].Text, "first call") {
+		t.Fatalf("the Inspector CLI's first call: %v\n%s%s", err, out, stderr.String())
 	}
 	if !d.stderr.Contains("targets started") {
 		t.Error("no warm-up logged")

