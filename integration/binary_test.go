@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	stdlog "log"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -199,6 +202,36 @@ func TestInvalidAuthKeyExits2(t *testing.T) {
 	for _, bad := range []string{"goroutine ", "panic", "tskey-auth-wrong"} {
 		if strings.Contains(out, bad) {
 			t.Errorf("output contains %q:\n%s", bad, out)
+		}
+	}
+}
+
+// A control server whose certificate tailgate cannot verify: within 15 s a
+// line names the URL and the certificate as the cause, and every line the
+// binary writes, tailscale.com's own TLS complaints included, is a
+// structured record.
+func TestUntrustedControlCertificate(t *testing.T) {
+	control := httptest.NewUnstartedServer(http.NotFoundHandler())
+	control.Config.ErrorLog = stdlog.New(io.Discard, "", 0) // the handshakes it refuses are expected
+	control.StartTLS()
+	defer control.Close()
+	cfg := writeConfig(t, tailscaleBlock(control.URL, "")+anyAdminPort+seedLike("true", t.TempDir()))
+	p := startTailgateArgs(t, []string{"-f", cfg, "--log-format", "json"})
+	line := p.waitLine(t, "cannot reach the control server", 15*time.Second)
+	if !strings.Contains(line, control.URL) || !strings.Contains(line, "certificate") {
+		t.Errorf("the line does not name the URL and the cause: %s", line)
+	}
+	begin := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.wait(t, 10*time.Second)
+	t.Logf("stopped %v after SIGTERM while still joining", time.Since(begin).Round(time.Millisecond))
+	if !strings.Contains(p.output(), "tlsdial") {
+		t.Error("tailscale.com's TLS dialer said nothing: the check of its lines proves nothing")
+	}
+	for _, l := range strings.Split(p.output(), "\n") {
+		var rec struct{ Level, Msg string }
+		if err := json.Unmarshal([]byte(l), &rec); err != nil || rec.Level == "" {
+			t.Errorf("not a structured record: %q", l)
 		}
 	}
 }

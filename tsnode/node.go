@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -317,12 +319,49 @@ func (n *Node) reportControl(ctx context.Context, loginURL *atomic.Bool) {
 				return
 			}
 			if err := n.lastControlErr(); err != "" {
-				n.log.Warn("tailnet: still cannot reach the control server; retrying", "control", n.controlName(), "err", err, "waited", wait)
+				n.log.Warn("tailnet: still cannot reach the control server; retrying", "control", n.controlName(), "err", err, "waited", wait.String())
+			} else if err := probeControl(ctx, n.controlName()); ctx.Err() != nil {
+				return
+			} else if err != nil {
+				// tsnet is still waiting on its first attempt; a plain
+				// request says why it will not get far.
+				n.log.Warn("tailnet: cannot reach the control server; still trying", "control", n.controlName(), "err", err.Error(), "waited", wait.String())
 			} else {
-				n.log.Warn("tailnet: no answer from the control server yet; still trying", "control", n.controlName(), "waited", wait)
+				n.log.Warn("tailnet: no answer from the control server yet; still trying", "control", n.controlName(), "waited", wait.String(),
+					"probe", "the server answers a plain request for its key")
 			}
 		}
 	}
+}
+
+// probeTimeout bounds probeControl, so that its answer comes within
+// seconds of the report that needs it.
+const probeTimeout = 4 * time.Second
+
+// probeControl asks the control server for its public key as tsnet's
+// first request does, through the host's network and proxy settings, and
+// says what stops it: an unknown host, a refused connection, a
+// certificate, a proxy, or no answer at all.
+func probeControl(ctx context.Context, controlURL string) error {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	u := strings.TrimSuffix(controlURL, "/") + "/key?v=" + strconv.Itoa(int(tailcfg.CurrentCapabilityVersion))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("no HTTP answer within %v (a blackholed address, a firewall or a proxy in the way)", probeTimeout)
+	}
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /key: HTTP %d (is this a Tailscale or headscale control server?)", resp.StatusCode)
+	}
+	return nil
 }
 
 func trimUp(err error) string {

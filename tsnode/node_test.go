@@ -141,6 +141,56 @@ func TestUnreachableControlIsReported(t *testing.T) {
 	<-started
 }
 
+// A control server that accepts connections and never answers gets tsnet
+// no error to report: the line after ControlReport still says why.
+func TestSilentControlIsDiagnosed(t *testing.T) {
+	netns.SetEnabled(false)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var held []net.Conn // accepted, never answered
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	url := "http://" + ln.Addr().String()
+	lines := make(lineWriter, 100)
+	n, err := New(Config{
+		ControlURL: url, Ephemeral: true, MemoryState: true, StartTimeout: 30 * time.Second, ControlReport: time.Second,
+		Logger: slog.New(slog.NewTextHandler(lines, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan error, 1)
+	go func() { started <- n.Start(ctx) }()
+	deadline := time.After(15 * time.Second)
+	for found := false; !found; {
+		select {
+		case line := <-lines:
+			found = strings.Contains(line, "cannot reach the control server") && strings.Contains(line, url) && strings.Contains(line, "no HTTP answer within")
+		case <-deadline:
+			t.Fatal("no line within 15s says the control server does not answer")
+		}
+	}
+	cancel()
+	<-started
+}
+
 func TestDefaultControlURLIsNamed(t *testing.T) {
 	n, err := New(Config{Ephemeral: true, MemoryState: true})
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -179,6 +180,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-cha
 		fmt.Fprintln(stderr, "tailgate:", err)
 		return exitConfig
 	}
+	if stderr == os.Stderr {
+		// The process's own run (not a test's): what libraries write with
+		// the standard log package (tailscale.com's TLS dialer, when a
+		// certificate fails) joins the structured log instead of
+		// interrupting it.
+		stdlog.SetFlags(0)
+		stdlog.SetOutput(stdlogWriter{log.With("component", "tailscale")})
+	}
 	env, err := policy.NewEnv()
 	if err != nil {
 		fmt.Fprintln(stderr, "tailgate:", err)
@@ -212,6 +221,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-cha
 		return a.dev(ctx)
 	}
 	return a.serve(ctx)
+}
+
+// stdlogWriter logs each line written to it as a warning.
+type stdlogWriter struct{ log *slog.Logger }
+
+func (w stdlogWriter) Write(p []byte) (int, error) {
+	w.log.Warn(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
