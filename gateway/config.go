@@ -479,6 +479,11 @@ type RemoteTarget struct {
 	// X-Tailgate-User-Login, X-Tailgate-Node-Name and X-Tailgate-Node-Tags
 	// (a client cannot set them). A tailgate extension.
 	IdentityHeaders bool `yaml:"identityHeaders"`
+	// Tailnet says whether the host is dialled through tailgate's tailnet
+	// node (true) or the host's network (false). Unset, a tailnet address,
+	// a MagicDNS short name or a name under .ts.net is on the tailnet; set
+	// it for a headscale base_domain. A tailgate extension.
+	Tailnet *bool `yaml:"tailnet"`
 	// CAFile adds PEM certificates to the system's roots for HTTPS.
 	CAFile string `yaml:"caFile"`
 	// ConnectTimeout bounds a connection's dial and TLS handshake

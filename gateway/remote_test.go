@@ -113,3 +113,30 @@ func TestRemoteTargetClosesAnswerStream(t *testing.T) {
 		})
 	}
 }
+
+// Which network a remote target is dialled through: the tailnet for
+// tailnet addresses and MagicDNS names, the host's otherwise, and what the
+// target's tailnet key says when it is set.
+func TestRemoteTargetNetwork(t *testing.T) {
+	yes, no := true, false
+	for _, tc := range []struct {
+		host    string
+		tailnet *bool
+		want    bool
+	}{
+		{"http://tickets:8080/mcp", nil, true},
+		{"http://tickets.tail1234.ts.net/mcp", nil, true},
+		{"http://100.101.102.103:8080/mcp", nil, true},
+		{"http://[fd7a:115c:a1e0::1]:8080/mcp", nil, true},
+		{"http://localhost:8080/mcp", nil, false},
+		{"http://127.0.0.1:8080/mcp", nil, false},
+		{"https://search.example.com/mcp", nil, false},
+		{"http://tickets.hs.corp.example/mcp", &yes, true}, // a headscale base_domain
+		{"http://tickets:8080/mcp", &no, false},
+	} {
+		got := (&Server{}).remoteTarget("t", &RemoteTarget{Host: tc.host, Tailnet: tc.tailnet})
+		if got.Remote.Tailnet != tc.want {
+			t.Errorf("%s (tailnet %v): dialled through the tailnet %v, want %v", tc.host, tc.tailnet, got.Remote.Tailnet, tc.want)
+		}
+	}
+}

@@ -359,12 +359,16 @@ func (s *Server) remoteTarget(name string, r *RemoteTarget) mcpstdio.Target {
 	if pu, err := url.Parse(u); err == nil {
 		host = pu.Hostname()
 	}
+	tailnet := isTailnetHost(host)
+	if r.Tailnet != nil {
+		tailnet = *r.Tailnet
+	}
 	return mcpstdio.Target{
 		Name:              name,
 		InitializeTimeout: time.Duration(r.InitializeTimeout),
 		RequestTimeout:    time.Duration(r.RequestTimeout),
 		Remote: &mcpstdio.Remote{
-			URL: u, Tailnet: isTailnetHost(host), Headers: headers, IdentityHeaders: r.IdentityHeaders,
+			URL: u, Tailnet: tailnet, Headers: headers, IdentityHeaders: r.IdentityHeaders,
 			CAFile: r.CAFile, ConnectTimeout: time.Duration(r.ConnectTimeout),
 		},
 	}
