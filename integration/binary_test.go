@@ -277,7 +277,8 @@ func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
 	laptop := tn.Node(t, "laptop", AuthKey(key))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cs, err := laptop.Connect(ctx, "http://tailgate:3000/mcp", nil)
+	opts, progress := Progress()
+	cs, err := laptop.Connect(ctx, "http://tailgate:3000/mcp", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,10 +301,10 @@ func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
 	// A call in flight when SIGTERM arrives.
 	slow := make(chan error, 1)
 	go func() {
-		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{"steps": 5, "delayMs": 200}})
+		_, err := cs.CallTool(ctx, SlowCall("p", 5, 200))
 		slow <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	AwaitProgress(t, progress, 1)
 	begin := time.Now()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t, 10*time.Second); code != 0 {

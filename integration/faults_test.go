@@ -58,14 +58,15 @@ func assertReaped(t *testing.T, gw *Gateway, pids string) {
 
 func TestFaultChildKilledMidCall(t *testing.T) {
 	_, gw, laptop, pids := faultGateway(t, "")
-	cs := laptop.MCP(t, gw, 3000, "/mcp")
+	opts, progress := Progress()
+	cs := laptop.MCPWith(t, gw, 3000, "/mcp", opts)
 	pid := childPID(t, cs)
 	errc := make(chan error, 1)
 	go func() {
-		_, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{"steps": 100, "delayMs": 100}})
+		_, err := cs.CallTool(context.Background(), SlowCall("p", 100, 100))
 		errc <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	AwaitProgress(t, progress, 1) // the call runs in the child
 	syscall.Kill(pid, syscall.SIGKILL)
 	select {
 	case err := <-errc:
@@ -207,16 +208,19 @@ func TestFaultSIGTERMUnderLoad(t *testing.T) {
 	laptop := tn.Node(t, "laptop")
 	const sessions = 10
 	results := make(chan error, sessions*4)
+	opts, progress := Progress()
 	for range sessions {
-		cs := laptop.MCP(t, gw, 3000, "/mcp")
-		for range 4 {
+		cs := laptop.MCPWith(t, gw, 3000, "/mcp", opts)
+		for i := range 4 {
 			go func() {
-				_, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{"steps": 3, "delayMs": 300}})
+				_, err := cs.CallTool(context.Background(), SlowCall(i, 3, 300))
 				results <- err
 			}()
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Every call is running in a child (each has done its first step)
+	// when SIGTERM comes.
+	AwaitProgress(t, progress, sessions*4)
 	begin := time.Now()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t, 10*time.Second); code != 0 {

@@ -296,9 +296,15 @@ func retryable(err error) bool {
 // closed when the test ends.
 func (n *Node) MCP(t testing.TB, gw *Gateway, port int, path string) *mcp.ClientSession {
 	t.Helper()
+	return n.MCPWith(t, gw, port, path, nil)
+}
+
+// MCPWith is MCP with client options.
+func (n *Node) MCPWith(t testing.TB, gw *Gateway, port int, path string, opts *mcp.ClientOptions) *mcp.ClientSession {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cs, err := n.Connect(ctx, gw.URL(port, path), nil)
+	cs, err := n.Connect(ctx, gw.URL(port, path), opts)
 	if err != nil {
 		t.Fatalf("%s: connect to %s: %v", n.Name, gw.URL(port, path), err)
 	}
@@ -377,4 +383,38 @@ func (l *Logs) Contains(s string) bool {
 // CaptureLogs also writes the gateway's log to logs.
 func CaptureLogs(logs *Logs) GatewayOption {
 	return func(s *gatewaySetup) { s.capture = logs }
+}
+
+// Progress is client options that hand each progress notification to the
+// returned channel, for tests that must know a call is running in its
+// child before they act.
+func Progress() (*mcp.ClientOptions, <-chan *mcp.ProgressNotificationParams) {
+	ch := make(chan *mcp.ProgressNotificationParams, 1024)
+	return &mcp.ClientOptions{ProgressNotificationHandler: func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {
+		select {
+		case ch <- r.Params:
+		default:
+		}
+	}}, ch
+}
+
+// SlowCall calls the demo server's slow tool, which reports progress after
+// each step.
+func SlowCall(token any, steps, delayMS int) *mcp.CallToolParams {
+	p := &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{"steps": steps, "delayMs": delayMS}}
+	p.SetProgressToken(token)
+	return p
+}
+
+// AwaitProgress waits for n progress notifications on ch.
+func AwaitProgress(t testing.TB, ch <-chan *mcp.ProgressNotificationParams, n int) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for i := range n {
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("%d of %d progress notifications within 30s", i, n)
+		}
+	}
 }
