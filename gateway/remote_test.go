@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -138,5 +140,36 @@ func TestRemoteTargetNetwork(t *testing.T) {
 		if got.Remote.Tailnet != tc.want {
 			t.Errorf("%s (tailnet %v): dialled through the tailnet %v, want %v", tc.host, tc.tailnet, got.Remote.Tailnet, tc.want)
 		}
+	}
+}
+
+// Messages reach a remote server in the order tailgate writes them: a
+// server slow to take notifications/initialized has it before the
+// session's first request arrives, as a client of its own would send them.
+func TestRemoteTargetKeepsMessageOrder(t *testing.T) {
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
+	var mu sync.Mutex
+	var order []string
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		method := r.Header.Get("Mcp-Method")
+		if r.Method == http.MethodPost && method == "notifications/initialized" {
+			time.Sleep(300 * time.Millisecond) // a slow server, not a wait for the test
+		}
+		mu.Lock()
+		order = append(order, method)
+		mu.Unlock()
+		sdk.ServeHTTP(w, r)
+	}))
+	defer upstream.Close()
+	_, base := serveLoopback(t, strings.Replace(demoConfig, `            stdio: {cmd: DEMO}`, `            mcp: {host: "`+upstream.URL+`"}`, 1))
+	cs := connect(t, base+"/mcp")
+	defer cs.Close()
+	if _, err := cs.ListTools(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if i := slices.Index(order, "notifications/initialized"); i < 0 || slices.Index(order, "tools/list") < i {
+		t.Errorf("the server took %v: tools/list before notifications/initialized", order)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"strconv"
@@ -37,8 +38,9 @@ type httpLink struct {
 	cancel context.CancelFunc
 
 	mu        sync.Mutex
-	session   string // Mcp-Session-Id, for a server of the session era
-	version   string // the protocol version agreed at initialize
+	last      chan struct{} // closed once the last message written is out
+	session   string        // Mcp-Session-Id, for a server of the session era
+	version   string        // the protocol version agreed at initialize
 	listening bool
 	done      chan struct{}
 	err       error
@@ -161,13 +163,37 @@ func (l *httpLink) write(msg []byte, headers map[string]string) error {
 	if err != nil {
 		return err
 	}
-	go l.post(m, headers)
+	l.mu.Lock()
+	prev, sent := l.last, make(chan struct{})
+	l.last = sent
+	l.mu.Unlock()
+	go l.post(m, headers, prev, sent)
 	return nil
 }
 
-func (l *httpLink) post(m *Message, extra map[string]string) {
+// post sends m once the message written before it is out (prev), and
+// says when m is (sent): a request once it is written to the connection, a
+// notification once the server has taken it. Messages then reach the
+// server in the order the relay wrote them — notifications/initialized
+// before the first request, a cancellation after its request — while
+// requests still run side by side.
+func (l *httpLink) post(m *Message, extra map[string]string, prev <-chan struct{}, sent chan struct{}) {
+	var once sync.Once
+	done := func() { once.Do(func() { close(sent) }) }
+	defer done()
+	if prev != nil {
+		select {
+		case <-prev:
+		case <-l.ctx.Done():
+			return
+		}
+	}
 	method := m.MethodName()
-	req, err := http.NewRequestWithContext(l.ctx, http.MethodPost, l.url, bytes.NewReader(m.Raw))
+	ctx := l.ctx
+	if m.IsRequest() {
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { done() }})
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.url, bytes.NewReader(m.Raw))
 	if err != nil {
 		l.answerError(m, err)
 		return
@@ -208,6 +234,9 @@ func (l *httpLink) post(m *Message, extra map[string]string) {
 		return
 	}
 	defer resp.Body.Close()
+	if !m.IsRequest() {
+		done()
+	}
 	if method == "initialize" {
 		if id := resp.Header.Get("Mcp-Session-Id"); id != "" {
 			l.mu.Lock()
