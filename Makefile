@@ -83,12 +83,15 @@ $(CONFORMANCE_NPM_DIR)/node_modules/.installed: $(CONFORMANCE_NPM_DIR)/package.j
 	touch $@
 
 ## conformance: the official MCP conformance suite (all server scenarios)
-## through tailgate on the in-process tailnet, against go-sdk's conformance
-## everything-server as a stdio target. Fails on a failure not listed in
+## through tailgate on the in-process tailnet: against go-sdk's conformance
+## everything-server as a stdio target (fails on a failure not listed in
 ## integration/conformance-expected-failures.yaml and on a listed one that
-## now passes. make test runs the same test.
+## now passes), against the same server over HTTP as a remote mcp target,
+## stateless and stateful (fails on a scenario that passes directly and not
+## through tailgate), and the tasks scenarios against the demo server. make
+## test runs the same tests.
 conformance: npm-deps conformance-npm-deps
-	$(GO) test -tags $(TAGS) -run '^TestConformance$$' -count=1 -v -timeout 10m ./integration/
+	$(GO) test -tags $(TAGS) -run '^Test(Tasks)?Conformance(Remote)?$$' -count=1 -v -timeout 10m ./integration/
 
 unit:
 	$(GO) test -timeout $(TIMEOUT) ./policy/... ./gateway/... ./mcpstdio/... ./tsnode/...
