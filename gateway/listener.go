@@ -124,7 +124,7 @@ const (
 	deniedHeadTimeout  = 5 * time.Second
 	deniedHeadMax      = 16 << 10
 	deniedDrainTimeout = time.Second
-	deniedDrainMax     = 64 << 10
+	deniedDrainMax     = 4 << 20
 )
 
 // refuse ends a denied connection. By default it reads the request's head

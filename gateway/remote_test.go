@@ -2,12 +2,14 @@ package gateway
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,5 +173,148 @@ func TestRemoteTargetKeepsMessageOrder(t *testing.T) {
 	defer mu.Unlock()
 	if i := slices.Index(order, "notifications/initialized"); i < 0 || slices.Index(order, "tools/list") < i {
 		t.Errorf("the server took %v: tools/list before notifications/initialized", order)
+	}
+}
+
+// remoteConfig is demoConfig with its one target the remote server at url.
+func remoteConfig(url string) string {
+	return strings.Replace(demoConfig, `            stdio: {cmd: DEMO}`, `            mcp: {host: "`+url+`"}`, 1)
+}
+
+// A server that answers a call with something other than its answer (an
+// error without the request's id, a proxy's refusal, a redirect that would
+// lose the message, a 202) fails that call at once with the reason, naming
+// the target, instead of leaving the caller to its timeout.
+func TestRemoteTargetRefusesCall(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reply func(w http.ResponseWriter, r *http.Request)
+		want  string
+	}{
+		{"error with id null", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"jsonrpc":"2.0","error":{"code":-32000,"message":"Bad Request: Server not initialized"},"id":null}`)
+		}, "HTTP 400: Bad Request: Server not initialized"},
+		{"proxy refusal", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":"invalid_token"}`)
+		}, `HTTP 401: {"error":"invalid_token"}`},
+		{"redirect to GET", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/elsewhere", http.StatusFound)
+		}, "redirect turning POST into GET refused"},
+		{"accepted, no answer", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusAccepted)
+		}, "the server took the request (HTTP 202) and sent no answer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
+			upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("Mcp-Method") == "tools/call" {
+					tc.reply(w, r)
+					return
+				}
+				sdk.ServeHTTP(w, r)
+			}))
+			defer upstream.Close()
+			_, base := serveLoopback(t, remoteConfig(upstream.URL))
+			cs := connect(t, base+"/mcp")
+			defer cs.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}})
+			if err == nil || !strings.Contains(err.Error(), `target "demo"`) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("call: %v, want an error naming the target and %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A cancelled call's stream to the server is closed, even when the server
+// does not act on notifications/cancelled: for a 2026-07-28 (sessionless)
+// call the closed stream is the cancellation itself; a session's server is
+// sent the notification as well.
+func TestRemoteTargetCancelClosesStream(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts *mcp.ClientSessionOptions
+	}{{"sessionless", nil}, {"session", legacySession}} {
+		t.Run(tc.name, func(t *testing.T) {
+			sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
+			closed := make(chan struct{}, 1)
+			upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch r.Header.Get("Mcp-Method") {
+				case "tools/call":
+					defer func() { closed <- struct{}{} }()
+				case "notifications/cancelled":
+					// A server that does not act on it: only the
+					// closed stream ends the call.
+					w.WriteHeader(http.StatusAccepted)
+					return
+				}
+				sdk.ServeHTTP(w, r)
+			}))
+			defer upstream.Close()
+			_, base := serveLoopback(t, remoteConfig(upstream.URL))
+			progress := make(chan struct{}, 100)
+			c := mcp.NewClient(&mcp.Implementation{Name: "test"}, &mcp.ClientOptions{ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) {
+				progress <- struct{}{}
+			}})
+			cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			params := &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{"steps": 600, "delayMs": 100}}
+			params.SetProgressToken("p")
+			go cs.CallTool(ctx, params)
+			<-progress // running upstream
+			cancel()
+			select {
+			case <-closed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the cancelled call's stream to the server is still open after 10s")
+			}
+		})
+	}
+}
+
+// The session's GET stream, which carries what the server sends unasked,
+// is reopened when the server (or a proxy) closes it: a list_changed sent
+// after that still reaches the client.
+func TestRemoteTargetListenStreamReopened(t *testing.T) {
+	server := demoserver.New()
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil)
+	var gets atomic.Int32
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && gets.Add(1) == 1 {
+			// The first stream is cut short, as an idle proxy would.
+			ctx, cancel := context.WithTimeout(r.Context(), 100*time.Millisecond)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
+		sdk.ServeHTTP(w, r)
+	}))
+	defer upstream.Close()
+	_, base := serveLoopback(t, remoteConfig(upstream.URL))
+	changed := make(chan struct{}, 10)
+	c := mcp.NewClient(&mcp.Implementation{Name: "test"}, &mcp.ClientOptions{ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
+		changed <- struct{}{}
+	}})
+	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, legacySession)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	waitFor(t, "the listen stream reopened", func() bool { return gets.Load() >= 2 })
+	mcp.AddTool(server, &mcp.Tool{Name: "late"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{}, nil, nil
+	})
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no tools/list_changed after the server's event stream was reopened")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -38,9 +39,10 @@ type httpLink struct {
 	cancel context.CancelFunc
 
 	mu        sync.Mutex
-	last      chan struct{} // closed once the last message written is out
-	session   string        // Mcp-Session-Id, for a server of the session era
-	version   string        // the protocol version agreed at initialize
+	last      chan struct{}                 // closed once the last message written is out
+	inflight  map[string]context.CancelFunc // requests whose answer may still come, by id
+	session   string                        // Mcp-Session-Id, for a server of the session era
+	version   string                        // the protocol version agreed at initialize
 	listening bool
 	done      chan struct{}
 	err       error
@@ -93,9 +95,19 @@ func (b *Backend) remoteClient(t *Target) (*http.Client, error) {
 		Transport: tr,
 		// A redirect to another host could carry the target's headers
 		// (API keys, the caller's identity) somewhere else: refused.
+		// A redirect that turns a POST into a GET would lose the
+		// message, one from https to http would send the headers in
+		// clear: refused too.
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if req.URL.Host != u.Host || len(via) > 5 {
+			switch {
+			case len(via) > 5:
+				return errors.New("more than 5 redirects")
+			case req.URL.Host != u.Host:
 				return fmt.Errorf("redirect to %s refused: only the target's own host", req.URL.Host)
+			case req.URL.Scheme != via[0].URL.Scheme:
+				return fmt.Errorf("redirect from %s to %s refused", via[0].URL.Scheme, req.URL.Scheme)
+			case req.Method != via[0].Method:
+				return fmt.Errorf("redirect turning %s into %s refused (use 307 or 308)", via[0].Method, req.Method)
 			}
 			return nil
 		},
@@ -105,7 +117,8 @@ func (b *Backend) remoteClient(t *Target) (*http.Client, error) {
 // dialRemote makes the link to remote target t for one session (or one
 // caller's sessionless requests). Nothing is sent until the first message.
 func (b *Backend) dialRemote(t *Target, identity map[string]string, handle func([]byte), log *slog.Logger) link {
-	l := &httpLink{t: t, url: t.Remote.URL, handle: handle, log: log, headers: make(http.Header), done: make(chan struct{})}
+	l := &httpLink{t: t, url: t.Remote.URL, handle: handle, log: log, headers: make(http.Header), done: make(chan struct{}),
+		inflight: make(map[string]context.CancelFunc)}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	b.remoteMu.Lock()
 	client := b.remotes[t.Name]
@@ -152,7 +165,10 @@ func (l *httpLink) fail(err error) {
 	l.cancel()
 }
 
-// write posts msg; the answer is handed on when it comes.
+// write posts msg; the answer is handed on when it comes. A cancellation
+// closes the cancelled request's stream, which is how a Streamable HTTP
+// client cancels (2026-07-28); a server of the session era is also sent
+// the notification.
 func (l *httpLink) write(msg []byte, headers map[string]string) error {
 	select {
 	case <-l.done:
@@ -164,38 +180,80 @@ func (l *httpLink) write(msg []byte, headers map[string]string) error {
 		return err
 	}
 	l.mu.Lock()
+	if m.MethodName() == "notifications/cancelled" {
+		if cancel := l.inflight[string(m.Bytes(m.Path("params", "requestId")))]; cancel != nil {
+			cancel()
+		}
+		if l.session == "" {
+			l.mu.Unlock()
+			return nil // no session to tell: the closed stream said it
+		}
+	}
+	ctx, cancel := l.ctx, context.CancelFunc(func() {})
+	if m.IsRequest() {
+		ctx, cancel = context.WithCancel(l.ctx)
+		l.inflight[string(m.Bytes(m.ID))] = cancel
+	}
 	prev, sent := l.last, make(chan struct{})
 	l.last = sent
 	l.mu.Unlock()
-	go l.post(m, headers, prev, sent)
+	go func() {
+		defer func() {
+			cancel()
+			if m.IsRequest() {
+				l.mu.Lock()
+				delete(l.inflight, string(m.Bytes(m.ID)))
+				l.mu.Unlock()
+			}
+		}()
+		l.post(ctx, m, headers, prev, sent)
+	}()
 	return nil
 }
+
+// Bounds on what one message may hold up: a notification (or a response
+// to the server) that the server does not take within notifyTimeout is
+// given up, and the messages after it wait at most orderWait for it.
+const (
+	notifyTimeout = 30 * time.Second
+	orderWait     = 5 * time.Second
+)
 
 // post sends m once the message written before it is out (prev), and
 // says when m is (sent): a request once it is written to the connection, a
 // notification once the server has taken it. Messages then reach the
-// server in the order the relay wrote them — notifications/initialized
-// before the first request, a cancellation after its request — while
-// requests still run side by side.
-func (l *httpLink) post(m *Message, extra map[string]string, prev <-chan struct{}, sent chan struct{}) {
+// server in the order the relay wrote them (notifications/initialized
+// before the first request) while requests still run side by side.
+func (l *httpLink) post(ctx context.Context, m *Message, extra map[string]string, prev <-chan struct{}, sent chan struct{}) {
 	var once sync.Once
 	done := func() { once.Do(func() { close(sent) }) }
 	defer done()
 	if prev != nil {
+		t := time.NewTimer(orderWait)
 		select {
 		case <-prev:
-		case <-l.ctx.Done():
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
 			return
 		}
+		t.Stop()
 	}
 	method := m.MethodName()
-	ctx := l.ctx
 	if m.IsRequest() {
 		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { done() }})
+	} else {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, notifyTimeout)
+		defer cancel()
+		stop := context.AfterFunc(ctx, done)
+		defer stop()
+		t := time.AfterFunc(orderWait, done)
+		defer t.Stop()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.url, bytes.NewReader(m.Raw))
 	if err != nil {
-		l.answerError(m, err)
+		l.answerError(ctx, m, err)
 		return
 	}
 	h := req.Header
@@ -225,12 +283,12 @@ func (l *httpLink) post(m *Message, extra map[string]string, prev <-chan struct{
 		// SEP-2243: the server checks these against the body.
 		h.Set("Mcp-Method", method)
 		if name, ok := m.NameSpan(); ok && m.String(name) != "" {
-			h.Set("Mcp-Name", m.String(name))
+			h.Set("Mcp-Name", headerValue(m.String(name)))
 		}
 	}
 	resp, err := l.client.Do(req)
 	if err != nil {
-		l.answerError(m, err)
+		l.answerError(ctx, m, fmt.Errorf("unreachable: %w", err))
 		return
 	}
 	defer resp.Body.Close()
@@ -244,10 +302,7 @@ func (l *httpLink) post(m *Message, extra map[string]string, prev <-chan struct{
 			l.mu.Unlock()
 		}
 	}
-	switch {
-	case resp.StatusCode == http.StatusAccepted:
-		return
-	case resp.StatusCode == http.StatusNotFound && session != "":
+	if resp.StatusCode == http.StatusNotFound && session != "" {
 		// The server forgot the session: the target is gone for it.
 		l.fail(fmt.Errorf("target %q: the server ended the session (404)", l.t.Name))
 		return
@@ -255,18 +310,66 @@ func (l *httpLink) post(m *Message, extra map[string]string, prev <-chan struct{
 	ct := resp.Header.Get("Content-Type")
 	switch {
 	case strings.HasPrefix(ct, "text/event-stream"):
-		l.followEvents(resp.Body, m)
+		l.followEvents(ctx, resp.Body, m)
 	case strings.HasPrefix(ct, "application/json"):
 		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 		if err != nil {
-			l.answerError(m, err)
+			l.answerError(ctx, m, err)
 			return
 		}
-		l.deliver(body, m)
+		if answers(body, m) || !m.IsRequest() {
+			l.deliver(body, m)
+			return
+		}
+		// Not the answer: an error without the request's id (a proxy's
+		// 401, a server's "not initialized" with id null), or something
+		// else entirely. The caller gets the reason instead of a wait.
+		l.answerError(ctx, m, httpError(resp.StatusCode, body))
+	case resp.StatusCode == http.StatusAccepted || resp.StatusCode/100 == 2:
+		if m.IsRequest() {
+			l.answerLost(ctx, m, fmt.Sprintf("the server took the request (HTTP %d) and sent no answer", resp.StatusCode))
+		}
 	default:
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		l.answerError(m, fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body))))
+		l.answerError(ctx, m, httpError(resp.StatusCode, body))
 	}
+}
+
+// answers reports whether body is the response to request m.
+func answers(body []byte, m *Message) bool {
+	if m == nil || !m.IsRequest() {
+		return false
+	}
+	rm, err := ParseMessage(bytes.TrimSpace(body))
+	return err == nil && rm.IsResponse() && bytes.Equal(rm.Bytes(rm.ID), m.Bytes(m.ID))
+}
+
+// httpError describes a reply that is not the answer: its status, and the
+// JSON-RPC error's message or the start of the body.
+func httpError(status int, body []byte) error {
+	if rm, err := ParseMessage(bytes.TrimSpace(body)); err == nil {
+		if msg := rm.String(rm.Path("error", "message")); msg != "" {
+			return fmt.Errorf("HTTP %d: %s", status, msg)
+		}
+	}
+	text := strings.TrimSpace(string(body[:min(len(body), 200)]))
+	if text == "" {
+		return fmt.Errorf("HTTP %d", status)
+	}
+	return fmt.Errorf("HTTP %d: %s", status, text)
+}
+
+// headerValue is v as an Mcp-Name or Mcp-Param-* header value: itself
+// when it is plain header-safe ASCII, else SEP-2243's "=?base64?…?=".
+func headerValue(v string) string {
+	plain := v == strings.TrimSpace(v) && !(strings.HasPrefix(v, "=?base64?") && strings.HasSuffix(v, "?="))
+	for i := 0; plain && i < len(v); i++ {
+		plain = v[i] == ' ' || v[i] == '\t' || v[i] >= 0x21 && v[i] <= 0x7e
+	}
+	if plain {
+		return v
+	}
+	return "=?base64?" + base64.StdEncoding.EncodeToString([]byte(v)) + "?="
 }
 
 // deliver hands a message from the server on, noting the version agreed
@@ -302,143 +405,174 @@ func (l *httpLink) deliver(body []byte, sent *Message) {
 // before the response and expect the client to come back for the rest
 // (SSE polling, SEP-1699): then the stream is resumed with a GET that
 // names the last event seen, after the delay the server asked for.
-func (l *httpLink) followEvents(body io.Reader, sent *Message) {
-	st := l.readEvents(body, sent)
+func (l *httpLink) followEvents(ctx context.Context, body io.Reader, sent *Message) {
+	st := l.readEvents(body, sent, eventsRead{retry: defaultRetry})
 	for range maxResumes {
-		if st.answered || !sent.IsRequest() || l.ctx.Err() != nil {
+		if st.answered || !sent.IsRequest() || ctx.Err() != nil {
 			return
 		}
 		if st.lastID == "" {
 			// Nothing to resume from: the answer is lost upstream, and
 			// the caller would wait for it until its timeout.
-			l.answerLost(sent, "the server closed the answer's event stream before answering, with no event id to resume from")
+			l.answerLost(ctx, sent, "the server closed the answer's event stream before answering, with no event id to resume from")
 			return
 		}
-		select {
-		case <-time.After(st.retry):
-		case <-l.ctx.Done():
+		if !sleep(ctx, st.retry) {
 			return
 		}
-		req, err := l.streamRequest()
+		resp, err := l.client.Do(l.streamRequest(ctx, st.lastID))
 		if err != nil {
-			l.answerError(sent, err)
+			l.answerError(ctx, sent, fmt.Errorf("unreachable resuming the answer's stream: %w", err))
 			return
 		}
-		req.Header.Set("Last-Event-ID", st.lastID)
-		resp, err := l.client.Do(req)
-		if err != nil {
-			l.answerError(sent, err)
+		if resp.StatusCode == http.StatusNotFound {
+			resp.Body.Close()
+			l.fail(fmt.Errorf("target %q: the server ended the session (404 resuming a stream)", l.t.Name))
 			return
 		}
 		if resp.StatusCode != http.StatusOK {
 			resp.Body.Close()
-			l.answerError(sent, fmt.Errorf("resuming the answer's stream: HTTP %d", resp.StatusCode))
+			l.answerError(ctx, sent, fmt.Errorf("resuming the answer's stream: HTTP %d", resp.StatusCode))
 			return
 		}
-		next := l.readEvents(resp.Body, sent)
+		st = l.readEvents(resp.Body, sent, st)
 		resp.Body.Close()
-		if next.lastID == "" {
-			next.lastID = st.lastID
-		}
-		st = next
 	}
 	if !st.answered && sent.IsRequest() {
-		l.answerLost(sent, fmt.Sprintf("no answer after resuming the answer's event stream %d times", maxResumes))
+		l.answerLost(ctx, sent, fmt.Sprintf("no answer after resuming the answer's event stream %d times", maxResumes))
 	}
 }
 
-// maxResumes bounds how often one answer's event stream is resumed.
-const maxResumes = 1000
+// sleep waits d, or until ctx ends (false).
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+const (
+	// maxResumes bounds how often one answer's event stream is resumed.
+	maxResumes = 1000
+	// defaultRetry is the reconnection delay until a server names one.
+	defaultRetry = 100 * time.Millisecond
+)
 
 // answerLost answers a request whose answer the server will not send.
-func (l *httpLink) answerLost(m *Message, why string) {
-	if l.ctx.Err() != nil {
-		return
+func (l *httpLink) answerLost(ctx context.Context, m *Message, why string) {
+	if ctx.Err() != nil {
+		return // stopped or cancelled: nobody waits for the answer
 	}
 	l.log.Warn("remote target: answer lost", "target", l.t.Name, "method", m.MethodName(), "reason", why)
 	l.handle(ErrorMessage(m.Bytes(m.ID), CodeInternalError, fmt.Sprintf("target %q: %s", l.t.Name, why)))
 }
 
-// eventsRead is what readEvents saw of a stream.
+// eventsRead is what readEvents saw of a stream, carried over to the
+// stream that resumes it.
 type eventsRead struct {
 	lastID   string
 	retry    time.Duration
 	answered bool // the response to the request that opened it came
 }
 
-// readEvents hands on each message of an event stream.
-func (l *httpLink) readEvents(r io.Reader, sent *Message) eventsRead {
-	st := eventsRead{retry: 100 * time.Millisecond}
+// readEvents hands on each message of an event stream, starting from
+// what the streams before it saw (the last event id, the server's retry).
+// An event counts, its id included, once its closing blank line has come;
+// a stream that ends inside an event drops it, as EventSource does.
+func (l *httpLink) readEvents(r io.Reader, sent *Message, st eventsRead) eventsRead {
+	st.answered = false
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
 	var data []byte
-	flush := func() {
-		if len(data) == 0 {
-			return
-		}
-		if sent != nil && sent.IsRequest() {
-			if rm, err := ParseMessage(bytes.TrimSpace(data)); err == nil && rm.IsResponse() && bytes.Equal(rm.Bytes(rm.ID), sent.Bytes(sent.ID)) {
-				st.answered = true
-			}
-		}
-		l.deliver(data, sent)
-		data = nil
-	}
+	id, hasID := "", false
 	for sc.Scan() {
 		line := sc.Bytes()
 		switch {
 		case len(line) == 0:
-			flush()
+			if hasID {
+				st.lastID, hasID = id, false
+			}
+			if len(data) > 0 {
+				if answers(data, sent) {
+					st.answered = true
+				}
+				l.deliver(data, sent)
+				data = nil
+			}
 		case bytes.HasPrefix(line, []byte("data:")):
 			data = append(data, bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" "))...)
 		case bytes.HasPrefix(line, []byte("id:")):
-			st.lastID = strings.TrimSpace(string(line[3:]))
+			id, hasID = strings.TrimSpace(string(line[3:])), true
 		case bytes.HasPrefix(line, []byte("retry:")):
 			if ms, err := strconv.Atoi(strings.TrimSpace(string(line[6:]))); err == nil && ms >= 0 {
 				st.retry = min(time.Duration(ms)*time.Millisecond, 30*time.Second)
 			}
 		}
 	}
-	flush()
 	return st
 }
 
 // answerError answers a request the server could not be asked (down,
 // refused, timed out) with an error naming the target.
-func (l *httpLink) answerError(m *Message, err error) {
+func (l *httpLink) answerError(ctx context.Context, m *Message, err error) {
 	if !m.IsRequest() {
 		l.log.Debug("remote target: message not delivered", "method", m.MethodName(), "err", err)
 		return
 	}
-	if l.ctx.Err() != nil {
-		return // stopped: the session fails its calls itself
+	if ctx.Err() != nil {
+		return // stopped (the session fails its calls itself) or cancelled
 	}
-	l.handle(ErrorMessage(m.Bytes(m.ID), CodeInternalError, fmt.Sprintf("target %q: %s unreachable: %v", l.t.Name, redactURL(l.url), err)))
+	l.handle(ErrorMessage(m.Bytes(m.ID), CodeInternalError, fmt.Sprintf("target %q: %s: %v", l.t.Name, redactURL(l.url), err)))
 }
 
-// listen opens the session's GET stream, for what the server sends
-// unasked (list_changed, its requests of the client).
+// listen holds the session's GET stream open, for what the server sends
+// unasked (list_changed, its requests of the client): reopened when the
+// server or a proxy closes it, from the last event seen, until the link
+// ends or the server says it offers none (405).
 func (l *httpLink) listen() {
-	req, err := l.streamRequest()
-	if err != nil {
-		return
-	}
-	resp, err := l.client.Do(req)
-	if err != nil {
-		return
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusOK {
-		l.readEvents(resp.Body, nil)
+	st := eventsRead{retry: defaultRetry}
+	backoff := time.Duration(0)
+	for l.ctx.Err() == nil {
+		began := time.Now()
+		resp, err := l.client.Do(l.streamRequest(l.ctx, st.lastID))
+		switch {
+		case err != nil:
+			l.log.Debug("remote target: listen stream", "target", l.t.Name, "err", err)
+		case resp.StatusCode == http.StatusOK:
+			st = l.readEvents(resp.Body, nil, st)
+			resp.Body.Close()
+		case resp.StatusCode == http.StatusNotFound:
+			resp.Body.Close()
+			l.fail(fmt.Errorf("target %q: the server ended the session (404 on its event stream)", l.t.Name))
+			return
+		default:
+			// 405: the server has no GET stream; anything else: it will
+			// not give one. Either way, nothing to listen to.
+			resp.Body.Close()
+			l.log.Debug("remote target: no listen stream", "target", l.t.Name, "status", resp.StatusCode)
+			return
+		}
+		// A stream that ends at once, or a connection that fails, is
+		// retried ever more slowly; one that lasted, after retry.
+		if err != nil || time.Since(began) < time.Second {
+			backoff = min(max(2*backoff, time.Second), 30*time.Second)
+		} else {
+			backoff = 0
+		}
+		if !sleep(l.ctx, max(st.retry, backoff)) {
+			return
+		}
 	}
 }
 
-// streamRequest is a GET of the session's event stream.
-func (l *httpLink) streamRequest() (*http.Request, error) {
-	req, err := http.NewRequestWithContext(l.ctx, http.MethodGet, l.url, nil)
-	if err != nil {
-		return nil, err
-	}
+// streamRequest is a GET of the session's event stream, resuming after
+// lastID when it is set.
+func (l *httpLink) streamRequest(ctx context.Context, lastID string) *http.Request {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, l.url, nil) // l.url parsed at load
 	for k, v := range l.headers {
 		req.Header[k] = v
 	}
@@ -451,7 +585,10 @@ func (l *httpLink) streamRequest() (*http.Request, error) {
 	}
 	l.mu.Unlock()
 	req.Header.Set("Accept", "text/event-stream")
-	return req, nil
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	return req
 }
 
 // read waits for the link to end; messages arrive through post.
@@ -496,6 +633,11 @@ func (l *httpLink) stop(grace time.Duration) {
 				req.Header[k] = v
 			}
 			req.Header.Set("Mcp-Session-Id", session)
+			l.mu.Lock()
+			if l.version != "" {
+				req.Header.Set("Mcp-Protocol-Version", l.version)
+			}
+			l.mu.Unlock()
 			if resp, err := l.client.Do(req); err == nil {
 				resp.Body.Close()
 			}
@@ -568,10 +710,16 @@ func (l *sseLink) stream() {
 		switch {
 		case len(line) == 0:
 			if event == "endpoint" {
-				if u, err := url.Parse(l.url); err == nil {
-					if ep, err := u.Parse(strings.TrimSpace(string(data))); err == nil && ep.Host == u.Host {
-						l.endpoint = ep.String()
-						close(l.ready)
+				// The first endpoint on the target's own host and scheme
+				// counts; write reads it once ready is closed.
+				select {
+				case <-l.ready:
+				default:
+					if u, err := url.Parse(l.url); err == nil {
+						if ep, err := u.Parse(strings.TrimSpace(string(data))); err == nil && ep.Host == u.Host && ep.Scheme == u.Scheme {
+							l.endpoint = ep.String()
+							close(l.ready)
+						}
 					}
 				}
 			} else if len(data) > 0 {
