@@ -64,7 +64,7 @@ func TestRemoteTargetDown(t *testing.T) {
 // targets[].sse, default path /sse) behind the same relay.
 func TestSSETarget(t *testing.T) {
 	upstream := httptest.NewServer(mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil))
-	defer upstream.Close()
+	t.Cleanup(upstream.Close)
 	cfg := strings.Replace(demoConfig, `            stdio: {cmd: DEMO}`, `            sse: {host: "`+upstream.URL+`"}`, 1)
 	_, base := serveLoopback(t, cfg)
 	cs := connect(t, base+"/mcp")
@@ -96,7 +96,7 @@ func TestRemoteTargetClosesAnswerStream(t *testing.T) {
 				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "after the close"}}}, nil, nil
 			})
 			upstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{EventStore: tc.store}))
-			defer upstream.Close()
+			t.Cleanup(upstream.Close)
 			_, base := serveLoopback(t, strings.Replace(demoConfig, `            stdio: {cmd: DEMO}`, `            mcp: {host: "`+upstream.URL+`"}`, 1))
 			cs := connect(t, base+"/mcp")
 			defer cs.Close()
@@ -163,7 +163,7 @@ func TestRemoteTargetKeepsMessageOrder(t *testing.T) {
 		mu.Unlock()
 		sdk.ServeHTTP(w, r)
 	}))
-	defer upstream.Close()
+	t.Cleanup(upstream.Close)
 	_, base := serveLoopback(t, strings.Replace(demoConfig, `            stdio: {cmd: DEMO}`, `            mcp: {host: "`+upstream.URL+`"}`, 1))
 	cs := connect(t, base+"/mcp")
 	defer cs.Close()
@@ -218,7 +218,7 @@ func TestRemoteTargetRefusesCall(t *testing.T) {
 				}
 				sdk.ServeHTTP(w, r)
 			}))
-			defer upstream.Close()
+			t.Cleanup(upstream.Close)
 			_, base := serveLoopback(t, remoteConfig(upstream.URL))
 			cs := connect(t, base+"/mcp")
 			defer cs.Close()
@@ -256,17 +256,12 @@ func TestRemoteTargetCancelClosesStream(t *testing.T) {
 				}
 				sdk.ServeHTTP(w, r)
 			}))
-			defer upstream.Close()
+			t.Cleanup(upstream.Close)
 			_, base := serveLoopback(t, remoteConfig(upstream.URL))
 			progress := make(chan struct{}, 100)
-			c := mcp.NewClient(&mcp.Implementation{Name: "test"}, &mcp.ClientOptions{ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) {
+			cs := connectWith(t, base+"/mcp", &mcp.ClientOptions{ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) {
 				progress <- struct{}{}
-			}})
-			cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, tc.opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cs.Close()
+			}}, tc.opts)
 			ctx, cancel := context.WithCancel(context.Background())
 			params := &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{"steps": 600, "delayMs": 100}}
 			params.SetProgressToken("p")
@@ -298,17 +293,12 @@ func TestRemoteTargetListenStreamReopened(t *testing.T) {
 		}
 		sdk.ServeHTTP(w, r)
 	}))
-	defer upstream.Close()
+	t.Cleanup(upstream.Close)
 	_, base := serveLoopback(t, remoteConfig(upstream.URL))
 	changed := make(chan struct{}, 10)
-	c := mcp.NewClient(&mcp.Implementation{Name: "test"}, &mcp.ClientOptions{ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
+	connectWith(t, base+"/mcp", &mcp.ClientOptions{ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
 		changed <- struct{}{}
-	}})
-	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, legacySession)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
+	}}, legacySession)
 	waitFor(t, "the listen stream reopened", func() bool { return gets.Load() >= 2 })
 	mcp.AddTool(server, &mcp.Tool{Name: "late"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{}, nil, nil
@@ -347,7 +337,7 @@ func TestSSETargetRepeatedEndpoint(t *testing.T) {
 		}
 		sse.ServeHTTP(w, r)
 	}))
-	defer upstream.Close()
+	t.Cleanup(upstream.Close)
 	_, base := serveLoopback(t, strings.Replace(demoConfig, `            stdio: {cmd: DEMO}`, `            sse: {host: "`+upstream.URL+`"}`, 1))
 	cs := connect(t, base+"/mcp")
 	defer cs.Close()

@@ -93,6 +93,18 @@ func connect(t *testing.T, url string) *mcp.ClientSession {
 	return cs
 }
 
+// connectWith is connect with client and session options (nil session
+// options: the client's latest protocol), closed when the test ends.
+func connectWith(t *testing.T, url string, opts *mcp.ClientOptions, sess *mcp.ClientSessionOptions) *mcp.ClientSession {
+	t.Helper()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test-client"}, opts).Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: url}, sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
 func TestServeMCPOnLoopback(t *testing.T) {
 	s, base := serveLoopback(t, demoConfig)
 	cs := connect(t, base+"/mcp")

@@ -101,94 +101,78 @@ func (w lineWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// A node whose control server cannot be reached says so within seconds,
-// naming the URL and the cause, and its Start error says it too.
-func TestUnreachableControlIsReported(t *testing.T) {
+// A node whose control server cannot be reached says so within 15 s,
+// naming the URL and the cause: at once when tsnet reports an error (a
+// refused connection), and after ControlReport when tsnet has nothing to
+// report (a server that accepts connections and never answers).
+func TestControlProblemIsReported(t *testing.T) {
 	netns.SetEnabled(false)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + ln.Addr().String()
-	ln.Close() // nothing listens there now: connection refused
-	lines := make(lineWriter, 100)
-	n, err := New(Config{
-		ControlURL: url, Ephemeral: true, MemoryState: true, StartTimeout: 20 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(lines, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan error, 1)
-	go func() { started <- n.Start(ctx) }()
-	begin := time.Now()
-	deadline := time.After(15 * time.Second)
-	found := ""
-	for found == "" {
-		select {
-		case line := <-lines:
-			if strings.Contains(line, "cannot reach the control server") && strings.Contains(line, url) && strings.Contains(line, "connection refused") {
-				found = line
+	for _, tc := range []struct {
+		name  string
+		serve func(net.Listener) // nil: nothing listens
+		cause string
+	}{
+		{"refused", nil, "connection refused"},
+		{"silent", holdConnections, "no HTTP answer within"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
 			}
-		case <-deadline:
-			t.Fatal("no line within 15s says the control server cannot be reached")
-		}
+			defer ln.Close()
+			if tc.serve == nil {
+				ln.Close()
+			} else {
+				go tc.serve(ln)
+			}
+			url := "http://" + ln.Addr().String()
+			lines := make(lineWriter, 100)
+			n, err := New(Config{
+				ControlURL: url, Ephemeral: true, MemoryState: true, StartTimeout: 30 * time.Second, ControlReport: time.Second,
+				Logger: slog.New(slog.NewTextHandler(lines, nil)),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			started := make(chan error, 1)
+			go func() { started <- n.Start(ctx) }()
+			begin := time.Now()
+			deadline := time.After(15 * time.Second)
+			for found := ""; found == ""; {
+				select {
+				case line := <-lines:
+					if strings.Contains(line, "cannot reach the control server") && strings.Contains(line, url) && strings.Contains(line, tc.cause) {
+						found = line
+						t.Logf("reported after %v: %s", time.Since(begin).Round(time.Millisecond), found)
+					}
+				case <-deadline:
+					t.Fatalf("no line within 15s says the control server cannot be reached (%s)", tc.cause)
+				}
+			}
+			cancel()
+			<-started
+		})
 	}
-	t.Logf("reported after %v: %s", time.Since(begin).Round(time.Millisecond), found)
-	cancel()
-	<-started
 }
 
-// A control server that accepts connections and never answers gets tsnet
-// no error to report: the line after ControlReport still says why.
-func TestSilentControlIsDiagnosed(t *testing.T) {
-	netns.SetEnabled(false)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		var held []net.Conn // accepted, never answered
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
+// holdConnections accepts connections on ln and never answers them.
+func holdConnections(ln net.Listener) {
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
 		}
 	}()
-	url := "http://" + ln.Addr().String()
-	lines := make(lineWriter, 100)
-	n, err := New(Config{
-		ControlURL: url, Ephemeral: true, MemoryState: true, StartTimeout: 30 * time.Second, ControlReport: time.Second,
-		Logger: slog.New(slog.NewTextHandler(lines, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan error, 1)
-	go func() { started <- n.Start(ctx) }()
-	deadline := time.After(15 * time.Second)
-	for found := false; !found; {
-		select {
-		case line := <-lines:
-			found = strings.Contains(line, "cannot reach the control server") && strings.Contains(line, url) && strings.Contains(line, "no HTTP answer within")
-		case <-deadline:
-			t.Fatal("no line within 15s says the control server does not answer")
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
 		}
+		held = append(held, c)
 	}
-	cancel()
-	<-started
 }
 
 func TestDefaultControlURLIsNamed(t *testing.T) {
