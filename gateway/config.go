@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -552,10 +553,10 @@ func (h *HeaderValue) unmarshalYAML(d *decoder, n *yaml.Node, path string) {
 	k, v := resolve(n.Content[0]), resolve(n.Content[1])
 	switch k.Value {
 	case "file":
-		h.File = v.Value
-		b, err := os.ReadFile(v.Value)
+		h.File = resolvePath(d.dir, v.Value)
+		b, err := os.ReadFile(h.File)
 		if err != nil {
-			d.errorf(v, path+".file", "%v", err)
+			d.errorf(v, path+".file", "%s: %v", v.Value, unwrapPathError(err))
 			return
 		}
 		h.Value = strings.TrimSpace(string(b))
@@ -938,6 +939,12 @@ func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys .
 			case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 				d.errorf(at(doc, k("targets", i, kind, "host")...), tpath+"."+kind+".host", "%q is not an http(s) URL", r.Host)
 			}
+			if written := r.CAFile; written != "" {
+				r.CAFile = resolvePath(d.dir, written)
+				if err := checkPEM(r.CAFile); err != nil {
+					d.errorf(at(doc, k("targets", i, kind, "caFile")...), tpath+"."+kind+".caFile", "%s: %v", written, err)
+				}
+			}
 			continue
 		}
 		if t.Stdio == nil {
@@ -1096,6 +1103,28 @@ func resolveCommand(dir, cmd string) string {
 		return cmd
 	}
 	return filepath.Join(dir, cmd)
+}
+
+// resolvePath is a file path of the config (a header's file, a caFile)
+// made absolute against the config file's folder, as a relative stdio cmd
+// is.
+func resolvePath(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// checkPEM reports whether file holds a PEM certificate.
+func checkPEM(file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return unwrapPathError(err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(b) {
+		return errors.New("no PEM certificate in it")
+	}
+	return nil
 }
 
 // HostWarnings are what this host lacks for the config: a stdio target's
