@@ -27,12 +27,18 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
 )
 
 const (
@@ -569,4 +575,36 @@ func BenchmarkRelayedToolCallParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkRemoteToolCall is the same call to a remote mcp target: go-sdk's
+// Streamable HTTP server with the demo server's tools, on loopback, called
+// directly and through tailgate. Both run in this process, so B/op and
+// allocs/op include the server's; the difference between the two is
+// tailgate's.
+//
+//	go test -run '^$' -bench RemoteToolCall -benchmem -benchtime=2000x -count=3 -timeout 10m ./gateway/
+func BenchmarkRemoteToolCall(b *testing.B) {
+	upstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil))
+	b.Cleanup(upstream.Close)
+	_, base := serveLoopbackOpts(b, remoteConfig(upstream.URL+"/mcp"), Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	for _, tc := range []struct{ name, addr string }{
+		{"direct", strings.TrimPrefix(upstream.URL, "http://")},
+		{"tailgate", strings.TrimPrefix(base, "http://")},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := dialBench(b, tc.addr)
+			for range 50 {
+				if err := c.call(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.call(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

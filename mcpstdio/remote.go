@@ -486,7 +486,8 @@ type eventsRead struct {
 func (l *httpLink) readEvents(r io.Reader, sent *Message, st eventsRead) eventsRead {
 	st.answered = false
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	// Most events are small: start small, grow up to the largest message.
+	sc.Buffer(make([]byte, 4<<10), 64<<20)
 	var data []byte
 	id, hasID := "", false
 	for sc.Scan() {
