@@ -27,7 +27,7 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 	}
 	var subs []sub
 	for _, c := range s.children {
-		if !c.init.has("tools") && !c.init.has("prompts") && !c.init.has("resources") {
+		if !c.init.has("tools") && !c.init.has("prompts") && !c.init.has("resources") || !c.alive() && s.degrades() {
 			continue
 		}
 		if !c.init.modern && s.shared {

@@ -405,7 +405,7 @@ func (s *Session) everyChild(ctx context.Context, m *Message) error {
 	errs := make([]error, len(s.children))
 	var wg sync.WaitGroup
 	for i, c := range s.children {
-		if method == "logging/setLevel" && !c.init.has("logging") {
+		if method == "logging/setLevel" && !c.init.has("logging") || !c.alive() && s.degrades() {
 			continue
 		}
 		wg.Go(func() {
@@ -426,7 +426,7 @@ func (s *Session) joinLists(ctx context.Context, lk listKind, keep func(Item) bo
 	errs := make([]error, len(s.children))
 	var wg sync.WaitGroup
 	for i, c := range s.children {
-		if !c.init.has(lk.capability) {
+		if !c.init.has(lk.capability) || !c.alive() && s.degrades() {
 			continue
 		}
 		wg.Go(func() {
@@ -539,7 +539,7 @@ func (s *Session) Tools(ctx context.Context) ([]json.RawMessage, error) {
 	lk := listKinds["tools/list"]
 	var all []json.RawMessage
 	for _, c := range s.children {
-		if !c.init.has(lk.capability) {
+		if !c.init.has(lk.capability) || !c.alive() && s.degrades() {
 			continue
 		}
 		items, err := c.listAll(ctx, "", lk)

@@ -201,6 +201,17 @@ func (s *Session) supervise(c *child) {
 		default:
 		}
 		err := c.link.exitError()
+		if s.degrades() && s.Alive() {
+			// failOpen: the others go on; the lost target's calls fail
+			// naming it, and the client is told to list again.
+			s.log.Warn("target gone; serving the others (failOpen)", "target", c.target.Name, "pid", c.link.pid(), "err", err)
+			for _, kind := range []string{"tools", "prompts", "resources"} {
+				if c.init.has(kind) {
+					s.notify([]byte(`{"jsonrpc":"2.0","method":"notifications/` + kind + `/list_changed"}`))
+				}
+			}
+			return
+		}
 		s.log.Warn("target gone; ending session", "target", c.target.Name, "pid", c.link.pid(), "err", err)
 		s.end(err)
 	case <-s.stopping:
@@ -208,19 +219,31 @@ func (s *Session) supervise(c *child) {
 }
 
 // Alive reports whether the session can still serve requests: it has not
-// been closed and none of its children has exited.
+// been closed, and none of its children has exited (under failOpen: one
+// at least has not).
 func (s *Session) Alive() bool {
 	select {
 	case <-s.stopping:
 		return false
 	default:
 	}
+	alive := 0
 	for _, c := range s.children {
-		if !c.alive() {
-			return false
+		if c.alive() {
+			alive++
 		}
 	}
-	return true
+	if s.degrades() {
+		return alive > 0
+	}
+	return alive == len(s.children)
+}
+
+// degrades reports whether the session goes on without a target that
+// exits: under failOpen, for a client's session. A sessionless caller's
+// session ends instead, so that its next request starts the target again.
+func (s *Session) degrades() bool {
+	return s.b.opts.FailureMode == FailOpen && !s.shared
 }
 
 // Done is closed when the session has ended and its children are reaped.

@@ -648,6 +648,63 @@ func TestChildExitEndsSession(t *testing.T) {
 	}
 }
 
+// Under failOpen a client's session outlives a target that exits: the
+// other targets serve, the lost one's calls fail naming it, its tools
+// leave the list and the client is told to list again. Under failClosed
+// the session ends.
+func TestTargetLostMidSession(t *testing.T) {
+	targets := []mcpstdio.Target{{Name: "a", Command: demoBin}, {Name: "b", Command: demoBin}}
+	for _, mode := range []mcpstdio.FailureMode{mcpstdio.FailClosed, mcpstdio.FailOpen} {
+		t.Run(string(mode), func(t *testing.T) {
+			b := newBackendTargets(t, targets, mcpstdio.Options{FailureMode: mode})
+			notified := make(chan string, 10)
+			s := openWith(t, b, mcpstdio.OpenParams{ID: t.Name(), Notify: func(msg []byte) {
+				m, err := mcpstdio.ParseMessage(msg)
+				if err == nil {
+					notified <- m.MethodName()
+				}
+			}})
+			errorOf(t, callTool(t, s, "b_exit", map[string]any{"code": 3}))
+			if mode == mcpstdio.FailClosed {
+				select {
+				case <-s.Done():
+				case <-time.After(5 * time.Second):
+					t.Fatal("session did not end after a target exited")
+				}
+				return
+			}
+			select {
+			case m := <-notified:
+				if m != "notifications/tools/list_changed" {
+					t.Errorf("first notification %s, want tools/list_changed", m)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("no list_changed after a target exited")
+			}
+			if !s.Alive() {
+				t.Fatal("session ended with a target left (failOpen)")
+			}
+			if got := text(t, callTool(t, s, "a_echo", map[string]any{"message": "ok"})); got != "ok" {
+				t.Errorf("a_echo = %q", got)
+			}
+			if _, msg := errorOf(t, callTool(t, s, "b_echo", map[string]any{"message": "x"})); !strings.Contains(msg, `target "b"`) || !strings.Contains(msg, "exit status 3") {
+				t.Errorf("call to the lost target: %q, want its name and exit", msg)
+			}
+			_, final := call(t, s, 2, "tools/list", "")
+			var list struct{ Tools []struct{ Name string } }
+			decodeResult(t, final, &list)
+			for _, tool := range list.Tools {
+				if strings.HasPrefix(tool.Name, "b_") {
+					t.Errorf("tools/list still has %s", tool.Name)
+				}
+			}
+			if len(list.Tools) == 0 {
+				t.Error("tools/list is empty")
+			}
+		})
+	}
+}
+
 func TestStopKillsProcessGroup(t *testing.T) {
 	// A wrapper that leaves a grandchild behind which ignores SIGTERM and
 	// has no stdin to lose, as a badly behaved npx might, then becomes the
