@@ -933,11 +933,19 @@ func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys .
 				d.errorf(at(doc, k("targets", i)...), tpath, "a target is one of stdio, mcp or sse")
 			}
 			u, err := url.Parse(r.URL())
+			hostURL, _ := url.Parse(r.Host)
+			example := map[string]string{"mcp": "http://tools:8080/mcp", "sse": "http://tools:8080/sse"}[kind]
 			switch {
 			case r.Host == "":
-				d.errorf(at(doc, k("targets", i, kind)...), tpath+"."+kind+".host", "an %s target needs host (a URL such as http://tools:8080/mcp)", kind)
+				d.errorf(at(doc, k("targets", i, kind)...), tpath+"."+kind+".host", "an %s target needs host (a URL such as %s)", kind, example)
 			case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 				d.errorf(at(doc, k("targets", i, kind, "host")...), tpath+"."+kind+".host", "%q is not an http(s) URL", r.Host)
+			case r.Port != 0 && strings.Contains(r.Host, "://") && hostURL != nil && hostURL.Port() != "":
+				d.errorf(at(doc, k("targets", i, kind, "port")...), tpath+"."+kind+".port", "host %q already names a port: give it once", r.Host)
+			case kind == "mcp" && (u.Path == "" || u.Path == "/"):
+				// agentgateway posts to the URL as given; so does tailgate.
+				d.warnings = append(d.warnings, &ConfigError{File: d.file, Line: at(doc, k("targets", i, kind, "host")...).Line, Path: tpath + ".mcp.host",
+					Msg: fmt.Sprintf("%q has no path: messages are posted to /, and most servers serve /mcp", r.Host)})
 			}
 			if written := r.CAFile; written != "" {
 				r.CAFile = resolvePath(d.dir, written)
@@ -948,7 +956,7 @@ func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys .
 			continue
 		}
 		if t.Stdio == nil {
-			d.errorf(at(doc, k("targets", i)...), tpath, "a target needs stdio or mcp")
+			d.errorf(at(doc, k("targets", i)...), tpath, "a target needs stdio, mcp or sse")
 			continue
 		}
 		if t.Stdio.Cmd == "" {

@@ -243,15 +243,23 @@ func TestRemoteTargetCancelClosesStream(t *testing.T) {
 	}{{"sessionless", nil}, {"session", legacySession}} {
 		t.Run(tc.name, func(t *testing.T) {
 			sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
-			closed := make(chan struct{}, 1)
+			closed, release := make(chan struct{}, 1), make(chan struct{})
 			upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				switch r.Header.Get("Mcp-Method") {
 				case "tools/call":
 					defer func() { closed <- struct{}{} }()
 				case "notifications/cancelled":
-					// A server that does not act on it: only the
-					// closed stream ends the call.
+					// A server that acts on it only after the test has
+					// seen the stream closed (then the tool stops, and
+					// the server can end the session at once).
+					body, _ := io.ReadAll(r.Body)
 					w.WriteHeader(http.StatusAccepted)
+					later := r.Clone(context.Background())
+					go func() {
+						<-release
+						later.Body = io.NopCloser(bytes.NewReader(body))
+						sdk.ServeHTTP(httptest.NewRecorder(), later)
+					}()
 					return
 				}
 				sdk.ServeHTTP(w, r)
@@ -270,7 +278,9 @@ func TestRemoteTargetCancelClosesStream(t *testing.T) {
 			cancel()
 			select {
 			case <-closed:
+				close(release)
 			case <-time.After(10 * time.Second):
+				close(release)
 				t.Fatal("the cancelled call's stream to the server is still open after 10s")
 			}
 		})

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,7 +151,13 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 	}
 	res, err := c.request(initCtx, "initialize", params)
 	if err == nil && res.Error.Has() {
-		err = fmt.Errorf("target %q: initialize: %s", t.Name, res.Bytes(res.Error))
+		// The error's message, without the target's name when tailgate's
+		// link already put it there (failure names it once).
+		msg := res.String(res.Path("error", "message"))
+		if msg == "" {
+			msg = string(res.Bytes(res.Error))
+		}
+		err = errors.New(strings.TrimPrefix(msg, fmt.Sprintf("target %q: ", t.Name)))
 	}
 	if err == nil {
 		err = c.init.parse(res.Bytes(res.Result))

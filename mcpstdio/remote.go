@@ -527,6 +527,11 @@ func (l *httpLink) answerError(ctx context.Context, m *Message, err error) {
 	if ctx.Err() != nil {
 		return // stopped (the session fails its calls itself) or cancelled
 	}
+	// "Post \"<url>\": …" would name the URL a second time.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = fmt.Errorf("%s%w", strings.TrimSuffix(err.Error(), ue.Error()), ue.Err)
+	}
 	l.handle(ErrorMessage(m.Bytes(m.ID), CodeInternalError, fmt.Sprintf("target %q: %s: %v", l.t.Name, redactURL(l.url), err)))
 }
 

@@ -269,11 +269,14 @@ func (s *Session) Close() error {
 	return nil
 }
 
-// PIDs are the process ids of the session's children.
+// PIDs are the process ids of the session's children, in target order;
+// a remote target has none.
 func (s *Session) PIDs() []int {
-	pids := make([]int, len(s.children))
-	for i, c := range s.children {
-		pids[i] = c.link.pid()
+	pids := make([]int, 0, len(s.children))
+	for _, c := range s.children {
+		if pid := c.link.pid(); pid != 0 {
+			pids = append(pids, pid)
+		}
 	}
 	return pids
 }
