@@ -381,12 +381,12 @@ func (a *app) dev(ctx context.Context) int {
 		// only, so a page rebinding a name of its own to 127.0.0.1 is
 		// still refused, and so is "localhost" from any other peer.
 		gw.AllowLocalhostFrom(b.IPs()...)
-		login := a.user
-		switch {
-		case len(tags) > 0:
-			login = devnet.TaggedDevices
-		case login == "":
-			login = "a made-up user (--user chooses)"
+		login, err := b.Login(ctx)
+		if err != nil || login == "" {
+			login = cmp.Or(a.user, "a made-up user")
+		}
+		if a.user == "" && len(tags) == 0 {
+			login += " (--user chooses)"
 		}
 		path := "/mcp"
 		url := "http://" + b.Addr + path

@@ -72,6 +72,23 @@ func (b *Bridge) IPs() []netip.Addr {
 	return []netip.Addr{ip4, ip6}
 }
 
+// Login is the login the bridge node has on the tailnet: what a policy
+// sees as the caller's user.login.
+func (b *Bridge) Login(ctx context.Context) (string, error) {
+	lc, err := b.srv.LocalClient()
+	if err != nil {
+		return "", err
+	}
+	st, err := lc.Status(ctx)
+	if err != nil {
+		return "", err
+	}
+	if st.Self == nil {
+		return "", errors.New("bridge: no status of its own")
+	}
+	return st.User[st.Self.UserID].LoginName, nil
+}
+
 // Close stops the bridge and its node.
 func (b *Bridge) Close() {
 	b.ln.Close()
