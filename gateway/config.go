@@ -259,6 +259,7 @@ type Bind struct {
 	Listeners []Listener `yaml:"listeners"`
 
 	TunnelProtocol notSupported `yaml:"tunnelProtocol"`
+	Mode           notSupported `yaml:"mode"`
 }
 
 // Listener serves routes on a bind; with several listeners on one bind,
@@ -314,8 +315,9 @@ type RoutePolicies struct {
 	URLRewrite             notSupported `yaml:"urlRewrite"`
 	RequestMirror          notSupported `yaml:"requestMirror"`
 	DirectResponse         notSupported `yaml:"directResponse"`
-	CORS                   notSupported `yaml:"cors"`
-	CSRF                   notSupported `yaml:"csrf"`
+	// CORS answers browsers: see CORS.
+	CORS *CORS        `yaml:"cors"`
+	CSRF notSupported `yaml:"csrf"`
 	// Authorization runs per HTTP request, with source and request.
 	Authorization *RuleSetConfig `yaml:"authorization"`
 	JWTAuth       notSupported   `yaml:"jwtAuth"`
@@ -378,6 +380,14 @@ type BackendPolicies struct {
 	Timeout               notSupported `yaml:"timeout"`
 	A2A                   notSupported `yaml:"a2a"`
 	AI                    notSupported `yaml:"ai"`
+	// More of agentgateway's backend policies.
+	ResponseHeaderModifier notSupported `yaml:"responseHeaderModifier"`
+	RequestRedirect        notSupported `yaml:"requestRedirect"`
+	Health                 notSupported `yaml:"health"`
+	ExtAuthz               notSupported `yaml:"extAuthz"`
+	Authorization          notSupported `yaml:"authorization"`
+	SessionAffinity        notSupported `yaml:"sessionAffinity"`
+	InferenceRouting       notSupported `yaml:"inferenceRouting"`
 }
 
 // MCPBackend is a virtual MCP server made of targets.
@@ -998,11 +1008,34 @@ func (d *decoder) compileRules(doc *yaml.Node, cfg *Config, env *policy.Env) {
 					backend = r.Backends[0].Policies
 				}
 				r.authz, r.mcpAuthz = d.compilePolicies(env, path, r.Policies, path+".backends[0]", backend)
+				d.checkCORS(doc, []any{"binds", i, "listeners", j, "routes", k, "policies", "cors"}, path+".policies.cors", r.Policies)
 			}
 		}
 	}
 	if m := cfg.MCP; m != nil {
 		m.authz, m.mcpAuthz = d.compilePolicies(env, "mcp", m.Policies, "", nil)
+		d.checkCORS(doc, []any{"mcp", "policies", "cors"}, "mcp.policies.cors", m.Policies)
+	}
+}
+
+// checkCORS checks a cors policy's origins: each an origin or a pattern
+// with a wildcard host; one that admits every origin loads with a warning
+// that tailgate narrows it (see CORS).
+func (d *decoder) checkCORS(doc *yaml.Node, keys []any, path string, rp *RoutePolicies) {
+	if rp == nil || rp.CORS == nil {
+		return
+	}
+	for i, s := range rp.CORS.AllowOrigins {
+		at := at(doc, append(keys, "allowOrigins", i)...)
+		p := fmt.Sprintf("%s.allowOrigins[%d]", path, i)
+		o, ok := parseOrigin(s)
+		switch {
+		case s == "*" || ok && admitsAny(o):
+			d.warnings = append(d.warnings, &ConfigError{File: d.file, Line: at.Line, Path: p,
+				Msg: fmt.Sprintf("%q admits no origin in tailgate: any page a tailnet user visits could call the route as that user; list the origins of the web clients", s)})
+		case !ok:
+			d.errorf(at, p, "%q is not an origin (want http(s)://host[:port], the host may hold *, e.g. https://*.example.com)", s)
+		}
 	}
 }
 

@@ -147,24 +147,15 @@ func (p *localhostPeers) has(addr string) bool {
 	return false
 }
 
-// checkRequest refuses (403, one line, logged) a request whose Host is not
-// a name of the gateway or whose Origin is not allowed. It reports whether
-// the request may go on.
-func (s *Server) checkRequest(st *state, w http.ResponseWriter, r *http.Request) bool {
-	reason := s.hostProblem(st, r)
-	if reason == "" {
-		reason = originProblem(st, r)
-	}
-	if reason == "" {
-		return true
-	}
+// refuse answers a request whose Host is not a name of the gateway or
+// whose Origin is not allowed: 403, one line, logged.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, reason string) {
 	args := append(sourceAttrs(sourceFrom(r.Context())), "reason", reason, "host", r.Host, "method", r.Method, "path", r.URL.Path)
 	if o := r.Header.Values("Origin"); len(o) > 0 {
 		args = append(args, "origin", strings.Join(o, ","))
 	}
 	s.log.Warn("request refused", args...)
 	http.Error(w, "tailgate: "+reason, http.StatusForbidden)
-	return false
 }
 
 // hostProblem says why r's Host is not one the gateway answers to, or "".
@@ -337,7 +328,7 @@ func checkOrigin(s string) string {
 // originProblem says why r's Origin is not allowed, or "". No Origin is
 // fine: clients other than browsers send none. The gateway's own origin
 // (the Host just checked, with the request's scheme) is not cross-origin.
-func originProblem(st *state, r *http.Request) string {
+func originProblem(st *state, r *http.Request, cors *corsPolicy) string {
 	values := r.Header["Origin"]
 	switch len(values) {
 	case 0:
@@ -368,6 +359,9 @@ func originProblem(st *state, r *http.Request) string {
 				return ""
 			}
 		}
+		if cors.allows(o) {
+			return ""
+		}
 	}
-	return fmt.Sprintf("Origin %q is not allowed (config.mcp.allowedOrigins)", values[0])
+	return fmt.Sprintf("Origin %q is not allowed (config.mcp.allowedOrigins, or the route's cors.allowOrigins)", values[0])
 }

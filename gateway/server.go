@@ -139,6 +139,7 @@ type route struct {
 	hostnames []string
 	matches   []Match
 	authz     *policy.RuleSet
+	cors      *corsPolicy
 	front     *mcpFront
 	log       *slog.Logger
 }
@@ -239,7 +240,7 @@ func (s *Server) build(cfg *Config, old map[string]*mcpFront) (*state, map[strin
 				if err != nil {
 					return fail(err)
 				}
-				sl.routes = append(sl.routes, &route{name: name, hostnames: r.Hostnames, matches: r.Matches, authz: r.authz, front: f, log: s.log.With("route", name)})
+				sl.routes = append(sl.routes, &route{name: name, hostnames: r.Hostnames, matches: r.Matches, authz: r.authz, cors: corsOf(r.Policies), front: f, log: s.log.With("route", name)})
 			}
 			sb.listeners = append(sb.listeners, sl)
 		}
@@ -257,7 +258,7 @@ func (s *Server) build(cfg *Config, old map[string]*mcpFront) (*state, map[strin
 		}
 		st.binds[port] = &bind{port: port, listeners: []*listener{{
 			name: "mcp",
-			routes: []*route{{name: "mcp", front: f, authz: m.authz, log: s.log.With("route", "mcp"), matches: []Match{
+			routes: []*route{{name: "mcp", front: f, authz: m.authz, cors: corsOf(m.Policies), log: s.log.With("route", "mcp"), matches: []Match{
 				{Path: &PathMatch{Exact: "/mcp"}},
 				{Path: &PathMatch{Exact: "/sse"}},
 			}}},
@@ -265,6 +266,14 @@ func (s *Server) build(cfg *Config, old map[string]*mcpFront) (*state, map[strin
 		st.ports = append(st.ports, port)
 	}
 	return st, fronts, nil
+}
+
+// corsOf is the cors policy of a route's policies, if any.
+func corsOf(rp *RoutePolicies) *corsPolicy {
+	if rp == nil {
+		return nil
+	}
+	return newCORSPolicy(rp.CORS)
 }
 
 // backendSignature is what makes a route's backend the same across a
@@ -702,8 +711,10 @@ func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
 		s.metrics.requests.WithLabelValues(routeName, strconv.Itoa(code)).Inc()
 	}()
 	st := s.state.Load()
-	// Before routing: a browser page must not reach any route.
-	if !s.checkRequest(st, sw, r) {
+	// Before routing: a page that rebinds a name of its own to the
+	// gateway must not reach any route.
+	if reason := s.hostProblem(st, r); reason != "" {
+		s.refuse(sw, r, reason)
 		return
 	}
 	b := st.binds[port]
@@ -730,6 +741,22 @@ func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
 		http.Error(sw, "no listener for host "+host, http.StatusNotFound)
 		return
 	}
+	var match *route
+	for _, rt := range l.routes {
+		if rt.matchesRequest(host, r) {
+			match, routeName = rt, rt.name
+			break
+		}
+	}
+	// A browser page must not reach a route its origin is not allowed on
+	// (the route's cors policy may allow more origins).
+	if reason := originProblem(st, r, match.corsPolicy()); reason != "" {
+		s.refuse(sw, r, reason)
+		return
+	}
+	if match.corsPolicy().serve(sw, r) {
+		return // a preflight, answered
+	}
 	// OAuth discovery: tailgate admits callers by their tailnet identity
 	// and runs no authorization server. A clear 404 makes clients that
 	// probe for one (mcp-remote, IDEs) go on without it, instead of
@@ -737,13 +764,6 @@ func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/.well-known/") {
 		serveWellKnown(sw, r)
 		return
-	}
-	var match *route
-	for _, rt := range l.routes {
-		if rt.matchesRequest(host, r) {
-			match = rt
-			break
-		}
 	}
 	// A person (or curl) looking at the gateway's root gets a word on what
 	// it is, unless a route claims "/" for itself by a path match.
@@ -760,7 +780,6 @@ func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
 		http.Error(sw, "tailgate is starting its MCP servers for the first time (npx may be fetching packages); try again in a few seconds", http.StatusServiceUnavailable)
 		return
 	}
-	routeName = match.name
 	s.serveRoute(match, sw, r, host)
 }
 

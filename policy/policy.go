@@ -222,7 +222,18 @@ func celError(err error) error {
 			msg = m
 		}
 	}
+	if hint, ok := agentgatewayOnly[strings.TrimPrefix(msg, "undeclared reference to ")]; ok {
+		msg += ": " + hint
+	}
 	return errors.New(msg)
+}
+
+// agentgatewayOnly are variables of agentgateway's rules that tailgate's
+// do not have, with what to use instead.
+var agentgatewayOnly = map[string]string{
+	"'jwt'":       "tailgate has no JWT authentication (jwtAuth): callers are known by their tailnet identity, source.tailscale.user.login, .node.tags, .grants",
+	"'apiKey'":    "tailgate has no API key authentication: callers are known by their tailnet identity, source.tailscale",
+	"'basicAuth'": "tailgate has no basic authentication: callers are known by their tailnet identity, source.tailscale",
 }
 
 // Len reports the number of rules.

@@ -135,6 +135,7 @@ func TestCompileErrors(t *testing.T) {
 		{ScopeNetwork, `source.tailscale.user.logn == "a"`, "undefined field 'logn'"},
 		{ScopeNetwork, `request.path == "/mcp"`, "undeclared reference to 'request'"},
 		{ScopeHTTP, `mcp.tool.name == "x"`, "undeclared reference to 'mcp'"},
+		{ScopeMCP, `jwt.sub == "test-user"`, "undeclared reference to 'jwt': tailgate has no JWT authentication (jwtAuth): callers are known by their tailnet identity"},
 		{ScopeNetwork, `source.port`, "want bool"},
 		{ScopeNetwork, `cidr("100.64.0.0/10").containsIP(`, "Syntax error"},
 		{ScopeNetwork, `source.port == "80"`, "no matching overload"},
