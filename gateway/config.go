@@ -1028,13 +1028,12 @@ func (d *decoder) checkCORS(doc *yaml.Node, keys []any, path string, rp *RoutePo
 	for i, s := range rp.CORS.AllowOrigins {
 		at := at(doc, append(keys, "allowOrigins", i)...)
 		p := fmt.Sprintf("%s.allowOrigins[%d]", path, i)
-		o, ok := parseOrigin(s)
-		switch {
-		case s == "*" || ok && admitsAny(o):
+		switch _, any, problem := corsOrigin(s); {
+		case problem != "":
+			d.errorf(at, p, "%s", problem)
+		case any:
 			d.warnings = append(d.warnings, &ConfigError{File: d.file, Line: at.Line, Path: p,
 				Msg: fmt.Sprintf("%q admits no origin in tailgate: any page a tailnet user visits could call the route as that user; list the origins of the web clients", s)})
-		case !ok:
-			d.errorf(at, p, "%q is not an origin (want http(s)://host[:port], the host may hold *, e.g. https://*.example.com)", s)
 		}
 	}
 }

@@ -1,8 +1,8 @@
 package gateway
 
 import (
+	"fmt"
 	"net/http"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -44,7 +44,7 @@ func newCORSPolicy(c *CORS) *corsPolicy {
 	}
 	p := &corsPolicy{credentials: c.AllowCredentials}
 	for _, s := range c.AllowOrigins {
-		if o, ok := parseOrigin(s); ok && !admitsAny(o) {
+		if o, any, problem := corsOrigin(s); problem == "" && !any {
 			p.origins = append(p.origins, o)
 		}
 	}
@@ -71,8 +71,29 @@ func formatSeconds(d time.Duration) string {
 	return strconv.FormatInt(int64(d/time.Second), 10)
 }
 
-// admitsAny reports whether pattern o admits every host.
-func admitsAny(o origin) bool { return o.host == "*" }
+// corsOrigin reads an entry of cors.allowOrigins: an origin, or one whose
+// host is a wildcard first label and a domain of two labels or more
+// ("https://*.example.com"). any is an entry that would admit every origin
+// ("*", "https://*"); problem says what is wrong with one that is neither.
+func corsOrigin(s string) (o origin, any bool, problem string) {
+	if s == "*" {
+		return origin{}, true, ""
+	}
+	o, ok := parseOrigin(s)
+	if !ok || strings.Trim(o.port, "0123456789") != "" {
+		return origin{}, false, fmt.Sprintf("%q is not an origin (want http(s)://host[:port], e.g. https://app.example.com or https://*.example.com)", s)
+	}
+	if o.host == "*" {
+		return origin{}, true, ""
+	}
+	if strings.ContainsAny(o.host, "*?[]\\") {
+		suffix, ok := strings.CutPrefix(o.host, "*.")
+		if !ok || strings.ContainsAny(suffix, "*?[]\\") || !strings.Contains(suffix, ".") || strings.HasPrefix(suffix, ".") || strings.HasSuffix(suffix, ".") {
+			return origin{}, false, fmt.Sprintf("%q: a wildcard is a whole first label before a domain of two labels or more (https://*.example.com)", s)
+		}
+	}
+	return o, false, ""
+}
 
 // allows reports whether o is one of the policy's origins.
 func (p *corsPolicy) allows(o origin) bool {
@@ -83,13 +104,13 @@ func (p *corsPolicy) allows(o origin) bool {
 		if a.scheme != o.scheme || a.port != o.port {
 			continue
 		}
-		if !strings.Contains(a.host, "*") {
-			if strings.EqualFold(a.host, o.host) {
+		if suffix, ok := strings.CutPrefix(a.host, "*."); ok {
+			if host := strings.ToLower(o.host); strings.HasSuffix(host, "."+strings.ToLower(suffix)) && len(host) > len(suffix)+1 {
 				return true
 			}
 			continue
 		}
-		if ok, _ := path.Match(strings.ToLower(a.host), strings.ToLower(o.host)); ok {
+		if strings.EqualFold(a.host, o.host) {
 			return true
 		}
 	}
@@ -114,10 +135,13 @@ func (p *corsPolicy) serve(w http.ResponseWriter, r *http.Request) bool {
 	if p.expose != "" {
 		h.Set("Access-Control-Expose-Headers", p.expose)
 	}
-	method := strings.TrimSpace(r.Header.Get("Access-Control-Request-Method"))
-	if r.Method != http.MethodOptions || method == "" {
+	method, preflight := preflightMethod(r)
+	if !preflight {
 		return false
 	}
+	// What a preflight is answered depends on what it asks.
+	h.Add("Vary", "Access-Control-Request-Method")
+	h.Add("Vary", "Access-Control-Request-Headers")
 	switch {
 	case p.anyMethod:
 		h.Set("Access-Control-Allow-Methods", method)
@@ -135,6 +159,13 @@ func (p *corsPolicy) serve(w http.ResponseWriter, r *http.Request) bool {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return true
+}
+
+// preflightMethod is the method a CORS preflight asks about, and whether
+// r is one.
+func preflightMethod(r *http.Request) (string, bool) {
+	method := strings.TrimSpace(r.Header.Get("Access-Control-Request-Method"))
+	return method, r.Method == http.MethodOptions && method != "" && r.Header.Get("Origin") != ""
 }
 
 // corsPolicy is the route's cors policy; nil for no route.

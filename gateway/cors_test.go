@@ -28,6 +28,17 @@ binds:
           targets:
           - name: demo
             stdio: {cmd: DEMO}
+    - name: posts
+      matches: [{path: {exact: /posts}, method: POST}]
+      policies:
+        cors:
+          allowOrigins: [https://app.example.com]
+          allowMethods: [POST]
+      backends:
+      - mcp:
+          targets:
+          - name: demo
+            stdio: {cmd: DEMO}
     - name: open
       matches: [{path: {exact: /open}}]
       policies:
@@ -51,7 +62,7 @@ func TestCORS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0].Error(), `routes[1].policies.cors.allowOrigins[0]: "*" admits no origin in tailgate`) {
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0].Error(), `routes[2].policies.cors.allowOrigins[0]: "*" admits no origin in tailgate`) {
 		t.Errorf("warnings: %v, want one for the open route's \"*\"", cfg.Warnings)
 	}
 	_, base := serveLoopback(t, corsConfig)
@@ -70,8 +81,12 @@ func TestCORS(t *testing.T) {
 				"Access-Control-Allow-Headers":  "content-type, mcp-protocol-version",
 				"Access-Control-Max-Age":        "3600",
 				"Access-Control-Expose-Headers": "Mcp-Session-Id",
-				"Vary":                          "Origin",
 			}},
+		{"preflight, route matched by method", http.MethodOptions, "/posts", "https://app.example.com",
+			map[string]string{"Access-Control-Request-Method": "POST"},
+			http.StatusNoContent, map[string]string{"Access-Control-Allow-Origin": "https://app.example.com", "Access-Control-Allow-Methods": "POST"}},
+		{"initialize, lookalike of the wildcard", http.MethodPost, "/mcp", "https://evilcorp.example", nil,
+			http.StatusForbidden, map[string]string{"Access-Control-Allow-Origin": ""}},
 		{"initialize, wildcard host", http.MethodPost, "/mcp", "https://team.corp.example", nil,
 			http.StatusOK, map[string]string{"Access-Control-Allow-Origin": "https://team.corp.example", "Access-Control-Expose-Headers": "Mcp-Session-Id"}},
 		{"preflight, other origin", http.MethodOptions, "/mcp", "https://evil.example",
@@ -112,6 +127,12 @@ func TestCORS(t *testing.T) {
 			for k, v := range tc.want {
 				if got := resp.Header.Get(k); got != v {
 					t.Errorf("%s: %q, want %q", k, got, v)
+				}
+			}
+			if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+				vary := strings.Join(resp.Header.Values("Vary"), ", ")
+				if !strings.Contains(vary, "Origin") || tc.method == http.MethodOptions && !strings.Contains(vary, "Access-Control-Request-Headers") {
+					t.Errorf("Vary: %q", vary)
 				}
 			}
 		})

@@ -741,9 +741,16 @@ func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
 		http.Error(sw, "no listener for host "+host, http.StatusNotFound)
 		return
 	}
+	// A preflight is routed as the request it asks about would be.
+	mr := r
+	if method, ok := preflightMethod(r); ok {
+		asked := *r
+		asked.Method = method
+		mr = &asked
+	}
 	var match *route
 	for _, rt := range l.routes {
-		if rt.matchesRequest(host, r) {
+		if rt.matchesRequest(host, mr) {
 			match, routeName = rt, rt.name
 			break
 		}

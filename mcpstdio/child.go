@@ -227,6 +227,12 @@ func (c *child) send(m *Message, r *Reply) (int64, error) {
 		c.mu.Unlock()
 		return 0, c.dead
 	}
+	if !c.alive() {
+		// Exited, its output not closed yet (a grandchild may hold it):
+		// the exit is the answer.
+		c.mu.Unlock()
+		return 0, c.link.exitError()
+	}
 	c.nextID++
 	id := c.nextID
 	c.pending[id] = r

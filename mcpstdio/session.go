@@ -205,6 +205,9 @@ func (s *Session) supervise(c *child) {
 			// failOpen: the others go on; the lost target's calls fail
 			// naming it, and the client is told to list again.
 			s.log.Warn("target gone; serving the others (failOpen)", "target", c.target.Name, "pid", c.link.pid(), "err", err)
+			// What it left behind (a grandchild holding its pipes) goes
+			// with it, as when the session ends.
+			go c.stop(s.b.opts.StopGrace)
 			for _, kind := range []string{"tools", "prompts", "resources"} {
 				if c.init.has(kind) {
 					s.notify([]byte(`{"jsonrpc":"2.0","method":"notifications/` + kind + `/list_changed"}`))

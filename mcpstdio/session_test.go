@@ -705,6 +705,42 @@ func TestTargetLostMidSession(t *testing.T) {
 	}
 }
 
+// A lost target's process group goes with it under failOpen: a grandchild
+// that held its pipes (an npx-like wrapper) is stopped, and a call to the
+// target fails with its exit instead of waiting for requestTimeout.
+func TestTargetLostMidSessionLeavesNothing(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "grandchild.pid")
+	script := fmt.Sprintf("exec 3<&0; sleep 300 <&3 3<&- & echo $! > %s; exec %s 3<&-", pidFile, demoBin)
+	targets := []mcpstdio.Target{{Name: "a", Command: demoBin}, {Name: "b", Command: "/bin/sh", Args: []string{"-c", script}}}
+	b := newBackendTargets(t, targets, mcpstdio.Options{FailureMode: mcpstdio.FailOpen, RequestTimeout: time.Minute, StopGrace: 200 * time.Millisecond})
+	notified := make(chan string, 10)
+	s := openWith(t, b, mcpstdio.OpenParams{ID: t.Name(), Notify: func(msg []byte) {
+		if m, err := mcpstdio.ParseMessage(msg); err == nil {
+			notified <- m.MethodName()
+		}
+	}})
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var grandchild int
+	fmt.Sscan(string(raw), &grandchild)
+	t.Cleanup(func() { syscall.Kill(grandchild, syscall.SIGKILL) })
+	syscall.Kill(s.PIDs()[1], syscall.SIGKILL)
+	select {
+	case <-notified:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no list_changed after a target exited")
+	}
+	if _, msg := errorOf(t, callTool(t, s, "b_echo", map[string]any{"message": "x"})); !strings.Contains(msg, `target "b"`) || strings.Contains(msg, "no answer in time") {
+		t.Errorf("call to the lost target: %q, want its exit at once", msg)
+	}
+	eventually(t, "the grandchild stopped", func() bool { return processGone(grandchild) || !running(grandchild) })
+	if got := text(t, callTool(t, s, "a_echo", map[string]any{"message": "ok"})); got != "ok" {
+		t.Errorf("a_echo = %q", got)
+	}
+}
+
 func TestStopKillsProcessGroup(t *testing.T) {
 	// A wrapper that leaves a grandchild behind which ignores SIGTERM and
 	// has no stdin to lose, as a badly behaved npx might, then becomes the
