@@ -543,6 +543,10 @@ func (s *Session) Tools(ctx context.Context) ([]json.RawMessage, error) {
 			continue
 		}
 		items, err := c.listAll(ctx, "", lk)
+		if err != nil && s.b.opts.FailureMode == FailOpen {
+			s.log.Warn("tools/list failed on one target; leaving it out (failOpen)", "target", c.target.Name, "err", err)
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
