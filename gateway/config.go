@@ -825,7 +825,7 @@ func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
 		} else {
 			ports[b.Port] = path
 		}
-		if len(b.Listeners) == 0 {
+		if len(b.Listeners) == 0 && !slices.Contains(d.unsupported, path+".tunnelProtocol") {
 			d.errorf(at(doc, "binds", i), path+".listeners", "a bind needs at least one listener")
 		}
 		hosts := make(map[string]bool)
@@ -890,7 +890,9 @@ func (d *decoder) validateRoute(doc *yaml.Node, r Route, path string, keys ...an
 	}
 	switch len(r.Backends) {
 	case 0:
-		d.errorf(at(doc, k("backends")...), path+".backends", "a route needs a backend")
+		if !slices.Contains(d.unsupported, path+".policies.directResponse") && !slices.Contains(d.unsupported, path+".policies.requestRedirect") {
+			d.errorf(at(doc, k("backends")...), path+".backends", "a route needs a backend")
+		}
 		return
 	case 1:
 	default:

@@ -75,6 +75,10 @@ type decoder struct {
 	errs     ConfigErrors
 	// warnings are what loads but is likely a mistake.
 	warnings []*ConfigError
+	// unsupported are the paths reported "not supported yet": what
+	// agentgateway does instead of something missing (a directResponse
+	// route has no backend) is not reported missing again.
+	unsupported []string
 	// nodes counts the nodes decoded: YAML aliases can make a small file
 	// expand without bound (a "billion laughs"), and a config is reloaded
 	// whenever it changes.
@@ -267,6 +271,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value) {
 		f := v.Field(idx)
 		if f.Type() == notSupportedType {
 			d.errorf(k, fpath, "not supported yet by tailgate (agentgateway has it; remove it or see README \"Not supported yet\")")
+			d.unsupported = append(d.unsupported, fpath)
 			continue
 		}
 		d.decode(val, fpath, f)
