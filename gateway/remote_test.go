@@ -356,3 +356,55 @@ func TestSSETargetRepeatedEndpoint(t *testing.T) {
 		t.Fatalf("echo through an sse target that repeats its endpoint: %v %v", err, res)
 	}
 }
+
+// A server that restarts forgets its sessions. Whether it says so with the
+// spec's 404 or with a 400 naming the session (server-everything does),
+// the front session ends, and the client's next session works again.
+func TestRemoteTargetForgetsSession(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		forget func(w http.ResponseWriter)
+	}{
+		{"404", func(w http.ResponseWriter) { http.Error(w, "session not found", http.StatusNotFound) }},
+		{"400 naming the session", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"jsonrpc":"2.0","error":{"code":-32000,"message":"Bad Request: No valid session ID provided"},"id":null}`)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
+			var restarted atomic.Bool
+			known := sync.Map{} // session ids issued before the restart
+			upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if id := r.Header.Get("Mcp-Session-Id"); id != "" {
+					if !restarted.Load() {
+						known.Store(id, true)
+					} else if _, old := known.Load(id); old {
+						tc.forget(w)
+						return
+					}
+				}
+				sdk.ServeHTTP(w, r)
+			}))
+			t.Cleanup(upstream.Close)
+			srv, base := serveLoopback(t, remoteConfig(upstream.URL))
+			cs := connect(t, base+"/mcp")
+			defer cs.Close()
+			echo := &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}
+			if _, err := cs.CallTool(context.Background(), echo); err != nil {
+				t.Fatal(err)
+			}
+			restarted.Store(true)
+			if _, err := cs.CallTool(context.Background(), echo); err == nil || !strings.Contains(err.Error(), `target "demo"`) {
+				t.Errorf("call after the server forgot the session: %v, want an error naming the target", err)
+			}
+			waitFor(t, "the front session ended", func() bool { return srv.Stats().Sessions == 0 })
+			again := connect(t, base+"/mcp")
+			defer again.Close()
+			if _, err := again.CallTool(context.Background(), echo); err != nil {
+				t.Errorf("a new session after the restart: %v", err)
+			}
+		})
+	}
+}

@@ -324,7 +324,16 @@ func (l *httpLink) post(ctx context.Context, m *Message, extra map[string]string
 		// Not the answer: an error without the request's id (a proxy's
 		// 401, a server's "not initialized" with id null), or something
 		// else entirely. The caller gets the reason instead of a wait.
-		l.answerError(ctx, m, httpError(resp.StatusCode, body))
+		herr := httpError(resp.StatusCode, body)
+		if session != "" && resp.StatusCode == http.StatusBadRequest && strings.Contains(strings.ToLower(herr.Error()), "session") {
+			// A server that lost the session (restarted) and says so
+			// with 400 rather than the 404 the spec asks for, as
+			// server-everything does: the target is gone for this
+			// session, as with 404, so that the client starts afresh.
+			l.fail(fmt.Errorf("target %q: the server no longer knows the session (%v)", l.t.Name, herr))
+			return
+		}
+		l.answerError(ctx, m, herr)
 	case resp.StatusCode == http.StatusAccepted || resp.StatusCode/100 == 2:
 		if m.IsRequest() {
 			l.answerLost(ctx, m, fmt.Sprintf("the server took the request (HTTP %d) and sent no answer", resp.StatusCode))
