@@ -181,7 +181,7 @@ func (n *Node) backendLogf(format string, args ...any) {
 	// The backend reports every failed exchange with the control server
 	// (an unknown host, a refused connection, a TLS error) this way, and
 	// nowhere else.
-	if err, ok := strings.CutPrefix(msg, "Received error: "); ok {
+	if err, ok := strings.CutPrefix(msg, "Received error: "); ok && !isAuthKeyError(err) {
 		n.controlMu.Lock()
 		n.controlErr = err
 		n.controlMu.Unlock()
@@ -235,11 +235,20 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("tailnet: start: %w", err)
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
 	var lastState ipn.State
 	var stateMu sync.Mutex
 	var loginURL atomic.Bool
-	go n.reportControl(watchCtx, &loginURL)
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		n.reportControl(watchCtx, &loginURL)
+	}()
+	// Whatever Start returns is the last word on the start: the reporter
+	// says nothing after it.
+	defer func() {
+		stopWatch()
+		<-reported
+	}()
 	go func() {
 		w, err := lc.WatchIPNBus(watchCtx, ipn.NotifyInitialState)
 		if err != nil {
@@ -271,7 +280,7 @@ func (n *Node) Start(ctx context.Context) error {
 		state := lastState
 		stateMu.Unlock()
 		switch {
-		case strings.Contains(err.Error(), "invalid authkey") || strings.Contains(err.Error(), "invalid key"):
+		case isAuthKeyError(err.Error()):
 			return fmt.Errorf("tailnet: %w (control %s): %v", ErrAuthKey, n.controlName(), trimUp(err))
 		case ctx.Err() != nil && n.lastControlErr() != "":
 			return fmt.Errorf("tailnet: node not running after %s (state %v): cannot reach the control server %s: %s", timeout, state, n.controlName(), n.lastControlErr())
@@ -362,6 +371,12 @@ func probeControl(ctx context.Context, controlURL string) error {
 		return fmt.Errorf("GET /key: HTTP %d (is this a Tailscale or headscale control server?)", resp.StatusCode)
 	}
 	return nil
+}
+
+// isAuthKeyError reports whether a control server's error is a refused
+// auth key: not a reachability problem, and Start says it.
+func isAuthKeyError(msg string) bool {
+	return strings.Contains(msg, "invalid authkey") || strings.Contains(msg, "invalid key")
 }
 
 func trimUp(err error) string {
