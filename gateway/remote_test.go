@@ -211,15 +211,13 @@ func TestRemoteTargetRefusesCall(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
-			upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, base := behindGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.Header.Get("Mcp-Method") == "tools/call" {
 					tc.reply(w, r)
 					return
 				}
 				sdk.ServeHTTP(w, r)
 			}))
-			t.Cleanup(upstream.Close)
-			_, base := serveLoopback(t, remoteConfig(upstream.URL))
 			cs := connect(t, base+"/mcp")
 			defer cs.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -244,7 +242,7 @@ func TestRemoteTargetCancelClosesStream(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
 			closed, release := make(chan struct{}, 1), make(chan struct{})
-			upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, base := behindGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				switch r.Header.Get("Mcp-Method") {
 				case "tools/call":
 					defer func() { closed <- struct{}{} }()
@@ -264,8 +262,6 @@ func TestRemoteTargetCancelClosesStream(t *testing.T) {
 				}
 				sdk.ServeHTTP(w, r)
 			}))
-			t.Cleanup(upstream.Close)
-			_, base := serveLoopback(t, remoteConfig(upstream.URL))
 			progress := make(chan struct{}, 100)
 			cs := connectWith(t, base+"/mcp", &mcp.ClientOptions{ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) {
 				progress <- struct{}{}
@@ -294,7 +290,7 @@ func TestRemoteTargetListenStreamReopened(t *testing.T) {
 	server := demoserver.New()
 	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil)
 	var gets atomic.Int32
-	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	_, base := behindGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && gets.Add(1) == 1 {
 			// The first stream is cut short, as an idle proxy would.
 			ctx, cancel := context.WithTimeout(r.Context(), 100*time.Millisecond)
@@ -303,8 +299,6 @@ func TestRemoteTargetListenStreamReopened(t *testing.T) {
 		}
 		sdk.ServeHTTP(w, r)
 	}))
-	t.Cleanup(upstream.Close)
-	_, base := serveLoopback(t, remoteConfig(upstream.URL))
 	changed := make(chan struct{}, 10)
 	connectWith(t, base+"/mcp", &mcp.ClientOptions{ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
 		changed <- struct{}{}
@@ -349,12 +343,7 @@ func TestSSETargetRepeatedEndpoint(t *testing.T) {
 	}))
 	t.Cleanup(upstream.Close)
 	_, base := serveLoopback(t, strings.Replace(demoConfig, `            stdio: {cmd: DEMO}`, `            sse: {host: "`+upstream.URL+`"}`, 1))
-	cs := connect(t, base+"/mcp")
-	defer cs.Close()
-	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "still here"}})
-	if err != nil || res.Content[0].(*mcp.TextContent).Text != "still here" {
-		t.Fatalf("echo through an sse target that repeats its endpoint: %v %v", err, res)
-	}
+	stillServes(t, base)
 }
 
 // A server that restarts forgets its sessions. Whether it says so with the
@@ -376,7 +365,7 @@ func TestRemoteTargetForgetsSession(t *testing.T) {
 			sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
 			var restarted atomic.Bool
 			known := sync.Map{} // session ids issued before the restart
-			upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			srv, base := behindGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if id := r.Header.Get("Mcp-Session-Id"); id != "" {
 					if !restarted.Load() {
 						known.Store(id, true)
@@ -387,8 +376,6 @@ func TestRemoteTargetForgetsSession(t *testing.T) {
 				}
 				sdk.ServeHTTP(w, r)
 			}))
-			t.Cleanup(upstream.Close)
-			srv, base := serveLoopback(t, remoteConfig(upstream.URL))
 			cs := connect(t, base+"/mcp")
 			defer cs.Close()
 			echo := &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}
@@ -407,4 +394,13 @@ func TestRemoteTargetForgetsSession(t *testing.T) {
 			}
 		})
 	}
+}
+
+// behindGateway serves handler as the remote mcp target of a gateway on
+// loopback, both stopped when the test ends (the gateway first).
+func behindGateway(t *testing.T, handler http.Handler) (*Server, string) {
+	t.Helper()
+	upstream := httptest.NewServer(handler)
+	t.Cleanup(upstream.Close)
+	return serveLoopback(t, remoteConfig(upstream.URL))
 }
