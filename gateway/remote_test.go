@@ -3,10 +3,13 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -205,6 +208,9 @@ func TestRemoteTargetRefusesCall(t *testing.T) {
 		{"redirect to GET", func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "/elsewhere", http.StatusFound)
 		}, "redirect turning POST into GET refused"},
+		{"redirect to another host", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "http://elsewhere.example/mcp", http.StatusTemporaryRedirect)
+		}, "redirect to elsewhere.example refused: only the target's own host"},
 		{"accepted, no answer", func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusAccepted)
 		}, "the server took the request (HTTP 202) and sent no answer"},
@@ -403,4 +409,39 @@ func behindGateway(t *testing.T, handler http.Handler) (*Server, string) {
 	upstream := httptest.NewServer(handler)
 	t.Cleanup(upstream.Close)
 	return serveLoopback(t, remoteConfig(upstream.URL))
+}
+
+// An https upstream's certificate is verified: one signed by a CA the host
+// does not trust fails the session's start naming the target and the
+// certificate, and the same server works once caFile names its CA.
+func TestRemoteTargetTLS(t *testing.T) {
+	upstream := httptest.NewTLSServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil))
+	t.Cleanup(upstream.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: upstream.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, extra, wantErr string }{
+		{"untrusted", "", "certificate signed by unknown authority"},
+		{"caFile", ", caFile: " + ca, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, base := serveLoopback(t, strings.Replace(demoConfig, `            stdio: {cmd: DEMO}`, `            mcp: {host: "`+upstream.URL+`/mcp"`+tc.extra+`}`, 1))
+			cs, err := mcp.NewClient(&mcp.Implementation{Name: "test"}, nil).Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, legacySession)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), `target "demo"`) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Errorf("session through an untrusted upstream: %v, want an error naming the target and %q", err, tc.wantErr)
+				}
+				if err == nil {
+					cs.Close()
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs.Close()
+			stillServes(t, base)
+		})
+	}
 }
