@@ -55,6 +55,7 @@ func TestRemoteTargetOnTheTailnet(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 
 	t.Setenv("UPSTREAM_API_KEY", "key-from-env")
+	var logs Logs
 	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", `
           - name: remote
             mcp:
@@ -62,7 +63,7 @@ func TestRemoteTargetOnTheTailnet(t *testing.T) {
               identityHeaders: true
               headers: {X-Api-Key: {env: UPSTREAM_API_KEY}}
           - name: local
-            stdio: {cmd: $DEMO}`)))
+            stdio: {cmd: $DEMO}`)), CaptureLogs(&logs))
 	laptop := tn.Node(t, "laptop")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -100,6 +101,9 @@ func TestRemoteTargetOnTheTailnet(t *testing.T) {
 	}
 	if len(seen["X-Api-Key"]) == 0 || seen["X-Api-Key"][0] != "key-from-env" {
 		t.Errorf("the upstream's static header: %v", seen["X-Api-Key"])
+	}
+	if logs.Contains("key-from-env") {
+		t.Error("the static header's value is in the gateway's log")
 	}
 }
 
