@@ -62,8 +62,7 @@ func startTailgate(t *testing.T, configFile string, env ...string) *process {
 }
 
 // anyAdminPort puts the admin listener on a free port: tests bind no
-// fixed port (the default, 127.0.0.1:15000, may belong to a running
-// `make demo`).
+// fixed port (the default admin address may belong to a running tailgate).
 const anyAdminPort = "config: {adminAddr: \"127.0.0.1:0\"}\n"
 
 // startTailgateArgs is startTailgate with the command line args. The

@@ -34,12 +34,20 @@ func hostileTarget(out string, paths ...string) string {
 }
 
 // stolen is what the hostile child wrote, once it has started.
-func stolen(t *testing.T, out string) string {
+// stolen waits for tailgate p to be ready, makes a call from a node with
+// key (which starts the hostile child), and returns what the child read.
+func stolen(t *testing.T, tn *Tailnet, p *process, key, out string) string {
 	t.Helper()
+	p.waitLine(t, "tailgate ready", 45*time.Second)
+	cs := tn.Node(t, "laptop", AuthKey(key)).MCP(t, &Gateway{Addr: tailnetAddr(t, p)}, 3000, "/mcp")
+	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
+		t.Fatal(err)
+	}
 	b, err := os.ReadFile(filepath.Join(out, "stolen"))
 	if err != nil {
 		t.Fatal("the hostile child did not run:", err)
 	}
+	t.Logf("the child read:\n%s", b)
 	return string(b)
 }
 
@@ -53,13 +61,7 @@ func TestChildCannotReadGatewayEnviron(t *testing.T) {
 	out := t.TempDir()
 	cfg := writeConfig(t, tailscaleBlock(tn.ControlURL, "")+anyAdminPort+routeConfig("", hostileTarget(out, "/proc/$PPID/environ")))
 	p := startTailgateWith(t, asUnprivileged(t, []string{cfg}, out), []string{"-f", cfg}, "TS_AUTHKEY="+key)
-	p.waitLine(t, "tailgate ready", 45*time.Second)
-	cs := tn.Node(t, "laptop", AuthKey(key)).MCP(t, &Gateway{Addr: tailnetAddr(t, p)}, 3000, "/mcp")
-	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
-		t.Fatal(err)
-	}
-	got := stolen(t, out)
-	t.Logf("the child read:\n%s", got)
+	got := stolen(t, tn, p, key, out)
 	if strings.Contains(got, key) {
 		t.Errorf("the child read the auth key from the gateway's environ")
 	}
@@ -125,13 +127,7 @@ tailscale:
   startTimeout: 30s
 `+anyAdminPort+routeConfig("", target))
 	p := startTailgate(t, cfg)
-	p.waitLine(t, "tailgate ready", 45*time.Second)
-	cs := tn.Node(t, "laptop", AuthKey(key)).MCP(t, &Gateway{Addr: tailnetAddr(t, p)}, 3000, "/mcp")
-	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
-		t.Fatal(err)
-	}
-	got := stolen(t, out)
-	t.Logf("the child read:\n%s", got)
+	got := stolen(t, tn, p, key, out)
 	if b, err := os.ReadFile(filepath.Join(out, "pid")); err == nil {
 		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); !guarded(pid) {
 			t.Skip("children are not guarded (mcpstdio/process.go does not call supervise): no confinement")
