@@ -21,6 +21,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/tailgate-dev/tailgate/mcpstdio"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 
@@ -53,16 +54,18 @@ type Config struct {
 	Warnings []*ConfigError `yaml:"-"`
 
 	networkAuthz *policy.RuleSet
-	// commands are the stdio targets' programs, and authKeyLine the line
-	// of tailscale.authKeyFile, for HostWarnings.
-	commands    []commandRef
+	// commands are the stdio targets' programs, users their accounts, and
+	// authKeyLine the line of tailscale.authKeyFile, for HostWarnings.
+	commands    []hostRef
+	users       []hostRef
 	authKeyLine int
 }
 
-// commandRef is a stdio target's program and where the config names it.
-type commandRef struct {
-	path, cmd string
-	line      int
+// hostRef is what a config names that only the host can check (a stdio
+// target's program or user), and where.
+type hostRef struct {
+	path, value string
+	line        int
 }
 
 // deniedReply reports whether a connection that networkAuthorization
@@ -450,6 +453,10 @@ type StdioTarget struct {
 	// environment (TAILGATE_USER_LOGIN and others; see README). A tailgate
 	// extension.
 	IdentityEnv bool `yaml:"identityEnv"`
+	// User is the account the children run as, a name or a numeric uid,
+	// with its groups, HOME, USER and LOGNAME; the gateway must run as
+	// root. A tailgate extension.
+	User string `yaml:"user"`
 	// Pool keeps this many children started and initialized ahead of
 	// demand (tailgate extension; see README for when it is safe).
 	Pool int `yaml:"pool"`
@@ -642,7 +649,7 @@ func Parse(file string, data []byte, env *policy.Env) (*Config, error) {
 		}
 		d.errs = kept
 	}
-	cfg.commands = d.commands
+	cfg.commands, cfg.users = d.commands, d.users
 	if n := lookup(doc, "tailscale", "authKeyFile"); n != nil {
 		cfg.authKeyLine = n.Line
 	}
@@ -975,7 +982,10 @@ func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys .
 			d.errorf(at(doc, k("targets", i, "stdio", "cmd")...), tpath+".stdio.cmd", "a stdio target needs cmd")
 		} else {
 			t.Stdio.path = resolveCommand(d.dir, t.Stdio.Cmd)
-			d.commands = append(d.commands, commandRef{path: tpath + ".stdio.cmd", cmd: t.Stdio.path, line: at(doc, k("targets", i, "stdio", "cmd")...).Line})
+			d.commands = append(d.commands, hostRef{path: tpath + ".stdio.cmd", value: t.Stdio.path, line: at(doc, k("targets", i, "stdio", "cmd")...).Line})
+		}
+		if t.Stdio.User != "" {
+			d.users = append(d.users, hostRef{path: tpath + ".stdio.user", value: t.Stdio.User, line: at(doc, k("targets", i, "stdio", "user")...).Line})
 		}
 		if t.Stdio.Pool < 0 || t.Stdio.Pool > 1000 {
 			d.errorf(at(doc, k("targets", i, "stdio", "pool")...), tpath+".stdio.pool", "pool %d out of range 0-1000", t.Stdio.Pool)
@@ -1170,19 +1180,25 @@ func checkPEM(file string) error {
 }
 
 // HostWarnings are what this host lacks for the config: a stdio target's
-// program that is not found (in PATH, or at its path) or not executable,
-// and a tailscale.authKeyFile that cannot be read. The config is valid
+// program that is not found (in PATH, or at its path) or not executable, a
+// stdio.user that this process cannot start children as, and a
+// tailscale.authKeyFile that cannot be read. The config is valid
 // without them — a program may be installed later — so they are
 // warnings, each located as a ConfigError is.
 func (c *Config) HostWarnings() []*ConfigError {
 	var ws []*ConfigError
 	for _, ref := range c.commands {
-		if _, err := exec.LookPath(ref.cmd); err != nil {
-			msg := fmt.Sprintf("%s: not found in PATH", ref.cmd)
-			if strings.ContainsRune(ref.cmd, '/') {
-				msg = fmt.Sprintf("%s: %v", ref.cmd, unwrapPathError(err))
+		if _, err := exec.LookPath(ref.value); err != nil {
+			msg := fmt.Sprintf("%s: not found in PATH", ref.value)
+			if strings.ContainsRune(ref.value, '/') {
+				msg = fmt.Sprintf("%s: %v", ref.value, unwrapPathError(err))
 			}
 			ws = append(ws, &ConfigError{File: c.File, Line: ref.line, Path: ref.path, Msg: msg})
+		}
+	}
+	for _, ref := range c.users {
+		if _, err := childUser(ref.value); err != nil {
+			ws = append(ws, &ConfigError{File: c.File, Line: ref.line, Path: ref.path, Msg: err.Error()})
 		}
 	}
 	if f := c.Tailscale.AuthKeyFile; f != "" && c.Tailscale.Mode != "host" {
@@ -1191,6 +1207,19 @@ func (c *Config) HostWarnings() []*ConfigError {
 		}
 	}
 	return ws
+}
+
+// childUser is the account name (a stdio.user) stands for, if this
+// process can start children as it.
+func childUser(name string) (*mcpstdio.User, error) {
+	u, err := mcpstdio.LookupUser(name)
+	if err != nil {
+		return nil, fmt.Errorf("stdio.user %q: %w", name, err)
+	}
+	if err := u.Allowed(); err != nil {
+		return nil, err
+	}
+	return u, nil
 }
 
 // unwrapPathError drops the operation and path that a message already

@@ -172,7 +172,8 @@ func TestLoadMissingFile(t *testing.T) {
 
 // A relative cmd is resolved against the config file's folder, a name is
 // left to PATH; HostWarnings names each program that is not there and an
-// auth key file that cannot be read, at its line.
+// auth key file that cannot be read, and a stdio.user that does not
+// exist, at its line.
 func TestCommandsAndHostWarnings(t *testing.T) {
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "configs"), 0o755)
@@ -191,6 +192,8 @@ mcp:
     stdio: {cmd: sh}
   - name: nowhere
     stdio: {cmd: no-such-program-tailgate}
+  - name: stranger
+    stdio: {cmd: sh, user: no-such-user-tailgate}
 `
 	os.WriteFile(file, []byte(yaml), 0o600)
 	cfg, err := Load(file, newEnv(t))
@@ -201,7 +204,7 @@ mcp:
 	for _, tgt := range cfg.MCP.Targets {
 		got = append(got, tgt.Stdio.Command())
 	}
-	want := []string{filepath.Join(dir, "bin", "server"), filepath.Join(dir, "bin", "missing"), "sh", "no-such-program-tailgate"}
+	want := []string{filepath.Join(dir, "bin", "server"), filepath.Join(dir, "bin", "missing"), "sh", "no-such-program-tailgate", "sh"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("commands %q, want %q", got, want)
 	}
@@ -212,6 +215,7 @@ mcp:
 	wantW := []string{
 		file + ":8: mcp.targets[1].stdio.cmd: " + filepath.Join(dir, "bin", "missing") + ": no such file or directory",
 		file + ":12: mcp.targets[3].stdio.cmd: no-such-program-tailgate: not found in PATH",
+		file + ":14: mcp.targets[4].stdio.user: stdio.user \"no-such-user-tailgate\": user: unknown user no-such-user-tailgate",
 		file + ":2: tailscale.authKeyFile: cannot read the auth key: no such file or directory",
 	}
 	if strings.Join(warnings, "\n") != strings.Join(wantW, "\n") {

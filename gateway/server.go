@@ -328,6 +328,13 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 			IdentityEnv: t.Stdio.IdentityEnv, Pool: t.Stdio.Pool,
 			InitializeTimeout: time.Duration(t.Stdio.InitializeTimeout), RequestTimeout: time.Duration(t.Stdio.RequestTimeout),
 		}
+		if t.Stdio.User != "" {
+			u, err := childUser(t.Stdio.User)
+			if err != nil {
+				return nil, fmt.Errorf("route %q: target %q: %w", name, t.Name, err)
+			}
+			targets[i].User = u
+		}
 	}
 	backend, err := mcpstdio.NewBackend(name, targets, mcpstdio.Options{
 		TailnetDial: s.dialTailnet,

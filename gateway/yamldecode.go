@@ -70,8 +70,9 @@ type decoder struct {
 	// dir is the config file's folder, absolute: relative commands are
 	// resolved against it.
 	dir string
-	// commands are the stdio targets' programs, for Config.HostWarnings.
-	commands []commandRef
+	// commands are the stdio targets' programs and users their accounts,
+	// for Config.HostWarnings.
+	commands, users []hostRef
 	errs     ConfigErrors
 	// warnings are what loads but is likely a mistake.
 	warnings []*ConfigError

@@ -34,6 +34,10 @@ type Target struct {
 	ClearEnv bool
 	// Dir is the child's working directory; empty is the gateway's.
 	Dir string
+	// User, if set, is the account the children run as, with its
+	// supplementary groups; HOME, USER and LOGNAME are its own unless Env
+	// sets them. Needs the gateway to run as root.
+	User *User
 	// IdentityEnv gives the child the session's OpenParams.Identity in its
 	// environment.
 	IdentityEnv bool
@@ -377,6 +381,9 @@ func (b *Backend) childEnv(t *Target, extra map[string]string) []string {
 			env = slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, k+"=") })
 			env = append(env, k+"="+m[k])
 		}
+	}
+	if u := t.User; u != nil {
+		set(map[string]string{"HOME": u.Home, "USER": u.Login, "LOGNAME": u.Login})
 	}
 	set(t.Env)
 	set(extra)

@@ -55,6 +55,14 @@ func startProcess(t *Target, env []string, log *slog.Logger, limits stderrLimits
 	// interpreter they start together; Pdeathsig kills the direct child if
 	// the gateway dies without stopping it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if u := t.User; u != nil {
+		if err := u.Allowed(); err != nil {
+			return nil, err
+		}
+		// Dropping root also drops its capabilities (CAP_SYS_PTRACE among
+		// them), so the child cannot read the gateway's memory or files.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.Uid, Gid: u.Gid, Groups: u.Groups}
+	}
 	// A guard takes the child's whole group down if the gateway dies, even
 	// by SIGKILL (reaper_linux.go).
 	supervise(cmd)
