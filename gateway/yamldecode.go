@@ -73,7 +73,7 @@ type decoder struct {
 	// commands are the stdio targets' programs and users their accounts,
 	// for Config.HostWarnings.
 	commands, users []hostRef
-	errs     ConfigErrors
+	errs            ConfigErrors
 	// warnings are what loads but is likely a mistake.
 	warnings []*ConfigError
 	// unsupported are the paths reported "not supported yet": what
