@@ -5,33 +5,98 @@ import (
 	"sync"
 )
 
-// budget bounds what requests in flight may hold, per caller and in all:
-// the number of requests, and the bytes of their bodies. A request past
-// it is refused before its body is read, so that no peer (or all of them
-// together) can make the gateway hold more than this.
+// budget bounds what callers may hold of the gateway, per caller and in
+// all, across every route and every reload (the Server has one): the MCP
+// sessions open, the requests in flight and the bytes of their bodies. A
+// request past it is refused before its body is read, a session before it
+// is opened, so that no peer (or all of them together) can make the
+// gateway hold more than this, and one peer cannot lock out the others.
 type budget struct {
 	mu sync.Mutex
 
-	maxCalls, maxCallsPerPeer int
-	maxBytes, maxBytesPerPeer int64
+	maxCalls, maxCallsPerPeer       int
+	maxBytes, maxBytesPerPeer       int64
+	maxSessions, maxSessionsPerPeer int
 
-	calls int
-	bytes int64
-	peers map[peerKey]peerUse
+	calls, sessions int
+	bytes           int64
+	peers           map[peerKey]peerUse
 }
 
 type peerUse struct {
-	calls int
-	bytes int64
+	calls, sessions int
+	bytes           int64
 }
 
 // Default budgets: a peer may have 128 requests and 64 MiB of bodies in
-// flight, all peers together 1024 and 256 MiB.
+// flight, all peers together 1024 and 256 MiB; sessions as
+// defaultMaxSessions and defaultMaxSessionsPerPeer.
 func newBudget() *budget {
 	return &budget{
 		maxCalls: 1024, maxCallsPerPeer: 128,
 		maxBytes: 256 << 20, maxBytesPerPeer: 64 << 20,
+		maxSessions: defaultMaxSessions, maxSessionsPerPeer: defaultMaxSessionsPerPeer,
 		peers: make(map[peerKey]peerUse),
+	}
+}
+
+// setSessionCaps sets the session caps (config.mcp.maxSessions and
+// maxSessionsPerPeer; 0 is the default). Sessions open past new, lower
+// caps stay; new ones wait until there is room.
+func (b *budget) setSessionCaps(max, perPeer int) {
+	if max <= 0 {
+		max = defaultMaxSessions
+	}
+	if perPeer <= 0 {
+		perPeer = defaultMaxSessionsPerPeer
+	}
+	b.mu.Lock()
+	b.maxSessions, b.maxSessionsPerPeer = max, min(perPeer, max)
+	b.mu.Unlock()
+}
+
+// sessionCap is the gateway's session cap.
+func (b *budget) sessionCap() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.maxSessions
+}
+
+// openSession takes a session's place for peer, or says why it cannot.
+// Checked and taken under one lock, so that concurrent opens cannot pass
+// a cap together.
+func (b *budget) openSession(peer peerKey) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.peers[peer]
+	switch {
+	case b.sessions >= b.maxSessions:
+		return &overError{false, fmt.Sprintf("too many MCP sessions (%d); retry later", b.maxSessions)}
+	case p.sessions >= b.maxSessionsPerPeer:
+		return &overError{true, fmt.Sprintf("too many MCP sessions from this peer (%d); close some or retry later", b.maxSessionsPerPeer)}
+	}
+	p.sessions++
+	b.peers[peer] = p
+	b.sessions++
+	return nil
+}
+
+// closeSession gives back what openSession took.
+func (b *budget) closeSession(peer peerKey) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sessions--
+	p := b.peers[peer]
+	p.sessions--
+	b.put(peer, p)
+}
+
+// put stores what peer holds, forgetting a peer that holds nothing.
+func (b *budget) put(peer peerKey, p peerUse) {
+	if p.calls <= 0 && p.sessions <= 0 && p.bytes <= 0 {
+		delete(b.peers, peer)
+	} else {
+		b.peers[peer] = p
 	}
 }
 
@@ -75,9 +140,5 @@ func (b *budget) release(peer peerKey, n int64) {
 	p := b.peers[peer]
 	p.calls--
 	p.bytes -= n
-	if p.calls <= 0 {
-		delete(b.peers, peer)
-	} else {
-		b.peers[peer] = p
-	}
+	b.put(peer, p)
 }

@@ -151,12 +151,12 @@ type GlobalMCP struct {
 	// SessionTTL closes sessions idle this long; default 30m, as
 	// agentgateway.
 	SessionTTL Duration `yaml:"sessionTtl"`
-	// MaxSessions caps the open sessions of each MCP backend; past it, new
-	// sessions get 503 with Retry-After. 0 (default) is 1024. A tailgate
-	// extension.
+	// MaxSessions caps the open MCP sessions of the gateway, all routes
+	// together; past it, new sessions get 503 with Retry-After. 0
+	// (default) is 1024. A tailgate extension.
 	MaxSessions int `yaml:"maxSessions"`
 	// MaxSessionsPerPeer caps the open sessions of one peer (a tailnet
-	// node, or an address) on each MCP backend, so that one peer cannot
+	// node, or an address), all routes together, so that one peer cannot
 	// take every place; 0 (default) is 64. A tailgate extension.
 	MaxSessionsPerPeer int `yaml:"maxSessionsPerPeer"`
 	// AllowedOrigins are the web origins ("https://app.example.com") whose

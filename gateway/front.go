@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio"
 	"github.com/tailgate-dev/tailgate/policy"
@@ -29,16 +30,14 @@ var Version = "dev"
 // arrived on, and hands the messages, as bytes, to the session's
 // mcpstdio.Session.
 type mcpFront struct {
-	name        string
-	routeKey    string // port/listener/route: what a reload keeps
-	backend     *mcpstdio.Backend
-	authz       atomic.Pointer[policy.RuleSet]
-	metrics     *metrics
-	stateless   bool
-	maxSessions int
-	perPeer     int // sessions per peer; 0 is the default
-	ttl         time.Duration
-	maxBody     int64
+	name      string
+	routeKey  string // port/listener/route: what a reload keeps
+	backend   *mcpstdio.Backend
+	authz     atomic.Pointer[policy.RuleSet]
+	metrics   *metrics
+	stateless bool
+	ttl       time.Duration
+	maxBody   int64
 	// bodyRead and sseInit are the front's time limits.
 	bodyRead, sseInit time.Duration
 	// retired is set when a reload replaced this front: it serves its
@@ -46,13 +45,13 @@ type mcpFront struct {
 	retired atomic.Bool
 	log     *slog.Logger
 
-	keys   requestKeys
+	keys requestKeys
+	// budget is the gateway's, shared by every front.
 	budget *budget
 
 	mu       sync.Mutex
 	sessions map[string]*frontSession // by Mcp-Session-Id
 	callers  map[peerKey]*caller      // sessionless requests' children, by caller
-	opening  int                      // sessions being opened, for the cap
 	closed   bool
 	stop     chan struct{} // ends the TTL janitor
 }
@@ -67,9 +66,9 @@ type frontOptions struct {
 	// Stateless serves every request on a session of its own, as
 	// agentgateway's statefulMode: stateless.
 	Stateless bool
-	// MaxSessions caps open sessions, and MaxSessionsPerPeer those of one
-	// peer; 0 is defaultMaxSessions, defaultMaxSessionsPerPeer.
-	MaxSessions, MaxSessionsPerPeer int
+	// Budget bounds sessions and requests in flight: the gateway's, shared
+	// by every front; nil is one of the front's own, with the defaults.
+	Budget *budget
 	// Metrics receives per-call metrics.
 	Metrics *metrics
 	// BodyReadTimeout and SSEInitTimeout override defaultBodyRead and
@@ -80,8 +79,9 @@ type frontOptions struct {
 // maxRequestBody bounds a POST body, as go-sdk's default.
 const maxRequestBody = 4 << 20
 
-// Session caps when config.mcp.maxSessions sets none, and per peer (a
-// tailnet node, or an address) in any case.
+// Session caps of the gateway when config.mcp.maxSessions sets none, and
+// per peer (a tailnet node, or an address) when maxSessionsPerPeer sets
+// none.
 const (
 	defaultMaxSessions        = 1024
 	defaultMaxSessionsPerPeer = 64
@@ -99,21 +99,22 @@ const (
 
 func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcpFront {
 	f := &mcpFront{
-		name:        name,
-		backend:     backend,
-		metrics:     opts.Metrics,
-		stateless:   opts.Stateless,
-		maxSessions: opts.MaxSessions,
-		perPeer:     opts.MaxSessionsPerPeer,
-		ttl:         opts.SessionTTL,
-		maxBody:     maxRequestBody,
-		bodyRead:    defaultBodyRead,
-		sseInit:     defaultSSEInit,
-		log:         opts.Logger.With("route", name),
-		sessions:    make(map[string]*frontSession),
-		callers:     make(map[peerKey]*caller),
-		budget:      newBudget(),
-		stop:        make(chan struct{}),
+		name:      name,
+		backend:   backend,
+		metrics:   opts.Metrics,
+		stateless: opts.Stateless,
+		ttl:       opts.SessionTTL,
+		maxBody:   maxRequestBody,
+		bodyRead:  defaultBodyRead,
+		sseInit:   defaultSSEInit,
+		log:       opts.Logger.With("route", name),
+		sessions:  make(map[string]*frontSession),
+		callers:   make(map[peerKey]*caller),
+		budget:    opts.Budget,
+		stop:      make(chan struct{}),
+	}
+	if f.budget == nil {
+		f.budget = newBudget()
 	}
 	if opts.BodyReadTimeout > 0 {
 		f.bodyRead = opts.BodyReadTimeout
@@ -140,6 +141,14 @@ func (f *mcpFront) has(id string) bool {
 
 // stopNewSessions retires the front after a reload replaced it.
 func (f *mcpFront) stopNewSessions() { f.retired.Store(true) }
+
+// openSessions is how many sessions the front has open, initialized or
+// not.
+func (f *mcpFront) openSessions() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.sessions)
+}
 
 const sessionIDHeader = "Mcp-Session-Id"
 
@@ -370,37 +379,13 @@ func (f *mcpFront) newSession(w http.ResponseWriter, r *http.Request, sse bool) 
 		http.Error(w, "gateway shutting down", http.StatusServiceUnavailable)
 		return nil
 	}
-	limit := f.maxSessions
-	if limit <= 0 {
-		limit = defaultMaxSessions
-	}
-	perPeer := f.perPeer
-	if perPeer <= 0 {
-		perPeer = defaultMaxSessionsPerPeer
-	}
-	perPeer = min(perPeer, limit)
-	mine := 0
-	key := callerKey(src)
-	for _, other := range f.sessions {
-		if callerKey(other.owner) == key {
-			mine++
-		}
-	}
-	// Checked and inserted under one lock: concurrent opens cannot pass a
-	// cap together. The per-peer cap keeps one peer from locking out the
-	// others.
-	var refused string
-	switch {
-	case len(f.sessions)+f.opening >= limit:
-		refused = fmt.Sprintf("too many MCP sessions (%d); retry later", limit)
-	case mine >= perPeer:
-		refused = fmt.Sprintf("too many MCP sessions from this peer (%d); close some or retry later", perPeer)
-	}
-	if refused != "" {
+	// The caps are the gateway's, across routes: one peer cannot lock
+	// out the others, nor many routes multiply what the gateway holds.
+	if err := f.budget.openSession(callerKey(src)); err != nil {
 		f.mu.Unlock()
-		f.log.Warn("session refused: at a session cap", append([]any{"reason", refused}, sourceAttrs(src)...)...)
+		f.log.Warn("session refused: at a session cap", append([]any{"reason", err.Error()}, sourceAttrs(src)...)...)
 		w.Header().Set("Retry-After", "5")
-		http.Error(w, refused, http.StatusServiceUnavailable)
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return nil
 	}
 	fs := &frontSession{
@@ -607,6 +592,7 @@ func (fs *frontSession) close(cause error) {
 		f.mu.Lock()
 		if f.sessions[fs.id] == fs {
 			delete(f.sessions, fs.id)
+			f.budget.closeSession(callerKey(fs.owner))
 		}
 		f.mu.Unlock()
 		if bs := fs.backend(); bs != nil {
@@ -881,8 +867,13 @@ func (fs *frontSession) record(method string, rt mcpstdio.Route, outcome string,
 	}
 	rt.Name = clip(rt.Name)
 	if m := fs.f.metrics; m != nil {
-		m.observeCall(fs.f.name, method, rt.Target, toolLabel, outcome, took)
+		methodLabel := method
+		if !mcpstdio.KnownMethod(method) {
+			methodLabel = "other" // as for tool names
+		}
+		m.observeCall(fs.f.name, methodLabel, rt.Target, toolLabel, outcome, took)
 	}
+	method = clip(method)
 	ctx := context.Background()
 	if !fs.log.Enabled(ctx, slog.LevelInfo) {
 		return
@@ -901,7 +892,7 @@ func (fs *frontSession) record(method string, rt mcpstdio.Route, outcome string,
 	}
 	attrs = append(attrs, slog.String("outcome", outcome), slog.Duration("duration", took.Round(time.Microsecond)))
 	if err != nil {
-		attrs = append(attrs, slog.String("err", err.Error()))
+		attrs = append(attrs, slog.String("err", clipTo(err.Error(), maxLoggedError)))
 	}
 	fs.log.LogAttrs(ctx, slog.LevelInfo, "mcp call", attrs...)
 }
@@ -983,12 +974,22 @@ func (a authorizer) denied(fs *frontSession, method string, rt mcpstdio.Route, d
 // maxLoggedName bounds a client-chosen name in logs and errors.
 const maxLoggedName = 200
 
-func clip(name string) string {
-	if len(name) <= maxLoggedName {
-		return name
+func clip(name string) string { return clipTo(name, maxLoggedName) }
+
+// clipTo is s cut to at most n bytes (and a mark), on a rune boundary.
+func clipTo(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return name[:maxLoggedName] + "…"
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
+
+// maxLoggedError bounds a logged error message, which may quote what a
+// client sent (an unknown tool's name).
+const maxLoggedError = 1 << 10
 
 // serveStateless serves a request of a stateless backend: a session of
 // its own, whose children live as long as the request.

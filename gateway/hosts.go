@@ -150,9 +150,10 @@ func (p *localhostPeers) has(addr string) bool {
 // refuse answers a request whose Host is not a name of the gateway or
 // whose Origin is not allowed: 403, one line, logged.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, reason string) {
-	args := append(sourceAttrs(sourceFrom(r.Context())), "reason", reason, "host", r.Host, "method", r.Method, "path", r.URL.Path)
+	// What a client sent is logged clipped, as names are.
+	args := append(sourceAttrs(sourceFrom(r.Context())), "reason", clipTo(reason, maxLoggedError), "host", clip(r.Host), "method", clip(r.Method), "path", clip(r.URL.Path))
 	if o := r.Header.Values("Origin"); len(o) > 0 {
-		args = append(args, "origin", strings.Join(o, ","))
+		args = append(args, "origin", clip(strings.Join(o, ",")))
 	}
 	s.log.Warn("request refused", args...)
 	http.Error(w, "tailgate: "+reason, http.StatusForbidden)

@@ -28,8 +28,8 @@ const (
 	// codeHeaderMismatch is SEP-2243's error for headers that disagree
 	// with the body.
 	codeHeaderMismatch = -32020
-	// maxCallers bounds the callers whose children are kept for
-	// sessionless requests when config.mcp.maxSessions does not.
+	// maxCallers bounds the callers whose children each route keeps for
+	// sessionless requests (or config.mcp.maxSessions, if lower).
 	maxCallers = 64
 )
 
@@ -258,10 +258,7 @@ func (f *mcpFront) openCaller(key peerKey, c *caller, src *policy.Source) {
 // idle longest gives up its children; if every one is busy, the new one is
 // refused.
 func (f *mcpFront) makeRoomLocked() error {
-	limit := maxCallers
-	if f.maxSessions > 0 {
-		limit = f.maxSessions
-	}
+	limit := min(maxCallers, f.budget.sessionCap())
 	if len(f.callers) < limit {
 		return nil
 	}

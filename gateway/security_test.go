@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -22,7 +23,8 @@ import (
 // counted under tool="other". Failed before: each name was a label, for
 // good.
 func TestMetricsLabelOnlyListedNames(t *testing.T) {
-	s, base := serveLoopback(t, envDeniedConfig)
+	var logs syncBuffer
+	s, base := serveLoopbackOpts(t, envDeniedConfig, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	cs := connect(t, base+"/mcp")
 	defer cs.Close()
 	cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}})
@@ -32,13 +34,27 @@ func TestMetricsLabelOnlyListedNames(t *testing.T) {
 			t.Fatal("a made-up tool answered")
 		}
 	}
+	// A made-up method is a label and a log field as well. Failed before:
+	// each went into /metrics and the log whole.
+	rs := rawInitialize(t, base+"/mcp", `{}`)
+	for i := range 20 {
+		resp := rs.post(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"%s"}`, i+1, strings.Repeat(string(rune('a'+i)), 64<<10)))
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
 	_, body := get(t, s.AdminHandler(), "/metrics")
 	if len(body) > 64<<10 {
-		t.Errorf("/metrics is %d bytes after 20 made-up names", len(body))
+		t.Errorf("/metrics is %d bytes after 20 made-up names and 20 made-up methods", len(body))
 	}
-	for _, want := range []string{`tool="echo"`, `tool="other"`} {
+	for _, want := range []string{`tool="echo"`, `tool="other"`, `method="other"`, `method="tools/call"`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if len(line) > 4<<10 {
+			t.Errorf("a log line of %d bytes: %.200s … %s", len(line), line, line[len(line)-300:])
+			break
 		}
 	}
 }
@@ -78,10 +94,23 @@ binds:
 // and reports the status; the stream stays open until the test ends.
 func openSSE(t *testing.T, base, from string) int {
 	t.Helper()
+	return openSSEPath(t, base+"/sse", from)
+}
+
+// openSSEPath opens a session at url from local address from (127.0.0.x)
+// and reports the status: a legacy SSE stream if url ends in /sse, which
+// stays open until the test ends, else a Streamable HTTP initialize.
+func openSSEPath(t *testing.T, url, from string) int {
+	t.Helper()
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
 	hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
-	req, _ := http.NewRequest(http.MethodGet, base+"/sse", nil)
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	req.Header.Set("Accept", "text/event-stream")
+	if !strings.HasSuffix(url, "/sse") {
+		req, _ = http.NewRequest(http.MethodPost, url, strings.NewReader(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -113,6 +142,42 @@ func TestSessionCapsHold(t *testing.T) {
 		wg.Wait()
 		if n := ok.Load(); n != 2 {
 			t.Errorf("%d SSE sessions through a cap of 2", n)
+		}
+	})
+	t.Run("across routes", func(t *testing.T) {
+		// The caps are the gateway's: more routes (or a reload) do not
+		// multiply them. Failed before: each route had caps of its own.
+		two := strings.Replace(demoConfig, "    routes:\n", `    routes:
+    - name: other
+      matches:
+      - path: {pathPrefix: /other}
+      backends:
+      - mcp:
+          targets:
+          - name: demo
+            stdio: {cmd: DEMO}
+`, 1)
+		s, base := serveLoopback(t, "config:\n  mcp:\n    maxSessions: 3\n    maxSessionsPerPeer: 2\n"+two)
+		for _, p := range []string{"/other", "/sse"} {
+			if code := openSSEPath(t, base+p, "127.0.0.1"); code != http.StatusOK {
+				t.Fatalf("%s: %d", p, code)
+			}
+		}
+		if code := openSSEPath(t, base+"/other", "127.0.0.1"); code != http.StatusServiceUnavailable {
+			t.Errorf("a peer's third session, on a route where it has one: %d, want 503", code)
+		}
+		if code := openSSEPath(t, base+"/sse", "127.0.0.2"); code != http.StatusOK {
+			t.Errorf("another peer: %d", code)
+		}
+		if code := openSSEPath(t, base+"/other", "127.0.0.3"); code != http.StatusServiceUnavailable {
+			t.Errorf("a fourth session through a gateway cap of 3: %d, want 503", code)
+		}
+		reloadWith(t, s, "config:\n  mcp:\n    maxSessions: 4\n    maxSessionsPerPeer: 2\n"+strings.Replace(two, "stdio: {cmd: DEMO}", "stdio: {cmd: DEMO, env: {GENERATION: '2'}}", 1))
+		if code := openSSEPath(t, base+"/other", "127.0.0.3"); code != http.StatusOK {
+			t.Errorf("a fourth session once the cap is 4: %d", code)
+		}
+		if code := openSSEPath(t, base+"/other", "127.0.0.4"); code != http.StatusServiceUnavailable {
+			t.Errorf("a reload's new front opened a session past the gateway's cap: %d, want 503", code)
 		}
 	})
 	t.Run("per peer", func(t *testing.T) {

@@ -93,6 +93,8 @@ type Server struct {
 	metrics *metrics
 	ready   atomic.Bool
 	denied  atomic.Uint64 // connections refused, for Stats
+	// budget bounds sessions and requests in flight, for every route.
+	budget *budget
 	// warming is set while Warm starts the targets: MCP requests get 503
 	// and a line that says so.
 	warming atomic.Bool
@@ -174,6 +176,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	s := &Server{
 		opts:    opts,
 		log:     opts.Logger,
+		budget:  newBudget(),
 		fronts:  make(map[string]*mcpFront),
 		serving: make(map[int]*bindServer),
 	}
@@ -183,9 +186,20 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.fronts = fronts
-	s.state.Store(st)
+	s.setState(st)
 	s.logWarnings(cfg)
 	return s, nil
+}
+
+// setState makes st the current routing, and its config's session caps
+// the gateway's.
+func (s *Server) setState(st *state) {
+	var max, perPeer int
+	if g := st.cfg.Global.MCP; g != nil {
+		max, perPeer = g.MaxSessions, g.MaxSessionsPerPeer
+	}
+	s.budget.setSessionCaps(max, perPeer)
+	s.state.Store(st)
 }
 
 // logWarnings logs each of the config's warnings, one line each.
@@ -350,16 +364,13 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 	if err != nil {
 		return nil, fmt.Errorf("route %q: %w", name, err)
 	}
-	ttl, maxSessions, perPeer := s.opts.SessionTTL, 0, 0
-	if g := cfg.Global.MCP; g != nil {
-		if g.SessionTTL > 0 {
-			ttl = time.Duration(g.SessionTTL)
-		}
-		maxSessions, perPeer = g.MaxSessions, g.MaxSessionsPerPeer
+	ttl := s.opts.SessionTTL
+	if g := cfg.Global.MCP; g != nil && g.SessionTTL > 0 {
+		ttl = time.Duration(g.SessionTTL)
 	}
 	return newMCPFront(name, backend, frontOptions{
-		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz, Metrics: s.metrics,
-		Stateless: m.StatefulMode == "stateless", MaxSessions: maxSessions, MaxSessionsPerPeer: perPeer,
+		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz, Metrics: s.metrics, Budget: s.budget,
+		Stateless:       m.StatefulMode == "stateless",
 		BodyReadTimeout: s.opts.BodyReadTimeout, SSEInitTimeout: s.opts.SSEInitTimeout,
 	}), nil
 }
@@ -991,7 +1002,7 @@ func (s *Server) Reload(cfg *Config) error {
 		}
 	}
 	s.fronts = fronts
-	s.state.Store(st)
+	s.setState(st)
 	// Ports: listen on new ones, close removed ones.
 	for port, bs := range s.serving {
 		if _, ok := st.binds[port]; !ok {
@@ -1028,8 +1039,6 @@ func (s *Server) Reload(cfg *Config) error {
 	return nil
 }
 
-// reapDrainedLocked closes the replaced fronts whose sessions have all
-// ended.
 // frontForRoute is the front of fronts serving routeKey, if any.
 func frontForRoute(fronts map[string]*mcpFront, routeKey string) *mcpFront {
 	for _, f := range fronts {
@@ -1040,10 +1049,13 @@ func frontForRoute(fronts map[string]*mcpFront, routeKey string) *mcpFront {
 	return nil
 }
 
+// reapDrainedLocked closes the replaced fronts whose sessions have all
+// ended: its backend's (a sessionless caller's children too) and its own
+// (a legacy SSE stream not yet initialized has no backend session).
 func (s *Server) reapDrainedLocked() {
 	kept := s.draining[:0]
 	for _, f := range s.draining {
-		if f.backend.Sessions() == 0 {
+		if f.backend.Sessions() == 0 && f.openSessions() == 0 {
 			go f.close()
 			continue
 		}

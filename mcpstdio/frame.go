@@ -157,6 +157,13 @@ func (m *Message) MethodName() string {
 	return unquote(b)
 }
 
+// KnownMethod reports whether name is a method of the protocol (or of its
+// tasks extension), as opposed to one a client or server made up.
+func KnownMethod(name string) bool {
+	_, ok := knownMethods[name]
+	return ok
+}
+
 var knownMethods = func() map[string]string {
 	m := make(map[string]string)
 	for _, name := range []string{
