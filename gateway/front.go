@@ -786,7 +786,7 @@ func (fs *frontSession) call(ctx context.Context, bs *mcpstdio.Session, m *mcpst
 	}
 	az := fs.f.authorizer(req)
 	az.bs, az.ctx = bs, ctx
-	if d := az.decide(method, rt); !d.Allow {
+	if d := az.decide(rt); !d.Allow {
 		err := az.denied(fs, method, rt, d)
 		out.send(mcpstdio.ErrorMessage(id, mcpstdio.CodeInvalidParams, err.Error()), true)
 		fs.record(method, rt, "denied", nil, time.Since(start))
@@ -926,7 +926,7 @@ func (a authorizer) evaluate(m *policy.MCP) policy.Decision {
 
 // decide judges a request that names a tool, prompt or resource; the
 // others (lists are filtered instead) are allowed.
-func (a authorizer) decide(method string, rt mcpstdio.Route) policy.Decision {
+func (a authorizer) decide(rt mcpstdio.Route) policy.Decision {
 	if a.rs == nil || rt.Target == "" {
 		return policy.Decision{Allow: true} // no rules, or nothing named: the target answers
 	}
@@ -939,10 +939,15 @@ func (a authorizer) decide(method string, rt mcpstdio.Route) policy.Decision {
 	case "resource":
 		// A read is judged by the resource's name as well as its URI, as
 		// lists are; completing a resource template's arguments is judged
-		// as reading it.
+		// as reading it, by the template's name and URI template. A name
+		// that cannot be learnt denies: a rule on names must not be
+		// sidestepped by a target whose list fails.
 		name := ""
-		if method != "completion/complete" && a.bs != nil {
-			name = a.bs.ResourceName(a.ctx, rt)
+		if a.bs != nil {
+			var err error
+			if name, err = a.bs.ResourceName(a.ctx, rt); err != nil {
+				return policy.Decision{Err: fmt.Errorf("the target's resource names: %w", err)}
+			}
 		}
 		return a.evaluate(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: rt.TargetName, Name: name, Target: rt.Target}})
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/tailgate-dev/tailgate/policy"
 )
 
 // Names a client makes up do not become metric labels: 20 calls with
@@ -88,6 +91,61 @@ binds:
 	if _, err := cs.ReadResource(context.Background(), &mcp.ReadResourceParams{URI: "demo://readme"}); err == nil || !strings.Contains(err.Error(), "not permitted") {
 		t.Errorf("read of a resource hidden by name: %v", err)
 	}
+}
+
+// A resource template hidden by its name is hidden from completion and
+// from reads of the URIs it expands to, not only from lists. Failed
+// before: completion on a template was judged with no name, and a read of
+// an expansion by its URI alone.
+func TestResourceTemplateJudgedByName(t *testing.T) {
+	_, base := serveLoopback(t, strings.Replace(demoConfig, "      backends:", `      policies:
+        mcpAuthorization:
+          rules:
+          - deny: 'mcp.resource.name == "note"'
+          - 'true'
+      backends:`, 1))
+	cs := connect(t, base+"/mcp")
+	defer cs.Close()
+	ctx := context.Background()
+	if res, err := cs.ListResourceTemplates(ctx, nil); err != nil || len(res.ResourceTemplates) != 0 {
+		t.Fatalf("templates: %v %v, want the note template hidden", err, res)
+	}
+	if _, err := cs.Complete(ctx, &mcp.CompleteParams{Ref: &mcp.CompleteReference{Type: "ref/resource", URI: "demo://notes/{name}"}, Argument: mcp.CompleteParamsArgument{Name: "name", Value: "a"}}); err == nil || !strings.Contains(err.Error(), "not permitted") {
+		t.Errorf("completion on a template hidden by name: %v", err)
+	}
+	if _, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "demo://notes/alice"}); err == nil || !strings.Contains(err.Error(), "not permitted") {
+		t.Errorf("read of a hidden template's expansion: %v", err)
+	}
+	// What the rule does not name is served: the prompt's completion, the
+	// readme.
+	if res, err := cs.Complete(ctx, &mcp.CompleteParams{Ref: &mcp.CompleteReference{Type: "ref/prompt", Name: "greet"}, Argument: mcp.CompleteParamsArgument{Name: "name", Value: "a"}}); err != nil || len(res.Completion.Values) != 2 {
+		t.Errorf("prompt completion: %v %v", res, err)
+	}
+	if _, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "demo://readme"}); err != nil {
+		t.Errorf("readme: %v", err)
+	}
+}
+
+// A front replaced by a reload serves its sessions to their end and opens
+// no new one, whatever reaches it.
+func TestRetiredFrontOpensNoSession(t *testing.T) {
+	s, base := serveLoopback(t, reloadConfig)
+	old := frontOf(t, s, "mcp")
+	reloadWith(t, s, strings.Replace(reloadConfig, "stdio: {cmd: DEMO}", "stdio: {cmd: DEMO, env: {GENERATION: '2'}}", 1))
+	if frontOf(t, s, "mcp") == old {
+		t.Fatal("the reload kept the front")
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	old.ServeHTTP(rec, req.WithContext(withSource(req.Context(), &policy.Source{Address: "127.0.0.1"})))
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get(sessionIDHeader) != "" {
+		t.Errorf("initialize on a retired front: %d, session %q", rec.Code, rec.Header().Get(sessionIDHeader))
+	}
+	// The route's current front opens sessions as before.
+	cs := connect(t, base+"/mcp")
+	cs.Close()
 }
 
 // openSSE opens a legacy SSE stream from local address from (127.0.0.x)
@@ -238,6 +296,25 @@ func TestRequestBudget(t *testing.T) {
 	}
 	if code := openSSE(t, base, "127.0.0.2"); code != http.StatusOK {
 		t.Errorf("another peer: %d", code)
+	}
+	// The gateway's own bound: everyone is refused past it, with 503.
+	set := func(calls, peerBytes int) {
+		f.budget.mu.Lock()
+		f.budget.maxCalls, f.budget.maxBytesPerPeer = calls, int64(peerBytes)
+		f.budget.mu.Unlock()
+	}
+	set(2, 64<<20)
+	if code := openSSEPath(t, base+"/mcp", "127.0.0.2"); code != http.StatusServiceUnavailable {
+		t.Errorf("another peer's request past the gateway's bound: %d, want 503", code)
+	}
+	// Bytes in flight: a body past the peer's bytes is refused, 429.
+	set(1024, 64)
+	if code := openSSEPath(t, base+"/mcp", "127.0.0.3"); code != http.StatusTooManyRequests {
+		t.Errorf("a body past the peer's bytes: %d, want 429", code)
+	}
+	set(1024, 64<<20)
+	if code := openSSEPath(t, base+"/mcp", "127.0.0.3"); code != http.StatusOK {
+		t.Errorf("within the bounds again: %d", code)
 	}
 }
 

@@ -66,7 +66,7 @@ func TestKill9LeavesNoGrandchild(t *testing.T) {
 	t.Cleanup(func() { syscall.Kill(grandchild, syscall.SIGKILL) })
 	server := ppidOf(t, grandchild)
 	if !guarded(server) {
-		t.Skip("children are not guarded yet: needs supervise(cmd) in mcpstdio/process.go's startProcess")
+		t.Fatal("the child is not guarded: mcpstdio/process.go's startProcess must call supervise(cmd)")
 	}
 
 	p.cmd.Process.Kill()

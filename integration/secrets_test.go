@@ -168,7 +168,7 @@ tailscale:
 	got := stolen(t, tn, p, key, out)
 	if b, err := os.ReadFile(filepath.Join(out, "pid")); err == nil {
 		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); !guarded(pid) {
-			t.Skip("children are not guarded (mcpstdio/process.go does not call supervise): no confinement")
+			t.Error("the child is not guarded (mcpstdio/process.go must call supervise), so not confined")
 		}
 	}
 	if strings.Contains(got, key) {

@@ -10,11 +10,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/yosida95/uritemplate/v3"
 )
 
 // child is one target's running server: its process, the JSON-RPC link
@@ -45,7 +48,7 @@ type child struct {
 	// names among several targets; list_changed drops it.
 	namesMu sync.Mutex
 	names   map[string]map[string]bool
-	titles  map[string]string // resource URI → name
+	titles  *resourceNames
 	// namesGen counts list changes, so that a list asked for before a
 	// change is not kept after it.
 	namesGen uint64
@@ -565,23 +568,60 @@ func (c *child) listChanged() {
 	c.namesMu.Unlock()
 }
 
-// resourceTitle is the name c lists for the resource at uri, "" if none.
-// Like listNames, the list is asked once and kept until it changes.
-func (c *child) resourceTitle(ctx context.Context, uri string) string {
+// resourceNames are the names a child lists for its resources and
+// resource templates.
+type resourceNames struct {
+	byURI     map[string]string // resource URI, or URI template → name
+	templates []resourceTemplate
+}
+
+type resourceTemplate struct {
+	re   *regexp.Regexp // matches the URIs the template expands to
+	name string
+}
+
+// name is the name listed for uri: a resource's, a template's (uri being
+// the template), or that of the first template uri is an expansion of.
+func (n *resourceNames) name(uri string) string {
+	if name, ok := n.byURI[uri]; ok {
+		return name
+	}
+	for _, t := range n.templates {
+		if t.re.MatchString(uri) {
+			return t.name
+		}
+	}
+	return ""
+}
+
+// resourceTitle is the name c lists for the resource at uri (or the
+// template it expands, or the template uri), "" if none. Like listNames,
+// the lists are asked once and kept until they change; a list that fails
+// is an error, so that a policy on names cannot be sidestepped by a
+// failing list.
+func (c *child) resourceTitle(ctx context.Context, uri string) (string, error) {
 	c.namesMu.Lock()
 	titles, gen := c.titles, c.namesGen
 	c.namesMu.Unlock()
 	if titles != nil {
-		return titles[uri]
+		return titles.name(uri), nil
 	}
-	titles = make(map[string]string)
+	titles = &resourceNames{byURI: make(map[string]string)}
 	if c.init.has("resources") {
-		items, err := c.listAll(ctx, "", listKinds["resources/list"])
-		if err != nil {
-			return ""
-		}
-		for _, it := range items {
-			titles[itemKey(it, "uri")] = itemKey(it, "name")
+		for _, list := range []struct{ method, key string }{{"resources/list", "uri"}, {"resources/templates/list", "uriTemplate"}} {
+			items, err := c.listAll(ctx, "", listKinds[list.method])
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", list.method, err)
+			}
+			for _, it := range items {
+				key, name := itemKey(it, list.key), itemKey(it, "name")
+				titles.byURI[key] = name
+				if list.key == "uriTemplate" {
+					if t, err := uritemplate.New(key); err == nil {
+						titles.templates = append(titles.templates, resourceTemplate{t.Regexp(), name})
+					}
+				}
+			}
 		}
 	}
 	c.namesMu.Lock()
@@ -589,7 +629,7 @@ func (c *child) resourceTitle(ctx context.Context, uri string) string {
 		c.titles = titles
 	}
 	c.namesMu.Unlock()
-	return titles[uri]
+	return titles.name(uri), nil
 }
 
 // listAll collects every page of a list from c.

@@ -595,12 +595,13 @@ func (s *Session) PrefixTarget(name string) string {
 	return ""
 }
 
-// ResourceName is the name the target lists for the resource a route
-// names ("" if it lists none): policy judges a read by it as by its URI,
-// as a list is filtered by both.
-func (s *Session) ResourceName(ctx context.Context, rt Route) string {
+// ResourceName is the name the target lists for the resource (or resource
+// template) a route names, "" if it lists none: policy judges a read, and
+// a completion on a template, by it as by its URI, as a list is filtered
+// by both. It fails when the target's lists do.
+func (s *Session) ResourceName(ctx context.Context, rt Route) (string, error) {
 	if rt.c == nil || rt.Kind != "resource" {
-		return ""
+		return "", nil
 	}
 	return rt.c.resourceTitle(ctx, rt.TargetName)
 }

@@ -888,6 +888,24 @@ func TestPrefixNeverCollision(t *testing.T) {
 	noChildrenRunning(t, b)
 }
 
+// With prefixMode never and several targets, a name that no target lists
+// is refused by tailgate, not sent to a target that policy was not asked
+// about; a listed one reaches the target that lists it.
+func TestPrefixNeverRefusesUnlistedNames(t *testing.T) {
+	b := newBackendTargets(t, []mcpstdio.Target{{Name: "demo", Command: demoBin}, echoTarget(t, "echo")},
+		mcpstdio.Options{PrefixMode: mcpstdio.PrefixNever})
+	s := open(t, b, nil)
+	if got := text(t, callTool(t, s, "echo", map[string]any{"message": "hi"})); got != "hi" {
+		t.Errorf("echo: %q", got)
+	}
+	for _, name := range []string{"no-such-tool", "echo_echo", "test/hang"} {
+		final := callTool(t, s, name, nil)
+		if code, msg := errorOf(t, final); code == 0 || !strings.Contains(msg, name) {
+			t.Errorf("%s: %d %q, want tailgate's refusal naming it", name, code, msg)
+		}
+	}
+}
+
 func TestFailOpen(t *testing.T) {
 	targets := []mcpstdio.Target{{Name: "good", Command: demoBin}, {Name: "bad", Command: "/bin/false"}}
 	for _, mode := range []mcpstdio.FailureMode{mcpstdio.FailClosed, mcpstdio.FailOpen} {

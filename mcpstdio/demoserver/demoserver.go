@@ -108,6 +108,9 @@ func newServer(opts *mcp.ServerOptions) *mcp.Server {
 			}()
 		}
 	}
+	if opts.CompletionHandler == nil {
+		opts.CompletionHandler = complete
+	}
 	s := mcp.NewServer(&mcp.Implementation{Name: "tailgate-demo-server", Version: "1.0.0"}, opts)
 	mcp.AddTool(s, &mcp.Tool{Name: "echo", Description: "Echo a message back."},
 		func(ctx context.Context, req *mcp.CallToolRequest, in EchoIn) (*mcp.CallToolResult, any, error) {
@@ -223,7 +226,30 @@ func newServer(opts *mcp.ServerOptions) *mcp.Server {
 		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "tailgate demo server"}}}, nil
 		})
+	s.AddResourceTemplate(&mcp.ResourceTemplate{URITemplate: noteTemplate, Name: "note", MIMEType: "text/plain"},
+		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "a note at " + req.Params.URI}}}, nil
+		})
 	return s
+}
+
+// noteTemplate is the demo's resource template.
+const noteTemplate = "demo://notes/{name}"
+
+// complete completes the greet prompt's name and the note template's
+// name from a fixed list, by prefix.
+func complete(ctx context.Context, req *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
+	ref := req.Params.Ref
+	if ref == nil || req.Params.Argument.Name != "name" || !(ref.Type == "ref/prompt" && ref.Name == "greet" || ref.Type == "ref/resource" && ref.URI == noteTemplate) {
+		return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: []string{}}}, nil
+	}
+	values := []string{}
+	for _, v := range []string{"alice", "alex", "bob"} {
+		if strings.HasPrefix(v, req.Params.Argument.Value) {
+			values = append(values, v)
+		}
+	}
+	return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: values, Total: len(values)}}, nil
 }
 
 // Run serves the demo server on stdin/stdout until stdin closes, in its
