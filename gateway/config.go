@@ -61,6 +61,10 @@ type Config struct {
 	authKeyLine int
 }
 
+// StdioTargets reports how many stdio targets the config has, and how
+// many of them set stdio.user.
+func (c *Config) StdioTargets() (all, withUser int) { return len(c.commands), len(c.users) }
+
 // hostRef is what a config names that only the host can check (a stdio
 // target's program or user), and where.
 type hostRef struct {

@@ -2,6 +2,7 @@ package mcpstdio
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,6 +40,19 @@ import (
 // the child unconfined; the ABI decides which rights are restricted
 // (before ABI 2, renames across directories are refused). Network and
 // signals are not restricted.
+
+// ConfinementError says why children cannot be confined away from
+// Options.HidePaths on this kernel, nil if they can.
+func ConfinementError() error {
+	v, err := llsys.LandlockGetABIVersion()
+	if err != nil {
+		return fmt.Errorf("no Landlock in this kernel (Linux 5.13 or later, with landlock in the lsm= list): %w", err)
+	}
+	if v < 1 {
+		return fmt.Errorf("no Landlock in this kernel (ABI %d)", v)
+	}
+	return nil
+}
 
 // confineFromEnv applies the ruleset hideEnv asks for, and removes it.
 func confineFromEnv() error {

@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/tailgate-dev/tailgate/gateway"
+	"github.com/tailgate-dev/tailgate/mcpstdio"
 	"github.com/tailgate-dev/tailgate/policy"
 	"github.com/tailgate-dev/tailgate/tsnode"
 	"github.com/tailgate-dev/tailgate/tsnode/devnet"
@@ -313,7 +314,31 @@ func (a *app) serve(ctx context.Context) int {
 		return exitTailnet
 	}
 	a.log.Info("joining tailnet", "hostname", n.Hostname(), "control", n.ControlURL(), "state_dir", n.StateDir())
+	a.warnExposedSecrets(n.StateDir(), keyFrom)
 	return a.run(ctx, n, key, nil)
+}
+
+// warnExposedSecrets says, once at start, what stdio children could reach
+// of the node's secrets (README: Security), so that it is not learnt from
+// an incident.
+func (a *app) warnExposedSecrets(stateDir, keyFrom string) {
+	all, withUser := a.cfg.StdioTargets()
+	if all == 0 {
+		return
+	}
+	ts := a.cfg.Tailscale
+	if os.Geteuid() == 0 && withUser < all {
+		a.log.Warn("stdio children run as root and can read the gateway's memory and environment (the auth key too, if it came from the environment); set stdio.user on each stdio target, or run tailgate as an ordinary user", "auth_key_from", keyFrom)
+	}
+	if err := mcpstdio.ConfinementError(); err != nil {
+		if ts.StateDir != "" || ts.AuthKeyFile != "" {
+			a.log.Warn("stdio children cannot be kept from tailscale.stateDir and tailscale.authKeyFile; only file permissions protect them", "reason", err)
+		}
+		return
+	}
+	if ts.StateDir == "" && ts.StateStore != "mem" {
+		a.log.Warn("the node's state dir is the default one, which stdio children can read (it is not hidden, as hiding a directory under $HOME keeps children from writing in $HOME); set tailscale.stateDir outside the home directory, such as /var/lib/tailgate, to hide the node's keys", "state_dir", stateDir)
+	}
 }
 
 // dev runs the gateway on an embedded tailnet, with a bridge node that
