@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -65,6 +67,68 @@ func TestSessionlessRequests(t *testing.T) {
 			}
 			if resp.Header.Get(sessionIDHeader) != "" {
 				t.Errorf("a sessionless request got a session")
+			}
+		})
+	}
+}
+
+// The cache hints of a list (SEP-2549) pass through: a joined list may be
+// cached as long as its shortest-lived part, and shared between callers
+// only if every target says public and policy did not filter it by the
+// caller's identity.
+func TestListCacheHints(t *testing.T) {
+	const two = `
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - name: mcp
+%s      backends:
+      - mcp:
+          targets:
+          - name: a
+            stdio: {cmd: DEMO, env: {` + demoserver.CacheEnv + `: "%s"}}
+%s`
+	second := func(hints string) string {
+		return "          - name: b\n            stdio: {cmd: DEMO, env: {" + demoserver.CacheEnv + ": \"" + hints + "\"}}\n"
+	}
+	const rules = "      policies:\n        mcpAuthorization:\n          rules: ['mcp.tool.name != \"env\"']\n"
+	for _, tc := range []struct {
+		name, policy, a, b string
+		want               string
+	}{
+		{"one target", "", "60000,public", "", `"cacheScope":"public","ttlMs":60000`},
+		{"one target, filtered", rules, "60000,public", "", `"cacheScope":"private","ttlMs":60000`},
+		{"two targets", "", "60000,public", second("30000,public"), `"cacheScope":"public","ttlMs":30000`},
+		{"two targets, one private", "", "60000,public", second("90000,private"), `"cacheScope":"private","ttlMs":60000`},
+		{"two targets, filtered", rules, "60000,public", second("30000,public"), `"cacheScope":"private","ttlMs":30000`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, base := serveLoopback(t, fmt.Sprintf(two, tc.policy, tc.a, tc.b))
+			req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+			req.Header.Set("Mcp-Method", "tools/list")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var res struct {
+				Result struct {
+					TTLMs      *int64 `json:"ttlMs"`
+					CacheScope string `json:"cacheScope"`
+				}
+			}
+			json.Unmarshal(body, &res)
+			got := "<none>"
+			if res.Result.TTLMs != nil {
+				got = fmt.Sprintf(`"cacheScope":%q,"ttlMs":%d`, res.Result.CacheScope, *res.Result.TTLMs)
+			}
+			if got != tc.want {
+				t.Errorf("hints %s, want %s (%d %.300s)", got, tc.want, resp.StatusCode, body)
 			}
 		})
 	}

@@ -632,8 +632,33 @@ func (c *child) resourceTitle(ctx context.Context, uri string) (string, error) {
 	return titles.name(uri), nil
 }
 
-// listAll collects every page of a list from c.
-func (c *child) listAll(ctx context.Context, meta string, lk listKind) ([]json.RawMessage, error) {
+// cacheHints are what a child said of caching its list (SEP-2549): the
+// least ttlMs of its pages, and whether any page was private.
+type cacheHints struct {
+	ttlMs   int64
+	hasTTL  bool
+	private bool
+	scoped  bool // some page said a cacheScope
+}
+
+// add takes in one page's hints.
+func (h *cacheHints) add(page map[string]json.RawMessage) {
+	var ttl int64
+	if raw, ok := page["ttlMs"]; ok && json.Unmarshal(raw, &ttl) == nil {
+		if !h.hasTTL || ttl < h.ttlMs {
+			h.ttlMs = ttl
+		}
+		h.hasTTL = true
+	}
+	if raw, ok := page["cacheScope"]; ok {
+		h.scoped = true
+		h.private = h.private || string(raw) != `"public"`
+	}
+}
+
+// listAll collects every page of a list from c, and its cache hints into
+// hints if not nil.
+func (c *child) listAll(ctx context.Context, meta string, lk listKind, hints ...*cacheHints) ([]json.RawMessage, error) {
 	var all []json.RawMessage
 	cursor := ""
 	for range 1000 {
@@ -667,6 +692,9 @@ func (c *child) listAll(ctx context.Context, meta string, lk listKind) ([]json.R
 			}
 		}
 		all = append(all, items...)
+		for _, h := range hints {
+			h.add(page)
+		}
 		cursor = ""
 		if raw := page["nextCursor"]; len(raw) > 0 {
 			json.Unmarshal(raw, &cursor)

@@ -424,13 +424,15 @@ func (s *Session) everyChild(ctx context.Context, m *Message) error {
 func (s *Session) joinLists(ctx context.Context, lk listKind, keep func(Item) bool) ([]byte, error) {
 	results := make([][]json.RawMessage, len(s.children))
 	errs := make([]error, len(s.children))
+	hints := make([]*cacheHints, len(s.children))
 	var wg sync.WaitGroup
 	for i, c := range s.children {
 		if !c.init.has(lk.capability) || !c.alive() && s.degrades() {
 			continue
 		}
+		hints[i] = &cacheHints{}
 		wg.Go(func() {
-			items, err := c.listAll(ctx, "", lk)
+			items, err := c.listAll(ctx, "", lk, hints[i])
 			if err == nil {
 				items = s.rewriteItems(c, lk, items, keep)
 			}
@@ -451,12 +453,29 @@ func (s *Session) joinLists(ctx context.Context, lk listKind, keep func(Item) bo
 	}
 	res := map[string]any{lk.field: all}
 	if s.shared {
-		// The joined list is tailgate's: not to be cached (SEP-2549), and
-		// never shared between callers once policy filtered it.
-		res["resultType"], res["ttlMs"], res["cacheScope"] = "complete", 0, "public"
-		if keep != nil {
-			res["cacheScope"] = "private"
+		// The joined list may be cached as long as every part may
+		// (SEP-2549): the least ttlMs, 0 if a target gave none; shared
+		// between callers only if every target said public and policy
+		// did not filter it by the caller's identity.
+		ttl, public, some := int64(0), keep == nil, false
+		for i, h := range hints {
+			if h == nil || errs[i] != nil {
+				continue
+			}
+			switch {
+			case !h.hasTTL:
+				ttl = 0
+			case !some || h.ttlMs < ttl:
+				ttl = h.ttlMs
+			}
+			public = public && h.scoped && !h.private
+			some = true
 		}
+		scope := "private"
+		if public && some {
+			scope = "public"
+		}
+		res["resultType"], res["ttlMs"], res["cacheScope"] = "complete", ttl, scope
 	}
 	return json.Marshal(res)
 }
@@ -505,9 +524,9 @@ func (s *Session) rewriteList(c *child, lk listKind, res *Message, frontID []byt
 		items = []json.RawMessage{}
 	}
 	result[lk.field], _ = json.Marshal(items)
-	if _, ok := result["cacheScope"]; ok && keep != nil {
+	if _, ok := result["cacheScope"]; (ok || s.shared) && keep != nil {
 		// Filtered by the caller's identity: another caller's cache must
-		// not serve it (SEP-2549).
+		// not serve it (SEP-2549), whatever the target said.
 		result["cacheScope"] = json.RawMessage(`"private"`)
 	}
 	b, _ := json.Marshal(result)

@@ -86,6 +86,10 @@ const AskRootsEnv = "TAILGATE_ASK_ROOTS_AFTER"
 // its own.
 const VersionsEnv = "TAILGATE_MCP_VERSIONS"
 
+// CacheEnv, when set to "<ttlMs>,<public|private>", makes the demo's lists
+// and reads carry those cache hints (SEP-2549).
+const CacheEnv = "TAILGATE_CACHE_HINTS"
+
 // New returns the demo server.
 func New() *mcp.Server {
 	return newServer(&mcp.ServerOptions{
@@ -110,6 +114,12 @@ func newServer(opts *mcp.ServerOptions) *mcp.Server {
 	}
 	if opts.CompletionHandler == nil {
 		opts.CompletionHandler = complete
+	}
+	if ttl, scope, ok := strings.Cut(os.Getenv(CacheEnv), ","); ok {
+		ms, _ := strconv.Atoi(ttl)
+		opts.SetCacheable = func(ctx context.Context, req mcp.Request, c *mcp.Cacheable) {
+			c.TTLMs, c.CacheScope = ms, scope
+		}
 	}
 	s := mcp.NewServer(&mcp.Implementation{Name: "tailgate-demo-server", Version: "1.0.0"}, opts)
 	mcp.AddTool(s, &mcp.Tool{Name: "echo", Description: "Echo a message back."},
