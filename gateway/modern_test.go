@@ -178,41 +178,59 @@ func TestLegacyServerRequestBecomesInputRequired(t *testing.T) {
 // one stream, acknowledged once, on which either target's list_changed
 // arrives; closing the client ends the targets' listens.
 func TestListenAcrossTargets(t *testing.T) {
-	cfg := strings.Replace(demoConfig, `          - name: demo
-            stdio: {cmd: DEMO}`, `          - name: a
-            stdio: {cmd: DEMO}
-          - name: b
-            stdio: {cmd: DEMO}`, 1)
-	_, base := serveLoopback(t, cfg)
-	changed := make(chan struct{}, 8)
-	c := mcp.NewClient(&mcp.Implementation{Name: "modern"}, &mcp.ClientOptions{
-		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { changed <- struct{}{} },
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cs := connectSessionless(t, c, base+"/mcp")
-	for _, tool := range []string{"a_grow", "b_grow"} {
-		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool}); err != nil {
-			t.Fatalf("%s: %v", tool, err)
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			t.Fatalf("no tools/list_changed after %s", tool)
-		}
-	}
-	res, err := cs.ListTools(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var extra []string
-	for _, tool := range res.Tools {
-		if strings.HasSuffix(tool.Name, "_extra") {
-			extra = append(extra, tool.Name)
-		}
-	}
-	if strings.Join(extra, ",") != "a_extra,b_extra" {
-		t.Errorf("tools added by both targets: %v", extra)
+	older := "{cmd: DEMO, env: {" + demoserver.VersionsEnv + ": 2025-11-25}}"
+	for _, tc := range []struct {
+		name, a, b string // b "": a single target
+		grow       []string
+	}{
+		{"two modern targets", "{cmd: DEMO}", "{cmd: DEMO}", []string{"a_grow", "b_grow"}},
+		// An older child answers no listen: tailgate listens for it, and
+		// its list_changed reaches the listen. Failed before: it was
+		// left out, its list_changed dropped.
+		{"a modern and an older target", "{cmd: DEMO}", older, []string{"a_grow", "b_grow"}},
+		{"one older target", older, "", []string{"grow"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			targets := "          - name: a\n            stdio: " + tc.a
+			if tc.b != "" {
+				targets += "\n          - name: b\n            stdio: " + tc.b
+			}
+			_, base := serveLoopback(t, strings.Replace(demoConfig, "          - name: demo\n            stdio: {cmd: DEMO}", targets, 1))
+			post := func(id int, method, params string) *http.Response {
+				t.Helper()
+				req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":%q,"params":{%s"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`, id, method, params)))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+				req.Header.Set("Mcp-Method", method)
+				if name, ok := strings.CutPrefix(params, `"name":"`); ok {
+					req.Header.Set("Mcp-Name", name[:strings.IndexByte(name, '"')])
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return resp
+			}
+			listen := post(1, "subscriptions/listen", `"notifications":{"toolsListChanged":true},`)
+			defer listen.Body.Close()
+			ev := newEvents(listen.Body)
+			if msg, _ := ev.next(t, 10*time.Second); !strings.Contains(string(msg), `"notifications/subscriptions/acknowledged"`) || !strings.Contains(string(msg), `"toolsListChanged":true`) {
+				t.Fatalf("first on the listen: %s, want the acknowledgement of toolsListChanged", msg)
+			}
+			for i, tool := range tc.grow {
+				resp := post(10+i, "tools/call", `"name":"`+tool+`",`)
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if !strings.Contains(string(body), "added extra") {
+					t.Fatalf("%s: %s", tool, body)
+				}
+				msg, _ := ev.next(t, 10*time.Second)
+				if !strings.Contains(string(msg), `"notifications/tools/list_changed"`) || !strings.Contains(string(msg), `"io.modelcontextprotocol/subscriptionId":1`) {
+					t.Fatalf("after %s: %s, want tools/list_changed tagged with the listen's id", tool, msg)
+				}
+			}
+		})
 	}
 }
 

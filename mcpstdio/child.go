@@ -101,6 +101,15 @@ func (ci *childInit) has(capability string) bool {
 	return ok
 }
 
+// listChanged reports whether the child announces changes to its list of
+// capability ("tools", "prompts", "resources").
+func (ci *childInit) listChanged(capability string) bool {
+	var c struct {
+		ListChanged bool `json:"listChanged"`
+	}
+	return json.Unmarshal(ci.capabilities[capability], &c) == nil && c.ListChanged
+}
+
 // startChild starts t's process and initializes it with params, the raw
 // initialize params of the front client (or tailgate's own, for a pooled
 // child); identity is added to the child's environment.

@@ -31,7 +31,11 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 			continue
 		}
 		if !c.init.modern && s.shared {
-			// An older child answers no listen: it has none to give.
+			// An older child answers no listen, but announces list
+			// changes on its own: tailgate listens for it.
+			if sr, id := c.listenForLegacy(r.frontID, params); sr != nil {
+				subs = append(subs, sub{c, sr, id})
+			}
 			continue
 		}
 		p := s.childListenParams(c, params)
@@ -55,6 +59,11 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 	r.listen = true
 	r.onCancel = func(reason string) {
 		for _, sb := range subs {
+			if sb.r.legacy != nil {
+				sb.c.forget(sb.id)
+				sb.r.finish(nil)
+				continue
+			}
 			sb.c.cancel(sb.id, reason)
 			sb.r.Close()
 		}
@@ -138,6 +147,86 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 		result, _ := json.Marshal(map[string]any{"resultType": "complete", "_meta": map[string]json.RawMessage{metaSubscriptionID: r.frontID}})
 		r.finish(ResultMessage(r.frontID, result))
 	}()
+}
+
+// legacyListen is what a client listens for at an older child, which
+// tailgate listens to for it: the list changes the child can announce and
+// the client asked for.
+type legacyListen struct {
+	tools, prompts, resources bool
+}
+
+// wants reports whether l covers notification method.
+func (l *legacyListen) wants(method string) bool {
+	switch method {
+	case "notifications/tools/list_changed":
+		return l.tools
+	case "notifications/prompts/list_changed":
+		return l.prompts
+	case "notifications/resources/list_changed":
+		return l.resources
+	}
+	return false
+}
+
+// listenForLegacy is an older child's part of a listen whose client id is
+// frontID: a reply that no request to the child stands behind (the child
+// knows nothing of it), acknowledged at once with the list changes the
+// child can announce, fed by the child's list_changed notifications
+// (childNotification) and ended with the listen or the child.
+func (c *child) listenForLegacy(frontID []byte, params map[string]json.RawMessage) (*Reply, int64) {
+	var asked struct {
+		Tools     bool `json:"toolsListChanged"`
+		Prompts   bool `json:"promptsListChanged"`
+		Resources bool `json:"resourcesListChanged"`
+	}
+	json.Unmarshal(params["notifications"], &asked)
+	l := &legacyListen{
+		tools:     asked.Tools && c.init.listChanged("tools"),
+		prompts:   asked.Prompts && c.init.listChanged("prompts"),
+		resources: asked.Resources && c.init.listChanged("resources"),
+	}
+	if !l.tools && !l.prompts && !l.resources {
+		return nil, 0
+	}
+	sr := newReply(8)
+	sr.frontID, sr.listen, sr.legacy = frontID, true, l
+	c.mu.Lock()
+	if c.dead != nil {
+		c.mu.Unlock()
+		return nil, 0
+	}
+	c.nextID++
+	id := c.nextID
+	c.pending[id] = sr
+	c.mu.Unlock()
+	agreed := map[string]bool{}
+	for k, v := range map[string]bool{"toolsListChanged": l.tools, "promptsListChanged": l.prompts, "resourcesListChanged": l.resources} {
+		if v {
+			agreed[k] = true
+		}
+	}
+	ack, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": map[string]any{"notifications": agreed}})
+	sr.push(ack)
+	return sr, id
+}
+
+// legacyListChanged passes an older child's list_changed to the listens
+// that tailgate holds for it (listenForLegacy), tagged with each listen's
+// subscription id.
+func (c *child) legacyListChanged(method string) {
+	c.mu.Lock()
+	var to []*Reply
+	for _, r := range c.pending {
+		if r.legacy != nil && r.legacy.wants(method) {
+			to = append(to, r)
+		}
+	}
+	c.mu.Unlock()
+	for _, r := range to {
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": method, "params": map[string]any{"_meta": map[string]json.RawMessage{metaSubscriptionID: r.frontID}}})
+		r.push(b)
+	}
 }
 
 // childListenParams are a listen's params for one child: the task ids it

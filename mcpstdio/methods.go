@@ -113,7 +113,9 @@ func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
 	case "ping", "logging/setLevel":
 		rt.fanOut = len(s.children) > 1
 	case "subscriptions/listen":
-		if len(s.children) > 1 {
+		// Several targets' listens are joined; an older child's is
+		// tailgate's own (listenForLegacy).
+		if len(s.children) > 1 || s.shared && !s.children[0].init.modern {
 			rt.fanOut, rt.listen = true, true
 			return rt, nil
 		}

@@ -45,6 +45,9 @@ type Reply struct {
 	internal bool
 	toolCall bool // a tools/call, whose result may say isError
 	listen   bool // a subscriptions/listen: lives as long as its client wants
+	// legacy is set on an older child's part of a listen, which tailgate
+	// holds for the child (listenForLegacy).
+	legacy *legacyListen
 	// parked is set on the placeholder of a call that waits for its
 	// client's input (see mrtr.go).
 	parked   *parkedCall

@@ -314,6 +314,25 @@ func (s *Session) end(cause error) {
 		if cause != nil {
 			reason = cause.Error()
 		}
+		// Each child reads notifications/cancelled for its calls before its
+		// stdin closes (c.stop closes it at once: sent alongside, the
+		// cancellations lost that race). A child that does not read its
+		// stdin holds this up for no more than its stop grace.
+		told := make(chan struct{})
+		go func() {
+			defer close(told)
+			var wg sync.WaitGroup
+			for _, r := range calls {
+				wg.Go(func() { r.cancelAtChild(reason) })
+			}
+			wg.Wait()
+		}()
+		grace := time.NewTimer(s.b.opts.StopGrace)
+		select {
+		case <-told:
+		case <-grace.C:
+		}
+		grace.Stop()
 		// Each call's error waits for its reader; one that stalls must not
 		// hold up the others, or the children's stop.
 		for _, r := range calls {
@@ -620,6 +639,10 @@ func (s *Session) childNotification(c *child, m *Message) {
 		}
 	case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
 		c.listChanged()
+		if s.shared {
+			c.legacyListChanged(m.MethodName())
+			return
+		}
 		s.notify(m.Raw)
 		return
 	case "notifications/cancelled":
