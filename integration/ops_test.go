@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -170,6 +171,88 @@ func TestDevMode(t *testing.T) {
 		t.Errorf("Ctrl-C: exit %v after %v, want 0 within 2s", ci.err, took.Round(time.Millisecond))
 	}
 	t.Logf("Ctrl-C: stopped in %v", took.Round(time.Millisecond))
+}
+
+// --admin 127.0.0.1:0 gives tailgate dev's metrics and health a free port,
+// which the banner names; the flag wins over config.adminAddr (here a busy
+// address, which would stop it).
+func TestDevAdminFreePort(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg := writeConfig(t, "config:\n  adminAddr: \""+busy.Addr().String()+"\"\n"+routeConfig("", demoTarget("")))
+	d := startDev(t, "dev", cfg, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+	if d.admin == busy.Addr().String() || strings.HasSuffix(d.admin, ":0") {
+		t.Fatalf("admin address in the banner: %s", d.admin)
+	}
+	for path, want := range map[string]string{"/healthz/ready": "", "/metrics": "tailgate_"} {
+		resp, err := http.Get("http://" + d.admin + path)
+		if err != nil {
+			t.Fatalf("%s%s: %v", d.admin, path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Errorf("%s%s: %d %.200q", d.admin, path, resp.StatusCode, body)
+		}
+	}
+	if !d.stderr.Contains("admin listening") || !d.stderr.Contains(d.admin) {
+		t.Errorf("the log does not name the admin address %s", d.admin)
+	}
+}
+
+// A busy admin address, given with --admin or by config.adminAddr, stops
+// tailgate dev at once with the config/usage status (1) and a message that
+// names the address and --admin, before it joins its tailnet or prints a
+// banner.
+func TestDevBusyAdmin(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	addr := busy.Addr().String()
+	for _, tc := range []struct {
+		name, config string
+		args         []string
+	}{
+		{"--admin", "", []string{"--admin", addr}},
+		{"config.adminAddr", "config:\n  adminAddr: \"" + addr + "\"\n", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := writeConfig(t, tc.config+routeConfig("", demoTarget("")))
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, buildTailgate(t), append([]string{"dev", "-f", cfg, "--listen", "127.0.0.1:0"}, tc.args...)...)
+			cmd.Env = append(os.Environ(), "TS_NO_LOGS_NO_SUPPORT=true")
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if ctx.Err() != nil {
+				t.Fatalf("tailgate dev still running after 60 s on a busy admin address:\n%s", stderr.String())
+			}
+			ee, ok := err.(*exec.ExitError)
+			if !ok || ee.ExitCode() != 1 {
+				t.Errorf("exit %v, want status 1\n%s", err, stderr.String())
+			}
+			var last string
+			for line := range strings.Lines(stderr.String()) {
+				if strings.HasPrefix(line, "tailgate: ") {
+					last = line
+				}
+			}
+			for _, want := range []string{"admin address " + addr, "address already in use", "--admin"} {
+				if !strings.Contains(last, want) {
+					t.Errorf("error %q does not say %q", last, want)
+				}
+			}
+			if strings.Contains(stdout.String(), "tailgate dev is running") || strings.Contains(stderr.String(), "tailgate ready") {
+				t.Errorf("a banner or readiness on a busy admin address:\n%s%s", stdout.String(), stderr.String())
+			}
+		})
+	}
 }
 
 type testLogWriter struct {

@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"debug/elf"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -180,5 +184,131 @@ func TestDockerfile(t *testing.T) {
 	ignore, err := os.ReadFile("../../.dockerignore")
 	if err != nil || !strings.Contains(string(ignore), "node_modules") || !strings.Contains(string(ignore), ".git") {
 		t.Errorf(".dockerignore: %v %q", err, ignore)
+	}
+}
+
+// A release build, by the Dockerfile's and by `make release`'s own command
+// lines with a test version, is a static binary (no program interpreter, no
+// shared library: it runs in any image), stripped, and says its version,
+// commit, Go and tailscale.com versions. The command lines are read from
+// the Dockerfile and the Makefile, so the test follows them, and fails
+// when they stop stamping or stop being static.
+func TestReleaseBuildStampsVersion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds tailgate")
+	}
+	const version, commit = "v9.9.9-test", "0123456789ab"
+	goVersion, err := exec.Command("go", "env", "GOVERSION").Output()
+	if err != nil {
+		t.Fatalf("go env GOVERSION: %v", err)
+	}
+	tsVersion := ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, dep := range bi.Deps {
+			if dep.Path == "tailscale.com" {
+				tsVersion = dep.Version
+			}
+		}
+	}
+	if tsVersion == "" {
+		t.Fatal("the test binary has no tailscale.com in its build info")
+	}
+	want := fmt.Sprintf("tailgate %s\ncommit %s\ngo %s %s/%s\ntailscale.com %s\n", version, commit, strings.TrimSpace(string(goVersion)), runtime.GOOS, runtime.GOARCH, tsVersion)
+
+	// The build's environment is the Dockerfile's or the Makefile's, not
+	// the test's.
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); k != "CGO_ENABLED" && k != "GOOS" && k != "GOARCH" && k != "GOFLAGS" {
+			env = append(env, kv)
+		}
+	}
+	for _, b := range []struct {
+		name string
+		// build is the shell command that builds bin, and its environment.
+		build func(t *testing.T, bin string) (string, []string)
+	}{
+		{"Dockerfile", func(t *testing.T, bin string) (string, []string) {
+			stages := readDockerfile(t)
+			var run string
+			var benv []string
+			for _, in := range stages[0].instr {
+				if kvs, ok := strings.CutPrefix(in, "ENV "); ok {
+					benv = append(benv, strings.Fields(kvs)...)
+				}
+				if strings.HasPrefix(in, "RUN ") && strings.Contains(in, " build ") && strings.HasSuffix(in, "./cmd/tailgate") {
+					run = strings.TrimPrefix(in, "RUN ")
+				}
+			}
+			if run == "" {
+				t.Fatalf("no RUN that builds ./cmd/tailgate in the build stage: %q", stages[0].instr)
+			}
+			o := regexp.MustCompile(`-o \S+`)
+			if n := len(o.FindAllString(run, -1)); n != 1 {
+				t.Fatalf("%d -o in %q", n, run)
+			}
+			// Build arguments reach RUN as environment variables.
+			return o.ReplaceAllLiteralString(run, "-o "+bin), append(benv, "VERSION="+version, "COMMIT="+commit)
+		}},
+		{"make release", func(t *testing.T, bin string) (string, []string) {
+			if _, err := exec.LookPath("make"); err != nil {
+				t.Skip("make not installed")
+			}
+			out, err := exec.Command("make", "-n", "--no-print-directory", "-C", "../..", "release",
+				"VERSION="+version, "COMMIT="+commit, "DIST="+filepath.Dir(bin)).Output()
+			if err != nil {
+				t.Fatalf("make -n release: %v\n%s", err, out)
+			}
+			for line := range strings.Lines(string(out)) {
+				if strings.Contains(line, " build ") {
+					// The Makefile exports GOTOOLCHAIN=local.
+					return strings.TrimSpace(line), []string{"GOTOOLCHAIN=local"}
+				}
+			}
+			t.Fatalf("make -n release runs no go build:\n%s", out)
+			return "", nil
+		}},
+	} {
+		t.Run(b.name, func(t *testing.T) {
+			bin := filepath.Join(t.TempDir(), "tailgate")
+			script, benv := b.build(t, bin)
+			t.Logf("%s %s", strings.Join(benv, " "), script)
+			cmd := exec.Command("sh", "-c", script)
+			cmd.Dir = "../.."
+			cmd.Env = append(append([]string(nil), env...), benv...)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("build: %v\n%s", err, out)
+			}
+
+			f, err := elf.Open(bin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			for _, p := range f.Progs {
+				if p.Type == elf.PT_INTERP {
+					t.Errorf("the binary has a program interpreter (PT_INTERP): it is not static")
+				}
+			}
+			if f.Section(".interp") != nil {
+				t.Errorf("the binary has an .interp section: it is not static")
+			}
+			if libs, _ := f.ImportedLibraries(); len(libs) > 0 {
+				t.Errorf("the binary needs shared libraries %v", libs)
+			}
+			if f.Section(".symtab") != nil {
+				t.Errorf("the binary has a symbol table: not stripped (-s)")
+			}
+
+			for _, arg := range []string{"version", "--version"} {
+				out, err := exec.Command(bin, arg).Output()
+				if err != nil {
+					t.Errorf("tailgate %s: %v", arg, err)
+				}
+				if string(out) != want {
+					t.Errorf("tailgate %s:\n%s\nwant:\n%s", arg, out, want)
+				}
+			}
+		})
 	}
 }
