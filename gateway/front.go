@@ -587,7 +587,6 @@ func (fs *frontSession) enqueue(msg []byte) {
 // flight and reaping children). cause is nil for an orderly close.
 func (fs *frontSession) close(cause error) {
 	fs.closeOnce.Do(func() {
-		close(fs.closed)
 		f := fs.f
 		f.mu.Lock()
 		if f.sessions[fs.id] == fs {
@@ -595,9 +594,19 @@ func (fs *frontSession) close(cause error) {
 			f.budget.closeSession(callerKey(fs.owner))
 		}
 		f.mu.Unlock()
+		// The calls in flight get their errors while the session's streams
+		// are still open: a legacy SSE session's answers travel on its
+		// stream, and a Streamable HTTP client that sees its standalone
+		// stream end first fails every call with that instead (see watch).
+		answering := fs.inflight.Load() > 0
 		if bs := fs.backend(); bs != nil {
 			bs.Close()
 		}
+		if answering {
+			fs.waitIdle(2 * time.Second)
+			time.Sleep(streamLinger)
+		}
+		close(fs.closed)
 		if cause != nil {
 			fs.log.Warn("mcp session ended by its backend", "err", cause)
 		} else {

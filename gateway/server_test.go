@@ -212,34 +212,21 @@ func TestChildExitGivesErrorThen404(t *testing.T) {
 	}
 }
 
+// A call's progress notifications reach the client on Streamable HTTP, in
+// order, all of them before the call returns (checkProgressBeforeResult
+// reads the order off the wire: go-sdk's handlers run on a goroutine of
+// their own and cannot tell).
 func TestProgressReachesClient(t *testing.T) {
 	_, base := serveLoopback(t, demoConfig)
-	progress := make(chan *mcp.ProgressNotificationParams, 10)
-	c := mcp.NewClient(&mcp.Implementation{Name: "test-client"}, &mcp.ClientOptions{
-		ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
-			progress <- req.Params
-		},
-	})
-	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base + "/mcp", DisableStandaloneSSE: true}, legacySession)
+	wire := newWireLog(t)
+	opts, handled := handledProgress()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test-client"}, opts).Connect(context.Background(),
+		&mcp.StreamableClientTransport{Endpoint: base + "/mcp", HTTPClient: wire.client(), DisableStandaloneSSE: true}, legacySession)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cs.Close()
-	params := &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{"steps": 3, "delayMs": 10}}
-	params.SetProgressToken("p1")
-	if _, err := cs.CallTool(context.Background(), params); err != nil {
-		t.Fatal(err)
-	}
-	// The client's notification handler runs asynchronously; all three
-	// were on the wire before the result.
-	waitFor(t, "3 progress notifications", func() bool { return len(progress) == 3 })
-	last := <-progress
-	for len(progress) > 0 {
-		last = <-progress
-	}
-	if last.Progress != 3 || last.Total != 3 {
-		t.Errorf("last progress %+v", last)
-	}
+	checkProgressBeforeResult(t, cs, wire, handled)
 }
 
 func TestSessionBelongsToItsPeer(t *testing.T) {
