@@ -40,16 +40,40 @@ func tasksRoute() string {
 // the tools and task ids of the target under test carry.
 var tasksRoutes = []struct {
 	name, prefix string
-	config       func() string
+	config       func(t *testing.T) string
 }{
-	{"one target", "", tasksRoute},
-	{"two targets", "two_", func() string {
+	{"one target", "", func(*testing.T) string { return tasksRoute() }},
+	{"two targets", "two_", func(*testing.T) string {
 		return routeConfig("", `
           - name: one
             stdio: {cmd: $DEMO, args: ["-tasks"]}
           - name: two
             stdio: {cmd: $DEMO, args: ["-tasks"]}`)
 	}},
+	// One upstream that keeps every caller's tasks, as a remote server
+	// does: that a task is its creator's is tailgate's to enforce.
+	{"remote target", "", func(t *testing.T) string {
+		return routeConfig("", `
+          - name: remote
+            mcp: {host: `+statelessTasksServer(t)+`}`)
+	}},
+}
+
+// statelessTasksServer serves the demo server in tasks mode over
+// Streamable HTTP, statelessly (go-sdk's handler), on loopback, for the
+// test; it returns its URL.
+func statelessTasksServer(t *testing.T) string {
+	t.Helper()
+	s := demoserver.NewTasks()
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String() + "/mcp"
 }
 
 // TestTasksConformance runs the conformance suite's tasks-* scenarios
@@ -75,16 +99,7 @@ func TestTasksConformance(t *testing.T) {
 		// HTTP layer. It does not check Mcp-Name against params.taskId for
 		// tasks/* (SEP-2663 extends SEP-2243 there); a stdio server never
 		// sees headers, so that check is the gateway's.
-		s := demoserver.NewTasks()
-		h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true})
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := &http.Server{Handler: h}
-		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Close() })
-		runs := runScenarios(t, node, cli, "http://"+ln.Addr().String()+"/mcp", scenarios, out, "direct-")
+		runs := runScenarios(t, node, cli, statelessTasksServer(t), scenarios, out, "direct-")
 		reportScenarios(t, runs, map[string]string{
 			"tasks-request-headers:sep-2663-server-rejects-mismatched-mcp-name-on-tasks-get": "go-sdk v1.8.0's HTTP handler checks Mcp-Name only for tools/call, prompts/get and resources/read",
 		})
@@ -434,7 +449,7 @@ func (s *sseReader) next() (*rpcMessage, error) {
 // target's prefix.
 func TestTasksOverTailnet(t *testing.T) {
 	for _, route := range tasksRoutes {
-		t.Run(route.name, func(t *testing.T) { testTasksOverTailnet(t, route.config(), route.prefix) })
+		t.Run(route.name, func(t *testing.T) { testTasksOverTailnet(t, route.config(t), route.prefix) })
 	}
 }
 
@@ -587,7 +602,10 @@ func testTasksOverTailnet(t *testing.T, config, prefix string) {
 // first the task's present state, then each change.
 func TestTaskStatusNotificationsOverTailnet(t *testing.T) {
 	for _, route := range tasksRoutes {
-		t.Run(route.name, func(t *testing.T) { testTaskStatusNotifications(t, route.config(), route.prefix) })
+		if route.name == "remote target" {
+			continue // a stateless upstream (go-sdk's handler) keeps no listens to relay
+		}
+		t.Run(route.name, func(t *testing.T) { testTaskStatusNotifications(t, route.config(t), route.prefix) })
 	}
 }
 

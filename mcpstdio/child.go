@@ -443,6 +443,9 @@ func (c *child) deliver(r *Reply, m *Message) {
 	case r.toolCall && string(m.Bytes(m.Field(m.Result, "isError"))) == "true":
 		o = OutcomeToolError
 	}
+	if r.toolCall && r.s != nil && r.s.shared && o == OutcomeOK {
+		r.s.noteTask(c, m)
+	}
 	if r.transform != nil {
 		r.finishAs(r.transform(m), o)
 		return

@@ -139,6 +139,15 @@ func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
 			}
 			return rt, err
 		}
+		if rt.Kind == "task" && s.shared && !s.ownsTask(rt.c, rt.TargetName) {
+			// A task belongs to the caller that created it: a target that
+			// keeps tasks for all its callers (a remote server) must not
+			// show one to another. Refused as an unknown one is.
+			if !declaresTasks(m) {
+				return rt, errTasksUndeclared
+			}
+			return rt, unknown("task", rt.Name)
+		}
 		rt.Target = rt.c.target.Name
 		return rt, nil
 	}

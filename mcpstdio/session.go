@@ -71,6 +71,9 @@ type Session struct {
 	calls      map[string]*Reply // client requests in flight, by raw id
 	serverReqs map[int64]*serverRequest
 	parked     map[string]*parkedCall // by requestState token
+	// tasks are the tasks created through this session, by child and the
+	// child's own task id: a sessionless caller reaches only its own.
+	tasks map[taskKey]struct{}
 	nextServer int64
 
 	endOnce  sync.Once
@@ -474,6 +477,37 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 			}
 		}
 	}
+}
+
+// taskKey names a task: the child that created it, and its id there.
+type taskKey struct {
+	c  *child
+	id string
+}
+
+// noteTask records the task a tools/call result of c creates, if any
+// (resultType "task", or the session era's {"task":{"taskId":…}}).
+func (s *Session) noteTask(c *child, m *Message) {
+	id := m.Path("result", "taskId")
+	if !id.Has() || m.String(m.Path("result", "resultType")) != "task" {
+		if id = m.Path("result", "task", "taskId"); !id.Has() {
+			return
+		}
+	}
+	s.mu.Lock()
+	if s.tasks == nil {
+		s.tasks = make(map[taskKey]struct{})
+	}
+	s.tasks[taskKey{c, m.String(id)}] = struct{}{}
+	s.mu.Unlock()
+}
+
+// ownsTask reports whether the task id of c was created through s.
+func (s *Session) ownsTask(c *child, id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.tasks[taskKey{c, id}]
+	return ok
 }
 
 // ErrSessionEnded is returned for requests on a session that has ended.
