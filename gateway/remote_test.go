@@ -3,23 +3,30 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
+	"github.com/tailgate-dev/tailgate/tsnode"
 )
 
 // An upstream that is down fails its target as a crashed child does: the
@@ -443,5 +450,701 @@ func TestRemoteTargetTLS(t *testing.T) {
 			cs.Close()
 			stillServes(t, base)
 		})
+	}
+}
+
+// upstreamRequest is one request a remote target's server was sent.
+type upstreamRequest struct {
+	method    string // HTTP method
+	path      string
+	mcpMethod string // Mcp-Method: the JSON-RPC method tailgate sent
+	session   string // Mcp-Session-Id
+	header    http.Header
+}
+
+// upstreamLog records what a remote target's server is sent.
+type upstreamLog struct {
+	mu   sync.Mutex
+	reqs []upstreamRequest
+}
+
+// record is h, recording each request before h serves it.
+func (u *upstreamLog) record(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.reqs = append(u.reqs, upstreamRequest{method: r.Method, path: r.URL.Path, mcpMethod: r.Header.Get("Mcp-Method"),
+			session: r.Header.Get("Mcp-Session-Id"), header: r.Header.Clone()})
+		u.mu.Unlock()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (u *upstreamLog) all() []upstreamRequest {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.reqs)
+}
+
+// clientHeaders adds headers to every request of a client, as a client
+// that tries to pass itself off as someone else would.
+type clientHeaders struct {
+	http.RoundTripper
+	h http.Header
+}
+
+func (c clientHeaders) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, v := range c.h {
+		r.Header[k] = v
+	}
+	return c.RoundTripper.RoundTrip(r)
+}
+
+// withTarget is demoConfig with its target "demo" defined by target
+// (indented as a target's keys).
+func withTarget(target string) string {
+	return strings.Replace(demoConfig, `            stdio: {cmd: DEMO}`, target, 1)
+}
+
+// generations are the two kinds of front client: one of the session era
+// (MCP 2025-11-25), and a sessionless one (2026-07-28, go-sdk's default),
+// and the version each speaks to a server of both.
+var generations = []struct {
+	name    string
+	opts    *mcp.ClientSessionOptions
+	version string
+}{{"session", legacySession, "2025-11-25"}, {"sessionless", nil, "2026-07-28"}}
+
+// bothGenerations is the demo server as a remote server of both protocol
+// generations: go-sdk serves 2026-07-28 over HTTP only when stateless (a
+// stateful go-sdk server lists no such version in server/discover, and a
+// sessionless client falls back to a session).
+func bothGenerations() http.Handler {
+	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, &mcp.StreamableHTTPOptions{Stateless: true})
+}
+
+// callEcho connects to base with sess and calls echo; the error is the
+// session's start's or the call's.
+func callEcho(ctx context.Context, base string, client *http.Client, sess *mcp.ClientSessionOptions, message string) (string, error) {
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test-client"}, nil).Connect(ctx,
+		&mcp.StreamableClientTransport{Endpoint: base + "/mcp", HTTPClient: client, MaxRetries: -1}, sess)
+	if err != nil {
+		return "", err
+	}
+	defer cs.Close()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": message}})
+	if err != nil {
+		return "", err
+	}
+	if res.IsError || len(res.Content) == 0 {
+		return "", fmt.Errorf("echo answered %+v", res)
+	}
+	return strings.TrimSpace(res.Content[0].(*mcp.TextContent).Text), nil
+}
+
+// agentgateway's {host, port, path} form of a target is the URL it names:
+// the server is reached there (and only there), for mcp and sse targets,
+// an sse target's path defaulting to /sse.
+func TestRemoteTargetHostPortPath(t *testing.T) {
+	var seen upstreamLog
+	mux := http.NewServeMux()
+	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
+	sse := mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
+	mux.Handle("/mcp", streamable)
+	mux.Handle("/sse", sse)
+	mux.Handle("/events", sse)
+	upstream := httptest.NewServer(seen.record(mux))
+	t.Cleanup(upstream.Close)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(upstream.URL, "http://"))
+
+	for _, tc := range []struct {
+		name, target string
+		path         string // the only path the server may see
+	}{
+		{"mcp: host, port, path", `mcp: {host: 127.0.0.1, port: PORT, path: /mcp}`, "/mcp"},
+		{"mcp: URL without port, port, path", `mcp: {host: "http://127.0.0.1", port: PORT, path: /mcp}`, "/mcp"},
+		{"mcp: URL with host and port, path", `mcp: {host: "http://127.0.0.1:PORT", path: /mcp}`, "/mcp"},
+		{"sse: host, port (default path)", `sse: {host: 127.0.0.1, port: PORT}`, "/sse"},
+		{"sse: host, port, path", `sse: {host: 127.0.0.1, port: PORT, path: /events}`, "/events"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(seen.all())
+			_, base := serveLoopback(t, withTarget("            "+strings.ReplaceAll(tc.target, "PORT", port)))
+			got, err := callEcho(context.Background(), base, nil, legacySession, "where")
+			if err != nil || got != "where" {
+				t.Fatalf("echo through %s: %q %v", tc.target, got, err)
+			}
+			reqs := seen.all()[before:]
+			if len(reqs) == 0 {
+				t.Fatal("the server saw no request")
+			}
+			for _, r := range reqs {
+				if r.path != tc.path {
+					t.Errorf("the server was sent %s %s, want only %s", r.method, r.path, tc.path)
+				}
+			}
+		})
+	}
+}
+
+// blackholed is a 127.0.0.1 address where a connection is never
+// established: a listener whose accept queue (backlog 0) is full, so that
+// the kernel drops every further SYN, as a firewall that drops packets.
+func blackholed(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+	// The queue holds one connection that is never accepted.
+	filler, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { filler.Close() })
+	if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+		c.Close()
+		t.Skip("this kernel completes connections past a full accept queue: no blackhole on loopback")
+	}
+	return addr
+}
+
+// silent is the address of a server that accepts connections and never
+// sends a byte.
+func silent(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// A server that cannot be reached in time fails the caller's session or
+// call within the target's timeout, naming the target and why, for either
+// generation of client: connectTimeout bounds the dial (an address that
+// drops packets) and the TLS handshake (a server that accepts and says
+// nothing), initializeTimeout a server that never answers its first
+// request. The other timeouts are far longer, so a timeout not applied
+// shows as a slow failure.
+func TestRemoteTargetConnectTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		target func(t *testing.T) string
+		want   string
+	}{
+		{"dial of a blackholed address", func(t *testing.T) string {
+			return `mcp: {host: "http://` + blackholed(t) + `/mcp", connectTimeout: 300ms, initializeTimeout: 60s, requestTimeout: 60s}`
+		}, "i/o timeout"},
+		{"TLS handshake never answered", func(t *testing.T) string {
+			return `mcp: {host: "https://` + silent(t) + `/mcp", connectTimeout: 300ms, initializeTimeout: 60s, requestTimeout: 60s}`
+		}, "TLS handshake timeout"},
+		{"first request never answered", func(t *testing.T) string {
+			return `mcp: {host: "http://` + silent(t) + `/mcp", initializeTimeout: 500ms, requestTimeout: 60s}`
+		}, "initialize: no answer in time"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, base := serveLoopback(t, withTarget("            "+tc.target(t)))
+			for _, g := range generations {
+				t.Run(g.name, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					start := time.Now()
+					_, err := callEcho(ctx, base, nil, g.opts, "x")
+					took := time.Since(start)
+					t.Logf("after %v: %v", took.Round(time.Millisecond), err)
+					if err == nil || !strings.Contains(err.Error(), `target "demo"`) || !strings.Contains(err.Error(), tc.want) {
+						t.Errorf("echo: %v, want an error naming the target and %q", err, tc.want)
+					}
+					if took > 5*time.Second {
+						t.Errorf("the failure took %v, want it within the target's timeout", took.Round(time.Millisecond))
+					}
+				})
+			}
+		})
+	}
+}
+
+// A call the server never answers fails at the target's requestTimeout
+// with an error naming the target; the server's stream for it is closed
+// (it is told to stop), and the session goes on.
+func TestRemoteTargetRequestTimeout(t *testing.T) {
+	for _, g := range generations {
+		t.Run(g.name, func(t *testing.T) {
+			sdk := bothGenerations()
+			closed, stop := make(chan struct{}, 1), make(chan struct{})
+			var seen upstreamLog
+			upstream := httptest.NewServer(seen.record(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("Mcp-Method") == "tools/call" && r.Header.Get("Mcp-Name") == "echo" {
+					if v := r.Header.Get("Mcp-Protocol-Version"); v != g.version {
+						t.Errorf("the call reached the server in version %q, want %q", v, g.version)
+					}
+					// Never answers. (The body is read: only then does
+					// net/http notice the client closing the stream.)
+					io.Copy(io.Discard, r.Body)
+					select {
+					case <-r.Context().Done():
+						closed <- struct{}{}
+					case <-stop:
+					}
+					return
+				}
+				sdk.ServeHTTP(w, r)
+			})))
+			t.Cleanup(upstream.Close)
+			t.Cleanup(func() { close(stop) })
+			_, base := serveLoopback(t, withTarget(`            mcp: {host: "`+upstream.URL+`", requestTimeout: 500ms}`))
+			cs := connectWith(t, base+"/mcp", nil, g.opts)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			start := time.Now()
+			_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}})
+			took := time.Since(start)
+			const want = `target "demo": no answer in time (requestTimeout 500ms)`
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("a call never answered: %v, want %q", err, want)
+			}
+			if took > 5*time.Second {
+				t.Errorf("the call failed after %v, want about 500ms", took.Round(time.Millisecond))
+			}
+			select {
+			case <-closed:
+			case <-time.After(10 * time.Second):
+				var sent []string
+				for _, r := range seen.all() {
+					sent = append(sent, r.method+" "+r.mcpMethod)
+				}
+				t.Errorf("the server's stream for the timed-out call is still open after 10s; it was sent %v", sent)
+			}
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "add", Arguments: map[string]any{"a": 1, "b": 2}})
+			if err != nil || res.Content[0].(*mcp.TextContent).Text != "3" {
+				t.Errorf("the session after the timeout: %v %v", err, res)
+			}
+		})
+	}
+}
+
+// A target's static header, given as a value, read from a file or from an
+// environment variable, reaches the server with every request, and its
+// value is in no log line, not even at debug level nor when a call fails.
+func TestRemoteTargetStaticHeader(t *testing.T) {
+	const secret = "Bearer s3cr3t-9f8e7d"
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TAILGATE_TEST_TOKEN", secret)
+	for _, tc := range []struct{ name, value string }{
+		{"file", `{file: "` + file + `"}`},
+		{"env", `{env: TAILGATE_TEST_TOKEN}`},
+		{"value", `"` + secret + `"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var seen upstreamLog
+			sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
+			upstream := httptest.NewServer(seen.record(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("Mcp-Name") == "add" {
+					http.Error(w, "no adding today", http.StatusForbidden)
+					return
+				}
+				sdk.ServeHTTP(w, r)
+			})))
+			t.Cleanup(upstream.Close)
+			var logs syncBuffer
+			_, base := serveLoopbackOpts(t, withTarget(`            mcp:
+              host: "`+upstream.URL+`"
+              headers: {Authorization: `+tc.value+`}`),
+				Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+			cs := connect(t, base+"/mcp")
+			res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "with key"}})
+			if err != nil || strings.TrimSpace(res.Content[0].(*mcp.TextContent).Text) != "with key" {
+				t.Fatalf("echo: %v %v", err, res)
+			}
+			if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "add", Arguments: map[string]any{"a": 1, "b": 2}}); err == nil || !strings.Contains(err.Error(), "HTTP 403") {
+				t.Errorf("a call the server refuses: %v, want its HTTP 403", err)
+			}
+			cs.Close()
+			reqs := seen.all()
+			if len(reqs) == 0 {
+				t.Fatal("the server saw no request")
+			}
+			for _, r := range reqs {
+				if got := r.header.Values("Authorization"); !slices.Equal(got, []string{secret}) {
+					t.Errorf("%s %s (%s) came with Authorization %q, want %q", r.method, r.path, r.mcpMethod, got, secret)
+				}
+			}
+			if strings.Contains(logs.String(), "s3cr3t") {
+				t.Errorf("the header's value is in the log:\n%s", grepLines(logs.String(), "s3cr3t"))
+			}
+		})
+	}
+}
+
+// identifyAs says every connection is from id, as WhoIs would.
+func identifyAs(id *tsnode.Identity) IdentifyFunc {
+	return IdentifyTailnet(func(context.Context, netip.AddrPort) (*tsnode.Identity, error) { return id, nil })
+}
+
+// With identityHeaders, the server is told who asks, from WhoIs only: the
+// caller's login, node and tags (no tags header for an untagged node),
+// whatever the client itself sends in those headers; without it, no such
+// header reaches the server at all. For both generations of client.
+func TestRemoteTargetIdentityHeaders(t *testing.T) {
+	forged := http.Header{
+		"X-Tailgate-User-Login": {"mallory@example.com"},
+		"X-Tailgate-Node-Name":  {"mallory.tail1234.ts.net"},
+		"X-Tailgate-Node-Tags":  {"tag:admin"},
+	}
+	tagged := &tsnode.Identity{NodeName: "ci-runner.tail1234.ts.net", NodeHostname: "ci-runner", UserLogin: "tagged-devices", Tags: []string{"tag:ci", "tag:deploy"}}
+	alice := &tsnode.Identity{NodeName: "laptop.tail1234.ts.net", NodeHostname: "laptop", UserLogin: "alice@example.com"}
+	for _, tc := range []struct {
+		name     string
+		id       *tsnode.Identity
+		identity bool              // identityHeaders on the target
+		want     map[string]string // each X-Tailgate-* header the server must see; no others
+	}{
+		{"tagged node", tagged, true, map[string]string{
+			"X-Tailgate-User-Login": "tagged-devices", "X-Tailgate-Node-Name": "ci-runner.tail1234.ts.net", "X-Tailgate-Node-Tags": "tag:ci,tag:deploy"}},
+		{"untagged node", alice, true, map[string]string{
+			"X-Tailgate-User-Login": "alice@example.com", "X-Tailgate-Node-Name": "laptop.tail1234.ts.net"}},
+		{"identityHeaders off", tagged, false, map[string]string{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var seen upstreamLog
+			upstream := httptest.NewServer(seen.record(bothGenerations()))
+			t.Cleanup(upstream.Close)
+			_, base := serveLoopbackOpts(t, withTarget(`            mcp: {host: "`+upstream.URL+`", identityHeaders: `+strconv.FormatBool(tc.identity)+`}`),
+				Options{Identify: identifyAs(tc.id)})
+			client := &http.Client{Transport: clientHeaders{http.DefaultTransport, forged}}
+			for _, g := range generations {
+				if got, err := callEcho(context.Background(), base, client, g.opts, "who"); err != nil || got != "who" {
+					t.Fatalf("%s client: echo: %q %v", g.name, got, err)
+				}
+			}
+			reqs := seen.all()
+			for _, g := range generations {
+				if !slices.ContainsFunc(reqs, func(r upstreamRequest) bool {
+					return r.mcpMethod == "tools/call" && r.header.Get("Mcp-Protocol-Version") == g.version
+				}) {
+					t.Errorf("no call reached the server in version %s (the %s client's)", g.version, g.name)
+				}
+			}
+			for _, r := range reqs {
+				for name, values := range r.header {
+					if !strings.HasPrefix(name, "X-Tailgate-") {
+						continue
+					}
+					if want, ok := tc.want[name]; !ok || !slices.Equal(values, []string{want}) {
+						t.Errorf("%s %s (%s) came with %s %q, want %q", r.method, r.path, r.mcpMethod, name, values, tc.want[name])
+					}
+				}
+				for name, want := range tc.want {
+					if r.header.Get(name) != want {
+						t.Errorf("%s %s (%s) came without %s %q", r.method, r.path, r.mcpMethod, name, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// A 2026-07-28 server is spoken to without a session: no initialize, no
+// Mcp-Session-Id, nothing to DELETE. A server of the session era gets an
+// initialize and a session of its own for each front session, each
+// request carrying its front session's, and a DELETE of it when the front
+// session ends, while the other goes on.
+func TestRemoteTargetProtocolGenerations(t *testing.T) {
+	t.Run("2026-07-28 server, sessionless callers", func(t *testing.T) {
+		var seen upstreamLog
+		upstream := httptest.NewServer(seen.record(bothGenerations()))
+		t.Cleanup(upstream.Close)
+		_, base := serveLoopback(t, remoteConfig(upstream.URL))
+		for _, msg := range []string{"one", "two"} {
+			if got, err := callEcho(context.Background(), base, nil, nil, msg); err != nil || got != msg {
+				t.Fatalf("echo %s: %q %v", msg, got, err)
+			}
+		}
+		reqs := seen.all()
+		var methods []string
+		for _, r := range reqs {
+			methods = append(methods, r.method+" "+r.mcpMethod)
+			if r.session != "" || r.method != http.MethodPost || strings.HasPrefix(r.mcpMethod, "initialize") || r.mcpMethod == "notifications/initialized" {
+				t.Errorf("the server was sent %s %s with session %q: want sessionless POSTs only", r.method, r.mcpMethod, r.session)
+			}
+			if v := r.header.Get("Mcp-Protocol-Version"); v != "2026-07-28" {
+				t.Errorf("%s came with Mcp-Protocol-Version %q", r.mcpMethod, v)
+			}
+		}
+		if !slices.Contains(methods, "POST tools/call") {
+			t.Errorf("the server never got the calls: %v", methods)
+		}
+	})
+
+	t.Run("server of the session era, session callers", func(t *testing.T) {
+		seen, deleted, url := sessionEraServer(t)
+		s, base := serveLoopback(t, remoteConfig(url))
+		echo := func(cs *mcp.ClientSession, msg string) {
+			t.Helper()
+			res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": msg}})
+			if err != nil || strings.TrimSpace(res.Content[0].(*mcp.TextContent).Text) != msg {
+				t.Fatalf("echo %s: %v %v", msg, err, res)
+			}
+		}
+		a, b := connect(t, base+"/mcp"), connect(t, base+"/mcp")
+		defer b.Close()
+		echo(a, "a")
+		echo(b, "b")
+		inits, sessions := upstreamSessions(t, seen.all())
+		if inits != 2 || len(sessions) != 2 {
+			t.Fatalf("two front sessions: the server saw %d initialize and sessions %v, want 2 and 2", inits, sessions)
+		}
+		if st := s.Stats(); st.Sessions != 2 {
+			t.Errorf("front sessions %d, want 2", st.Sessions)
+		}
+
+		a.Close()
+		var gone string
+		select {
+		case gone = <-deleted:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no DELETE of the server's session 10s after its front session ended")
+		}
+		if !sessions[gone] {
+			t.Errorf("DELETE of session %q, which the server did not hand out (%v)", gone, sessions)
+		}
+		before := len(seen.all())
+		echo(b, "b again")
+		after := seen.all()[before:]
+		if len(after) == 0 {
+			t.Fatal("the other front session's call did not reach the server")
+		}
+		for _, r := range after {
+			if r.session == gone || !sessions[r.session] {
+				t.Errorf("the other front session's %s went to session %q (the ended one: %q)", r.mcpMethod, r.session, gone)
+			}
+		}
+
+		b.Close()
+		select {
+		case other := <-deleted:
+			if other == gone || !sessions[other] {
+				t.Errorf("second DELETE of session %q, want the other of %v", other, sessions)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no DELETE of the second server session 10s after its front session ended")
+		}
+	})
+
+	t.Run("server of the session era, sessionless caller", func(t *testing.T) {
+		seen, _, url := sessionEraServer(t)
+		_, base := serveLoopback(t, remoteConfig(url))
+		for _, msg := range []string{"one", "two"} {
+			if got, err := callEcho(context.Background(), base, nil, nil, msg); err != nil || got != msg {
+				t.Fatalf("echo %s: %q %v", msg, got, err)
+			}
+		}
+		// One caller: one session, initialized once, for both calls.
+		if inits, sessions := upstreamSessions(t, seen.all()); inits != 1 || len(sessions) != 1 {
+			t.Errorf("one sessionless caller: the server saw %d initialize and sessions %v, want 1 and 1", inits, sessions)
+		}
+	})
+
+	// go-sdk's stateful server answers server/discover, naming only the
+	// versions with sessions: it is initialized, not spoken to
+	// sessionless. Failed before: every call was refused with -32022.
+	t.Run("server that discovers only session-era versions, sessionless caller", func(t *testing.T) {
+		var seen upstreamLog
+		upstream := httptest.NewServer(seen.record(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)))
+		t.Cleanup(upstream.Close)
+		_, base := serveLoopback(t, remoteConfig(upstream.URL))
+		resp, err := http.DefaultClient.Do(sessionlessRequest(t, base, "tools/list"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"tools"`) {
+			t.Errorf("tools/list: %d %s", resp.StatusCode, body)
+		}
+		if inits, _ := upstreamSessions(t, seen.all()); inits != 1 {
+			t.Errorf("the server saw %d initialize, want 1", inits)
+		}
+	})
+}
+
+// sessionlessRequest is a 2026-07-28 request of method without params
+// (but its _meta) to base's /mcp.
+func sessionlessRequest(t *testing.T, base, method string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"`+method+`","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+	req.Header.Set("Mcp-Method", method)
+	return req
+}
+
+// sessionEraServer is a remote server of MCP up to 2025-11-25: it knows
+// neither server/discover nor sessionless requests (it answers them as
+// the TypeScript SDK does). The session ids it is asked to DELETE come on
+// the channel.
+func sessionEraServer(t *testing.T) (*upstreamLog, <-chan string, string) {
+	var seen upstreamLog
+	deleted := make(chan string, 4)
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
+	upstream := httptest.NewServer(seen.record(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Mcp-Method") == "server/discover" || r.Header.Get("Mcp-Protocol-Version") == "2026-07-28" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"jsonrpc":"2.0","error":{"code":-32000,"message":"Bad Request: Server not initialized"},"id":null}`)
+			return
+		}
+		sdk.ServeHTTP(w, r)
+		if r.Method == http.MethodDelete {
+			deleted <- r.Header.Get("Mcp-Session-Id")
+		}
+	})))
+	t.Cleanup(upstream.Close)
+	return &seen, deleted, upstream.URL
+}
+
+// upstreamSessions counts the initialize requests a session-era server
+// was sent and the sessions the rest carried; every request but
+// initialize (and a refused server/discover) must carry one.
+func upstreamSessions(t *testing.T, reqs []upstreamRequest) (inits int, sessions map[string]bool) {
+	t.Helper()
+	sessions = map[string]bool{}
+	for _, r := range reqs {
+		switch {
+		case r.mcpMethod == "initialize":
+			inits++
+			if r.session != "" {
+				t.Errorf("initialize came with a session %q", r.session)
+			}
+		case r.mcpMethod == "server/discover":
+		case r.session == "":
+			t.Errorf("%s %s came without the server's session", r.method, r.mcpMethod)
+		default:
+			sessions[r.session] = true
+		}
+	}
+	return inits, sessions
+}
+
+// A call to a remote target is counted and logged as one to a child is:
+// tailgate_mcp_calls_total and the call durations carry the remote
+// target's name (beside a stdio target's), and the access log has one
+// line per call naming the caller, the tool, the target, the outcome and,
+// for a failed call, why.
+func TestRemoteTargetMetricsAndAccessLog(t *testing.T) {
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Mcp-Name") == "add" {
+			http.Error(w, "no adding today", http.StatusForbidden)
+			return
+		}
+		sdk.ServeHTTP(w, r)
+	}))
+	t.Cleanup(upstream.Close)
+	var logs syncBuffer
+	s, base := serveLoopbackOpts(t, strings.Replace(demoConfig, `          - name: demo
+            stdio: {cmd: DEMO}`, `          - name: tickets
+            mcp: {host: "`+upstream.URL+`"}
+          - name: demo
+            stdio: {cmd: DEMO}`, 1), Options{
+		Logger:   slog.New(slog.NewJSONHandler(&logs, nil)),
+		Identify: identifyAs(&tsnode.Identity{NodeName: "laptop.tail1234.ts.net", UserLogin: "alice@example.com"}),
+	})
+	cs := connect(t, base+"/mcp")
+	defer cs.Close()
+	for _, name := range []string{"tickets_echo", "demo_echo"} {
+		if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: name, Arguments: map[string]any{"message": "x"}}); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "tickets_add", Arguments: map[string]any{"a": 1, "b": 2}}); err == nil {
+		t.Fatal("tickets_add: the server refuses it, and the call succeeded")
+	}
+
+	_, body := get(t, s.AdminHandler(), "/metrics")
+	for _, want := range []string{
+		`tailgate_mcp_calls_total{method="tools/call",outcome="ok",route="mcp",target="tickets",tool="tickets_echo"} 1`,
+		`tailgate_mcp_calls_total{method="tools/call",outcome="error",route="mcp",target="tickets",tool="tickets_add"} 1`,
+		`tailgate_mcp_calls_total{method="tools/call",outcome="ok",route="mcp",target="demo",tool="demo_echo"} 1`,
+		`tailgate_mcp_call_duration_seconds_count{method="tools/call",route="mcp",target="tickets"} 2`,
+		`tailgate_mcp_call_duration_seconds_count{method="tools/call",route="mcp",target="demo"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s; have:\n%s", want, grepLines(body, "tailgate_mcp_call"))
+		}
+	}
+
+	type line struct {
+		Msg, Method, Tool, Target, Outcome, Err, Peer, User string
+	}
+	var calls []line
+	for _, raw := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var l line
+		if err := json.Unmarshal([]byte(raw), &l); err != nil {
+			t.Fatalf("log line %q: %v", raw, err)
+		}
+		if l.Msg == "mcp call" && l.Method == "tools/call" {
+			calls = append(calls, l)
+		}
+	}
+	for _, want := range []line{
+		{Tool: "tickets_echo", Target: "tickets", Outcome: "ok"},
+		{Tool: "demo_echo", Target: "demo", Outcome: "ok"},
+		{Tool: "tickets_add", Target: "tickets", Outcome: "error", Err: `target "tickets": ` + upstream.URL + `: HTTP 403: no adding today`},
+	} {
+		want.Msg, want.Method, want.Peer, want.User = "mcp call", "tools/call", "laptop.tail1234.ts.net", "alice@example.com"
+		n := 0
+		for _, l := range calls {
+			if l.Tool == want.Tool {
+				n++
+				if l != want {
+					t.Errorf("access log line\n got %+v\nwant %+v", l, want)
+				}
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d access log lines for %s, want 1: %+v", n, want.Tool, calls)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -336,8 +337,9 @@ func summarize(runs map[string][]conformanceCheck) conformanceSummary {
 
 // TestConformanceRemote runs the suite against go-sdk's conformance server
 // over HTTP, in each of its modes, twice: directly, and through tailgate
-// with the server as a remote mcp target. Every scenario that passes
-// directly must pass through tailgate.
+// with the server as a remote mcp target. Both runs must finish and
+// produce results, and every scenario that passes directly must pass
+// through tailgate (one that did not run there counts as failed).
 func TestConformanceRemote(t *testing.T) {
 	node, cli := conformanceCLI(t)
 	server := buildEverythingServer(t)
@@ -352,20 +354,120 @@ func TestConformanceRemote(t *testing.T) {
 			waitListening(t, addr)
 
 			direct := runSuite(t, node, cli, "http://"+addr+"/mcp")
+			d := summarize(direct.runs)
+			// Without a whole direct run there is nothing to compare
+			// with: fail rather than pass on the scenarios that ran.
+			checkSuiteRun(t, "against the "+mode+" server directly", direct)
+			if d.scenariosPassed == 0 {
+				t.Fatalf("no scenario passes against the %s server directly: nothing to compare with; output:\n%s", mode, direct.text)
+			}
+
 			tn := NewTailnet(t)
 			gw := tn.Gateway(t, ParseConfig(t, routeConfig("", `
           - name: everything
             mcp: {host: "http://`+addr+`/mcp"}`)))
 			local := gw.Bridge(t, tn.Node(t, "conformance"), 3000)
 			through := runSuite(t, node, cli, "http://"+local+"/mcp")
-
-			d, g := summarize(direct.runs), summarize(through.runs)
+			g := summarize(through.runs)
 			t.Logf("%s server directly: %d of %d scenarios, %d checks passed; through tailgate: %d of %d, %d checks",
 				mode, d.scenariosPassed, d.scenarios, d.checks["SUCCESS"], g.scenariosPassed, g.scenarios, g.checks["SUCCESS"])
-			for _, name := range g.failing {
-				if !slices.Contains(d.failing, name) && !direct.timedOut {
-					t.Errorf("%s passes against the %s server directly but fails through tailgate", name, mode)
+			checkSuiteRun(t, "through tailgate", through)
+			for _, problem := range remoteRegressions(direct.runs, through.runs) {
+				t.Errorf("%s (%s server)", problem, mode)
+			}
+		})
+	}
+}
+
+// checkSuiteRun fails the test unless run finished in time and left
+// results; the CLI's own exit status is not checked, as it exits non-zero
+// for any failed scenario.
+func checkSuiteRun(t *testing.T, what string, run suiteRun) {
+	t.Helper()
+	var exit *exec.ExitError
+	switch {
+	case run.timedOut:
+		t.Fatalf("conformance suite %s did not finish in %v (%v); output:\n%s", what, run.elapsed, run.err, run.text)
+	case run.err != nil && !errors.As(run.err, &exit):
+		t.Fatalf("conformance suite %s: %v\n%s", what, run.err, run.text)
+	case len(run.runs) == 0:
+		t.Fatalf("conformance suite %s: no scenario results under %s; output:\n%s", what, run.dir, run.text)
+	}
+}
+
+// scenarioOutcome grades a scenario's checks: 0 passed whole, 1 passed
+// with warnings, 2 failed.
+func scenarioOutcome(checks []conformanceCheck) int {
+	outcome := 0
+	for _, c := range checks {
+		switch c.Status {
+		case "FAILURE":
+			return 2
+		case "WARNING":
+			outcome = 1
+		}
+	}
+	return outcome
+}
+
+// remoteRegressions names each scenario that does worse through tailgate
+// than directly: one that passed directly and failed, or had warnings, or
+// did not run through tailgate; one that passed with warnings directly and
+// failed or did not run.
+func remoteRegressions(direct, through map[string][]conformanceCheck) []string {
+	var problems []string
+	for _, name := range slices.Sorted(maps.Keys(direct)) {
+		want := scenarioOutcome(direct[name])
+		if want == 2 {
+			continue
+		}
+		checks, ok := through[name]
+		switch got := scenarioOutcome(checks); {
+		case !ok:
+			problems = append(problems, name+" passes directly but did not run through tailgate")
+		case got > want:
+			var failed []string
+			for _, c := range checks {
+				if c.Status == "FAILURE" || c.Status == "WARNING" {
+					failed = append(failed, c.Status+" "+c.ID+" "+c.ErrorMessage)
 				}
+			}
+			problems = append(problems, name+" passes directly but not through tailgate: "+strings.Join(failed, "; "))
+		}
+	}
+	return problems
+}
+
+// The comparison of the two runs finds each scenario that does worse
+// through tailgate, missing ones included, and nothing else.
+func TestRemoteRegressions(t *testing.T) {
+	pass := []conformanceCheck{{ID: "a", Status: "SUCCESS"}}
+	warn := []conformanceCheck{{ID: "a", Status: "SUCCESS"}, {ID: "b", Status: "WARNING"}}
+	fail := []conformanceCheck{{ID: "a", Status: "FAILURE", ErrorMessage: "boom"}}
+	type runs = map[string][]conformanceCheck
+	for _, tc := range []struct {
+		name            string
+		direct, through runs
+		want            []string // scenarios named, in order
+	}{
+		{"same", runs{"x": pass, "y": fail}, runs{"x": pass, "y": fail}, nil},
+		{"fails through", runs{"x": pass}, runs{"x": fail}, []string{"x"}},
+		{"warns through", runs{"x": pass}, runs{"x": warn}, []string{"x"}},
+		{"warned directly, warns through", runs{"x": warn}, runs{"x": warn}, nil},
+		{"warned directly, fails through", runs{"x": warn}, runs{"x": fail}, []string{"x"}},
+		{"missing through", runs{"x": pass, "y": pass}, runs{"y": pass}, []string{"x"}},
+		{"nothing through", runs{"x": pass, "y": warn}, runs{}, []string{"x", "y"}},
+		{"failed directly", runs{"x": fail}, runs{}, nil},
+		{"better through", runs{"x": fail}, runs{"x": pass}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, p := range remoteRegressions(tc.direct, tc.through) {
+				name, _, _ := strings.Cut(p, " ")
+				got = append(got, name)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("regressions %q, want scenarios %q", remoteRegressions(tc.direct, tc.through), tc.want)
 			}
 		})
 	}

@@ -96,6 +96,17 @@ func (ci *childInit) parseDiscover(result []byte) error {
 	return nil
 }
 
+// speaksModern reports whether a child's server/discover names a protocol
+// version without sessions (2026-07-28 or later).
+func (ci *childInit) speaksModern() bool {
+	for _, v := range ci.versions {
+		if v >= ModernVersion {
+			return true
+		}
+	}
+	return false
+}
+
 func (ci *childInit) has(capability string) bool {
 	_, ok := ci.capabilities[capability]
 	return ok
@@ -148,7 +159,12 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 		res, err := c.request(initCtx, "server/discover", discoverParams)
 		if err == nil && res.Result.Has() {
 			if err = c.init.parseDiscover(res.Bytes(res.Result)); err == nil {
-				return c, nil
+				if c.init.speaksModern() {
+					return c, nil
+				}
+				// It answers discover but speaks only versions with
+				// sessions (go-sdk's stateful server does): initialize.
+				c.init = childInit{}
 			}
 		}
 		if err != nil {

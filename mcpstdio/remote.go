@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -251,7 +252,14 @@ func (l *httpLink) post(ctx context.Context, m *Message, extra map[string]string
 		t := time.AfterFunc(orderWait, done)
 		defer t.Stop()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.url, bytes.NewReader(m.Raw))
+	l.mu.Lock()
+	session, version := l.session, l.version
+	l.mu.Unlock()
+	sessionEra, body := version != "" && version < ModernVersion, m.Raw
+	if sessionEra {
+		body = withoutRequestMeta(m)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.url, bytes.NewReader(body))
 	if err != nil {
 		l.answerError(ctx, m, err)
 		return
@@ -265,16 +273,13 @@ func (l *httpLink) post(ctx context.Context, m *Message, extra map[string]string
 	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Accept", "application/json, text/event-stream")
-	l.mu.Lock()
-	session, version := l.session, l.version
-	l.mu.Unlock()
 	if session != "" {
 		h.Set("Mcp-Session-Id", session)
 	}
 	// A sessionless request says its version in _meta, and the header
 	// must agree (SEP-2575); a session's requests carry the version agreed
 	// at initialize, which itself carries none.
-	if v := m.String(m.Path("params", "_meta", metaProtocolVersion)); v != "" {
+	if v := m.String(m.Path("params", "_meta", metaProtocolVersion)); v != "" && !sessionEra {
 		h.Set("Mcp-Protocol-Version", v)
 	} else if version != "" && method != "initialize" {
 		h.Set("Mcp-Protocol-Version", version)
@@ -342,6 +347,37 @@ func (l *httpLink) post(ctx context.Context, m *Message, extra map[string]string
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		l.answerError(ctx, m, httpError(resp.StatusCode, body))
 	}
+}
+
+// requestMetaKeys are the _meta keys with which a request of MCP
+// 2026-07-28 says its version, its client and its log level (SEP-2575).
+var requestMetaKeys = []string{metaProtocolVersion, "io.modelcontextprotocol/clientCapabilities",
+	"io.modelcontextprotocol/clientInfo", "io.modelcontextprotocol/logLevel"}
+
+// withoutRequestMeta is m without requestMetaKeys, for a server of the
+// session era: it learnt all that at initialize, and a Streamable HTTP
+// server that also speaks 2026-07-28 takes a message that carries them for
+// one of that protocol, which its sessions do not serve (go-sdk's answers
+// -32022). A sessionless caller's requests, bridged to such a server, have
+// them.
+func withoutRequestMeta(m *Message) []byte {
+	meta := m.Path("params", "_meta")
+	var fields map[string]json.RawMessage
+	if !meta.Has() || json.Unmarshal(m.Bytes(meta), &fields) != nil {
+		return m.Raw
+	}
+	n := len(fields)
+	for _, k := range requestMetaKeys {
+		delete(fields, k)
+	}
+	if len(fields) == n {
+		return m.Raw
+	}
+	b, err := json.Marshal(fields)
+	if err != nil {
+		return m.Raw
+	}
+	return m.Replace(meta, b)
 }
 
 // answers reports whether body is the response to request m.
