@@ -73,7 +73,7 @@ type Session struct {
 	parked     map[string]*parkedCall // by requestState token
 	// tasks are the tasks created through this session, by child and the
 	// child's own task id: a sessionless caller reaches only its own.
-	tasks map[taskKey]struct{}
+	tasks      map[taskKey]struct{}
 	nextServer int64
 
 	endOnce  sync.Once
