@@ -276,3 +276,47 @@ func connectSessionless(t *testing.T, c *mcp.Client, url string) *mcp.ClientSess
 	}
 	return cs
 }
+
+// A server of MCP 2026-07-28 only (it refuses initialize) serves a client
+// of the session era: tailgate speaks 2026-07-28 to it for the client, and
+// its input_required result becomes the client's elicitation request,
+// whose answer goes back in the retried call. Failed before: the session
+// could not start ("initialize: method not found").
+func TestModernOnlyServerForSessionClient(t *testing.T) {
+	for _, tc := range []struct{ name, targets, ask string }{
+		{"alone", "          - name: new\n            stdio: {cmd: DEMO, env: {" + demoserver.ModernOnlyEnv + ": '1'}}", "ask_name"},
+		{"beside an older server", "          - name: new\n            stdio: {cmd: DEMO, env: {" + demoserver.ModernOnlyEnv + ": '1'}}\n          - name: old\n            stdio: {cmd: DEMO}", "new_ask_name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, base := serveLoopback(t, strings.Replace(demoConfig, "          - name: demo\n            stdio: {cmd: DEMO}", tc.targets, 1))
+			asked := 0
+			c := mcp.NewClient(&mcp.Implementation{Name: "legacy"}, &mcp.ClientOptions{
+				// A client of the session era knows no input_required
+				// (go-sdk's would answer it by itself).
+				MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
+				ElicitationHandler: func(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+					asked++
+					return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "alice"}}, nil
+				},
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: base + "/mcp"}, legacySession)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close()
+			if v := cs.InitializeResult().ProtocolVersion; v != "2025-11-25" {
+				t.Errorf("session version %q, want the client's 2025-11-25", v)
+			}
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tc.ask})
+			if err != nil || res.IsError || len(res.Content) == 0 || res.Content[0].(*mcp.TextContent).Text != "Hello, alice!" || asked != 1 {
+				t.Fatalf("%s: %v %v (asked %d times)", tc.ask, res, err, asked)
+			}
+			echo := strings.TrimSuffix(tc.ask, "ask_name") + "echo"
+			if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: echo, Arguments: map[string]any{"message": "hi"}}); err != nil || res.Content[0].(*mcp.TextContent).Text != "hi" {
+				t.Errorf("%s: %v %v", echo, res, err)
+			}
+		})
+	}
+}

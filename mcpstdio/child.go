@@ -49,6 +49,12 @@ type child struct {
 	namesMu sync.Mutex
 	names   map[string]map[string]bool
 	titles  *resourceNames
+
+	// clientMeta, for a child that speaks only 2026-07-28 serving a
+	// client of the session era, is what each request tells it of the
+	// client; clientVersion is the client's version (bridge.go).
+	clientMeta    map[string]json.RawMessage
+	clientVersion string
 	// namesGen counts list changes, so that a list asked for before a
 	// change is not kept after it.
 	namesGen uint64
@@ -178,6 +184,10 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 		params = defaultInitializeParams
 	}
 	res, err := c.request(initCtx, "initialize", params)
+	if err == nil && res.Error.Has() && !shared && string(res.Bytes(res.Path("error", "code"))) == strconv.Itoa(CodeMethodNotFound) && c.discoverForSessionClient(initCtx, params) {
+		// A server of 2026-07-28 only: tailgate bridges (bridge.go).
+		return c, nil
+	}
 	if err == nil && res.Error.Has() {
 		// The error's message, without the target's name when tailgate's
 		// link already put it there (failure names it once).
@@ -452,6 +462,13 @@ func (c *child) response(m *Message) {
 
 // deliver finishes client call r with the child's response m.
 func (c *child) deliver(r *Reply, m *Message) {
+	if r.retry != nil && m.Result.Has() && m.String(m.Path("result", "resultType")) == "input_required" {
+		// Input the session client is asked for (bridge.go).
+		if rm, err := ParseMessage(bytes.Clone(m.Raw)); err == nil {
+			go r.s.fulfill(c, r, rm)
+			return
+		}
+	}
 	o := OutcomeOK
 	switch {
 	case m.Error.Has():

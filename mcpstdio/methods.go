@@ -304,6 +304,12 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 			}
 		}
 	}
+	if c := rt.c; !s.shared && c != nil && c.clientMeta != nil {
+		// A child of 2026-07-28 only: each request says who asks.
+		if rm, err := c.withClientMeta(m); err == nil {
+			m = rm
+		}
+	}
 	if rt.namePath != nil {
 		rt.nameSpan = m.Path(rt.namePath...)
 	}
@@ -346,6 +352,19 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 	var extra []byte
 	if rt.nameSpan.Has() && rt.TargetName != rt.Name {
 		extra = quote(rt.TargetName)
+	}
+	if c.clientMeta != nil && !s.shared {
+		switch m.MethodName() {
+		case "tools/call", "prompts/get", "resources/read":
+			namePath := rt.namePath
+			r.retry = &inputRetry{base: m, send: func(rm *Message) (int64, error) {
+				var span Span
+				if namePath != nil {
+					span = rm.Path(namePath...)
+				}
+				return c.sendRenamed(rm, r, span, extra)
+			}}
+		}
 	}
 	r.toolCall = rt.Kind == "tool" && m.MethodName() == "tools/call"
 	r.listen = m.MethodName() == "subscriptions/listen"

@@ -58,6 +58,10 @@ type Reply struct {
 	// another (a shared child: tokens of different requests must differ).
 	frontToken []byte
 	transform  func(*Message) []byte
+	// retry, for a call to a child spoken to in 2026-07-28 for a client
+	// of the session era, sends it again with the client's input
+	// (bridge.go).
+	retry *inputRetry
 
 	// A request forwarded to one child: where, under which id, until when.
 	s       *Session

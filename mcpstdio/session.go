@@ -89,6 +89,9 @@ type serverRequest struct {
 	childID []byte
 	method  string
 	timer   *time.Timer
+	// answer, if set, takes the client's answer instead of the child: a
+	// request of tailgate's own (bridge.go).
+	answer chan *Message
 }
 
 // Open starts and initializes a child for each target (or takes one from
@@ -305,7 +308,9 @@ func (s *Session) end(cause error) {
 			calls = append(calls, r)
 		}
 		for id, sr := range s.serverReqs {
-			sr.timer.Stop()
+			if sr.timer != nil {
+				sr.timer.Stop()
+			}
 			delete(s.serverReqs, id)
 		}
 		for token, pc := range s.parked {
@@ -361,14 +366,24 @@ func (s *Session) end(cause error) {
 func (s *Session) InitializeResult() []byte { return s.init }
 
 func (s *Session) initializeResult() []byte {
-	if len(s.b.targets) == 1 && len(s.children) == 1 {
+	if len(s.b.targets) == 1 && len(s.children) == 1 && s.children[0].clientMeta == nil {
 		return s.children[0].init.raw
 	}
 	caps := map[string]any{}
 	var instructions []string
 	version := ""
+	serverInfo := any(map[string]any{"name": "tailgate", "version": s.b.opts.Version})
 	for _, c := range s.children {
-		if v := c.init.version; version == "" || v < version {
+		v := c.init.version
+		if c.clientMeta != nil {
+			// Spoken to in 2026-07-28 for this client (bridge.go): the
+			// client's own version is the session's.
+			v = c.clientVersion
+			if len(s.children) == 1 && len(c.init.serverInfo) > 0 {
+				serverInfo = c.init.serverInfo
+			}
+		}
+		if version == "" || v < version {
 			version = v
 		}
 		if c.init.instructions != "" {
@@ -387,7 +402,7 @@ func (s *Session) initializeResult() []byte {
 	res := map[string]any{
 		"protocolVersion": version,
 		"capabilities":    caps,
-		"serverInfo":      map[string]any{"name": "tailgate", "version": s.b.opts.Version},
+		"serverInfo":      serverInfo,
 	}
 	if len(instructions) > 0 {
 		res["instructions"] = strings.Join(instructions, "\n\n")
@@ -577,6 +592,12 @@ func (s *Session) Respond(m *Message) error {
 	}
 	if sr == nil {
 		return fmt.Errorf("a response to %s, which no server asked or which was already answered", m.Bytes(m.ID))
+	}
+	if sr.answer != nil {
+		am := *m
+		am.Raw = bytes.Clone(m.Raw)
+		sr.answer <- &am
+		return nil
 	}
 	sr.timer.Stop()
 	return sr.c.write(m.Replace(m.ID, sr.childID))

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -90,6 +91,12 @@ const VersionsEnv = "TAILGATE_MCP_VERSIONS"
 // and reads carry those cache hints (SEP-2549).
 const CacheEnv = "TAILGATE_CACHE_HINTS"
 
+// ModernOnlyEnv, when set, makes the demo a server of MCP 2026-07-28 only:
+// it refuses initialize (-32601), as a server written for that version
+// alone may, and gains ask_name, a tool that asks for input the
+// 2026-07-28 way (an input_required result, SEP-2322).
+const ModernOnlyEnv = "TAILGATE_MODERN_ONLY"
+
 // New returns the demo server.
 func New() *mcp.Server {
 	return newServer(&mcp.ServerOptions{
@@ -102,6 +109,9 @@ func New() *mcp.Server {
 func newServer(opts *mcp.ServerOptions) *mcp.Server {
 	if v := os.Getenv(VersionsEnv); v != "" {
 		opts.SupportedProtocolVersions = strings.Split(v, ",")
+	}
+	if os.Getenv(ModernOnlyEnv) != "" {
+		opts.SupportedProtocolVersions = []string{"2026-07-28"}
 	}
 	if d, err := time.ParseDuration(os.Getenv(AskRootsEnv)); err == nil {
 		opts.InitializedHandler = func(ctx context.Context, req *mcp.InitializedRequest) {
@@ -122,6 +132,9 @@ func newServer(opts *mcp.ServerOptions) *mcp.Server {
 		}
 	}
 	s := mcp.NewServer(&mcp.Implementation{Name: "tailgate-demo-server", Version: "1.0.0"}, opts)
+	if os.Getenv(ModernOnlyEnv) != "" {
+		modernOnly(s) // its discover names 2026-07-28 alone: see newServer
+	}
 	mcp.AddTool(s, &mcp.Tool{Name: "echo", Description: "Echo a message back."},
 		func(ctx context.Context, req *mcp.CallToolRequest, in EchoIn) (*mcp.CallToolResult, any, error) {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Message}}}, nil, nil
@@ -241,6 +254,30 @@ func newServer(opts *mcp.ServerOptions) *mcp.Server {
 			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "a note at " + req.Params.URI}}}, nil
 		})
 	return s
+}
+
+// modernOnly makes s refuse initialize and gives it ask_name.
+func modernOnly(s *mcp.Server) {
+	s.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			if method == "initialize" {
+				return nil, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: "initialize: this server speaks MCP 2026-07-28 only (server/discover)"}
+			}
+			return next(ctx, method, req)
+		}
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "ask_name", Description: "Ask the caller's name (an input_required result), then greet them."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, any, error) {
+			if r, ok := req.Params.InputResponses["name"].(*mcp.ElicitResult); ok && r.Action == "accept" && req.Params.RequestState == "asked-name" {
+				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("Hello, %v!", r.Content["name"])}}}, nil, nil
+			}
+			return &mcp.CallToolResult{
+				InputRequests: mcp.InputRequestMap{"name": &mcp.ElicitParams{Message: "What is your name?", RequestedSchema: map[string]any{
+					"type": "object", "properties": map[string]any{"name": map[string]any{"type": "string"}}, "required": []string{"name"},
+				}}},
+				RequestState: "asked-name",
+			}, nil, nil
+		})
 }
 
 // noteTemplate is the demo's resource template.

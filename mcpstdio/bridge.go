@@ -1,0 +1,225 @@
+package mcpstdio
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// A server written for MCP 2026-07-28 alone refuses initialize: a client
+// of the session era (initialize, Mcp-Session-Id) could not reach it. For
+// such a client tailgate speaks 2026-07-28 to the child in its stead:
+// every request the client sends carries the client's version,
+// capabilities and info in _meta, as a sessionless request does; and a
+// result that asks for input (resultType "input_required", SEP-2322)
+// becomes the session era's server→client requests (elicitation,
+// sampling, roots) to the client, whose answers tailgate sends back in
+// the retried request, until the child answers for good. This is the
+// other half of mrtr.go, which bridges an older child to a sessionless
+// client.
+
+// maxInputRounds bounds the input_required rounds of one call, as go-sdk's
+// client does.
+const maxInputRounds = 10
+
+// discoverForSessionClient speaks server/discover to a child that refused
+// initialize, for a client of the session era whose initialize params are
+// params. It reports whether the child speaks 2026-07-28, and if so keeps
+// what tailgate tells the child of the client.
+func (c *child) discoverForSessionClient(ctx context.Context, params []byte) bool {
+	var p struct {
+		ProtocolVersion string          `json:"protocolVersion"`
+		Capabilities    json.RawMessage `json:"capabilities"`
+		ClientInfo      json.RawMessage `json:"clientInfo"`
+	}
+	json.Unmarshal(params, &p)
+	meta := map[string]json.RawMessage{
+		metaProtocolVersion: quote(ModernVersion),
+		"io.modelcontextprotocol/clientCapabilities": json.RawMessage(`{}`),
+		"io.modelcontextprotocol/clientInfo":         json.RawMessage(`{"name":"tailgate","version":"dev"}`),
+	}
+	if len(p.Capabilities) > 0 {
+		meta["io.modelcontextprotocol/clientCapabilities"] = p.Capabilities
+	}
+	if len(p.ClientInfo) > 0 {
+		meta["io.modelcontextprotocol/clientInfo"] = p.ClientInfo
+	}
+	dp, _ := json.Marshal(map[string]any{"_meta": meta})
+	res, err := c.request(ctx, "server/discover", dp)
+	if err != nil || !res.Result.Has() {
+		return false
+	}
+	if c.init.parseDiscover(res.Bytes(res.Result)) != nil || !c.init.speaksModern() {
+		c.init = childInit{}
+		return false
+	}
+	c.clientMeta, c.clientVersion = meta, p.ProtocolVersion
+	if c.clientVersion == "" {
+		c.clientVersion = "2025-11-25"
+	}
+	return true
+}
+
+// withParams is m with its params changed by edit (a map of the params'
+// fields, created if m has none).
+func withParams(m *Message, edit func(params map[string]json.RawMessage)) (*Message, error) {
+	params := map[string]json.RawMessage{}
+	if m.Params.Has() {
+		if err := json.Unmarshal(m.Bytes(m.Params), &params); err != nil {
+			return nil, err
+		}
+	}
+	edit(params)
+	p, err := json.Marshal(params)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.WriteString(`{"jsonrpc":"2.0",`)
+	if m.ID.Has() {
+		b.WriteString(`"id":`)
+		b.Write(m.Bytes(m.ID))
+		b.WriteByte(',')
+	}
+	b.WriteString(`"method":`)
+	b.Write(quote(m.MethodName()))
+	b.WriteString(`,"params":`)
+	b.Write(p)
+	b.WriteByte('}')
+	return ParseMessage(b.Bytes())
+}
+
+// withClientMeta is m carrying, in its _meta, what c is told of the
+// client (discoverForSessionClient); what the client put there stays.
+func (c *child) withClientMeta(m *Message) (*Message, error) {
+	return withParams(m, func(params map[string]json.RawMessage) {
+		meta := map[string]json.RawMessage{}
+		json.Unmarshal(params["_meta"], &meta)
+		for k, v := range c.clientMeta {
+			if _, ok := meta[k]; !ok {
+				meta[k] = v
+			}
+		}
+		params["_meta"], _ = json.Marshal(meta)
+	})
+}
+
+// inputRetry is how a call to a child spoken to for a session client is
+// sent again with the answers to its input requests.
+type inputRetry struct {
+	send   func(*Message) (int64, error) // sends a message of the call to the child
+	base   *Message                      // the call as first sent, with _meta
+	rounds int
+}
+
+// fulfill answers a child's input_required result of call r: each input
+// request goes to the client as the session era's request, and the call
+// is sent again with the answers and the child's requestState.
+func (s *Session) fulfill(c *child, r *Reply, res *Message) {
+	ir := r.retry
+	ir.rounds++
+	// The client's answer may take a person's time: the call's timeout
+	// starts again with each retry, ask bounds each question.
+	r.mu.Lock()
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	r.mu.Unlock()
+	var result struct {
+		InputRequests map[string]struct {
+			Method string          `json:"method"`
+			Params json.RawMessage `json:"params"`
+		} `json:"inputRequests"`
+		RequestState json.RawMessage `json:"requestState"`
+	}
+	if err := json.Unmarshal(res.Bytes(res.Result), &result); err != nil {
+		r.fail(fmt.Errorf("target %q: input_required result: %w", c.target.Name, err))
+		return
+	}
+	switch {
+	case len(result.InputRequests) == 0:
+		r.fail(&CodeError{Code: CodeInternalError, Err: fmt.Errorf("target %q is busy (input_required without input requests); retry later", c.target.Name)})
+		return
+	case ir.rounds > maxInputRounds:
+		r.fail(&CodeError{Code: CodeInternalError, Err: fmt.Errorf("target %q asked for input %d times in one call", c.target.Name, maxInputRounds)})
+		return
+	}
+	responses := make(map[string]json.RawMessage, len(result.InputRequests))
+	for _, key := range slices.Sorted(mapKeys(result.InputRequests)) {
+		req := result.InputRequests[key]
+		answer, err := s.ask(c, r, req.Method, req.Params)
+		if err != nil {
+			r.fail(err)
+			return
+		}
+		responses[key] = answer
+	}
+	retry, err := withParams(ir.base, func(params map[string]json.RawMessage) {
+		params["inputResponses"], _ = json.Marshal(responses)
+		if len(result.RequestState) > 0 && string(result.RequestState) != "null" {
+			params["requestState"] = result.RequestState
+		} else {
+			delete(params, "requestState")
+		}
+	})
+	if err != nil {
+		r.fail(err)
+		return
+	}
+	r.mu.Lock()
+	r.timer = time.AfterFunc(r.timeout, r.expire)
+	id, err := ir.send(retry)
+	if err == nil {
+		r.c, r.childID = c, id
+	}
+	r.mu.Unlock()
+	if err != nil {
+		r.fail(err)
+	}
+}
+
+// ask sends the client a request of tailgate's on the stream of call r and
+// waits for its answer's result, for no longer than the target's request
+// timeout, the call or the session.
+func (s *Session) ask(c *child, r *Reply, method string, params json.RawMessage) (json.RawMessage, error) {
+	sr := &serverRequest{c: c, method: method, answer: make(chan *Message, 1)}
+	s.mu.Lock()
+	select {
+	case <-s.stopping:
+		s.mu.Unlock()
+		return nil, s.ended()
+	default:
+	}
+	s.nextServer++
+	id := s.nextServer
+	s.serverReqs[id] = sr
+	s.mu.Unlock()
+	defer s.takeServerRequest(id)
+	if len(params) == 0 {
+		params = json.RawMessage(`{}`)
+	}
+	msg := fmt.Appendf(nil, `{"jsonrpc":"2.0","id":%s,"method":%s,"params":%s}`, strconv.FormatInt(id, 10), quote(method), params)
+	if !r.push(msg) {
+		return nil, fmt.Errorf("target %q: the client left while its input was asked for", c.target.Name)
+	}
+	timeout := s.b.requestTimeout(c.target)
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case a := <-sr.answer:
+		if a.Error.Has() {
+			return nil, &WireError{Raw: bytes.Clone(a.Bytes(a.Error))}
+		}
+		return json.RawMessage(bytes.Clone(a.Bytes(a.Result))), nil
+	case <-r.gone:
+		return nil, fmt.Errorf("target %q: the call ended while its input was asked for", c.target.Name)
+	case <-s.stopping:
+		return nil, s.ended()
+	case <-timer.C:
+		return nil, &CodeError{Code: CodeRequestTimeout, Err: fmt.Errorf("tailgate: the client did not answer %s within %v", method, timeout)}
+	}
+}
