@@ -38,7 +38,7 @@ func (c *child) discoverForSessionClient(ctx context.Context, params []byte) boo
 	}
 	json.Unmarshal(params, &p)
 	meta := map[string]json.RawMessage{
-		metaProtocolVersion: quote(ModernVersion),
+		metaProtocolVersion:                          quote(ModernVersion),
 		"io.modelcontextprotocol/clientCapabilities": json.RawMessage(`{}`),
 		"io.modelcontextprotocol/clientInfo":         json.RawMessage(`{"name":"tailgate","version":"dev"}`),
 	}
