@@ -30,11 +30,14 @@ RUN go build -trimpath -tags ts_omit_peerapiserver,ts_omit_tpm \
       -o /out/tailgate ./cmd/tailgate
 
 FROM node:${NODE_VERSION}-bookworm-slim
+# tini as PID 1: each stdio child's guard (and what a child leaves behind)
+# is reparented to PID 1 when it exits, and must be reaped there.
+RUN apt-get update && apt-get install -y --no-install-recommends tini && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/tailgate /usr/local/bin/tailgate
 RUN mkdir -p /var/lib/tailgate /etc/tailgate && chown node:node /var/lib/tailgate && chmod 0700 /var/lib/tailgate
 # An unprivileged user; npx caches packages in its home.
 USER node
 ENV HOME=/home/node TS_NO_LOGS_NO_SUPPORT=true
 VOLUME /var/lib/tailgate
-ENTRYPOINT ["/usr/local/bin/tailgate"]
+ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/tailgate"]
 CMD ["-f", "/etc/tailgate/tailgate.yaml", "--log-format", "json"]

@@ -164,8 +164,9 @@ func TestDockerfile(t *testing.T) {
 	if user == "" || user == "root" || user == "0" {
 		t.Errorf("runs as %q, want an unprivileged user", user)
 	}
-	if entry != `["/usr/local/bin/tailgate"]` {
-		t.Errorf("ENTRYPOINT %s", entry)
+	// An init reaps what is reparented to PID 1 (exited guards).
+	if entry != `["/usr/bin/tini", "--", "/usr/local/bin/tailgate"]` || !strings.Contains(strings.Join(stages[1].instr, "\n"), "install -y --no-install-recommends tini") {
+		t.Errorf("ENTRYPOINT %s: want tailgate under tini, installed in the image", entry)
 	}
 	args := regexp.MustCompile(`"([^"]*)"`).FindAllStringSubmatch(cmd, -1)
 	var argv []string
