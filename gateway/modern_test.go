@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -319,4 +320,35 @@ func TestModernOnlyServerForSessionClient(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Sessionless callers' children are kept per caller under a cap (here
+// config.mcp.maxSessions, 2): past it, the caller idle longest gives its
+// children up; and a caller idle past sessionTtl has its children reaped.
+func TestSessionlessCallersCapAndIdle(t *testing.T) {
+	s, base := serveLoopback(t, "config:\n  mcp:\n    maxSessions: 2\n    sessionTtl: 400ms\n"+demoConfig)
+	call := func(from string) {
+		t.Helper()
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+		req := sessionlessRequest(t, base, "tools/list")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"echo"`) {
+			t.Fatalf("caller %s: %d %s", from, resp.StatusCode, body)
+		}
+	}
+	call("127.0.0.1")
+	call("127.0.0.2")
+	if n := s.Stats().ChildrenRunning; n != 2 {
+		t.Fatalf("two callers: %d children, want 2", n)
+	}
+	call("127.0.0.3")
+	waitFor(t, "the idlest caller's child gone, the new one's running", func() bool { return s.Stats().ChildrenRunning == 2 })
+	call("127.0.0.3") // served by its kept children
+	waitFor(t, "every child reaped once its caller is idle past sessionTtl", func() bool { return s.Stats().ChildrenRunning == 0 })
 }
