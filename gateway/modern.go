@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -321,7 +322,17 @@ func (fs *frontSession) checkParamHeaders(r *http.Request, m *mcpstdio.Message) 
 		return nil
 	}
 	name := m.String(m.Path("params", "name"))
-	bindings := fs.paramBindings(r.Context(), name)
+	bindings, err := fs.paramBindings(r.Context(), name)
+	if err != nil {
+		// Headers that cannot be checked are not trusted: a route's
+		// rules may have read them.
+		for h := range r.Header {
+			if strings.HasPrefix(h, "Mcp-Param-") {
+				return fmt.Errorf("cannot check the %s header against the tool's schema: %v", h, err)
+			}
+		}
+		return nil
+	}
 	if len(bindings) == 0 {
 		return nil
 	}
@@ -391,23 +402,23 @@ func lookupArg(args map[string]json.RawMessage, path []string) (json.RawMessage,
 
 // paramBindings are tool name's header bindings, from the caller's
 // children's tool list (fetched again when stale or when it lacks name).
-func (fs *frontSession) paramBindings(ctx context.Context, name string) []paramBinding {
+func (fs *frontSession) paramBindings(ctx context.Context, name string) ([]paramBinding, error) {
 	fs.mu.Lock()
 	th := fs.toolHeaders
 	fs.mu.Unlock()
 	if th != nil && time.Since(th.at) < toolHeadersTTL {
 		if b, ok := th.bindings[name]; ok {
-			return b
+			return b, nil
 		}
 	}
 	bs := fs.backend()
 	if bs == nil {
-		return nil
+		return nil, errors.New("no session")
 	}
 	tools, err := bs.Tools(ctx)
 	if err != nil {
 		fs.log.Debug("tool list for header checks", "err", err)
-		return nil
+		return nil, fmt.Errorf("tools/list: %w", err)
 	}
 	th = &toolHeaders{bindings: make(map[string][]paramBinding), at: time.Now()}
 	for _, raw := range tools {
@@ -422,7 +433,7 @@ func (fs *frontSession) paramBindings(ctx context.Context, name string) []paramB
 	fs.mu.Lock()
 	fs.toolHeaders = th
 	fs.mu.Unlock()
-	return th.bindings[name]
+	return th.bindings[name], nil
 }
 
 type schemaProperty struct {

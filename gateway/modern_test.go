@@ -3,10 +3,12 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -351,4 +353,52 @@ func TestSessionlessCallersCapAndIdle(t *testing.T) {
 	waitFor(t, "the idlest caller's child gone, the new one's running", func() bool { return s.Stats().ChildrenRunning == 2 })
 	call("127.0.0.3") // served by its kept children
 	waitFor(t, "every child reaped once its caller is idle past sessionTtl", func() bool { return s.Stats().ChildrenRunning == 0 })
+}
+
+// Mcp-Param-* headers that cannot be checked against the tool's schema
+// (the target's tools/list fails) are refused, not trusted: a route's
+// rules may have read them. Failed before: the check was skipped.
+func TestUncheckableParamHeadersRefused(t *testing.T) {
+	srv := demoserver.New()
+	srv.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			if method == "tools/list" {
+				return nil, errors.New("tools/list is broken today")
+			}
+			return next(ctx, method, req)
+		}
+	})
+	upstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true}))
+	t.Cleanup(upstream.Close)
+	_, base := serveLoopback(t, remoteConfig(upstream.URL))
+	for _, tc := range []struct {
+		name   string
+		header string
+		status int
+		want   string
+	}{
+		{"no Mcp-Param header", "", 200, `"text":"hi"`},
+		{"an Mcp-Param header", "Mcp-Param-Region", 400, `"code":-32020`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+			req.Header.Set("Mcp-Method", "tools/call")
+			req.Header.Set("Mcp-Name", "echo")
+			if tc.header != "" {
+				req.Header.Set(tc.header, "eu-west")
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.want) {
+				t.Errorf("%d %s, want %d with %s", resp.StatusCode, body, tc.status, tc.want)
+			}
+		})
+	}
 }
