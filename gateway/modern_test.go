@@ -108,12 +108,7 @@ binds:
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, base := serveLoopback(t, fmt.Sprintf(two, tc.policy, tc.a, tc.b))
-			req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Accept", "application/json, text/event-stream")
-			req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
-			req.Header.Set("Mcp-Method", "tools/list")
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := http.DefaultClient.Do(sessionlessRequest(t, base, "tools/list"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -199,30 +194,26 @@ func TestListenAcrossTargets(t *testing.T) {
 				targets += "\n          - name: b\n            stdio: " + tc.b
 			}
 			_, base := serveLoopback(t, strings.Replace(demoConfig, "          - name: demo\n            stdio: {cmd: DEMO}", targets, 1))
-			post := func(id int, method, params string) *http.Response {
+			post := func(method, params string) *http.Response {
 				t.Helper()
-				req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":%q,"params":{%s"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`, id, method, params)))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Accept", "application/json, text/event-stream")
-				req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
-				req.Header.Set("Mcp-Method", method)
-				if name, ok := strings.CutPrefix(params, `"name":"`); ok {
-					req.Header.Set("Mcp-Name", name[:strings.IndexByte(name, '"')])
+				name := ""
+				if n, ok := strings.CutPrefix(params, `"name":"`); ok {
+					name = n[:strings.IndexByte(n, '"')]
 				}
-				resp, err := http.DefaultClient.Do(req)
+				resp, err := http.DefaultClient.Do(modernRequest(t, base, method, name, params))
 				if err != nil {
 					t.Fatal(err)
 				}
 				return resp
 			}
-			listen := post(1, "subscriptions/listen", `"notifications":{"toolsListChanged":true},`)
+			listen := post("subscriptions/listen", `"notifications":{"toolsListChanged":true}`)
 			defer listen.Body.Close()
 			ev := newEvents(listen.Body)
 			if msg, _ := ev.next(t, 10*time.Second); !strings.Contains(string(msg), `"notifications/subscriptions/acknowledged"`) || !strings.Contains(string(msg), `"toolsListChanged":true`) {
 				t.Fatalf("first on the listen: %s, want the acknowledgement of toolsListChanged", msg)
 			}
-			for i, tool := range tc.grow {
-				resp := post(10+i, "tools/call", `"name":"`+tool+`",`)
+			for _, tool := range tc.grow {
+				resp := post("tools/call", `"name":"`+tool+`"`)
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if !strings.Contains(string(body), "added extra") {
@@ -381,12 +372,7 @@ func TestUncheckableParamHeadersRefused(t *testing.T) {
 		{"an Mcp-Param header", "Mcp-Param-Region", 400, `"code":-32020`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Accept", "application/json, text/event-stream")
-			req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
-			req.Header.Set("Mcp-Method", "tools/call")
-			req.Header.Set("Mcp-Name", "echo")
+			req := modernRequest(t, base, "tools/call", "echo", `"name":"echo","arguments":{"message":"hi"}`)
 			if tc.header != "" {
 				req.Header.Set(tc.header, "eu-west")
 			}

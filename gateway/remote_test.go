@@ -774,14 +774,7 @@ func TestRemoteTargetStaticHeader(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var seen upstreamLog
-			sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
-			upstream := httptest.NewServer(seen.record(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.Header.Get("Mcp-Name") == "add" {
-					http.Error(w, "no adding today", http.StatusForbidden)
-					return
-				}
-				sdk.ServeHTTP(w, r)
-			})))
+			upstream := httptest.NewServer(seen.record(refusingAdd()))
 			t.Cleanup(upstream.Close)
 			var logs syncBuffer
 			_, base := serveLoopbackOpts(t, withTarget(`            mcp:
@@ -1005,11 +998,31 @@ func TestRemoteTargetProtocolGenerations(t *testing.T) {
 	})
 }
 
-// sessionlessRequest is a 2026-07-28 request of method without params
-// (but its _meta) to base's /mcp.
-func sessionlessRequest(t *testing.T, base, method string) *http.Request {
+// refusingAdd is the demo server over Streamable HTTP, refusing calls of
+// its tool add with 403.
+func refusingAdd() http.Handler {
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Mcp-Name") == "add" {
+			http.Error(w, "no adding today", http.StatusForbidden)
+			return
+		}
+		sdk.ServeHTTP(w, r)
+	})
+}
+
+// modernMeta is the _meta of a 2026-07-28 request of the tests.
+const modernMeta = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
+
+// modernRequest is a 2026-07-28 (sessionless) POST to base's /mcp of a
+// request with id 1 and params (JSON object members, or ""), with the
+// headers SEP-2243 asks for (Mcp-Name when name is not "").
+func modernRequest(t *testing.T, base, method, name, params string) *http.Request {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"`+method+`","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`))
+	if params != "" {
+		params += ","
+	}
+	req, err := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"`+method+`","params":{`+params+modernMeta+`}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1017,7 +1030,15 @@ func sessionlessRequest(t *testing.T, base, method string) *http.Request {
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
 	req.Header.Set("Mcp-Method", method)
+	if name != "" {
+		req.Header.Set("Mcp-Name", name)
+	}
 	return req
+}
+
+// sessionlessRequest is modernRequest without params.
+func sessionlessRequest(t *testing.T, base, method string) *http.Request {
+	return modernRequest(t, base, method, "", "")
 }
 
 // sessionEraServer is a remote server of MCP up to 2025-11-25: it knows
@@ -1073,14 +1094,7 @@ func upstreamSessions(t *testing.T, reqs []upstreamRequest) (inits int, sessions
 // line per call naming the caller, the tool, the target, the outcome and,
 // for a failed call, why.
 func TestRemoteTargetMetricsAndAccessLog(t *testing.T) {
-	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
-	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Mcp-Name") == "add" {
-			http.Error(w, "no adding today", http.StatusForbidden)
-			return
-		}
-		sdk.ServeHTTP(w, r)
-	}))
+	upstream := httptest.NewServer(refusingAdd())
 	t.Cleanup(upstream.Close)
 	var logs syncBuffer
 	s, base := serveLoopbackOpts(t, strings.Replace(demoConfig, `          - name: demo
