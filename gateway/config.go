@@ -42,7 +42,9 @@ type Config struct {
 	LLM         notSupported `yaml:"llm"`
 	UI          notSupported `yaml:"ui"`
 	Policies    notSupported `yaml:"policies"`
-	Backends    notSupported `yaml:"backends"`
+	// Backends are named backends, which routes name
+	// (`backends: [{backend: name}]`), as agentgateway's.
+	Backends []NamedBackend `yaml:"backends"`
 	RouteGroups notSupported `yaml:"routeGroups"`
 	Services    notSupported `yaml:"services"`
 	Workloads   notSupported `yaml:"workloads"`
@@ -358,9 +360,11 @@ type RoutePolicies struct {
 type RouteBackend struct {
 	MCP    *MCPBackend `yaml:"mcp"`
 	Weight int         `yaml:"weight"`
+	// Backend names one of the config's top-level backends, used as if
+	// it were written here.
+	Backend string `yaml:"backend"`
 
 	Host       notSupported `yaml:"host"`
-	Backend    notSupported `yaml:"backend"`
 	Service    notSupported `yaml:"service"`
 	AI         notSupported `yaml:"ai"`
 	AWS        notSupported `yaml:"aws"`
@@ -370,6 +374,23 @@ type RouteBackend struct {
 	// Policies of the backend; of those, tailgate implements
 	// mcpAuthorization, merged with the route's.
 	Policies *BackendPolicies `yaml:"policies"`
+
+	// named is set when MCP is a named backend's (Backend).
+	named bool
+}
+
+// NamedBackend is a top-level backend: an MCP backend and its policies
+// under a name that routes use (agentgateway's `backends`).
+type NamedBackend struct {
+	Name     string           `yaml:"name"`
+	MCP      *MCPBackend      `yaml:"mcp"`
+	Policies *BackendPolicies `yaml:"policies"`
+
+	Host    notSupported `yaml:"host"`
+	Service notSupported `yaml:"service"`
+	AI      notSupported `yaml:"ai"`
+	AWS     notSupported `yaml:"aws"`
+	Dynamic notSupported `yaml:"dynamic"`
 }
 
 // BackendPolicies are the policies of a route's backend.
@@ -513,6 +534,9 @@ type RemoteTarget struct {
 	ConnectTimeout    Duration `yaml:"connectTimeout"`
 	InitializeTimeout Duration `yaml:"initializeTimeout"`
 	RequestTimeout    Duration `yaml:"requestTimeout"`
+
+	// Backend (agentgateway: a target reached through a named backend).
+	Backend notSupported `yaml:"backend"`
 }
 
 // remote is the target's remote server, if it is one, and its kind ("mcp"
@@ -738,6 +762,7 @@ var (
 )
 
 func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
+	d.resolveBackends(doc, cfg)
 	ts := &cfg.Tailscale
 	if ts.Hostname != "" && !hostnameRE.MatchString(ts.Hostname) {
 		d.errorf(at(doc, "tailscale", "hostname"), "tailscale.hostname", "%q is not a valid hostname (letters, digits and '-', at most 63)", ts.Hostname)
@@ -884,6 +909,62 @@ func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
 	}
 }
 
+// resolveBackends validates the named backends and puts each where a
+// route names it (its mcp, and its policies unless the route's backend
+// has its own).
+func (d *decoder) resolveBackends(doc *yaml.Node, cfg *Config) {
+	names := make(map[string]int)
+	for i, nb := range cfg.Backends {
+		path := fmt.Sprintf("backends[%d]", i)
+		switch {
+		case nb.Name == "":
+			d.errorf(at(doc, "backends", i), path+".name", "a backend needs a name")
+		case names[nb.Name] > 0:
+			d.errorf(at(doc, "backends", i, "name"), path+".name", "backend %q is defined twice", nb.Name)
+		default:
+			names[nb.Name] = i + 1
+		}
+		if nb.MCP == nil {
+			if !slices.ContainsFunc(d.unsupported, func(u string) bool { return strings.HasPrefix(u, path+".") }) {
+				d.errorf(at(doc, "backends", i), path, "a backend needs mcp (the only kind tailgate serves)")
+			}
+			continue
+		}
+		d.validateMCP(doc, nb.MCP, path+".mcp", "backends", i, "mcp")
+	}
+	for i := range cfg.Binds {
+		for j := range cfg.Binds[i].Listeners {
+			for k := range cfg.Binds[i].Listeners[j].Routes {
+				r := &cfg.Binds[i].Listeners[j].Routes[k]
+				for n := range r.Backends {
+					b := &r.Backends[n]
+					if b.Backend == "" {
+						continue
+					}
+					path := fmt.Sprintf("binds[%d].listeners[%d].routes[%d].backends[%d].backend", i, j, k, n)
+					if b.MCP != nil {
+						d.errorf(at(doc, "binds", i, "listeners", j, "routes", k, "backends", n, "backend"), path, "give mcp or backend, not both")
+						continue
+					}
+					// agentgateway also writes a reference as
+					// "<namespace>/<name>", "/name" without one.
+					idx := names[strings.TrimPrefix(b.Backend, "/")]
+					if idx == 0 {
+						hint, _ := suggest(b.Backend, names)
+						d.errorf(at(doc, "binds", i, "listeners", j, "routes", k, "backends", n, "backend"), path, "no backend named %q in backends%s", b.Backend, hint)
+						continue
+					}
+					nb := cfg.Backends[idx-1]
+					b.MCP, b.named = nb.MCP, true
+					if b.Policies == nil {
+						b.Policies = nb.Policies
+					}
+				}
+			}
+		}
+	}
+}
+
 func (d *decoder) validateRoute(doc *yaml.Node, r Route, path string, keys ...any) {
 	k := func(more ...any) []any { return append(append([]any{}, keys...), more...) }
 	for i, m := range r.Matches {
@@ -911,9 +992,14 @@ func (d *decoder) validateRoute(doc *yaml.Node, r Route, path string, keys ...an
 		return
 	}
 	b := r.Backends[0]
-	if b.MCP == nil {
+	switch {
+	case b.MCP == nil && b.Backend != "":
+		return // an unknown name, reported as such
+	case b.MCP == nil:
 		d.errorf(at(doc, k("backends", 0)...), path+".backends[0]", "a backend needs mcp (the only kind tailgate serves)")
 		return
+	case b.named:
+		return // validated where it is defined
 	}
 	d.validateMCP(doc, b.MCP, path+".backends[0].mcp", k("backends", 0, "mcp")...)
 }
@@ -959,6 +1045,8 @@ func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys .
 			hostURL, _ := url.Parse(r.Host)
 			example := map[string]string{"mcp": "http://tools:8080/mcp", "sse": "http://tools:8080/sse"}[kind]
 			switch {
+			case r.Host == "" && slices.Contains(d.unsupported, tpath+"."+kind+".backend"):
+				// A target that names a backend instead: said already.
 			case r.Host == "":
 				d.errorf(at(doc, k("targets", i, kind)...), tpath+"."+kind+".host", "an %s target needs host (a URL such as %s)", kind, example)
 			case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":

@@ -1,11 +1,15 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/tailgate-dev/tailgate/policy"
 )
@@ -220,5 +224,52 @@ mcp:
 	}
 	if strings.Join(warnings, "\n") != strings.Join(wantW, "\n") {
 		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(warnings, "\n"), strings.Join(wantW, "\n"))
+	}
+}
+
+// A top-level named backend (agentgateway's `backends`) serves every route
+// that names it, "name" or "/name", with its own policies unless the
+// route's backend sets some.
+func TestNamedBackend(t *testing.T) {
+	_, base := serveLoopback(t, `
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - name: a
+      matches: [{path: {exact: /a}}]
+      backends:
+      - backend: shared
+    - name: b
+      matches: [{path: {exact: /b}}]
+      backends:
+      - backend: /shared
+        policies:
+          mcpAuthorization:
+            rules: ['true']
+backends:
+- name: shared
+  mcp:
+    targets:
+    - name: demo
+      stdio: {cmd: DEMO}
+  policies:
+    mcpAuthorization:
+      rules: ['mcp.tool.name != "env"']
+`)
+	for _, tc := range []struct {
+		path    string
+		wantEnv bool
+	}{{"/a", false}, {"/b", true}} {
+		cs := connect(t, base+tc.path)
+		res, err := cs.ListTools(context.Background(), nil)
+		cs.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.path, err)
+		}
+		hasEnv := slices.ContainsFunc(res.Tools, func(tool *mcp.Tool) bool { return tool.Name == "env" })
+		if len(res.Tools) == 0 || hasEnv != tc.wantEnv {
+			t.Errorf("%s: %d tools, env listed %v, want %v", tc.path, len(res.Tools), hasEnv, tc.wantEnv)
+		}
 	}
 }

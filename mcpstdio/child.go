@@ -469,6 +469,13 @@ func (c *child) deliver(r *Reply, m *Message) {
 			return
 		}
 	}
+	if r.s != nil && r.s.shared && !c.init.modern && m.Result.Has() && m.Raw[m.Result.Start] == '{' && !m.Field(m.Result, "resultType").Has() {
+		// An older child answers a sessionless client: every result of
+		// 2026-07-28 says its type.
+		if rm, err := ParseMessage(m.Replace(Span{m.Result.Start + 1, m.Result.Start + 1}, resultTypeComplete(m.Bytes(m.Result)))); err == nil {
+			m = rm
+		}
+	}
 	o := OutcomeOK
 	switch {
 	case m.Error.Has():
@@ -493,6 +500,15 @@ func (c *child) deliver(r *Reply, m *Message) {
 		}
 	}
 	r.finishAs(out, o)
+}
+
+// resultTypeComplete is what goes first in an object result to say it is
+// complete: the member, and a comma unless the object is empty.
+func resultTypeComplete(result []byte) []byte {
+	if len(bytes.TrimSpace(result[1:len(result)-1])) == 0 {
+		return []byte(`"resultType":"complete"`)
+	}
+	return []byte(`"resultType":"complete",`)
 }
 
 // related is the reply of the newest client request in flight at the

@@ -447,6 +447,8 @@ func (s *Session) discoverResult() []byte {
 	}
 	res := map[string]any{
 		"resultType":        "complete",
+		"ttlMs":             0,
+		"cacheScope":        "public",
 		"supportedVersions": versions,
 		"capabilities":      caps,
 		"_meta":             map[string]any{"io.modelcontextprotocol/serverInfo": serverInfo},
