@@ -36,18 +36,18 @@ type Config struct {
 	Binds            []Bind           `yaml:"binds"`
 	MCP              *SimpleMCP       `yaml:"mcp"`
 
-	Gateways    notSupported `yaml:"gateways"`
-	Routes      notSupported `yaml:"routes"`
-	TCPRoutes   notSupported `yaml:"tcpRoutes"`
-	LLM         notSupported `yaml:"llm"`
-	UI          notSupported `yaml:"ui"`
-	Policies    notSupported `yaml:"policies"`
+	Gateways  notSupported `yaml:"gateways"`
+	Routes    notSupported `yaml:"routes"`
+	TCPRoutes notSupported `yaml:"tcpRoutes"`
+	LLM       notSupported `yaml:"llm"`
+	UI        notSupported `yaml:"ui"`
+	Policies  notSupported `yaml:"policies"`
 	// Backends are named backends, which routes name
 	// (`backends: [{backend: name}]`), as agentgateway's.
-	Backends []NamedBackend `yaml:"backends"`
-	RouteGroups notSupported `yaml:"routeGroups"`
-	Services    notSupported `yaml:"services"`
-	Workloads   notSupported `yaml:"workloads"`
+	Backends    []NamedBackend `yaml:"backends"`
+	RouteGroups notSupported   `yaml:"routeGroups"`
+	Services    notSupported   `yaml:"services"`
+	Workloads   notSupported   `yaml:"workloads"`
 
 	// File is the path the config was read from, for messages.
 	File string `yaml:"-"`
