@@ -608,3 +608,89 @@ func BenchmarkRemoteToolCall(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLargeResults measures the gateway's heap while it relays large
+// results: each iteration makes 10 concurrent calls whose results are
+// 15 MB each (the demo's big tool) on one session, with a client that
+// streams the responses to nowhere, and samples the process's heap. It
+// reports the peak heap in use above the idle heap, and the heap still in
+// use after the calls and a GC (what a session keeps).
+//
+//	go test -run '^$' -bench LargeResults -benchtime=3x -timeout 10m ./gateway/
+func BenchmarkLargeResults(b *testing.B) {
+	const calls, size = 10, 15 << 20
+	addr := startBenchGateway(b)
+	url := "http://" + addr + "/mcp"
+	post := func(session, body string) (*http.Response, error) {
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if session != "" {
+			req.Header.Set("Mcp-Session-Id", session)
+		}
+		return http.DefaultClient.Do(req)
+	}
+	resp, err := post("", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"`+benchProtocol+`","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	session := resp.Header.Get("Mcp-Session-Id")
+	if resp, err = post(session, `{"jsonrpc":"2.0","method":"notifications/initialized"}`); err == nil {
+		resp.Body.Close()
+	}
+	heap := func() float64 {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return float64(ms.HeapInuse) / (1 << 20)
+	}
+	runtime.GC()
+	idle := heap()
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(2 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if h := uint64(heap()); h > peak.Load() {
+					peak.Store(h)
+				}
+			}
+		}
+	}()
+	for i := 0; b.Loop(); i++ {
+		errs := make(chan error, calls)
+		for j := range calls {
+			go func() {
+				resp, err := post(session, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"big","arguments":{"bytes":%d}}}`, i*calls+j+1, size))
+				if err != nil {
+					errs <- err
+					return
+				}
+				n, err := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err == nil && n < size {
+					err = fmt.Errorf("a %d-byte response", n)
+				}
+				errs <- err
+			}()
+		}
+		for range calls {
+			if err := <-errs; err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	close(stop)
+	<-sampled
+	runtime.GC()
+	b.ReportMetric(float64(peak.Load())-idle, "peak-heap-MB")
+	b.ReportMetric(heap()-idle, "retained-heap-MB")
+}

@@ -209,6 +209,10 @@ func newServer(opts *mcp.ServerOptions) *mcp.Server {
 			}
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "flooded"}}}, nil, nil
 		})
+	mcp.AddTool(s, &mcp.Tool{Name: "big", Description: "Answer with this many bytes of text (for memory tests)."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in FloodIn) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Repeat("x", in.Bytes)}}}, nil, nil
+		})
 	mcp.AddTool(s, &mcp.Tool{Name: "garbage", Description: "Write a line that is not JSON-RPC to stdout (for fault tests)."},
 		func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, any, error) {
 			os.Stdout.Write([]byte("this is not JSON\n"))
