@@ -284,7 +284,9 @@ func TestModernOnlyServerForSessionClient(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, base := serveLoopback(t, strings.Replace(demoConfig, "          - name: demo\n            stdio: {cmd: DEMO}", tc.targets, 1))
 			asked := 0
+			changed := make(chan struct{}, 4)
 			c := mcp.NewClient(&mcp.Implementation{Name: "legacy"}, &mcp.ClientOptions{
+				ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { changed <- struct{}{} },
 				// A client of the session era knows no input_required
 				// (go-sdk's would answer it by itself).
 				MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
@@ -307,9 +309,18 @@ func TestModernOnlyServerForSessionClient(t *testing.T) {
 			if err != nil || res.IsError || len(res.Content) == 0 || res.Content[0].(*mcp.TextContent).Text != "Hello, alice!" || asked != 1 {
 				t.Fatalf("%s: %v %v (asked %d times)", tc.ask, res, err, asked)
 			}
-			echo := strings.TrimSuffix(tc.ask, "ask_name") + "echo"
-			if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: echo, Arguments: map[string]any{"message": "hi"}}); err != nil || res.Content[0].(*mcp.TextContent).Text != "hi" {
-				t.Errorf("%s: %v %v", echo, res, err)
+			prefix := strings.TrimSuffix(tc.ask, "ask_name")
+			if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: prefix + "echo", Arguments: map[string]any{"message": "hi"}}); err != nil || res.Content[0].(*mcp.TextContent).Text != "hi" {
+				t.Errorf("%secho: %v %v", prefix, res, err)
+			}
+			// Its list changes reach the client: tailgate listens for it.
+			if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: prefix + "grow"}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				t.Fatal("no tools/list_changed after grow")
 			}
 		})
 	}

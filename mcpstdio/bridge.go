@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -222,4 +223,54 @@ func (s *Session) ask(c *child, r *Reply, method string, params json.RawMessage)
 	case <-timer.C:
 		return nil, &CodeError{Code: CodeRequestTimeout, Err: fmt.Errorf("tailgate: the client did not answer %s within %v", method, timeout)}
 	}
+}
+
+// listenForSessionClient opens a listen at a child of 2026-07-28 only for
+// its client of the session era, which learns of list changes by
+// notification only: the child's list_changed notifications reach the
+// client as the session era's. It ends with the child.
+func (s *Session) listenForSessionClient(c *child) {
+	asked := map[string]bool{}
+	for capability, key := range map[string]string{"tools": "toolsListChanged", "prompts": "promptsListChanged", "resources": "resourcesListChanged"} {
+		if c.init.listChanged(capability) {
+			asked[key] = true
+		}
+	}
+	if len(asked) == 0 {
+		return
+	}
+	m, err := ParseMessage([]byte(`{"jsonrpc":"2.0","id":0,"method":"subscriptions/listen"}`))
+	if err == nil {
+		m, err = withParams(m, func(params map[string]json.RawMessage) {
+			params["notifications"], _ = json.Marshal(asked)
+		})
+	}
+	if err == nil {
+		m, err = c.withClientMeta(m)
+	}
+	if err != nil {
+		return
+	}
+	r := newReply(8)
+	r.frontID, r.listen = []byte("0"), true
+	id, err := c.send(m, r)
+	if err != nil {
+		s.log.Warn("listen for list changes: target unavailable", "target", c.target.Name, "err", err)
+		return
+	}
+	r.mu.Lock()
+	r.c, r.childID = c, id
+	r.mu.Unlock()
+	go func() {
+		for f := range r.C() {
+			if f.Final {
+				return
+			}
+			fm, err := ParseMessage(f.Data)
+			if err != nil || !strings.HasSuffix(fm.MethodName(), "/list_changed") {
+				continue
+			}
+			s.notify(fmt.Appendf(nil, `{"jsonrpc":"2.0","method":%s}`, quote(fm.MethodName())))
+		}
+	}()
 }

@@ -168,6 +168,9 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 	s.log.Info("session started", "children", len(s.children), "pids", s.PIDs(), "duration", time.Since(start).Round(time.Millisecond))
 	for _, c := range s.children {
 		go s.supervise(c)
+		if c.clientMeta != nil {
+			s.listenForSessionClient(c)
+		}
 	}
 	return s, nil
 }
