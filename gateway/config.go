@@ -956,8 +956,20 @@ func (d *decoder) resolveBackends(doc *yaml.Node, cfg *Config) {
 					}
 					nb := cfg.Backends[idx-1]
 					b.MCP, b.named = nb.MCP, true
-					if b.Policies == nil {
+					switch {
+					case b.Policies == nil:
 						b.Policies = nb.Policies
+					case nb.Policies == nil || nb.Policies.MCPAuthorization == nil:
+					case b.Policies.MCPAuthorization == nil:
+						// The reference's other policies do not drop the
+						// named backend's rules.
+						p := *b.Policies
+						p.MCPAuthorization = nb.Policies.MCPAuthorization
+						b.Policies = &p
+					default:
+						d.warnings = append(d.warnings, &ConfigError{File: d.file, Line: at(doc, "binds", i, "listeners", j, "routes", k, "backends", n, "policies", "mcpAuthorization").Line,
+							Path: path[:len(path)-len(".backend")] + ".policies.mcpAuthorization",
+							Msg:  fmt.Sprintf("replaces backend %q's own mcpAuthorization, which does not apply here", nb.Name)})
 					}
 				}
 			}

@@ -228,8 +228,9 @@ mcp:
 }
 
 // A top-level named backend (agentgateway's `backends`) serves every route
-// that names it, "name" or "/name", with its own policies unless the
-// route's backend sets some.
+// that names it, "name" or "/name", with its own mcpAuthorization unless
+// the reference sets one (which is warned about); other policies of the
+// reference do not drop it.
 func TestNamedBackend(t *testing.T) {
 	_, base := serveLoopback(t, `
 binds:
@@ -247,6 +248,11 @@ binds:
         policies:
           mcpAuthorization:
             rules: ['true']
+    - name: c
+      matches: [{path: {exact: /c}}]
+      backends:
+      - backend: shared
+        policies: {}
 backends:
 - name: shared
   mcp:
@@ -260,7 +266,7 @@ backends:
 	for _, tc := range []struct {
 		path    string
 		wantEnv bool
-	}{{"/a", false}, {"/b", true}} {
+	}{{"/a", false}, {"/b", true}, {"/c", false}} {
 		cs := connect(t, base+tc.path)
 		res, err := cs.ListTools(context.Background(), nil)
 		cs.Close()

@@ -538,6 +538,13 @@ type frontSession struct {
 	lastUsed  atomic.Int64  // unix nanoseconds
 	closeOnce sync.Once
 	closed    chan struct{}
+	// closing is set as close begins, before it looks for the backend:
+	// an initialize that stores its backend after that sees it.
+	closing atomic.Bool
+	// holdsPlace is set while a sessionless caller's session holds a place
+	// in the gateway's budget (a session in f.sessions holds one while it
+	// is there).
+	holdsPlace atomic.Bool
 }
 
 func (fs *frontSession) touch() { fs.lastUsed.Store(time.Now().UnixNano()) }
@@ -548,7 +555,18 @@ func (fs *frontSession) backend() *mcpstdio.Session {
 	return fs.bs
 }
 
+// releasePlace gives back a sessionless caller's place in the budget,
+// once.
+func (fs *frontSession) releasePlace() {
+	if fs.holdsPlace.CompareAndSwap(true, false) {
+		fs.f.budget.closeSession(callerKey(fs.owner))
+	}
+}
+
 func (fs *frontSession) isClosed() bool {
+	if fs.closing.Load() {
+		return true
+	}
 	select {
 	case <-fs.closed:
 		return true
@@ -587,6 +605,7 @@ func (fs *frontSession) enqueue(msg []byte) {
 // flight and reaping children). cause is nil for an orderly close.
 func (fs *frontSession) close(cause error) {
 	fs.closeOnce.Do(func() {
+		fs.closing.Store(true)
 		f := fs.f
 		f.mu.Lock()
 		if f.sessions[fs.id] == fs {
@@ -594,6 +613,7 @@ func (fs *frontSession) close(cause error) {
 			f.budget.closeSession(callerKey(fs.owner))
 		}
 		f.mu.Unlock()
+		fs.releasePlace()
 		// The calls in flight get their errors while the session's streams
 		// are still open: a legacy SSE session's answers travel on its
 		// stream, and a Streamable HTTP client that sees its standalone
@@ -951,14 +971,23 @@ func (a authorizer) decide(rt mcpstdio.Route) policy.Decision {
 		// as reading it, by the template's name and URI template. A name
 		// that cannot be learnt denies: a rule on names must not be
 		// sidestepped by a target whose list fails.
-		name := ""
+		var names []string
 		if a.bs != nil {
 			var err error
-			if name, err = a.bs.ResourceName(a.ctx, rt); err != nil {
+			if names, err = a.bs.ResourceNames(a.ctx, rt); err != nil {
 				return policy.Decision{Err: fmt.Errorf("the target's resource names: %w", err)}
 			}
 		}
-		return a.evaluate(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: rt.TargetName, Name: name, Target: rt.Target}})
+		if len(names) == 0 {
+			names = []string{""}
+		}
+		var d policy.Decision
+		for _, name := range names {
+			if d = a.evaluate(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: rt.TargetName, Name: name, Target: rt.Target}}); !d.Allow {
+				return d
+			}
+		}
+		return d
 	}
 	return policy.Decision{Allow: true}
 }

@@ -200,8 +200,15 @@ func (f *mcpFront) callerSession(r *http.Request) (*frontSession, error) {
 			f.mu.Unlock()
 			return nil, err
 		}
+		// A caller's children count as a session against the gateway's
+		// caps, per peer and in all.
+		if err := f.budget.openSession(key); err != nil {
+			f.mu.Unlock()
+			return nil, err
+		}
 		c = &caller{ready: make(chan struct{})}
 		c.fs = &frontSession{f: f, id: "sessionless", owner: src, modern: true, queue: make(chan []byte, 1), closed: make(chan struct{})}
+		c.fs.holdsPlace.Store(true)
 		c.fs.log = f.log.With(append([]any{"session", "sessionless"}, sourceAttrs(src)...)...)
 		c.fs.touch()
 		f.callers[key] = c
@@ -233,6 +240,7 @@ func (f *mcpFront) openCaller(key peerKey, c *caller, src *policy.Source) {
 			delete(f.callers, key)
 		}
 		f.mu.Unlock()
+		c.fs.releasePlace()
 		close(c.ready)
 		c.fs.log.Error("children for sessionless requests failed to start", "err", err)
 		return
@@ -277,6 +285,7 @@ func (f *mcpFront) makeRoomLocked() error {
 		return fmt.Errorf("too many callers (%d) with requests in flight; retry later", limit)
 	}
 	delete(f.callers, oldestKey)
+	oldest.fs.releasePlace() // now: the new caller takes it
 	go oldest.fs.close(nil)
 	return nil
 }

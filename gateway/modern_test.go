@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
@@ -397,5 +398,54 @@ func TestUncheckableParamHeadersRefused(t *testing.T) {
 				t.Errorf("%d %s, want %d with %s", resp.StatusCode, body, tc.status, tc.want)
 			}
 		})
+	}
+}
+
+// A session client's requests to a server of 2026-07-28 only are given
+// its _meta whatever shape their params have (none, null, a null _meta).
+// Failed before: a null _meta or params panicked the relay.
+func TestModernOnlyServerOddParams(t *testing.T) {
+	_, base := serveLoopback(t, strings.Replace(demoConfig, "stdio: {cmd: DEMO}", "stdio: {cmd: DEMO, env: {"+demoserver.ModernOnlyEnv+": '1'}}", 1))
+	rs := rawInitialize(t, base+"/mcp", `{}`)
+	for i, body := range []string{
+		`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"},"_meta":null}}`,
+		`{"jsonrpc":"2.0","id":%d,"method":"tools/list","params":null}`,
+		`{"jsonrpc":"2.0","id":%d,"method":"tools/list"}`,
+		`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"},"_meta":{"progressToken":"p"}}}`,
+	} {
+		resp := rs.post(fmt.Sprintf(body, i+1))
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(got), `"result"`) {
+			t.Errorf("%s: %d %s", body, resp.StatusCode, got)
+		}
+	}
+}
+
+// A server without resource templates answers their list -32601: reads of
+// its resources are still judged (and allowed) by name. Failed before:
+// with any mcpAuthorization rule, every read was denied.
+func TestResourceNamesWithoutTemplates(t *testing.T) {
+	srv := demoserver.New()
+	srv.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			if method == "resources/templates/list" {
+				return nil, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: "method not found"}
+			}
+			return next(ctx, method, req)
+		}
+	})
+	upstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	t.Cleanup(upstream.Close)
+	_, base := serveLoopback(t, strings.Replace(remoteConfig(upstream.URL), "      backends:", `      policies:
+        mcpAuthorization:
+          rules:
+          - deny: 'mcp.resource.name == "secret"'
+          - 'true'
+      backends:`, 1))
+	cs := connect(t, base+"/mcp")
+	defer cs.Close()
+	if _, err := cs.ReadResource(context.Background(), &mcp.ReadResourceParams{URI: "demo://readme"}); err != nil {
+		t.Errorf("read: %v", err)
 	}
 }

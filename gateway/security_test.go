@@ -107,14 +107,19 @@ func TestResourceTemplateJudgedByName(t *testing.T) {
 	cs := connect(t, base+"/mcp")
 	defer cs.Close()
 	ctx := context.Background()
-	if res, err := cs.ListResourceTemplates(ctx, nil); err != nil || len(res.ResourceTemplates) != 0 {
-		t.Fatalf("templates: %v %v, want the note template hidden", err, res)
+	if res, err := cs.ListResourceTemplates(ctx, nil); err != nil || len(res.ResourceTemplates) != 1 || res.ResourceTemplates[0].Name != "any-demo" {
+		t.Fatalf("templates: %v %v, want the note template hidden, any-demo listed", err, res)
 	}
 	if _, err := cs.Complete(ctx, &mcp.CompleteParams{Ref: &mcp.CompleteReference{Type: "ref/resource", URI: "demo://notes/{name}"}, Argument: mcp.CompleteParamsArgument{Name: "name", Value: "a"}}); err == nil || !strings.Contains(err.Error(), "not permitted") {
 		t.Errorf("completion on a template hidden by name: %v", err)
 	}
+	// demo://notes/alice expands note and any-demo (listed first): every
+	// template it expands is judged. Failed before: the first one decided.
 	if _, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "demo://notes/alice"}); err == nil || !strings.Contains(err.Error(), "not permitted") {
 		t.Errorf("read of a hidden template's expansion: %v", err)
+	}
+	if _, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "demo://elsewhere/x"}); err != nil {
+		t.Errorf("read of any-demo's expansion: %v", err)
 	}
 	// What the rule does not name is served: the prompt's completion, the
 	// readme.
@@ -236,6 +241,26 @@ func TestSessionCapsHold(t *testing.T) {
 		}
 		if code := openSSEPath(t, base+"/other", "127.0.0.4"); code != http.StatusServiceUnavailable {
 			t.Errorf("a reload's new front opened a session past the gateway's cap: %d, want 503", code)
+		}
+	})
+	t.Run("sessionless callers count", func(t *testing.T) {
+		// A sessionless caller's children hold a session's place. Failed
+		// before: they were outside the gateway's caps.
+		_, base := serveLoopback(t, "config:\n  mcp:\n    maxSessionsPerPeer: 1\n"+demoConfig)
+		resp, err := http.DefaultClient.Do(sessionlessRequest(t, base, "tools/list"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("sessionless: %d", resp.StatusCode)
+		}
+		if code := openSSE(t, base, "127.0.0.1"); code != http.StatusServiceUnavailable {
+			t.Errorf("a session past the peer's cap, its caller holding the place: %d, want 503", code)
+		}
+		if code := openSSE(t, base, "127.0.0.2"); code != http.StatusOK {
+			t.Errorf("another peer: %d", code)
 		}
 	})
 	t.Run("per peer", func(t *testing.T) {

@@ -32,6 +32,24 @@ const maxInputRounds = 10
 // params. It reports whether the child speaks 2026-07-28, and if so keeps
 // what tailgate tells the child of the client.
 func (c *child) discoverForSessionClient(ctx context.Context, params []byte) bool {
+	meta, version := clientMetaOf(params)
+	dp, _ := json.Marshal(map[string]any{"_meta": meta})
+	res, err := c.request(ctx, "server/discover", dp)
+	if err != nil || !res.Result.Has() {
+		return false
+	}
+	if c.init.parseDiscover(res.Bytes(res.Result)) != nil || !c.init.speaksModern() {
+		c.init = childInit{}
+		return false
+	}
+	c.clientMeta, c.clientVersion = meta, version
+	return true
+}
+
+// clientMetaOf is what a child of 2026-07-28 only is told, in each
+// request's _meta, of the session client whose initialize params are
+// params, and the client's protocol version.
+func clientMetaOf(params []byte) (map[string]json.RawMessage, string) {
 	var p struct {
 		ProtocolVersion string          `json:"protocolVersion"`
 		Capabilities    json.RawMessage `json:"capabilities"`
@@ -43,36 +61,29 @@ func (c *child) discoverForSessionClient(ctx context.Context, params []byte) boo
 		"io.modelcontextprotocol/clientCapabilities": json.RawMessage(`{}`),
 		"io.modelcontextprotocol/clientInfo":         json.RawMessage(`{"name":"tailgate","version":"dev"}`),
 	}
-	if len(p.Capabilities) > 0 {
+	if len(p.Capabilities) > 0 && p.Capabilities[0] == '{' {
 		meta["io.modelcontextprotocol/clientCapabilities"] = p.Capabilities
 	}
-	if len(p.ClientInfo) > 0 {
+	if len(p.ClientInfo) > 0 && p.ClientInfo[0] == '{' {
 		meta["io.modelcontextprotocol/clientInfo"] = p.ClientInfo
 	}
-	dp, _ := json.Marshal(map[string]any{"_meta": meta})
-	res, err := c.request(ctx, "server/discover", dp)
-	if err != nil || !res.Result.Has() {
-		return false
+	if p.ProtocolVersion == "" {
+		p.ProtocolVersion = "2025-11-25"
 	}
-	if c.init.parseDiscover(res.Bytes(res.Result)) != nil || !c.init.speaksModern() {
-		c.init = childInit{}
-		return false
-	}
-	c.clientMeta, c.clientVersion = meta, p.ProtocolVersion
-	if c.clientVersion == "" {
-		c.clientVersion = "2025-11-25"
-	}
-	return true
+	return meta, p.ProtocolVersion
 }
 
 // withParams is m with its params changed by edit (a map of the params'
 // fields, created if m has none).
 func withParams(m *Message, edit func(params map[string]json.RawMessage)) (*Message, error) {
-	params := map[string]json.RawMessage{}
+	var params map[string]json.RawMessage
 	if m.Params.Has() {
 		if err := json.Unmarshal(m.Bytes(m.Params), &params); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("params: %w", err)
 		}
+	}
+	if params == nil { // none, or null
+		params = map[string]json.RawMessage{}
 	}
 	edit(params)
 	p, err := json.Marshal(params)
@@ -98,8 +109,11 @@ func withParams(m *Message, edit func(params map[string]json.RawMessage)) (*Mess
 // client (discoverForSessionClient); what the client put there stays.
 func (c *child) withClientMeta(m *Message) (*Message, error) {
 	return withParams(m, func(params map[string]json.RawMessage) {
-		meta := map[string]json.RawMessage{}
+		var meta map[string]json.RawMessage
 		json.Unmarshal(params["_meta"], &meta)
+		if meta == nil { // none, null, or not an object
+			meta = map[string]json.RawMessage{}
+		}
 		for k, v := range c.clientMeta {
 			if _, ok := meta[k]; !ok {
 				meta[k] = v
@@ -172,6 +186,10 @@ func (s *Session) fulfill(c *child, r *Reply, res *Message) {
 		return
 	}
 	r.mu.Lock()
+	if r.finished {
+		r.mu.Unlock()
+		return // cancelled, or its session ended, while the client answered
+	}
 	r.timer = time.AfterFunc(r.timeout, r.expire)
 	id, err := ir.send(retry)
 	if err == nil {
@@ -210,6 +228,11 @@ func (s *Session) ask(c *child, r *Reply, method string, params json.RawMessage)
 	timeout := s.b.requestTimeout(c.target)
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	// A question tailgate gives up on is withdrawn, so that the client's
+	// form or prompt does not wait for nobody.
+	withdraw := func(reason string) {
+		s.notify(fmt.Appendf(nil, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":%d,"reason":%s}}`, id, quote(reason)))
+	}
 	select {
 	case a := <-sr.answer:
 		if a.Error.Has() {
@@ -217,10 +240,12 @@ func (s *Session) ask(c *child, r *Reply, method string, params json.RawMessage)
 		}
 		return json.RawMessage(bytes.Clone(a.Bytes(a.Result))), nil
 	case <-r.gone:
+		withdraw("the call was cancelled")
 		return nil, fmt.Errorf("target %q: the call ended while its input was asked for", c.target.Name)
 	case <-s.stopping:
 		return nil, s.ended()
 	case <-timer.C:
+		withdraw("no answer in time")
 		return nil, &CodeError{Code: CodeRequestTimeout, Err: fmt.Errorf("tailgate: the client did not answer %s within %v", method, timeout)}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -469,9 +470,10 @@ func (c *child) deliver(r *Reply, m *Message) {
 			return
 		}
 	}
-	if r.s != nil && r.s.shared && !c.init.modern && m.Result.Has() && m.Raw[m.Result.Start] == '{' && !m.Field(m.Result, "resultType").Has() {
+	if r.s != nil && r.s.shared && !c.init.modern && m.Result.Has() && m.Raw[m.Result.Start] == '{' && !m.Field(m.Result, "resultType").Has() && !m.Field(m.Result, "task").Has() {
 		// An older child answers a sessionless client: every result of
-		// 2026-07-28 says its type.
+		// 2026-07-28 says its type (a session-era task is left as it is:
+		// it is no complete result).
 		if rm, err := ParseMessage(m.Replace(Span{m.Result.Start + 1, m.Result.Start + 1}, resultTypeComplete(m.Bytes(m.Result)))); err == nil {
 			m = rm
 		}
@@ -641,38 +643,41 @@ type resourceTemplate struct {
 	name string
 }
 
-// name is the name listed for uri: a resource's, a template's (uri being
-// the template), or that of the first template uri is an expansion of.
-func (n *resourceNames) name(uri string) string {
+// names are the names listed for uri: a resource's, a template's (uri
+// being the template), or those of every template uri is an expansion of
+// (templates may overlap: each one's rules must hold).
+func (n *resourceNames) names(uri string) []string {
 	if name, ok := n.byURI[uri]; ok {
-		return name
+		return []string{name}
 	}
+	var names []string
 	for _, t := range n.templates {
-		if t.re.MatchString(uri) {
-			return t.name
+		if t.re.MatchString(uri) && !slices.Contains(names, t.name) {
+			names = append(names, t.name)
 		}
 	}
-	return ""
+	return names
 }
 
-// resourceTitle is the name c lists for the resource at uri (or the
-// template it expands, or the template uri), "" if none. Like listNames,
-// the lists are asked once and kept until they change; a list that fails
-// is an error, so that a policy on names cannot be sidestepped by a
-// failing list.
-func (c *child) resourceTitle(ctx context.Context, uri string) (string, error) {
+// resourceTitles are the names c lists for the resource at uri (or the
+// templates it expands, or the template uri), none if it lists none. Like
+// listNames, the lists are asked once and kept until they change; a list
+// that fails is an error, so that a policy on names cannot be sidestepped
+// by a failing list (a server without resource templates, which answers
+// their list -32601, lists none).
+func (c *child) resourceTitles(ctx context.Context, uri string) ([]string, error) {
 	c.namesMu.Lock()
 	titles, gen := c.titles, c.namesGen
 	c.namesMu.Unlock()
 	if titles != nil {
-		return titles.name(uri), nil
+		return titles.names(uri), nil
 	}
 	titles = &resourceNames{byURI: make(map[string]string)}
 	if c.init.has("resources") {
 		for _, list := range []struct{ method, key string }{{"resources/list", "uri"}, {"resources/templates/list", "uriTemplate"}} {
 			items, err := c.listAll(ctx, "", listKinds[list.method])
-			if err != nil {
-				return "", fmt.Errorf("%s: %w", list.method, err)
+			if err != nil && !(list.key == "uriTemplate" && isMethodNotFound(err)) {
+				return nil, fmt.Errorf("%s: %w", list.method, err)
 			}
 			for _, it := range items {
 				key, name := itemKey(it, list.key), itemKey(it, "name")
@@ -690,7 +695,7 @@ func (c *child) resourceTitle(ctx context.Context, uri string) (string, error) {
 		c.titles = titles
 	}
 	c.namesMu.Unlock()
-	return titles.name(uri), nil
+	return titles.names(uri), nil
 }
 
 // cacheHints are what a child said of caching its list (SEP-2549): the
@@ -772,6 +777,16 @@ func (c *child) listAll(ctx context.Context, meta string, lk listKind, hints ...
 type WireError struct{ Raw json.RawMessage }
 
 func (e *WireError) Error() string { return string(e.Raw) }
+
+// isMethodNotFound reports whether err is a child's -32601 answer.
+func isMethodNotFound(err error) bool {
+	var we *WireError
+	if !errors.As(err, &we) {
+		return false
+	}
+	var e struct{ Code int }
+	return json.Unmarshal(we.Raw, &e) == nil && e.Code == CodeMethodNotFound
+}
 
 func truncate(b []byte, n int) string {
 	if len(b) > n {

@@ -87,6 +87,17 @@ func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
 		// The tasks extension (SEP-2663): a task id names its target the
 		// way a tool name does.
 		rt.Kind, rt.namePath = "task", pathTaskID
+	case "tasks/result":
+		// Of the session era's tasks (2025-11-25), removed by SEP-2663:
+		// a sessionless client's goes to the target, which refuses it.
+		if !s.shared {
+			rt.Kind, rt.namePath = "task", pathTaskID
+		}
+	case "tasks/list":
+		if s.shared {
+			// A target's list would name other callers' tasks.
+			return rt, &CodeError{Code: CodeMethodNotFound, Err: errors.New("tasks/list is not served to sessionless callers: a target's list names every caller's tasks")}
+		}
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
 		rt.Kind, rt.namePath = "resource", pathParamsURI
 	case "completion/complete":
@@ -644,15 +655,15 @@ func (s *Session) PrefixTarget(name string) string {
 	return ""
 }
 
-// ResourceName is the name the target lists for the resource (or resource
-// template) a route names, "" if it lists none: policy judges a read, and
-// a completion on a template, by it as by its URI, as a list is filtered
-// by both. It fails when the target's lists do.
-func (s *Session) ResourceName(ctx context.Context, rt Route) (string, error) {
+// ResourceNames are the names the target lists for the resource (or
+// resource template) a route names, none if it lists none: policy judges
+// a read, and a completion on a template, by each of them as by its URI,
+// as a list is filtered by both. It fails when the target's lists do.
+func (s *Session) ResourceNames(ctx context.Context, rt Route) ([]string, error) {
 	if rt.c == nil || rt.Kind != "resource" {
-		return "", nil
+		return nil, nil
 	}
-	return rt.c.resourceTitle(ctx, rt.TargetName)
+	return rt.c.resourceTitles(ctx, rt.TargetName)
 }
 
 // Listed reports whether the route's tool or prompt is one its target

@@ -61,7 +61,11 @@ func startProcess(t *Target, env []string, log *slog.Logger, limits stderrLimits
 		}
 		// Dropping root also drops its capabilities (CAP_SYS_PTRACE among
 		// them), so the child cannot read the gateway's memory or files.
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.Uid, Gid: u.Gid, Groups: u.Groups}
+		// A user that is the gateway's own (not root) is left as it is:
+		// setting its groups would take a capability it lacks.
+		if euid := os.Geteuid(); euid == 0 || uint32(euid) != u.Uid {
+			cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.Uid, Gid: u.Gid, Groups: u.Groups}
+		}
 	}
 	// A guard takes the child's whole group down if the gateway dies, even
 	// by SIGKILL (reaper_linux.go).

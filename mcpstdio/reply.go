@@ -97,8 +97,11 @@ func (r *Reply) release() {
 		r.onDone()
 		return
 	}
-	if r.timer != nil {
-		r.timer.Stop()
+	r.mu.Lock()
+	t := r.timer
+	r.mu.Unlock()
+	if t != nil {
+		t.Stop()
 	}
 	if r.s != nil {
 		r.s.untrack(r.key, r)

@@ -128,6 +128,10 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 		wg.Go(func() {
 			if pl := b.pools[t.Name]; pl != nil && !p.Shared {
 				if c := pl.take(); c != nil {
+					if c.clientMeta != nil {
+						// Started before its client was known.
+						c.clientMeta, c.clientVersion = clientMetaOf(p.Initialize)
+					}
 					children[i] = c
 					return
 				}
@@ -711,7 +715,7 @@ func (s *Session) childNotification(c *child, m *Message) {
 		s.mu.Lock()
 		var front int64
 		for fid, sr := range s.serverReqs {
-			if sr.c == c && bytes.Equal(sr.childID, m.Bytes(id)) {
+			if sr.c == c && sr.answer == nil && id.Has() && bytes.Equal(sr.childID, m.Bytes(id)) {
 				front = fid
 				sr.timer.Stop()
 				delete(s.serverReqs, fid)

@@ -253,6 +253,11 @@ func newServer(opts *mcp.ServerOptions) *mcp.Server {
 		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "tailgate demo server"}}}, nil
 		})
+	// Two templates that overlap: demo://notes/x is an expansion of both.
+	s.AddResourceTemplate(&mcp.ResourceTemplate{URITemplate: "demo://{+path}", Name: "any-demo", MIMEType: "text/plain"},
+		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "anything at " + req.Params.URI}}}, nil
+		})
 	s.AddResourceTemplate(&mcp.ResourceTemplate{URITemplate: noteTemplate, Name: "note", MIMEType: "text/plain"},
 		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "a note at " + req.Params.URI}}}, nil
