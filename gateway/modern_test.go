@@ -437,12 +437,7 @@ func TestResourceNamesWithoutTemplates(t *testing.T) {
 	})
 	upstream := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
 	t.Cleanup(upstream.Close)
-	_, base := serveLoopback(t, strings.Replace(remoteConfig(upstream.URL), "      backends:", `      policies:
-        mcpAuthorization:
-          rules:
-          - deny: 'mcp.resource.name == "secret"'
-          - 'true'
-      backends:`, 1))
+	_, base := serveLoopback(t, denyingResource(remoteConfig(upstream.URL), "secret"))
 	cs := connect(t, base+"/mcp")
 	defer cs.Close()
 	if _, err := cs.ReadResource(context.Background(), &mcp.ReadResourceParams{URI: "demo://readme"}); err != nil {

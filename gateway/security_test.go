@@ -98,12 +98,7 @@ binds:
 // before: completion on a template was judged with no name, and a read of
 // an expansion by its URI alone.
 func TestResourceTemplateJudgedByName(t *testing.T) {
-	_, base := serveLoopback(t, strings.Replace(demoConfig, "      backends:", `      policies:
-        mcpAuthorization:
-          rules:
-          - deny: 'mcp.resource.name == "note"'
-          - 'true'
-      backends:`, 1))
+	_, base := serveLoopback(t, denyingResource(demoConfig, "note"))
 	cs := connect(t, base+"/mcp")
 	defer cs.Close()
 	ctx := context.Background()
@@ -151,6 +146,17 @@ func TestRetiredFrontOpensNoSession(t *testing.T) {
 	// The route's current front opens sessions as before.
 	cs := connect(t, base+"/mcp")
 	cs.Close()
+}
+
+// denyingResource is cfg (a route named mcp) with rules that deny the
+// resource named name and allow the rest.
+func denyingResource(cfg, name string) string {
+	return strings.Replace(cfg, "      backends:", `      policies:
+        mcpAuthorization:
+          rules:
+          - deny: 'mcp.resource.name == "`+name+`"'
+          - 'true'
+      backends:`, 1)
 }
 
 // openSSE opens a legacy SSE stream from local address from (127.0.0.x)
