@@ -235,3 +235,30 @@ func ExampleMessage() {
 	fmt.Println(m.MethodName(), string(m.Bytes(m.ID)), m.String(m.Path("params", "name")))
 	// Output: tools/call 7 echo
 }
+
+// Shutdown returns by its context's deadline even when a child takes its
+// whole stop grace to die (it ignores SIGTERM while a call hangs).
+// Failed before: Shutdown waited for every child, past the deadline.
+func TestShutdownHonoursItsContext(t *testing.T) {
+	s, base := serveLoopbackOpts(t, demoConfig, Options{Logger: badInputLogger(t), StopGrace: 2 * time.Second, DrainTimeout: 50 * time.Millisecond})
+	rs := rawInitialize(t, base+"/mcp", `{}`)
+	go func() {
+		// Answered (with an error) only when its session closes.
+		req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"hang","arguments":{"ignoreTerm":true}}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set(sessionIDHeader, rs.id)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	waitFor(t, "the call in flight", func() bool { return s.inflight() > 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	s.Shutdown(ctx)
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Errorf("Shutdown took %v with a 300ms deadline", took)
+	}
+}

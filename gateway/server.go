@@ -691,7 +691,15 @@ wait:
 	for _, f := range s.allFronts() {
 		wg.Go(f.close)
 	}
-	wg.Wait()
+	// Closing sessions reaps their children, each within the stop grace;
+	// past ctx the shutdown goes on without waiting for the rest.
+	closed := make(chan struct{})
+	go func() { wg.Wait(); close(closed) }()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		s.log.Warn("shutdown: sessions still closing at the deadline; not waiting for them")
+	}
 	s.mu.Lock()
 	servers := make([]*http.Server, 0, len(s.serving))
 	for _, bs := range s.serving {
