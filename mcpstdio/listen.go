@@ -61,7 +61,7 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 		for _, sb := range subs {
 			if sb.r.legacy != nil {
 				sb.c.forget(sb.id)
-				sb.r.finish(nil)
+				sb.r.abandon()
 				continue
 			}
 			sb.c.cancel(sb.id, reason)

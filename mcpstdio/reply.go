@@ -131,6 +131,13 @@ func (r *Reply) C() <-chan Frame { return r.ch }
 // cancelled at the target, and nothing more is delivered.
 func (r *Reply) Close() { r.cancel("the client went away", false) }
 
+// abandon ends a call that no request to a child stands behind (an older
+// child's part of a listen), without waiting for whoever reads it.
+func (r *Reply) abandon() {
+	r.once.Do(func() { close(r.gone) })
+	r.end(Frame{Final: true})
+}
+
 // push delivers a message the call caused. It reports false if the call
 // has ended or nobody listens.
 func (r *Reply) push(data []byte) bool {
