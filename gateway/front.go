@@ -396,6 +396,7 @@ func (f *mcpFront) newSession(w http.ResponseWriter, r *http.Request, sse bool) 
 		queue:  make(chan []byte, 256),
 		closed: make(chan struct{}),
 	}
+	fs.holdsPlace.Store(true) // taken above
 	fs.log = f.log.With(append([]any{"session", fs.id}, sourceAttrs(src)...)...)
 	fs.touch()
 	f.sessions[fs.id] = fs
@@ -541,9 +542,8 @@ type frontSession struct {
 	// closing is set as close begins, before it looks for the backend:
 	// an initialize that stores its backend after that sees it.
 	closing atomic.Bool
-	// holdsPlace is set while a sessionless caller's session holds a place
-	// in the gateway's budget (a session in f.sessions holds one while it
-	// is there).
+	// holdsPlace is set while the session (or a sessionless caller's
+	// children) holds a place in the gateway's budget.
 	holdsPlace atomic.Bool
 }
 
@@ -555,8 +555,7 @@ func (fs *frontSession) backend() *mcpstdio.Session {
 	return fs.bs
 }
 
-// releasePlace gives back a sessionless caller's place in the budget,
-// once.
+// releasePlace gives back the session's place in the budget, once.
 func (fs *frontSession) releasePlace() {
 	if fs.holdsPlace.CompareAndSwap(true, false) {
 		fs.f.budget.closeSession(callerKey(fs.owner))
@@ -610,7 +609,6 @@ func (fs *frontSession) close(cause error) {
 		f.mu.Lock()
 		if f.sessions[fs.id] == fs {
 			delete(f.sessions, fs.id)
-			f.budget.closeSession(callerKey(fs.owner))
 		}
 		f.mu.Unlock()
 		fs.releasePlace()

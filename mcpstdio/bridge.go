@@ -57,15 +57,15 @@ func clientMetaOf(params []byte) (map[string]json.RawMessage, string) {
 	}
 	json.Unmarshal(params, &p)
 	meta := map[string]json.RawMessage{
-		metaProtocolVersion:                          quote(ModernVersion),
-		"io.modelcontextprotocol/clientCapabilities": json.RawMessage(`{}`),
-		"io.modelcontextprotocol/clientInfo":         json.RawMessage(`{"name":"tailgate","version":"dev"}`),
+		metaProtocolVersion:    quote(ModernVersion),
+		metaClientCapabilities: json.RawMessage(`{}`),
+		metaClientInfo:         json.RawMessage(tailgateClientInfo),
 	}
 	if len(p.Capabilities) > 0 && p.Capabilities[0] == '{' {
-		meta["io.modelcontextprotocol/clientCapabilities"] = p.Capabilities
+		meta[metaClientCapabilities] = p.Capabilities
 	}
 	if len(p.ClientInfo) > 0 && p.ClientInfo[0] == '{' {
-		meta["io.modelcontextprotocol/clientInfo"] = p.ClientInfo
+		meta[metaClientInfo] = p.ClientInfo
 	}
 	if p.ProtocolVersion == "" {
 		p.ProtocolVersion = "2025-11-25"
@@ -206,17 +206,10 @@ func (s *Session) fulfill(c *child, r *Reply, res *Message) {
 // timeout, the call or the session.
 func (s *Session) ask(c *child, r *Reply, method string, params json.RawMessage) (json.RawMessage, error) {
 	sr := &serverRequest{c: c, method: method, answer: make(chan *Message, 1)}
-	s.mu.Lock()
-	select {
-	case <-s.stopping:
-		s.mu.Unlock()
+	id, ok := s.addServerRequest(sr, nil)
+	if !ok {
 		return nil, s.ended()
-	default:
 	}
-	s.nextServer++
-	id := s.nextServer
-	s.serverReqs[id] = sr
-	s.mu.Unlock()
 	defer s.takeServerRequest(id)
 	if len(params) == 0 {
 		params = json.RawMessage(`{}`)
@@ -256,9 +249,9 @@ func (s *Session) ask(c *child, r *Reply, method string, params json.RawMessage)
 // client as the session era's. It ends with the child.
 func (s *Session) listenForSessionClient(c *child) {
 	asked := map[string]bool{}
-	for capability, key := range map[string]string{"tools": "toolsListChanged", "prompts": "promptsListChanged", "resources": "resourcesListChanged"} {
-		if c.init.listChanged(capability) {
-			asked[key] = true
+	for _, lc := range listChanges {
+		if c.init.listChanged(lc.capability) {
+			asked[lc.filter] = true
 		}
 	}
 	if len(asked) == 0 {

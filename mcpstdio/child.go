@@ -80,7 +80,10 @@ const ModernVersion = "2026-07-28"
 
 // modernMeta is the _meta of tailgate's own requests to a sessionless
 // child.
-const modernMeta = `"_meta":{"io.modelcontextprotocol/protocolVersion":"` + ModernVersion + `","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"tailgate","version":"dev"}}`
+const modernMeta = `"_meta":{"` + metaProtocolVersion + `":"` + ModernVersion + `","` + metaClientCapabilities + `":{},"` + metaClientInfo + `":` + tailgateClientInfo + `}`
+
+// tailgateClientInfo is how tailgate names itself as a client.
+const tailgateClientInfo = `{"name":"tailgate","version":"dev"}`
 
 // discoverParams are those of tailgate's own server/discover.
 var discoverParams = []byte(`{` + modernMeta + `}`)
@@ -485,7 +488,7 @@ func (c *child) deliver(r *Reply, m *Message) {
 	case r.toolCall && string(m.Bytes(m.Field(m.Result, "isError"))) == "true":
 		o = OutcomeToolError
 	}
-	if r.toolCall && r.s != nil && r.s.shared && o == OutcomeOK {
+	if r.mayCreateTask && o == OutcomeOK {
 		r.s.noteTask(c, m)
 	}
 	if r.transform != nil {
@@ -604,7 +607,7 @@ func (c *child) listNames(ctx context.Context, kind string) (map[string]bool, er
 	lk := listKinds[kind+"s/list"]
 	names := make(map[string]bool)
 	if c.init.has(lk.capability) {
-		items, err := c.listAll(ctx, "", lk)
+		items, err := c.listAll(ctx, lk, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -675,7 +678,7 @@ func (c *child) resourceTitles(ctx context.Context, uri string) ([]string, error
 	titles = &resourceNames{byURI: make(map[string]string)}
 	if c.init.has("resources") {
 		for _, list := range []struct{ method, key string }{{"resources/list", "uri"}, {"resources/templates/list", "uriTemplate"}} {
-			items, err := c.listAll(ctx, "", listKinds[list.method])
+			items, err := c.listAll(ctx, listKinds[list.method], nil)
 			if err != nil && !(list.key == "uriTemplate" && isMethodNotFound(err)) {
 				return nil, fmt.Errorf("%s: %w", list.method, err)
 			}
@@ -724,7 +727,7 @@ func (h *cacheHints) add(page map[string]json.RawMessage) {
 
 // listAll collects every page of a list from c, and its cache hints into
 // hints if not nil.
-func (c *child) listAll(ctx context.Context, meta string, lk listKind, hints ...*cacheHints) ([]json.RawMessage, error) {
+func (c *child) listAll(ctx context.Context, lk listKind, hints *cacheHints) ([]json.RawMessage, error) {
 	var all []json.RawMessage
 	cursor := ""
 	for range 1000 {
@@ -758,8 +761,8 @@ func (c *child) listAll(ctx context.Context, meta string, lk listKind, hints ...
 			}
 		}
 		all = append(all, items...)
-		for _, h := range hints {
-			h.add(page)
+		if hints != nil {
+			hints.add(page)
 		}
 		cursor = ""
 		if raw := page["nextCursor"]; len(raw) > 0 {

@@ -3,6 +3,7 @@ package mcpstdio
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -149,48 +150,37 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 	}()
 }
 
-// legacyListen is what a client listens for at an older child, which
-// tailgate listens to for it: the list changes the child can announce and
-// the client asked for.
-type legacyListen struct {
-	tools, prompts, resources bool
-}
-
-// wants reports whether l covers notification method.
-func (l *legacyListen) wants(method string) bool {
-	switch method {
-	case "notifications/tools/list_changed":
-		return l.tools
-	case "notifications/prompts/list_changed":
-		return l.prompts
-	case "notifications/resources/list_changed":
-		return l.resources
-	}
-	return false
+// listChanges are the lists whose changes a child announces: the
+// capability that has them, the listen filter that asks for them, and the
+// notification.
+var listChanges = []struct{ capability, filter, method string }{
+	{"tools", "toolsListChanged", "notifications/tools/list_changed"},
+	{"prompts", "promptsListChanged", "notifications/prompts/list_changed"},
+	{"resources", "resourcesListChanged", "notifications/resources/list_changed"},
 }
 
 // listenForLegacy is an older child's part of a listen whose client id is
 // frontID: a reply that no request to the child stands behind (the child
 // knows nothing of it), acknowledged at once with the list changes the
-// child can announce, fed by the child's list_changed notifications
-// (childNotification) and ended with the listen or the child.
+// child can announce and the client asked for, fed by the child's
+// list_changed notifications (childNotification) and ended with the
+// listen or the child.
 func (c *child) listenForLegacy(frontID []byte, params map[string]json.RawMessage) (*Reply, int64) {
-	var asked struct {
-		Tools     bool `json:"toolsListChanged"`
-		Prompts   bool `json:"promptsListChanged"`
-		Resources bool `json:"resourcesListChanged"`
-	}
+	var asked map[string]json.RawMessage
 	json.Unmarshal(params["notifications"], &asked)
-	l := &legacyListen{
-		tools:     asked.Tools && c.init.listChanged("tools"),
-		prompts:   asked.Prompts && c.init.listChanged("prompts"),
-		resources: asked.Resources && c.init.listChanged("resources"),
+	var methods []string
+	agreed := map[string]bool{}
+	for _, lc := range listChanges {
+		if string(asked[lc.filter]) == "true" && c.init.listChanged(lc.capability) {
+			methods = append(methods, lc.method)
+			agreed[lc.filter] = true
+		}
 	}
-	if !l.tools && !l.prompts && !l.resources {
+	if len(methods) == 0 {
 		return nil, 0
 	}
 	sr := newReply(8)
-	sr.frontID, sr.listen, sr.legacy = frontID, true, l
+	sr.frontID, sr.listen, sr.legacy = frontID, true, methods
 	c.mu.Lock()
 	if c.dead != nil {
 		c.mu.Unlock()
@@ -200,12 +190,6 @@ func (c *child) listenForLegacy(frontID []byte, params map[string]json.RawMessag
 	id := c.nextID
 	c.pending[id] = sr
 	c.mu.Unlock()
-	agreed := map[string]bool{}
-	for k, v := range map[string]bool{"toolsListChanged": l.tools, "promptsListChanged": l.prompts, "resourcesListChanged": l.resources} {
-		if v {
-			agreed[k] = true
-		}
-	}
 	ack, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": map[string]any{"notifications": agreed}})
 	sr.push(ack)
 	return sr, id
@@ -218,7 +202,7 @@ func (c *child) legacyListChanged(method string) {
 	c.mu.Lock()
 	var to []*Reply
 	for _, r := range c.pending {
-		if r.legacy != nil && r.legacy.wants(method) {
+		if slices.Contains(r.legacy, method) {
 			to = append(to, r)
 		}
 	}

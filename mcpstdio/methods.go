@@ -208,7 +208,7 @@ var errTasksUndeclared = &CodeError{
 // declaresTasks reports whether a request's client declares the tasks
 // extension.
 func declaresTasks(m *Message) bool {
-	caps := m.Path("params", "_meta", "io.modelcontextprotocol/clientCapabilities", "extensions")
+	caps := m.Path("params", "_meta", metaClientCapabilities, "extensions")
 	return m.Field(caps, TasksExtension).Has()
 }
 
@@ -378,6 +378,9 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 		}
 	}
 	r.toolCall = rt.Kind == "tool" && m.MethodName() == "tools/call"
+	// Only a call of a client that declared the tasks extension can
+	// create a task, which the session then owns (noteTask).
+	r.mayCreateTask = r.toolCall && s.shared && declaresTasks(m)
 	r.listen = m.MethodName() == "subscriptions/listen"
 	r.s, r.key, r.timeout = s, key, timeout
 	// The timer is armed before the request is written, so that a fast
@@ -473,7 +476,7 @@ func (s *Session) joinLists(ctx context.Context, lk listKind, keep func(Item) bo
 		}
 		hints[i] = &cacheHints{}
 		wg.Go(func() {
-			items, err := c.listAll(ctx, "", lk, hints[i])
+			items, err := c.listAll(ctx, lk, hints[i])
 			if err == nil {
 				items = s.rewriteItems(c, lk, items, keep)
 			}
@@ -602,7 +605,7 @@ func (s *Session) Tools(ctx context.Context) ([]json.RawMessage, error) {
 		if !c.init.has(lk.capability) || !c.alive() && s.degrades() {
 			continue
 		}
-		items, err := c.listAll(ctx, "", lk)
+		items, err := c.listAll(ctx, lk, nil)
 		if err != nil && s.b.opts.FailureMode == FailOpen {
 			s.log.Warn("tools/list failed on one target; leaving it out (failOpen)", "target", c.target.Name, "err", err)
 			continue

@@ -351,8 +351,7 @@ func (l *httpLink) post(ctx context.Context, m *Message, extra map[string]string
 
 // requestMetaKeys are the _meta keys with which a request of MCP
 // 2026-07-28 says its version, its client and its log level (SEP-2575).
-var requestMetaKeys = []string{metaProtocolVersion, "io.modelcontextprotocol/clientCapabilities",
-	"io.modelcontextprotocol/clientInfo", "io.modelcontextprotocol/logLevel"}
+var requestMetaKeys = []string{metaProtocolVersion, metaClientCapabilities, metaClientInfo, "io.modelcontextprotocol/logLevel"}
 
 // withoutRequestMeta is m without requestMetaKeys, for a server of the
 // session era: it learnt all that at initialize, and a Streamable HTTP

@@ -44,10 +44,12 @@ type Reply struct {
 
 	internal bool
 	toolCall bool // a tools/call, whose result may say isError
-	listen   bool // a subscriptions/listen: lives as long as its client wants
-	// legacy is set on an older child's part of a listen, which tailgate
-	// holds for the child (listenForLegacy).
-	legacy *legacyListen
+	// mayCreateTask is set on a sessionless caller's task-augmented call.
+	mayCreateTask bool
+	listen        bool // a subscriptions/listen: lives as long as its client wants
+	// legacy, on an older child's part of a listen, which tailgate holds
+	// for the child (listenForLegacy), are the notifications it wants.
+	legacy []string
 	// parked is set on the placeholder of a call that waits for its
 	// client's input (see mrtr.go).
 	parked   *parkedCall

@@ -221,9 +221,9 @@ func (s *Session) supervise(c *child) {
 			// What it left behind (a grandchild holding its pipes) goes
 			// with it, as when the session ends.
 			go c.stop(s.b.opts.StopGrace)
-			for _, kind := range []string{"tools", "prompts", "resources"} {
-				if c.init.has(kind) {
-					s.notify([]byte(`{"jsonrpc":"2.0","method":"notifications/` + kind + `/list_changed"}`))
+			for _, lc := range listChanges {
+				if c.init.has(lc.capability) {
+					s.notify([]byte(`{"jsonrpc":"2.0","method":"` + lc.method + `"}`))
 				}
 			}
 			return
@@ -552,26 +552,40 @@ func (s *Session) serverRequest(c *child, m *Message) {
 		go c.write(ErrorMessage(sr.childID, CodeMethodNotFound, fmt.Sprintf("tailgate: %s cannot reach a sessionless (2026-07-28) client", sr.method)))
 		return
 	}
-	s.mu.Lock()
-	select {
-	case <-s.stopping:
-		s.mu.Unlock()
+	timeout := s.b.requestTimeout(c.target)
+	id, ok := s.addServerRequest(sr, func(id int64) {
+		sr.timer = time.AfterFunc(timeout, func() {
+			if s.takeServerRequest(id) != nil {
+				s.log.Warn("client did not answer a server request", "target", c.target.Name, "method", sr.method, "timeout", timeout)
+				c.write(ErrorMessage(sr.childID, CodeRequestTimeout, fmt.Sprintf("tailgate: the client did not answer %s within %v", sr.method, timeout)))
+			}
+		})
+	})
+	if !ok {
 		go c.write(ErrorMessage(sr.childID, CodeRequestCancelled, "the MCP session was closed"))
 		return
+	}
+	s.toClient(c, m.Replace(m.ID, strconv.AppendInt(nil, id, 10)))
+}
+
+// addServerRequest registers sr under the next id of the session's own
+// sequence, running arm (if not nil) with that id while no one can find
+// it yet; false once the session is ending.
+func (s *Session) addServerRequest(sr *serverRequest, arm func(id int64)) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.stopping:
+		return 0, false
 	default:
 	}
 	s.nextServer++
 	id := s.nextServer
+	if arm != nil {
+		arm(id)
+	}
 	s.serverReqs[id] = sr
-	timeout := s.b.requestTimeout(c.target)
-	sr.timer = time.AfterFunc(timeout, func() {
-		if s.takeServerRequest(id) != nil {
-			s.log.Warn("client did not answer a server request", "target", c.target.Name, "method", sr.method, "timeout", timeout)
-			c.write(ErrorMessage(sr.childID, CodeRequestTimeout, fmt.Sprintf("tailgate: the client did not answer %s within %v", sr.method, timeout)))
-		}
-	})
-	s.mu.Unlock()
-	s.toClient(c, m.Replace(m.ID, strconv.AppendInt(nil, id, 10)))
+	return id, true
 }
 
 func (s *Session) takeServerRequest(id int64) *serverRequest {
@@ -647,8 +661,13 @@ func (s *Session) Notify(m *Message) {
 // (MCP 2026-07-28): the listen request's id, as the child saw it.
 const metaSubscriptionID = "io.modelcontextprotocol/subscriptionId"
 
-// metaProtocolVersion carries a sessionless request's protocol version.
-const metaProtocolVersion = "io.modelcontextprotocol/protocolVersion"
+// The _meta keys with which a sessionless request says its protocol
+// version and its client.
+const (
+	metaProtocolVersion    = "io.modelcontextprotocol/protocolVersion"
+	metaClientCapabilities = "io.modelcontextprotocol/clientCapabilities"
+	metaClientInfo         = "io.modelcontextprotocol/clientInfo"
+)
 
 // childNotification passes a child's notification to the client.
 func (s *Session) childNotification(c *child, m *Message) {
