@@ -967,9 +967,9 @@ func (d *decoder) resolveBackends(doc *yaml.Node, cfg *Config) {
 						p.MCPAuthorization = nb.Policies.MCPAuthorization
 						b.Policies = &p
 					default:
-						d.warnings = append(d.warnings, &ConfigError{File: d.file, Line: at(doc, "binds", i, "listeners", j, "routes", k, "backends", n, "policies", "mcpAuthorization").Line,
-							Path: path[:len(path)-len(".backend")] + ".policies.mcpAuthorization",
-							Msg:  fmt.Sprintf("replaces backend %q's own mcpAuthorization, which does not apply here", nb.Name)})
+						d.warnf(at(doc, "binds", i, "listeners", j, "routes", k, "backends", n, "policies", "mcpAuthorization").Line,
+							strings.TrimSuffix(path, ".backend")+".policies.mcpAuthorization",
+							"replaces backend %q's own mcpAuthorization, which does not apply here", nb.Name)
 					}
 				}
 			}
@@ -1067,8 +1067,7 @@ func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys .
 				d.errorf(at(doc, k("targets", i, kind, "port")...), tpath+"."+kind+".port", "host %q already names a port: give it once", r.Host)
 			case kind == "mcp" && (u.Path == "" || u.Path == "/"):
 				// agentgateway posts to the URL as given; so does tailgate.
-				d.warnings = append(d.warnings, &ConfigError{File: d.file, Line: at(doc, k("targets", i, kind, "host")...).Line, Path: tpath + ".mcp.host",
-					Msg: fmt.Sprintf("%q has no path: messages are posted to /, and most servers serve /mcp", r.Host)})
+				d.warnf(at(doc, k("targets", i, kind, "host")...).Line, tpath+".mcp.host", "%q has no path: messages are posted to /, and most servers serve /mcp", r.Host)
 			}
 			if written := r.CAFile; written != "" {
 				r.CAFile = resolvePath(d.dir, written)
@@ -1148,8 +1147,7 @@ func (d *decoder) checkCORS(doc *yaml.Node, keys []any, path string, rp *RoutePo
 		case problem != "":
 			d.errorf(at, p, "%s", problem)
 		case any:
-			d.warnings = append(d.warnings, &ConfigError{File: d.file, Line: at.Line, Path: p,
-				Msg: fmt.Sprintf("%q admits no origin in tailgate: any page a tailnet user visits could call the route as that user; list the origins of the web clients", s)})
+			d.warnf(at.Line, p, "%q admits no origin in tailgate: any page a tailnet user visits could call the route as that user; list the origins of the web clients", s)
 		}
 	}
 }
@@ -1237,8 +1235,7 @@ func (d *decoder) warnForgeableHeaders(rs *policy.RuleSet, lines map[string]int)
 			case "tailscale-app-capabilities":
 				use = "source.tailscale.caps"
 			}
-			d.warnings = append(d.warnings, &ConfigError{File: d.file, Line: lines[p], Path: p,
-				Msg: fmt.Sprintf("reads request header %q, which any client can set to anything here (tailgate is not behind `tailscale serve`); use %s, which comes from WhoIs", h, use)})
+			d.warnf(lines[p], p, "reads request header %q, which any client can set to anything here (tailgate is not behind `tailscale serve`); use %s, which comes from WhoIs", h, use)
 		}
 	}
 }

@@ -126,6 +126,11 @@ func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 	d.errs = append(d.errs, &ConfigError{File: d.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
+// warnf records what loads but is likely a mistake, at line.
+func (d *decoder) warnf(line int, path, format string, args ...any) {
+	d.warnings = append(d.warnings, &ConfigError{File: d.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
 var (
 	notSupportedType    = reflect.TypeFor[notSupported]()
 	yamlUnmarshalerType = reflect.TypeFor[yamlUnmarshaler]()
