@@ -60,12 +60,7 @@ func TestSessionlessRequests(t *testing.T) {
 					req.Header.Set(k, v)
 				}
 			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			resp, body := do(t, req)
 			if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.contains) {
 				t.Errorf("got %d %s; want %d with %s", resp.StatusCode, body, tc.status, tc.contains)
 			}
@@ -109,12 +104,7 @@ binds:
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, base := serveLoopback(t, fmt.Sprintf(two, tc.policy, tc.a, tc.b))
-			resp, err := http.DefaultClient.Do(sessionlessRequest(t, base, "tools/list"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			resp, body := do(t, sessionlessRequest(t, base, "tools/list"))
 			var res struct {
 				Result struct {
 					TTLMs      *int64 `json:"ttlMs"`
@@ -162,12 +152,7 @@ func TestLegacyServerRequestBecomesInputRequired(t *testing.T) {
 	req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
 	req.Header.Set("Mcp-Method", "tools/call")
 	req.Header.Set("Mcp-Name", "roots")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, body := do(t, req)
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "invalid requestState") {
 		t.Errorf("forged requestState: %d %s", resp.StatusCode, body)
 	}
@@ -388,12 +373,7 @@ func TestUncheckableParamHeadersRefused(t *testing.T) {
 			if tc.header != "" {
 				req.Header.Set(tc.header, "eu-west")
 			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			resp, body := do(t, req)
 			if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.want) {
 				t.Errorf("%d %s, want %d with %s", resp.StatusCode, body, tc.status, tc.want)
 			}

@@ -983,12 +983,7 @@ func TestRemoteTargetProtocolGenerations(t *testing.T) {
 		upstream := httptest.NewServer(seen.record(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)))
 		t.Cleanup(upstream.Close)
 		_, base := serveLoopback(t, remoteConfig(upstream.URL))
-		resp, err := http.DefaultClient.Do(sessionlessRequest(t, base, "tools/list"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, body := do(t, sessionlessRequest(t, base, "tools/list"))
 		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"tools"`) {
 			t.Errorf("tools/list: %d %s", resp.StatusCode, body)
 		}
@@ -1034,6 +1029,18 @@ func modernRequest(t *testing.T, base, method, name, params string) *http.Reques
 		req.Header.Set("Mcp-Name", name)
 	}
 	return req
+}
+
+// do sends req and reads its answer whole.
+func do(t *testing.T, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, body
 }
 
 // sessionlessRequest is modernRequest without params.

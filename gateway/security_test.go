@@ -65,23 +65,7 @@ func TestMetricsLabelOnlyListedNames(t *testing.T) {
 // A resource hidden by its name is hidden from reads too, not only from
 // lists. Failed before: the read was judged by its URI alone.
 func TestResourceReadJudgedByName(t *testing.T) {
-	_, base := serveLoopback(t, `
-binds:
-- port: 3000
-  listeners:
-  - routes:
-    - name: mcp
-      policies:
-        mcpAuthorization:
-          rules:
-          - deny: 'mcp.resource.name == "readme"'
-          - 'true'
-      backends:
-      - mcp:
-          targets:
-          - name: demo
-            stdio: {cmd: DEMO}
-`)
+	_, base := serveLoopback(t, denyingResource(demoConfig, "readme"))
 	cs := connect(t, base+"/mcp")
 	defer cs.Close()
 	res, err := cs.ListResources(context.Background(), nil)
@@ -253,13 +237,7 @@ func TestSessionCapsHold(t *testing.T) {
 		// A sessionless caller's children hold a session's place. Failed
 		// before: they were outside the gateway's caps.
 		_, base := serveLoopback(t, "config:\n  mcp:\n    maxSessionsPerPeer: 1\n"+demoConfig)
-		resp, err := http.DefaultClient.Do(sessionlessRequest(t, base, "tools/list"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
+		if resp, _ := do(t, sessionlessRequest(t, base, "tools/list")); resp.StatusCode != http.StatusOK {
 			t.Fatalf("sessionless: %d", resp.StatusCode)
 		}
 		if code := openSSE(t, base, "127.0.0.1"); code != http.StatusServiceUnavailable {
