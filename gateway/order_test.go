@@ -173,32 +173,38 @@ func checkProgressBeforeResult(t *testing.T, cs *mcp.ClientSession, wire *wireLo
 	}
 }
 
-// On the legacy SSE transport every message of a session shares one
-// stream: a call's progress notifications still come before its result.
-func TestProgressOrderOnLegacySSE(t *testing.T) {
-	_, base := serveLoopback(t, demoConfig)
-	wire := newWireLog(t)
-	opts, handled := handledProgress()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "sse-client"}, opts).Connect(context.Background(),
-		&mcp.SSEClientTransport{Endpoint: base + "/sse", HTTPClient: wire.client()}, legacySession)
-	if err != nil {
-		t.Fatal(err)
+// A call's progress notifications reach the client in order, all of them
+// before its result, on every transport: Streamable HTTP (the call's own
+// stream), legacy SSE (one stream for every message of the session), and
+// a 2026-07-28 client without a session. checkProgressBeforeResult reads
+// the order off the wire: go-sdk's handlers run on a goroutine of their
+// own and cannot tell.
+func TestProgressPrecedesResult(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		transport func(base string, hc *http.Client) mcp.Transport
+		session   *mcp.ClientSessionOptions
+	}{
+		{"Streamable HTTP", func(base string, hc *http.Client) mcp.Transport {
+			return &mcp.StreamableClientTransport{Endpoint: base + "/mcp", HTTPClient: hc, DisableStandaloneSSE: true}
+		}, legacySession},
+		{"legacy SSE", func(base string, hc *http.Client) mcp.Transport {
+			return &mcp.SSEClientTransport{Endpoint: base + "/sse", HTTPClient: hc}
+		}, legacySession},
+		{"sessionless", func(base string, hc *http.Client) mcp.Transport {
+			return &mcp.StreamableClientTransport{Endpoint: base + "/mcp", HTTPClient: hc}
+		}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, base := serveLoopback(t, demoConfig)
+			wire := newWireLog(t)
+			opts, handled := handledProgress()
+			cs, err := mcp.NewClient(&mcp.Implementation{Name: "test-client"}, opts).Connect(context.Background(), tc.transport(base, wire.client()), tc.session)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close()
+			checkProgressBeforeResult(t, cs, wire, handled)
+		})
 	}
-	defer cs.Close()
-	checkProgressBeforeResult(t, cs, wire, handled)
-}
-
-// A 2026-07-28 client, without a session: the call's own response stream
-// carries its progress, then its result.
-func TestProgressOrderSessionless(t *testing.T) {
-	_, base := serveLoopback(t, demoConfig)
-	wire := newWireLog(t)
-	opts, handled := handledProgress()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test-client"}, opts).Connect(context.Background(),
-		&mcp.StreamableClientTransport{Endpoint: base + "/mcp", HTTPClient: wire.client()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
-	checkProgressBeforeResult(t, cs, wire, handled)
 }

@@ -212,23 +212,6 @@ func TestChildExitGivesErrorThen404(t *testing.T) {
 	}
 }
 
-// A call's progress notifications reach the client on Streamable HTTP, in
-// order, all of them before the call returns (checkProgressBeforeResult
-// reads the order off the wire: go-sdk's handlers run on a goroutine of
-// their own and cannot tell).
-func TestProgressReachesClient(t *testing.T) {
-	_, base := serveLoopback(t, demoConfig)
-	wire := newWireLog(t)
-	opts, handled := handledProgress()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test-client"}, opts).Connect(context.Background(),
-		&mcp.StreamableClientTransport{Endpoint: base + "/mcp", HTTPClient: wire.client(), DisableStandaloneSSE: true}, legacySession)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
-	checkProgressBeforeResult(t, cs, wire, handled)
-}
-
 func TestSessionBelongsToItsPeer(t *testing.T) {
 	_, base := serveLoopback(t, demoConfig)
 	cs := connect(t, base+"/mcp")
