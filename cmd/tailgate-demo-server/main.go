@@ -1,5 +1,12 @@
 // Command tailgate-demo-server is a stdio MCP server for trying and testing
-// tailgate: tools echo, add, slow (sends progress), env, info and exit.
+// tailgate: tools echo, add, slow (sends progress), env, info and roots, a
+// prompt and a resource.
+//
+// With -faults (or TAILGATE_DEMO_FAULTS=1) it also has tools that break or
+// load it on purpose, for tests: exit, hang, flood, big, garbage and grow.
+// They are off by default: the demo is handed to AI clients, and an agent
+// calls what it finds. The build tests use turns them on (see
+// demoserver.Build).
 //
 // With -tasks (or TAILGATE_DEMO_TASKS=1) it also implements the MCP tasks
 // extension (io.modelcontextprotocol/tasks) for 2026-07-28 clients, with the
@@ -16,11 +23,19 @@ import (
 	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
 )
 
+// faultsByDefault, set at link time ("-X main.faultsByDefault=1"), makes
+// the fault mode the default: the build tests run.
+var faultsByDefault string
+
 func main() {
 	tasks := flag.Bool("tasks", false, "serve the tasks extension and its fixtures (also: "+demoserver.TasksEnv+"=1)")
+	faults := flag.Bool("faults", faultsByDefault == "1", "add the fault tools exit, hang, flood, big, garbage and grow (also: "+demoserver.FaultsEnv+"=1)")
 	flag.Parse()
 	if *tasks {
 		os.Setenv(demoserver.TasksEnv, "1")
+	}
+	if *faults {
+		os.Setenv(demoserver.FaultsEnv, "1")
 	}
 	if err := demoserver.Run(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "tailgate-demo-server:", err)

@@ -1,8 +1,13 @@
 // Package demoserver is a small stdio MCP server used by tailgate's tests,
 // benchmarks and demo: tools echo, add, slow (with progress), env, info and
-// exit, a prompt and a resource. It needs nothing but Go. Its tasks mode
-// (NewTasks, RunTasks; the -tasks flag or TAILGATE_DEMO_TASKS=1) adds the
-// tasks extension and the conformance suite's task fixtures (tasks.go).
+// roots, a prompt and a resource. It needs nothing but Go. Its fault mode
+// (the -faults flag or TAILGATE_DEMO_FAULTS=1; the build tests use, Build,
+// has it on) adds tools that break or load the server on purpose: exit,
+// hang, flood, big, garbage and grow. They are off by default because the
+// demo is what people point their AI clients at, and an agent that finds a
+// tool named exit will call it. Its tasks mode (NewTasks, RunTasks; the
+// -tasks flag or TAILGATE_DEMO_TASKS=1) adds the tasks extension and the
+// conformance suite's task fixtures (tasks.go).
 package demoserver
 
 import (
@@ -97,10 +102,14 @@ const CacheEnv = "TAILGATE_CACHE_HINTS"
 // 2026-07-28 way (an input_required result, SEP-2322).
 const ModernOnlyEnv = "TAILGATE_MODERN_ONLY"
 
-// New returns the demo server.
+// FaultsEnv, when set to a non-empty value, turns on the fault mode: the
+// tools exit, hang, flood, big, garbage and grow (see the package doc).
+const FaultsEnv = "TAILGATE_DEMO_FAULTS"
+
+// New returns the demo server, with the fault tools when FaultsEnv is set.
 func New() *mcp.Server {
 	return newServer(&mcp.ServerOptions{
-		Instructions: "A demo server for tailgate: echo, add, slow, env, info, exit.",
+		Instructions: "A demo server for tailgate: echo, add, slow, env, info, roots.",
 	})
 }
 
@@ -186,6 +195,44 @@ func newServer(opts *mcp.ServerOptions) *mcp.Server {
 		func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, InfoOut, error) {
 			return nil, InfoOut{PID: os.Getpid(), PPID: os.Getppid()}, nil
 		})
+	mcp.AddTool(s, &mcp.Tool{Name: "roots", Description: "Ask the client for its roots and list them."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, any, error) {
+			res, err := req.Session.ListRoots(ctx, nil)
+			if err != nil {
+				return nil, nil, err
+			}
+			var uris []string
+			for _, r := range res.Roots {
+				uris = append(uris, r.URI)
+			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Join(uris, ",")}}}, nil, nil
+		})
+	if os.Getenv(FaultsEnv) != "" {
+		addFaultTools(s)
+	}
+	s.AddPrompt(&mcp.Prompt{Name: "greet", Description: "Greet someone.", Arguments: []*mcp.PromptArgument{{Name: "name", Required: true}}},
+		func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+			return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "Say hello to " + req.Params.Arguments["name"] + "."}}}}, nil
+		})
+	s.AddResource(&mcp.Resource{URI: "demo://readme", Name: "readme", MIMEType: "text/plain"},
+		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "tailgate demo server"}}}, nil
+		})
+	// Two templates that overlap: demo://notes/x is an expansion of both.
+	s.AddResourceTemplate(&mcp.ResourceTemplate{URITemplate: "demo://{+path}", Name: "any-demo", MIMEType: "text/plain"},
+		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "anything at " + req.Params.URI}}}, nil
+		})
+	s.AddResourceTemplate(&mcp.ResourceTemplate{URITemplate: noteTemplate, Name: "note", MIMEType: "text/plain"},
+		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "a note at " + req.Params.URI}}}, nil
+		})
+	return s
+}
+
+// addFaultTools gives s the tools of the fault mode, which break or load
+// the server on purpose.
+func addFaultTools(s *mcp.Server) {
 	mcp.AddTool(s, &mcp.Tool{Name: "exit", Description: "Exit the server process at once (for fault tests)."},
 		func(ctx context.Context, req *mcp.CallToolRequest, in ExitIn) (*mcp.CallToolResult, any, error) {
 			if in.Stderr != "" {
@@ -218,18 +265,6 @@ func newServer(opts *mcp.ServerOptions) *mcp.Server {
 			os.Stdout.Write([]byte("this is not JSON\n"))
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "wrote garbage"}}}, nil, nil
 		})
-	mcp.AddTool(s, &mcp.Tool{Name: "roots", Description: "Ask the client for its roots and list them."},
-		func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, any, error) {
-			res, err := req.Session.ListRoots(ctx, nil)
-			if err != nil {
-				return nil, nil, err
-			}
-			var uris []string
-			for _, r := range res.Roots {
-				uris = append(uris, r.URI)
-			}
-			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Join(uris, ",")}}}, nil, nil
-		})
 	var grown atomic.Bool
 	mcp.AddTool(s, &mcp.Tool{Name: "grow", Description: "Add a tool named extra (or remove it again), which announces tools/list_changed."},
 		func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, any, error) {
@@ -245,24 +280,6 @@ func newServer(opts *mcp.ServerOptions) *mcp.Server {
 				})
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "added extra"}}}, nil, nil
 		})
-	s.AddPrompt(&mcp.Prompt{Name: "greet", Description: "Greet someone.", Arguments: []*mcp.PromptArgument{{Name: "name", Required: true}}},
-		func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
-			return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "Say hello to " + req.Params.Arguments["name"] + "."}}}}, nil
-		})
-	s.AddResource(&mcp.Resource{URI: "demo://readme", Name: "readme", MIMEType: "text/plain"},
-		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
-			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "tailgate demo server"}}}, nil
-		})
-	// Two templates that overlap: demo://notes/x is an expansion of both.
-	s.AddResourceTemplate(&mcp.ResourceTemplate{URITemplate: "demo://{+path}", Name: "any-demo", MIMEType: "text/plain"},
-		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
-			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "anything at " + req.Params.URI}}}, nil
-		})
-	s.AddResourceTemplate(&mcp.ResourceTemplate{URITemplate: noteTemplate, Name: "note", MIMEType: "text/plain"},
-		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
-			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "a note at " + req.Params.URI}}}, nil
-		})
-	return s
 }
 
 // modernOnly makes s refuse initialize and gives it ask_name.
@@ -324,11 +341,14 @@ func Run(ctx context.Context) error {
 	return New().Run(ctx, &mcp.StdioTransport{})
 }
 
-// Build compiles cmd/tailgate-demo-server into dir and returns the
-// binary's path. Tests use it to run the server as a real child process.
+// Build compiles cmd/tailgate-demo-server, with its fault mode on, into dir
+// and returns the binary's path. Tests use it to run the server as a real
+// child process.
 func Build(dir string) (string, error) {
 	bin := filepath.Join(dir, "tailgate-demo-server")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/tailgate-dev/tailgate/cmd/tailgate-demo-server").CombinedOutput()
+	// The tests' server is the fault mode's: they crash, wedge and flood
+	// it on purpose, whatever environment a config gives the child.
+	out, err := exec.Command("go", "build", "-ldflags", "-X main.faultsByDefault=1", "-o", bin, "github.com/tailgate-dev/tailgate/cmd/tailgate-demo-server").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("build demo server: %v\n%s", err, out)
 	}
