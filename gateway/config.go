@@ -165,6 +165,11 @@ type GlobalMCP struct {
 	// node, or an address), all routes together, so that one peer cannot
 	// take every place; 0 (default) is 64. A tailgate extension.
 	MaxSessionsPerPeer int `yaml:"maxSessionsPerPeer"`
+	// MaxMessageBytes bounds each message a target sends (a stdio child's
+	// line, a remote server's answer or event): past it, the call gets a
+	// JSON-RPC error naming the target and the limit (a child writing one
+	// is stopped). 0 (default) is 64 MiB. A tailgate extension.
+	MaxMessageBytes int `yaml:"maxMessageBytes"`
 	// AllowedOrigins are the web origins ("https://app.example.com") whose
 	// pages may call the gateway from a browser. A request with any other
 	// Origin header, other than the gateway's own, gets 403; requests
@@ -831,6 +836,9 @@ func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
 	}
 	if g := cfg.Global.MCP; g != nil && g.MaxSessionsPerPeer < 0 {
 		d.errorf(at(doc, "config", "mcp", "maxSessionsPerPeer"), "config.mcp.maxSessionsPerPeer", "must not be negative")
+	}
+	if g := cfg.Global.MCP; g != nil && g.MaxMessageBytes < 0 {
+		d.errorf(at(doc, "config", "mcp", "maxMessageBytes"), "config.mcp.maxMessageBytes", "must not be negative")
 	}
 	if g := cfg.Global.MCP; g != nil {
 		for i, o := range g.AllowedOrigins {

@@ -95,6 +95,9 @@ type Server struct {
 	denied  atomic.Uint64 // connections refused, for Stats
 	// budget bounds sessions and requests in flight, for every route.
 	budget *budget
+	// buffers bound what every route's backend holds of messages being
+	// read from remote targets.
+	buffers *mcpstdio.Buffers
 	// warming is set while Warm starts the targets: MCP requests get 503
 	// and a line that says so.
 	warming atomic.Bool
@@ -177,6 +180,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		opts:    opts,
 		log:     opts.Logger,
 		budget:  newBudget(),
+		buffers: mcpstdio.NewBuffers(0),
 		fronts:  make(map[string]*mcpFront),
 		serving: make(map[int]*bindServer),
 	}
@@ -290,6 +294,14 @@ func corsOf(rp *RoutePolicies) *corsPolicy {
 	return newCORSPolicy(rp.CORS)
 }
 
+// maxMessageBytes is config.mcp.maxMessageBytes; 0 is mcpstdio's default.
+func maxMessageBytes(cfg *Config) int {
+	if g := cfg.Global.MCP; g != nil {
+		return g.MaxMessageBytes
+	}
+	return 0
+}
+
 // backendSignature is what makes a route's backend the same across a
 // reload: its targets and modes, and the session settings.
 func backendSignature(cfg *Config, m *MCPBackend) string {
@@ -351,15 +363,17 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 		}
 	}
 	backend, err := mcpstdio.NewBackend(name, targets, mcpstdio.Options{
-		TailnetDial: s.dialTailnet,
-		Logger:      s.log,
-		Version:     Version,
-		PrefixMode:  mcpstdio.PrefixMode(m.PrefixMode),
-		FailureMode: mcpstdio.FailureMode(m.FailureMode),
-		StopGrace:   s.opts.StopGrace,
-		DropEnv:     s.opts.DropEnv,
-		Secrets:     s.opts.Secrets,
-		HidePaths:   hiddenFromChildren(cfg.Tailscale),
+		TailnetDial:     s.dialTailnet,
+		Logger:          s.log,
+		Version:         Version,
+		PrefixMode:      mcpstdio.PrefixMode(m.PrefixMode),
+		FailureMode:     mcpstdio.FailureMode(m.FailureMode),
+		StopGrace:       s.opts.StopGrace,
+		DropEnv:         s.opts.DropEnv,
+		Secrets:         s.opts.Secrets,
+		HidePaths:       hiddenFromChildren(cfg.Tailscale),
+		Buffers:         s.buffers,
+		MaxMessageBytes: maxMessageBytes(cfg),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("route %q: %w", name, err)

@@ -131,6 +131,10 @@ type Options struct {
 	// MaxMessageBytes is the longest message a child may write; a child
 	// that writes a longer one is stopped. Default 64 MiB.
 	MaxMessageBytes int
+	// Buffers bound what the backend holds of messages being read from
+	// remote targets, shared by every backend of a gateway; nil: the
+	// backend's own, DefaultMaxBufferedBytes.
+	Buffers *Buffers
 	// TailnetDial dials a remote target on the tailnet (Remote.Tailnet)
 	// through tailgate's own node, so the target sees the gateway as a
 	// tailnet peer. Nil: such targets fail to connect.
@@ -161,6 +165,7 @@ type Backend struct {
 
 	remoteMu sync.Mutex
 	remotes  map[string]*http.Client // by target name: connections shared
+	buffers  *Buffers
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
@@ -206,6 +211,9 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 	if opts.MaxMessageBytes <= 0 {
 		opts.MaxMessageBytes = 64 << 20
 	}
+	if opts.Buffers == nil {
+		opts.Buffers = NewBuffers(0)
+	}
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
@@ -238,6 +246,7 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 		sessions: make(map[*Session]struct{}),
 		pools:    make(map[string]*pool),
 		remotes:  make(map[string]*http.Client),
+		buffers:  opts.Buffers,
 		exits:    make(map[ExitKey]uint64),
 	}
 	for i := range b.targets {

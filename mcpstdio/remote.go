@@ -1,7 +1,6 @@
 package mcpstdio
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -17,7 +16,6 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +33,10 @@ type httpLink struct {
 	headers http.Header // static and identity headers; never logged
 	handle  func([]byte)
 	log     *slog.Logger
+	// maxMsg bounds each message read from the server, mem what the link
+	// holds of them at once.
+	maxMsg int
+	mem    *bufferShare
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -119,7 +121,7 @@ func (b *Backend) remoteClient(t *Target) (*http.Client, error) {
 // caller's sessionless requests). Nothing is sent until the first message.
 func (b *Backend) dialRemote(t *Target, identity map[string]string, handle func([]byte), log *slog.Logger) link {
 	l := &httpLink{t: t, url: t.Remote.URL, handle: handle, log: log, headers: make(http.Header), done: make(chan struct{}),
-		inflight: make(map[string]context.CancelFunc)}
+		inflight: make(map[string]context.CancelFunc), maxMsg: b.opts.MaxMessageBytes, mem: b.buffers.share(b.opts.MaxMessageBytes)}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	b.remoteMu.Lock()
 	client := b.remotes[t.Name]
@@ -317,7 +319,8 @@ func (l *httpLink) post(ctx context.Context, m *Message, extra map[string]string
 	case strings.HasPrefix(ct, "text/event-stream"):
 		l.followEvents(ctx, resp.Body, m)
 	case strings.HasPrefix(ct, "application/json"):
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		body, held, err := boundedRead(resp.Body, resp.ContentLength, l.maxMsg, l.mem)
+		defer l.mem.give(held)
 		if err != nil {
 			l.answerError(ctx, m, err)
 			return
@@ -455,6 +458,10 @@ func (l *httpLink) followEvents(ctx context.Context, body io.Reader, sent *Messa
 		if st.answered || !sent.IsRequest() || ctx.Err() != nil {
 			return
 		}
+		if st.err != nil {
+			l.answerError(ctx, sent, st.err)
+			return
+		}
 		if st.lastID == "" {
 			// Nothing to resume from: the answer is lost upstream, and
 			// the caller would wait for it until its timeout.
@@ -521,44 +528,42 @@ type eventsRead struct {
 	lastID   string
 	retry    time.Duration
 	answered bool // the response to the request that opened it came
+	// err is why the stream was given up: a message past the gateway's
+	// bounds.
+	err error
 }
 
 // readEvents hands on each message of an event stream, starting from
 // what the streams before it saw (the last event id, the server's retry).
 // An event counts, its id included, once its closing blank line has come;
-// a stream that ends inside an event drops it, as EventSource does.
+// a stream that ends inside an event drops it, as EventSource does. An
+// event longer than the gateway takes (or than its buffers have room for)
+// ends the stream with st.err set.
 func (l *httpLink) readEvents(r io.Reader, sent *Message, st eventsRead) eventsRead {
 	st.answered = false
-	sc := bufio.NewScanner(r)
-	// Most events are small: start small, grow up to the largest message.
-	sc.Buffer(make([]byte, 4<<10), 64<<20)
-	var data []byte
-	id, hasID := "", false
-	for sc.Scan() {
-		line := sc.Bytes()
-		switch {
-		case len(line) == 0:
-			if hasID {
-				st.lastID, hasID = id, false
+	er := newEventReader(r, l.maxMsg, l.mem)
+	defer er.release()
+	for {
+		ev, err := er.next()
+		if err != nil {
+			if overBound(err) {
+				st.err = err
 			}
-			if len(data) > 0 {
-				if answers(data, sent) {
-					st.answered = true
-				}
-				l.deliver(data, sent)
-				data = nil
+			return st
+		}
+		if ev.hasID {
+			st.lastID = ev.id
+		}
+		if ev.retry >= 0 {
+			st.retry = min(ev.retry, 30*time.Second)
+		}
+		if len(ev.data) > 0 {
+			if answers(ev.data, sent) {
+				st.answered = true
 			}
-		case bytes.HasPrefix(line, []byte("data:")):
-			data = append(data, bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" "))...)
-		case bytes.HasPrefix(line, []byte("id:")):
-			id, hasID = strings.TrimSpace(string(line[3:])), true
-		case bytes.HasPrefix(line, []byte("retry:")):
-			if ms, err := strconv.Atoi(strings.TrimSpace(string(line[6:]))); err == nil && ms >= 0 {
-				st.retry = min(time.Duration(ms)*time.Millisecond, 30*time.Second)
-			}
+			l.deliver(ev.data, sent)
 		}
 	}
-	return st
 }
 
 // answerError answers a request the server could not be asked (down,
@@ -595,6 +600,10 @@ func (l *httpLink) listen() {
 		case resp.StatusCode == http.StatusOK:
 			st = l.readEvents(resp.Body, nil, st)
 			resp.Body.Close()
+			if st.err != nil {
+				l.log.Warn("remote target: listen stream given up", "target", l.t.Name, "err", st.err)
+				st.err, err = nil, st.err // retried, ever more slowly
+			}
 		case resp.StatusCode == http.StatusNotFound:
 			resp.Body.Close()
 			l.fail(fmt.Errorf("target %q: the server ended the session (404 on its event stream)", l.t.Name))
@@ -751,35 +760,37 @@ func (l *sseLink) stream() {
 		l.fail(fmt.Errorf("target %q: %s: HTTP %d", l.t.Name, redactURL(l.url), resp.StatusCode))
 		return
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 64<<20)
-	var event string
-	var data []byte
-	for sc.Scan() {
-		line := sc.Bytes()
-		switch {
-		case len(line) == 0:
-			if event == "endpoint" {
-				// The first endpoint on the target's own host and scheme
-				// counts; write reads it once ready is closed.
-				select {
-				case <-l.ready:
-				default:
-					if u, err := url.Parse(l.url); err == nil {
-						if ep, err := u.Parse(strings.TrimSpace(string(data))); err == nil && ep.Host == u.Host && ep.Scheme == u.Scheme {
-							l.endpoint = ep.String()
-							close(l.ready)
-						}
+	er := newEventReader(resp.Body, l.maxMsg, l.mem)
+	defer er.release()
+	for {
+		ev, err := er.next()
+		if err != nil {
+			if overBound(err) {
+				// Which request it answers is not known: the target is
+				// gone for this session, as a child that wrote a line
+				// too long.
+				l.log.Warn("remote target: event stream given up", "target", l.t.Name, "err", err)
+				l.fail(fmt.Errorf("target %q: %s: %w", l.t.Name, redactURL(l.url), err))
+				return
+			}
+			break
+		}
+		event, data := ev.name, ev.data
+		if event == "endpoint" {
+			// The first endpoint on the target's own host and scheme
+			// counts; write reads it once ready is closed.
+			select {
+			case <-l.ready:
+			default:
+				if u, err := url.Parse(l.url); err == nil {
+					if ep, err := u.Parse(strings.TrimSpace(string(data))); err == nil && ep.Host == u.Host && ep.Scheme == u.Scheme {
+						l.endpoint = ep.String()
+						close(l.ready)
 					}
 				}
-			} else if len(data) > 0 {
-				l.handle(bytes.TrimSpace(data))
 			}
-			event, data = "", nil
-		case bytes.HasPrefix(line, []byte("event:")):
-			event = strings.TrimSpace(string(line[6:]))
-		case bytes.HasPrefix(line, []byte("data:")):
-			data = append(data, bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" "))...)
+		} else if len(data) > 0 {
+			l.handle(bytes.TrimSpace(data))
 		}
 	}
 	l.fail(fmt.Errorf("target %q: the server closed its event stream", l.t.Name))

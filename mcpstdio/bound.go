@@ -1,0 +1,265 @@
+package mcpstdio
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Buffers bounds the bytes tailgate holds of messages it is reading from
+// remote targets, in all (every backend of a gateway shares one) and per
+// link (one caller's connection to one target), so that neither one
+// target sending without end nor many large answers at once can grow the
+// gateway past it. Each message is bounded on its own by MaxMessageBytes.
+type Buffers struct {
+	mu        sync.Mutex
+	max, used int64
+}
+
+// DefaultMaxBufferedBytes is what Buffers hold at most in all, unless
+// NewBuffers is told otherwise.
+const DefaultMaxBufferedBytes = 256 << 20
+
+// NewBuffers returns Buffers holding at most max bytes in all (0:
+// DefaultMaxBufferedBytes).
+func NewBuffers(max int64) *Buffers {
+	if max <= 0 {
+		max = DefaultMaxBufferedBytes
+	}
+	return &Buffers{max: max}
+}
+
+// bufferShare is what one link may hold of Buffers: a quarter of the
+// whole (or one message of the longest kind, if more), so that one
+// caller's link cannot take it all.
+type bufferShare struct {
+	all       *Buffers
+	mu        sync.Mutex
+	max, used int64
+}
+
+// share is a link's share, as large as one message of at most maxMsg
+// bytes needs.
+func (b *Buffers) share(maxMsg int) *bufferShare {
+	return &bufferShare{all: b, max: min(max(b.max/4, int64(maxMsg)+1), b.max)}
+}
+
+// take charges n more bytes, or says why it cannot.
+func (s *bufferShare) take(n int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.used+n > s.max {
+		return &overBoundError{fmt.Sprintf("this caller's messages being read from its targets would exceed %d bytes", s.max)}
+	}
+	a := s.all
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.used+n > a.max {
+		return &overBoundError{fmt.Sprintf("the messages the gateway is reading from its targets would exceed %d bytes in all; retry later", a.max)}
+	}
+	a.used += n
+	s.used += n
+	return nil
+}
+
+// give gives back n bytes taken.
+func (s *bufferShare) give(n int64) {
+	if n == 0 {
+		return
+	}
+	s.mu.Lock()
+	s.used -= n
+	s.mu.Unlock()
+	s.all.mu.Lock()
+	s.all.used -= n
+	s.all.mu.Unlock()
+}
+
+// overBoundError is a message the buffers have no room for.
+type overBoundError struct{ msg string }
+
+func (e *overBoundError) Error() string { return e.msg }
+
+// overBound reports whether err is a message past the gateway's bounds:
+// too long, or more than the buffers have room for.
+func overBound(err error) bool {
+	var tl *tooLargeError
+	var ob *overBoundError
+	return errors.As(err, &tl) || errors.As(err, &ob)
+}
+
+// tooLargeError is a message longer than the gateway takes.
+type tooLargeError struct{ limit int }
+
+func (e *tooLargeError) Error() string {
+	return fmt.Sprintf("a message longer than %d bytes (the gateway's maxMessageBytes)", e.limit)
+}
+
+// boundedRead reads r whole, holding at most limit bytes and charging
+// share for what it holds; the caller gives back held once done with the
+// bytes. size is the length announced, or -1.
+func boundedRead(r io.Reader, size int64, limit int, share *bufferShare) (body []byte, held int64, err error) {
+	if size > int64(limit) {
+		return nil, 0, &tooLargeError{limit}
+	}
+	const chunk = 32 << 10
+	for {
+		if len(body) == cap(body) {
+			grow := max(int64(chunk), int64(cap(body))) // doubling, as append
+			if size > 0 && held == 0 {
+				grow = size + 1 // the announced size, and room to see EOF
+			}
+			if int64(cap(body))+grow > int64(limit)+1 {
+				grow = int64(limit) + 1 - int64(cap(body))
+			}
+			if err := share.take(grow); err != nil {
+				return nil, held, err
+			}
+			held += grow
+			nb := make([]byte, len(body), int64(cap(body))+grow)
+			copy(nb, body)
+			body = nb
+		}
+		n, rerr := r.Read(body[len(body):cap(body)])
+		body = body[:len(body)+n]
+		if len(body) > limit {
+			return nil, held, &tooLargeError{limit}
+		}
+		if rerr == io.EOF {
+			return body, held, nil
+		}
+		if rerr != nil {
+			return nil, held, rerr
+		}
+	}
+}
+
+// sseEvent is one event of a text/event-stream.
+type sseEvent struct {
+	name  string
+	id    string
+	hasID bool
+	data  []byte
+	// retry is the reconnection delay the event set, or -1.
+	retry time.Duration
+}
+
+// eventReader reads a text/event-stream one event at a time, holding no
+// more than limit bytes of an event's data, and charging share for what it
+// holds until the next event is asked for. Lines are read in pieces: only
+// a data line's value is kept whole (other fields longer than the read
+// buffer are skipped), so nothing else grows.
+type eventReader struct {
+	br    *bufio.Reader
+	limit int
+	share *bufferShare
+	held  int64
+	data  []byte
+}
+
+func newEventReader(r io.Reader, limit int, share *bufferShare) *eventReader {
+	return &eventReader{br: bufio.NewReaderSize(r, 16<<10), limit: limit, share: share}
+}
+
+// release gives back what the last event held.
+func (er *eventReader) release() {
+	er.share.give(er.held)
+	er.held = 0
+	er.data = nil
+}
+
+// appendData adds p to the event's data, charging for the room it takes.
+func (er *eventReader) appendData(p []byte) error {
+	n := len(er.data) + len(p)
+	if n > er.limit {
+		return &tooLargeError{er.limit}
+	}
+	if n > cap(er.data) {
+		c := min(max(n, 2*cap(er.data), 4<<10), er.limit)
+		if err := er.share.take(int64(c - cap(er.data))); err != nil {
+			return err
+		}
+		er.held += int64(c - cap(er.data))
+		nb := make([]byte, len(er.data), c)
+		copy(nb, er.data)
+		er.data = nb
+	}
+	er.data = append(er.data, p...)
+	return nil
+}
+
+// next is the next event, or io.EOF at the stream's end (an event it ends
+// inside is dropped, as EventSource does), or the error that stopped it,
+// a *tooLargeError or *overBoundError among them. The event's data is
+// valid until next is called again.
+func (er *eventReader) next() (sseEvent, error) {
+	er.release()
+	ev := sseEvent{retry: -1}
+	for {
+		piece, err := er.br.ReadSlice('\n')
+		more := err == bufio.ErrBufferFull // the line goes on
+		if err != nil && !more {
+			if err == io.ErrUnexpectedEOF {
+				err = io.EOF
+			}
+			return sseEvent{retry: -1}, err
+		}
+		if !more {
+			piece = trimEOL(piece)
+			if len(piece) == 0 {
+				if len(er.data) > 0 || ev.name != "" || ev.hasID || ev.retry >= 0 {
+					ev.data = er.data
+					return ev, nil
+				}
+				continue
+			}
+		}
+		field, value, _ := bytes.Cut(piece, []byte(":"))
+		value = bytes.TrimPrefix(value, []byte(" "))
+		data := string(field) == "data"
+		switch {
+		case data:
+			if err := er.appendData(value); err != nil {
+				return sseEvent{retry: -1}, err
+			}
+		case more: // a field other than data this long is not one to keep
+		case string(field) == "event":
+			ev.name = strings.TrimSpace(string(value))
+		case string(field) == "id":
+			ev.id, ev.hasID = strings.TrimSpace(string(value)), true
+		case string(field) == "retry":
+			if ms, err := strconv.Atoi(strings.TrimSpace(string(value))); err == nil && ms >= 0 {
+				ev.retry = time.Duration(ms) * time.Millisecond
+			}
+		}
+		for more {
+			piece, err = er.br.ReadSlice('\n')
+			more = err == bufio.ErrBufferFull
+			if err != nil && !more {
+				if err == io.ErrUnexpectedEOF {
+					err = io.EOF
+				}
+				return sseEvent{retry: -1}, err
+			}
+			if !more {
+				piece = trimEOL(piece)
+			}
+			if data {
+				if err := er.appendData(piece); err != nil {
+					return sseEvent{retry: -1}, err
+				}
+			}
+		}
+	}
+}
+
+// trimEOL is a line without its end (\n or \r\n).
+func trimEOL(line []byte) []byte {
+	return bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+}
