@@ -646,7 +646,7 @@ func (fs *frontSession) initialize(ctx context.Context, m *mcpstdio.Message, w h
 	if m.Params.Has() {
 		params = m.Bytes(m.Params)
 	}
-	bs, err := fs.f.backend.Open(ctx, mcpstdio.OpenParams{ID: fs.id, Initialize: params, Identity: identityEnv(fs.owner), Notify: fs.enqueue})
+	bs, err := fs.f.backend.Open(ctx, mcpstdio.OpenParams{ID: fs.id, Initialize: params, Identity: identityEnv(fs.owner), Caller: callerKey(fs.owner).String(), Notify: fs.enqueue})
 	if err != nil {
 		fs.log.Error("session start failed", "err", err)
 		writeJSON(w, mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInternalError, err.Error()))

@@ -231,7 +231,10 @@ type taskClient struct {
 	url   string
 	hc    *http.Client
 	noExt bool
-	id    atomic.Int64
+	// headers go with every request: a session client's Mcp-Session-Id
+	// (sessionTaskClient).
+	headers map[string]string
+	id      atomic.Int64
 }
 
 func newTaskClient(t *testing.T, n *Node, gw *Gateway) *taskClient {
@@ -314,9 +317,8 @@ func (c *taskClient) post(ctx context.Context, method string, params map[string]
 	case "tasks/get", "tasks/update", "tasks/cancel":
 		headers["Mcp-Name"], _ = params["taskId"].(string)
 	}
-	for k, v := range hdr {
-		headers[k] = v
-	}
+	maps.Copy(headers, c.headers)
+	maps.Copy(headers, hdr)
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
 		if err != nil {

@@ -171,6 +171,9 @@ type Backend struct {
 	sessions map[*Session]struct{}
 	closed   bool
 
+	// tasks are the tasks its targets created, by caller (owners.go).
+	tasks taskOwners
+
 	started atomic.Uint64
 	running atomic.Int64
 

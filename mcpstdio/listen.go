@@ -3,6 +3,7 @@ package mcpstdio
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -214,30 +215,31 @@ func (c *child) legacyListChanged(method string) {
 }
 
 // childListenParams are a listen's params for one child: the task ids it
-// names are those of the child's own tasks, without their prefix.
+// names are those of the child's own tasks that the caller created,
+// without their prefix.
 func (s *Session) childListenParams(c *child, params map[string]json.RawMessage) map[string]json.RawMessage {
-	if !s.prefixed {
+	ids, ok := s.ownListenTaskIDs(c, params)
+	if !ok {
 		return params
 	}
-	var notes map[string]json.RawMessage
-	if json.Unmarshal(params["notifications"], &notes) != nil || notes["taskIds"] == nil {
-		return params
-	}
-	var ids []string
-	json.Unmarshal(notes["taskIds"], &ids)
-	own := []string{}
-	for _, id := range ids {
-		if rest, ok := strings.CutPrefix(id, c.target.Name+nameSep); ok {
-			own = append(own, rest)
+	return withListenTaskIDs(params, ids)
+}
+
+// ownListen is a listen m sent to c alone, naming only the tasks of the
+// caller's own (childListenParams).
+func (s *Session) ownListen(c *child, m *Message) (*Message, error) {
+	var params map[string]json.RawMessage
+	if m.Params.Has() {
+		if err := json.Unmarshal(m.Bytes(m.Params), &params); err != nil {
+			return nil, &CodeError{Code: CodeInvalidParams, Err: fmt.Errorf("subscriptions/listen params: %w", err)}
 		}
 	}
-	out := make(map[string]json.RawMessage, len(params))
-	for k, v := range params {
-		out[k] = v
+	ids, ok := s.ownListenTaskIDs(c, params)
+	if !ok {
+		return m, nil
 	}
-	notes["taskIds"], _ = json.Marshal(own)
-	out["notifications"], _ = json.Marshal(notes)
-	return out
+	notes := withListenTaskIDs(params, ids)["notifications"]
+	return withParams(m, func(p map[string]json.RawMessage) { p["notifications"] = notes })
 }
 
 // joinedAck is the client's acknowledgement of a listen joined from its

@@ -150,10 +150,11 @@ func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
 			}
 			return rt, err
 		}
-		if rt.Kind == "task" && s.shared && !s.ownsTask(rt.c, rt.TargetName) {
-			// A task belongs to the caller that created it: a target that
-			// keeps tasks for all its callers (a remote server) must not
-			// show one to another. Refused as an unknown one is.
+		if rt.Kind == "task" && !s.ownsTask(rt.c, rt.TargetName) {
+			// A task belongs to the caller that created it, whatever the
+			// way in: a target that keeps tasks for all its callers (a
+			// remote server) must not show one to another. Refused as an
+			// unknown one is (owners.go).
 			if !declaresTasks(m) {
 				return rt, errTasksUndeclared
 			}
@@ -293,6 +294,15 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 	r := newReply(8)
 	r.frontID = m.Bytes(m.ID)
 	r.headers = opts.Headers
+	if c := rt.c; c != nil && !rt.fanOut && m.MethodName() == "subscriptions/listen" {
+		// A listen hears of the caller's own tasks only.
+		rm, err := s.ownListen(c, m)
+		if err != nil {
+			r.fail(err)
+			return r
+		}
+		m = rm
+	}
 	if tok := m.Path(pathProgress...); tok.Has() {
 		r.progress = m.Bytes(tok)
 		if s.shared && rt.c != nil {
@@ -355,6 +365,10 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 		r.transform = func(res *Message) []byte { return s.rewriteList(c, lk, res, r.frontID, opts.Keep) }
 	} else if m.MethodName() == "resources/read" && s.prefixed {
 		r.transform = func(res *Message) []byte { return s.rewriteContents(c, res, r.frontID) }
+	} else if m.MethodName() == "tasks/list" {
+		// A target's list names every caller's tasks: the caller sees
+		// its own.
+		r.transform = func(res *Message) []byte { return s.ownTasksList(c, res, r.frontID) }
 	} else if s.prefixed && (rt.Kind == "tool" || rt.Kind == "task") {
 		// A task a target created is known to the client by a prefixed id,
 		// so that tasks/* find the target again.
@@ -378,9 +392,9 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 		}
 	}
 	r.toolCall = rt.Kind == "tool" && m.MethodName() == "tools/call"
-	// Only a call of a client that declared the tasks extension can
-	// create a task, which the session then owns (noteTask).
-	r.mayCreateTask = r.toolCall && s.shared && declaresTasks(m)
+	// Only a call that asks for a task can create one, which its caller
+	// then owns (noteTask).
+	r.mayCreateTask = r.toolCall && createsTask(m)
 	r.listen = m.MethodName() == "subscriptions/listen"
 	r.s, r.key, r.timeout = s, key, timeout
 	// The timer is armed before the request is written, so that a fast

@@ -32,6 +32,10 @@ type OpenParams struct {
 	// client waits for nothing): the client's standalone stream. It must
 	// not block for long.
 	Notify func(msg []byte)
+	// Caller names the caller (its tailnet node, say) for what it owns
+	// across sessions: the tasks its calls create. Empty: the session
+	// alone.
+	Caller string
 	// Shared opens a session for sessionless (MCP 2026-07-28) requests of
 	// one caller: children are not initialized with a client's params
 	// (each request describes its client), a child that answers
@@ -52,6 +56,8 @@ type Session struct {
 	prefixed bool
 	notify   func([]byte)
 	shared   bool
+	// caller owns the tasks created through the session (owners.go).
+	caller string
 
 	children []*child
 	// missing are the targets that failed to start under failOpen.
@@ -71,9 +77,6 @@ type Session struct {
 	calls      map[string]*Reply // client requests in flight, by raw id
 	serverReqs map[int64]*serverRequest
 	parked     map[string]*parkedCall // by requestState token
-	// tasks are the tasks created through this session, by child and the
-	// child's own task id: a sessionless caller reaches only its own.
-	tasks      map[taskKey]struct{}
 	nextServer int64
 
 	endOnce  sync.Once
@@ -106,6 +109,7 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 		prefixed:   b.prefixed(),
 		notify:     p.Notify,
 		shared:     p.Shared,
+		caller:     p.Caller,
 		missing:    make(map[string]error),
 		calls:      make(map[string]*Reply),
 		serverReqs: make(map[int64]*serverRequest),
@@ -114,6 +118,9 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 	}
 	if s.notify == nil {
 		s.notify = func([]byte) {}
+	}
+	if s.caller == "" {
+		s.caller = fmt.Sprintf("\x00session %p", s)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := b.add(s); err != nil {
@@ -358,6 +365,11 @@ func (s *Session) end(cause error) {
 			wg.Go(func() { c.stop(s.b.opts.StopGrace) })
 		}
 		wg.Wait()
+		for _, c := range s.children {
+			if c.target.Remote == nil {
+				s.b.tasks.forgetChild(s.caller, c)
+			}
+		}
 		s.b.remove(s)
 		close(s.done)
 		if cause == nil {
@@ -501,37 +513,6 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 			}
 		}
 	}
-}
-
-// taskKey names a task: the child that created it, and its id there.
-type taskKey struct {
-	c  *child
-	id string
-}
-
-// noteTask records the task a tools/call result of c creates, if any
-// (resultType "task", or the session era's {"task":{"taskId":…}}).
-func (s *Session) noteTask(c *child, m *Message) {
-	id := m.Path("result", "taskId")
-	if !id.Has() || m.String(m.Path("result", "resultType")) != "task" {
-		if id = m.Path("result", "task", "taskId"); !id.Has() {
-			return
-		}
-	}
-	s.mu.Lock()
-	if s.tasks == nil {
-		s.tasks = make(map[taskKey]struct{})
-	}
-	s.tasks[taskKey{c, m.String(id)}] = struct{}{}
-	s.mu.Unlock()
-}
-
-// ownsTask reports whether the task id of c was created through s.
-func (s *Session) ownsTask(c *child, id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.tasks[taskKey{c, id}]
-	return ok
 }
 
 // ErrSessionEnded is returned for requests on a session that has ended.
