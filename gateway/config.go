@@ -61,6 +61,21 @@ type Config struct {
 	commands    []hostRef
 	users       []hostRef
 	authKeyLine int
+	// secrets are what the config names as secret, kept from every stdio
+	// child's environment.
+	secrets childSecrets
+}
+
+// childSecrets are what the config names as secret, which no stdio child
+// may inherit: a remote target's header given as {env: X} (the variable X
+// and its value) or {file: path} (its value). A literal header value is
+// not taken as secret: "application/json" would remove every variable
+// that holds it.
+type childSecrets struct {
+	// Env are variables of the gateway's environment.
+	Env []string
+	// Values are values; any variable holding one is removed.
+	Values []string
 }
 
 // StdioTargets reports how many stdio targets the config has, and how
@@ -610,6 +625,7 @@ func (h *HeaderValue) unmarshalYAML(d *decoder, n *yaml.Node, path string) {
 			return
 		}
 		h.Value = strings.TrimSpace(string(b))
+		d.secrets.Values = append(d.secrets.Values, h.Value)
 	case "env":
 		h.Env = v.Value
 		val, ok := os.LookupEnv(v.Value)
@@ -618,6 +634,8 @@ func (h *HeaderValue) unmarshalYAML(d *decoder, n *yaml.Node, path string) {
 			return
 		}
 		h.Value = val
+		d.secrets.Env = append(d.secrets.Env, v.Value)
+		d.secrets.Values = append(d.secrets.Values, val)
 	default:
 		d.errorf(k, path+"."+k.Value, "unknown key (want file or env)")
 	}
@@ -682,7 +700,7 @@ func Parse(file string, data []byte, env *policy.Env) (*Config, error) {
 		}
 		d.errs = kept
 	}
-	cfg.commands, cfg.users = d.commands, d.users
+	cfg.commands, cfg.users, cfg.secrets = d.commands, d.users, d.secrets
 	if n := lookup(doc, "tailscale", "authKeyFile"); n != nil {
 		cfg.authKeyLine = n.Line
 	}

@@ -60,6 +60,10 @@ type Options struct {
 	// the gateway's auth key variables and the auth key itself.
 	DropEnv []string
 	Secrets []string
+	// HidePaths are paths no stdio child may reach, besides the config's
+	// tailscale.stateDir and authKeyFile: the node's state dir when it is
+	// tsnode's default one (see mcpstdio.Options.HidePaths).
+	HidePaths []string
 	// SessionTTL closes MCP sessions idle this long, unless the config's
 	// config.mcp.sessionTtl says otherwise; default 30m, as agentgateway.
 	SessionTTL time.Duration
@@ -308,7 +312,10 @@ func backendSignature(cfg *Config, m *MCPBackend) string {
 	b, _ := json.Marshal(struct {
 		M *MCPBackend
 		G *GlobalMCP
-	}{m, cfg.Global.MCP})
+		// A secret another target gained must be kept from these
+		// children too.
+		S childSecrets
+	}{m, cfg.Global.MCP, cfg.secrets})
 	return string(b)
 }
 
@@ -369,9 +376,9 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 		PrefixMode:      mcpstdio.PrefixMode(m.PrefixMode),
 		FailureMode:     mcpstdio.FailureMode(m.FailureMode),
 		StopGrace:       s.opts.StopGrace,
-		DropEnv:         s.opts.DropEnv,
-		Secrets:         s.opts.Secrets,
-		HidePaths:       hiddenFromChildren(cfg.Tailscale),
+		DropEnv:         slices.Concat(s.opts.DropEnv, cfg.secrets.Env),
+		Secrets:         slices.Concat(s.opts.Secrets, secretValues(cfg.secrets.Values)),
+		HidePaths:       slices.Concat(hiddenFromChildren(cfg.Tailscale), s.opts.HidePaths),
 		Buffers:         s.buffers,
 		MaxMessageBytes: maxMessageBytes(cfg),
 	})
@@ -1133,11 +1140,24 @@ func (s *Server) housekeep(ctx context.Context) {
 	}
 }
 
+// secretValues are the config's secret values that are kept from
+// children's environments by value: those of at least 8 bytes, as the log
+// redaction's (a shorter one would remove every variable that happens to
+// hold it; its variable is dropped by name all the same).
+func secretValues(values []string) []string {
+	var out []string
+	for _, v := range values {
+		if len(v) >= 8 {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // hiddenFromChildren are the paths no stdio child may reach
 // (mcpstdio.Options.HidePaths): the configured state dir and auth key
-// file. tsnode's default state dir (under the user config dir) is not
-// hidden: confining it would keep children from creating anything
-// directly in $HOME and ~/.config (npx's first ~/.npm, say).
+// file. tsnode's default state dir is added by the caller
+// (Options.HidePaths), which knows where the node put it.
 func hiddenFromChildren(ts TailscaleConfig) []string {
 	var paths []string
 	if ts.StateDir != "" {

@@ -73,7 +73,9 @@ type decoder struct {
 	// commands are the stdio targets' programs and users their accounts,
 	// for Config.HostWarnings.
 	commands, users []hostRef
-	errs            ConfigErrors
+	// secrets are what the config names as secret (see Config.secrets).
+	secrets childSecrets
+	errs    ConfigErrors
 	// warnings are what loads but is likely a mistake.
 	warnings []*ConfigError
 	// unsupported are the paths reported "not supported yet": what

@@ -260,6 +260,9 @@ type app struct {
 	devMode bool
 	// adminAddrs are the admin listeners' addresses, once they listen.
 	adminAddrs []string
+	// hideFromChildren are paths no stdio child may reach besides the
+	// config's: the node's default state dir (defaultStateHidden).
+	hideFromChildren []string
 	// banner is printed on stdout once the gateway is ready (dev).
 	banner string
 }
@@ -315,7 +318,26 @@ func (a *app) serve(ctx context.Context) int {
 	}
 	a.log.Info("joining tailnet", "hostname", n.Hostname(), "control", n.ControlURL(), "state_dir", n.StateDir())
 	a.warnExposedSecrets(n.StateDir(), keyFrom)
+	a.hideFromChildren = defaultStateHidden(a.cfg.Tailscale, n.StateDir())
 	return a.run(ctx, n, key, nil)
+}
+
+// defaultStateHidden is the node's state dir when the config names none
+// and the state is on disk: tsnode's default (~/.config/tailgate/<hostname>),
+// which holds the node's private keys. It is hidden from stdio children
+// like a configured one, at a price: children of the gateway's own HOME
+// cannot create new entries directly in $HOME, ~/.config and
+// ~/.config/tailgate (Landlock grants a right on a directory for all
+// beneath it, so creating ~/.npm and reaching the keys go together). The
+// price is preferred to the keys: a child that reads them is the gateway
+// on the tailnet. Where that price is too high, tailscale.stateDir outside
+// HOME (/var/lib/tailgate) or stdio.user (another HOME) avoids it; the
+// start says so (warnExposedSecrets).
+func defaultStateHidden(ts gateway.TailscaleConfig, stateDir string) []string {
+	if ts.StateDir != "" || ts.StateStore == "mem" || stateDir == "" {
+		return nil
+	}
+	return []string{stateDir}
 }
 
 // warnExposedSecrets says, once at start, what stdio children could reach
@@ -331,13 +353,11 @@ func (a *app) warnExposedSecrets(stateDir, keyFrom string) {
 		a.log.Warn("stdio children run as root and can read the gateway's memory and environment (the auth key too, if it came from the environment); set stdio.user on each stdio target, or run tailgate as an ordinary user", "auth_key_from", keyFrom)
 	}
 	if err := mcpstdio.ConfinementError(); err != nil {
-		if ts.StateDir != "" || ts.AuthKeyFile != "" {
-			a.log.Warn("stdio children cannot be kept from tailscale.stateDir and tailscale.authKeyFile; only file permissions protect them", "reason", err)
-		}
+		a.log.Warn("stdio children cannot be confined: they are not kept from the node's state dir, the auth key file, nor (as the same user) from each other's environments; only file permissions and stdio.user protect them", "reason", err)
 		return
 	}
-	if ts.StateDir == "" && ts.StateStore != "mem" {
-		a.log.Warn("the node's state dir is the default one, which stdio children can read (it is not hidden, as hiding a directory under $HOME keeps children from writing in $HOME); set tailscale.stateDir outside the home directory, such as /var/lib/tailgate, to hide the node's keys", "state_dir", stateDir)
+	if ts.StateDir == "" && ts.StateStore != "mem" && withUser < all {
+		a.log.Warn("the node's state dir is the default one, under the home directory; it is hidden from stdio children, which therefore cannot create new files or directories directly in the folders above it (such as ~/.npm on npx's first run); set tailscale.stateDir outside the home directory, such as /var/lib/tailgate, or stdio.user", "state_dir", stateDir)
 	}
 }
 
@@ -469,10 +489,11 @@ func (a *app) run(ctx context.Context, node tailnetNode, key string, extra func(
 		secrets = append(secrets, key)
 	}
 	gw, err := gateway.New(a.cfg, gateway.Options{
-		Logger:   a.log,
-		Identify: gateway.IdentifyTailnet(node.Identify),
-		DropEnv:  tsnode.SecretEnv(),
-		Secrets:  secrets,
+		Logger:    a.log,
+		Identify:  gateway.IdentifyTailnet(node.Identify),
+		DropEnv:   tsnode.SecretEnv(),
+		Secrets:   secrets,
+		HidePaths: a.hideFromChildren,
 	})
 	if err != nil {
 		fmt.Fprintln(a.stderr, "tailgate:", err)

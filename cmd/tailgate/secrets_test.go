@@ -13,14 +13,16 @@ import (
 	"github.com/tailgate-dev/tailgate/policy"
 )
 
-// The start says what stdio children could reach of the node's secrets:
-// children of a root gateway without stdio.user, a default state dir
-// (not hidden), a kernel without Landlock; and nothing when all is kept.
+// The start says what stdio children could reach of the node's secrets,
+// or what keeping it from them costs: children of a root gateway without
+// stdio.user, a default state dir (hidden, so children of the gateway's
+// HOME cannot create entries directly above it), a kernel without
+// Landlock; and nothing when all is kept.
 func TestExposedSecretsWarned(t *testing.T) {
 	const (
 		root    = "stdio children run as root"
 		state   = "the node's state dir is the default one"
-		noLock  = "cannot be kept from tailscale.stateDir"
+		noLock  = "stdio children cannot be confined"
 		targets = "\nmcp:\n  targets:\n  - name: a\n    stdio: {cmd: sh%s}\n"
 	)
 	asRoot := os.Geteuid() == 0
@@ -29,7 +31,8 @@ func TestExposedSecretsWarned(t *testing.T) {
 		name, tailscale, user string
 		want                  []string
 	}{
-		{"default state dir", "tailscale: {}", ", user: nobody", []string{state}},
+		{"default state dir", "tailscale: {}", "", []string{state, root}},
+		{"default state dir, stdio.user", "tailscale: {}", ", user: nobody", nil},
 		{"state dir set", "tailscale: {stateDir: /var/lib/tailgate}", ", user: nobody", nil},
 		{"memory state", "tailscale: {stateStore: mem, ephemeral: true}", ", user: nobody", nil},
 		{"no user", "tailscale: {stateDir: /var/lib/tailgate}", "", []string{root}},
@@ -55,7 +58,7 @@ func TestExposedSecretsWarned(t *testing.T) {
 					want = append(want, w)
 				}
 			}
-			if !landlock && strings.Contains(tc.tailscale, "stateDir") {
+			if !landlock {
 				want = append(want, noLock)
 			}
 			for _, w := range []string{root, state, noLock} {
