@@ -34,22 +34,35 @@ func flood(w io.Writer, flush func(), stop <-chan struct{}) {
 	}
 }
 
-// lockedWriter lets a test write into a stream the SDK also writes to.
+// lockedWriter lets a test write into a stream the SDK also writes to,
+// until its handler returns (end).
 type lockedWriter struct {
 	http.ResponseWriter
-	mu *sync.Mutex
+	mu    sync.Mutex
+	ended bool
 }
 
-func (w lockedWriter) Write(p []byte) (int, error) {
+func (w *lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.ended {
+		return 0, io.ErrClosedPipe
+	}
 	return w.ResponseWriter.Write(p)
 }
 
-func (w lockedWriter) Flush() {
+func (w *lockedWriter) Flush() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.ResponseWriter.(http.Flusher).Flush()
+	if !w.ended {
+		w.ResponseWriter.(http.Flusher).Flush()
+	}
+}
+
+func (w *lockedWriter) end() {
+	w.mu.Lock()
+	w.ended = true
+	w.mu.Unlock()
 }
 
 // heapPeak samples the heap until stop is called, and says by how much
@@ -150,10 +163,11 @@ func TestRemoteTargetMessageBound(t *testing.T) {
 				// The legacy transport's one stream carries every answer:
 				// the call is answered there, with an event that never ends.
 				sdk := mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
-				streams := make(chan lockedWriter, 1)
+				streams := make(chan *lockedWriter, 1)
 				handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					if r.Method == http.MethodGet {
-						lw := lockedWriter{w, new(sync.Mutex)}
+						lw := &lockedWriter{ResponseWriter: w}
+						defer lw.end()
 						select {
 						case streams <- lw:
 						default:

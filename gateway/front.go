@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -78,6 +77,10 @@ type frontOptions struct {
 
 // maxRequestBody bounds a POST body, as go-sdk's default.
 const maxRequestBody = 4 << 20
+
+// firstBodyBytes is what a request is charged before its body is read
+// (its Content-Length, if less): most bodies are that small.
+const firstBodyBytes = 64 << 10
 
 // Session caps of the gateway when config.mcp.maxSessions sets none, and
 // per peer (a tailnet node, or an address) when maxSessionsPerPeer sets
@@ -233,46 +236,51 @@ func (f *mcpFront) session(w http.ResponseWriter, r *http.Request, id string) *f
 }
 
 // admit takes a place in the budget for a POST before its body is read,
-// answering 429 (this peer) or 503 (everyone) past it.
-func (f *mcpFront) admit(w http.ResponseWriter, r *http.Request) (peer peerKey, n int64, ok bool) {
-	n = r.ContentLength
-	if n < 0 || n > f.maxBody {
-		n = f.maxBody // unknown length: the most it may be
+// answering 429 (this peer) or 503 (everyone) past it. It charges the
+// announced length up to firstBodyBytes; a longer body is charged as it
+// arrives (readBody), so that a body trickled in holds only what came.
+func (f *mcpFront) admit(w http.ResponseWriter, r *http.Request) (charge, bool) {
+	n := r.ContentLength
+	if n < 0 || n > firstBodyBytes {
+		n = firstBodyBytes
 	}
 	src := sourceFrom(r.Context())
-	peer = callerKey(src)
-	if err := f.budget.acquire(peer, n); err != nil {
-		status := http.StatusServiceUnavailable
-		if err.(*overError).perPeer {
-			status = http.StatusTooManyRequests
-		}
-		f.log.Warn("request refused: over budget", append([]any{"reason", err.Error()}, sourceAttrs(src)...)...)
-		w.Header().Set("Retry-After", "1")
-		http.Error(w, err.Error(), status)
-		return peer, 0, false
+	c, err := f.budget.acquire(callerKey(src), n)
+	if err != nil {
+		f.overBudget(w, src, err)
+		return charge{}, false
 	}
-	return peer, n, true
+	return c, true
 }
 
-// readMessage reads and parses a POST body, answering for it if it cannot.
-func (f *mcpFront) readMessage(w http.ResponseWriter, r *http.Request) *mcpstdio.Message {
+// overBudget answers a request refused by the budget: 429 when this peer
+// holds its share, 503 when the gateway is full.
+func (f *mcpFront) overBudget(w http.ResponseWriter, src *policy.Source, err error) {
+	status := http.StatusServiceUnavailable
+	if oe, ok := err.(*overError); ok && oe.perPeer {
+		status = http.StatusTooManyRequests
+	}
+	f.log.Warn("request refused: over budget", append([]any{"reason", err.Error()}, sourceAttrs(src)...)...)
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, err.Error(), status)
+}
+
+// readMessage reads and parses a POST body, charging c for it, and
+// answering for it if it cannot.
+func (f *mcpFront) readMessage(w http.ResponseWriter, r *http.Request, c *charge) *mcpstdio.Message {
 	rc := http.NewResponseController(w)
 	rc.SetReadDeadline(time.Now().Add(f.bodyRead))
-	var body []byte
-	var err error
-	if n := r.ContentLength; n > 0 && n <= f.maxBody {
-		// net/http reads no more than Content-Length: the buffer is sized
-		// at once.
-		body = make([]byte, n)
-		_, err = io.ReadFull(r.Body, body)
-	} else {
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, f.maxBody))
-	}
+	body, err := readBody(w, r, f.maxBody, c)
 	if err != nil {
 		// The rest of the body is not worth waiting for: the connection
 		// closes after the answer.
 		w.Header().Set("Connection", "close")
 		var mbe *http.MaxBytesError
+		var oe *overError
+		if errors.As(err, &oe) {
+			f.overBudget(w, sourceFrom(r.Context()), oe)
+			return nil
+		}
 		if errors.As(err, &mbe) {
 			http.Error(w, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit), http.StatusRequestEntityTooLarge)
 			return nil
@@ -308,14 +316,22 @@ func (f *mcpFront) servePost(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Accept must contain both 'application/json' and 'text/event-stream'", http.StatusBadRequest)
 		return
 	}
-	peer, n, ok := f.admit(w, r)
+	c, ok := f.admit(w, r)
 	if !ok {
 		return
 	}
-	defer f.budget.release(peer, n)
-	m := f.readMessage(w, r)
+	defer c.release()
+	m := f.readMessage(w, r, &c)
 	if m == nil {
 		return
+	}
+	if m.MethodName() == "subscriptions/listen" && m.IsRequest() {
+		// A listen lasts: it takes a stream's place, of which a peer has
+		// a share, and holds its body only.
+		if err := c.holdStream(); err != nil {
+			f.overBudget(w, sourceFrom(r.Context()), err)
+			return
+		}
 	}
 	if id := r.Header.Get(sessionIDHeader); id != "" {
 		fs := f.session(w, r, id)
@@ -487,13 +503,13 @@ func (f *mcpFront) serveSSEMessage(w http.ResponseWriter, r *http.Request) {
 	if fs == nil {
 		return
 	}
-	peer, n, ok := f.admit(w, r)
+	c, ok := f.admit(w, r)
 	if !ok {
 		return
 	}
-	m := f.readMessage(w, r)
+	m := f.readMessage(w, r, &c)
 	if m == nil {
-		f.budget.release(peer, n)
+		c.release()
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
@@ -502,7 +518,7 @@ func (f *mcpFront) serveSSEMessage(w http.ResponseWriter, r *http.Request) {
 	ctx := context.WithoutCancel(r.Context())
 	req := callRequest{src: sourceFrom(r.Context()), http: requestFacts{method: r.Method, path: r.URL.Path, host: r.Host, header: r.Header.Clone()}}
 	go func() {
-		defer f.budget.release(peer, n)
+		defer c.release()
 		if m.MethodName() == "initialize" && m.IsRequest() {
 			var buf responseBuffer
 			fs.initialize(ctx, m, &buf)
@@ -534,6 +550,7 @@ type frontSession struct {
 	queue     chan []byte
 	streaming atomic.Bool
 	inflight  atomic.Int64
+	listens   atomic.Int64  // of inflight, subscriptions/listen
 	idle      chan struct{} // closed when inflight drops to 0; under mu
 	ending    atomic.Bool   // the backend ended; new requests get 404
 	lastUsed  atomic.Int64  // unix nanoseconds
@@ -835,6 +852,10 @@ func (fs *frontSession) call(ctx context.Context, bs *mcpstdio.Session, m *mcpst
 			}
 		}
 	}
+	if bs.TellsIdentity() {
+		// Who asks is who asks now, not who opened the session.
+		opts.Identity = identityEnv(req.src)
+	}
 	reply := bs.Forward(m, rt, opts)
 	for {
 		select {
@@ -1040,6 +1061,17 @@ func (f *mcpFront) serveStateless(w http.ResponseWriter, r *http.Request, m *mcp
 		return
 	}
 	src := sourceFrom(r.Context())
+	// A request's own children count as a session against the caps, per
+	// peer and in all, for as long as they run.
+	if err := f.budget.openSession(callerKey(src)); err != nil {
+		f.log.Warn("session refused: at a session cap", append([]any{"reason", err.Error()}, sourceAttrs(src)...)...)
+		w.Header().Set("Retry-After", "5")
+		w.Header()["Content-Type"] = jsonContentType
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write(mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInternalError, err.Error()))
+		return
+	}
+	defer f.budget.closeSession(callerKey(src))
 	fs := &frontSession{f: f, id: "stateless", owner: src, queue: make(chan []byte, 16), closed: make(chan struct{})}
 	fs.log = f.log.With(sourceAttrs(src)...)
 	var params []byte

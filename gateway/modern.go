@@ -180,6 +180,12 @@ func (f *mcpFront) serveModern(w http.ResponseWriter, r *http.Request, m *mcpstd
 	sink := &httpSink{w: w, done: r.Context().Done(), modern: true}
 	fs.inflight.Add(1)
 	defer fs.callDone()
+	if m.MethodName() == "subscriptions/listen" {
+		// A caller that only listens may give way to a new one
+		// (makeRoomLocked): its listens end, and it listens again.
+		fs.listens.Add(1)
+		defer fs.listens.Add(-1)
+	}
 	fs.call(r.Context(), fs.backend(), m, req, sink)
 	sink.finish()
 }
@@ -264,8 +270,10 @@ func (f *mcpFront) openCaller(key peerKey, c *caller, src *policy.Source) {
 }
 
 // makeRoomLocked keeps the callers under their cap: past it, the caller
-// idle longest gives up its children; if every one is busy, the new one is
-// refused.
+// idle longest gives up its children, else the one that has only listened
+// longest (its listens end; a client listens again); if every one has
+// calls in flight, the new one is refused. Callers holding listens cannot
+// lock out the others.
 func (f *mcpFront) makeRoomLocked() error {
 	limit := min(maxCallers, f.budget.sessionCap())
 	if len(f.callers) < limit {
@@ -273,12 +281,15 @@ func (f *mcpFront) makeRoomLocked() error {
 	}
 	var oldest *caller
 	var oldestKey peerKey
+	oldestBusy := false
 	for k, c := range f.callers {
-		if c.fs.inflight.Load() > 0 || c.fs.backend() == nil {
+		n := c.fs.inflight.Load()
+		busy := n > 0
+		if busy && n > c.fs.listens.Load() || c.fs.backend() == nil {
 			continue
 		}
-		if oldest == nil || c.fs.lastUsed.Load() < oldest.fs.lastUsed.Load() {
-			oldest, oldestKey = c, k
+		if oldest == nil || oldestBusy && !busy || oldestBusy == busy && c.fs.lastUsed.Load() < oldest.fs.lastUsed.Load() {
+			oldest, oldestKey, oldestBusy = c, k, busy
 		}
 	}
 	if oldest == nil {

@@ -285,6 +285,10 @@ type ForwardOptions struct {
 	// Headers go with the request to a remote target: the client's
 	// Mcp-Param-* headers, which such a server checks (SEP-2243).
 	Headers map[string]string
+	// Identity is the caller's identity at this request, as
+	// OpenParams.Identity: a remote target with identity headers is told
+	// it from this request on. Nil: as before.
+	Identity map[string]string
 }
 
 // Forward sends the client request m along rt. The Reply yields what the
@@ -302,6 +306,15 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 			return r
 		}
 		m = rm
+	}
+	if opts.Identity != nil {
+		if rt.c != nil {
+			rt.c.setIdentity(opts.Identity)
+		} else {
+			for _, c := range s.children {
+				c.setIdentity(opts.Identity)
+			}
+		}
 	}
 	if tok := m.Path(pathProgress...); tok.Has() {
 		r.progress = m.Bytes(tok)

@@ -30,7 +30,7 @@ type httpLink struct {
 	t       *Target
 	url     string
 	client  *http.Client
-	headers http.Header // static and identity headers; never logged
+	headers http.Header // static headers; never logged
 	handle  func([]byte)
 	log     *slog.Logger
 	// maxMsg bounds each message read from the server, mem what the link
@@ -137,20 +137,11 @@ func (b *Backend) dialRemote(t *Target, identity map[string]string, handle func(
 		l.fail(fmt.Errorf("target %q: %w", t.Name, err))
 		return l
 	}
-	l.client = client
+	// The caller's identity goes with each request as of the caller's
+	// latest (identity.go).
+	l.client = withIdentity(client, t, identity)
 	for k, v := range t.Remote.Headers {
 		l.headers.Set(k, v)
-	}
-	if t.Remote.IdentityHeaders {
-		for h, k := range map[string]string{
-			"X-Tailgate-User-Login": "TAILGATE_USER_LOGIN",
-			"X-Tailgate-Node-Name":  "TAILGATE_NODE_NAME",
-			"X-Tailgate-Node-Tags":  "TAILGATE_NODE_TAGS",
-		} {
-			if v := identity[k]; v != "" {
-				l.headers.Set(h, v)
-			}
-		}
 	}
 	return l
 }
