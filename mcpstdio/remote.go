@@ -806,6 +806,13 @@ func (l *sseLink) write(msg []byte, headers map[string]string) error {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := l.client.Do(req)
 	if err != nil {
+		select {
+		case <-l.done:
+			// The stream ended under the post (a message past the
+			// gateway's bounds, the server gone): that is the reason.
+			return l.exitError()
+		default:
+		}
 		return fmt.Errorf("target %q: %s unreachable: %v", l.t.Name, redactURL(l.endpoint), err)
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
