@@ -299,12 +299,32 @@ func (f *mcpFront) readMessage(w http.ResponseWriter, r *http.Request, c *charge
 		http.Error(w, "POST requires a non-empty body", http.StatusBadRequest)
 		return nil
 	}
-	m, err := mcpstdio.ParseMessage(body)
+	m, err := mcpstdio.ParseClientMessage(body)
 	if err != nil {
-		http.Error(w, fmt.Sprintf("malformed payload: %v", err), http.StatusBadRequest)
+		f.refuse(w, r, err)
 		return nil
 	}
 	return m
+}
+
+// refuse answers a body ParseClientMessage refused, counted and logged
+// with who sent it. What is not JSON, or a batch, is answered in text as
+// go-sdk does; a message that is JSON but could be read two ways, or
+// that servers cannot read, gets a JSON-RPC -32600 that says why (id
+// null: which id it carried may be the question).
+func (f *mcpFront) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	reason := mcpstdio.ParseReason(err)
+	if f.metrics != nil {
+		f.metrics.refused.WithLabelValues(f.name, reason).Inc()
+	}
+	f.log.Warn("message refused", append([]any{"reason", reason, "err", err.Error()}, sourceAttrs(sourceFrom(r.Context()))...)...)
+	if reason == mcpstdio.ReasonMalformed || reason == mcpstdio.ReasonBatch {
+		http.Error(w, fmt.Sprintf("malformed payload: %v", err), http.StatusBadRequest)
+		return
+	}
+	w.Header()["Content-Type"] = jsonContentType
+	w.WriteHeader(http.StatusBadRequest)
+	w.Write(mcpstdio.ErrorMessage(nil, mcpstdio.CodeInvalidRequest, "message refused: "+err.Error()))
 }
 
 func (f *mcpFront) servePost(w http.ResponseWriter, r *http.Request) {

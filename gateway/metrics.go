@@ -19,6 +19,7 @@ type metrics struct {
 	calls       *prometheus.CounterVec   // route, method, target, tool, outcome
 	callSeconds *prometheus.HistogramVec // route, method, target
 	reloads     *prometheus.CounterVec   // outcome
+	refused     *prometheus.CounterVec   // route, reason
 }
 
 func newMetrics(s *Server) *metrics {
@@ -50,8 +51,12 @@ func newMetrics(s *Server) *metrics {
 			Name: "tailgate_config_reloads_total",
 			Help: "Config reloads by outcome (ok, invalid).",
 		}, []string{"outcome"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tailgate_messages_refused_total",
+			Help: "Client messages refused before forwarding, by route and reason (malformed, batch, envelope, ambiguous, key, encoding, depth, token).",
+		}, []string{"route", "reason"}),
 	}
-	m.reg.MustRegister(m.connections, m.identify, m.requests, m.calls, m.callSeconds, m.reloads,
+	m.reg.MustRegister(m.connections, m.identify, m.requests, m.calls, m.callSeconds, m.reloads, m.refused,
 		stateCollector{s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -3,9 +3,8 @@ package mcpstdio
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Message is one JSON-RPC message as the bytes it arrived as, with the
@@ -27,114 +26,180 @@ func (s Span) Has() bool { return s.End > s.Start }
 
 // ParseMessage reads the envelope of one JSON-RPC message. It checks that
 // raw is a single JSON object whose values are well-formed; a batch (an
-// array) is an error.
+// array) is an error. It is the reader for every message; what a client
+// sends is read with ParseClientMessage, which is stricter.
 //
-// A message that could be read two ways is refused: a field tailgate reads
-// that appears twice (decoders disagree on which one counts), in the
-// envelope or in params, params._meta and params.ref. Keys are compared
-// unescaped, as a decoder sees them.
+// A message that could be read two ways is refused (see checkKeys): in
+// each object whose keys tailgate reads or judges (the envelope, params,
+// params._meta, params.ref and params.arguments), a key that equals
+// another, or equals a key tailgate reads without being it, under Unicode
+// simple case folding after unescaping (Go's encoding/json matches struct
+// fields that way and takes the last match; JSON.parse, Python's json and
+// go-sdk match exactly), a key with a control character, invalid UTF-8 or
+// an unpaired surrogate escape; and a judged string value (method, name,
+// uri, taskId, ref.type/name/uri) with invalid UTF-8 or an unpaired
+// surrogate (Go reads U+FFFD where JavaScript and Python keep it).
+//
+// Why refuse rather than re-encode: tailgate forwards the client's bytes
+// (the relay's throughput depends on it, and what tailgate does not
+// understand must pass through unchanged). Re-encoding canonically would
+// need a full decode and encode of every message and would still have to
+// pick one reading of an ambiguous one; refusing it costs nothing on the
+// messages real clients send, and leaves a single reading to forward.
 func ParseMessage(raw []byte) (*Message, error) {
+	return parse(raw, maxDepth, false)
+}
+
+// ClientMaxDepth is how deeply a client's message may nest, counting the
+// message itself as 1: the least that mainstream MCP servers read. go-sdk
+// (v1.8.0) refuses JSON deeper than 1000 and, on stdio, a message it
+// cannot decode ends the session: the child exits; Python's json stops
+// near its recursion limit (1000, less the stack in use); Rust's
+// serde_json (rmcp) at 128; .NET's System.Text.Json (the C# SDK) at 64.
+// No MCP request needs more; a deeper one is refused before any server
+// sees it.
+const ClientMaxDepth = 64
+
+// ParseClientMessage is ParseMessage for what a client sends, which is
+// forwarded to servers that may decode it differently from tailgate. On
+// top of ParseMessage's checks it refuses: nesting deeper than
+// ClientMaxDepth; invalid UTF-8 anywhere (RFC 8259 requires UTF-8;
+// decoders replace, refuse or keep bad bytes); a numeric
+// params._meta.progressToken that is not a safe integer (a fraction, an
+// exponent, -0, or beyond 2^53-1: JavaScript rounds it, go-sdk reads a
+// float, Python keeps it exact, so the token a server echoes in its
+// progress would not be the one tailgate matches).
+//
+// The id is not judged that way: tailgate gives every request an id of
+// its own before a server sees it, and answers the client with the bytes
+// the client sent, so no server decodes a client's id.
+func ParseClientMessage(raw []byte) (*Message, error) {
+	return parse(raw, ClientMaxDepth, true)
+}
+
+func parse(raw []byte, depth int, client bool) (*Message, error) {
 	m := &Message{Raw: raw}
-	var seen [5]bool
-	dup := ""
-	err := scanObject(raw, 0, func(key []byte, v Span) {
-		i := -1
+	kc := keyChecker{where: "message", names: &envelopeNames}
+	err := scanObject(raw, 0, depth, func(rawKey, key []byte, v Span) {
+		kc.add(rawKey, key)
 		switch string(key) {
 		case "id":
-			i, m.ID = 0, v
+			m.ID = v
 		case "method":
-			i, m.Method = 1, v
+			m.Method = v
 		case "params":
-			i, m.Params = 2, v
+			m.Params = v
 		case "result":
-			i, m.Result = 3, v
+			m.Result = v
 		case "error":
-			i, m.Error = 4, v
-		}
-		if i >= 0 {
-			if seen[i] && dup == "" {
-				dup = string(key)
-			}
-			seen[i] = true
+			m.Error = v
 		}
 	})
 	if err != nil {
 		return nil, err
 	}
-	if dup != "" {
-		return nil, fmt.Errorf("duplicate key %q", dup)
+	if client && !utf8.Valid(raw) {
+		return nil, refuse(ReasonEncoding, "message is not valid UTF-8")
 	}
-	if m.Params.Has() && raw[m.Params.Start] == '{' {
-		if err := m.checkParams(); err != nil {
+	if kc.err != nil {
+		return nil, kc.err
+	}
+	if m.Method.Has() {
+		if raw[m.Method.Start] != '"' {
+			return nil, refuse(ReasonEnvelope, "method is not a string")
+		}
+		if err := checkString("method", m.Bytes(m.Method)); err != nil {
 			return nil, err
 		}
 	}
-	if m.Method.Has() && raw[m.Method.Start] != '"' {
-		return nil, errors.New("method is not a string")
+	if m.Params.Has() && raw[m.Params.Start] == '{' {
+		if err := m.checkParams(client); err != nil {
+			return nil, err
+		}
 	}
 	if m.ID.Has() {
 		switch raw[m.ID.Start] {
 		case '"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
 		case 'n': // null: a response to a request that could not be read
 			if m.Method.Has() {
-				return nil, errors.New("a request id may not be null")
+				return nil, refuse(ReasonEnvelope, "a request id may not be null")
 			}
 		default:
-			return nil, errors.New("id is neither a string nor a number")
+			return nil, refuse(ReasonEnvelope, "id is neither a string nor a number")
 		}
 	}
 	if !m.Method.Has() && !m.ID.Has() {
-		return nil, errors.New("neither a request, a notification nor a response")
+		return nil, refuse(ReasonEnvelope, "neither a request, a notification nor a response")
 	}
 	return m, nil
 }
 
-// checkParams refuses duplicate keys in params and in the objects of it
-// that tailgate reads.
-func (m *Message) checkParams() error {
-	var meta, ref Span
-	err := m.unique(m.Params, func(key []byte, v Span) {
+// checkParams checks the keys of params and of the objects in it that
+// tailgate reads, and the strings it judges.
+func (m *Message) checkParams(client bool) error {
+	var meta, ref, args Span
+	judged := [...]struct {
+		name string
+		span Span
+	}{{name: "params.name"}, {name: "params.uri"}, {name: "params.taskId"}}
+	kc := keyChecker{where: "params", names: &paramsNames}
+	err := scanObject(m.Raw[m.Params.Start:m.Params.End], m.Params.Start, maxDepth, func(rawKey, key []byte, v Span) {
+		kc.add(rawKey, key)
 		switch string(key) {
 		case "_meta":
 			meta = v
 		case "ref":
 			ref = v
+		case "arguments":
+			args = v
+		case "name":
+			judged[0].span = v
+		case "uri":
+			judged[1].span = v
+		case "taskId":
+			judged[2].span = v
 		}
 	})
+	if err == nil {
+		err = kc.err
+	}
 	if err != nil {
-		return fmt.Errorf("params: %w", err)
+		return err
 	}
-	for _, o := range []struct {
-		name string
-		span Span
-	}{{"params._meta", meta}, {"params.ref", ref}} {
-		if o.span.Has() && m.Raw[o.span.Start] == '{' {
-			if err := m.unique(o.span, nil); err != nil {
-				return fmt.Errorf("%s: %w", o.name, err)
+	for _, j := range judged {
+		if j.span.Has() && m.Raw[j.span.Start] == '"' {
+			if err := checkString(j.name, m.Bytes(j.span)); err != nil {
+				return err
 			}
 		}
 	}
-	return nil
-}
-
-// unique refuses an object with a key twice, calling fn for each key.
-func (m *Message) unique(obj Span, fn func(key []byte, v Span)) error {
-	var small [16][]byte
-	keys := small[:0]
-	dup := ""
-	scanObject(m.Raw[obj.Start:obj.End], obj.Start, func(key []byte, v Span) {
-		for _, k := range keys {
-			if bytes.Equal(k, key) && dup == "" {
-				dup = string(key)
+	for _, o := range [...]struct {
+		where string
+		span  Span
+		names *nameSet
+	}{{"params._meta", meta, &metaNames}, {"params.ref", ref, &refNames}, {"params.arguments", args, &argumentNames}} {
+		if !o.span.Has() || m.Raw[o.span.Start] != '{' {
+			continue
+		}
+		kc := keyChecker{where: o.where, names: o.names}
+		var tok Span
+		scanObject(m.Raw[o.span.Start:o.span.End], o.span.Start, maxDepth, func(rawKey, key []byte, v Span) {
+			kc.add(rawKey, key)
+			switch {
+			case o.names == &refNames && m.Raw[v.Start] == '"':
+				if err := checkString(o.where+"."+string(key), m.Bytes(v)); err != nil && kc.err == nil {
+					kc.err = err
+				}
+			case o.names == &metaNames && string(key) == "progressToken":
+				tok = v
 			}
+		})
+		if kc.err != nil {
+			return kc.err
 		}
-		keys = append(keys, key)
-		if fn != nil {
-			fn(key, v)
+		if client && tok.Has() && m.Raw[tok.Start] != '"' && !safeInteger(m.Bytes(tok)) {
+			return refuse(ReasonToken, "params._meta.progressToken %s is neither a string nor an integer between -(2^53-1) and 2^53-1", clipped(m.Bytes(tok)))
 		}
-	})
-	if dup != "" {
-		return fmt.Errorf("duplicate key %q", dup)
 	}
 	return nil
 }
@@ -198,7 +263,7 @@ func (m *Message) Field(obj Span, key string) Span {
 		return Span{}
 	}
 	var found Span
-	scanObject(m.Raw[obj.Start:obj.End], obj.Start, func(k []byte, v Span) {
+	scanObject(m.Raw[obj.Start:obj.End], obj.Start, maxDepth, func(_, k []byte, v Span) {
 		if string(k) == key {
 			found = v // the last one, as decoders take it
 		}
@@ -209,6 +274,12 @@ func (m *Message) Field(obj Span, key string) Span {
 // Path follows keys from the message's top level.
 func (m *Message) Path(keys ...string) Span {
 	s := Span{0, len(m.Raw)}
+	if len(keys) > 0 {
+		// The object starts after any whitespace: a message that began
+		// with a space once had no params.name to judge, while every
+		// decoder read one.
+		s.Start = skipSpace(m.Raw, 0)
+	}
 	for _, k := range keys {
 		if s = m.Field(s, k); !s.Has() {
 			return Span{}
@@ -277,16 +348,18 @@ func quote(s string) []byte {
 }
 
 // errSyntax is a malformed message.
-var errSyntax = errors.New("malformed JSON")
+var errSyntax error = &ParseError{Reason: ReasonMalformed, Msg: "malformed JSON"}
 
 // scanObject walks the top-level object in b, calling fn with each key
-// (raw, between its quotes) and the span of its value, offset by base. It
-// validates the whole object.
-func scanObject(b []byte, base int, fn func(key []byte, v Span)) error {
+// (rawKey between its quotes; key unescaped, the same bytes when rawKey
+// has no escape) and the span of its value, offset by base. It validates
+// the whole object, refusing nesting deeper than depth (the object itself
+// is 1).
+func scanObject(b []byte, base, depth int, fn func(rawKey, key []byte, v Span)) error {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		if i < len(b) && b[i] == '[' {
-			return errors.New("a JSON-RPC batch (array) is not supported")
+			return refuse(ReasonBatch, "a JSON-RPC batch (array) is not supported")
 		}
 		return errSyntax
 	}
@@ -305,25 +378,22 @@ func scanObject(b []byte, base int, fn func(key []byte, v Span)) error {
 		if err != nil {
 			return err
 		}
-		key := b[i+1 : end-1]
+		rawKey := b[i+1 : end-1]
+		key := rawKey
 		if bytes.IndexByte(key, '\\') >= 0 {
 			// An escaped key means what it decodes to.
-			var k string
-			if json.Unmarshal(b[i:end], &k) != nil {
-				return errSyntax
-			}
-			key = []byte(k)
+			key, _ = unescape(rawKey)
 		}
 		i = skipSpace(b, end)
 		if i >= len(b) || b[i] != ':' {
 			return errSyntax
 		}
 		i = skipSpace(b, i+1)
-		vend, err := skipValue(b, i, 0)
+		vend, err := skipValue(b, i, 2, depth)
 		if err != nil {
 			return err
 		}
-		fn(key, Span{base + i, base + vend})
+		fn(rawKey, key, Span{base + i, base + vend})
 		i = skipSpace(b, vend)
 		if i >= len(b) {
 			return errSyntax
@@ -341,7 +411,8 @@ func scanObject(b []byte, base int, fn func(key []byte, v Span)) error {
 	}
 }
 
-// maxDepth bounds nesting, so a hostile message cannot exhaust the stack.
+// maxDepth bounds nesting of what tailgate reads from anyone (a child's
+// results included), so a hostile message cannot exhaust the stack.
 const maxDepth = 1000
 
 func skipSpace(b []byte, i int) int {
@@ -431,18 +502,19 @@ func skipNumber(b []byte, i int) (int, error) {
 	return i, nil
 }
 
-// skipValue returns the index after the JSON value that starts at b[i].
-func skipValue(b []byte, i, depth int) (int, error) {
+// skipValue returns the index after the JSON value that starts at b[i],
+// at nesting level depth (if it is an object or an array), at most limit.
+func skipValue(b []byte, i, depth, limit int) (int, error) {
 	if i >= len(b) {
 		return 0, errSyntax
-	}
-	if depth > maxDepth {
-		return 0, errors.New("JSON nested too deeply")
 	}
 	switch c := b[i]; {
 	case c == '"':
 		return skipString(b, i)
 	case c == '{' || c == '[':
+		if depth > limit {
+			return 0, refuse(ReasonDepth, "JSON nested too deeply (more than %d levels)", limit)
+		}
 		closer := byte('}')
 		if c == '[' {
 			closer = ']'
@@ -466,7 +538,7 @@ func skipValue(b []byte, i, depth int) (int, error) {
 				}
 				i = skipSpace(b, i+1)
 			}
-			end, err := skipValue(b, i, depth+1)
+			end, err := skipValue(b, i, depth+1, limit)
 			if err != nil {
 				return 0, err
 			}

@@ -3,6 +3,7 @@ package mcpstdio_test
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -412,4 +413,94 @@ func FuzzParseMessage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// ParseClientMessage's limits, at their edges, and the reasons it gives
+// (the gateway's metric label). The hostile corpus (TestDecodersAgree)
+// has the rest.
+func TestParseClientMessage(t *testing.T) {
+	nest := func(levels int) string {
+		// The message and params are 2 levels; arguments and what is in
+		// it the rest.
+		n := levels - 3
+		return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"x":` + strings.Repeat("[", n) + strings.Repeat("]", n) + `}}}`
+	}
+	for _, tc := range []struct {
+		name, raw, reason string // reason "": accepted
+	}{
+		{"64 levels", nest(mcpstdio.ClientMaxDepth), ""},
+		{"65 levels", nest(mcpstdio.ClientMaxDepth + 1), mcpstdio.ReasonDepth},
+		{"id beyond 2^53 (tailgate replaces ids)", `{"id":12345678901234567890,"method":"m"}`, ""},
+		{"progressToken 2^53-1", `{"id":1,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":9007199254740991}}}`, ""},
+		{"progressToken 2^53", `{"id":1,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":9007199254740992}}}`, mcpstdio.ReasonToken},
+		{"progressToken -0", `{"id":1,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":-0}}}`, mcpstdio.ReasonToken},
+		{"progressToken 1.0", `{"id":1,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":1.0}}}`, mcpstdio.ReasonToken},
+		{"Name beside name", `{"id":1,"method":"tools/call","params":{"name":"echo","Name":"x"}}`, mcpstdio.ReasonAmbiguous},
+		{"a key with NUL", `{"id":1,"method":"tools/call","params":{"name":"echo","a\u0000":1}}`, mcpstdio.ReasonKey},
+		{"a lone surrogate in name", `{"id":1,"method":"tools/call","params":{"name":"echo\udfff"}}`, mcpstdio.ReasonEncoding},
+		{"not UTF-8", "{\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"a\":\"\xff\"}}", mcpstdio.ReasonEncoding},
+		{"many keys, two alike", `{"id":1,"method":"tools/call","params":{"name":"echo","arguments":{` + manyKeys(100) + `,"K7":1}}}`, mcpstdio.ReasonAmbiguous},
+		{"many keys", `{"id":1,"method":"tools/call","params":{"name":"echo","arguments":{` + manyKeys(100) + `}}}`, ""},
+		{"malformed", `{"id":1,`, mcpstdio.ReasonMalformed},
+		{"batch", `[]`, mcpstdio.ReasonBatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := mcpstdio.ParseClientMessage([]byte(tc.raw))
+			switch {
+			case tc.reason == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.reason != "" && err == nil:
+				t.Errorf("accepted, want refused for %s", tc.reason)
+			case err != nil && mcpstdio.ParseReason(err) != tc.reason:
+				t.Errorf("reason %s (%v), want %s", mcpstdio.ParseReason(err), err, tc.reason)
+			}
+		})
+	}
+	// What a child sends is read with ParseMessage: depth as before, keys
+	// as strictly.
+	for _, raw := range []string{`{"id":1.5,"result":{}}`, `{"id":1,"result":` + strings.Repeat("[", 500) + strings.Repeat("]", 500) + `}`} {
+		if _, err := mcpstdio.ParseMessage([]byte(raw)); err != nil {
+			t.Errorf("ParseMessage(%.40s…): %v", raw, err)
+		}
+	}
+	if _, err := mcpstdio.ParseMessage([]byte(`{"id":1,"method":"sampling/createMessage","Method":"x"}`)); mcpstdio.ParseReason(err) != mcpstdio.ReasonAmbiguous {
+		t.Errorf("ParseMessage of Method beside method: %v", err)
+	}
+}
+
+func manyKeys(n int) string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = `"k` + strconv.Itoa(i) + `":1`
+	}
+	return strings.Join(keys, ",")
+}
+
+// A message that starts with whitespace has its params read like any
+// other. Failed before: Path found nothing in it, so a tools/call was
+// judged by an empty tool name while every decoder read the name.
+func TestPathAfterLeadingSpace(t *testing.T) {
+	m, err := mcpstdio.ParseClientMessage([]byte(" \r\n\t{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"env\"}}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := m.NameSpan(); m.String(s) != "env" {
+		t.Errorf("NameSpan reads %q, want env", m.String(s))
+	}
+}
+
+// BenchmarkParseClientMessage is the reader's cost on the relay's hot
+// path: a tools/call as clients send it.
+func BenchmarkParseClientMessage(b *testing.B) {
+	raw := []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello","count":3},"_meta":{"progressToken":"p-42"}}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		m, err := mcpstdio.ParseClientMessage(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if s, _ := m.NameSpan(); !s.Has() {
+			b.Fatal("no name")
+		}
+	}
 }
