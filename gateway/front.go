@@ -699,6 +699,7 @@ func (fs *frontSession) initialize(ctx context.Context, m *mcpstdio.Message, w h
 		return false
 	}
 	go fs.watch(bs)
+	bs.LearnNames() // in the background, to name calls in metrics
 	w.Header().Set(sessionIDHeader, fs.id)
 	if fs.sse {
 		w.Header().Del(sessionIDHeader)
@@ -848,6 +849,12 @@ func (fs *frontSession) call(ctx context.Context, bs *mcpstdio.Session, m *mcpst
 		fs.record(method, rt, "error", err, time.Since(start))
 		return
 	}
+	if rt.Kind == "tool" || rt.Kind == "prompt" {
+		// The metric label is a name the target lists: if tailgate does
+		// not know the list yet, it asks now, beside the call, so that
+		// record can name the call without waiting for it.
+		bs.Listed(rt)
+	}
 	az := fs.f.authorizer(req)
 	az.bs, az.ctx = bs, ctx
 	if d := az.decide(rt); !d.Allow {
@@ -927,10 +934,17 @@ func (fs *frontSession) record(method string, rt mcpstdio.Route, outcome string,
 	toolLabel := ""
 	if rt.Kind == "tool" || rt.Kind == "prompt" {
 		// A label is a name a target lists; anything else a client can
-		// make up, and would stay in /metrics for good.
+		// make up, and would stay in /metrics for good. The list is not
+		// waited for: a call is never held for tailgate's bookkeeping, and
+		// a name whose target's list is not known yet is "unlisted".
 		toolLabel = "other"
-		if bs := fs.backend(); bs != nil && bs.Listed(context.Background(), rt) {
-			toolLabel = rt.Name
+		if bs := fs.backend(); bs != nil {
+			switch listed, known := bs.Listed(rt); {
+			case !known:
+				toolLabel = "unlisted"
+			case listed:
+				toolLabel = rt.Name
+			}
 		}
 	}
 	rt.Name = clip(rt.Name)

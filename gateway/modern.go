@@ -255,6 +255,7 @@ func (f *mcpFront) openCaller(key peerKey, c *caller, src *policy.Source) {
 	c.fs.bs = bs
 	c.fs.mu.Unlock()
 	close(c.ready)
+	bs.LearnNames() // in the background, to name calls in metrics
 	c.fs.log.Info("children started for sessionless requests", "pids", bs.PIDs(), "duration", time.Since(start).Round(time.Millisecond))
 	select {
 	case <-bs.Done():

@@ -271,6 +271,14 @@ func (b *Backend) initializeTimeout(t *Target) time.Duration {
 	return b.opts.InitializeTimeout
 }
 
+// ownTimeout bounds each request tailgate makes of t for itself (the lists
+// it routes, judges and labels calls by): as long as t may take to start
+// answering at all, its initializeTimeout, and no longer than a client's
+// request may take.
+func (b *Backend) ownTimeout(t *Target) time.Duration {
+	return min(b.initializeTimeout(t), b.requestTimeout(t))
+}
+
 func (b *Backend) requestTimeout(t *Target) time.Duration {
 	if t.RequestTimeout > 0 {
 		return t.RequestTimeout

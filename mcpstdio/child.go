@@ -50,6 +50,13 @@ type child struct {
 	namesMu sync.Mutex
 	names   map[string]map[string]bool
 	titles  *resourceNames
+	// lookups are tailgate's own list requests in flight, by what they
+	// learn ("tool", "prompt", "resource"): one at a time each, shared by
+	// whoever needs the answer meanwhile.
+	lookups map[string]*lookup
+	// ownTimeout bounds each of tailgate's own requests to the child (its
+	// lists, asked to route, judge and label calls).
+	ownTimeout time.Duration
 
 	// clientMeta, for a child that speaks only 2026-07-28 serving a
 	// client of the session era, is what each request tells it of the
@@ -136,7 +143,7 @@ func (ci *childInit) listChanged(capability string) bool {
 // child); identity is added to the child's environment.
 func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string]string, params []byte, logID string, shared bool) (*child, error) {
 	log := b.log.With("session", logID, "target", t.Name)
-	c := &child{target: t, log: log, pending: make(map[int64]*Reply), maxMsg: b.opts.MaxMessageBytes}
+	c := &child{target: t, log: log, pending: make(map[int64]*Reply), maxMsg: b.opts.MaxMessageBytes, ownTimeout: b.ownTimeout(t)}
 	switch {
 	case t.Remote != nil && t.Remote.SSE:
 		c.link = b.dialSSE(t, identity, c.handle, log)
@@ -592,44 +599,124 @@ func (c *child) offers(ctx context.Context, kind, name string) bool {
 	return err == nil && names[name]
 }
 
-// listNames is the set of names c lists for kind ("tool" or "prompt").
-func (c *child) listNames(ctx context.Context, kind string) (map[string]bool, error) {
-	// The lock is not held while the child is asked: its reader takes it
-	// to drop the cache on list_changed, and must stay free to deliver
-	// the answer.
-	c.namesMu.Lock()
-	n, ok := c.names[kind]
-	gen := c.namesGen
-	c.namesMu.Unlock()
-	if ok {
-		return n, nil
-	}
-	lk := listKinds[kind+"s/list"]
-	names := make(map[string]bool)
-	if c.init.has(lk.capability) {
-		items, err := c.listAll(ctx, lk, nil)
-		if err != nil {
-			return nil, err
-		}
-		for _, it := range items {
-			names[itemKey(it, lk.key)] = true
-		}
-	}
-	c.namesMu.Lock()
-	if c.namesGen == gen { // not changed while asked
-		if c.names == nil {
-			c.names = make(map[string]map[string]bool)
-		}
-		c.names[kind] = names
-	}
-	c.namesMu.Unlock()
-	return names, nil
+// lookup is one of tailgate's own list requests to a child: it runs
+// detached from whoever first needed it, bounded by the child's
+// ownTimeout, so that a caller that leaves does not fail the others and a
+// child that never answers holds nobody past the bound.
+type lookup struct {
+	done   chan struct{}
+	names  map[string]bool
+	titles *resourceNames
+	err    error
 }
 
-// listChanged drops the cached names.
+// wait waits for l's answer, or for ctx.
+func (l *lookup) wait(ctx context.Context) error {
+	select {
+	case <-l.done:
+		return l.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// startLookup returns the lookup of key in flight, or starts fill as a new
+// one. fill keeps what it learns if the lists did not change meanwhile
+// (gen is the list generation when it started).
+func (c *child) startLookup(key string, fill func(ctx context.Context, l *lookup, gen uint64)) *lookup {
+	c.namesMu.Lock()
+	defer c.namesMu.Unlock()
+	if l := c.lookups[key]; l != nil {
+		return l
+	}
+	l := &lookup{done: make(chan struct{})}
+	if c.lookups == nil {
+		c.lookups = make(map[string]*lookup)
+	}
+	c.lookups[key] = l
+	gen := c.namesGen
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.ownTimeout)
+		defer cancel()
+		go func() {
+			select {
+			case <-c.link.exited(): // a grandchild may keep stdout open
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		fill(ctx, l, gen)
+		c.namesMu.Lock()
+		if c.lookups[key] == l {
+			delete(c.lookups, key)
+		}
+		c.namesMu.Unlock()
+		close(l.done)
+	}()
+	return l
+}
+
+// listNames is the set of names c lists for kind ("tool" or "prompt"),
+// waiting for the list (as long as ctx and c's ownTimeout allow) if it is
+// not known yet.
+func (c *child) listNames(ctx context.Context, kind string) (map[string]bool, error) {
+	if n, ok := c.knownNames(kind); ok {
+		return n, nil
+	}
+	l := c.lookupNames(kind)
+	if err := l.wait(ctx); err != nil {
+		return nil, err
+	}
+	return l.names, nil
+}
+
+// knownNames is the set of names c lists for kind if tailgate knows it
+// already; if not, it starts asking and reports false at once.
+func (c *child) knownNames(kind string) (map[string]bool, bool) {
+	c.namesMu.Lock()
+	n, ok := c.names[kind]
+	c.namesMu.Unlock()
+	if !ok {
+		c.lookupNames(kind)
+	}
+	return n, ok
+}
+
+// lookupNames asks c for its list of kind, unless that is being asked.
+func (c *child) lookupNames(kind string) *lookup {
+	return c.startLookup(kind, func(ctx context.Context, l *lookup, gen uint64) {
+		// The lock is not held while the child is asked: its reader takes
+		// it to drop the cache on list_changed, and must stay free to
+		// deliver the answer.
+		lk := listKinds[kind+"s/list"]
+		names := make(map[string]bool)
+		if c.init.has(lk.capability) {
+			items, err := c.listAll(ctx, lk, nil)
+			if err != nil {
+				l.err = err
+				return
+			}
+			for _, it := range items {
+				names[itemKey(it, lk.key)] = true
+			}
+		}
+		l.names = names
+		c.namesMu.Lock()
+		if c.namesGen == gen { // not changed while asked
+			if c.names == nil {
+				c.names = make(map[string]map[string]bool)
+			}
+			c.names[kind] = names
+		}
+		c.namesMu.Unlock()
+	})
+}
+
+// listChanged drops the cached names; a lookup in flight may answer from
+// before the change, so the next one who asks starts another.
 func (c *child) listChanged() {
 	c.namesMu.Lock()
-	c.names, c.titles = nil, nil
+	c.names, c.titles, c.lookups = nil, nil, nil
 	c.namesGen++
 	c.namesMu.Unlock()
 }
@@ -670,35 +757,42 @@ func (n *resourceNames) names(uri string) []string {
 // their list -32601, lists none).
 func (c *child) resourceTitles(ctx context.Context, uri string) ([]string, error) {
 	c.namesMu.Lock()
-	titles, gen := c.titles, c.namesGen
+	titles := c.titles
 	c.namesMu.Unlock()
 	if titles != nil {
 		return titles.names(uri), nil
 	}
-	titles = &resourceNames{byURI: make(map[string]string)}
-	if c.init.has("resources") {
-		for _, list := range []struct{ method, key string }{{"resources/list", "uri"}, {"resources/templates/list", "uriTemplate"}} {
-			items, err := c.listAll(ctx, listKinds[list.method], nil)
-			if err != nil && !(list.key == "uriTemplate" && isMethodNotFound(err)) {
-				return nil, fmt.Errorf("%s: %w", list.method, err)
-			}
-			for _, it := range items {
-				key, name := itemKey(it, list.key), itemKey(it, "name")
-				titles.byURI[key] = name
-				if list.key == "uriTemplate" {
-					if t, err := uritemplate.New(key); err == nil {
-						titles.templates = append(titles.templates, resourceTemplate{t.Regexp(), name})
+	l := c.startLookup("resource", func(ctx context.Context, l *lookup, gen uint64) {
+		titles := &resourceNames{byURI: make(map[string]string)}
+		if c.init.has("resources") {
+			for _, list := range []struct{ method, key string }{{"resources/list", "uri"}, {"resources/templates/list", "uriTemplate"}} {
+				items, err := c.listAll(ctx, listKinds[list.method], nil)
+				if err != nil && !(list.key == "uriTemplate" && isMethodNotFound(err)) {
+					l.err = fmt.Errorf("%s: %w", list.method, err)
+					return
+				}
+				for _, it := range items {
+					key, name := itemKey(it, list.key), itemKey(it, "name")
+					titles.byURI[key] = name
+					if list.key == "uriTemplate" {
+						if t, err := uritemplate.New(key); err == nil {
+							titles.templates = append(titles.templates, resourceTemplate{t.Regexp(), name})
+						}
 					}
 				}
 			}
 		}
+		l.titles = titles
+		c.namesMu.Lock()
+		if c.namesGen == gen {
+			c.titles = titles
+		}
+		c.namesMu.Unlock()
+	})
+	if err := l.wait(ctx); err != nil {
+		return nil, err
 	}
-	c.namesMu.Lock()
-	if c.namesGen == gen {
-		c.titles = titles
-	}
-	c.namesMu.Unlock()
-	return titles.names(uri), nil
+	return l.titles.names(uri), nil
 }
 
 // cacheHints are what a child said of caching its list (SEP-2549): the

@@ -78,6 +78,12 @@ type Route struct {
 func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
 	method := m.MethodName()
 	var rt Route
+	if state, ok := isRetry(m); ok && s.shared {
+		// A retry is judged as what it resumes.
+		if err := s.checkRetry(m, state); err != nil {
+			return rt, err
+		}
+	}
 	switch method {
 	case "tools/call":
 		rt.Kind, rt.namePath = "tool", pathParamsName
@@ -405,6 +411,11 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 		}
 	}
 	r.toolCall = rt.Kind == "tool" && m.MethodName() == "tools/call"
+	if s.shared && !c.init.modern {
+		// An older child may ask in the middle of it: the call is parked,
+		// and its retry must name it again.
+		r.what = callWhat(m)
+	}
 	// Only a call that asks for a task can create one, which its caller
 	// then owns (noteTask).
 	r.mayCreateTask = r.toolCall && createsTask(m)
@@ -632,7 +643,10 @@ func (s *Session) Tools(ctx context.Context) ([]json.RawMessage, error) {
 		if !c.init.has(lk.capability) || !c.alive() && s.degrades() {
 			continue
 		}
-		items, err := c.listAll(ctx, lk, nil)
+		// tailgate's own request, on a caller's path: bounded.
+		lctx, cancel := context.WithTimeout(ctx, c.ownTimeout)
+		items, err := c.listAll(lctx, lk, nil)
+		cancel()
 		if err != nil && s.b.opts.FailureMode == FailOpen {
 			s.log.Warn("tools/list failed on one target; leaving it out (failOpen)", "target", c.target.Name, "err", err)
 			continue
@@ -698,12 +712,24 @@ func (s *Session) ResourceNames(ctx context.Context, rt Route) ([]string, error)
 
 // Listed reports whether the route's tool or prompt is one its target
 // lists: only those names become metric labels, so that a client cannot
-// grow the metrics with names of its own.
-func (s *Session) Listed(ctx context.Context, rt Route) bool {
+// grow the metrics with names of its own. It never waits: known is false
+// when tailgate does not know the target's list yet (it asks for it then,
+// in the background, for the calls to come).
+func (s *Session) Listed(rt Route) (listed, known bool) {
 	if rt.c == nil || (rt.Kind != "tool" && rt.Kind != "prompt") {
-		return false
+		return false, true
 	}
-	return rt.c.offers(ctx, rt.Kind, rt.TargetName)
+	names, known := rt.c.knownNames(rt.Kind)
+	return names[rt.TargetName], known
+}
+
+// LearnNames asks each target for the tool and prompt names it lists,
+// unless tailgate knows them, in the background and bounded (see Listed).
+func (s *Session) LearnNames() {
+	for _, c := range s.children {
+		c.knownNames("tool")
+		c.knownNames("prompt")
+	}
 }
 
 // Targets are the names of the session's running targets.

@@ -3,6 +3,7 @@ package mcpstdio
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -31,6 +32,9 @@ type parkedCall struct {
 	serverID []byte // the child's id of its request
 	request  []byte // {"method":…,"params":…} as the client gets it
 	toolCall bool
+	// what is the call's method and name (callWhat), which its retry
+	// must repeat.
+	what string
 	// placeholder holds the call's place among the child's pending
 	// requests; answer is the call's response, should the child send it
 	// while parked.
@@ -53,7 +57,7 @@ func (s *Session) park(c *child, m *Message) bool {
 	if !started {
 		return false
 	}
-	pc := &parkedCall{c: c, callID: callID, serverID: m.Bytes(m.ID), toolCall: r.toolCall}
+	pc := &parkedCall{c: c, callID: callID, serverID: m.Bytes(m.ID), toolCall: r.toolCall, what: r.what}
 	pc.key = "tailgate-input-" + strconv.FormatInt(s.progressSeq.Add(1), 10)
 	params := []byte("{}")
 	if m.Params.Has() {
@@ -111,7 +115,7 @@ func (s *Session) resume(m *Message, r *Reply, state string) {
 	token := strings.TrimPrefix(state, requestStatePrefix)
 	pc := s.takeParked(token)
 	if pc == nil {
-		r.fail(&CodeError{Code: CodeInvalidParams, Err: fmt.Errorf("invalid requestState: not one tailgate issued, already used, or expired")})
+		r.fail(errInvalidRequestState)
 		return
 	}
 	answer := m.Path("params", "inputResponses", pc.key)
@@ -146,6 +150,35 @@ func (s *Session) resume(m *Message, r *Reply, state string) {
 	if err := c.write(append(reply, '}')); err != nil {
 		r.fail(err)
 	}
+}
+
+var errInvalidRequestState = &CodeError{Code: CodeInvalidParams, Err: errors.New("invalid requestState: not one tailgate issued, already used, or expired")}
+
+// checkRetry refuses a retry that does not name the call it resumes. A
+// retry is routed and judged (policy, with the caller's identity at the
+// retry) by the method and name it carries, and resumes the parked call:
+// they must be one call, or a retry naming an allowed tool would resume
+// a call to one the caller may no longer use.
+func (s *Session) checkRetry(m *Message, state string) error {
+	s.mu.Lock()
+	pc := s.parked[strings.TrimPrefix(state, requestStatePrefix)]
+	s.mu.Unlock()
+	if pc == nil {
+		return errInvalidRequestState
+	}
+	if callWhat(m) != pc.what {
+		return &CodeError{Code: CodeInvalidParams, Err: fmt.Errorf("invalid requestState: it was issued for another call than this %s", m.MethodName())}
+	}
+	return nil
+}
+
+// callWhat is a call's method and the name (or URI) it names.
+func callWhat(m *Message) string {
+	name := ""
+	if sp, ok := m.NameSpan(); ok {
+		name = m.String(sp)
+	}
+	return m.MethodName() + "\x00" + name
 }
 
 // isRetry reports whether m retries a call tailgate parked, and with which

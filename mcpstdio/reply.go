@@ -52,7 +52,10 @@ type Reply struct {
 	legacy []string
 	// parked is set on the placeholder of a call that waits for its
 	// client's input (see mrtr.go).
-	parked   *parkedCall
+	parked *parkedCall
+	// what, on a call that may be parked, is its method and name, which
+	// its retry must repeat (mrtr.go).
+	what     string
 	frontID  []byte            // the client's id, raw
 	headers  map[string]string // for a remote target (ForwardOptions.Headers)
 	progress []byte            // the progress token the child sees, raw
