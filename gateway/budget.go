@@ -42,12 +42,13 @@ type peerUse struct {
 // gateway's budget.
 const peerShare = 16
 
-// Default budgets: 1024 requests, 256 MiB of bodies and 256 listens in
-// flight in all, a sixteenth of each per peer; sessions as
+// Default budgets: 2048 requests, 256 MiB of bodies and 256 listens in
+// flight in all, a sixteenth of each per peer (128 requests: a client
+// with 64 calls in flight on one session has room to spare); sessions as
 // defaultMaxSessions and defaultMaxSessionsPerPeer.
 func newBudget() *budget {
 	return &budget{
-		maxCalls: 1024, maxCallsPerPeer: 1024 / peerShare,
+		maxCalls: 2048, maxCallsPerPeer: 2048 / peerShare,
 		maxBytes: 256 << 20, maxBytesPerPeer: (256 << 20) / peerShare,
 		maxStreams: 256, maxStreamsPerPeer: 256 / peerShare,
 		maxSessions: defaultMaxSessions, maxSessionsPerPeer: defaultMaxSessionsPerPeer,
