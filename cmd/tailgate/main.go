@@ -350,7 +350,7 @@ func (a *app) warnExposedSecrets(stateDir, keyFrom string) {
 	}
 	ts := a.cfg.Tailscale
 	if os.Geteuid() == 0 && withUser < all {
-		a.log.Warn("stdio children run as root and can read the gateway's memory and environment (the auth key too, if it came from the environment); set stdio.user on each stdio target, or run tailgate as an ordinary user", "auth_key_from", keyFrom)
+		a.log.Warn("stdio children run as root: Landlock keeps them from the gateway's memory, environment and keys, but not from the machine (raw disks, kernel modules), and without Landlock nothing does; set stdio.user on each stdio target, or run tailgate as an ordinary user", "auth_key_from", keyFrom)
 	}
 	if err := mcpstdio.ConfinementError(); err != nil {
 		a.log.Warn("stdio children cannot be confined: they are not kept from the node's state dir, the auth key file, nor (as the same user) from each other's environments; only file permissions and stdio.user protect them", "reason", err)
