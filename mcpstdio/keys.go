@@ -84,10 +84,12 @@ var (
 type keyChecker struct {
 	where string
 	names *nameSet
-	small [16][]byte
-	keys  [][]byte
-	// folded holds the folds of the keys once there are more than fit in
-	// small: pairwise comparison would be quadratic.
+	// small holds the first n keys; folded the folds of the keys once
+	// there are more than fit in small: pairwise comparison would be
+	// quadratic. (No slice of small is kept in the checker: it would move
+	// the checker to the heap.)
+	small  [16][]byte
+	n      int
 	folded map[string][]byte
 	err    error
 }
@@ -100,7 +102,7 @@ func (c *keyChecker) add(rawKey, key []byte) {
 		c.err = err
 		return
 	}
-	if !c.names.has(key) {
+	if len(c.names.names) > 0 && !c.names.has(key) {
 		var buf [64]byte
 		f := appendFold(buf[:0], key, true)
 		for i, nf := range c.names.folded {
@@ -110,22 +112,20 @@ func (c *keyChecker) add(rawKey, key []byte) {
 			}
 		}
 	}
-	if c.keys == nil {
-		c.keys = c.small[:0]
-	}
-	if c.folded == nil && len(c.keys) < len(c.small) {
-		for _, k := range c.keys {
-			if bytes.EqualFold(k, key) {
+	if c.folded == nil && c.n < len(c.small) {
+		for i := range c.n {
+			if k := c.small[i]; bytes.EqualFold(k, key) {
 				c.err = duplicate(c.where, k, key)
 				return
 			}
 		}
-		c.keys = append(c.keys, key)
+		c.small[c.n] = key
+		c.n++
 		return
 	}
 	if c.folded == nil {
-		c.folded = make(map[string][]byte, 2*len(c.keys))
-		for _, k := range c.keys {
+		c.folded = make(map[string][]byte, 2*c.n)
+		for _, k := range c.small[:c.n] {
 			c.folded[string(appendFold(nil, k, false))] = k
 		}
 	}
