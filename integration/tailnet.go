@@ -247,8 +247,10 @@ func (tn *Tailnet) Node(t testing.TB, name string, opts ...NodeOption) *Node {
 	}
 	t.Cleanup(func() {
 		begin := time.Now()
-		s.Close()
-		t.Logf("node %s closed in %v", name, time.Since(begin))
+		// Bounded: tsnet's Close can block for good with many
+		// connections open (tsnode.CloseTimeout).
+		err := tsnode.CloseWithin(s.Close, tsnode.CloseTimeout)
+		t.Logf("node %s closed in %v (%v)", name, time.Since(begin), err)
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -81,7 +81,11 @@ type Node struct {
 	controlErrs chan string
 
 	started atomic.Bool // tsnet.Server.Close panics on a server never started
-	up      atomic.Bool // Start succeeded
+	// closeOnce makes Close once: a second tsnet Close would wait for a
+	// first that does not return.
+	closeOnce sync.Once
+	closeErr  error
+	up        atomic.Bool // Start succeeded
 	// resolver is set once Start has succeeded.
 	resolver  *Resolver
 	stopWatch context.CancelFunc
@@ -434,16 +438,53 @@ func (n *Node) Listen(network, addr string) (net.Listener, error) {
 // StateDir is the directory holding the node's state.
 func (n *Node) StateDir() string { return n.cfg.StateDir }
 
+// CloseTimeout bounds a node's Close. tsnet.Server.Close can block for
+// good (tailscale.com v1.102.5, see tsnode/upstreamrepro): netstack's
+// Close stops the goroutine that drains its outbound packet queue (512
+// packets), then gVisor's Stack.Close resets every TCP connection in a
+// connected state, TIME_WAIT included, and with more than the queue holds
+// the reset that does not fit waits for room that never comes. A busy
+// gateway has that many: closing its connections first does not help, as
+// each closed one waits in TIME_WAIT and is reset too.
+const CloseTimeout = 5 * time.Second
+
+// ErrCloseTimeout is what CloseWithin returns when close has not
+// returned in time.
+var ErrCloseTimeout = errors.New("tailnet node still closing; gave up waiting (tsnet's Close can block with many connections)")
+
+// CloseWithin runs close, a tsnet node's Close, and waits for it at most
+// d: past that it returns ErrCloseTimeout and leaves close running, so
+// that the process can exit anyway.
+func CloseWithin(close func() error, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- close() }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%w after %v", ErrCloseTimeout, d)
+	}
+}
+
 // Close leaves the tailnet. An ephemeral node is logged out, so the
-// control server removes it at once.
+// control server removes it at once. It returns within CloseTimeout
+// (ErrCloseTimeout if tsnet's Close did not); later calls return what the
+// first did, at once.
 func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
 	var err error
 	if n.stopWatch != nil {
 		n.stopWatch()
 	}
 	switch {
 	case n.up.Load():
-		err = n.srv.Close()
+		err = CloseWithin(n.srv.Close, CloseTimeout)
 	case n.started.Load():
 		// A node that never came up has nothing to log out, but tsnet still
 		// tries for seconds; do not hold up an exit for that.

@@ -75,7 +75,22 @@ func main() {
 	signal.Notify(hup, syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go exitLate(ctx, exitDeadline, os.Stderr)
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, hup))
+}
+
+// exitDeadline is how long after SIGINT/SIGTERM the process exits
+// whatever is still stopping: the shutdown budget, then a little for
+// leaving the tailnet, each step of which is bounded already
+// (tsnode.CloseTimeout); this is the backstop for one that is not.
+const exitDeadline = shutdownBudget + tsnode.CloseTimeout
+
+// exitLate ends the process d after ctx ends, if it is still running.
+func exitLate(ctx context.Context, d time.Duration, stderr io.Writer) {
+	<-ctx.Done()
+	time.Sleep(d)
+	fmt.Fprintf(stderr, "tailgate: still stopping %v after the signal; exiting anyway\n", d)
+	os.Exit(exitOK)
 }
 
 // flags are the command line of `tailgate` and `tailgate dev`.
@@ -443,7 +458,11 @@ func (a *app) dev(ctx context.Context) int {
 		}
 		banner.WriteString("\n")
 		a.banner = banner.String()
-		return b.Close, nil
+		return func() {
+			if err := b.Close(); err != nil {
+				a.log.Warn("dev bridge: leaving the tailnet", "err", err)
+			}
+		}, nil
 	})
 }
 

@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 
+	"github.com/tailgate-dev/tailgate/tsnode"
 	"tailscale.com/ipn/store/mem"
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
@@ -39,6 +41,7 @@ type Bridge struct {
 	srv *tsnet.Server
 	ln  net.Listener
 	dir string
+	fw  *forwarder
 	// Addr is the local address, host:port.
 	Addr string
 }
@@ -62,7 +65,8 @@ func (t *Tailnet) Bridge(ctx context.Context, cfg BridgeConfig) (*Bridge, error)
 		b.Close()
 		return nil, fmt.Errorf("bridge node %s: %w", cfg.Hostname, err)
 	}
-	go Forward(b.ln, b.srv.Dial, cfg.Target.String())
+	b.fw = &forwarder{conns: make(map[net.Conn]struct{})}
+	go b.fw.forward(b.ln, b.srv.Dial, cfg.Target.String())
 	return b, nil
 }
 
@@ -89,30 +93,90 @@ func (b *Bridge) Login(ctx context.Context) (string, error) {
 	return st.User[st.Self.UserID].LoginName, nil
 }
 
-// Close stops the bridge and its node.
-func (b *Bridge) Close() {
+// Close stops the bridge and its node: the local listener and every
+// forwarded connection first, then the node, which it waits for at most
+// tsnode.CloseTimeout (tsnet's Close can block for good: see
+// tsnode.CloseTimeout).
+func (b *Bridge) Close() error {
 	b.ln.Close()
-	b.srv.Close()
+	if b.fw != nil {
+		b.fw.closeAll()
+	}
+	err := tsnode.CloseWithin(b.srv.Close, tsnode.CloseTimeout)
 	os.RemoveAll(b.dir)
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
 }
 
 // Forward accepts on ln until it is closed, and copies each connection to
 // and from a connection that dial makes to addr.
 func Forward(ln net.Listener, dial func(ctx context.Context, network, addr string) (net.Conn, error), addr string) {
+	(&forwarder{conns: make(map[net.Conn]struct{})}).forward(ln, dial, addr)
+}
+
+// forwarder is Forward's state: the connections it has open, so that
+// closing the bridge closes them.
+type forwarder struct {
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{}
+}
+
+// track adds c to the open connections; false if the forwarder is
+// closed.
+func (f *forwarder) track(c net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	f.conns[c] = struct{}{}
+	return true
+}
+
+func (f *forwarder) untrack(c net.Conn) {
+	f.mu.Lock()
+	delete(f.conns, c)
+	f.mu.Unlock()
+	c.Close()
+}
+
+func (f *forwarder) closeAll() {
+	f.mu.Lock()
+	f.closed = true
+	conns := f.conns
+	f.conns = nil
+	f.mu.Unlock()
+	for c := range conns {
+		c.Close()
+	}
+}
+
+func (f *forwarder) forward(ln net.Listener, dial func(ctx context.Context, network, addr string) (net.Conn, error), addr string) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
+		if !f.track(c) {
+			c.Close()
+			return
+		}
 		go func() {
-			defer c.Close()
+			defer f.untrack(c)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			up, err := dial(ctx, "tcp", addr)
 			cancel()
 			if err != nil {
 				return
 			}
-			defer up.Close()
+			if !f.track(up) {
+				up.Close()
+				return
+			}
+			defer f.untrack(up)
 			done := make(chan struct{}, 2)
 			go func() { io.Copy(up, c); done <- struct{}{} }()
 			go func() { io.Copy(c, up); done <- struct{}{} }()

@@ -1,0 +1,157 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tailgate-dev/tailgate/tsnode"
+	"github.com/tailgate-dev/tailgate/tsnode/devnet"
+)
+
+// openConns is more TCP connections than tsnet's netstack can reset at
+// Close without blocking (its outbound queue holds 512 packets).
+const openConns = 600
+
+// No Close of a tailnet node of tailgate's hangs, however many
+// connections it has open: the gateway's own node and the dev bridge's
+// return within tsnode.CloseTimeout. Failed before (at c8d8db2): with 600
+// connections open, tsnet.Server.Close blocked for good in
+// netstack.(*queue).Write (the reproducer is tsnode/upstreamrepro), and so
+// did SIGTERM of `tailgate dev` after a client made calls at c=64.
+func TestNodeCloseWithManyConnections(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// open starts a node of tailgate's with openConns connections
+		// through it, and returns its Close.
+		open func(t *testing.T, tn *Tailnet) func() error
+	}{
+		{"gateway node", func(t *testing.T, tn *Tailnet) func() error {
+			node, err := tsnode.New(tsnode.Config{Hostname: "tailgate", ControlURL: tn.ControlURL, Ephemeral: true, MemoryState: true,
+				StateDir: filepath.Join(t.TempDir(), "tailgate"), Logger: Logger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := node.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			ln, err := node.Listen("tcp", ":80")
+			if err != nil {
+				t.Fatal(err)
+			}
+			holdAll(t, ln)
+			client := tn.Node(t, "client")
+			target := netip.AddrPortFrom(node.IPs()[0], 80).String()
+			dialAll(t, func(ctx context.Context) (net.Conn, error) { return client.Dial(ctx, "tcp", target) })
+			return node.Close
+		}},
+		{"dev bridge", func(t *testing.T, tn *Tailnet) func() error {
+			server := tn.Node(t, "server")
+			ln, err := server.Listen("tcp", ":80")
+			if err != nil {
+				t.Fatal(err)
+			}
+			holdAll(t, ln)
+			local, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			b, err := tn.Dev.Bridge(ctx, devnet.BridgeConfig{Hostname: "dev-client", Listener: local, Target: netip.AddrPortFrom(server.IP(), 80)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var d net.Dialer
+			dialAll(t, func(ctx context.Context) (net.Conn, error) {
+				c, err := d.DialContext(ctx, "tcp", b.Addr)
+				if err == nil {
+					// The bridge has dialed through the tailnet once a
+					// byte makes it there and back.
+					_, err = c.Write([]byte("x"))
+				}
+				return c, err
+			})
+			return b.Close
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tn := NewTailnet(t)
+			closeNode := tc.open(t, tn)
+			done := make(chan error, 1)
+			begin := time.Now()
+			go func() { done <- closeNode() }()
+			select {
+			case err := <-done:
+				t.Logf("Close returned in %v with %d connections open: %v", time.Since(begin), openConns, err)
+				if err != nil && !errors.Is(err, tsnode.ErrCloseTimeout) {
+					t.Errorf("Close: %v", err)
+				}
+			case <-time.After(tsnode.CloseTimeout + 5*time.Second):
+				t.Fatalf("Close still running after %v with %d connections open", time.Since(begin), openConns)
+			}
+		})
+	}
+}
+
+// holdAll accepts every connection on ln and keeps it open, unread.
+func holdAll(t *testing.T, ln net.Listener) {
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			go c.Close() // on a node whose Close gave up, it may block
+		}
+	})
+}
+
+// dialAll opens openConns connections with dial, 16 at a time, closed when
+// the test ends.
+func dialAll(t *testing.T, dial func(ctx context.Context) (net.Conn, error)) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conns := make([]net.Conn, openConns)
+	errs := make([]error, openConns)
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for i := range conns {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			conns[i], errs[i] = dial(ctx)
+		})
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, c := range conns {
+			if c != nil {
+				go c.Close() // on a node whose Close gave up, it may block
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(fmt.Errorf("opening %d connections: %w", openConns, err))
+	}
+}
