@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,25 +18,65 @@ import (
 	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
 )
 
-// modernOnlyTasksServer serves the demo server in tasks mode over
-// Streamable HTTP as a server of MCP 2026-07-28 only: it refuses
-// initialize (-32601), so that a client of the session era reaches it
-// only through tailgate speaking 2026-07-28 for it. It keeps every
-// caller's tasks in one store, as a remote server does. It returns its
-// URL.
-func modernOnlyTasksServer(t *testing.T) string {
+// modernOnlyTasks is the demo server in tasks mode served over Streamable
+// HTTP as a server of MCP 2026-07-28 only: it refuses initialize
+// (-32601), so that a client of the session era reaches it only through
+// tailgate speaking 2026-07-28 for it. It keeps every caller's tasks in
+// one store, as a remote server does. It also answers tasks/list (the
+// demo server has none) with every task in listed, whoever created it,
+// and keeps the task ids each subscriptions/listen it is sent asks for.
+type modernOnlyTasks struct {
+	url string
+
+	mu      sync.Mutex
+	listed  []string   // the tasks tasks/list names
+	listens [][]string // the taskIds of each listen, as sent
+}
+
+func modernOnlyTasksServer(t *testing.T) *modernOnlyTasks {
 	t.Helper()
+	up := &modernOnlyTasks{}
 	s := demoserver.NewTasks()
 	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && r.Header.Get("Mcp-Method") == "initialize" {
-			body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-			var req struct {
-				ID json.RawMessage `json:"id"`
-			}
-			json.Unmarshal(body, &req)
+		if r.Method != http.MethodPost {
+			sdk.ServeHTTP(w, r)
+			return
+		}
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Params struct {
+				Notifications struct {
+					TaskIDs []string `json:"taskIds"`
+				} `json:"notifications"`
+			} `json:"params"`
+		}
+		json.Unmarshal(body, &req)
+		answer := func(msg string) {
 			w.Header().Set("Content-Type", "application/json")
-			w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(req.ID) + `,"error":{"code":-32601,"message":"this server speaks MCP 2026-07-28 only"}}`))
+			w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(req.ID) + `,` + msg + `}`))
+		}
+		switch r.Header.Get("Mcp-Method") {
+		case "initialize":
+			answer(`"error":{"code":-32601,"message":"this server speaks MCP 2026-07-28 only"}`)
+			return
+		case "tasks/list":
+			up.mu.Lock()
+			tasks := []map[string]string{}
+			for _, id := range up.listed {
+				tasks = append(tasks, map[string]string{"taskId": id, "status": "working"})
+			}
+			up.mu.Unlock()
+			b, _ := json.Marshal(tasks)
+			answer(`"result":{"resultType":"complete","tasks":` + string(b) + `}`)
+			return
+		case "subscriptions/listen":
+			up.mu.Lock()
+			up.listens = append(up.listens, req.Params.Notifications.TaskIDs)
+			up.mu.Unlock()
+			answer(`"result":{"resultType":"complete"}`)
 			return
 		}
 		sdk.ServeHTTP(w, r)
@@ -46,7 +88,8 @@ func modernOnlyTasksServer(t *testing.T) string {
 	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return "http://" + ln.Addr().String() + "/mcp"
+	up.url = "http://" + ln.Addr().String() + "/mcp"
+	return up
 }
 
 // sessionTaskClient is a client of the session era (MCP 2025-11-25) on
@@ -107,9 +150,10 @@ func sessionTaskClient(t *testing.T, n *Node, gw *Gateway) *taskClient {
 // session, and laptop's own session could not be told from anyone's.
 func TestTasksBelongToTheirCreator(t *testing.T) {
 	tn := NewTailnet(t)
+	upstream := modernOnlyTasksServer(t)
 	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", `
           - name: remote
-            mcp: {host: `+modernOnlyTasksServer(t)+`}`)))
+            mcp: {host: `+upstream.url+`}`)))
 	laptopNode, deskNode := tn.Node(t, "laptop"), tn.Node(t, "desk")
 	laptop, desk := newTaskClient(t, laptopNode, gw), newTaskClient(t, deskNode, gw)
 	laptopSession, deskSession := sessionTaskClient(t, laptopNode, gw), sessionTaskClient(t, deskNode, gw)
@@ -155,4 +199,46 @@ func TestTasksBelongToTheirCreator(t *testing.T) {
 			}
 		})
 	}
+
+	// The server lists every caller's tasks, and is asked by a listen
+	// for any task ids: each caller's tasks/list and listens name its own.
+	t.Run("tasks/list and listens", func(t *testing.T) {
+		for _, c := range []*taskClient{laptop, desk, laptopSession, deskSession} {
+			c.t = t
+		}
+		start := func(c *taskClient) string {
+			task := c.task("tools/call", map[string]any{"name": "slow_compute", "arguments": map[string]any{"seconds": 60, "label": "listed"}})
+			t.Cleanup(func() { c.call("tasks/cancel", map[string]any{"taskId": task.TaskID}, nil) })
+			return task.TaskID
+		}
+		mine, theirs := start(laptop), start(desk)
+		upstream.mu.Lock()
+		upstream.listed = []string{mine, theirs}
+		upstream.mu.Unlock()
+		m, _ := laptopSession.call("tasks/list", nil, nil)
+		var list struct{ Tasks []wireTask }
+		if m.Error != nil || json.Unmarshal(m.Result, &list) != nil {
+			t.Fatalf("tasks/list: %s %v", m.Result, m.Error)
+		}
+		if len(list.Tasks) != 1 || list.Tasks[0].TaskID != mine {
+			t.Errorf("laptop's tasks/list through a session: %s; want its own task %s alone", m.Result, mine)
+		}
+
+		for _, c := range []*taskClient{deskSession, desk, laptop} {
+			upstream.mu.Lock()
+			before := len(upstream.listens)
+			upstream.mu.Unlock()
+			m, _ := c.call("subscriptions/listen", map[string]any{"notifications": map[string]any{"taskIds": []string{mine, theirs}}}, nil)
+			upstream.mu.Lock()
+			sent := slices.Clone(upstream.listens[before:])
+			upstream.mu.Unlock()
+			want := []string{theirs}
+			if c == laptop {
+				want = []string{mine}
+			}
+			if len(sent) != 1 || !slices.Equal(sent[0], want) {
+				t.Errorf("%s's listen for both tasks reached the server naming %q (answered %s %v); want its own %q", c.name, sent, m.Result, m.Error, want)
+			}
+		}
+	})
 }
