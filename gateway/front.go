@@ -37,8 +37,9 @@ type mcpFront struct {
 	stateless bool
 	ttl       time.Duration
 	maxBody   int64
-	// bodyRead and sseInit are the front's time limits.
-	bodyRead, sseInit time.Duration
+	// bodyRead and sseInit are the front's time limits; writeStall bounds
+	// a write to a client that makes no progress (writeBody).
+	bodyRead, sseInit, writeStall time.Duration
 	// retired is set when a reload replaced this front: it serves its
 	// sessions until they end, and opens no new ones.
 	retired atomic.Bool
@@ -73,6 +74,8 @@ type frontOptions struct {
 	// BodyReadTimeout and SSEInitTimeout override defaultBodyRead and
 	// defaultSSEInit.
 	BodyReadTimeout, SSEInitTimeout time.Duration
+	// WriteStallTimeout overrides defaultWriteStall.
+	WriteStallTimeout time.Duration
 }
 
 // maxRequestBody bounds a POST body, as go-sdk's default.
@@ -125,6 +128,7 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 	if opts.SSEInitTimeout > 0 {
 		f.sseInit = opts.SSEInitTimeout
 	}
+	f.writeStall = opts.WriteStallTimeout // writeBody's default if 0
 	f.authz.Store(opts.Authz)
 	go f.janitor()
 	return f
@@ -461,7 +465,9 @@ func (f *mcpFront) serveStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer fs.streaming.Store(false)
-	fs.pump(startSSE(w), r.Context())
+	sw := startSSE(w)
+	sw.stall = fs.f.writeStall
+	fs.pump(sw, r.Context())
 }
 
 func (f *mcpFront) serveDelete(w http.ResponseWriter, r *http.Request) {
@@ -487,6 +493,7 @@ func (f *mcpFront) serveSSEStream(w http.ResponseWriter, r *http.Request) {
 	}
 	defer fs.close(nil)
 	sw := startSSE(w)
+	sw.stall = f.writeStall
 	if sw.write("endpoint", []byte("/sse?sessionId="+fs.id)) != nil {
 		return
 	}
@@ -500,7 +507,8 @@ func (fs *frontSession) pump(sw *sseWriter, ctx context.Context) {
 	for {
 		select {
 		case msg := <-fs.queue:
-			if sw.event(msg) != nil {
+			if err := sw.event(msg); err != nil {
+				fs.log.Info("legacy SSE stream write failed", "err", err)
 				return
 			}
 		case <-ctx.Done():
@@ -783,7 +791,7 @@ func (fs *frontSession) handle(w http.ResponseWriter, r *http.Request, m *mcpstd
 		return
 	}
 	req := callRequest{src: sourceFrom(r.Context()), http: requestFacts{method: r.Method, path: r.URL.Path, host: r.Host, header: r.Header}}
-	sink := &httpSink{w: w, done: r.Context().Done()}
+	sink := &httpSink{w: w, done: r.Context().Done(), stall: fs.f.writeStall}
 	fs.dispatch(r.Context(), m, req, sink)
 	sink.finish()
 }
@@ -897,7 +905,13 @@ func (fs *frontSession) call(ctx context.Context, bs *mcpstdio.Session, m *mcpst
 			}
 			if err := out.send(fr.Data, fr.Final); err != nil {
 				reply.Close()
-				fs.record(method, rt, "client_gone", nil, time.Since(start))
+				// A write that failed part-way is not a client that left
+				// before its answer: the log says how much was written.
+				if errors.As(err, new(*writeError)) {
+					fs.record(method, rt, "write_error", err, time.Since(start))
+				} else {
+					fs.record(method, rt, "client_gone", nil, time.Since(start))
+				}
 				return
 			}
 			if fr.Final {

@@ -40,7 +40,7 @@ func newMetrics(s *Server) *metrics {
 		}, []string{"route", "code"}),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tailgate_mcp_calls_total",
-			Help: "MCP requests by route, method, target, tool (or prompt) and outcome (ok, error, denied).",
+			Help: "MCP requests by route, method, target, tool (or prompt) and outcome (ok, error, tool_error, denied, cancelled, client_gone, write_error).",
 		}, []string{"route", "method", "target", "tool", "outcome"}),
 		callSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tailgate_mcp_call_duration_seconds",
@@ -162,3 +162,12 @@ func (w *statusWriter) Flush() {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// FlushError is Flush that says whether the client took what was written
+// (http.ResponseController prefers it to Flush).
+func (w *statusWriter) FlushError() error {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}

@@ -177,7 +177,7 @@ func (f *mcpFront) serveModern(w http.ResponseWriter, r *http.Request, m *mcpstd
 		return
 	}
 	req := callRequest{src: sourceFrom(r.Context()), http: requestFacts{method: r.Method, path: r.URL.Path, host: r.Host, header: r.Header}}
-	sink := &httpSink{w: w, done: r.Context().Done(), modern: true}
+	sink := &httpSink{w: w, done: r.Context().Done(), modern: true, stall: fs.f.writeStall}
 	fs.inflight.Add(1)
 	defer fs.callDone()
 	if m.MethodName() == "subscriptions/listen" {

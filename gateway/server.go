@@ -77,6 +77,10 @@ type Options struct {
 	ReadHeaderTimeout time.Duration
 	// BodyReadTimeout bounds reading an MCP request's body; default 30s.
 	BodyReadTimeout time.Duration
+	// WriteStallTimeout abandons an answer whose write to the client makes
+	// no progress this long (the access log says write_error); default
+	// 30s.
+	WriteStallTimeout time.Duration
 	// SSEInitTimeout closes a legacy SSE stream whose session is not
 	// initialized in time; default 30s.
 	SSEInitTimeout time.Duration
@@ -393,6 +397,7 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz, Metrics: s.metrics, Budget: s.budget,
 		Stateless:       m.StatefulMode == "stateless",
 		BodyReadTimeout: s.opts.BodyReadTimeout, SSEInitTimeout: s.opts.SSEInitTimeout,
+		WriteStallTimeout: s.opts.WriteStallTimeout,
 	}), nil
 }
 

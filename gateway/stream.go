@@ -4,23 +4,89 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio"
 )
 
-// writeJSON answers with one JSON-RPC message.
-func writeJSON(w http.ResponseWriter, msg []byte) {
+// writeJSON answers with one JSON-RPC message. An error is a *writeError:
+// the client did not take the whole message.
+func writeJSON(w http.ResponseWriter, msg []byte) error { return answerJSON(w, msg, 0) }
+
+// answerJSON is writeJSON with a write stall limit (writeBody).
+func answerJSON(w http.ResponseWriter, msg []byte, stall time.Duration) error {
+	return answerJSONStatus(w, http.StatusOK, msg, stall)
+}
+
+// answerJSONStatus answers with one JSON-RPC message and status. The
+// length is set, so that writeBody's flush, which tells whether the client
+// took the message, does not make the answer chunked.
+func answerJSONStatus(w http.ResponseWriter, status int, msg []byte, stall time.Duration) error {
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
-	// net/http sets the length of a small answer itself.
-	if len(msg) > 2048 {
-		h["Content-Length"] = []string{strconv.Itoa(len(msg))}
+	h["Content-Length"] = []string{strconv.Itoa(len(msg))}
+	w.WriteHeader(status)
+	return writeBody(w, msg, stall)
+}
+
+// defaultWriteStall is how long a write to a client may go without
+// progress before the answer is abandoned (unless the front's options say
+// otherwise): a peer that stops reading, or a connection that stalls, must
+// not hold a call, its handler and its budget place forever.
+const defaultWriteStall = 30 * time.Second
+
+// writeChunk is how much of a message is written under one write
+// deadline: the deadline bounds a stall, not a whole large answer.
+const writeChunk = 256 << 10
+
+// writeError is an answer the client did not take whole: the access log
+// says so, with how much of it was written.
+type writeError struct {
+	wrote, of int
+	err       error
+}
+
+func (e *writeError) Error() string {
+	return fmt.Sprintf("wrote %d of %d bytes: %v", e.wrote, e.of, e.err)
+}
+
+func (e *writeError) Unwrap() error { return e.err }
+
+// writeBody writes msg to w in chunks, each under a write deadline of
+// stall (defaultWriteStall if 0), then flushes it to the connection, so
+// that a failed write is seen here rather than lost when the handler
+// returns.
+func writeBody(w http.ResponseWriter, msg []byte, stall time.Duration) error {
+	rc := http.NewResponseController(w)
+	if stall <= 0 {
+		stall = defaultWriteStall
 	}
-	w.WriteHeader(http.StatusOK)
-	w.Write(msg)
+	// A writer without deadlines (a test's recorder, a buffer) is
+	// written as it is.
+	deadlines := rc.SetWriteDeadline(time.Now().Add(stall)) == nil
+	if deadlines {
+		defer rc.SetWriteDeadline(time.Time{})
+	}
+	wrote := 0
+	for wrote < len(msg) {
+		end := min(wrote+writeChunk, len(msg))
+		if deadlines && wrote > 0 {
+			rc.SetWriteDeadline(time.Now().Add(stall))
+		}
+		n, err := w.Write(msg[wrote:end])
+		wrote += n
+		if err != nil {
+			return &writeError{wrote: wrote, of: len(msg), err: err}
+		}
+	}
+	if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return &writeError{wrote: wrote, of: len(msg), err: fmt.Errorf("flush: %w", err)}
+	}
+	return nil
 }
 
 // jsonContentType is shared by every answer; net/http copies it.
@@ -29,8 +95,9 @@ var jsonContentType = []string{"application/json"}
 // sseWriter writes server-sent events, flushing each.
 type sseWriter struct {
 	w   http.ResponseWriter
-	f   http.Flusher
 	buf []byte
+	// stall bounds a write without progress (writeBody).
+	stall time.Duration
 }
 
 // startSSE answers 200 with an event stream.
@@ -39,11 +106,8 @@ func startSSE(w http.ResponseWriter) *sseWriter {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache, no-transform")
 	w.WriteHeader(http.StatusOK)
-	f, _ := w.(http.Flusher)
-	if f != nil {
-		f.Flush()
-	}
-	return &sseWriter{w: w, f: f}
+	http.NewResponseController(w).Flush()
+	return &sseWriter{w: w}
 }
 
 // event writes one JSON-RPC message as a "message" event.
@@ -69,13 +133,7 @@ func (s *sseWriter) write(event string, data []byte) error {
 	if cap(b) <= 64<<10 {
 		s.buf = b // reused for the next event; large ones are not kept
 	}
-	if _, err := s.w.Write(b); err != nil {
-		return err
-	}
-	if s.f != nil {
-		s.f.Flush()
-	}
-	return nil
+	return writeBody(s.w, b, s.stall)
 }
 
 // httpSink streams a Streamable HTTP POST's answer: plain JSON when the
@@ -89,6 +147,8 @@ type httpSink struct {
 	// modern answers a sessionless (2026-07-28) request, where an unknown
 	// or removed method is also HTTP 404.
 	modern bool
+	// stall bounds a write without progress (writeBody).
+	stall time.Duration
 }
 
 func (s *httpSink) send(msg []byte, final bool) error {
@@ -96,17 +156,14 @@ func (s *httpSink) send(msg []byte, final bool) error {
 		s.answered = true
 		if s.sse == nil {
 			if status := errorStatus(msg); s.modern && status != http.StatusOK {
-				s.w.Header()["Content-Type"] = jsonContentType
-				s.w.WriteHeader(status)
-				s.w.Write(msg)
-				return nil
+				return answerJSONStatus(s.w, status, msg, s.stall)
 			}
-			writeJSON(s.w, msg)
-			return nil
+			return answerJSON(s.w, msg, s.stall)
 		}
 	}
 	if s.sse == nil {
 		s.sse = startSSE(s.w)
+		s.sse.stall = s.stall
 	}
 	return s.sse.event(msg)
 }
