@@ -30,6 +30,7 @@ import (
 
 	"tailscale.com/client/local"
 	"tailscale.com/derp/derpserver"
+	_ "tailscale.com/feature/capture" // PCAP=dir
 	"tailscale.com/ipn/store/mem"
 	"tailscale.com/net/netns"
 	"tailscale.com/net/stun"
