@@ -706,6 +706,7 @@ func (fs *frontSession) initialize(ctx context.Context, m *mcpstdio.Message, w h
 		writeJSON(w, mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInternalError, "session closed while starting"))
 		return false
 	}
+	fs.touch() // idle from now, not from the initialize's arrival
 	go fs.watch(bs)
 	bs.LearnNames() // in the background, to name calls in metrics
 	w.Header().Set(sessionIDHeader, fs.id)
@@ -1163,7 +1164,9 @@ func (f *mcpFront) janitor() {
 				switch {
 				case fs.sse && fs.backend() == nil && idleFor > f.sseInit:
 					idle = append(idle, fs) // a stream nobody initialized
-				case !fs.sse && f.ttl > 0 && fs.inflight.Load() == 0 && idleFor > f.ttl:
+				case !fs.sse && f.ttl > 0 && fs.backend() != nil && fs.inflight.Load() == 0 && idleFor > f.ttl:
+					// A session still starting its children (npx takes
+					// seconds) is not idle: its initialize is in flight.
 					idle = append(idle, fs)
 				}
 			}

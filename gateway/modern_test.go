@@ -316,7 +316,7 @@ func TestModernOnlyServerForSessionClient(t *testing.T) {
 // config.mcp.maxSessions, 2): past it, the caller idle longest gives its
 // children up; and a caller idle past sessionTtl has its children reaped.
 func TestSessionlessCallersCapAndIdle(t *testing.T) {
-	s, base := serveLoopback(t, "config:\n  mcp:\n    maxSessions: 2\n    sessionTtl: 400ms\n"+demoConfig)
+	s, base := serveLoopback(t, "config:\n  mcp:\n    maxSessions: 2\n    sessionTtl: 3s\n"+demoConfig)
 	call := func(from string) {
 		t.Helper()
 		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}

@@ -262,3 +262,20 @@ func TestShutdownHonoursItsContext(t *testing.T) {
 		t.Errorf("Shutdown took %v with a 300ms deadline", took)
 	}
 }
+
+// A session whose children take longer to start than sessionTtl (npx
+// fetching a package) is not idle while its initialize is in flight, and
+// its idle time starts when it is ready. Failed before: the TTL closed it
+// mid-start ("session closed while starting").
+func TestSlowStartOutlastsTTL(t *testing.T) {
+	cfg := strings.Replace(demoConfig, "stdio: {cmd: DEMO}", `stdio: {cmd: sh, args: ["-c", "sleep 1; exec `+demoBin+`"]}`, 1)
+	s, base := serveLoopbackOpts(t, cfg, Options{Logger: badInputLogger(t), SessionTTL: 300 * time.Millisecond})
+	rs := rawInitialize(t, base+"/mcp", `{}`)
+	resp := rs.post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"still here"}}}`)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "still here") {
+		t.Fatalf("call right after a slow start: %d %s", resp.StatusCode, body)
+	}
+	waitFor(t, "the session closed once idle past its TTL", func() bool { return s.Stats().Sessions == 0 })
+}
