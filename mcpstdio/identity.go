@@ -54,6 +54,18 @@ func (it *identityTransport) set(identity map[string]string) {
 
 func (it *identityTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context()) // a RoundTripper must not change its request
+	if _, own := req.Header[identityHeaders[0].header]; own {
+		// A client's request that carries its own caller's identity
+		// (withIdentityHeaders): an empty header is one the caller has
+		// not. Nothing a client sends reaches these headers: only
+		// Mcp-Param-* of its headers are passed on.
+		for _, ih := range identityHeaders {
+			if req.Header.Get(ih.header) == "" {
+				req.Header.Del(ih.header)
+			}
+		}
+		return it.base.RoundTrip(req)
+	}
 	for _, ih := range identityHeaders {
 		req.Header.Del(ih.header)
 	}
@@ -61,6 +73,19 @@ func (it *identityTransport) RoundTrip(req *http.Request) (*http.Response, error
 		req.Header[k] = v
 	}
 	return it.base.RoundTrip(req)
+}
+
+// withIdentityHeaders is headers with every identity header set to
+// identity's, "" for what it has not.
+func withIdentityHeaders(headers, identity map[string]string) map[string]string {
+	out := make(map[string]string, len(headers)+len(identityHeaders))
+	for k, v := range headers {
+		out[k] = v
+	}
+	for _, ih := range identityHeaders {
+		out[ih.header] = identity[ih.env]
+	}
+	return out
 }
 
 // setIdentity makes identity the one the link's requests carry from now

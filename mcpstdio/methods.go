@@ -316,6 +316,11 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 	if opts.Identity != nil {
 		if rt.c != nil {
 			rt.c.setIdentity(opts.Identity)
+			if rt.c.target.Remote != nil && rt.c.target.Remote.IdentityHeaders {
+				// This request says its own caller's identity, whatever
+				// another request of the caller's told the link meanwhile.
+				r.headers = withIdentityHeaders(opts.Headers, opts.Identity)
+			}
 		} else {
 			for _, c := range s.children {
 				c.setIdentity(opts.Identity)
