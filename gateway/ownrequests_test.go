@@ -138,7 +138,7 @@ func TestCallNotHeldByOwnListRequest(t *testing.T) {
 // the call is refused, saying why. Failed before (at c8d8db2): both waited
 // with no deadline, for good with a child that never answers its lists.
 func TestOwnListsOnCallPathAreBounded(t *testing.T) {
-	const bound = 1 * time.Second
+	const bound = 2 * time.Second
 	resourceRule := `
 binds:
 - port: 3000
@@ -152,7 +152,7 @@ binds:
       - mcp:
           targets:
           - name: slow
-            stdio: {cmd: /bin/sh, args: [%q], initializeTimeout: 1s}
+            stdio: {cmd: /bin/sh, args: [%q], initializeTimeout: 2s}
 `
 	neverPrefixed := `
 binds:
@@ -165,9 +165,9 @@ binds:
           prefixMode: never
           targets:
           - name: a
-            stdio: {cmd: /bin/sh, args: [%[1]q], initializeTimeout: 1s}
+            stdio: {cmd: /bin/sh, args: [%[1]q], initializeTimeout: 2s}
           - name: b
-            stdio: {cmd: /bin/sh, args: [%[1]q], initializeTimeout: 1s}
+            stdio: {cmd: /bin/sh, args: [%[1]q], initializeTimeout: 2s}
 `
 	for _, tc := range []struct {
 		name, config string
@@ -191,7 +191,7 @@ binds:
 			defer cs.Close()
 			_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{}})
 			return err
-		}, "tools/list: no answer in time"}, // the session cannot start
+		}, "no answer in time"}, // the session cannot start
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			child := listChild(t, `{"tools":{},"resources":{}}`, ":")
@@ -213,4 +213,34 @@ binds:
 			}
 		})
 	}
+}
+
+// awaitNamesLearnt waits until tailgate knows what the targets of every
+// session of s list: until then a call's metric label is "unlisted" (a
+// call does not wait for the list), so a test that asserts labels by name
+// waits for it first.
+func awaitNamesLearnt(t *testing.T, s *Server) {
+	t.Helper()
+	waitFor(t, "the targets' lists learnt", func() bool {
+		s.mu.Lock()
+		fronts := make([]*mcpFront, 0, len(s.fronts))
+		for _, f := range s.fronts {
+			fronts = append(fronts, f)
+		}
+		s.mu.Unlock()
+		for _, f := range fronts {
+			f.mu.Lock()
+			sessions := make([]*frontSession, 0, len(f.sessions))
+			for _, fs := range f.sessions {
+				sessions = append(sessions, fs)
+			}
+			f.mu.Unlock()
+			for _, fs := range sessions {
+				if bs := fs.backend(); bs == nil || !bs.NamesKnown() {
+					return false
+				}
+			}
+		}
+		return true
+	})
 }

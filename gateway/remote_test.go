@@ -1114,6 +1114,7 @@ func TestRemoteTargetMetricsAndAccessLog(t *testing.T) {
 	})
 	cs := connect(t, base+"/mcp")
 	defer cs.Close()
+	awaitNamesLearnt(t, s)
 	for _, name := range []string{"tickets_echo", "demo_echo"} {
 		if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: name, Arguments: map[string]any{"message": "x"}}); err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -1123,7 +1124,13 @@ func TestRemoteTargetMetricsAndAccessLog(t *testing.T) {
 		t.Fatal("tickets_add: the server refuses it, and the call succeeded")
 	}
 
-	_, body := get(t, s.AdminHandler(), "/metrics")
+	// A call is recorded once its answer is written: the client may have
+	// read it first.
+	var body string
+	waitFor(t, "the calls recorded", func() bool {
+		_, body = get(t, s.AdminHandler(), "/metrics")
+		return strings.Contains(body, `outcome="error",route="mcp",target="tickets"`)
+	})
 	for _, want := range []string{
 		`tailgate_mcp_calls_total{method="tools/call",outcome="ok",route="mcp",target="tickets",tool="tickets_echo"} 1`,
 		`tailgate_mcp_calls_total{method="tools/call",outcome="error",route="mcp",target="tickets",tool="tickets_add"} 1`,

@@ -30,6 +30,7 @@ func TestMetricsLabelOnlyListedNames(t *testing.T) {
 	s, base := serveLoopbackOpts(t, envDeniedConfig, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	cs := connect(t, base+"/mcp")
 	defer cs.Close()
+	awaitNamesLearnt(t, s)
 	cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}})
 	for i := range 20 {
 		name := strings.Repeat(string(rune('a'+i)), 64<<10)

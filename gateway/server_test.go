@@ -374,9 +374,16 @@ func TestHealthAndMetrics(t *testing.T) {
 		t.Errorf("live: %d", code)
 	}
 	cs := connect(t, base+"/mcp")
+	awaitNamesLearnt(t, s)
 	cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}})
 	cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "env", Arguments: map[string]any{"names": []string{"HOME"}}})
-	_, body := get(t, admin, "/metrics")
+	// A call is recorded once its answer is written: the client may have
+	// read it first.
+	var body string
+	waitFor(t, "the calls recorded", func() bool {
+		_, body = get(t, admin, "/metrics")
+		return strings.Contains(body, `method="tools/call",outcome="denied"`)
+	})
 	for _, want := range []string{
 		`tailgate_mcp_calls_total{method="tools/call",outcome="ok",route="mcp",target="demo",tool="echo"} 1`,
 		`tailgate_mcp_calls_total{method="tools/call",outcome="denied",route="mcp",target="demo",tool="env"} 1`,
@@ -390,7 +397,7 @@ func TestHealthAndMetrics(t *testing.T) {
 		`tailgate_ready 1`,
 	} {
 		if !strings.Contains(body, want) {
-			t.Errorf("metrics lack %s", want)
+			t.Errorf("metrics lack %s:\n%s", want, grepLines(body, "tailgate_mcp_calls_total"))
 		}
 	}
 	cs.Close()

@@ -737,6 +737,21 @@ func (s *Session) LearnNames() {
 	}
 }
 
+// NamesKnown reports whether tailgate knows the tool and prompt names of
+// every target (so that Listed answers known).
+func (s *Session) NamesKnown() bool {
+	for _, c := range s.children {
+		c.namesMu.Lock()
+		_, tools := c.names["tool"]
+		_, prompts := c.names["prompt"]
+		c.namesMu.Unlock()
+		if !tools || !prompts {
+			return false
+		}
+	}
+	return true
+}
+
 // Targets are the names of the session's running targets.
 func (s *Session) Targets() []string {
 	names := make([]string, len(s.children))
