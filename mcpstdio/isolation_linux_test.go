@@ -13,8 +13,9 @@ import (
 // Two callers' children, started through the real spawn path with nothing
 // to hide, cannot read the gateway's environment nor each other's: each
 // runs in a Landlock domain of its own, which refuses ptrace-class access
-// (/proc/<pid>/environ) to any process outside it, root's CAP_SYS_PTRACE
-// notwithstanding. The second child tries the first's environ, where the
+// (/proc/<pid>/environ) to any process outside it, and a root child has
+// lost the capabilities that get past it (CAP_SYS_ADMIN, CAP_PERFMON).
+// The second child tries the first's environ, where the
 // first caller's secret sits (identityEnv), and the gateway's (this test
 // process). Before, with no path to hide no domain was applied: as root
 // both reads succeeded, and as stdio.user the sibling's did (same uid,
