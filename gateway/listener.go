@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -213,6 +214,47 @@ type peerConn struct {
 }
 
 type sourceKey struct{}
+
+type peerConnKey struct{}
+
+func withPeerConn(ctx context.Context, pc *peerConn) context.Context {
+	return context.WithValue(ctx, peerConnKey{}, pc)
+}
+
+// reidentify judges each request as who its peer is now, not when its
+// connection was admitted: a keep-alive connection (and an MCP client
+// keeps one for hours) outlives a netmap change that removed a tag, took
+// a grant or removed the node. The tailnet resolver caches per peer and
+// forgets on every netmap change, so this is a map lookup unless
+// something changed. A peer networkAuthorization now refuses, or that can
+// no longer be identified, is answered and its connection closed. It
+// returns the request carrying the current source.
+func (s *Server) reidentify(st *state, w http.ResponseWriter, r *http.Request) (*http.Request, bool) {
+	pc, ok := r.Context().Value(peerConnKey{}).(*peerConn)
+	if !ok {
+		return r, true
+	}
+	remote, err := netip.ParseAddrPort(pc.RemoteAddr().String())
+	if err != nil {
+		return r, true // admit refused such a connection already
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), identifyTimeout)
+	src, err := s.opts.Identify(ctx, remote)
+	cancel()
+	if err != nil {
+		s.log.Warn("request denied", "addr", remote.String(), "reason", "identity lookup failed", "err", err)
+		w.Header().Set("Connection", "close")
+		http.Error(w, "tailgate cannot tell who this peer is (identity lookup failed); try again", http.StatusServiceUnavailable)
+		return r, false
+	}
+	if d := st.cfg.networkAuthz.Evaluate(policy.Input{Source: src}); !d.Allow {
+		s.log.Warn("request denied", append(sourceAttrs(src), "rule", d.Rule, "reason", d.Reason(), "method", r.Method, "path", r.URL.Path)...)
+		w.Header().Set("Connection", "close")
+		http.Error(w, deniedReason(d, src), http.StatusForbidden)
+		return r, false
+	}
+	return r.WithContext(withSource(r.Context(), src)), true
+}
 
 func withSource(ctx context.Context, src *policy.Source) context.Context {
 	return context.WithValue(ctx, sourceKey{}, src)

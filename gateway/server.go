@@ -542,7 +542,7 @@ func (s *Server) Serve(port int, ln net.Listener) error {
 		IdleTimeout: 2 * time.Minute,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if pc, ok := c.(*peerConn); ok {
-				return withSource(ctx, pc.src)
+				return withPeerConn(withSource(ctx, pc.src), pc)
 			}
 			return ctx
 		},
@@ -763,6 +763,10 @@ func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
 		s.metrics.requests.WithLabelValues(routeName, strconv.Itoa(code)).Inc()
 	}()
 	st := s.state.Load()
+	r, ok := s.reidentify(st, sw, r)
+	if !ok {
+		return
+	}
 	// Before routing: a page that rebinds a name of its own to the
 	// gateway must not reach any route.
 	if reason := s.hostProblem(st, r); reason != "" {
