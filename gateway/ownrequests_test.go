@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -243,4 +245,42 @@ func awaitNamesLearnt(t *testing.T, s *Server) {
 		}
 		return true
 	})
+}
+
+// The warm-up before serving starts stdio targets only: a remote target
+// has nothing to install, and a slow one held every caller at 503 for
+// tailgate's own sake. Failed before (at c8d8db2): Warm opened a session
+// of every target, and waited for a remote target that never answers
+// until its initializeTimeout.
+func TestWarmLeavesRemoteTargetsAlone(t *testing.T) {
+	asked := make(chan struct{}, 1)
+	hang := make(chan struct{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	defer upstream.Close()
+	defer close(hang) // first: Close waits for the handlers
+	cfg := demoConfig + `          - name: remote
+            mcp: {host: "` + upstream.URL + `", initializeTimeout: 10s}
+`
+	s, _ := serveLoopback(t, cfg)
+	begin := time.Now()
+	s.Warm(context.Background())
+	took := time.Since(begin)
+	t.Logf("warm-up took %v", took)
+	if took > 5*time.Second {
+		t.Errorf("warm-up took %v: it waited for the remote target", took)
+	}
+	select {
+	case <-asked:
+		t.Error("the warm-up asked the remote target")
+	default:
+	}
 }

@@ -606,8 +606,8 @@ func (s *Server) closeListeners() {
 	}
 }
 
-// Warm starts the targets of every MCP backend once — a session opened
-// and closed, as a client's would be — and waits for them, so that a
+// Warm starts the stdio targets of every MCP backend once (remote ones
+// have nothing to install) and waits for them, so that a
 // first start's cost (npx fetching a package: 20 s and more) is paid
 // before a client waits for it, not by the first client, whose connect
 // timeout may be shorter (the MCP Inspector's is 15 s). Each target's
@@ -631,13 +631,12 @@ func (s *Server) Warm(ctx context.Context) {
 		wg.Go(func() {
 			begin := time.Now()
 			s.log.Info("starting the route's targets once before serving", "route", f.name)
-			sess, err := f.backend.Open(ctx, mcpstdio.OpenParams{ID: "warm-up"})
+			// Stdio targets only: a remote one has nothing to install.
+			targets, err := f.backend.Warm(ctx)
 			if err != nil {
-				s.log.Warn("targets did not start; the first client will try again", "route", f.name, "err", err, "duration", time.Since(begin).Round(time.Millisecond))
+				s.log.Warn("targets did not start; the first client will try again", "route", f.name, "started", targets, "err", err, "duration", time.Since(begin).Round(time.Millisecond))
 				return
 			}
-			targets := sess.Targets()
-			sess.Close()
 			s.log.Info("targets started", "route", f.name, "targets", targets, "duration", time.Since(begin).Round(time.Millisecond))
 		})
 	}

@@ -271,6 +271,40 @@ func (b *Backend) initializeTimeout(t *Target) time.Duration {
 	return b.opts.InitializeTimeout
 }
 
+// Warm starts and initializes each stdio target once, all at once, and
+// stops them: a first start's cost (npx fetching a package) is paid before
+// a client waits for it. Remote targets are left alone: they have nothing
+// to install, and a slow one would only hold the others' warm-up (and the
+// callers waiting for it) for tailgate's own sake. It returns the names
+// of the targets started, and what failed (each bounded by its
+// initializeTimeout).
+func (b *Backend) Warm(ctx context.Context) ([]string, error) {
+	var names []string
+	errs := make([]error, len(b.targets))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i := range b.targets {
+		t := &b.targets[i]
+		if t.Remote != nil {
+			continue
+		}
+		wg.Go(func() {
+			c, err := b.startChild(ctx, t, nil, nil, "warm-up", false)
+			if err != nil {
+				errs[i] = fmt.Errorf("target %q: %w", t.Name, err)
+				return
+			}
+			c.stop(b.opts.StopGrace)
+			mu.Lock()
+			names = append(names, t.Name)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	slices.Sort(names)
+	return names, errors.Join(errs...)
+}
+
 // ownTimeout bounds each request tailgate makes of t for itself (the lists
 // it routes, judges and labels calls by): as long as t may take to start
 // answering at all, its initializeTimeout, and no longer than a client's
