@@ -84,8 +84,10 @@ func startTailgateWith(t *testing.T, setup func(*exec.Cmd), args []string, env .
 		}
 	}
 	cmd := exec.Command(buildTailgate(t), args...)
-	// Nothing may reach Tailscale's log service from a test.
-	cmd.Env = append(os.Environ(), append([]string{"TS_NO_LOGS_NO_SUPPORT=true"}, env...)...)
+	// Nothing may reach Tailscale's log service from a test, and a
+	// node's default state (tsnode.DefaultStateDir: /var/lib/tailgate
+	// for root) is the test's own.
+	cmd.Env = append(os.Environ(), append([]string{"TS_NO_LOGS_NO_SUPPORT=true", "STATE_DIRECTORY=" + t.TempDir()}, env...)...)
 	if setup != nil {
 		setup(cmd)
 	}

@@ -54,8 +54,14 @@ func childrenIsolated(t *testing.T, gatewayAsNobody, stdioUser bool) {
 	)
 	tn := NewTailnet(t, RequireAuthKey(key))
 	home, out := t.TempDir(), t.TempDir()
-	// tsnode's default: $XDG_CONFIG_HOME (unset: $HOME/.config)/tailgate/<hostname>.
-	state := filepath.Join(home, ".config", "tailgate", "tailgate")
+	// tsnode's default (tsnode.DefaultStateDir): for root, outside HOME,
+	// here $STATE_DIRECTORY/<hostname> (else /var/lib/tailgate/<hostname>);
+	// for others $XDG_CONFIG_HOME (unset: $HOME/.config)/tailgate/<hostname>.
+	stateBase := t.TempDir()
+	state := filepath.Join(stateBase, "tailgate")
+	if gatewayAsNobody || os.Geteuid() != 0 {
+		state = filepath.Join(home, ".config", "tailgate", "tailgate")
+	}
 	script := filepath.Join(out, "hostile.sh")
 	if err := os.WriteFile(script, []byte(fmt.Sprintf(`out=%s
 cat %s/tailscaled.state > $out/state.$$ 2>&1
@@ -106,7 +112,10 @@ binds:
 	}
 	setup := func(cmd *exec.Cmd) {
 		// The home is the test's; XDG_CONFIG_HOME empty is HOME/.config.
-		cmd.Env = append(cmd.Env, "HOME="+home, "XDG_CONFIG_HOME=")
+		cmd.Env = append(cmd.Env, "HOME="+home, "XDG_CONFIG_HOME=", "STATE_DIRECTORY=")
+		if !gatewayAsNobody && os.Geteuid() == 0 {
+			cmd.Env = append(cmd.Env, "STATE_DIRECTORY="+stateBase)
+		}
 		if gatewayAsNobody {
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 		}

@@ -84,7 +84,7 @@ func asUnprivileged(t *testing.T, files []string, dirs ...string) func(*exec.Cmd
 	openToNobody(t, files, dirs...)
 	return func(cmd *exec.Cmd) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
-		cmd.Env = append(cmd.Env, "HOME="+dirs[0], "TMPDIR="+dirs[0])
+		cmd.Env = append(cmd.Env, "HOME="+dirs[0], "TMPDIR="+dirs[0], "STATE_DIRECTORY=")
 	}
 }
 

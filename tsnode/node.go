@@ -117,11 +117,10 @@ func New(cfg Config) (*Node, error) {
 		}
 		dir, n.tmpDir = tmp, tmp
 	case dir == "":
-		base, err := os.UserConfigDir()
-		if err != nil {
-			return nil, fmt.Errorf("tailnet: no stateDir configured and no user config dir: %w", err)
+		var err error
+		if dir, err = DefaultStateDir(cfg.Hostname, os.Geteuid()); err != nil {
+			return nil, err
 		}
-		dir = filepath.Join(base, "tailgate", cfg.Hostname)
 	}
 	if err := ensurePrivateDir(dir); err != nil {
 		return nil, fmt.Errorf("tailnet: state dir %s: %w", dir, err)
@@ -141,6 +140,43 @@ func New(cfg Config) (*Node, error) {
 		n.srv.Store = new(mem.Store)
 	}
 	return n, nil
+}
+
+// SystemStateDir is where root's nodes keep their state by default.
+const SystemStateDir = "/var/lib/tailgate"
+
+// DefaultStateDir is a node's state dir when the config names none:
+// $STATE_DIRECTORY/<hostname> when set (systemd's StateDirectory= sets
+// it). Else, for root, SystemStateDir/<hostname>, outside any home
+// directory: the
+// gateway hides its state dir from stdio children, and Landlock can only
+// do that by denying them new entries in the dir's ancestors (a right on
+// a directory holds for all beneath it), which under HOME would break
+// npx's first ~/.npm; nothing creates entries directly in /var/lib. A
+// node that already has state at the older default,
+// ~/.config/tailgate/<hostname>, keeps it (moving it would change the
+// node's identity on the tailnet). For other users it is that older
+// default, the only persistent place they can write.
+func DefaultStateDir(hostname string, euid int) (string, error) {
+	if d := os.Getenv("STATE_DIRECTORY"); d != "" {
+		// systemd may list several, colon-separated: the first is ours.
+		d, _, _ = strings.Cut(d, ":")
+		return filepath.Join(d, hostname), nil
+	}
+	base, err := os.UserConfigDir()
+	home := ""
+	if err == nil {
+		home = filepath.Join(base, "tailgate", hostname)
+	}
+	if euid == 0 {
+		if _, serr := os.Stat(home); home == "" || serr != nil {
+			return filepath.Join(SystemStateDir, hostname), nil
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("tailnet: no stateDir configured and no user config dir: %w", err)
+	}
+	return home, nil
 }
 
 // ensurePrivateDir creates dir 0700, or tightens an existing one to 0700:

@@ -185,3 +185,42 @@ func TestDefaultControlURLIsNamed(t *testing.T) {
 		t.Errorf("ControlURL() = %q", got)
 	}
 }
+
+// The default state dir keeps the node's keys where stdio children can be
+// kept from them at the least cost: for root outside HOME (hiding a dir
+// under HOME denies children new entries directly in HOME, such as npx's
+// first ~/.npm), unless a node already has its state at the older
+// default; systemd's $STATE_DIRECTORY first.
+func TestDefaultStateDir(t *testing.T) {
+	home := t.TempDir()
+	old := filepath.Join(home, ".config", "tailgate", "gw")
+	for _, tc := range []struct {
+		name     string
+		euid     int
+		stateEnv string
+		oldState bool
+		want     string
+	}{
+		{"root", 0, "", false, "/var/lib/tailgate/gw"},
+		{"root with state at the older default", 0, "", true, old},
+		{"an ordinary user", 1000, "", false, old},
+		{"systemd's StateDirectory", 0, "/var/lib/tg:/var/lib/other", true, "/var/lib/tg/gw"},
+		{"systemd's StateDirectory, ordinary user", 1000, "/var/lib/tg", false, "/var/lib/tg/gw"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("HOME", home)
+			t.Setenv("XDG_CONFIG_HOME", "")
+			t.Setenv("STATE_DIRECTORY", tc.stateEnv)
+			os.RemoveAll(filepath.Join(home, ".config"))
+			if tc.oldState {
+				if err := os.MkdirAll(old, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := DefaultStateDir("gw", tc.euid)
+			if err != nil || got != tc.want {
+				t.Errorf("DefaultStateDir = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}

@@ -30,6 +30,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -338,9 +339,10 @@ func (a *app) serve(ctx context.Context) int {
 }
 
 // defaultStateHidden is the node's state dir when the config names none
-// and the state is on disk: tsnode's default (~/.config/tailgate/<hostname>),
+// and the state is on disk: tsnode's default (tsnode.DefaultStateDir:
+// /var/lib/tailgate/<hostname> for root, else ~/.config/tailgate/<hostname>),
 // which holds the node's private keys. It is hidden from stdio children
-// like a configured one, at a price: children of the gateway's own HOME
+// like a configured one, at a price under HOME: children of the gateway's own HOME
 // cannot create new entries directly in $HOME, ~/.config and
 // ~/.config/tailgate (Landlock grants a right on a directory for all
 // beneath it, so creating ~/.npm and reaching the keys go together). The
@@ -353,6 +355,12 @@ func defaultStateHidden(ts gateway.TailscaleConfig, stateDir string) []string {
 		return nil
 	}
 	return []string{stateDir}
+}
+
+// underHome reports whether dir is in the user's home directory.
+func underHome(dir string) bool {
+	home, err := os.UserHomeDir()
+	return err == nil && home != "" && strings.HasPrefix(dir, filepath.Clean(home)+string(filepath.Separator))
 }
 
 // warnExposedSecrets says, once at start, what stdio children could reach
@@ -371,7 +379,7 @@ func (a *app) warnExposedSecrets(stateDir, keyFrom string) {
 		a.log.Warn("stdio children cannot be confined: they are not kept from the node's state dir, the auth key file, nor (as the same user) from each other's environments; only file permissions and stdio.user protect them", "reason", err)
 		return
 	}
-	if ts.StateDir == "" && ts.StateStore != "mem" && withUser < all {
+	if ts.StateDir == "" && ts.StateStore != "mem" && withUser < all && underHome(stateDir) {
 		a.log.Warn("the node's state dir is the default one, under the home directory; it is hidden from stdio children, which therefore cannot create new files or directories directly in the folders above it (such as ~/.npm on npx's first run); set tailscale.stateDir outside the home directory, such as /var/lib/tailgate, or stdio.user", "state_dir", stateDir)
 	}
 }
