@@ -27,15 +27,20 @@ func TestExposedSecretsWarned(t *testing.T) {
 	)
 	asRoot := os.Geteuid() == 0
 	landlock := mcpstdio.ConfinementError() == nil
+	t.Setenv("HOME", "/home/x")
 	for _, tc := range []struct {
 		name, tailscale, user string
-		want                  []string
+		// dir is the node's state dir; default: under HOME.
+		dir  string
+		want []string
 	}{
-		{"default state dir", "tailscale: {}", "", []string{state, root}},
-		{"default state dir, stdio.user", "tailscale: {}", ", user: nobody", nil},
-		{"state dir set", "tailscale: {stateDir: /var/lib/tailgate}", ", user: nobody", nil},
-		{"memory state", "tailscale: {stateStore: mem, ephemeral: true}", ", user: nobody", nil},
-		{"no user", "tailscale: {stateDir: /var/lib/tailgate}", "", []string{root}},
+		{"default state dir", "tailscale: {}", "", "", []string{state, root}},
+		// Root's default, outside HOME: hiding it costs nothing.
+		{"default state dir outside HOME", "tailscale: {}", "", "/var/lib/tailgate/tailgate", []string{root}},
+		{"default state dir, stdio.user", "tailscale: {}", ", user: nobody", "", nil},
+		{"state dir set", "tailscale: {stateDir: /var/lib/tailgate}", ", user: nobody", "", nil},
+		{"memory state", "tailscale: {stateStore: mem, ephemeral: true}", ", user: nobody", "", nil},
+		{"no user", "tailscale: {stateDir: /var/lib/tailgate}", "", "", []string{root}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env, err := policy.NewEnv()
@@ -48,7 +53,11 @@ func TestExposedSecretsWarned(t *testing.T) {
 			}
 			var buf bytes.Buffer
 			a := &app{cfg: cfg, log: slog.New(slog.NewTextHandler(&buf, nil))}
-			a.warnExposedSecrets("/home/x/.config/tailgate", "TS_AUTHKEY")
+			dir := tc.dir
+			if dir == "" {
+				dir = "/home/x/.config/tailgate/tailgate"
+			}
+			a.warnExposedSecrets(dir, "TS_AUTHKEY")
 			var want []string
 			for _, w := range tc.want {
 				switch {
