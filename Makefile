@@ -59,9 +59,17 @@ docker:
 ## test: formatting, vet, unit tests with the race detector, then the
 ## integration tests, the MCP conformance suite (TestConformance) among
 ## them (what CI runs). The two package lists cover `go list ./...`.
+## The integration tests run many tsnet nodes in one process, where
+## tailscale.com v1.102.5's process-wide GRO pool delivers one node's
+## leftover packets to another, whose RST then kills a connection of its
+## own (integration/upstream/NOTES.md): they are built without GRO
+## (ts_omit_gro), so that an upstream bug does not fail tailgate's tests at
+## random. The binary they run, and make bench, keep it.
+INTEGRATION_TAGS := ts_omit_gro
+
 test: fmt-check vet npm-deps conformance-npm-deps
 	$(GO) test -race -timeout $(TIMEOUT) ./policy/... ./gateway/... ./mcpstdio/... ./tsnode/... ./cmd/...
-	$(GO) test -timeout $(TIMEOUT) ./integration/...
+	$(GO) test -tags $(INTEGRATION_TAGS) -timeout $(TIMEOUT) ./integration/...
 
 ## npm-deps: the reference MCP server, the TypeScript SDK and mcp-remote,
 ## pinned by package-lock.json, into integration/testdata/npm/node_modules.
@@ -97,7 +105,7 @@ unit:
 	$(GO) test -timeout $(TIMEOUT) ./policy/... ./gateway/... ./mcpstdio/... ./tsnode/...
 
 integration: npm-deps
-	$(GO) test -timeout $(TIMEOUT) ./integration/...
+	$(GO) test -tags $(INTEGRATION_TAGS) -timeout $(TIMEOUT) ./integration/...
 
 vet:
 	$(GO) vet ./...
