@@ -194,6 +194,21 @@ func (er *eventReader) appendData(p []byte) error {
 	return nil
 }
 
+// piece reads the next piece of a line, without its end of line; more
+// reports that the line goes on past the reader's buffer.
+func (er *eventReader) piece() (piece []byte, more bool, err error) {
+	piece, err = er.br.ReadSlice('\n')
+	switch {
+	case err == bufio.ErrBufferFull:
+		return piece, true, nil
+	case err == io.ErrUnexpectedEOF:
+		return nil, false, io.EOF
+	case err != nil:
+		return nil, false, err
+	}
+	return trimEOL(piece), false, nil
+}
+
 // next is the next event, or io.EOF at the stream's end (an event it ends
 // inside is dropped, as EventSource does), or the error that stopped it,
 // a *tooLargeError or *overBoundError among them. The event's data is
@@ -202,16 +217,11 @@ func (er *eventReader) next() (sseEvent, error) {
 	er.release()
 	ev := sseEvent{retry: -1}
 	for {
-		piece, err := er.br.ReadSlice('\n')
-		more := err == bufio.ErrBufferFull // the line goes on
-		if err != nil && !more {
-			if err == io.ErrUnexpectedEOF {
-				err = io.EOF
-			}
+		piece, more, err := er.piece()
+		if err != nil {
 			return sseEvent{retry: -1}, err
 		}
 		if !more {
-			piece = trimEOL(piece)
 			if len(piece) == 0 {
 				if len(er.data) > 0 || ev.name != "" || ev.hasID || ev.retry >= 0 {
 					ev.data = er.data
@@ -239,16 +249,8 @@ func (er *eventReader) next() (sseEvent, error) {
 			}
 		}
 		for more {
-			piece, err = er.br.ReadSlice('\n')
-			more = err == bufio.ErrBufferFull
-			if err != nil && !more {
-				if err == io.ErrUnexpectedEOF {
-					err = io.EOF
-				}
+			if piece, more, err = er.piece(); err != nil {
 				return sseEvent{retry: -1}, err
-			}
-			if !more {
-				piece = trimEOL(piece)
 			}
 			if data {
 				if err := er.appendData(piece); err != nil {
