@@ -42,20 +42,10 @@ done
 	return path
 }
 
-const listChildConfig = `
-binds:
-- port: 3000
-  listeners:
-  - name: default
-    protocol: HTTP
-    routes:
-    - name: mcp
-      backends:
-      - mcp:
-          targets:
-          - name: slow
-            stdio: {cmd: /bin/sh, args: [%q], initializeTimeout: %s}
-`
+// listChildConfig is demoConfig with one target, slow, running the
+// script at %q, with an initializeTimeout of %s.
+var listChildConfig = strings.Replace(strings.Replace(demoConfig, "name: demo", "name: slow", 1),
+	"stdio: {cmd: DEMO}", "stdio: {cmd: /bin/sh, args: [%q], initializeTimeout: %s}", 1)
 
 // The tools/list answer of listChild.
 const listAnswer = `printf '{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}}]}}\n' "$id"`
