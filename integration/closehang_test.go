@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -28,7 +30,36 @@ const openConns = 600
 // connections open, tsnet.Server.Close blocked for good in
 // netstack.(*queue).Write (the reproducer is tsnode/upstreamrepro), and so
 // did SIGTERM of `tailgate dev` after a client made calls at c=64.
+//
+// The nodes whose Close gave up are still stuck in the process, with
+// their netstacks and hundreds of goroutines, and tests run after them in
+// the same process lost connections (TestLoad: 34 of 200 sessions). So
+// the scenario runs in a process of its own, which its end takes down.
 func TestNodeCloseWithManyConnections(t *testing.T) {
+	if os.Getenv(closeHangChildEnv) == "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestNodeCloseWithManyConnections$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), closeHangChildEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, "closehang_test.go") || strings.HasPrefix(strings.TrimSpace(line), "--- ") {
+				t.Log(strings.TrimSpace(line))
+			}
+		}
+		if err != nil {
+			t.Fatalf("the scenario's process: %v\n%s", err, out)
+		}
+		return
+	}
+	closeWithManyConnections(t)
+}
+
+// closeHangChildEnv marks the process TestNodeCloseWithManyConnections
+// runs its scenario in.
+const closeHangChildEnv = "TAILGATE_CLOSEHANG_CHILD"
+
+func closeWithManyConnections(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// open starts a node of tailgate's with openConns connections
