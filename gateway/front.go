@@ -904,7 +904,9 @@ func (fs *frontSession) call(ctx context.Context, bs *mcpstdio.Session, m *mcpst
 				fs.record(method, rt, "cancelled", nil, time.Since(start))
 				return
 			}
-			if err := out.send(fr.Data, fr.Final); err != nil {
+			err := out.send(fr.Data, fr.Final)
+			fr.Release()
+			if err != nil {
 				reply.Close()
 				// A write that failed part-way is not a client that left
 				// before its answer: the log says how much was written.

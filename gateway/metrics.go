@@ -60,6 +60,8 @@ func newMetrics(s *Server) *metrics {
 		stateCollector{s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tailgate_held_bytes", Help: "Bytes of targets' messages the gateway holds: being read, or answers its clients have not taken yet (at most 256 MiB in all, plus one message per target being read)."},
+			func() float64 { return float64(s.buffers.Held()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tailgate_build_info", Help: "tailgate's version.", ConstLabels: prometheus.Labels{"version": Version}},
 			func() float64 { return 1 }),
 	)

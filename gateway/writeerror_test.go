@@ -40,7 +40,7 @@ func TestAccessLogTellsAFailedWrite(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs syncBuffer
-			_, base := serveLoopbackOpts(t, demoConfig, Options{
+			srv, base := serveLoopbackOpts(t, demoConfig, Options{
 				Logger:            slog.New(slog.NewTextHandler(&logs, nil)),
 				WriteStallTimeout: time.Second,
 			})
@@ -93,6 +93,8 @@ func TestAccessLogTellsAFailedWrite(t *testing.T) {
 			if strings.Contains(logs.String(), "tool=big target=demo outcome=ok") {
 				t.Errorf("the call is also logged ok:\n%s", logs.String())
 			}
+			// The answer the client did not take holds nothing any more.
+			waitFor(t, "the answer's bytes given back", func() bool { return srv.buffers.Held() == 0 })
 		})
 	}
 }

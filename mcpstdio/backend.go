@@ -131,6 +131,10 @@ type Options struct {
 	// MaxMessageBytes is the longest message a child may write; a child
 	// that writes a longer one is stopped. Default 64 MiB.
 	MaxMessageBytes int
+	// HeldPatience is how long a stdio child's output is not read for
+	// want of room in Buffers (its clients have not taken enough of what
+	// it said before) before the child is given up; default 30s.
+	HeldPatience time.Duration
 	// Buffers bound what the backend holds of messages being read from
 	// remote targets, shared by every backend of a gateway; nil: the
 	// backend's own, DefaultMaxBufferedBytes.
@@ -213,6 +217,9 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 	}
 	if opts.MaxMessageBytes <= 0 {
 		opts.MaxMessageBytes = 64 << 20
+	}
+	if opts.HeldPatience <= 0 {
+		opts.HeldPatience = 30 * time.Second
 	}
 	if opts.Buffers == nil {
 		opts.Buffers = NewBuffers(0)

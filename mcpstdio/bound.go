@@ -9,17 +9,30 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// Buffers bounds the bytes tailgate holds of messages it is reading from
-// remote targets, in all (every backend of a gateway shares one) and per
-// link (one caller's connection to one target), so that neither one
-// target sending without end nor many large answers at once can grow the
-// gateway past it. Each message is bounded on its own by MaxMessageBytes.
+// Buffers bounds the bytes tailgate holds of messages from its targets,
+// in all (every backend of a gateway shares one) and per link (one
+// caller's connection to one target): a remote target's message while it
+// is read, and every target's answers until the client has taken them.
+// Neither one target sending without end, nor many large answers at once,
+// nor clients that do not read, can grow the gateway past it: an answer
+// that does not fit is replaced by an error that says which bound it
+// passed. Each message is bounded on its own by MaxMessageBytes.
 type Buffers struct {
 	mu        sync.Mutex
 	max, used int64
+	// freed is closed, and replaced, each time bytes are given back: the
+	// readers waiting for room look again.
+	freed chan struct{}
+	// waiting, in tests, hears of each reader that starts to wait.
+	waiting chan<- struct{}
+	// lines are the stdio lines being read, by when they began (a
+	// sequence number): the eldest may always grow (see takeWaiting).
+	lines   map[uint64]bool
+	lineSeq uint64
 }
 
 // DefaultMaxBufferedBytes is what Buffers hold at most in all, unless
@@ -32,7 +45,14 @@ func NewBuffers(max int64) *Buffers {
 	if max <= 0 {
 		max = DefaultMaxBufferedBytes
 	}
-	return &Buffers{max: max}
+	return &Buffers{max: max, freed: make(chan struct{}), lines: make(map[uint64]bool)}
+}
+
+// Held is the number of bytes held in all.
+func (b *Buffers) Held() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
 }
 
 // bufferShare is what one link may hold of Buffers: a quarter of the
@@ -55,13 +75,13 @@ func (s *bufferShare) take(n int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.used+n > s.max {
-		return &overBoundError{fmt.Sprintf("this caller's messages being read from its targets would exceed %d bytes", s.max)}
+		return &overBoundError{msg: fmt.Sprintf("the messages of this caller's link to its target, being read or not yet taken by the client, would exceed %d bytes", s.max)}
 	}
 	a := s.all
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.used+n > a.max {
-		return &overBoundError{fmt.Sprintf("the messages the gateway is reading from its targets would exceed %d bytes in all; retry later", a.max)}
+		return &overBoundError{msg: fmt.Sprintf("the messages the gateway holds of its targets, being read or not yet taken by clients, would exceed %d bytes in all; retry later", a.max), all: true}
 	}
 	a.used += n
 	s.used += n
@@ -76,13 +96,161 @@ func (s *bufferShare) give(n int64) {
 	s.mu.Lock()
 	s.used -= n
 	s.mu.Unlock()
-	s.all.mu.Lock()
-	s.all.used -= n
-	s.all.mu.Unlock()
+	a := s.all
+	a.mu.Lock()
+	a.used -= n
+	close(a.freed)
+	a.freed = make(chan struct{})
+	a.mu.Unlock()
+}
+
+// startLine registers a stdio line being read, and returns its place.
+func (b *Buffers) startLine() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lineSeq++
+	b.lines[b.lineSeq] = true
+	return b.lineSeq
+}
+
+// endLine says line has been read (or given up).
+func (b *Buffers) endLine(line uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.lines, line)
+	close(b.freed) // the eldest line may be another now
+	b.freed = make(chan struct{})
+}
+
+// eldest reports whether line began before every other line being read.
+func (b *Buffers) eldest(line uint64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for l := range b.lines {
+		if l < line {
+			return false
+		}
+	}
+	return true
+}
+
+// takeWaiting charges n more bytes of stdio line line, waiting for room
+// for up to patience: the child's reader holds the child back meanwhile
+// (it blocks on its own output until the clients have taken enough of
+// what was said before). stop ends the wait: the child is gone.
+//
+// Lines partly read, each waiting for room the others hold, could wait
+// for each other for good; so the eldest line may pass the gateway's
+// bound (never its link's share) by up to a share (one message at
+// least): it always ends, and gives its room to the next.
+func (s *bufferShare) takeWaiting(n int64, line uint64, patience time.Duration, stop <-chan struct{}) error {
+	var timer *time.Timer
+	for {
+		s.all.mu.Lock()
+		freed, waiting := s.all.freed, s.all.waiting
+		s.all.mu.Unlock()
+		err := s.take(n)
+		if err == nil {
+			return nil
+		}
+		if ob := (*overBoundError)(nil); errors.As(err, &ob) && ob.all && s.all.eldest(line) && s.forceWithin(n, s.max) {
+			return nil
+		}
+		if timer == nil {
+			timer = time.NewTimer(patience)
+			defer timer.Stop()
+			if waiting != nil {
+				select {
+				case waiting <- struct{}{}:
+				default:
+				}
+			}
+		}
+		select {
+		case <-freed:
+		case <-stop:
+			return io.ErrClosedPipe
+		case <-timer.C:
+			return fmt.Errorf("%w for %v", err, patience)
+		}
+	}
+}
+
+// forceWithin charges n bytes past the gateway's bound, if that leaves
+// the whole no more than over past it.
+func (s *bufferShare) forceWithin(n, over int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.used+n > s.max {
+		return false
+	}
+	a := s.all
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.used+n > a.max+over {
+		return false
+	}
+	a.used += n
+	s.used += n
+	return true
+}
+
+// hold charges n bytes of an answer on its way to a client, or says why
+// there is no room for it.
+func (s *bufferShare) hold(n int) (*charge, error) {
+	if err := s.take(int64(n)); err != nil {
+		return nil, err
+	}
+	h := &charge{share: s}
+	h.n.Store(int64(n))
+	return h, nil
+}
+
+// charged is a charge for n bytes already taken.
+func (s *bufferShare) charged(n int64) *charge {
+	h := &charge{share: s}
+	h.n.Store(n)
+	return h
+}
+
+// answer is the charge for an answer of n bytes made of a message that
+// holds from: it takes over what from holds (the message's buffer is
+// dropped once the answer is made of it), or, with nothing to take over,
+// holds n bytes anew.
+func (s *bufferShare) answer(from *charge, n int) (*charge, error) {
+	if from != nil {
+		if got := from.n.Swap(0); got > 0 {
+			return from.share.charged(got), nil
+		}
+	}
+	return s.hold(n)
+}
+
+// charge is the bytes one message holds of a bufferShare, given back once,
+// by whoever is done with the message last.
+type charge struct {
+	share *bufferShare
+	n     atomic.Int64
+	// owns says the message is in a buffer of its own, which the answer
+	// made of it may be written into.
+	owns bool
+}
+
+// release gives back what h holds; a nil charge holds nothing.
+func (h *charge) release() {
+	if h == nil {
+		return
+	}
+	if n := h.n.Swap(0); n > 0 {
+		h.share.give(n)
+	}
 }
 
 // overBoundError is a message the buffers have no room for.
-type overBoundError struct{ msg string }
+type overBoundError struct {
+	msg string
+	all bool // the gateway's bound, not the link's share
+}
 
 func (e *overBoundError) Error() string { return e.msg }
 
@@ -165,6 +333,15 @@ type eventReader struct {
 
 func newEventReader(r io.Reader, limit int, share *bufferShare) *eventReader {
 	return &eventReader{br: bufio.NewReaderSize(r, 16<<10), limit: limit, share: share}
+}
+
+// handOver is the charge for what the last event holds, for its answer to
+// take over; the event's buffer is not used again.
+func (er *eventReader) handOver() *charge {
+	h := er.share.charged(er.held)
+	h.owns = true
+	er.held, er.data = 0, nil
+	return h
 }
 
 // release gives back what the last event held.

@@ -281,6 +281,7 @@ func (s *Session) listenForSessionClient(c *child) {
 	r.mu.Unlock()
 	go func() {
 		for f := range r.C() {
+			f.Release() // parsed below, and dropped
 			if f.Final {
 				return
 			}

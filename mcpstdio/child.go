@@ -36,6 +36,12 @@ type child struct {
 	log    *slog.Logger
 	owner  atomic.Pointer[Session]
 	maxMsg int
+	// mem is the link's share of the gateway's Buffers: what is being
+	// read from the target, and answers the clients have not taken.
+	mem *bufferShare
+	// patience is how long a stdio child's reader waits for room in mem
+	// before it gives the child up.
+	patience time.Duration
 
 	// init is the child's answer to initialize.
 	init childInit
@@ -143,12 +149,13 @@ func (ci *childInit) listChanged(capability string) bool {
 // child); identity is added to the child's environment.
 func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string]string, params []byte, logID string, shared bool) (*child, error) {
 	log := b.log.With("session", logID, "target", t.Name)
-	c := &child{target: t, log: log, pending: make(map[int64]*Reply), maxMsg: b.opts.MaxMessageBytes, ownTimeout: b.ownTimeout(t)}
+	c := &child{target: t, log: log, pending: make(map[int64]*Reply), maxMsg: b.opts.MaxMessageBytes, ownTimeout: b.ownTimeout(t),
+		mem: b.buffers.share(b.opts.MaxMessageBytes), patience: b.opts.HeldPatience}
 	switch {
 	case t.Remote != nil && t.Remote.SSE:
-		c.link = b.dialSSE(t, identity, c.handle, log)
+		c.link = b.dialSSE(t, identity, c.handle, c.mem, log)
 	case t.Remote != nil:
-		c.link = b.dialRemote(t, identity, c.handle, log)
+		c.link = b.dialRemote(t, identity, c.handle, c.mem, log)
 	default:
 		proc, err := startProcess(t, b.childEnv(t, identity), log, stderrLimits{maxLine: b.opts.StderrMaxLine, perSecond: b.opts.StderrLinesPerSecond})
 		if err != nil {
@@ -356,34 +363,17 @@ func (c *child) request(ctx context.Context, method string, params []byte) (*Mes
 
 // readLoop reads the child's stdout until it closes, handing each message
 // on. Lines that are not JSON-RPC are logged and skipped.
-func (c *child) readLoop(stdout io.Reader) {
+func (c *child) readLoop(stdout io.Reader, exited <-chan struct{}) {
 	br := bufio.NewReaderSize(stdout, 64<<10)
-	var long []byte
 	var err error
 	for {
 		var line []byte
-		line, err = br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			long = append(long[:0], line...)
-			for errors.Is(err, bufio.ErrBufferFull) {
-				if len(long) > c.maxMsg {
-					err = fmt.Errorf("a message longer than %d bytes", c.maxMsg)
-					break
-				}
-				line, err = br.ReadSlice('\n')
-				long = append(long, line...)
-			}
-			line = long
-			if err != nil && !errors.Is(err, io.EOF) {
-				break
-			}
+		var held *charge
+		line, held, err = c.readLine(br, exited)
+		if len(line) > 0 && (err == nil || errors.Is(err, io.EOF)) {
+			c.handle(bytes.TrimSpace(line), held)
 		}
-		if len(line) > 0 {
-			c.handle(bytes.TrimSpace(line))
-		}
-		if cap(long) > 1<<20 {
-			long = nil // a big message's buffer is not kept for the next
-		}
+		held.release()
 		if err != nil {
 			break
 		}
@@ -392,6 +382,49 @@ func (c *child) readLoop(stdout io.Reader) {
 		err = nil
 	}
 	c.closed(err)
+}
+
+// readLine reads one line of the child's, charging its bytes to the
+// link's share of the gateway's buffers as it grows. While there is no
+// room (the clients have not taken what the child said before), the line
+// is not read on: the child waits on its own output, for no longer than
+// the link's patience. A line longer than the read buffer is read into a
+// buffer of its own, which the answer made of it keeps.
+func (c *child) readLine(br *bufio.Reader, exited <-chan struct{}) ([]byte, *charge, error) {
+	held := c.mem.charged(0)
+	seq := c.mem.all.startLine()
+	defer c.mem.all.endLine(seq)
+	line, err := br.ReadSlice('\n')
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		if werr := c.mem.takeWaiting(int64(len(line)), seq, c.patience, exited); werr != nil {
+			return nil, held, werr
+		}
+		held.n.Store(int64(len(line)))
+		return line, held, err
+	}
+	var long []byte
+	for {
+		if len(long)+len(line) > cap(long) {
+			grow := max(len(long)+len(line), 2*cap(long)) - cap(long)
+			grow = min(grow, c.maxMsg+1-cap(long))
+			if len(long)+len(line) > c.maxMsg || grow <= 0 {
+				return nil, held, &tooLargeError{c.maxMsg}
+			}
+			if werr := c.mem.takeWaiting(int64(grow), seq, c.patience, exited); werr != nil {
+				return nil, held, werr
+			}
+			held.n.Add(int64(grow))
+			nb := make([]byte, len(long), cap(long)+grow)
+			copy(nb, long)
+			long = nb
+		}
+		long = append(long, line...)
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			held.owns = true
+			return long, held, err
+		}
+		line, err = br.ReadSlice('\n')
+	}
 }
 
 // closed fails every pending request: stdout is gone.
@@ -411,8 +444,9 @@ func (c *child) closed(readErr error) {
 	}
 }
 
-// handle routes one message from the child.
-func (c *child) handle(line []byte) {
+// handle routes one message from the child; held is what it holds of the
+// link's buffers (nil: nothing yet), for an answer made of it to take over.
+func (c *child) handle(line []byte, held *charge) {
 	if len(line) == 0 {
 		return
 	}
@@ -422,7 +456,7 @@ func (c *child) handle(line []byte) {
 		return
 	}
 	if m.IsResponse() {
-		c.response(m)
+		c.response(m, held)
 		return
 	}
 	s := c.owner.Load()
@@ -446,7 +480,7 @@ func (c *child) handle(line []byte) {
 
 // response hands the child's answer to the request it answers, with the
 // request's own id.
-func (c *child) response(m *Message) {
+func (c *child) response(m *Message, held *charge) {
 	id, err := strconv.ParseInt(string(m.Bytes(m.ID)), 10, 64)
 	if err != nil {
 		c.log.Debug("response to an id tailgate never sent", "id", string(m.Bytes(m.ID)))
@@ -468,11 +502,11 @@ func (c *child) response(m *Message) {
 		r.finish(bytes.Clone(m.Raw))
 		return
 	}
-	c.deliver(r, m)
+	c.deliver(r, m, held)
 }
 
 // deliver finishes client call r with the child's response m.
-func (c *child) deliver(r *Reply, m *Message) {
+func (c *child) deliver(r *Reply, m *Message, held *charge) {
 	if r.retry != nil && m.Result.Has() && m.String(m.Path("result", "resultType")) == "input_required" {
 		// Input the session client is asked for (bridge.go).
 		if rm, err := ParseMessage(bytes.Clone(m.Raw)); err == nil {
@@ -499,10 +533,15 @@ func (c *child) deliver(r *Reply, m *Message) {
 		r.s.noteTask(c, m)
 	}
 	if r.transform != nil {
-		r.finishAs(r.transform(m), o)
+		c.finish(r, r.transform(m), o, held)
 		return
 	}
-	out := m.Replace(m.ID, r.frontID)
+	var out []byte
+	if held != nil && held.owns {
+		out = m.rewrite(m.ID, r.frontID) // a large answer is not copied
+	} else {
+		out = m.Replace(m.ID, r.frontID)
+	}
 	if r.listen {
 		// A listen's result names the subscription by the request's id.
 		if om, err := ParseMessage(out); err == nil {
@@ -511,7 +550,33 @@ func (c *child) deliver(r *Reply, m *Message) {
 			}
 		}
 	}
-	r.finishAs(out, o)
+	c.finish(r, out, o, held)
+}
+
+// finish ends r with the target's answer out, charged to the link's share
+// of the gateway's buffers until the client has taken it. An answer the
+// buffers have no room for (the caller has not taken enough of the
+// answers before it) is replaced by an error that says so: the target's
+// work is lost to this caller, the gateway's memory to nobody.
+func (c *child) finish(r *Reply, out []byte, o Outcome, from *charge) {
+	held, err := c.mem.answer(from, len(out))
+	if err != nil {
+		c.log.Warn("answer dropped: the gateway's buffers are full", "size", len(out), "err", err)
+		r.fail(&CodeError{Code: CodeInternalError, Err: fmt.Errorf("target %q: an answer of %d bytes dropped: %w", c.target.Name, len(out), err)})
+		return
+	}
+	r.end(Frame{Data: out, Final: true, Outcome: o, held: held})
+}
+
+// push delivers a message of the target's on r's stream, charged as
+// finish's answers; one the buffers have no room for is dropped.
+func (c *child) push(r *Reply, msg []byte) bool {
+	held, err := c.mem.hold(len(msg))
+	if err != nil {
+		c.log.Warn("message dropped: the gateway's buffers are full", "size", len(msg), "err", err)
+		return false
+	}
+	return r.pushFrame(Frame{Data: msg, held: held})
 }
 
 // resultTypeComplete is what goes first in an object result to say it is

@@ -321,6 +321,20 @@ func (m *Message) Replace(s Span, v []byte) []byte {
 	return append(out, m.Raw[s.End:]...)
 }
 
+// rewrite is Replace made in m.Raw's own buffer where it has room, for a
+// message whose buffer is its own: a large answer is then not copied. m is
+// not to be used after.
+func (m *Message) rewrite(s Span, v []byte) []byte {
+	d := len(v) - (s.End - s.Start)
+	if d > cap(m.Raw)-len(m.Raw)-1 { // and room for stdio's newline
+		return m.Replace(s, v)
+	}
+	out := m.Raw[:len(m.Raw)+d]
+	copy(out[s.Start+len(v):], m.Raw[s.End:])
+	copy(out[s.Start:], v)
+	return out
+}
+
 // Replace2 is Replace for two spans, a before b, that do not overlap.
 func (m *Message) Replace2(a Span, av []byte, b Span, bv []byte) []byte {
 	out := make([]byte, 0, len(m.Raw)+len(av)+len(bv)+1)

@@ -52,7 +52,7 @@ func (l stdioLink) write(msg []byte, _ map[string]string) error {
 	return err
 }
 
-func (l stdioLink) read(c *child)           { c.readLoop(l.stdout) }
+func (l stdioLink) read(c *child)           { c.readLoop(l.stdout, l.process.exited) }
 func (l stdioLink) exited() <-chan struct{} { return l.process.exited }
 func (l stdioLink) waitExited(d time.Duration) bool {
 	return l.process.waitExited(context.Background(), d)

@@ -103,6 +103,7 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 				}
 			}()
 			for f := range sb.r.C() {
+				f.Release() // what is passed on is a message of its own
 				if f.Final {
 					return
 				}
@@ -140,7 +141,7 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 				if id := fm.Path("params", "taskId"); s.prefixed && id.Has() && strings.HasPrefix(fm.MethodName(), "notifications/tasks") {
 					out = fm.Replace(id, quote(sb.c.target.Name+nameSep+fm.String(id)))
 				}
-				r.push(out)
+				sb.c.push(r, out)
 			}
 		})
 	}

@@ -142,7 +142,7 @@ func (s *Session) resume(m *Message, r *Reply, state string) {
 	c.mu.Unlock()
 	if done != nil {
 		if dm, err := ParseMessage(done); err == nil {
-			c.deliver(r, dm)
+			c.deliver(r, dm, nil)
 		}
 		return
 	}

@@ -31,7 +31,7 @@ type httpLink struct {
 	url     string
 	client  *http.Client
 	headers http.Header // static headers; never logged
-	handle  func([]byte)
+	handle  func(msg []byte, held *charge)
 	log     *slog.Logger
 	// maxMsg bounds each message read from the server, mem what the link
 	// holds of them at once.
@@ -119,9 +119,9 @@ func (b *Backend) remoteClient(t *Target) (*http.Client, error) {
 
 // dialRemote makes the link to remote target t for one session (or one
 // caller's sessionless requests). Nothing is sent until the first message.
-func (b *Backend) dialRemote(t *Target, identity map[string]string, handle func([]byte), log *slog.Logger) link {
+func (b *Backend) dialRemote(t *Target, identity map[string]string, handle func([]byte, *charge), mem *bufferShare, log *slog.Logger) link {
 	l := &httpLink{t: t, url: t.Remote.URL, handle: handle, log: log, headers: make(http.Header), done: make(chan struct{}),
-		inflight: make(map[string]context.CancelFunc), maxMsg: b.opts.MaxMessageBytes, mem: b.buffers.share(b.opts.MaxMessageBytes)}
+		inflight: make(map[string]context.CancelFunc), maxMsg: b.opts.MaxMessageBytes, mem: mem}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	b.remoteMu.Lock()
 	client := b.remotes[t.Name]
@@ -310,14 +310,16 @@ func (l *httpLink) post(ctx context.Context, m *Message, extra map[string]string
 	case strings.HasPrefix(ct, "text/event-stream"):
 		l.followEvents(ctx, resp.Body, m)
 	case strings.HasPrefix(ct, "application/json"):
-		body, held, err := boundedRead(resp.Body, resp.ContentLength, l.maxMsg, l.mem)
-		defer l.mem.give(held)
+		body, n, err := boundedRead(resp.Body, resp.ContentLength, l.maxMsg, l.mem)
+		held := l.mem.charged(n)
+		held.owns = true
+		defer held.release()
 		if err != nil {
 			l.answerError(ctx, m, err)
 			return
 		}
 		if answers(body, m) || !m.IsRequest() {
-			l.deliver(body, m)
+			l.deliver(body, m, held)
 			return
 		}
 		// Not the answer: an error without the request's id (a proxy's
@@ -411,8 +413,10 @@ func headerValue(v string) string {
 }
 
 // deliver hands a message from the server on, noting the version agreed
-// at initialize and opening the GET stream of a session once it exists.
-func (l *httpLink) deliver(body []byte, sent *Message) {
+// at initialize and opening the GET stream of a session once it exists;
+// held is what the message holds of the link's buffers, for the answer
+// made of it to take over.
+func (l *httpLink) deliver(body []byte, sent *Message, held *charge) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return
@@ -436,7 +440,7 @@ func (l *httpLink) deliver(body []byte, sent *Message) {
 	if sent != nil && sent.MethodName() == "notifications/initialized" {
 		return
 	}
-	l.handle(body)
+	l.handle(body, held)
 }
 
 // followEvents reads a request's event stream. A server may close it
@@ -510,7 +514,7 @@ func (l *httpLink) answerLost(ctx context.Context, m *Message, why string) {
 		return // stopped or cancelled: nobody waits for the answer
 	}
 	l.log.Warn("remote target: answer lost", "target", l.t.Name, "method", m.MethodName(), "reason", why)
-	l.handle(ErrorMessage(m.Bytes(m.ID), CodeInternalError, fmt.Sprintf("target %q: %s", l.t.Name, why)))
+	l.handle(ErrorMessage(m.Bytes(m.ID), CodeInternalError, fmt.Sprintf("target %q: %s", l.t.Name, why)), nil)
 }
 
 // eventsRead is what readEvents saw of a stream, carried over to the
@@ -552,7 +556,9 @@ func (l *httpLink) readEvents(r io.Reader, sent *Message, st eventsRead) eventsR
 			if answers(ev.data, sent) {
 				st.answered = true
 			}
-			l.deliver(ev.data, sent)
+			held := er.handOver()
+			l.deliver(ev.data, sent, held)
+			held.release()
 		}
 	}
 }
@@ -572,7 +578,7 @@ func (l *httpLink) answerError(ctx context.Context, m *Message, err error) {
 	if errors.As(err, &ue) {
 		err = fmt.Errorf("%s%w", strings.TrimSuffix(err.Error(), ue.Error()), ue.Err)
 	}
-	l.handle(ErrorMessage(m.Bytes(m.ID), CodeInternalError, fmt.Sprintf("target %q: %s: %v", l.t.Name, redactURL(l.url), err)))
+	l.handle(ErrorMessage(m.Bytes(m.ID), CodeInternalError, fmt.Sprintf("target %q: %s: %v", l.t.Name, redactURL(l.url), err)), nil)
 }
 
 // listen holds the session's GET stream open, for what the server sends
@@ -720,8 +726,8 @@ type sseLink struct {
 }
 
 // dialSSE opens the event stream of a legacy SSE target.
-func (b *Backend) dialSSE(t *Target, identity map[string]string, handle func([]byte), log *slog.Logger) link {
-	hl := b.dialRemote(t, identity, handle, log).(*httpLink)
+func (b *Backend) dialSSE(t *Target, identity map[string]string, handle func([]byte, *charge), mem *bufferShare, log *slog.Logger) link {
+	hl := b.dialRemote(t, identity, handle, mem, log).(*httpLink)
 	l := &sseLink{httpLink: hl, ready: make(chan struct{})}
 	if hl.client != nil {
 		go l.stream()
@@ -781,7 +787,9 @@ func (l *sseLink) stream() {
 				}
 			}
 		} else if len(data) > 0 {
-			l.handle(bytes.TrimSpace(data))
+			held := er.handOver()
+			l.handle(bytes.TrimSpace(data), held)
+			held.release()
 		}
 	}
 	l.fail(fmt.Errorf("target %q: the server closed its event stream", l.t.Name))

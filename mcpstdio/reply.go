@@ -29,7 +29,14 @@ type Frame struct {
 	Outcome Outcome
 	// Err is set instead of Data on tailgate's own requests.
 	Err error
+	// held is what Data holds of the gateway's Buffers.
+	held *charge
 }
+
+// Release says the frame's data has been written or dropped: what it
+// held of the gateway's buffers is free for the next answer. Whoever
+// takes a frame from a Reply releases it.
+func (f Frame) Release() { f.held.release() }
 
 // Reply is one client request in flight: C yields the messages it causes,
 // then its response, and is then closed. A Reply whose client went away
@@ -133,8 +140,24 @@ func newReply(buf int) *Reply {
 func (r *Reply) C() <-chan Frame { return r.ch }
 
 // Close says the client no longer listens: a call still in flight is
-// cancelled at the target, and nothing more is delivered.
-func (r *Reply) Close() { r.cancel("the client went away", false) }
+// cancelled at the target, and nothing more is delivered. Frames not
+// taken yet are released.
+func (r *Reply) Close() {
+	r.cancel("the client went away", false)
+	r.mu.Lock() // a push under way has put its frame in, or will drop it
+	defer r.mu.Unlock()
+	for {
+		select {
+		case f, ok := <-r.ch:
+			if !ok {
+				return
+			}
+			f.Release()
+		default:
+			return
+		}
+	}
+}
 
 // abandon ends a call that no request to a child stands behind (an older
 // child's part of a listen), without waiting for whoever reads it.
@@ -145,16 +168,28 @@ func (r *Reply) abandon() {
 
 // push delivers a message the call caused. It reports false if the call
 // has ended or nobody listens.
-func (r *Reply) push(data []byte) bool {
+func (r *Reply) push(data []byte) bool { return r.pushFrame(Frame{Data: data}) }
+
+// pushFrame delivers f, or releases it if the call has ended or nobody
+// listens.
+func (r *Reply) pushFrame(f Frame) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	select {
+	case <-r.gone:
+		f.Release()
+		return false
+	default:
+	}
 	if r.finished {
+		f.Release()
 		return false
 	}
 	select {
-	case r.ch <- Frame{Data: data}:
+	case r.ch <- f:
 		return true
 	case <-r.gone:
+		f.Release()
 		return false
 	}
 }
@@ -170,12 +205,19 @@ func (r *Reply) end(f Frame) bool {
 	r.mu.Lock()
 	if r.finished {
 		r.mu.Unlock()
+		f.Release()
 		return false
 	}
 	r.finished = true
 	select {
-	case r.ch <- f:
 	case <-r.gone:
+		f.Release()
+	default:
+		select {
+		case r.ch <- f:
+		case <-r.gone:
+			f.Release()
+		}
 	}
 	close(r.ch)
 	r.mu.Unlock()

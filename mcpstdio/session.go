@@ -580,7 +580,7 @@ func (s *Session) takeServerRequest(id int64) *serverRequest {
 // toClient sends a child's message on the stream of the request in flight
 // at that child, else on the client's standalone stream.
 func (s *Session) toClient(c *child, msg []byte) {
-	if r := c.related(s.shared); r != nil && r.push(msg) {
+	if r := c.related(s.shared); r != nil && c.push(r, msg) {
 		return
 	}
 	s.notify(msg)
@@ -660,7 +660,7 @@ func (s *Session) childNotification(c *child, m *Message) {
 		}
 		if id, err := strconv.ParseInt(string(m.Bytes(sid)), 10, 64); err == nil {
 			if r := c.pendingReply(id); r != nil {
-				r.push(m.Replace(sid, r.frontID))
+				c.push(r, m.Replace(sid, r.frontID))
 			}
 		}
 		return
@@ -675,7 +675,7 @@ func (s *Session) childNotification(c *child, m *Message) {
 			if r.frontToken != nil {
 				m.Raw = m.Replace(tok, r.frontToken)
 			}
-			r.push(m.Raw)
+			c.push(r, m.Raw)
 		}
 		return
 	case "notifications/message":

@@ -315,6 +315,7 @@ func collect(t *testing.T, r *mcpstdio.Reply) (frames [][]byte, final *mcpstdio.
 			if !ok {
 				return frames, final
 			}
+			f.Release()
 			if ended {
 				t.Fatalf("a frame after the final one: %+v", f)
 			}
