@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -26,7 +25,8 @@ type Buffers struct {
 	max, used int64
 	// freed is closed, and replaced, each time bytes are given back: the
 	// readers waiting for room look again.
-	freed chan struct{}
+	freed   chan struct{}
+	waiters int
 	// waiting, in tests, hears of each reader that starts to wait.
 	waiting chan<- struct{}
 	// lines are the stdio lines being read, by when they began (a
@@ -99,9 +99,16 @@ func (s *bufferShare) give(n int64) {
 	a := s.all
 	a.mu.Lock()
 	a.used -= n
-	close(a.freed)
-	a.freed = make(chan struct{})
+	a.wake()
 	a.mu.Unlock()
+}
+
+// wake tells the readers waiting for room to look again; b.mu is held.
+func (b *Buffers) wake() {
+	if b.waiters > 0 {
+		close(b.freed)
+		b.freed = make(chan struct{})
+	}
 }
 
 // startLine registers a stdio line being read, and returns its place.
@@ -118,12 +125,15 @@ func (b *Buffers) endLine(line uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.lines, line)
-	close(b.freed) // the eldest line may be another now
-	b.freed = make(chan struct{})
+	b.wake() // the eldest line may be another now
 }
 
-// eldest reports whether line began before every other line being read.
+// eldest reports whether line began before every other line being read
+// (0 is a line that is not registered: it holds nothing while it waits).
 func (b *Buffers) eldest(line uint64) bool {
+	if line == 0 {
+		return false
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for l := range b.lines {
@@ -144,16 +154,25 @@ func (b *Buffers) eldest(line uint64) bool {
 // bound (never its link's share) by up to a share (one message at
 // least): it always ends, and gives its room to the next.
 func (s *bufferShare) takeWaiting(n int64, line uint64, patience time.Duration, stop <-chan struct{}) error {
+	err := s.take(n)
+	if err == nil {
+		return nil
+	}
+	a := s.all
 	var timer *time.Timer
 	for {
-		s.all.mu.Lock()
-		freed, waiting := s.all.freed, s.all.waiting
-		s.all.mu.Unlock()
-		err := s.take(n)
-		if err == nil {
+		if ob := (*overBoundError)(nil); errors.As(err, &ob) && ob.all && a.eldest(line) && s.forceWithin(n, s.max) {
 			return nil
 		}
-		if ob := (*overBoundError)(nil); errors.As(err, &ob) && ob.all && s.all.eldest(line) && s.forceWithin(n, s.max) {
+		a.mu.Lock()
+		a.waiters++
+		freed, waiting := a.freed, a.waiting
+		a.mu.Unlock()
+		// Room given back before the wait was registered is seen here.
+		if err = s.take(n); err == nil {
+			a.mu.Lock()
+			a.waiters--
+			a.mu.Unlock()
 			return nil
 		}
 		if timer == nil {
@@ -166,12 +185,22 @@ func (s *bufferShare) takeWaiting(n int64, line uint64, patience time.Duration, 
 				}
 			}
 		}
+		var stopped error
 		select {
 		case <-freed:
 		case <-stop:
-			return io.ErrClosedPipe
+			stopped = io.ErrClosedPipe
 		case <-timer.C:
-			return fmt.Errorf("%w for %v", err, patience)
+			stopped = fmt.Errorf("%w for %v", err, patience)
+		}
+		a.mu.Lock()
+		a.waiters--
+		a.mu.Unlock()
+		if stopped != nil {
+			return stopped
+		}
+		if err = s.take(n); err == nil {
+			return nil
 		}
 	}
 }
@@ -197,52 +226,50 @@ func (s *bufferShare) forceWithin(n, over int64) bool {
 
 // hold charges n bytes of an answer on its way to a client, or says why
 // there is no room for it.
-func (s *bufferShare) hold(n int) (*charge, error) {
+func (s *bufferShare) hold(n int) (charge, error) {
 	if err := s.take(int64(n)); err != nil {
-		return nil, err
+		return charge{}, err
 	}
-	h := &charge{share: s}
-	h.n.Store(int64(n))
-	return h, nil
+	return charge{share: s, n: int64(n)}, nil
 }
 
-// charged is a charge for n bytes already taken.
-func (s *bufferShare) charged(n int64) *charge {
-	h := &charge{share: s}
-	h.n.Store(n)
-	return h
-}
-
-// answer is the charge for an answer of n bytes made of a message that
-// holds from: it takes over what from holds (the message's buffer is
-// dropped once the answer is made of it), or, with nothing to take over,
-// holds n bytes anew.
-func (s *bufferShare) answer(from *charge, n int) (*charge, error) {
-	if from != nil {
-		if got := from.n.Swap(0); got > 0 {
-			return from.share.charged(got), nil
-		}
+// answer is the charge for an answer of n bytes made of a message whose
+// reader holds from: the answer takes over what from holds (the message's
+// buffer is dropped, or is the answer's, once the answer is made of it),
+// or, with nothing to take over, holds n bytes anew.
+func (s *bufferShare) answer(from *charge, n int) (charge, error) {
+	if from != nil && from.n > 0 && !from.taken {
+		from.taken = true
+		return charge{share: from.share, n: from.n}, nil
 	}
 	return s.hold(n)
 }
 
-// charge is the bytes one message holds of a bufferShare, given back once,
-// by whoever is done with the message last.
+// charge is the bytes one message holds of a bufferShare. Its reader, or
+// the answer made of it, gives them back once done with it.
 type charge struct {
 	share *bufferShare
-	n     atomic.Int64
+	n     int64
 	// owns says the message is in a buffer of its own, which the answer
 	// made of it may be written into.
 	owns bool
+	// taken says an answer took the charge over from its reader.
+	taken bool
 }
 
-// release gives back what h holds; a nil charge holds nothing.
-func (h *charge) release() {
-	if h == nil {
-		return
+// readerDone says the reader of a message is done with it: what it holds
+// is given back, unless an answer made of it took it over.
+func (h *charge) readerDone() {
+	if !h.taken {
+		h.release()
 	}
-	if n := h.n.Swap(0); n > 0 {
-		h.share.give(n)
+}
+
+// release gives back what h holds.
+func (h *charge) release() {
+	if h.n > 0 {
+		h.share.give(h.n)
+		h.n = 0
 	}
 }
 
@@ -337,9 +364,8 @@ func newEventReader(r io.Reader, limit int, share *bufferShare) *eventReader {
 
 // handOver is the charge for what the last event holds, for its answer to
 // take over; the event's buffer is not used again.
-func (er *eventReader) handOver() *charge {
-	h := er.share.charged(er.held)
-	h.owns = true
+func (er *eventReader) handOver() charge {
+	h := charge{share: er.share, n: er.held, owns: true}
 	er.held, er.data = 0, nil
 	return h
 }

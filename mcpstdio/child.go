@@ -368,12 +368,12 @@ func (c *child) readLoop(stdout io.Reader, exited <-chan struct{}) {
 	var err error
 	for {
 		var line []byte
-		var held *charge
-		line, held, err = c.readLine(br, exited)
+		held := charge{share: c.mem}
+		line, err = c.readLine(br, exited, &held)
 		if len(line) > 0 && (err == nil || errors.Is(err, io.EOF)) {
-			c.handle(bytes.TrimSpace(line), held)
+			c.handle(bytes.TrimSpace(line), &held)
 		}
-		held.release()
+		held.readerDone()
 		if err != nil {
 			break
 		}
@@ -390,30 +390,30 @@ func (c *child) readLoop(stdout io.Reader, exited <-chan struct{}) {
 // is not read on: the child waits on its own output, for no longer than
 // the link's patience. A line longer than the read buffer is read into a
 // buffer of its own, which the answer made of it keeps.
-func (c *child) readLine(br *bufio.Reader, exited <-chan struct{}) ([]byte, *charge, error) {
-	held := c.mem.charged(0)
-	seq := c.mem.all.startLine()
-	defer c.mem.all.endLine(seq)
+func (c *child) readLine(br *bufio.Reader, exited <-chan struct{}, held *charge) ([]byte, error) {
 	line, err := br.ReadSlice('\n')
 	if !errors.Is(err, bufio.ErrBufferFull) {
-		if werr := c.mem.takeWaiting(int64(len(line)), seq, c.patience, exited); werr != nil {
-			return nil, held, werr
+		// A short line holds nothing while it waits.
+		if werr := c.mem.takeWaiting(int64(len(line)), 0, c.patience, exited); werr != nil {
+			return nil, werr
 		}
-		held.n.Store(int64(len(line)))
-		return line, held, err
+		held.n = int64(len(line))
+		return line, err
 	}
+	seq := c.mem.all.startLine()
+	defer c.mem.all.endLine(seq)
 	var long []byte
 	for {
 		if len(long)+len(line) > cap(long) {
 			grow := max(len(long)+len(line), 2*cap(long)) - cap(long)
 			grow = min(grow, c.maxMsg+1-cap(long))
 			if len(long)+len(line) > c.maxMsg || grow <= 0 {
-				return nil, held, &tooLargeError{c.maxMsg}
+				return nil, &tooLargeError{c.maxMsg}
 			}
 			if werr := c.mem.takeWaiting(int64(grow), seq, c.patience, exited); werr != nil {
-				return nil, held, werr
+				return nil, werr
 			}
-			held.n.Add(int64(grow))
+			held.n += int64(grow)
 			nb := make([]byte, len(long), cap(long)+grow)
 			copy(nb, long)
 			long = nb
@@ -421,7 +421,7 @@ func (c *child) readLine(br *bufio.Reader, exited <-chan struct{}) ([]byte, *cha
 		long = append(long, line...)
 		if !errors.Is(err, bufio.ErrBufferFull) {
 			held.owns = true
-			return long, held, err
+			return long, err
 		}
 		line, err = br.ReadSlice('\n')
 	}

@@ -311,15 +311,14 @@ func (l *httpLink) post(ctx context.Context, m *Message, extra map[string]string
 		l.followEvents(ctx, resp.Body, m)
 	case strings.HasPrefix(ct, "application/json"):
 		body, n, err := boundedRead(resp.Body, resp.ContentLength, l.maxMsg, l.mem)
-		held := l.mem.charged(n)
-		held.owns = true
-		defer held.release()
+		held := charge{share: l.mem, n: n, owns: true}
+		defer held.readerDone()
 		if err != nil {
 			l.answerError(ctx, m, err)
 			return
 		}
 		if answers(body, m) || !m.IsRequest() {
-			l.deliver(body, m, held)
+			l.deliver(body, m, &held)
 			return
 		}
 		// Not the answer: an error without the request's id (a proxy's
@@ -557,8 +556,8 @@ func (l *httpLink) readEvents(r io.Reader, sent *Message, st eventsRead) eventsR
 				st.answered = true
 			}
 			held := er.handOver()
-			l.deliver(ev.data, sent, held)
-			held.release()
+			l.deliver(ev.data, sent, &held)
+			held.readerDone()
 		}
 	}
 }
@@ -788,8 +787,8 @@ func (l *sseLink) stream() {
 			}
 		} else if len(data) > 0 {
 			held := er.handOver()
-			l.handle(bytes.TrimSpace(data), held)
-			held.release()
+			l.handle(bytes.TrimSpace(data), &held)
+			held.readerDone()
 		}
 	}
 	l.fail(fmt.Errorf("target %q: the server closed its event stream", l.t.Name))

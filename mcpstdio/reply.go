@@ -30,7 +30,7 @@ type Frame struct {
 	// Err is set instead of Data on tailgate's own requests.
 	Err error
 	// held is what Data holds of the gateway's Buffers.
-	held *charge
+	held charge
 }
 
 // Release says the frame's data has been written or dropped: what it
