@@ -24,7 +24,7 @@ LDFLAGS  := -X $(PKG)/gateway.Version=$(VERSION) -X $(PKG)/gateway.Commit=$(COMM
 DIST     ?= dist
 IMAGE    ?= tailgate:$(VERSION)
 
-.PHONY: all build release package docker test vet fmt-check unit integration npm-deps conformance conformance-npm-deps run demo clean
+.PHONY: all build release package docker test vet staticcheck fmt-check unit integration npm-deps conformance conformance-npm-deps run demo clean
 
 all: build
 
@@ -67,9 +67,22 @@ docker:
 ## random. The binary they run, and make bench, keep it.
 INTEGRATION_TAGS := ts_omit_gro
 
-test: fmt-check vet npm-deps conformance-npm-deps
+test: fmt-check vet staticcheck npm-deps conformance-npm-deps
 	$(GO) test -race -timeout $(TIMEOUT) ./policy/... ./gateway/... ./mcpstdio/... ./tsnode/... ./cmd/...
-	$(GO) test -tags $(INTEGRATION_TAGS) -timeout $(TIMEOUT) ./integration/...
+	$(GO) test -race -tags $(INTEGRATION_TAGS) -timeout $(TIMEOUT) ./integration/...
+
+## staticcheck: the pinned staticcheck (2026.2.2), installed into $(BIN)
+## from the module proxy, over every package and the integration tests.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
+
+$(STATICCHECK):
+	GOBIN=$(abspath $(BIN))/.staticcheck $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv $(abspath $(BIN))/.staticcheck/staticcheck $@
+
+staticcheck: $(STATICCHECK)
+	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags $(INTEGRATION_TAGS) ./integration/...
 
 ## npm-deps: the reference MCP server, the TypeScript SDK and mcp-remote,
 ## pinned by package-lock.json, into integration/testdata/npm/node_modules.

@@ -1,5 +1,7 @@
 package integration
 
+//lint:file-ignore SA1019 roots, sampling and logging are deprecated by 2026-07-28 (SEP-2577) but clients and servers still use them, and the gateway relays them
+
 import (
 	"context"
 	"fmt"

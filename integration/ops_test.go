@@ -458,7 +458,7 @@ func TestTailscaleService(t *testing.T) {
 func setUpService(t *testing.T, tn *Tailnet, host *tsnet.Server, client *Node, name, vip string) {
 	t.Helper()
 	lb := tsnet.TestHooks.LocalBackend(host)
-	cm := lb.NetMap().SelfNode.CapMap().AsMap()
+	cm := lb.NetMapNoPeers().SelfNode.CapMap().AsMap()
 	mapping, _ := json.Marshal(tailcfg.ServiceIPMappings{tailcfg.ServiceName(name): {netip.MustParseAddr(vip)}})
 	if cm == nil {
 		cm = tailcfg.NodeCapMap{}

@@ -305,7 +305,7 @@ func foldRune(r rune) rune {
 // safeInteger reports whether a JSON number is an integer every decoder
 // reads exactly: no fraction, no exponent, not -0, within ±(2^53-1).
 func safeInteger(n []byte) bool {
-	if len(n) == 0 || len(n) > 17 || bytes.IndexAny(n, ".eE") >= 0 || string(n) == "-0" {
+	if len(n) == 0 || len(n) > 17 || bytes.ContainsAny(n, ".eE") || string(n) == "-0" {
 		return false
 	}
 	v, err := strconv.ParseInt(string(n), 10, 64)

@@ -136,7 +136,7 @@ func (r *Resolver) Forget() {
 // SelfChange on every netmap it builds, including packet filter (grant)
 // changes, and peer deltas to watchers that ask for them.
 func netmapChanged(n *ipn.Notify) bool {
-	return n.SelfChange != nil || n.NetMap != nil || len(n.PeersChanged) > 0 || len(n.PeersRemoved) > 0
+	return n.SelfChange != nil || len(n.PeersChanged) > 0 || len(n.PeersRemoved) > 0
 }
 
 // self is what a node knows of itself once running: its tailnet addresses

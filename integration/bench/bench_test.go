@@ -61,7 +61,6 @@ type stdioServer struct {
 	cmd       string
 	args      []string
 	tool      string
-	toolArgs  map[string]any
 }
 
 // system is one way to reach a stdio server.
@@ -751,11 +750,7 @@ func load(ctx context.Context, cs *mcp.ClientSession, params *mcp.CallToolParams
 
 // pprofTop writes `go tool pprof -top` of a profile next to it.
 func (b *serverBench) pprofTop(profile string) {
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	out, err := exec.Command(goBin, "tool", "pprof", "-top", "-nodecount=40", profile).CombinedOutput()
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=40", profile).CombinedOutput()
 	if err != nil {
 		b.t.Logf("pprof %s: %v\n%s", profile, err, out)
 		return

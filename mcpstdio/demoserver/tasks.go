@@ -1,5 +1,7 @@
 package demoserver
 
+//lint:file-ignore SA1019 roots, sampling and logging are deprecated by 2026-07-28 (SEP-2577) but clients and servers still use them, and the gateway relays them
+
 // The tasks extension (io.modelcontextprotocol/tasks, SEP-2663, beside MCP
 // 2026-07-28), which go-sdk v1.8.0 does not implement (go-sdk#942): built
 // here on its hooks — a receiving middleware for task-augmented tools/call,
