@@ -46,6 +46,8 @@ type mcpFront struct {
 	log     *slog.Logger
 
 	keys requestKeys
+	// stages are what every call goes through (pipeline.go).
+	stages []stage
 	// budget is the gateway's, shared by every front.
 	budget *budget
 
@@ -118,6 +120,7 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 		callers:   make(map[peerKey]*caller),
 		budget:    opts.Budget,
 		stop:      make(chan struct{}),
+		stages:    callStages(),
 	}
 	if f.budget == nil {
 		f.budget = newBudget()
@@ -695,7 +698,7 @@ func (fs *frontSession) initialize(ctx context.Context, m *mcpstdio.Message, w h
 	if err != nil {
 		fs.log.Error("session start failed", "err", err)
 		writeJSON(w, mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInternalError, err.Error()))
-		fs.record("initialize", mcpstdio.Route{}, "error", err, time.Since(start))
+		fs.record("initialize", mcpstdio.Route{}, outcomeError, err, time.Since(start))
 		return false
 	}
 	fs.mu.Lock()
@@ -716,7 +719,7 @@ func (fs *frontSession) initialize(ctx context.Context, m *mcpstdio.Message, w h
 	writeJSON(w, mcpstdio.ResultMessage(m.Bytes(m.ID), bs.InitializeResult()))
 	fs.log.Info("mcp session opened", "client", m.String(m.Path("params", "clientInfo", "name")),
 		"protocol_version", m.String(m.Path("params", "protocolVersion")), "pids", bs.PIDs(), "duration", time.Since(start).Round(time.Millisecond))
-	fs.record("initialize", mcpstdio.Route{}, "ok", nil, time.Since(start))
+	fs.record("initialize", mcpstdio.Route{}, outcomeOK, nil, time.Since(start))
 	return true
 }
 
@@ -846,244 +849,6 @@ func (fs *frontSession) dispatch(ctx context.Context, m *mcpstdio.Message, req c
 	fs.call(ctx, bs, m, req, out)
 }
 
-// call forwards one request, judged by mcpAuthorization with the identity
-// of the connection it came on, and streams what it causes back.
-func (fs *frontSession) call(ctx context.Context, bs *mcpstdio.Session, m *mcpstdio.Message, req callRequest, out sink) {
-	start := time.Now()
-	method := m.MethodName()
-	id := m.Bytes(m.ID)
-	rt, err := bs.Route(ctx, m)
-	if err != nil {
-		out.send(mcpstdio.ErrorResponse(id, err), true)
-		fs.record(method, rt, "error", err, time.Since(start))
-		return
-	}
-	if rt.Kind == "tool" || rt.Kind == "prompt" {
-		// The metric label is a name the target lists: if tailgate does
-		// not know the list yet, it asks now, beside the call, so that
-		// record can name the call without waiting for it.
-		bs.Listed(rt)
-	}
-	az := fs.f.authorizer(req)
-	az.bs, az.ctx = bs, ctx
-	if d := az.decide(rt); !d.Allow {
-		err := az.denied(fs, method, rt, d)
-		out.send(mcpstdio.ErrorMessage(id, mcpstdio.CodeInvalidParams, err.Error()), true)
-		fs.record(method, rt, "denied", nil, time.Since(start))
-		return
-	}
-	var opts mcpstdio.ForwardOptions
-	if az.rs != nil {
-		opts.Keep = az.keep
-	}
-	if fs.modern {
-		opts.Key = fs.f.keys.next()
-		// A remote target checks the client's Mcp-Param-* headers itself.
-		for k, v := range req.http.header {
-			if strings.HasPrefix(k, "Mcp-Param-") && len(v) > 0 {
-				if opts.Headers == nil {
-					opts.Headers = make(map[string]string)
-				}
-				opts.Headers[k] = v[0]
-			}
-		}
-	}
-	if bs.TellsIdentity() {
-		// Who asks is who asks now, not who opened the session.
-		opts.Identity = identityEnv(req.src)
-	}
-	reply := bs.Forward(m, rt, opts)
-	for {
-		select {
-		case fr, ok := <-reply.C():
-			if !ok {
-				fs.record(method, rt, "cancelled", nil, time.Since(start))
-				return
-			}
-			if fr.Final && fr.Data == nil {
-				fs.record(method, rt, "cancelled", nil, time.Since(start))
-				return
-			}
-			err := out.send(fr.Data, fr.Final)
-			fr.Release()
-			if err != nil {
-				reply.Close()
-				// A write that failed part-way is not a client that left
-				// before its answer: the log says how much was written.
-				if errors.As(err, new(*writeError)) {
-					fs.record(method, rt, "write_error", err, time.Since(start))
-				} else {
-					fs.record(method, rt, "client_gone", nil, time.Since(start))
-				}
-				return
-			}
-			if fr.Final {
-				var callErr error
-				outcome := "ok"
-				switch fr.Outcome {
-				case mcpstdio.OutcomeError:
-					outcome, callErr = "error", errorOf(fr.Data)
-				case mcpstdio.OutcomeToolError:
-					outcome = "tool_error"
-				}
-				fs.record(method, rt, outcome, callErr, time.Since(start))
-				return
-			}
-		case <-out.gone():
-			reply.Close()
-			fs.record(method, rt, "client_gone", nil, time.Since(start))
-			return
-		}
-	}
-}
-
-// errorOf is the message of a JSON-RPC error response.
-func errorOf(resp []byte) error {
-	m, err := mcpstdio.ParseMessage(resp)
-	if err != nil {
-		return err
-	}
-	return errors.New(m.String(m.Field(m.Error, "message")))
-}
-
-// record writes the access log line and the metrics of one MCP request.
-func (fs *frontSession) record(method string, rt mcpstdio.Route, outcome string, err error, took time.Duration) {
-	toolLabel := ""
-	if rt.Kind == "tool" || rt.Kind == "prompt" {
-		// A label is a name a target lists; anything else a client can
-		// make up, and would stay in /metrics for good. The list is not
-		// waited for: a call is never held for tailgate's bookkeeping, and
-		// a name whose target's list is not known yet is "unlisted".
-		toolLabel = "other"
-		if bs := fs.backend(); bs != nil {
-			switch listed, known := bs.Listed(rt); {
-			case !known:
-				toolLabel = "unlisted"
-			case listed:
-				toolLabel = rt.Name
-			}
-		}
-	}
-	rt.Name = clip(rt.Name)
-	if m := fs.f.metrics; m != nil {
-		methodLabel := method
-		if !mcpstdio.KnownMethod(method) {
-			methodLabel = "other" // as for tool names
-		}
-		m.observeCall(fs.f.name, methodLabel, rt.Target, toolLabel, outcome, took)
-	}
-	method = clip(method)
-	ctx := context.Background()
-	if !fs.log.Enabled(ctx, slog.LevelInfo) {
-		return
-	}
-	var buf [6]slog.Attr
-	attrs := append(buf[:0], slog.String("method", method))
-	if rt.Kind != "" {
-		kind := rt.Kind
-		if kind == "resource" {
-			kind = "uri"
-		}
-		attrs = append(attrs, slog.String(kind, rt.Name))
-	}
-	if rt.Target != "" {
-		attrs = append(attrs, slog.String("target", rt.Target))
-	}
-	attrs = append(attrs, slog.String("outcome", outcome), slog.Duration("duration", took.Round(time.Microsecond)))
-	if err != nil {
-		attrs = append(attrs, slog.String("err", clipTo(err.Error(), maxLoggedError)))
-	}
-	fs.log.LogAttrs(ctx, slog.LevelInfo, "mcp call", attrs...)
-}
-
-// authorizer applies a front's mcpAuthorization to one request.
-type authorizer struct {
-	rs  *policy.RuleSet
-	src *policy.Source
-	req *policy.Request
-	// bs and ctx look up what policy needs beyond the request (a
-	// resource's name).
-	bs  *mcpstdio.Session
-	ctx context.Context
-}
-
-func (f *mcpFront) authorizer(req callRequest) authorizer {
-	a := authorizer{rs: f.authz.Load(), src: req.src}
-	if a.rs != nil {
-		h := req.http
-		a.req = requestInput(h.method, h.path, h.host, h.header)
-	}
-	return a
-}
-
-func (a authorizer) evaluate(m *policy.MCP) policy.Decision {
-	if a.rs == nil {
-		return policy.Decision{Allow: true}
-	}
-	return a.rs.Evaluate(policy.Input{Source: a.src, Request: a.req, MCP: m})
-}
-
-// decide judges a request that names a tool, prompt or resource; the
-// others (lists are filtered instead) are allowed.
-func (a authorizer) decide(rt mcpstdio.Route) policy.Decision {
-	if a.rs == nil || rt.Target == "" {
-		return policy.Decision{Allow: true} // no rules, or nothing named: the target answers
-	}
-	switch rt.Kind {
-	case "tool":
-		return a.evaluate(&policy.MCP{Method: "tools/call", Tool: policy.Tool{Name: rt.TargetName, Target: rt.Target}})
-	case "prompt":
-		// Completing a prompt's arguments is part of getting it.
-		return a.evaluate(&policy.MCP{Method: "prompts/get", Prompt: policy.Prompt{Name: rt.TargetName, Target: rt.Target}})
-	case "resource":
-		// A read is judged by the resource's name as well as its URI, as
-		// lists are; completing a resource template's arguments is judged
-		// as reading it, by the template's name and URI template. A name
-		// that cannot be learnt denies: a rule on names must not be
-		// sidestepped by a target whose list fails.
-		var names []string
-		if a.bs != nil {
-			var err error
-			if names, err = a.bs.ResourceNames(a.ctx, rt); err != nil {
-				return policy.Decision{Err: fmt.Errorf("the target's resource names: %w", err)}
-			}
-		}
-		if len(names) == 0 {
-			names = []string{""}
-		}
-		var d policy.Decision
-		for _, name := range names {
-			if d = a.evaluate(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: rt.TargetName, Name: name, Target: rt.Target}}); !d.Allow {
-				return d
-			}
-		}
-		return d
-	}
-	return policy.Decision{Allow: true}
-}
-
-// keep filters lists with the question a call would be asked, so that a
-// list shows exactly what the caller may use.
-func (a authorizer) keep(it mcpstdio.Item) bool {
-	switch it.Kind {
-	case "tool":
-		return a.evaluate(&policy.MCP{Method: "tools/call", Tool: policy.Tool{Name: it.Name, Target: it.Target}}).Allow
-	case "prompt":
-		return a.evaluate(&policy.MCP{Method: "prompts/get", Prompt: policy.Prompt{Name: it.Name, Target: it.Target}}).Allow
-	case "resource":
-		return a.evaluate(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: it.Name, Name: it.Title, Target: it.Target}}).Allow
-	}
-	return true
-}
-
-// denied logs a refused call and returns the error the client sees.
-func (a authorizer) denied(fs *frontSession, method string, rt mcpstdio.Route, d policy.Decision) error {
-	args := append([]any{"session", fs.id, "method", method, rt.Kind, clip(rt.Name)}, sourceAttrs(a.src)...)
-	args = append(args, "rule", d.Rule, "reason", d.Reason())
-	fs.f.log.Warn("mcp call denied", args...)
-	return fmt.Errorf("%s %q: not permitted by tailgate policy", rt.Kind, clip(rt.Name))
-}
-
 // maxLoggedName bounds a client-chosen name in logs and errors.
 const maxLoggedName = 200
 
@@ -1116,10 +881,7 @@ func (f *mcpFront) serveStateless(w http.ResponseWriter, r *http.Request, m *mcp
 	// peer and in all, for as long as they run.
 	if err := f.budget.openSession(callerKey(src)); err != nil {
 		f.log.Warn("session refused: at a session cap", append([]any{"reason", err.Error()}, sourceAttrs(src)...)...)
-		w.Header().Set("Retry-After", "5")
-		w.Header()["Content-Type"] = jsonContentType
-		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write(mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInternalError, err.Error()))
+		writeRPCError(w, http.StatusServiceUnavailable, m.Bytes(m.ID), mcpstdio.CodeInternalError, err.Error())
 		return
 	}
 	defer f.budget.closeSession(callerKey(src))
@@ -1133,7 +895,7 @@ func (f *mcpFront) serveStateless(w http.ResponseWriter, r *http.Request, m *mcp
 	bs, err := f.backend.Open(r.Context(), mcpstdio.OpenParams{ID: "stateless", Initialize: params, Identity: identityEnv(src), Notify: func([]byte) {}})
 	if err != nil {
 		writeJSON(w, mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInternalError, err.Error()))
-		fs.record(m.MethodName(), mcpstdio.Route{}, "error", err, time.Since(start))
+		fs.record(m.MethodName(), mcpstdio.Route{}, outcomeError, err, time.Since(start))
 		return
 	}
 	defer bs.Close()

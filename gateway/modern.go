@@ -140,9 +140,7 @@ func callerKey(src *policy.Source) peerKey {
 func (f *mcpFront) serveModern(w http.ResponseWriter, r *http.Request, m *mcpstdio.Message) {
 	if !m.IsRequest() {
 		if m.IsNotification() && r.Header.Get(protocolVersionHeader) >= mcpstdio.ModernVersion && r.Header.Get(methodHeader) == "" {
-			w.Header()["Content-Type"] = jsonContentType
-			w.WriteHeader(http.StatusBadRequest)
-			w.Write(mcpstdio.ErrorMessage(nil, codeHeaderMismatch, "missing required "+methodHeader+" header"))
+			writeRPCError(w, http.StatusBadRequest, nil, codeHeaderMismatch, "missing required "+methodHeader+" header")
 			return
 		}
 		// Without a session, a notification or response has nowhere to go.
@@ -150,30 +148,21 @@ func (f *mcpFront) serveModern(w http.ResponseWriter, r *http.Request, m *mcpstd
 		return
 	}
 	if err := checkHeaders(r, m); err != nil {
-		w.Header()["Content-Type"] = jsonContentType
-		w.WriteHeader(http.StatusBadRequest)
-		w.Write(mcpstdio.ErrorMessage(m.Bytes(m.ID), codeHeaderMismatch, err.Error()))
+		writeRPCError(w, http.StatusBadRequest, m.Bytes(m.ID), codeHeaderMismatch, err.Error())
 		return
 	}
 	if err := checkMeta(m); err != nil {
-		w.Header()["Content-Type"] = jsonContentType
-		w.WriteHeader(http.StatusBadRequest)
-		w.Write(mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInvalidParams, err.Error()))
+		writeRPCError(w, http.StatusBadRequest, m.Bytes(m.ID), mcpstdio.CodeInvalidParams, err.Error())
 		return
 	}
 	fs, err := f.callerSession(r)
 	if err != nil {
-		w.Header().Set("Retry-After", "5")
-		w.Header()["Content-Type"] = jsonContentType
-		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write(mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInternalError, err.Error()))
+		writeRPCError(w, http.StatusServiceUnavailable, m.Bytes(m.ID), mcpstdio.CodeInternalError, err.Error())
 		return
 	}
 	fs.touch()
 	if err := fs.checkParamHeaders(r, m); err != nil {
-		w.Header()["Content-Type"] = jsonContentType
-		w.WriteHeader(http.StatusBadRequest)
-		w.Write(mcpstdio.ErrorMessage(m.Bytes(m.ID), codeHeaderMismatch, err.Error()))
+		writeRPCError(w, http.StatusBadRequest, m.Bytes(m.ID), codeHeaderMismatch, err.Error())
 		return
 	}
 	req := callRequest{src: sourceFrom(r.Context()), http: requestFacts{method: r.Method, path: r.URL.Path, host: r.Host, header: r.Header}}

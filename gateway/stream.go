@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/tailgate-dev/tailgate/mcpstdio"
 )
 
 // writeJSON answers with one JSON-RPC message. An error is a *writeError:
@@ -222,27 +220,6 @@ func (b *responseBuffer) Write(p []byte) (int, error) {
 }
 
 func (b *responseBuffer) WriteHeader(int) {}
-
-// errorStatus is the HTTP status of a sessionless answer (MCP 2026-07-28,
-// as go-sdk maps it): 404 for a method the server does not have, 400 for
-// invalid params, an unsupported version, a missing capability or a
-// header mismatch, else 200.
-func errorStatus(msg []byte) int {
-	if !bytes.Contains(msg, []byte(`"error"`)) {
-		return http.StatusOK
-	}
-	m, err := mcpstdio.ParseMessage(msg)
-	if err != nil || !m.Error.Has() {
-		return http.StatusOK
-	}
-	switch string(m.Bytes(m.Field(m.Error, "code"))) {
-	case "-32601":
-		return http.StatusNotFound
-	case "-32602", "-32022", "-32021", "-32020":
-		return http.StatusBadRequest
-	}
-	return http.StatusOK
-}
 
 // decodeBase64Header decodes a header value of the form "=?base64?…?="
 // (SEP-2243).

@@ -133,7 +133,9 @@ type Options struct {
 	MaxMessageBytes int
 	// HeldPatience is how long a stdio child's output is not read for
 	// want of room in Buffers (its clients have not taken enough of what
-	// it said before) before the child is given up; default 30s.
+	// it said before) before the child is given up; default one minute,
+	// longer than the gateway's write stall limit (30s), past which the
+	// answers of a client that does not read are dropped.
 	HeldPatience time.Duration
 	// Buffers bound what the backend holds of messages being read from
 	// remote targets, shared by every backend of a gateway; nil: the
@@ -219,7 +221,7 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 		opts.MaxMessageBytes = 64 << 20
 	}
 	if opts.HeldPatience <= 0 {
-		opts.HeldPatience = 30 * time.Second
+		opts.HeldPatience = time.Minute
 	}
 	if opts.Buffers == nil {
 		opts.Buffers = NewBuffers(0)

@@ -128,10 +128,10 @@ func (b *Buffers) endLine(line uint64) {
 	b.wake() // the eldest line may be another now
 }
 
-// eldest reports whether line began before every other line being read
-// (0 is a line that is not registered: it holds nothing while it waits).
+// eldest reports whether line began before every other long line being
+// read.
 func (b *Buffers) eldest(line uint64) bool {
-	if line == 0 {
+	if line == 0 { // a short line, which waits for its share only
 		return false
 	}
 	b.mu.Lock()
@@ -144,65 +144,96 @@ func (b *Buffers) eldest(line uint64) bool {
 	return true
 }
 
-// takeWaiting charges n more bytes of stdio line line, waiting for room
-// for up to patience: the child's reader holds the child back meanwhile
-// (it blocks on its own output until the clients have taken enough of
-// what was said before). stop ends the wait: the child is gone.
+// lineRead is a stdio line being read, as takeWaiting knows it.
+type lineRead struct {
+	// seq is the line's place among the long lines being read
+	// (startLine); 0 for a line that fits the read buffer.
+	seq uint64
+	// until is when the line gives up waiting for room, set at its first
+	// wait: patience counts the time the line waits, however many times.
+	until time.Time
+}
+
+// takeWaiting charges n more bytes of line, waiting for room for up to
+// patience: the child's reader holds the child back meanwhile (it blocks
+// on its own output until the clients have taken enough of what was said
+// before). stop ends the wait: the child is gone.
 //
-// Lines partly read, each waiting for room the others hold, could wait
-// for each other for good; so the eldest line may pass the gateway's
-// bound (never its link's share) by up to a share (one message at
-// least): it always ends, and gives its room to the next.
-func (s *bufferShare) takeWaiting(n int64, line uint64, patience time.Duration, stop <-chan struct{}) error {
-	err := s.take(n)
+// A line that fits the read buffer (64 KiB) waits for its link's share
+// only: clients that do not read, and hold the gateway's bound, do not
+// hold back every other child's small messages with them. Long lines
+// partly read, each waiting for room the others hold, could wait for each
+// other for good; so the eldest long line may pass the gateway's bound
+// (never its link's share) by up to a share (one message at least): it
+// always ends, and gives its room to the next.
+func (s *bufferShare) takeWaiting(n int64, line *lineRead, patience time.Duration, stop <-chan struct{}) error {
+	take := s.take
+	if line.seq == 0 {
+		take = s.takeMine
+	}
+	err := take(n)
 	if err == nil {
 		return nil
 	}
 	a := s.all
-	var timer *time.Timer
+	if line.until.IsZero() {
+		line.until = time.Now().Add(patience)
+	}
+	timer := time.NewTimer(time.Until(line.until))
+	defer timer.Stop()
 	for {
-		if ob := (*overBoundError)(nil); errors.As(err, &ob) && ob.all && a.eldest(line) && s.forceWithin(n, s.max) {
+		if ob := (*overBoundError)(nil); errors.As(err, &ob) && ob.all && a.eldest(line.seq) && s.forceWithin(n, s.max) {
 			return nil
 		}
 		a.mu.Lock()
 		a.waiters++
 		freed, waiting := a.freed, a.waiting
 		a.mu.Unlock()
-		// Room given back before the wait was registered is seen here.
-		if err = s.take(n); err == nil {
-			a.mu.Lock()
-			a.waiters--
-			a.mu.Unlock()
-			return nil
-		}
-		if timer == nil {
-			timer = time.NewTimer(patience)
-			defer timer.Stop()
-			if waiting != nil {
-				select {
-				case waiting <- struct{}{}:
-				default:
-				}
+		if waiting != nil {
+			select {
+			case waiting <- struct{}{}:
+			default:
 			}
 		}
+		// Room given back before the wait was registered is seen here.
 		var stopped error
-		select {
-		case <-freed:
-		case <-stop:
-			stopped = io.ErrClosedPipe
-		case <-timer.C:
-			stopped = fmt.Errorf("%w for %v", err, patience)
+		if err = take(n); err == nil {
+			freed = nil
+		}
+		if freed != nil {
+			select {
+			case <-freed:
+			case <-stop:
+				stopped = io.ErrClosedPipe
+			case <-timer.C:
+				stopped = fmt.Errorf("%w for %v", err, patience)
+			}
 		}
 		a.mu.Lock()
 		a.waiters--
 		a.mu.Unlock()
-		if stopped != nil {
+		if stopped != nil || freed == nil {
 			return stopped
 		}
-		if err = s.take(n); err == nil {
+		if err = take(n); err == nil {
 			return nil
 		}
 	}
+}
+
+// takeMine charges n more bytes if the link's share has room for them,
+// and to the gateway's whole whether or not it has.
+func (s *bufferShare) takeMine(n int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.used+n > s.max {
+		return &overBoundError{msg: fmt.Sprintf("the messages of this caller's link to its target, being read or not yet taken by the client, would exceed %d bytes", s.max)}
+	}
+	s.used += n
+	s.all.mu.Lock()
+	s.all.used += n
+	s.all.mu.Unlock()
+	return nil
 }
 
 // forceWithin charges n bytes past the gateway's bound, if that leaves

@@ -190,13 +190,9 @@ func (s *Session) fulfill(c *child, r *Reply, res *Message) {
 		r.mu.Unlock()
 		return // cancelled, or its session ended, while the client answered
 	}
-	r.timer = time.AfterFunc(r.timeout, r.expire)
-	id, err := ir.send(retry)
-	if err == nil {
-		r.c, r.childID = c, id
-	}
+	r.timer = nil // stopped above; send arms a new one (Reply.sentAs)
 	r.mu.Unlock()
-	if err != nil {
+	if _, err := ir.send(retry); err != nil {
 		r.fail(err)
 	}
 }

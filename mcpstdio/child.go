@@ -276,7 +276,9 @@ func (c *child) alive() bool {
 func (c *child) write(msg []byte) error { return c.link.write(msg, nil) }
 
 // send registers r and writes msg to the child with msg's id replaced by
-// a child id. It returns the child id.
+// a child id. It returns the child id. r knows where it went before the
+// write, which may wait for the child to read: nothing holds r meanwhile,
+// so that the child's reader can always deliver to it.
 func (c *child) send(m *Message, r *Reply) (int64, error) {
 	c.mu.Lock()
 	if c.dead != nil {
@@ -293,6 +295,7 @@ func (c *child) send(m *Message, r *Reply) (int64, error) {
 	id := c.nextID
 	c.pending[id] = r
 	c.mu.Unlock()
+	r.sentAs(c, id)
 	var idBuf [20]byte
 	msg := m.Replace(m.ID, strconv.AppendInt(idBuf[:0], id, 10))
 	if err := c.link.write(msg, r.headers); err != nil {
@@ -385,23 +388,24 @@ func (c *child) readLoop(stdout io.Reader, exited <-chan struct{}) {
 }
 
 // readLine reads one line of the child's, charging its bytes to the
-// link's share of the gateway's buffers as it grows. While there is no
-// room (the clients have not taken what the child said before), the line
-// is not read on: the child waits on its own output, for no longer than
-// the link's patience. A line longer than the read buffer is read into a
-// buffer of its own, which the answer made of it keeps.
+// link's share of the gateway's buffers as it grows (takeWaiting). While
+// there is no room (the clients have not taken what the child said
+// before), the line is not read on: the child waits on its own output,
+// for no longer than the link's patience. A line longer than the read
+// buffer is read into a buffer of its own, which the answer made of it
+// keeps.
 func (c *child) readLine(br *bufio.Reader, exited <-chan struct{}, held *charge) ([]byte, error) {
 	line, err := br.ReadSlice('\n')
+	var lr lineRead
 	if !errors.Is(err, bufio.ErrBufferFull) {
-		// A short line holds nothing while it waits.
-		if werr := c.mem.takeWaiting(int64(len(line)), 0, c.patience, exited); werr != nil {
+		if werr := c.mem.takeWaiting(int64(len(line)), &lr, c.patience, exited); werr != nil {
 			return nil, werr
 		}
 		held.n = int64(len(line))
 		return line, err
 	}
-	seq := c.mem.all.startLine()
-	defer c.mem.all.endLine(seq)
+	lr.seq = c.mem.all.startLine()
+	defer c.mem.all.endLine(lr.seq)
 	var long []byte
 	for {
 		if len(long)+len(line) > cap(long) {
@@ -410,7 +414,7 @@ func (c *child) readLine(br *bufio.Reader, exited <-chan struct{}, held *charge)
 			if len(long)+len(line) > c.maxMsg || grow <= 0 {
 				return nil, &tooLargeError{c.maxMsg}
 			}
-			if werr := c.mem.takeWaiting(int64(grow), seq, c.patience, exited); werr != nil {
+			if werr := c.mem.takeWaiting(int64(grow), &lr, c.patience, exited); werr != nil {
 				return nil, werr
 			}
 			held.n += int64(grow)
@@ -470,12 +474,14 @@ func (c *child) handle(line []byte, held *charge) {
 		}
 		return
 	}
-	m.Raw = bytes.Clone(m.Raw) // it outlives the read buffer
+	if held == nil || !held.owns {
+		m.Raw = bytes.Clone(m.Raw) // it outlives the read buffer
+	}
 	if m.IsRequest() {
-		s.serverRequest(c, m)
+		s.serverRequest(c, m, held)
 		return
 	}
-	s.childNotification(c, m)
+	s.childNotification(c, m, held)
 }
 
 // response hands the child's answer to the request it answers, with the
@@ -569,12 +575,14 @@ func (c *child) finish(r *Reply, out []byte, o Outcome, from *charge) {
 }
 
 // push delivers a message of the target's on r's stream, charged as
-// finish's answers; one the buffers have no room for is dropped.
-func (c *child) push(r *Reply, msg []byte) bool {
-	held, err := c.mem.hold(len(msg))
+// finish's answers (from, as there, is what the message read holds); one
+// the buffers have no room for is dropped, and counts as delivered. It
+// reports false if r has ended.
+func (c *child) push(r *Reply, msg []byte, from *charge) bool {
+	held, err := c.mem.answer(from, len(msg))
 	if err != nil {
 		c.log.Warn("message dropped: the gateway's buffers are full", "size", len(msg), "err", err)
-		return false
+		return true
 	}
 	return r.pushFrame(Frame{Data: msg, held: held})
 }
@@ -600,8 +608,10 @@ func (c *child) related(only bool) *Reply {
 	var newestID int64
 	n := 0
 	for id, r := range c.pending {
-		if r.internal || r.listen {
-			continue // a listen's stream carries its own notifications only
+		if r.internal || r.listen || r.parked != nil {
+			// A listen's stream carries its own notifications only; a
+			// parked call's placeholder has no client until its retry.
+			continue
 		}
 		n++
 		if id > newestID {
@@ -618,7 +628,7 @@ func (c *child) related(only bool) *Reply {
 func (c *child) pendingReply(id int64) *Reply {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if r := c.pending[id]; r != nil && !r.internal {
+	if r := c.pending[id]; r != nil && !r.internal && r.parked == nil {
 		return r
 	}
 	return nil
@@ -629,7 +639,7 @@ func (c *child) byProgressToken(token []byte) *Reply {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, r := range c.pending {
-		if r.progress != nil && bytes.Equal(r.progress, token) {
+		if r.progress != nil && r.parked == nil && bytes.Equal(r.progress, token) {
 			return r
 		}
 	}

@@ -141,7 +141,7 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 				if id := fm.Path("params", "taskId"); s.prefixed && id.Has() && strings.HasPrefix(fm.MethodName(), "notifications/tasks") {
 					out = fm.Replace(id, quote(sb.c.target.Name+nameSep+fm.String(id)))
 				}
-				sb.c.push(r, out)
+				sb.c.push(r, out, nil)
 			}
 		})
 	}

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 )
 
 // nameSep joins a target's name and a tool or prompt name, as in
@@ -426,20 +425,8 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 	r.mayCreateTask = r.toolCall && createsTask(m)
 	r.listen = m.MethodName() == "subscriptions/listen"
 	r.s, r.key, r.timeout = s, key, timeout
-	// The timer is armed before the request is written, so that a fast
-	// answer always finds it to stop; until c is set, it has nothing to
-	// cancel. A listen has none: it ends when its client goes or the
-	// session ends.
-	r.mu.Lock()
-	if !r.listen {
-		r.timer = time.AfterFunc(timeout, r.expire)
-	}
-	id, err := c.sendRenamed(m, r, rt.nameSpan, extra)
-	if err == nil {
-		r.c, r.childID = c, id
-	}
-	r.mu.Unlock()
-	if err != nil {
+	// send arms the call's timeout (Reply.sentAs).
+	if _, err := c.sendRenamed(m, r, rt.nameSpan, extra); err != nil {
 		r.fail(err)
 	}
 	return r

@@ -88,6 +88,19 @@ type Reply struct {
 	onDone   func()
 }
 
+// sentAs records that the request went to child c under id, and arms its
+// timeout (a listen has none: it ends when its client goes or the session
+// ends), before the request is written: a fast answer always finds the
+// timer to stop.
+func (r *Reply) sentAs(c *child, id int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.c, r.childID = c, id
+	if r.timeout > 0 && !r.listen && r.timer == nil && !r.finished {
+		r.timer = time.AfterFunc(r.timeout, r.expire)
+	}
+}
+
 // cancelAtChild tells the target that nobody waits any more.
 func (r *Reply) cancelAtChild(reason string) {
 	switch {
@@ -143,7 +156,22 @@ func (r *Reply) C() <-chan Frame { return r.ch }
 // cancelled at the target, and nothing more is delivered. Frames not
 // taken yet are released.
 func (r *Reply) Close() {
-	r.cancel("the client went away", false)
+	r.once.Do(func() { close(r.gone) })
+	r.drain()
+	r.mu.Lock()
+	done := r.finished
+	r.mu.Unlock()
+	if done {
+		return
+	}
+	// Whoever leaves does not wait for the target to take the news: a
+	// child held back (Buffers) reads nothing until its reader goes on.
+	go r.cancelAtChild("the client went away")
+	r.end(Frame{Final: true})
+}
+
+// drain releases the frames nobody will take.
+func (r *Reply) drain() {
 	r.mu.Lock() // a push under way has put its frame in, or will drop it
 	defer r.mu.Unlock()
 	for {

@@ -521,7 +521,7 @@ var ErrSessionEnded = errors.New("mcpstdio: session ended")
 // serverRequest passes a child's request to the client under an id of the
 // session's own sequence, and answers the child itself if the client does
 // not answer in time or the session ends first.
-func (s *Session) serverRequest(c *child, m *Message) {
+func (s *Session) serverRequest(c *child, m *Message, held *charge) {
 	sr := &serverRequest{c: c, childID: m.Bytes(m.ID), method: m.MethodName()}
 	if s.shared {
 		// A sessionless client has no channel back: an older child's
@@ -546,7 +546,7 @@ func (s *Session) serverRequest(c *child, m *Message) {
 		go c.write(ErrorMessage(sr.childID, CodeRequestCancelled, "the MCP session was closed"))
 		return
 	}
-	s.toClient(c, m.Replace(m.ID, strconv.AppendInt(nil, id, 10)))
+	s.toClient(c, m.Replace(m.ID, strconv.AppendInt(nil, id, 10)), held)
 }
 
 // addServerRequest registers sr under the next id of the session's own
@@ -578,9 +578,10 @@ func (s *Session) takeServerRequest(id int64) *serverRequest {
 }
 
 // toClient sends a child's message on the stream of the request in flight
-// at that child, else on the client's standalone stream.
-func (s *Session) toClient(c *child, msg []byte) {
-	if r := c.related(s.shared); r != nil && c.push(r, msg) {
+// at that child, else on the client's standalone stream; held is what the
+// message read holds of the link's buffers.
+func (s *Session) toClient(c *child, msg []byte, held *charge) {
+	if r := c.related(s.shared); r != nil && c.push(r, msg, held) {
 		return
 	}
 	s.notify(msg)
@@ -651,7 +652,7 @@ const (
 )
 
 // childNotification passes a child's notification to the client.
-func (s *Session) childNotification(c *child, m *Message) {
+func (s *Session) childNotification(c *child, m *Message, held *charge) {
 	if sid := m.Path("params", "_meta", metaSubscriptionID); sid.Has() {
 		// It belongs to the listen request with that (child) id: it goes
 		// on that request's stream, with the client's id for it.
@@ -660,7 +661,7 @@ func (s *Session) childNotification(c *child, m *Message) {
 		}
 		if id, err := strconv.ParseInt(string(m.Bytes(sid)), 10, 64); err == nil {
 			if r := c.pendingReply(id); r != nil {
-				c.push(r, m.Replace(sid, r.frontID))
+				c.push(r, m.Replace(sid, r.frontID), held)
 			}
 		}
 		return
@@ -675,7 +676,7 @@ func (s *Session) childNotification(c *child, m *Message) {
 			if r.frontToken != nil {
 				m.Raw = m.Replace(tok, r.frontToken)
 			}
-			c.push(r, m.Raw)
+			c.push(r, m.Raw, held)
 		}
 		return
 	case "notifications/message":
@@ -728,7 +729,7 @@ func (s *Session) childNotification(c *child, m *Message) {
 		}
 		m.Raw = m.Replace(id, strconv.AppendInt(nil, front, 10))
 	}
-	s.toClient(c, m.Raw)
+	s.toClient(c, m.Raw, held)
 }
 
 // track records a client request in flight under its id, so that a

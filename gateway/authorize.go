@@ -1,0 +1,102 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio"
+	"github.com/tailgate-dev/tailgate/policy"
+)
+
+// This file is the authorize stage of a call (pipeline.go): the front's
+// mcpAuthorization, asked of every call that names a tool, prompt or
+// resource, and of every item of a list, so that a list shows exactly
+// what the caller may use.
+
+// authorizer applies a front's mcpAuthorization to one request.
+type authorizer struct {
+	rs  *policy.RuleSet
+	src *policy.Source
+	req *policy.Request
+	// bs and ctx look up what policy needs beyond the request (a
+	// resource's name).
+	bs  *mcpstdio.Session
+	ctx context.Context
+}
+
+func (f *mcpFront) authorizer(req callRequest) authorizer {
+	a := authorizer{rs: f.authz.Load(), src: req.src}
+	if a.rs != nil {
+		h := req.http
+		a.req = requestInput(h.method, h.path, h.host, h.header)
+	}
+	return a
+}
+
+func (a authorizer) evaluate(m *policy.MCP) policy.Decision {
+	if a.rs == nil {
+		return policy.Decision{Allow: true}
+	}
+	return a.rs.Evaluate(policy.Input{Source: a.src, Request: a.req, MCP: m})
+}
+
+// decide judges a request that names a tool, prompt or resource; the
+// others (lists are filtered instead) are allowed.
+func (a authorizer) decide(rt mcpstdio.Route) policy.Decision {
+	if a.rs == nil || rt.Target == "" {
+		return policy.Decision{Allow: true} // no rules, or nothing named: the target answers
+	}
+	switch rt.Kind {
+	case "tool":
+		return a.evaluate(&policy.MCP{Method: "tools/call", Tool: policy.Tool{Name: rt.TargetName, Target: rt.Target}})
+	case "prompt":
+		// Completing a prompt's arguments is part of getting it.
+		return a.evaluate(&policy.MCP{Method: "prompts/get", Prompt: policy.Prompt{Name: rt.TargetName, Target: rt.Target}})
+	case "resource":
+		// A read is judged by the resource's name as well as its URI, as
+		// lists are; completing a resource template's arguments is judged
+		// as reading it, by the template's name and URI template. A name
+		// that cannot be learnt denies: a rule on names must not be
+		// sidestepped by a target whose list fails.
+		var names []string
+		if a.bs != nil {
+			var err error
+			if names, err = a.bs.ResourceNames(a.ctx, rt); err != nil {
+				return policy.Decision{Err: fmt.Errorf("the target's resource names: %w", err)}
+			}
+		}
+		if len(names) == 0 {
+			names = []string{""}
+		}
+		var d policy.Decision
+		for _, name := range names {
+			if d = a.evaluate(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: rt.TargetName, Name: name, Target: rt.Target}}); !d.Allow {
+				return d
+			}
+		}
+		return d
+	}
+	return policy.Decision{Allow: true}
+}
+
+// keep filters lists with the question a call would be asked, so that a
+// list shows exactly what the caller may use.
+func (a authorizer) keep(it mcpstdio.Item) bool {
+	switch it.Kind {
+	case "tool":
+		return a.evaluate(&policy.MCP{Method: "tools/call", Tool: policy.Tool{Name: it.Name, Target: it.Target}}).Allow
+	case "prompt":
+		return a.evaluate(&policy.MCP{Method: "prompts/get", Prompt: policy.Prompt{Name: it.Name, Target: it.Target}}).Allow
+	case "resource":
+		return a.evaluate(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: it.Name, Name: it.Title, Target: it.Target}}).Allow
+	}
+	return true
+}
+
+// denied logs a refused call and returns the error the client sees.
+func (a authorizer) denied(fs *frontSession, method string, rt mcpstdio.Route, d policy.Decision) error {
+	args := append([]any{"session", fs.id, "method", method, rt.Kind, clip(rt.Name)}, sourceAttrs(a.src)...)
+	args = append(args, "rule", d.Rule, "reason", d.Reason())
+	fs.f.log.Warn("mcp call denied", args...)
+	return fmt.Errorf("%s %q: not permitted by tailgate policy", rt.Kind, clip(rt.Name))
+}

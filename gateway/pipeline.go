@@ -1,0 +1,175 @@
+package gateway
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio"
+)
+
+// A request's way through the gateway, top to bottom:
+//
+//  1. read and check: a front turns what arrives into a message
+//     (front.go readMessage: one body, bounded and charged, read one way
+//     by every decoder, mcpstdio.ParseClientMessage), and checks what its
+//     transport adds (modern.go: the headers of a 2026-07-28 sessionless
+//     request); initialize, notifications and the client's answers go
+//     their own ways (front.go dispatch);
+//  2. the call's stages, below, in the order of callStages;
+//  3. record (record.go): metrics and the access log, whatever became of
+//     the call, with the outcome (outcome.go) its stages set.
+//
+// The stages run for Streamable HTTP sessions, legacy SSE sessions and
+// sessionless requests alike; what differs between them is the sink the
+// answer goes to (stream.go).
+
+// call is one MCP request on its way through the gateway. Each stage reads
+// what the stages before it found, and adds its own.
+type call struct {
+	ctx   context.Context
+	fs    *frontSession
+	bs    *mcpstdio.Session
+	msg   *mcpstdio.Message
+	req   callRequest
+	out   sink
+	start time.Time
+
+	route mcpstdio.Route          // resolve: the target, and what it names
+	authz authorizer              // authorize: the rules that judged it
+	opts  mcpstdio.ForwardOptions // prepare: what goes with it to the target
+	reply *mcpstdio.Reply         // forward: what the target says
+
+	// outcome and err are how the call ended, for record.
+	outcome outcome
+	err     error
+}
+
+// stage is one step of a call. It returns false when the call ends there:
+// the stage has answered the client (an error, a refusal) and set the
+// call's outcome.
+type stage struct {
+	name string
+	run  func(*call) bool
+}
+
+// callStages are the steps of every call, in order. A step that concerns
+// every call (credentials, audit, tracing, limits) is a stage here, and
+// nowhere else.
+func callStages() []stage {
+	return []stage{
+		{"resolve", (*call).resolve},
+		{"authorize", (*call).authorize},
+		{"prepare", (*call).prepare},
+		{"forward", (*call).forward},
+		{"stream", (*call).stream},
+	}
+}
+
+// call runs one request of the session through the front's stages, and
+// records it.
+func (fs *frontSession) call(ctx context.Context, bs *mcpstdio.Session, m *mcpstdio.Message, req callRequest, out sink) {
+	c := &call{ctx: ctx, fs: fs, bs: bs, msg: m, req: req, out: out, start: time.Now()}
+	for _, st := range fs.f.stages {
+		if !st.run(c) {
+			break
+		}
+	}
+	fs.record(m.MethodName(), c.route, c.outcome, c.err, time.Since(c.start))
+}
+
+// end ends the call with outcome o (and err, for the log).
+func (c *call) end(o outcome, err error) bool {
+	c.outcome, c.err = o, err
+	return false
+}
+
+// resolve finds the target the request is for, and what it names there
+// (mcpstdio.Session.Route): a tool, prompt or resource, a task, or every
+// target for a list.
+func (c *call) resolve() bool {
+	rt, err := c.bs.Route(c.ctx, c.msg)
+	c.route = rt
+	if err != nil {
+		c.out.send(mcpstdio.ErrorResponse(c.msg.Bytes(c.msg.ID), err), true)
+		return c.end(outcomeError, err)
+	}
+	if rt.Kind == "tool" || rt.Kind == "prompt" {
+		// The metric label is a name the target lists: if tailgate does
+		// not know the list yet, it asks now, beside the call, so that
+		// record can name the call without waiting for it.
+		c.bs.Listed(rt)
+	}
+	return true
+}
+
+// authorize judges the call by the front's mcpAuthorization, with the
+// caller's identity at this request (authorize.go); a list is let
+// through, to be filtered item by item on its way back.
+func (c *call) authorize() bool {
+	c.authz = c.fs.f.authorizer(c.req)
+	c.authz.bs, c.authz.ctx = c.bs, c.ctx
+	if d := c.authz.decide(c.route); !d.Allow {
+		err := c.authz.denied(c.fs, c.msg.MethodName(), c.route, d)
+		c.out.send(mcpstdio.ErrorMessage(c.msg.Bytes(c.msg.ID), mcpstdio.CodeInvalidParams, err.Error()), true)
+		return c.end(outcomeDenied, nil)
+	}
+	if c.authz.rs != nil {
+		c.opts.Keep = c.authz.keep
+	}
+	return true
+}
+
+// prepare says what goes with the request to its target: the caller's
+// identity as it is now (not as it was when the session opened), and,
+// for a sessionless request, a key of its own and the client's
+// Mcp-Param-* headers, which a remote target checks itself.
+func (c *call) prepare() bool {
+	if c.fs.modern {
+		c.opts.Key = c.fs.f.keys.next()
+		for k, v := range c.req.http.header {
+			if strings.HasPrefix(k, "Mcp-Param-") && len(v) > 0 {
+				if c.opts.Headers == nil {
+					c.opts.Headers = make(map[string]string)
+				}
+				c.opts.Headers[k] = v[0]
+			}
+		}
+	}
+	if c.bs.TellsIdentity() {
+		c.opts.Identity = identityEnv(c.req.src)
+	}
+	return true
+}
+
+// forward sends the request to its target.
+func (c *call) forward() bool {
+	c.reply = c.bs.Forward(c.msg, c.route, c.opts)
+	return true
+}
+
+// stream passes what the request causes (progress, logs, the target's
+// requests to the client) and then its answer to the client, until the
+// answer, a cancellation or the client's leaving.
+func (c *call) stream() bool {
+	for {
+		select {
+		case fr, ok := <-c.reply.C():
+			if !ok || fr.Final && fr.Data == nil {
+				return c.end(outcomeCancelled, nil)
+			}
+			err := c.out.send(fr.Data, fr.Final)
+			fr.Release()
+			if err != nil {
+				c.reply.Close()
+				return c.end(sendOutcome(err))
+			}
+			if fr.Final {
+				return c.end(finalOutcome(fr))
+			}
+		case <-c.out.gone():
+			c.reply.Close()
+			return c.end(outcomeClientGone, nil)
+		}
+	}
+}

@@ -1,0 +1,63 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio"
+)
+
+// This file is the record stage of a call (pipeline.go): the metrics and
+// the access log line of every MCP request, whatever became of it.
+
+// record writes the access log line and the metrics of one MCP request.
+func (fs *frontSession) record(method string, rt mcpstdio.Route, o outcome, err error, took time.Duration) {
+	outcome := string(o)
+	toolLabel := ""
+	if rt.Kind == "tool" || rt.Kind == "prompt" {
+		// A label is a name a target lists; anything else a client can
+		// make up, and would stay in /metrics for good. The list is not
+		// waited for: a call is never held for tailgate's bookkeeping, and
+		// a name whose target's list is not known yet is "unlisted".
+		toolLabel = "other"
+		if bs := fs.backend(); bs != nil {
+			switch listed, known := bs.Listed(rt); {
+			case !known:
+				toolLabel = "unlisted"
+			case listed:
+				toolLabel = rt.Name
+			}
+		}
+	}
+	rt.Name = clip(rt.Name)
+	if m := fs.f.metrics; m != nil {
+		methodLabel := method
+		if !mcpstdio.KnownMethod(method) {
+			methodLabel = "other" // as for tool names
+		}
+		m.observeCall(fs.f.name, methodLabel, rt.Target, toolLabel, outcome, took)
+	}
+	method = clip(method)
+	ctx := context.Background()
+	if !fs.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	var buf [6]slog.Attr
+	attrs := append(buf[:0], slog.String("method", method))
+	if rt.Kind != "" {
+		kind := rt.Kind
+		if kind == "resource" {
+			kind = "uri"
+		}
+		attrs = append(attrs, slog.String(kind, rt.Name))
+	}
+	if rt.Target != "" {
+		attrs = append(attrs, slog.String("target", rt.Target))
+	}
+	attrs = append(attrs, slog.String("outcome", outcome), slog.Duration("duration", took.Round(time.Microsecond)))
+	if err != nil {
+		attrs = append(attrs, slog.String("err", clipTo(err.Error(), maxLoggedError)))
+	}
+	fs.log.LogAttrs(ctx, slog.LevelInfo, "mcp call", attrs...)
+}
