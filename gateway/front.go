@@ -547,7 +547,7 @@ func (f *mcpFront) serveSSEMessage(w http.ResponseWriter, r *http.Request) {
 	// The request's connection identity is kept: the call runs after this
 	// POST has been answered.
 	ctx := context.WithoutCancel(r.Context())
-	req := callRequest{src: sourceFrom(r.Context()), http: requestFacts{method: r.Method, path: r.URL.Path, host: r.Host, header: r.Header.Clone()}}
+	req := requestOf(r, r.Header.Clone())
 	go func() {
 		defer c.release()
 		if m.MethodName() == "initialize" && m.IsRequest() {
@@ -556,7 +556,9 @@ func (f *mcpFront) serveSSEMessage(w http.ResponseWriter, r *http.Request) {
 			fs.enqueue(buf.body)
 			return
 		}
-		fs.dispatch(ctx, m, req, fs.sseSink())
+		c := fs.newCall(ctx, m, req)
+		c.out = fs.sseSink()
+		fs.dispatch(c)
 	}()
 }
 
@@ -794,10 +796,15 @@ func (fs *frontSession) handle(w http.ResponseWriter, r *http.Request, m *mcpstd
 		fs.initialize(r.Context(), m, w)
 		return
 	}
-	req := callRequest{src: sourceFrom(r.Context()), http: requestFacts{method: r.Method, path: r.URL.Path, host: r.Host, header: r.Header}}
-	sink := &httpSink{w: w, done: r.Context().Done(), stall: fs.f.writeStall}
-	fs.dispatch(r.Context(), m, req, sink)
-	sink.finish()
+	c := fs.newCall(r.Context(), m, requestOf(r, r.Header))
+	c.answerOn(w, r, false)
+	fs.dispatch(c)
+	c.http.finish()
+}
+
+// requestOf is what policy sees of r, with header as its headers.
+func requestOf(r *http.Request, header http.Header) callRequest {
+	return callRequest{src: sourceFrom(r.Context()), http: requestFacts{method: r.Method, path: r.URL.Path, host: r.Host, header: header}}
 }
 
 // callRequest is what policy sees of the HTTP request a message came in.
@@ -821,8 +828,10 @@ type sink interface {
 	accepted()
 }
 
-// dispatch serves one message of an initialized session.
-func (fs *frontSession) dispatch(ctx context.Context, m *mcpstdio.Message, req callRequest, out sink) {
+// dispatch serves one message of an initialized session: a request runs
+// through the call's stages (pipeline.go).
+func (fs *frontSession) dispatch(c *call) {
+	m, out := c.msg, c.out
 	bs := fs.backend()
 	if bs == nil {
 		if m.IsRequest() {
@@ -846,7 +855,7 @@ func (fs *frontSession) dispatch(ctx context.Context, m *mcpstdio.Message, req c
 	}
 	fs.inflight.Add(1)
 	defer fs.callDone()
-	fs.call(ctx, bs, m, req, out)
+	c.run(bs)
 }
 
 // maxLoggedName bounds a client-chosen name in logs and errors.

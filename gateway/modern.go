@@ -165,8 +165,8 @@ func (f *mcpFront) serveModern(w http.ResponseWriter, r *http.Request, m *mcpstd
 		writeRPCError(w, http.StatusBadRequest, m.Bytes(m.ID), codeHeaderMismatch, err.Error())
 		return
 	}
-	req := callRequest{src: sourceFrom(r.Context()), http: requestFacts{method: r.Method, path: r.URL.Path, host: r.Host, header: r.Header}}
-	sink := &httpSink{w: w, done: r.Context().Done(), modern: true, stall: fs.f.writeStall}
+	c := fs.newCall(r.Context(), m, requestOf(r, r.Header))
+	c.answerOn(w, r, true)
 	fs.inflight.Add(1)
 	defer fs.callDone()
 	if m.MethodName() == "subscriptions/listen" {
@@ -175,8 +175,8 @@ func (f *mcpFront) serveModern(w http.ResponseWriter, r *http.Request, m *mcpstd
 		fs.listens.Add(1)
 		defer fs.listens.Add(-1)
 	}
-	fs.call(r.Context(), fs.backend(), m, req, sink)
-	sink.finish()
+	c.run(fs.backend())
+	c.http.finish()
 }
 
 // callerSession is the caller's session for sessionless requests, opened

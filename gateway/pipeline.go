@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"time"
 
@@ -34,6 +35,9 @@ type call struct {
 	req   callRequest
 	out   sink
 	start time.Time
+	// http is out for a request answered on its own HTTP response (a
+	// Streamable HTTP POST), kept here so that a call is one allocation.
+	http httpSink
 
 	route mcpstdio.Route          // resolve: the target, and what it names
 	authz authorizer              // authorize: the rules that judged it
@@ -66,16 +70,30 @@ func callStages() []stage {
 	}
 }
 
-// call runs one request of the session through the front's stages, and
-// records it.
-func (fs *frontSession) call(ctx context.Context, bs *mcpstdio.Session, m *mcpstdio.Message, req callRequest, out sink) {
-	c := &call{ctx: ctx, fs: fs, bs: bs, msg: m, req: req, out: out, start: time.Now()}
-	for _, st := range fs.f.stages {
+// newCall is a message of the session's, as its front read it; the front
+// says where its answer goes (c.out, or answerOn).
+func (fs *frontSession) newCall(ctx context.Context, m *mcpstdio.Message, req callRequest) *call {
+	return &call{ctx: ctx, fs: fs, msg: m, req: req, start: time.Now()}
+}
+
+// answerOn sends the call's answer on the HTTP response of its request
+// (modern: a 2026-07-28 sessionless request, whose errors carry their
+// HTTP status).
+func (c *call) answerOn(w http.ResponseWriter, r *http.Request, modern bool) {
+	c.http = httpSink{w: w, done: r.Context().Done(), modern: modern, stall: c.fs.f.writeStall}
+	c.out = &c.http
+}
+
+// run takes a request of the session's backend session bs through the
+// front's stages, and records it.
+func (c *call) run(bs *mcpstdio.Session) {
+	c.bs = bs
+	for _, st := range c.fs.f.stages {
 		if !st.run(c) {
 			break
 		}
 	}
-	fs.record(m.MethodName(), c.route, c.outcome, c.err, time.Since(c.start))
+	c.fs.record(c.msg.MethodName(), c.route, c.outcome, c.err, time.Since(c.start))
 }
 
 // end ends the call with outcome o (and err, for the log).
