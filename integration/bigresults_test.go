@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"io"
 	"net/http"
 	"os"
@@ -35,9 +36,9 @@ func TestBigResultsOverTailnet(t *testing.T) {
 		return def
 	}
 	n, size, conc := envInt("N", 30), envInt("SIZE", 16)<<20, envInt("C", 4)
-	tn := NewTailnet(t)
-	var logs Logs
-	gw := tn.Gateway(t, ParseConfig(t, seedLike("true", t.TempDir())), CaptureLogs(&logs))
+	tn := gatewaytest.NewTailnet(t)
+	var logs gatewaytest.Logs
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, seedLike("true", t.TempDir())), gatewaytest.CaptureLogs(&logs))
 	laptop := tn.Node(t, "laptop")
 	client := laptop.Client()
 	url := gw.URL(3000, "/mcp")
@@ -112,7 +113,7 @@ func TestBigResultsOverTailnet(t *testing.T) {
 	for {
 		outcomes = map[string]int{}
 		total := 0
-		for _, m := range outcome.FindAllStringSubmatch(logs.text(), -1) {
+		for _, m := range outcome.FindAllStringSubmatch(logs.String(), -1) {
 			outcomes[m[1]]++
 			total++
 		}
@@ -122,7 +123,7 @@ func TestBigResultsOverTailnet(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("%d of %d results of %d MB lost or short (concurrency %d); access log outcomes %v", lost, n, size>>20, conc, outcomes)
-	for _, line := range strings.Split(logs.text(), "\n") {
+	for _, line := range strings.Split(logs.String(), "\n") {
 		if strings.Contains(line, "outcome=write_error") {
 			t.Logf("%s", line[strings.Index(line, "outcome="):])
 		}
@@ -130,11 +131,4 @@ func TestBigResultsOverTailnet(t *testing.T) {
 	if notOK := n - outcomes["ok"]; lost > notOK {
 		t.Logf("%d lost results were logged ok: the gateway's writes succeeded into its node's TCP send buffer (up to 6 MB), then the connection died", lost-notOK)
 	}
-}
-
-// text is everything logged so far.
-func (l *Logs) text() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"net"
 	"net/http"
 	"net/netip"
@@ -64,11 +65,11 @@ func closeWithManyConnections(t *testing.T) {
 		name string
 		// open starts a node of tailgate's with openConns connections
 		// through it, and returns its Close.
-		open func(t *testing.T, tn *Tailnet) func() error
+		open func(t *testing.T, tn *gatewaytest.Tailnet) func() error
 	}{
-		{"gateway node", func(t *testing.T, tn *Tailnet) func() error {
+		{"gateway node", func(t *testing.T, tn *gatewaytest.Tailnet) func() error {
 			node, err := tsnode.New(tsnode.Config{Hostname: "tailgate", ControlURL: tn.ControlURL, Ephemeral: true, MemoryState: true,
-				StateDir: filepath.Join(t.TempDir(), "tailgate"), Logger: Logger(t)})
+				StateDir: filepath.Join(t.TempDir(), "tailgate"), Logger: gatewaytest.Logger(t)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -87,7 +88,7 @@ func closeWithManyConnections(t *testing.T) {
 			dialAll(t, func(ctx context.Context) (net.Conn, error) { return client.Dial(ctx, "tcp", target) })
 			return node.Close
 		}},
-		{"dev bridge", func(t *testing.T, tn *Tailnet) func() error {
+		{"dev bridge", func(t *testing.T, tn *gatewaytest.Tailnet) func() error {
 			server := tn.Node(t, "server")
 			ln, err := server.Listen("tcp", ":80")
 			if err != nil {
@@ -118,7 +119,7 @@ func closeWithManyConnections(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tn := NewTailnet(t)
+			tn := gatewaytest.NewTailnet(t)
 			closeNode := tc.open(t, tn)
 			done := make(chan error, 1)
 			begin := time.Now()

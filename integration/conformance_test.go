@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"maps"
 	"net"
 	"os"
@@ -81,8 +82,8 @@ func TestConformance(t *testing.T) {
 	expected := readConformanceBaseline(t, baseline)
 
 	server := buildEverythingServer(t)
-	tn := NewTailnet(t)
-	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", `
+	tn := gatewaytest.NewTailnet(t)
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", `
           - name: everything
             stdio: {cmd: "`+server+`"}`)))
 	// The suite's dns-rebinding-protection scenario needs a localhost URL:
@@ -362,8 +363,8 @@ func TestConformanceRemote(t *testing.T) {
 				t.Fatalf("no scenario passes against the %s server directly: nothing to compare with; output:\n%s", mode, direct.text)
 			}
 
-			tn := NewTailnet(t)
-			gw := tn.Gateway(t, ParseConfig(t, routeConfig("", `
+			tn := gatewaytest.NewTailnet(t)
+			gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", `
           - name: everything
             mcp: {host: "http://`+addr+`/mcp"}`)))
 			local := gw.Bridge(t, tn.Node(t, "conformance"), 3000)

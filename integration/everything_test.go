@@ -5,6 +5,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,15 +155,15 @@ func resultText(res *mcp.CallToolResult) string {
 // The reference server, behind tailgate, over the tailnet: everything it
 // offers works as if the client talked to it directly.
 func TestServerEverythingConformance(t *testing.T) {
-	tn := NewTailnet(t)
-	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", everythingTarget(t, "everything"))))
+	tn := gatewaytest.NewTailnet(t)
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", everythingTarget(t, "everything"))))
 	laptop := tn.Node(t, "laptop")
 	rec := &client{}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	mc := mcp.NewClient(&mcp.Implementation{Name: "conformance"}, rec.options())
 	mc.AddRoots(&mcp.Root{URI: "file:///workspace/conformance-root", Name: "workspace"})
-	cs, err := mc.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: laptop.HTTPClient()}, LegacySession)
+	cs, err := mc.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: laptop.HTTPClient()}, gatewaytest.LegacySession)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,9 +313,9 @@ func TestServerEverythingConformance(t *testing.T) {
 
 // A client that gives up on a call cancels it at the child.
 func TestCancellationReachesChild(t *testing.T) {
-	tn := NewTailnet(t)
-	logs := &Logs{}
-	gw := tn.Gateway(t, ParseConfig(t, seedLike("true", t.TempDir())), CaptureLogs(logs))
+	tn := gatewaytest.NewTailnet(t)
+	logs := &gatewaytest.Logs{}
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, seedLike("true", t.TempDir())), gatewaytest.CaptureLogs(logs))
 	cs := tn.Node(t, "laptop").MCP(t, gw, 3000, "/mcp")
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -338,9 +339,9 @@ func TestCancellationReachesChild(t *testing.T) {
 // Two targets, the reference server and the repo's Go server, are one MCP
 // server with prefixed names.
 func TestMultiplexEverythingAndDemo(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	targets := everythingTarget(t, "everything") + demoTarget("")
-	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", targets)))
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", targets)))
 	cs := tn.Node(t, "laptop").MCP(t, gw, 3000, "/mcp")
 	ctx := context.Background()
 	names := toolNames(t, cs)
@@ -397,8 +398,8 @@ func TestMultiplexEverythingAndDemo(t *testing.T) {
 // lists tools and calls one with progress.
 func TestTypeScriptClient(t *testing.T) {
 	modules := npmModules(t)
-	tn := NewTailnet(t)
-	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", everythingTarget(t, "everything"))))
+	tn := gatewaytest.NewTailnet(t)
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", everythingTarget(t, "everything"))))
 	local := gw.Bridge(t, tn.Node(t, "ts-client"), 3000)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -431,10 +432,10 @@ func TestTypeScriptClient(t *testing.T) {
 // --allow-http, and talks to the gateway's targets through it.
 func TestMCPRemoteClient(t *testing.T) {
 	proxy := filepath.Join(npmModules(t), "mcp-remote", "dist", "proxy.js")
-	tn := NewTailnet(t)
-	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", `
+	tn := gatewaytest.NewTailnet(t)
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", `
           - name: demo
-            stdio: {cmd: "`+DemoServer(t)+`"}`)))
+            stdio: {cmd: "`+gatewaytest.DemoServer(t)+`"}`)))
 	local := gw.Bridge(t, tn.Node(t, "desktop"), 3000)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -442,7 +443,7 @@ func TestMCPRemoteClient(t *testing.T) {
 	// mcp-remote keeps its OAuth state under ~/.mcp-auth.
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
 	cmd.Stderr = testLogWriter{t, "mcp-remote: "}
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "claude-desktop-like"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, LegacySession)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "claude-desktop-like"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, gatewaytest.LegacySession)
 	if err != nil {
 		t.Fatalf("connect through mcp-remote: %v", err)
 	}
@@ -472,7 +473,7 @@ func everythingProcesses(t *testing.T) []int {
 		if err != nil || !strings.Contains(string(cmdline), "server-everything") {
 			continue
 		}
-		if Running(pid) {
+		if gatewaytest.Running(pid) {
 			pids = append(pids, pid)
 		}
 	}
@@ -487,13 +488,13 @@ func TestNpxProcessTreeReaped(t *testing.T) {
 	if _, err := exec.LookPath("npx"); err != nil {
 		t.Fatalf("npx not found: %v", err)
 	}
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	target := `
           - name: everything
             stdio:
               cmd: /bin/sh
               args: ["-c", "cd ` + dir + ` && npx --offline --no-install @modelcontextprotocol/server-everything"]`
-	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", target)))
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", target)))
 	before := everythingProcesses(t)
 	cs := tn.Node(t, "laptop").MCP(t, gw, 3000, "/mcp")
 	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {

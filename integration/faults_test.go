@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"io"
 	"net"
 	"os"
@@ -25,12 +26,12 @@ import (
 
 // faultGateway is a gateway with the demo server as target, short
 // timeouts, and its children's pids recorded.
-func faultGateway(t *testing.T, stdioExtra string, opts ...GatewayOption) (*Tailnet, *Gateway, *Node, string) {
+func faultGateway(t *testing.T, stdioExtra string, opts ...gatewaytest.GatewayOption) (*gatewaytest.Tailnet, *gatewaytest.Gateway, *gatewaytest.Node, string) {
 	t.Helper()
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	pids := t.TempDir()
 	cfg := strings.Replace(seedLike("true", pids), "              cmd: $DEMO\n", "              cmd: $DEMO\n"+stdioExtra, 1)
-	gw := tn.Gateway(t, ParseConfig(t, cfg), opts...)
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, cfg), opts...)
 	return tn, gw, tn.Node(t, "laptop"), pids
 }
 
@@ -46,11 +47,11 @@ func childPID(t *testing.T, cs *mcp.ClientSession) int {
 	return info.PID
 }
 
-func assertReaped(t *testing.T, gw *Gateway, pids string) {
+func assertReaped(t *testing.T, gw *gatewaytest.Gateway, pids string) {
 	t.Helper()
 	waitGone(t, gw, 10*time.Second)
-	for _, pid := range StartedPIDs(t, pids) {
-		if Running(pid) {
+	for _, pid := range gatewaytest.StartedPIDs(t, pids) {
+		if gatewaytest.Running(pid) {
 			t.Errorf("child %d still running", pid)
 		}
 	}
@@ -58,15 +59,15 @@ func assertReaped(t *testing.T, gw *Gateway, pids string) {
 
 func TestFaultChildKilledMidCall(t *testing.T) {
 	_, gw, laptop, pids := faultGateway(t, "")
-	opts, progress := Progress()
+	opts, progress := gatewaytest.Progress()
 	cs := laptop.MCPWith(t, gw, 3000, "/mcp", opts)
 	pid := childPID(t, cs)
 	errc := make(chan error, 1)
 	go func() {
-		_, err := cs.CallTool(context.Background(), SlowCall("p", 100, 100))
+		_, err := cs.CallTool(context.Background(), gatewaytest.SlowCall("p", 100, 100))
 		errc <- err
 	}()
-	AwaitProgress(t, progress, 1) // the call runs in the child
+	gatewaytest.AwaitProgress(t, progress, 1) // the call runs in the child
 	syscall.Kill(pid, syscall.SIGKILL)
 	select {
 	case err := <-errc:
@@ -105,8 +106,8 @@ func TestFaultChildHangs(t *testing.T) {
 // A child that floods stderr keeps working: the drain never stops, the log
 // is rate-limited, and memory does not grow with the flood.
 func TestFaultChildFloodsStderr(t *testing.T) {
-	logs := &Logs{}
-	_, gw, laptop, pids := faultGateway(t, "", CaptureLogs(logs))
+	logs := &gatewaytest.Logs{}
+	_, gw, laptop, pids := faultGateway(t, "", gatewaytest.CaptureLogs(logs))
 	cs := laptop.MCP(t, gw, 3000, "/mcp")
 	for range 3 {
 		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "flood", Arguments: map[string]any{"bytes": 20 << 20}})
@@ -120,9 +121,7 @@ func TestFaultChildFloodsStderr(t *testing.T) {
 	if !logs.Contains("child stderr rate-limited") {
 		t.Error("no rate-limit notice in the log")
 	}
-	logs.mu.Lock()
-	size := logs.buf.Len()
-	logs.mu.Unlock()
+	size := logs.Len()
 	if size > 5<<20 {
 		t.Errorf("the log grew by %d bytes for 60 MB of stderr", size)
 	}
@@ -176,7 +175,7 @@ func TestFaultControlServerGone(t *testing.T) {
 
 // The state directory cannot be created: exit 2 with one clear line.
 func TestFaultStateDirUnusable(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	blocker := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(blocker, nil, 0o600)
 	cfg := writeConfig(t, fmt.Sprintf(`
@@ -199,28 +198,28 @@ config: {adminAddr: "127.0.0.1:0"}
 // SIGTERM with many calls in flight: each finishes or gets an error, the
 // process exits 0 within 10 s, and no child survives.
 func TestFaultSIGTERMUnderLoad(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	pids := t.TempDir()
 	cfg := writeConfig(t, tailscaleBlock(tn.ControlURL, "")+"config: {adminAddr: \"127.0.0.1:0\"}\n"+seedLike("true", pids))
 	p := startTailgate(t, cfg)
 	p.waitLine(t, "tailgate ready", 45*time.Second)
-	gw := &Gateway{Addr: tailnetAddr(t, p)}
+	gw := &gatewaytest.Gateway{Addr: tailnetAddr(t, p)}
 	laptop := tn.Node(t, "laptop")
 	const sessions = 10
 	results := make(chan error, sessions*4)
-	opts, progress := Progress()
+	opts, progress := gatewaytest.Progress()
 	for range sessions {
 		cs := laptop.MCPWith(t, gw, 3000, "/mcp", opts)
 		for i := range 4 {
 			go func() {
-				_, err := cs.CallTool(context.Background(), SlowCall(i, 3, 300))
+				_, err := cs.CallTool(context.Background(), gatewaytest.SlowCall(i, 3, 300))
 				results <- err
 			}()
 		}
 	}
 	// Every call is running in a child (each has done its first step)
 	// when SIGTERM comes.
-	AwaitProgress(t, progress, sessions*4)
+	gatewaytest.AwaitProgress(t, progress, sessions*4)
 	begin := time.Now()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t, 10*time.Second); code != 0 {
@@ -241,8 +240,8 @@ func TestFaultSIGTERMUnderLoad(t *testing.T) {
 		}
 	}
 	t.Logf("calls in flight at SIGTERM: %d finished, %d got an error", ok, failed)
-	for _, pid := range StartedPIDs(t, pids) {
-		if Running(pid) {
+	for _, pid := range gatewaytest.StartedPIDs(t, pids) {
+		if gatewaytest.Running(pid) {
 			t.Errorf("child %d survived", pid)
 		}
 	}
@@ -251,7 +250,7 @@ func TestFaultSIGTERMUnderLoad(t *testing.T) {
 // The gateway process listens on no host address but loopback: its MCP
 // ports exist only on the tailnet.
 func TestListensOnNoHostAddress(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	cfg := writeConfig(t, tailscaleBlock(tn.ControlURL, "")+anyAdminPort+seedLike("true", t.TempDir()))
 	p := startTailgate(t, cfg)
 	p.waitLine(t, "tailgate ready", 45*time.Second)
@@ -314,7 +313,7 @@ type derpCut struct {
 }
 
 // cutDERP routes the tailnet's DERP through a forwarder and returns it.
-func cutDERP(dc **derpCut) TailnetOption {
+func cutDERP(dc **derpCut) gatewaytest.TailnetOption {
 	return func(c *testcontrol.Server) {
 		node := c.DERPMap.Regions[1].Nodes[0]
 		target := net.JoinHostPort(node.IPv4, strconv.Itoa(node.DERPPort))
@@ -360,9 +359,9 @@ func (d *derpCut) cut() {
 // a known peer opens new ones.
 func TestFaultDERPGone(t *testing.T) {
 	var derp *derpCut
-	tn := NewTailnet(t, cutDERP(&derp))
+	tn := gatewaytest.NewTailnet(t, cutDERP(&derp))
 	pids := t.TempDir()
-	gw := tn.Gateway(t, ParseConfig(t, seedLike("true", pids)))
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, seedLike("true", pids)))
 	laptop := tn.Node(t, "laptop")
 	cs := laptop.MCP(t, gw, 3000, "/mcp")
 	// Wait for the direct (UDP on 127.0.0.1) path to the gateway.

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"io"
 	"net/http"
 	"os"
@@ -17,7 +18,7 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	RemoveDemoServer()
+	gatewaytest.RemoveDemoServer()
 	os.Exit(code)
 }
 
@@ -46,9 +47,9 @@ binds:
 }
 
 func TestClientCallsToolsOverTailnet(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	pids := t.TempDir()
-	gw := tn.Gateway(t, ParseConfig(t, seedLike(`cidr("100.64.0.0/10").containsIP(source.address)`, pids)))
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, seedLike(`cidr("100.64.0.0/10").containsIP(source.address)`, pids)))
 	laptop := tn.Node(t, "laptop")
 	cs := laptop.MCP(t, gw, 3000, "/mcp")
 
@@ -74,7 +75,7 @@ func TestClientCallsToolsOverTailnet(t *testing.T) {
 		t.Fatalf("add: %v %+v", err, add)
 	}
 	// One child for the session, however many requests it made.
-	if got := StartedPIDs(t, pids); len(got) != 1 {
+	if got := gatewaytest.StartedPIDs(t, pids); len(got) != 1 {
 		t.Errorf("children started: %v, want one", got)
 	}
 }
@@ -83,10 +84,10 @@ func TestClientCallsToolsOverTailnet(t *testing.T) {
 // line naming it and the rule, so that "denied" is not mistaken for
 // "down"; it starts nothing.
 func TestNetworkAuthorizationRefusesPeer(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	pids := t.TempDir()
 	// Only 100.64.0.99 may connect; the client node is not it.
-	gw := tn.Gateway(t, ParseConfig(t, seedLike(`cidr("100.64.0.99/32").containsIP(source.address)`, pids)))
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, seedLike(`cidr("100.64.0.99/32").containsIP(source.address)`, pids)))
 	intruder := tn.Node(t, "intruder")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -111,15 +112,15 @@ func TestNetworkAuthorizationRefusesPeer(t *testing.T) {
 	if st := gw.Server.Stats(); st.DeniedConnections == 0 || st.ChildrenStarted != 0 {
 		t.Errorf("stats %+v: want denied connections and no child", st)
 	}
-	if got := StartedPIDs(t, pids); len(got) != 0 {
+	if got := gatewaytest.StartedPIDs(t, pids); len(got) != 0 {
 		t.Errorf("denied peer started children %v", got)
 	}
 }
 
 func TestShutdownLeavesNoChild(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	pids := t.TempDir()
-	gw := tn.Gateway(t, ParseConfig(t, seedLike(`cidr("100.64.0.0/10").containsIP(source.address)`, pids)))
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, seedLike(`cidr("100.64.0.0/10").containsIP(source.address)`, pids)))
 	laptop := tn.Node(t, "laptop")
 	for range 3 {
 		cs := laptop.MCP(t, gw, 3000, "/mcp")
@@ -127,12 +128,12 @@ func TestShutdownLeavesNoChild(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	started := StartedPIDs(t, pids)
+	started := gatewaytest.StartedPIDs(t, pids)
 	if len(started) != 3 {
 		t.Fatalf("children started: %v, want 3", started)
 	}
 	for _, pid := range started {
-		if !Running(pid) {
+		if !gatewaytest.Running(pid) {
 			t.Fatalf("child %d not running before shutdown", pid)
 		}
 	}
@@ -142,7 +143,7 @@ func TestShutdownLeavesNoChild(t *testing.T) {
 		t.Errorf("shutdown took %v", d)
 	}
 	for _, pid := range started {
-		if Running(pid) {
+		if gatewaytest.Running(pid) {
 			t.Errorf("child %d still running after shutdown", pid)
 		}
 	}

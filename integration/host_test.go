@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,7 +27,7 @@ var tailscaledBin struct {
 func buildTailscaled(t *testing.T) string {
 	t.Helper()
 	tailscaledBin.once.Do(func() {
-		tailscaledBin.path = filepath.Join(filepath.Dir(DemoServer(t)), "tailscaled")
+		tailscaledBin.path = filepath.Join(filepath.Dir(gatewaytest.DemoServer(t)), "tailscaled")
 		out, err := exec.Command("go", "build", "-o", tailscaledBin.path, "tailscale.com/cmd/tailscaled").CombinedOutput()
 		if err != nil {
 			tailscaledBin.err = err
@@ -41,7 +42,7 @@ func buildTailscaled(t *testing.T) string {
 
 // startTailscaled runs a real tailscaled, without root or TUN (userspace
 // networking), joined to tn as hostname. It returns its LocalAPI socket.
-func startTailscaled(t *testing.T, tn *Tailnet, hostname string) string {
+func startTailscaled(t *testing.T, tn *gatewaytest.Tailnet, hostname string) string {
 	t.Helper()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "ts.sock")
@@ -92,7 +93,7 @@ func startTailscaled(t *testing.T, tn *Tailnet, hostname string) string {
 // mode: host is the seed's own deployment — the host's tailscaled — with
 // WhoIs through its LocalAPI instead of agentgateway's extAuthz call.
 func TestHostMode(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	sock := startTailscaled(t, tn, "hostgw")
 	cfg := writeConfig(t, `
 tailscale:
@@ -108,7 +109,7 @@ frontendPolicies:
 	addr := tailnetAddr(t, p)
 
 	laptop := tn.Node(t, "laptop")
-	cs := laptop.MCP(t, &Gateway{Addr: addr}, 3000, "/mcp")
+	cs := laptop.MCP(t, &gatewaytest.Gateway{Addr: addr}, 3000, "/mcp")
 	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "env", Arguments: map[string]any{"names": []string{"TAILGATE_USER_LOGIN", "TAILGATE_NODE_HOSTNAME"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +121,7 @@ frontendPolicies:
 	// Another node is refused by the identity rule.
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if cs, err := tn.Node(t, "stranger").Connect(ctx, (&Gateway{Addr: addr}).URL(3000, "/mcp"), nil); err == nil {
+	if cs, err := tn.Node(t, "stranger").Connect(ctx, (&gatewaytest.Gateway{Addr: addr}).URL(3000, "/mcp"), nil); err == nil {
 		cs.Close()
 		t.Error("a node outside the rule got in")
 	}

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,7 +53,7 @@ func childrenIsolated(t *testing.T, gatewayAsNobody, stdioUser bool) {
 		remoteSecret = "remote-header-secret-isolation-0123456789"
 		marker       = "TAILGATE_TEST_CHILD_MARKER=in-every-child"
 	)
-	tn := NewTailnet(t, RequireAuthKey(key))
+	tn := gatewaytest.NewTailnet(t, gatewaytest.RequireAuthKey(key))
 	home, out := t.TempDir(), t.TempDir()
 	// tsnode's default (tsnode.DefaultStateDir): for root, outside HOME,
 	// here $STATE_DIRECTORY/<hostname> (else /var/lib/tailgate/<hostname>);
@@ -70,7 +71,7 @@ for f in $out/pid.*; do [ -e "$f" ] || continue; cat /proc/$(cat $f)/environ; ec
 env > $out/env.$$
 echo $$ > $out/pid.$$
 exec %s
-`, out, state, DemoServer(t))), 0o755); err != nil {
+`, out, state, gatewaytest.DemoServer(t))), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	user := ""
@@ -125,10 +126,10 @@ binds:
 	if _, err := os.Stat(filepath.Join(state, "tailscaled.state")); err != nil {
 		t.Fatalf("the node's state is not where tsnode puts it by default: %v", err)
 	}
-	gw := &Gateway{Addr: tailnetAddr(t, p)}
+	gw := &gatewaytest.Gateway{Addr: tailnetAddr(t, p)}
 	// Two callers, two children: bob's starts once alice's serves.
 	for _, name := range []string{"alice", "bob"} {
-		cs := tn.Node(t, name, AuthKey(key)).MCP(t, gw, 3000, "/mcp")
+		cs := tn.Node(t, name, gatewaytest.AuthKey(key)).MCP(t, gw, 3000, "/mcp")
 		if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}

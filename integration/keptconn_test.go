@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"io"
 	"net/http"
 	"net/http/httptrace"
@@ -19,7 +20,7 @@ import (
 // looked up once per connection, and the call went on being allowed.
 func TestKeptConnectionFollowsGrants(t *testing.T) {
 	tm := newTeam(t)
-	gw := tm.tn.Gateway(t, tm.identityConfig(t), GatewayTags("tag:mcp-gateway"))
+	gw := tm.tn.Gateway(t, tm.identityConfig(t), gatewaytest.GatewayTags("tag:mcp-gateway"))
 	tm.tn.Control.SetGlobalAppCaps(tailcfg.PeerCapMap{"example.com/cap/tailgate": {`{"tools":["info"]}`}})
 
 	// One connection for everything: a second one would be identified

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"os"
 	"runtime"
 	"syscall"
@@ -23,10 +24,10 @@ const goroutineSlack = 15
 // child killed with SIGKILL — and leave no process and no goroutine
 // behind.
 func TestNoLeaks(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	pids := t.TempDir()
 	cfg := "config:\n  mcp:\n    sessionTtl: 1s\n" + seedLike("true", pids)
-	gw := tn.Gateway(t, ParseConfig(t, cfg))
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, cfg))
 	laptop := tn.Node(t, "laptop")
 	ctx := context.Background()
 
@@ -64,13 +65,13 @@ func TestNoLeaks(t *testing.T) {
 			cs.Close()
 		}
 	}
-	started := StartedPIDs(t, pids)
+	started := gatewaytest.StartedPIDs(t, pids)
 	if len(started) != 51 {
 		t.Errorf("%d children started, want 51", len(started))
 	}
 	waitGone(t, gw, 30*time.Second)
 	for _, pid := range started {
-		if Running(pid) {
+		if gatewaytest.Running(pid) {
 			t.Errorf("child %d still running", pid)
 		}
 	}
@@ -90,7 +91,7 @@ func TestNoLeaks(t *testing.T) {
 }
 
 // waitGone waits until the gateway has no session and no child left.
-func waitGone(t *testing.T, gw *Gateway, timeout time.Duration) {
+func waitGone(t *testing.T, gw *gatewaytest.Gateway, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(max(timeout, 5*time.Second))
 	for {

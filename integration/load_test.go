@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"net/http"
 	"os"
 	"strings"
@@ -24,10 +25,10 @@ func TestLoad(t *testing.T) {
 		t.Skip("load test skipped with -short")
 	}
 	const sessions, calls = 200, 50
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	pids := t.TempDir()
-	gw := tn.Gateway(t, ParseConfig(t, seedLike("true", pids)))
-	clients := make([]*Node, 4)
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, seedLike("true", pids)))
+	clients := make([]*gatewaytest.Node, 4)
 	for i := range clients {
 		clients[i] = tn.Node(t, fmt.Sprintf("load-%d", i))
 	}
@@ -60,7 +61,7 @@ func TestLoad(t *testing.T) {
 	for i := range sessions {
 		wg.Go(func() {
 			hc := httpClients[i%len(clients)]
-			cs, err := mcp.NewClient(&mcp.Implementation{Name: "load"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: hc}, LegacySession)
+			cs, err := mcp.NewClient(&mcp.Implementation{Name: "load"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: hc}, gatewaytest.LegacySession)
 			if err != nil {
 				errs.Add(1)
 				firstErr.Do(func() { t.Errorf("session %d: %v", i, err) })
@@ -95,12 +96,12 @@ func TestLoad(t *testing.T) {
 	if errs.Load() != 0 {
 		t.Errorf("%d errors", errs.Load())
 	}
-	if n := len(StartedPIDs(t, pids)); n != sessions+len(clients) {
+	if n := len(gatewaytest.StartedPIDs(t, pids)); n != sessions+len(clients) {
 		t.Errorf("%d children started, want %d", n, sessions+len(clients))
 	}
 	waitGone(t, gw, 30*time.Second)
-	for _, pid := range StartedPIDs(t, pids) {
-		if Running(pid) {
+	for _, pid := range gatewaytest.StartedPIDs(t, pids) {
+		if gatewaytest.Running(pid) {
 			t.Errorf("child %d still running", pid)
 		}
 	}

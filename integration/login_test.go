@@ -2,7 +2,7 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"log/slog"
 	"strings"
 	"testing"
@@ -13,26 +13,11 @@ import (
 	"github.com/tailgate-dev/tailgate/tsnode"
 )
 
-// records parses the JSON log lines written to l.
-func (l *Logs) records(t *testing.T) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var recs []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.buf.String()), "\n") {
-		var r map[string]any
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		recs = append(recs, r)
-	}
-	return recs
-}
-
 // Without an auth key and without state, the node logs the login URL once,
 // on one line, and comes up when someone follows it.
 func TestInteractiveLoginURLLoggedOnce(t *testing.T) {
-	tn := NewTailnet(t, func(c *testcontrol.Server) { c.RequireAuth = true })
-	var logs Logs
+	tn := gatewaytest.NewTailnet(t, func(c *testcontrol.Server) { c.RequireAuth = true })
+	var logs gatewaytest.Logs
 	node, err := tsnode.New(tsnode.Config{
 		ControlURL: tn.ControlURL, Ephemeral: true, MemoryState: true,
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
@@ -48,7 +33,7 @@ func TestInteractiveLoginURLLoggedOnce(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for url == "" && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
-		for _, r := range logs.records(t) {
+		for _, r := range logs.Records(t) {
 			if r["msg"] == "tailnet login required: open this URL to add the node, or set an auth key" {
 				url, _ = r["url"].(string)
 			}
@@ -66,7 +51,7 @@ func TestInteractiveLoginURLLoggedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var n int
-	for _, r := range logs.records(t) {
+	for _, r := range logs.Records(t) {
 		if strings.Contains(r["msg"].(string), "login") || strings.Contains(r["msg"].(string), "To start") {
 			n++
 		}

@@ -5,6 +5,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"io"
 	"net/http"
 	"strings"
@@ -19,7 +20,7 @@ import (
 
 // connectModern opens a go-sdk v1.8.0 client as it comes: it probes
 // server/discover and speaks MCP 2026-07-28, without a session.
-func connectModern(t *testing.T, n *Node, gw *Gateway) *mcp.ClientSession {
+func connectModern(t *testing.T, n *gatewaytest.Node, gw *gatewaytest.Gateway) *mcp.ClientSession {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -37,8 +38,8 @@ func connectModern(t *testing.T, n *Node, gw *Gateway) *mcp.ClientSession {
 // for its node and reused; the second with its session, as before. Another
 // node's sessionless calls never reach the first node's children.
 func TestBothProtocolGenerationsOnOneRoute(t *testing.T) {
-	tn := NewTailnet(t)
-	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", demoTarget("identityEnv: true"))))
+	tn := gatewaytest.NewTailnet(t)
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", demoTarget("identityEnv: true"))))
 	laptop := tn.Node(t, "laptop")
 	desk := tn.Node(t, "desk")
 
@@ -102,9 +103,9 @@ func TestBothProtocolGenerationsOnOneRoute(t *testing.T) {
 // Tailscale Service) serve one client's calls alternately, each from
 // children of its own.
 func TestReplicasServeOneSessionlessClient(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	cfg := routeConfig("", demoTarget(""))
-	replicas := []*Gateway{tn.Gateway(t, ParseConfig(t, cfg)), tn.Gateway(t, ParseConfig(t, cfg))}
+	replicas := []*gatewaytest.Gateway{tn.Gateway(t, gatewaytest.ParseConfig(t, cfg)), tn.Gateway(t, gatewaytest.ParseConfig(t, cfg))}
 	laptop := tn.Node(t, "laptop")
 	hc := laptop.Client()
 	for i := range 6 {
@@ -139,13 +140,13 @@ func TestReplicasServeOneSessionlessClient(t *testing.T) {
 // mid-call (bridged to input_required and back), and a tool of a modern
 // target beside it.
 func TestInputRequiredOverTailnet(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	targets := `
           - name: modern
             stdio: {cmd: $DEMO}
           - name: legacy
             stdio: {cmd: $DEMO, env: {` + demoserver.VersionsEnv + `: 2025-11-25}}`
-	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", targets)))
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", targets)))
 	laptop := tn.Node(t, "laptop")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

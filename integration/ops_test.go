@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"io"
 	"math/big"
 	"net"
@@ -44,7 +45,7 @@ type devProcess struct {
 	url, admin string
 	exited     chan struct{}
 	err        error
-	stderr     *Logs
+	stderr     *gatewaytest.Logs
 }
 
 // startDev runs `tailgate dev -f cfg args...` and waits for its banner.
@@ -60,7 +61,7 @@ func startDevEnv(t *testing.T, name, cfg string, env []string, timeout time.Dura
 	cmd := exec.Command(buildTailgate(t), append([]string{"dev", "-f", cfg}, args...)...)
 	cmd.Env = append(env, "TS_NO_LOGS_NO_SUPPORT=true")
 	stdout, _ := cmd.StdoutPipe()
-	d := &devProcess{cmd: cmd, exited: make(chan struct{}), stderr: &Logs{}}
+	d := &devProcess{cmd: cmd, exited: make(chan struct{}), stderr: &gatewaytest.Logs{}}
 	cmd.Stderr = io.MultiWriter(testLogWriter{t, name + ": "}, d.stderr)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -104,7 +105,7 @@ func (d *devProcess) env(t *testing.T, names ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "local-ide"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: d.url}, LegacySession)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "local-ide"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: d.url}, gatewaytest.LegacySession)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,8 +328,8 @@ binds:
 // protocol: HTTPS serves with the tailnet's certificate for the node's
 // MagicDNS name (here from a test issuer, as tsnet's own tests do).
 func TestHTTPSListener(t *testing.T) {
-	tn := NewTailnet(t)
-	gw := tn.Gateway(t, ParseConfig(t, httpsConfig))
+	tn := gatewaytest.NewTailnet(t)
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, httpsConfig))
 	ci := newCertIssuer(t)
 	tsnet.TestHooks.LocalBackend(gw.Node.TSNet()).ForTest().ConfigureCerts(ci.getCert)
 	laptop := tn.Node(t, "laptop")
@@ -339,8 +340,8 @@ func TestHTTPSListener(t *testing.T) {
 	var cs *mcp.ClientSession
 	var err error
 	for range 50 {
-		cs, err = mcp.NewClient(&mcp.Implementation{Name: "tls-client"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: httpClient, MaxRetries: -1}, LegacySession)
-		if err == nil || !retryable(err) {
+		cs, err = mcp.NewClient(&mcp.Implementation{Name: "tls-client"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: httpClient, MaxRetries: -1}, gatewaytest.LegacySession)
+		if err == nil || !gatewaytest.Retryable(err) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -357,8 +358,8 @@ func TestHTTPSListener(t *testing.T) {
 // Without certificates from the control server, an HTTPS listener is a
 // clear start-up error.
 func TestHTTPSWithoutCertificates(t *testing.T) {
-	tn := NewTailnet(t, func(c *testcontrol.Server) { c.MagicDNSDomain = "" })
-	node, err := tsnode.New(tsnode.Config{Hostname: "tailgate", ControlURL: tn.ControlURL, Ephemeral: true, MemoryState: true, Logger: Logger(t)})
+	tn := gatewaytest.NewTailnet(t, func(c *testcontrol.Server) { c.MagicDNSDomain = "" })
+	node, err := tsnode.New(tsnode.Config{Hostname: "tailgate", ControlURL: tn.ControlURL, Ephemeral: true, MemoryState: true, Logger: gatewaytest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +369,7 @@ func TestHTTPSWithoutCertificates(t *testing.T) {
 	if err := node.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := gateway.New(ParseConfig(t, httpsConfig), gateway.Options{Logger: Logger(t)})
+	srv, err := gateway.New(gatewaytest.ParseConfig(t, httpsConfig), gateway.Options{Logger: gatewaytest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,13 +383,13 @@ func TestHTTPSWithoutCertificates(t *testing.T) {
 // The binary reloads on a file change and on SIGHUP; an invalid file keeps
 // the running config and says why; a running session keeps its child.
 func TestReloadThroughBinary(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	pids := t.TempDir()
 	base := tailscaleBlock(tn.ControlURL, "") + "config: {adminAddr: \"127.0.0.1:0\"}\n"
 	cfgFile := writeConfig(t, base+seedLike("true", pids))
 	p := startTailgate(t, cfgFile)
 	p.waitLine(t, "tailgate ready", 45*time.Second)
-	cs := tn.Node(t, "laptop").MCP(t, &Gateway{Addr: tailnetAddr(t, p)}, 3000, "/mcp")
+	cs := tn.Node(t, "laptop").MCP(t, &gatewaytest.Gateway{Addr: tailnetAddr(t, p)}, 3000, "/mcp")
 	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +404,7 @@ func TestReloadThroughBinary(t *testing.T) {
 	// A valid change, and one to the tailscale block, applied on SIGHUP
 	// (the watcher would find it too).
 	changed := strings.Replace(base, "hostname: tailgate", "hostname: tailgate2", 1) + strings.Replace(seedLike("true", pids), "      backends:", "      policies:\n        mcpAuthorization:\n          rules: ['mcp.tool.name != \"echo\"']\n      backends:", 1)
-	os.WriteFile(cfgFile+".new", []byte(strings.ReplaceAll(changed, "$DEMO", DemoServer(t))), 0o600)
+	os.WriteFile(cfgFile+".new", []byte(strings.ReplaceAll(changed, "$DEMO", gatewaytest.DemoServer(t))), 0o600)
 	os.Rename(cfgFile+".new", cfgFile)
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	p.waitLine(t, "restart tailgate to apply it", 10*time.Second)
@@ -411,7 +412,7 @@ func TestReloadThroughBinary(t *testing.T) {
 	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err == nil || !strings.Contains(err.Error(), "not permitted") {
 		t.Errorf("echo after the policy reload: %v", err)
 	}
-	if got := StartedPIDs(t, pids); len(got) != 2 {
+	if got := gatewaytest.StartedPIDs(t, pids); len(got) != 2 {
 		t.Errorf("children started: %v, want the warm-up's and the one session's only", got)
 	}
 }
@@ -430,10 +431,10 @@ func tailnetAddr(t *testing.T, p *process) netip.Addr {
 // The binds are served as a Tailscale Service too, for replicas behind one
 // name.
 func TestTailscaleService(t *testing.T) {
-	tn := NewTailnet(t, AllowTags("tag:mcp-gateway"))
-	cfg := ParseConfig(t, "tailscale:\n  service: svc:mcp\n  advertiseTags: [tag:mcp-gateway]\n"+seedLike("true", t.TempDir()))
+	tn := gatewaytest.NewTailnet(t, gatewaytest.AllowTags("tag:mcp-gateway"))
+	cfg := gatewaytest.ParseConfig(t, "tailscale:\n  service: svc:mcp\n  advertiseTags: [tag:mcp-gateway]\n"+seedLike("true", t.TempDir()))
 	laptop := tn.Node(t, "laptop")
-	gw := tn.Gateway(t, cfg, GatewayTags("tag:mcp-gateway"), BeforeServe(func(node *tsnode.Node) {
+	gw := tn.Gateway(t, cfg, gatewaytest.GatewayTags("tag:mcp-gateway"), gatewaytest.BeforeServe(func(node *tsnode.Node) {
 		setUpService(t, tn, node.TSNet(), laptop, "svc:mcp", "100.11.22.33")
 	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -455,7 +456,7 @@ func TestTailscaleService(t *testing.T) {
 // to a VIP for the host, approves the host's advertisement of the VIP, and
 // has the client accept routes; then waits for the client to see it. (It
 // follows tsnet's own tests; testcontrol needs the steps spelled out.)
-func setUpService(t *testing.T, tn *Tailnet, host *tsnet.Server, client *Node, name, vip string) {
+func setUpService(t *testing.T, tn *gatewaytest.Tailnet, host *tsnet.Server, client *gatewaytest.Node, name, vip string) {
 	t.Helper()
 	lb := tsnet.TestHooks.LocalBackend(host)
 	cm := lb.NetMapNoPeers().SelfNode.CapMap().AsMap()

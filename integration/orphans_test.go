@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -44,7 +45,7 @@ func guarded(server int) bool {
 // process group when the gateway dies (mcpstdio's supervise). Before,
 // Pdeathsig killed the child only, and the grandchild lived on under init.
 func TestKill9LeavesNoGrandchild(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	pids := t.TempDir()
 	target := `
           - name: demo
@@ -54,7 +55,7 @@ func TestKill9LeavesNoGrandchild(t *testing.T) {
 	cfg := writeConfig(t, tailscaleBlock(tn.ControlURL, "")+"config: {adminAddr: \"127.0.0.1:0\"}\n"+routeConfig("", target))
 	p := startTailgate(t, cfg)
 	p.waitLine(t, "tailgate ready", 45*time.Second)
-	cs := tn.Node(t, "laptop").MCP(t, &Gateway{Addr: tailnetAddr(t, p)}, 3000, "/mcp")
+	cs := tn.Node(t, "laptop").MCP(t, &gatewaytest.Gateway{Addr: tailnetAddr(t, p)}, 3000, "/mcp")
 	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -72,9 +73,9 @@ func TestKill9LeavesNoGrandchild(t *testing.T) {
 	p.cmd.Process.Kill()
 	<-p.exited
 	deadline := time.Now().Add(5 * time.Second)
-	for Running(grandchild) || Running(server) {
+	for gatewaytest.Running(grandchild) || gatewaytest.Running(server) {
 		if time.Now().After(deadline) {
-			t.Fatalf("after kill -9 of the gateway: grandchild running %v, server running %v", Running(grandchild), Running(server))
+			t.Fatalf("after kill -9 of the gateway: grandchild running %v, server running %v", gatewaytest.Running(grandchild), gatewaytest.Running(server))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

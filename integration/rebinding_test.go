@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"io"
 	"net/http"
 	"strings"
@@ -20,8 +21,8 @@ import (
 // A foreign Origin gets 403 either way. Before, every one of these
 // requests reached the MCP route.
 func TestBrowserCannotDriveTheGateway(t *testing.T) {
-	tn := NewTailnet(t)
-	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", demoTarget(""))))
+	tn := gatewaytest.NewTailnet(t)
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", demoTarget(""))))
 	laptop := tn.Node(t, "laptop")
 	bridge := gw.Bridge(t, tn.Node(t, "bridge"), 3000)
 
@@ -41,7 +42,7 @@ func TestBrowserCannotDriveTheGateway(t *testing.T) {
 				}
 				resp, err := c.Do(req)
 				if err != nil {
-					if ctx.Err() == nil && retryable(err) {
+					if ctx.Err() == nil && gatewaytest.Retryable(err) {
 						time.Sleep(100 * time.Millisecond)
 						continue
 					}
@@ -93,7 +94,7 @@ func TestBrowserCannotDriveTheGateway(t *testing.T) {
 	// A local client through the bridge works end to end.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "local-ide"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: "http://" + bridge + "/mcp"}, LegacySession)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "local-ide"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: "http://" + bridge + "/mcp"}, gatewaytest.LegacySession)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"net/http"
 	"strings"
 	"sync"
@@ -32,7 +33,7 @@ func (h headerRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 // claims) and the target's static header; a sessionless client is served
 // too.
 func TestRemoteTargetOnTheTailnet(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	upstream := tn.Node(t, "upstream")
 	ln, err := upstream.Listen("tcp", ":8080")
 	if err != nil {
@@ -55,20 +56,20 @@ func TestRemoteTargetOnTheTailnet(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 
 	t.Setenv("UPSTREAM_API_KEY", "key-from-env")
-	var logs Logs
-	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", `
+	var logs gatewaytest.Logs
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", `
           - name: remote
             mcp:
               host: http://upstream:8080/mcp
               identityHeaders: true
               headers: {X-Api-Key: {env: UPSTREAM_API_KEY}}
           - name: local
-            stdio: {cmd: $DEMO}`)), CaptureLogs(&logs))
+            stdio: {cmd: $DEMO}`)), gatewaytest.CaptureLogs(&logs))
 	laptop := tn.Node(t, "laptop")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	hc := &http.Client{Transport: headerRoundTripper{laptop.Client().Transport, "X-Tailgate-User-Login", "mallory@example.com"}}
-	for _, opts := range []*mcp.ClientSessionOptions{LegacySession, nil} {
+	for _, opts := range []*mcp.ClientSessionOptions{gatewaytest.LegacySession, nil} {
 		cs, err := mcp.NewClient(&mcp.Implementation{Name: "laptop"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: hc, MaxRetries: -1}, opts)
 		if err != nil {
 			t.Fatal(err)

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"net/http"
 	"syscall"
 	"testing"
@@ -23,10 +24,10 @@ func startTenMinuteCall(t *testing.T, cs *mcp.ClientSession, progress <-chan *mc
 	t.Helper()
 	errc := make(chan error, 1)
 	go func() {
-		_, err := cs.CallTool(context.Background(), SlowCall("long", tenMinuteSteps, tenMinuteDelayMS))
+		_, err := cs.CallTool(context.Background(), gatewaytest.SlowCall("long", tenMinuteSteps, tenMinuteDelayMS))
 		errc <- err
 	}()
-	AwaitProgress(t, progress, 1)
+	gatewaytest.AwaitProgress(t, progress, 1)
 	return errc
 }
 
@@ -54,12 +55,12 @@ func checkCallEndedByGateway(t *testing.T, errc <-chan error, within time.Durati
 // pids, nor anything in its process group, is still running.
 func checkNoProcessLeft(t *testing.T, pids string) {
 	t.Helper()
-	started := StartedPIDs(t, pids)
+	started := gatewaytest.StartedPIDs(t, pids)
 	if len(started) == 0 {
 		t.Fatal("no child recorded its pid: the check proves nothing")
 	}
 	for _, pid := range started {
-		if Running(pid) {
+		if gatewaytest.Running(pid) {
 			t.Errorf("child %d still running", pid)
 		}
 		// Children lead process groups of their own.
@@ -73,13 +74,13 @@ func checkNoProcessLeft(t *testing.T, pids string) {
 // timeout the call's session is closed, its client gets an MCP error, the
 // process exits 0 within 10 s (README's promise), and no child is left.
 func TestSIGTERMWithTenMinuteCall(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	pids := t.TempDir()
 	cfg := writeConfig(t, tailscaleBlock(tn.ControlURL, "")+anyAdminPort+seedLike("true", pids))
 	p := startTailgate(t, cfg)
 	p.waitLine(t, "tailgate ready", 45*time.Second)
-	opts, progress := Progress()
-	cs := tn.Node(t, "laptop").MCPWith(t, &Gateway{Addr: tailnetAddr(t, p)}, 3000, "/mcp", opts)
+	opts, progress := gatewaytest.Progress()
+	cs := tn.Node(t, "laptop").MCPWith(t, &gatewaytest.Gateway{Addr: tailnetAddr(t, p)}, 3000, "/mcp", opts)
 	errc := startTenMinuteCall(t, cs, progress)
 
 	begin := time.Now()
@@ -97,7 +98,7 @@ func TestSIGTERMWithTenMinuteCall(t *testing.T) {
 // gets an MCP error.
 func TestDELETEWithTenMinuteCall(t *testing.T) {
 	_, gw, laptop, pids := faultGateway(t, "")
-	opts, progress := Progress()
+	opts, progress := gatewaytest.Progress()
 	cs := laptop.MCPWith(t, gw, 3000, "/mcp", opts)
 	pid := childPID(t, cs)
 	errc := startTenMinuteCall(t, cs, progress)
@@ -117,7 +118,7 @@ func TestDELETEWithTenMinuteCall(t *testing.T) {
 	if resp.StatusCode != http.StatusNoContent {
 		t.Errorf("DELETE: %d, want 204", resp.StatusCode)
 	}
-	if Running(pid) {
+	if gatewaytest.Running(pid) {
 		t.Errorf("child %d still running when DELETE was answered", pid)
 	}
 	checkCallEndedByGateway(t, errc, 5*time.Second)
@@ -130,11 +131,11 @@ func TestDELETEWithTenMinuteCall(t *testing.T) {
 // error, before the stream ends, and leaves no process.
 func TestShutdownWithTenMinuteCallOnLegacySSE(t *testing.T) {
 	_, gw, laptop, pids := faultGateway(t, "")
-	opts, progress := Progress()
+	opts, progress := gatewaytest.Progress()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cs, err := mcp.NewClient(&mcp.Implementation{Name: "sse-client"}, opts).Connect(ctx,
-		&mcp.SSEClientTransport{Endpoint: gw.URL(3000, "/sse"), HTTPClient: laptop.Client()}, LegacySession)
+		&mcp.SSEClientTransport{Endpoint: gw.URL(3000, "/sse"), HTTPClient: laptop.Client()}, gatewaytest.LegacySession)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,7 +17,7 @@ import (
 // Before, SIGHUP was caught only while the reload loop ran, and either one
 // killed the process.
 func TestSIGHUPDuringStartAndStop(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	cfg := writeConfig(t, tailscaleBlock(tn.ControlURL, "")+"config: {adminAddr: \"127.0.0.1:0\"}\n"+seedLike("true", t.TempDir()))
 	p := startTailgate(t, cfg)
 	p.waitLine(t, "joining tailnet", 30*time.Second)
@@ -31,7 +32,7 @@ func TestSIGHUPDuringStartAndStop(t *testing.T) {
 	// session is not closed at the end: the gateway is gone by then.)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cs, err := tn.Node(t, "laptop").Connect(ctx, (&Gateway{Addr: tailnetAddr(t, p)}).URL(3000, "/mcp"), nil)
+	cs, err := tn.Node(t, "laptop").Connect(ctx, (&gatewaytest.Gateway{Addr: tailnetAddr(t, p)}).URL(3000, "/mcp"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

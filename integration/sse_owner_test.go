@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"io"
 	"net/http"
 	"net/url"
@@ -23,7 +24,7 @@ type sseStream struct {
 
 // openSSE opens a legacy SSE stream from n to url and waits for its
 // endpoint event.
-func openSSE(t *testing.T, n *Node, url string) *sseStream {
+func openSSE(t *testing.T, n *gatewaytest.Node, url string) *sseStream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -37,7 +38,7 @@ func openSSE(t *testing.T, n *Node, url string) *sseStream {
 		if err == nil {
 			break
 		}
-		if !retryable(err) || time.Now().After(deadline) {
+		if !gatewaytest.Retryable(err) || time.Now().After(deadline) {
 			t.Fatalf("%s: GET %s: %v", n.Name, url, err)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -78,7 +79,7 @@ func openSSE(t *testing.T, n *Node, url string) *sseStream {
 
 // post sends a JSON-RPC message from n to path on the gateway's port 3000
 // and returns the status.
-func postSSE(t *testing.T, n *Node, gw *Gateway, path, body string, header map[string]string) int {
+func postSSE(t *testing.T, n *gatewaytest.Node, gw *gatewaytest.Gateway, path, body string, header map[string]string) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -134,9 +135,9 @@ func (s *sseStream) next(t *testing.T, id int, forbidden ...int) map[string]any 
 // identity and policy: each attempt gets 403, nothing of it reaches the
 // victim's stream or child, and the victim's session goes on.
 func TestLegacySSESessionIsOwned(t *testing.T) {
-	tn := NewTailnet(t)
-	logs := &Logs{}
-	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", demoTarget("identityEnv: true"))), CaptureLogs(logs))
+	tn := gatewaytest.NewTailnet(t)
+	logs := &gatewaytest.Logs{}
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", demoTarget("identityEnv: true"))), gatewaytest.CaptureLogs(logs))
 	victim := tn.Node(t, "victim")
 	mallory := tn.Node(t, "mallory")
 
@@ -230,11 +231,9 @@ func TestLegacySSESessionIsOwned(t *testing.T) {
 }
 
 // mcpCallLines are the access-log lines of the captured log.
-func mcpCallLines(l *Logs) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+func mcpCallLines(l *gatewaytest.Logs) string {
 	var out []string
-	for _, line := range strings.Split(l.buf.String(), "\n") {
+	for _, line := range strings.Split(l.String(), "\n") {
 		if strings.Contains(line, `msg="mcp call"`) {
 			out = append(out, line)
 		}

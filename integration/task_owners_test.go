@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"io"
 	"net"
 	"net/http"
@@ -97,7 +98,7 @@ func modernOnlyTasksServer(t *testing.T) *modernOnlyTasks {
 // session's id. Their _meta still declares the tasks extension: what a
 // session client puts there reaches a server of 2026-07-28 only, which
 // tailgate speaks to for it.
-func sessionTaskClient(t *testing.T, n *Node, gw *Gateway) *taskClient {
+func sessionTaskClient(t *testing.T, n *gatewaytest.Node, gw *gatewaytest.Gateway) *taskClient {
 	t.Helper()
 	c := newTaskClient(t, n, gw)
 	c.name = n.Name + " (session)"
@@ -117,7 +118,7 @@ func sessionTaskClient(t *testing.T, n *Node, gw *Gateway) *taskClient {
 				req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
 			}
 			resp, err := c.hc.Do(req)
-			if err != nil && ctx.Err() == nil && retryable(err) {
+			if err != nil && ctx.Err() == nil && gatewaytest.Retryable(err) {
 				time.Sleep(100 * time.Millisecond) // the netmap may not have reached the node yet
 				continue
 			}
@@ -149,9 +150,9 @@ func sessionTaskClient(t *testing.T, n *Node, gw *Gateway) *taskClient {
 // not checked at all, so desk read and cancelled laptop's task through a
 // session, and laptop's own session could not be told from anyone's.
 func TestTasksBelongToTheirCreator(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	upstream := modernOnlyTasksServer(t)
-	gw := tn.Gateway(t, ParseConfig(t, routeConfig("", `
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", `
           - name: remote
             mcp: {host: `+upstream.url+`}`)))
 	laptopNode, deskNode := tn.Node(t, "laptop"), tn.Node(t, "desk")

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"io"
 	"maps"
 	"net"
@@ -106,8 +107,8 @@ func TestTasksConformance(t *testing.T) {
 	})
 
 	t.Run("tailgate", func(t *testing.T) {
-		tn := NewTailnet(t)
-		gw := tn.Gateway(t, ParseConfig(t, tasksRoute()))
+		tn := gatewaytest.NewTailnet(t)
+		gw := tn.Gateway(t, gatewaytest.ParseConfig(t, tasksRoute()))
 		local := gw.Bridge(t, tn.Node(t, "conformance"), 3000)
 		runs := runScenarios(t, node, cli, "http://"+local+"/mcp", scenarios, out, "tailgate-")
 		reportScenarios(t, runs, nil)
@@ -237,7 +238,7 @@ type taskClient struct {
 	id      atomic.Int64
 }
 
-func newTaskClient(t *testing.T, n *Node, gw *Gateway) *taskClient {
+func newTaskClient(t *testing.T, n *gatewaytest.Node, gw *gatewaytest.Gateway) *taskClient {
 	return &taskClient{t: t, name: n.Name, url: gw.URL(3000, "/mcp"), hc: n.Client()}
 }
 
@@ -328,7 +329,7 @@ func (c *taskClient) post(ctx context.Context, method string, params map[string]
 			req.Header.Set(k, v)
 		}
 		resp, err := c.hc.Do(req)
-		if err != nil && ctx.Err() == nil && retryable(err) {
+		if err != nil && ctx.Err() == nil && gatewaytest.Retryable(err) {
 			// The netmap may not have reached a new node yet.
 			time.Sleep(100 * time.Millisecond)
 			continue
@@ -456,8 +457,8 @@ func TestTasksOverTailnet(t *testing.T) {
 }
 
 func testTasksOverTailnet(t *testing.T, config, prefix string) {
-	tn := NewTailnet(t)
-	gw := tn.Gateway(t, ParseConfig(t, config))
+	tn := gatewaytest.NewTailnet(t)
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, config))
 	laptop := newTaskClient(t, tn.Node(t, "laptop"), gw)
 	desk := newTaskClient(t, tn.Node(t, "desk"), gw)
 
@@ -612,8 +613,8 @@ func TestTaskStatusNotificationsOverTailnet(t *testing.T) {
 }
 
 func testTaskStatusNotifications(t *testing.T, config, prefix string) {
-	tn := NewTailnet(t)
-	gw := tn.Gateway(t, ParseConfig(t, config))
+	tn := gatewaytest.NewTailnet(t)
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, config))
 	laptop := newTaskClient(t, tn.Node(t, "laptop"), gw)
 
 	created := laptop.task("tools/call", map[string]any{"name": prefix + "confirm_delete", "arguments": map[string]any{"filename": "a.txt"}})

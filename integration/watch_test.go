@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/binary"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"os"
 	"strings"
 	"syscall"
@@ -42,7 +43,7 @@ func fileOpens(t *testing.T, path string, d time.Duration) int {
 // touched without a change is read once and not reloaded. Before, the
 // watcher read the whole file at every tick (10 opens a second here).
 func TestConfigWatcherLeavesAnUnchangedFileAlone(t *testing.T) {
-	tn := NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	base := tailscaleBlock(tn.ControlURL, "") + "config: {adminAddr: \"127.0.0.1:0\"}\n"
 	cfgFile := writeConfig(t, base+seedLike("true", t.TempDir()))
 	p := startTailgateArgs(t, []string{"-f", cfgFile, "--watch", "100ms"})

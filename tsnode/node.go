@@ -81,6 +81,9 @@ type Node struct {
 	controlErrs chan string
 
 	started atomic.Bool // tsnet.Server.Close panics on a server never started
+	// srvStarted is closed once tsnet.Server.Start has returned: its Close
+	// must not run while Start still sets the server up (they race).
+	srvStarted chan struct{}
 	// closeOnce makes Close once: a second tsnet Close would wait for a
 	// first that does not return.
 	closeOnce sync.Once
@@ -266,8 +269,11 @@ func (n *Node) Start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
+	n.srvStarted = make(chan struct{})
 	n.started.Store(true)
-	if err := n.srv.Start(); err != nil {
+	err := n.srv.Start()
+	close(n.srvStarted)
+	if err != nil {
 		return fmt.Errorf("tailnet: start: %w", err)
 	}
 	lc, err := n.srv.LocalClient()
@@ -523,9 +529,13 @@ func (n *Node) close() error {
 		err = CloseWithin(n.srv.Close, CloseTimeout)
 	case n.started.Load():
 		// A node that never came up has nothing to log out, but tsnet still
-		// tries for seconds; do not hold up an exit for that.
+		// tries for seconds; do not hold up an exit for that. It may still
+		// be starting (Close from another goroutine, on a signal).
 		done := make(chan error, 1)
-		go func() { done <- n.srv.Close() }()
+		go func() {
+			<-n.srvStarted
+			done <- n.srv.Close()
+		}()
 		select {
 		case err = <-done:
 		case <-time.After(time.Second):

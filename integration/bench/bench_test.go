@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"net"
 	"net/http"
 	"os"
@@ -21,8 +22,6 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-
-	"github.com/tailgate-dev/tailgate/integration"
 )
 
 // The bench's knobs, all from the environment so that `make test` (which
@@ -112,9 +111,9 @@ func TestBench(t *testing.T) {
 	if _, err := os.Stat(everything); err != nil {
 		t.Fatalf("server-everything missing (%v): run `make npm-deps` (make bench does)", err)
 	}
-	t.Cleanup(integration.RemoveDemoServer)
+	t.Cleanup(gatewaytest.RemoveDemoServer)
 	servers := []stdioServer{
-		{key: "demo", name: "demo server (Go)", cmd: integration.DemoServer(t), tool: "echo"},
+		{key: "demo", name: "demo server (Go)", cmd: gatewaytest.DemoServer(t), tool: "echo"},
 		{key: "everything", name: "server-everything (Node)", cmd: "node", args: []string{everything, "stdio"}, tool: "echo"},
 	}
 	if only := os.Getenv(serversEnv); only != "" {
@@ -148,7 +147,7 @@ func TestBench(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	tn := integration.NewTailnet(t)
+	tn := gatewaytest.NewTailnet(t)
 	client := tn.Node(t, "bench-client")
 
 	for _, srv := range servers {
@@ -213,8 +212,8 @@ type serverBench struct {
 	t        *testing.T
 	ctx      context.Context
 	srv      stdioServer
-	tn       *integration.Tailnet
-	client   *integration.Node
+	tn       *gatewaytest.Tailnet
+	client   *gatewaytest.Node
 	peers    peers
 	out      string
 	logDir   string

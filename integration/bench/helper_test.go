@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"net"
 	"os"
 	"runtime/pprof"
@@ -14,7 +15,6 @@ import (
 	"tailscale.com/net/netns"
 
 	"github.com/tailgate-dev/tailgate/gateway"
-	"github.com/tailgate-dev/tailgate/integration"
 	"github.com/tailgate-dev/tailgate/policy"
 	"github.com/tailgate-dev/tailgate/tsnode"
 )
@@ -50,11 +50,11 @@ func TestGatewayHelper(t *testing.T) {
 	var url string
 	if control := os.Getenv(helperControlEnv); control != "" {
 		netns.SetEnabled(false) // as NewTailnet does: no SO_MARK without privileges
-		gw := (&integration.Tailnet{ControlURL: control}).Gateway(t, cfg)
+		gw := (&gatewaytest.Tailnet{ControlURL: control}).Gateway(t, cfg)
 		url = gw.URL(benchPort, "/mcp")
 	} else {
 		// The same options as the harness's gateway, without the node.
-		log := integration.Logger(t)
+		log := gatewaytest.Logger(t)
 		srv, err := gateway.New(cfg, gateway.Options{Logger: log, DropEnv: tsnode.SecretEnv(), StopGrace: 500 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)

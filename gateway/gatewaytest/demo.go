@@ -1,4 +1,4 @@
-package integration
+package gatewaytest
 
 import (
 	"errors"

@@ -1,12 +1,17 @@
-// Package integration holds tailgate's end-to-end tests and the in-process
-// tailnet they run on: a testcontrol control server and a DERP/STUN server
-// on 127.0.0.1, tailgate as one tsnet node and clients as others, talking
-// over real WireGuard. Nothing leaves 127.0.0.1. The library packages must
-// not import it.
-package integration
+// Package gatewaytest runs tailgate in tests the way it runs for real, as
+// setec's setectest does for setec: an in-process tailnet (a testcontrol
+// control server and DERP/STUN on 127.0.0.1, from tsnode/devnet), tailgate
+// as one tsnet node of it and clients as others, named and tagged as the
+// test needs, talking over real WireGuard; the demo stdio MCP server
+// (mcpstdio/demoserver, in its fault mode) built once per test binary;
+// go-sdk MCP clients over the tailnet; the gateway's logs captured. Nothing
+// leaves 127.0.0.1. The end-to-end tests (integration) and the benchmarks
+// (integration/bench) use it; product packages must not import it.
+package gatewaytest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -260,6 +265,21 @@ func (tn *Tailnet) Node(t testing.TB, name string, opts ...NodeOption) *Node {
 	return &Node{Server: s, Name: name}
 }
 
+// Login is the login name the control server gave the node's user: the
+// caller's identity as tailgate's policy and logs see it.
+func (n *Node) Login(t testing.TB) string {
+	t.Helper()
+	lc, err := n.LocalClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := lc.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.User[st.Self.UserID].LoginName
+}
+
 // IP is the node's tailnet IPv4 address.
 func (n *Node) IP() netip.Addr {
 	ip4, _ := n.TailscaleIPs()
@@ -279,7 +299,7 @@ func (n *Node) Connect(ctx context.Context, url string, opts *mcp.ClientOptions)
 			return cs, nil
 		}
 		lastErr = err
-		if ctx.Err() != nil || !retryable(err) {
+		if ctx.Err() != nil || !Retryable(err) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -287,9 +307,9 @@ func (n *Node) Connect(ctx context.Context, url string, opts *mcp.ClientOptions)
 	return nil, lastErr
 }
 
-// retryable is a dial that failed because the path to the peer is not up
-// yet, as opposed to a refusal by the peer.
-func retryable(err error) bool {
+// Retryable reports whether err is a dial that failed because the path to
+// the peer is not up yet, as opposed to a refusal by the peer.
+func Retryable(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "no route") || strings.Contains(s, "unknown peer") || strings.Contains(s, "no such host")
 }
@@ -373,6 +393,37 @@ func (l *Logs) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.Write(p)
+}
+
+// String is everything logged so far.
+func (l *Logs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// Len is how many bytes were logged so far.
+func (l *Logs) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Len()
+}
+
+// Records parses the JSON log lines written so far.
+func (l *Logs) Records(t testing.TB) []map[string]any {
+	t.Helper()
+	var recs []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
+		if line == "" {
+			continue // nothing logged yet
+		}
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		recs = append(recs, r)
+	}
+	return recs
 }
 
 // Contains reports whether any log line contains s.
