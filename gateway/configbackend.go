@@ -1,0 +1,287 @@
+package gateway
+
+import (
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tailgate-dev/tailgate/policy"
+)
+
+// This file holds the config's backends and their targets: what a
+// route names (inline or a top-level named backend), the MCP backend and
+// its stdio and remote (mcp, sse) targets, and remote headers' values.
+
+// RouteBackend is where a route sends requests. tailgate serves MCP
+// backends.
+type RouteBackend struct {
+	MCP    *MCPBackend `yaml:"mcp"`
+	Weight int         `yaml:"weight"`
+	// Backend names one of the config's top-level backends, used as if
+	// it were written here.
+	Backend string `yaml:"backend"`
+
+	Host       notSupported `yaml:"host"`
+	Service    notSupported `yaml:"service"`
+	AI         notSupported `yaml:"ai"`
+	AWS        notSupported `yaml:"aws"`
+	Dynamic    notSupported `yaml:"dynamic"`
+	Internal   notSupported `yaml:"internal"`
+	RouteGroup notSupported `yaml:"routeGroup"`
+	// Policies of the backend; of those, tailgate implements
+	// mcpAuthorization, merged with the route's.
+	Policies *BackendPolicies `yaml:"policies"`
+
+	// named is set when MCP is a named backend's (Backend).
+	named bool
+}
+
+// NamedBackend is a top-level backend: an MCP backend and its policies
+// under a name that routes use (agentgateway's `backends`).
+type NamedBackend struct {
+	Name     string           `yaml:"name"`
+	MCP      *MCPBackend      `yaml:"mcp"`
+	Policies *BackendPolicies `yaml:"policies"`
+
+	Host    notSupported `yaml:"host"`
+	Service notSupported `yaml:"service"`
+	AI      notSupported `yaml:"ai"`
+	AWS     notSupported `yaml:"aws"`
+	Dynamic notSupported `yaml:"dynamic"`
+}
+
+// BackendPolicies are the policies of a route's backend.
+type BackendPolicies struct {
+	MCPAuthorization *RuleSetConfig `yaml:"mcpAuthorization"`
+
+	MCPGuardrails         notSupported `yaml:"mcpGuardrails"`
+	BackendTLS            notSupported `yaml:"backendTLS"`
+	BackendAuth           notSupported `yaml:"backendAuth"`
+	BackendTunnel         notSupported `yaml:"backendTunnel"`
+	RequestHeaderModifier notSupported `yaml:"requestHeaderModifier"`
+	Transformations       notSupported `yaml:"transformations"`
+	HTTP                  notSupported `yaml:"http"`
+	TCP                   notSupported `yaml:"tcp"`
+	Timeout               notSupported `yaml:"timeout"`
+	A2A                   notSupported `yaml:"a2a"`
+	AI                    notSupported `yaml:"ai"`
+	// More of agentgateway's backend policies.
+	ResponseHeaderModifier notSupported `yaml:"responseHeaderModifier"`
+	RequestRedirect        notSupported `yaml:"requestRedirect"`
+	Health                 notSupported `yaml:"health"`
+	ExtAuthz               notSupported `yaml:"extAuthz"`
+	Authorization          notSupported `yaml:"authorization"`
+	SessionAffinity        notSupported `yaml:"sessionAffinity"`
+	InferenceRouting       notSupported `yaml:"inferenceRouting"`
+}
+
+// MCPBackend is a virtual MCP server made of targets.
+type MCPBackend struct {
+	Targets      []Target `yaml:"targets"`
+	StatefulMode string   `yaml:"statefulMode"`
+	PrefixMode   string   `yaml:"prefixMode"`
+	FailureMode  string   `yaml:"failureMode"`
+
+	DNSRebindingProtection notSupported `yaml:"dnsRebindingProtection"`
+	Policies               notSupported `yaml:"policies"`
+}
+
+// SimpleMCP is agentgateway's simplified top-level mcp block: its targets
+// served as one MCP server at /mcp (and /sse) on Port.
+type SimpleMCP struct {
+	Targets      []Target       `yaml:"targets"`
+	StatefulMode string         `yaml:"statefulMode"`
+	PrefixMode   string         `yaml:"prefixMode"`
+	FailureMode  string         `yaml:"failureMode"`
+	Policies     *RoutePolicies `yaml:"policies"`
+	// Port defaults to 3000 (agentgateway marks it deprecated; tailgate
+	// still reads it).
+	Port int `yaml:"port"`
+
+	Gateways               notSupported `yaml:"gateways"`
+	DNSRebindingProtection notSupported `yaml:"dnsRebindingProtection"`
+
+	authz    *policy.RuleSet
+	mcpAuthz *policy.RuleSet
+}
+
+// Target is one MCP server behind a backend.
+type Target struct {
+	Name  string       `yaml:"name"`
+	Stdio *StdioTarget `yaml:"stdio"`
+	// MCP is a remote MCP server reached over Streamable HTTP, as
+	// agentgateway's targets[].mcp.
+	MCP *RemoteTarget `yaml:"mcp"`
+	// SSE is a remote MCP server of the legacy HTTP+SSE transport, as
+	// agentgateway's targets[].sse (default path /sse).
+	SSE *RemoteTarget `yaml:"sse"`
+
+	OpenAPI  notSupported `yaml:"openapi"`
+	Policies notSupported `yaml:"policies"`
+}
+
+// StdioTarget is a stdio MCP server that tailgate starts, one per session.
+type StdioTarget struct {
+	// Cmd is the program: a name looked up in PATH ("npx"), an absolute
+	// path, or a path relative to the config file's folder
+	// ("../bin/server" next to configs/).
+	Cmd  string            `yaml:"cmd"`
+	Args []string          `yaml:"args"`
+	Env  map[string]string `yaml:"env"`
+	// ClearEnv starts the child with only Env instead of the gateway's
+	// environment plus Env.
+	ClearEnv bool `yaml:"clear_env"`
+	// IdentityEnv gives the child the caller's tailnet identity in its
+	// environment (TAILGATE_USER_LOGIN and others; see README). A tailgate
+	// extension.
+	IdentityEnv bool `yaml:"identityEnv"`
+	// User is the account the children run as, a name or a numeric uid,
+	// with its groups, HOME, USER and LOGNAME; the gateway must run as
+	// root. A tailgate extension.
+	User string `yaml:"user"`
+	// Pool keeps this many children started and initialized ahead of
+	// demand (tailgate extension; see README for when it is safe).
+	Pool int `yaml:"pool"`
+	// InitializeTimeout bounds starting and initializing a child; default
+	// 30s. RequestTimeout bounds each request to it; default 10m. Tailgate
+	// extensions.
+	InitializeTimeout Duration `yaml:"initializeTimeout"`
+	RequestTimeout    Duration `yaml:"requestTimeout"`
+
+	// path is Cmd with a relative path resolved against the config file's
+	// folder.
+	path string
+}
+
+// Command is the program to run: Cmd, with a relative path (one that
+// holds a "/") resolved against the config file's folder, so that a
+// config means the same whatever folder tailgate starts in.
+func (t *StdioTarget) Command() string {
+	if t.path != "" {
+		return t.path
+	}
+	return t.Cmd
+}
+
+// RemoteTarget is an MCP server tailgate reaches over HTTP: agentgateway's
+// {host: URL} (or {host, port, path}), plus tailgate's own keys.
+type RemoteTarget struct {
+	// Host is the server's URL ("http://tools:8080/mcp"), or its host name
+	// with Port and Path.
+	Host string `yaml:"host"`
+	Port int    `yaml:"port"`
+	Path string `yaml:"path"`
+	// Headers are sent with every request, each a value, or read from a
+	// file or an environment variable ({file: …} / {env: …}); never
+	// logged. A tailgate extension.
+	Headers map[string]HeaderValue `yaml:"headers"`
+	// IdentityHeaders sends the caller's WhoIs identity as
+	// X-Tailgate-User-Login, X-Tailgate-Node-Name and X-Tailgate-Node-Tags
+	// (a client cannot set them). A tailgate extension.
+	IdentityHeaders bool `yaml:"identityHeaders"`
+	// Tailnet says whether the host is dialled through tailgate's tailnet
+	// node (true) or the host's network (false). Unset, a tailnet address,
+	// a MagicDNS short name or a name under .ts.net is on the tailnet; set
+	// it for a headscale base_domain. A tailgate extension.
+	Tailnet *bool `yaml:"tailnet"`
+	// CAFile adds PEM certificates to the system's roots for HTTPS.
+	CAFile string `yaml:"caFile"`
+	// ConnectTimeout bounds a connection's dial and TLS handshake
+	// (default 10s); InitializeTimeout and RequestTimeout as for stdio.
+	ConnectTimeout    Duration `yaml:"connectTimeout"`
+	InitializeTimeout Duration `yaml:"initializeTimeout"`
+	RequestTimeout    Duration `yaml:"requestTimeout"`
+
+	// Backend (agentgateway: a target reached through a named backend).
+	Backend notSupported `yaml:"backend"`
+}
+
+// remote is the target's remote server, if it is one, and its kind ("mcp"
+// or "sse"); an sse target's path defaults to /sse.
+func (t *Target) remote() (*RemoteTarget, string) {
+	switch {
+	case t.MCP != nil:
+		return t.MCP, "mcp"
+	case t.SSE != nil:
+		if t.SSE.Path == "" {
+			if u, err := url.Parse(t.SSE.URL()); err == nil && (u.Path == "" || u.Path == "/") {
+				t.SSE.Path = "/sse"
+			}
+		}
+		return t.SSE, "sse"
+	}
+	return nil, ""
+}
+
+// URL is the target's endpoint.
+func (r *RemoteTarget) URL() string {
+	u := r.Host
+	if !strings.Contains(u, "://") {
+		u = "http://" + u
+	}
+	if r.Port == 0 && r.Path == "" {
+		return u
+	}
+	pu, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	if r.Port != 0 {
+		pu.Host = net.JoinHostPort(pu.Hostname(), strconv.Itoa(r.Port))
+	}
+	if r.Path != "" {
+		pu.Path = r.Path
+	}
+	return pu.String()
+}
+
+// HeaderValue is a header's value, given or read at load from a file or
+// an environment variable.
+type HeaderValue struct {
+	Value string
+	File  string
+	Env   string
+}
+
+func (h *HeaderValue) unmarshalYAML(d *decoder, n *yaml.Node, path string) {
+	if n.Kind == yaml.ScalarNode {
+		h.Value = n.Value
+		return
+	}
+	if n.Kind != yaml.MappingNode || len(n.Content) != 2 {
+		d.errorf(n, path, "expected a value, {file: path} or {env: NAME}, got %s", kindName(n))
+		return
+	}
+	k, v := resolve(n.Content[0]), resolve(n.Content[1])
+	switch k.Value {
+	case "file":
+		h.File = resolvePath(d.dir, v.Value)
+		b, err := os.ReadFile(h.File)
+		if err != nil {
+			d.errorf(v, path+".file", "%s: %v", v.Value, unwrapPathError(err))
+			return
+		}
+		h.Value = strings.TrimSpace(string(b))
+		d.secrets.Values = append(d.secrets.Values, h.Value)
+	case "env":
+		h.Env = v.Value
+		val, ok := os.LookupEnv(v.Value)
+		if !ok {
+			d.errorf(v, path+".env", "environment variable %s is not set", v.Value)
+			return
+		}
+		h.Value = val
+		d.secrets.Env = append(d.secrets.Env, v.Value)
+		d.secrets.Values = append(d.secrets.Values, val)
+	default:
+		d.errorf(k, path+"."+k.Value, "unknown key (want file or env)")
+	}
+}
+
+// DefaultMCPPort is the port of the simplified mcp block, as in
+// agentgateway.
+const DefaultMCPPort = 3000
