@@ -5,6 +5,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 // An event stream is read one event at a time, however its lines are cut;
@@ -112,4 +114,121 @@ func TestBoundedRead(t *testing.T) {
 			share.give(held)
 		})
 	}
+}
+
+// A stdio line that finds no room waits, without a deadline of its own
+// past the link's patience, for the room its link or the whole gets back;
+// the time it waits counts once however many times it waits; the eldest
+// long line may pass the gateway's bound (never its share) so that lines
+// partly read cannot wait for each other for good; a short line waits for
+// its link's share only. (In a synctest bubble: the times are exact.)
+func TestTakeWaiting(t *testing.T) {
+	const patience = 30 * time.Second
+	t.Run("room given back", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			never := make(chan struct{}) // made in the bubble, as all it waits on
+			all := NewBuffers(1000)
+			s := all.share(100)
+			s.take(250)
+			go func() {
+				time.Sleep(5 * time.Second)
+				s.give(100)
+			}()
+			start := time.Now()
+			if err := s.takeWaiting(100, &lineRead{}, patience, never); err != nil {
+				t.Fatal(err)
+			}
+			if took := time.Since(start); took != 5*time.Second {
+				t.Errorf("waited %v, want until the room came back (5s)", took)
+			}
+		})
+	})
+	t.Run("patience", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			never := make(chan struct{}) // made in the bubble, as all it waits on
+			all := NewBuffers(1000)
+			s := all.share(100)
+			s.take(250)
+			var lr lineRead
+			start := time.Now()
+			err := s.takeWaiting(1, &lr, patience, never)
+			if !overBound(err) || !strings.Contains(err.Error(), "for 30s") {
+				t.Errorf("after patience: %v", err)
+			}
+			if took := time.Since(start); took != patience {
+				t.Errorf("gave up after %v, want %v", took, patience)
+			}
+			// The same line waits no longer a second time.
+			start = time.Now()
+			s.takeWaiting(1, &lr, patience, never)
+			if took := time.Since(start); took != 0 {
+				t.Errorf("the same line waited %v more", took)
+			}
+		})
+	})
+	t.Run("link gone", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			all := NewBuffers(1000)
+			s := all.share(100)
+			s.take(250)
+			stop := make(chan struct{})
+			go func() {
+				time.Sleep(time.Second)
+				close(stop)
+			}()
+			if err := s.takeWaiting(1, &lineRead{}, patience, stop); err != io.ErrClosedPipe {
+				t.Errorf("link gone: %v", err)
+			}
+		})
+	})
+	t.Run("eldest long line passes the bound", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			never := make(chan struct{}) // made in the bubble, as all it waits on
+			all := NewBuffers(1000)
+			older, younger := all.share(100), all.share(100)
+			// Four links hold the whole: two lines partly read, two
+			// answers nobody takes.
+			all.share(100).take(250)
+			all.share(100).take(250)
+			first, second := all.startLine(), all.startLine()
+			older.take(250)
+			younger.take(250)
+			if err := younger.takeWaiting(1, &lineRead{seq: second}, patience, never); !overBound(err) {
+				t.Errorf("the younger line did not wait: %v", err)
+			}
+			if err := older.takeWaiting(200, &lineRead{seq: first}, patience, never); err == nil {
+				t.Errorf("the eldest line passed its link's share")
+			}
+			older.give(200)          // an answer of its link went to a client
+			all.share(100).take(200) // and another link took the room
+			if err := younger.takeWaiting(1, &lineRead{seq: second}, patience, never); !overBound(err) {
+				t.Errorf("the younger line did not wait: %v", err)
+			}
+			if err := older.takeWaiting(200, &lineRead{seq: first}, patience, never); err != nil {
+				t.Errorf("the eldest line, within its share, waited: %v", err)
+			}
+			if held := all.Held(); held != 1200 {
+				t.Errorf("held %d, want the bound (1000) and the eldest line's 200", held)
+			}
+			all.endLine(first)
+			all.endLine(second)
+		})
+	})
+	t.Run("short line waits for its share only", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			never := make(chan struct{}) // made in the bubble, as all it waits on
+			all := NewBuffers(1000)
+			for range 4 {
+				all.share(100).take(250)
+			}
+			mine := all.share(100)
+			start := time.Now()
+			if err := mine.takeWaiting(100, &lineRead{}, patience, never); err != nil {
+				t.Errorf("a short line on a link with room: %v", err)
+			}
+			if took := time.Since(start); took != 0 {
+				t.Errorf("it waited %v", took)
+			}
+		})
+	})
 }
