@@ -25,6 +25,7 @@ func newEnv(t testing.TB) *policy.Env {
 
 // Every file in configs/ must load: they are the examples users copy.
 func TestExampleConfigsLoad(t *testing.T) {
+	t.Parallel()
 	files, err := filepath.Glob("../configs/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no configs: %v", err)
@@ -37,6 +38,7 @@ func TestExampleConfigsLoad(t *testing.T) {
 }
 
 func TestSeedConfig(t *testing.T) {
+	t.Parallel()
 	cfg, err := Load("../configs/seed.yaml", newEnv(t))
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +68,7 @@ func TestSeedConfig(t *testing.T) {
 }
 
 func TestSimplifiedMCPBlock(t *testing.T) {
+	t.Parallel()
 	cfg, err := Parse("simple.yaml", []byte(`
 mcp:
   targets:
@@ -89,6 +92,7 @@ mcp:
 // Each bad config must produce exactly the error that points at the
 // problem: file, line, YAML path and what is wrong.
 func TestConfigErrors(t *testing.T) {
+	t.Parallel()
 	const route = `
 binds:
 - port: 3000
@@ -168,6 +172,7 @@ binds:
 }
 
 func TestLoadMissingFile(t *testing.T) {
+	t.Parallel()
 	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), newEnv(t))
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("got %v", err)
@@ -179,6 +184,7 @@ func TestLoadMissingFile(t *testing.T) {
 // auth key file that cannot be read, and a stdio.user that does not
 // exist, at its line.
 func TestCommandsAndHostWarnings(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "configs"), 0o755)
 	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
@@ -232,6 +238,7 @@ mcp:
 // the reference sets one (which is warned about); other policies of the
 // reference do not drop it.
 func TestNamedBackend(t *testing.T) {
+	t.Parallel()
 	_, base := serveLoopback(t, `
 binds:
 - port: 3000

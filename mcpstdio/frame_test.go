@@ -83,6 +83,7 @@ var parseCases = []parseCase{
 }
 
 func TestParseMessage(t *testing.T) {
+	t.Parallel()
 	for _, tc := range parseCases {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := mcpstdio.ParseMessage([]byte(tc.raw))
@@ -131,6 +132,7 @@ func TestParseMessage(t *testing.T) {
 // with a parse error under id null, which matches no request, and the
 // client would wait for its request timeout).
 func TestParseMessageRejectsMalformedValues(t *testing.T) {
+	t.Parallel()
 	cases := []struct{ name, raw string }{
 		{"lone minus as id", `{"id":-,"method":"m"}`},
 		{"double minus id", `{"id":--1,"method":"m"}`},
@@ -164,6 +166,7 @@ func TestParseMessageRejectsMalformedValues(t *testing.T) {
 // the last of duplicate keys win. A message on which they could disagree
 // must be refused.
 func TestParseMessageAgreesWithDecoder(t *testing.T) {
+	t.Parallel()
 	cases := []struct{ name, raw string }{
 		{"plain", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","_meta":{"progressToken":"t"}}}`},
 		{"duplicate top-level id", `{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/call","params":{"name":"a"}}`},
@@ -232,6 +235,7 @@ func TestParseMessageAgreesWithDecoder(t *testing.T) {
 }
 
 func TestPathFieldString(t *testing.T) {
+	t.Parallel()
 	raw := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"x":"name","y":{"name":"inner"},"arr":[{"name":"in array"}],` +
 		`"name" : "outer","_meta":{"progressToken":"tok"},"esc":"a\"b\\c\u00e9\n","num":12,"obj":{}}}`
 	m, err := mcpstdio.ParseMessage([]byte(raw))
@@ -295,6 +299,7 @@ func TestPathFieldString(t *testing.T) {
 }
 
 func TestReplace(t *testing.T) {
+	t.Parallel()
 	raw := `{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"a_tool","arguments":{"x":"y"}}}`
 	m, err := mcpstdio.ParseMessage([]byte(raw))
 	if err != nil {
@@ -328,6 +333,7 @@ func TestReplace(t *testing.T) {
 }
 
 func TestErrorAndResultMessage(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, got, want string
 	}{
@@ -419,6 +425,7 @@ func FuzzParseMessage(f *testing.F) {
 // (the gateway's metric label). The hostile corpus (TestDecodersAgree)
 // has the rest.
 func TestParseClientMessage(t *testing.T) {
+	t.Parallel()
 	nest := func(levels int) string {
 		// The message and params are 2 levels; arguments and what is in
 		// it the rest.
@@ -480,6 +487,7 @@ func manyKeys(n int) string {
 // other. Failed before: Path found nothing in it, so a tools/call was
 // judged by an empty tool name while every decoder read the name.
 func TestPathAfterLeadingSpace(t *testing.T) {
+	t.Parallel()
 	m, err := mcpstdio.ParseClientMessage([]byte(" \r\n\t{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"env\"}}"))
 	if err != nil {
 		t.Fatal(err)

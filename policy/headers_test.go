@@ -8,6 +8,7 @@ import (
 // HeaderNames says which request headers each rule reads by name, however
 // it is spelt, so that the gateway can warn about forgeable ones.
 func TestHeaderNames(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		expr string
 		want []string

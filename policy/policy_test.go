@@ -48,6 +48,7 @@ var ci = &Source{
 var stranger = &Source{Address: "192.168.1.20", Port: 3333}
 
 func TestRuleSemantics(t *testing.T) {
+	t.Parallel()
 	const (
 		yes     = `true`
 		no      = `false`
@@ -101,6 +102,7 @@ func TestRuleSemantics(t *testing.T) {
 }
 
 func TestMCPScope(t *testing.T) {
+	t.Parallel()
 	rs := compile(t, ScopeMCP,
 		Rule{Kind: Allow, Expr: `mcp.tool.name == "echo"`},
 		Rule{Kind: Allow, Expr: `mcp.prompt.name == "greet" && request.headers["x-team"] == "eng"`},
@@ -123,6 +125,7 @@ func TestMCPScope(t *testing.T) {
 }
 
 func TestCompileErrors(t *testing.T) {
+	t.Parallel()
 	env, err := NewEnv()
 	if err != nil {
 		t.Fatal(err)
