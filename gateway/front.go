@@ -373,8 +373,8 @@ func (f *mcpFront) servePost(w http.ResponseWriter, r *http.Request) {
 		fs.handle(w, r, m)
 		return
 	}
-	if isModern(r, m) {
-		f.serveModern(w, r, m)
+	if isSessionless(r, m) {
+		f.serveSessionless(w, r, m)
 		return
 	}
 	if f.stateless {

@@ -25,8 +25,8 @@ type frontSession struct {
 	id    string
 	owner *policy.Source
 	sse   bool // a legacy SSE session: everything flows on its stream
-	// modern serves sessionless (2026-07-28) requests of one caller.
-	modern bool
+	// sessionless serves the sessionless (2026-07-28) requests of one caller.
+	sessionless bool
 	// toolHeaders are its tools' Mcp-Param-* bindings; under mu.
 	toolHeaders *toolHeaders
 	log         *slog.Logger

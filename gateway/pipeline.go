@@ -14,7 +14,7 @@ import (
 //  1. read and check: a front turns what arrives into a message
 //     (front.go readMessage: one body, bounded and charged, read one way
 //     by every decoder, mcpstdio.ParseClientMessage), and checks what its
-//     transport adds (modern.go: the headers of a 2026-07-28 sessionless
+//     transport adds (sessionless.go: the headers of a 2026-07-28 sessionless
 //     request); initialize, notifications and the client's answers go
 //     their own ways (front.go dispatch);
 //  2. the call's stages, below, in the order of callStages;
@@ -77,10 +77,10 @@ func (fs *frontSession) newCall(ctx context.Context, m *mcpstdio.Message, req ca
 }
 
 // answerOn sends the call's answer on the HTTP response of its request
-// (modern: a 2026-07-28 sessionless request, whose errors carry their
+// (sessionless: a 2026-07-28 request, whose errors carry their
 // HTTP status).
-func (c *call) answerOn(w http.ResponseWriter, r *http.Request, modern bool) {
-	c.http = httpSink{w: w, done: r.Context().Done(), modern: modern, stall: c.fs.f.writeStall}
+func (c *call) answerOn(w http.ResponseWriter, r *http.Request, sessionless bool) {
+	c.http = httpSink{w: w, done: r.Context().Done(), sessionless: sessionless, stall: c.fs.f.writeStall}
 	c.out = &c.http
 }
 
@@ -143,7 +143,7 @@ func (c *call) authorize() bool {
 // for a sessionless request, a key of its own and the client's
 // Mcp-Param-* headers, which a remote target checks itself.
 func (c *call) prepare() bool {
-	if c.fs.modern {
+	if c.fs.sessionless {
 		c.opts.Key = c.fs.f.keys.next()
 		for k, v := range c.req.http.header {
 			if strings.HasPrefix(k, "Mcp-Param-") && len(v) > 0 {

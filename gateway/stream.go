@@ -142,9 +142,9 @@ type httpSink struct {
 	done     <-chan struct{}
 	sse      *sseWriter
 	answered bool
-	// modern answers a sessionless (2026-07-28) request, where an unknown
+	// sessionless answers a sessionless (2026-07-28) request, where an unknown
 	// or removed method is also HTTP 404.
-	modern bool
+	sessionless bool
 	// stall bounds a write without progress (writeBody).
 	stall time.Duration
 }
@@ -153,7 +153,7 @@ func (s *httpSink) send(msg []byte, final bool) error {
 	if final {
 		s.answered = true
 		if s.sse == nil {
-			if status := errorStatus(msg); s.modern && status != http.StatusOK {
+			if status := errorStatus(msg); s.sessionless && status != http.StatusOK {
 				return answerJSONStatus(s.w, status, msg, s.stall)
 			}
 			return answerJSON(s.w, msg, s.stall)

@@ -34,9 +34,9 @@ const (
 	maxCallers = 64
 )
 
-// isModern reports whether a request without a session speaks MCP
+// isSessionless reports whether a request without a session speaks MCP
 // 2026-07-28 or later: by its header, else by its _meta.
-func isModern(r *http.Request, m *mcpstdio.Message) bool {
+func isSessionless(r *http.Request, m *mcpstdio.Message) bool {
 	v := r.Header.Get(protocolVersionHeader)
 	if v == "" {
 		v = m.String(m.Path("params", "_meta", metaProtocolVersion))
@@ -136,8 +136,8 @@ func callerKey(src *policy.Source) peerKey {
 	return peerKey{false, src.Address}
 }
 
-// serveModern serves a sessionless (2026-07-28) request.
-func (f *mcpFront) serveModern(w http.ResponseWriter, r *http.Request, m *mcpstdio.Message) {
+// serveSessionless serves a sessionless (2026-07-28) request.
+func (f *mcpFront) serveSessionless(w http.ResponseWriter, r *http.Request, m *mcpstdio.Message) {
 	if !m.IsRequest() {
 		if m.IsNotification() && r.Header.Get(protocolVersionHeader) >= mcpstdio.ModernVersion && r.Header.Get(methodHeader) == "" {
 			writeRPCError(w, http.StatusBadRequest, nil, codeHeaderMismatch, "missing required "+methodHeader+" header")
@@ -202,7 +202,7 @@ func (f *mcpFront) callerSession(r *http.Request) (*frontSession, error) {
 			return nil, err
 		}
 		c = &caller{ready: make(chan struct{})}
-		c.fs = &frontSession{f: f, id: "sessionless", owner: src, modern: true, queue: make(chan []byte, 1), closed: make(chan struct{})}
+		c.fs = &frontSession{f: f, id: "sessionless", owner: src, sessionless: true, queue: make(chan []byte, 1), closed: make(chan struct{})}
 		c.fs.holdsPlace.Store(true)
 		c.fs.log = f.log.With(append([]any{"session", "sessionless"}, sourceAttrs(src)...)...)
 		c.fs.touch()
