@@ -18,45 +18,7 @@ import (
 // leaves (every target's listen is cancelled) or when every target ended
 // its listen.
 func (s *Session) listenAll(m *Message, r *Reply, key string) {
-	var params map[string]json.RawMessage
-	if m.Params.Has() {
-		json.Unmarshal(m.Bytes(m.Params), &params)
-	}
-	type sub struct {
-		c  *child
-		r  *Reply
-		id int64
-	}
-	var subs []sub
-	for _, c := range s.children {
-		if !c.init.has("tools") && !c.init.has("prompts") && !c.init.has("resources") || !c.alive() && s.degrades() {
-			continue
-		}
-		if !c.init.modern && s.shared {
-			// An older child answers no listen, but announces list
-			// changes on its own: tailgate listens for it.
-			if sr, id := c.listenForLegacy(r.frontID, params); sr != nil {
-				subs = append(subs, sub{c, sr, id})
-			}
-			continue
-		}
-		p := s.childListenParams(c, params)
-		sr := newReply(8)
-		sr.frontID, sr.listen = r.frontID, true
-		body, _ := json.Marshal(p)
-		msg := append(append([]byte(`{"jsonrpc":"2.0","id":0,"method":"subscriptions/listen","params":`), body...), '}')
-		sm, err := ParseMessage(msg)
-		if err != nil {
-			continue
-		}
-		id, err := c.send(sm, sr)
-		if err != nil {
-			s.log.Warn("listen: target unavailable", "target", c.target.Name, "err", err)
-			continue
-		}
-		sr.c, sr.childID = c, id
-		subs = append(subs, sub{c, sr, id})
-	}
+	subs := s.openListens(m, r.frontID)
 	r.s, r.key = s, key
 	r.listen = true
 	r.onCancel = func(reason string) {
@@ -76,80 +38,145 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 		return
 	}
 
-	var mu sync.Mutex
-	acks := make([]any, 0, len(subs))
-	acked := 0
-	// The joined acknowledgement comes first on the client's stream (SEP-
-	// 2575): a target's notifications wait until every target acknowledged
-	// (or ended its listen).
-	allAcked := make(chan struct{})
-	ack := func(a any) {
-		mu.Lock()
-		defer mu.Unlock()
-		acks = append(acks, a)
-		acked++
-		if acked == len(subs) {
-			r.push(joinedAck(r.frontID, acks))
-			close(allAcked)
-		}
-	}
+	acks := &listenAcks{r: r, want: len(subs), acks: make([]any, 0, len(subs)), all: make(chan struct{})}
 	var wg sync.WaitGroup
 	for _, sb := range subs {
-		wg.Go(func() {
-			first := true
-			defer func() {
-				if first {
-					ack(nil) // ended without acknowledging: nothing to join
-				}
-			}()
-			for f := range sb.r.C() {
-				f.Release() // what is passed on is a message of its own
-				if f.Final {
-					return
-				}
-				fm, err := ParseMessage(f.Data)
-				if err != nil {
-					continue
-				}
-				if first && fm.MethodName() == "notifications/subscriptions/acknowledged" {
-					first = false
-					var agreed map[string]any
-					json.Unmarshal(fm.Bytes(fm.Path("params", "notifications")), &agreed)
-					if ids, ok := agreed["taskIds"].([]any); ok && s.prefixed {
-						for i, id := range ids {
-							if str, ok := id.(string); ok {
-								ids[i] = sb.c.target.Name + nameSep + str
-							}
-						}
-					}
-					ack(agreed)
-					continue
-				}
-				if first {
-					first = false // a target that did not acknowledge first
-					ack(nil)
-				}
-				select {
-				case <-allAcked:
-				case <-r.gone:
-					return
-				}
-				out := f.Data
-				if uri := fm.Path("params", "uri"); s.prefixed && uri.Has() && strings.HasPrefix(fm.MethodName(), "notifications/resources/") {
-					out = fm.Replace(uri, quote(s.exposedURI(sb.c, fm.String(uri))))
-				}
-				if id := fm.Path("params", "taskId"); s.prefixed && id.Has() && strings.HasPrefix(fm.MethodName(), "notifications/tasks") {
-					out = fm.Replace(id, quote(sb.c.target.Name+nameSep+fm.String(id)))
-				}
-				sb.c.push(r, out, nil)
-			}
-		})
+		wg.Go(func() { s.relayListen(r, sb, acks) })
 	}
 	go func() {
 		wg.Wait()
 		result, _ := json.Marshal(map[string]any{"resultType": "complete", "_meta": map[string]json.RawMessage{metaSubscriptionID: r.frontID}})
 		r.finish(ResultMessage(r.frontID, result))
 	}()
+}
+
+// listenSub is one target's part of a joined listen: the child, the reply
+// its listen answers, and the listen's id at the child.
+type listenSub struct {
+	c  *child
+	r  *Reply
+	id int64
+}
+
+// openListens opens a listen at each target that can announce anything,
+// for the client's listen m (its id frontID); a target that cannot be
+// reached is left out.
+func (s *Session) openListens(m *Message, frontID []byte) []listenSub {
+	var params map[string]json.RawMessage
+	if m.Params.Has() {
+		json.Unmarshal(m.Bytes(m.Params), &params)
+	}
+	var subs []listenSub
+	for _, c := range s.children {
+		if !c.init.has("tools") && !c.init.has("prompts") && !c.init.has("resources") || !c.alive() && s.degrades() {
+			continue
+		}
+		if !c.init.modern && s.shared {
+			// An older child answers no listen, but announces list
+			// changes on its own: tailgate listens for it.
+			if sr, id := c.listenForLegacy(frontID, params); sr != nil {
+				subs = append(subs, listenSub{c, sr, id})
+			}
+			continue
+		}
+		p := s.childListenParams(c, params)
+		sr := newReply(8)
+		sr.frontID, sr.listen = frontID, true
+		body, _ := json.Marshal(p)
+		msg := append(append([]byte(`{"jsonrpc":"2.0","id":0,"method":"subscriptions/listen","params":`), body...), '}')
+		sm, err := ParseMessage(msg)
+		if err != nil {
+			continue
+		}
+		id, err := c.send(sm, sr)
+		if err != nil {
+			s.log.Warn("listen: target unavailable", "target", c.target.Name, "err", err)
+			continue
+		}
+		sr.c, sr.childID = c, id
+		subs = append(subs, listenSub{c, sr, id})
+	}
+	return subs
+}
+
+// listenAcks gathers the targets' acknowledgements of a joined listen.
+// The joined acknowledgement comes first on the client's stream (SEP-
+// 2575): a target's notifications wait until every target acknowledged
+// (or ended its listen), which closes all.
+type listenAcks struct {
+	r    *Reply // the client's listen
+	want int    // how many targets listen
+	all  chan struct{}
+
+	mu    sync.Mutex
+	acks  []any
+	acked int
+}
+
+// add takes one target's acknowledgement (nil: it has none to join); the
+// last one sends the joined acknowledgement.
+func (a *listenAcks) add(ack any) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.acks = append(a.acks, ack)
+	a.acked++
+	if a.acked == a.want {
+		a.r.push(joinedAck(a.r.frontID, a.acks))
+		close(a.all)
+	}
+}
+
+// relayListen passes one target's listen (sb) on to the client's (r): its
+// acknowledgement to acks, then, once every target acknowledged, its
+// notifications, until it ends or the client leaves.
+func (s *Session) relayListen(r *Reply, sb listenSub, acks *listenAcks) {
+	first := true
+	defer func() {
+		if first {
+			acks.add(nil) // ended without acknowledging: nothing to join
+		}
+	}()
+	for f := range sb.r.C() {
+		f.Release() // what is passed on is a message of its own
+		if f.Final {
+			return
+		}
+		fm, err := ParseMessage(f.Data)
+		if err != nil {
+			continue
+		}
+		if first && fm.MethodName() == "notifications/subscriptions/acknowledged" {
+			first = false
+			var agreed map[string]any
+			json.Unmarshal(fm.Bytes(fm.Path("params", "notifications")), &agreed)
+			if ids, ok := agreed["taskIds"].([]any); ok && s.prefixed {
+				for i, id := range ids {
+					if str, ok := id.(string); ok {
+						ids[i] = sb.c.target.Name + nameSep + str
+					}
+				}
+			}
+			acks.add(agreed)
+			continue
+		}
+		if first {
+			first = false // a target that did not acknowledge first
+			acks.add(nil)
+		}
+		select {
+		case <-acks.all:
+		case <-r.gone:
+			return
+		}
+		out := f.Data
+		if uri := fm.Path("params", "uri"); s.prefixed && uri.Has() && strings.HasPrefix(fm.MethodName(), "notifications/resources/") {
+			out = fm.Replace(uri, quote(s.exposedURI(sb.c, fm.String(uri))))
+		}
+		if id := fm.Path("params", "taskId"); s.prefixed && id.Has() && strings.HasPrefix(fm.MethodName(), "notifications/tasks") {
+			out = fm.Replace(id, quote(sb.c.target.Name+nameSep+fm.String(id)))
+		}
+		sb.c.push(r, out, nil)
+	}
 }
 
 // listChanges are the lists whose changes a child announces: the

@@ -143,33 +143,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-cha
 		}
 	}
 	var f flags
-	fs := flag.NewFlagSet("tailgate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&f.file, "f", "", "config `file` (agentgateway format plus a tailscale block)")
-	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.BoolVar(&f.verboseTailnet, "verbose-tailnet", false, "log tsnet's backend messages at debug level")
-	fs.DurationVar(&f.watch, "watch", 2*time.Second, "how often to check the config file for changes (0: only on SIGHUP)")
-	fs.BoolVar(&f.version, "version", false, "print the version and exit")
-	if dev {
-		fs.StringVar(&f.admin, "admin", "", "`address` of /metrics and /healthz/* (default config.adminAddr, else a free port on 127.0.0.1; \"off\" for none)")
-		fs.StringVar(&f.listen, "listen", "127.0.0.1:3001", "local `address` of the bridge into the dev tailnet (127.0.0.1:0 for a free port)")
-		fs.StringVar(&f.tags, "tags", "", "comma-separated tags for the bridge node, e.g. tag:ci (it then belongs to tagged-devices)")
-		fs.StringVar(&f.user, "user", "", "the bridge node's login, e.g. alice@example.com (default: a made-up user-N@fake-control.example.net)")
-	} else {
-		fs.StringVar(&f.admin, "admin", "", "`address` of /metrics and /healthz/* (default config.adminAddr, else 127.0.0.1:15000; \"off\" for none)")
-		fs.BoolVar(&f.validateOnly, "validate-only", false, "check the config, print ok or every error (and warnings), and exit")
-	}
-	fs.Usage = func() {
-		out := fs.Output()
-		fmt.Fprint(out, usageText)
-		if dev {
-			fmt.Fprint(out, "\ndev flags:\n")
-		} else {
-			fmt.Fprint(out, "\nflags (tailgate dev -h for the dev flags):\n")
-		}
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet(&f, dev, stderr)
 	if slices.ContainsFunc(args, func(a string) bool { return a == "-h" || a == "-help" || a == "--help" }) {
 		// Asked for: on stdout, and not an error.
 		fs.SetOutput(stdout)
@@ -238,6 +212,39 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-cha
 		return a.dev(ctx)
 	}
 	return a.serve(ctx)
+}
+
+// newFlagSet is the command line of `tailgate` (of `tailgate dev` if dev),
+// parsed into f; its errors and usage go to stderr.
+func newFlagSet(f *flags, dev bool, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("tailgate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.file, "f", "", "config `file` (agentgateway format plus a tailscale block)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&f.verboseTailnet, "verbose-tailnet", false, "log tsnet's backend messages at debug level")
+	fs.DurationVar(&f.watch, "watch", 2*time.Second, "how often to check the config file for changes (0: only on SIGHUP)")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	if dev {
+		fs.StringVar(&f.admin, "admin", "", "`address` of /metrics and /healthz/* (default config.adminAddr, else a free port on 127.0.0.1; \"off\" for none)")
+		fs.StringVar(&f.listen, "listen", "127.0.0.1:3001", "local `address` of the bridge into the dev tailnet (127.0.0.1:0 for a free port)")
+		fs.StringVar(&f.tags, "tags", "", "comma-separated tags for the bridge node, e.g. tag:ci (it then belongs to tagged-devices)")
+		fs.StringVar(&f.user, "user", "", "the bridge node's login, e.g. alice@example.com (default: a made-up user-N@fake-control.example.net)")
+	} else {
+		fs.StringVar(&f.admin, "admin", "", "`address` of /metrics and /healthz/* (default config.adminAddr, else 127.0.0.1:15000; \"off\" for none)")
+		fs.BoolVar(&f.validateOnly, "validate-only", false, "check the config, print ok or every error (and warnings), and exit")
+	}
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprint(out, usageText)
+		if dev {
+			fmt.Fprint(out, "\ndev flags:\n")
+		} else {
+			fmt.Fprint(out, "\nflags (tailgate dev -h for the dev flags):\n")
+		}
+		fs.PrintDefaults()
+	}
+	return fs
 }
 
 // stdlogWriter logs each line written to it as a warning.

@@ -118,6 +118,22 @@ func New() *mcp.Server {
 // newServer returns a server with opts (amended from the environment) and
 // the demo's tools, prompt and resource.
 func newServer(opts *mcp.ServerOptions) *mcp.Server {
+	amendOptions(opts)
+	s := mcp.NewServer(&mcp.Implementation{Name: "tailgate-demo-server", Version: "1.0.0"}, opts)
+	if os.Getenv(ModernOnlyEnv) != "" {
+		modernOnly(s) // its discover names 2026-07-28 alone: see amendOptions
+	}
+	addDemoTools(s)
+	if os.Getenv(FaultsEnv) != "" {
+		addFaultTools(s)
+	}
+	addPromptAndResources(s)
+	return s
+}
+
+// amendOptions amends opts from the environment: the protocol versions,
+// an unprompted roots/list, the completion handler and cache hints.
+func amendOptions(opts *mcp.ServerOptions) {
 	if v := os.Getenv(VersionsEnv); v != "" {
 		opts.SupportedProtocolVersions = strings.Split(v, ",")
 	}
@@ -142,10 +158,11 @@ func newServer(opts *mcp.ServerOptions) *mcp.Server {
 			c.TTLMs, c.CacheScope = ms, scope
 		}
 	}
-	s := mcp.NewServer(&mcp.Implementation{Name: "tailgate-demo-server", Version: "1.0.0"}, opts)
-	if os.Getenv(ModernOnlyEnv) != "" {
-		modernOnly(s) // its discover names 2026-07-28 alone: see newServer
-	}
+}
+
+// addDemoTools gives s the demo's tools: echo, add, slow, env, info and
+// roots.
+func addDemoTools(s *mcp.Server) {
 	mcp.AddTool(s, &mcp.Tool{Name: "echo", Description: "Echo a message back."},
 		func(ctx context.Context, req *mcp.CallToolRequest, in EchoIn) (*mcp.CallToolResult, any, error) {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Message}}}, nil, nil
@@ -209,9 +226,11 @@ func newServer(opts *mcp.ServerOptions) *mcp.Server {
 			}
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Join(uris, ",")}}}, nil, nil
 		})
-	if os.Getenv(FaultsEnv) != "" {
-		addFaultTools(s)
-	}
+}
+
+// addPromptAndResources gives s the demo's prompt (greet), its resource
+// (demo://readme) and its resource templates.
+func addPromptAndResources(s *mcp.Server) {
 	s.AddPrompt(&mcp.Prompt{Name: "greet", Description: "Greet someone.", Arguments: []*mcp.PromptArgument{{Name: "name", Required: true}}},
 		func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 			return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "Say hello to " + req.Params.Arguments["name"] + "."}}}}, nil
@@ -229,7 +248,6 @@ func newServer(opts *mcp.ServerOptions) *mcp.Server {
 		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "a note at " + req.Params.URI}}}, nil
 		})
-	return s
 }
 
 // addFaultTools gives s the tools of the fault mode, which break or load

@@ -14,16 +14,12 @@ package demoserver
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -133,115 +129,15 @@ type taskTool struct {
 	run     func(tc *taskCtx, args json.RawMessage, prepared any) (*mcp.CallToolResult, error)
 }
 
+// register gives s the greet tool and the task fixtures, and serves the
+// tasks methods and task-augmented tools/call from ts.
 func (ts *taskStore) register(s *mcp.Server) {
 	mcp.AddTool(s, &mcp.Tool{Name: "greet", Description: "Say hello at once (never a task)."},
 		func(ctx context.Context, req *mcp.CallToolRequest, in GreetIn) (*mcp.CallToolResult, any, error) {
 			return textResult("Hello, " + in.Name + "!"), nil, nil
 		})
 
-	ts.tools = map[string]*taskTool{
-		"slow_compute": {
-			description: "Work for `seconds` seconds, then answer; a task for clients that declare the tasks extension.",
-			schema:      objectSchema(map[string]string{"seconds": "number", "label": "string"}),
-			run: func(tc *taskCtx, args json.RawMessage, _ any) (*mcp.CallToolResult, error) {
-				var in SlowComputeIn
-				if err := unmarshalArgs(args, &in); err != nil {
-					return nil, err
-				}
-				if err := tc.sleep(time.Duration(in.Seconds * float64(time.Second))); err != nil {
-					return nil, err
-				}
-				return textResult(fmt.Sprintf("computed %q after %gs", in.Label, in.Seconds)), nil
-			},
-		},
-		"failing_job": {
-			description: "A task that completes with a tool error after about a second.",
-			required:    true,
-			run: func(tc *taskCtx, args json.RawMessage, _ any) (*mcp.CallToolResult, error) {
-				if err := tc.sleep(time.Second); err != nil {
-					return nil, err
-				}
-				return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: "failing_job: the job failed, as it always does"}}}, nil
-			},
-		},
-		"protocol_error_job": {
-			description: "A task that fails with a JSON-RPC internal error.",
-			run: func(tc *taskCtx, args json.RawMessage, _ any) (*mcp.CallToolResult, error) {
-				if err := tc.sleep(200 * time.Millisecond); err != nil {
-					return nil, err
-				}
-				return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "protocol_error_job: internal error, as always"}
-			},
-		},
-		"confirm_delete": {
-			description: "A task that asks the client to confirm, then (pretends to) delete `filename`.",
-			schema:      objectSchema(map[string]string{"filename": "string"}, "filename"),
-			required:    true,
-			run: func(tc *taskCtx, args json.RawMessage, _ any) (*mcp.CallToolResult, error) {
-				var in ConfirmDeleteIn
-				if err := unmarshalArgs(args, &in); err != nil {
-					return nil, err
-				}
-				ans, err := tc.elicit("confirm", "Delete "+in.Filename+"?", "confirm", "boolean")
-				if err != nil {
-					return nil, err
-				}
-				if ans.Action == "accept" && ans.Content["confirm"] == true {
-					return textResult("deleted " + in.Filename), nil
-				}
-				return textResult("kept " + in.Filename + " (" + ans.Action + ")"), nil
-			},
-		},
-		"multi_input": {
-			description: "A task that asks the client two questions at once.",
-			required:    true,
-			run: func(tc *taskCtx, args json.RawMessage, _ any) (*mcp.CallToolResult, error) {
-				// Two requests outstanding at once, answered in any order.
-				var (
-					wg   sync.WaitGroup
-					ans  [2]*elicitAnswer
-					errs [2]error
-				)
-				for i, key := range []string{"first", "second"} {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						ans[i], errs[i] = tc.elicit(key, "Input "+key+"?", "name", "string")
-					}()
-				}
-				wg.Wait()
-				if err := errors.Join(errs[:]...); err != nil {
-					return nil, err
-				}
-				return textResult(fmt.Sprintf("first: %v, second: %v", ans[0].Content["name"], ans[1].Content["name"])), nil
-			},
-		},
-		"test_tool_with_task": {
-			description: "Asks for the caller's name over MRTR, then greets them from a task.",
-			required:    true,
-			// Asks for a name over MRTR on tools/call, then creates the
-			// task (SEP-2663, Composition with Multi Round-Trip Requests).
-			prepare: func(p *mcp.CallToolParamsRaw) (mcp.Result, any) {
-				if r, ok := p.InputResponses["user_name"].(*mcp.ElicitResult); ok && r.Action == "accept" {
-					if name, ok := r.Content["name"].(string); ok && name != "" {
-						return nil, name
-					}
-				}
-				return &inputRequiredResult{
-					ResultType: "input_required",
-					InputRequests: map[string]inputRequest{
-						"user_name": elicitRequest("What is your name?", "name", "string"),
-					},
-				}, nil
-			},
-			run: func(tc *taskCtx, args json.RawMessage, prepared any) (*mcp.CallToolResult, error) {
-				if err := tc.sleep(300 * time.Millisecond); err != nil {
-					return nil, err
-				}
-				return textResult(fmt.Sprintf("Hello, %s! (from a task)", prepared)), nil
-			},
-		},
-	}
+	ts.tools = taskFixtures()
 
 	// Listed like every tool; go-sdk's handler serves clients that did not
 	// declare the extension (the middleware answers the others).
@@ -269,6 +165,139 @@ func (ts *taskStore) register(s *mcp.Server) {
 	mustAdd(mcp.AddReceivingCustomMethod(s, "tasks/cancel", ts.cancel))
 	// tasks/result and tasks/list (2025-11-25) are gone: go-sdk answers
 	// them -32601, as SEP-2663 asks.
+}
+
+// taskFixtures are the task tools the conformance suite's tasks-*
+// scenarios call, by name.
+func taskFixtures() map[string]*taskTool {
+	return map[string]*taskTool{
+		"slow_compute": {
+			description: "Work for `seconds` seconds, then answer; a task for clients that declare the tasks extension.",
+			schema:      objectSchema(map[string]string{"seconds": "number", "label": "string"}),
+			run:         runSlowCompute,
+		},
+		"failing_job": {
+			description: "A task that completes with a tool error after about a second.",
+			required:    true,
+			run:         runFailingJob,
+		},
+		"protocol_error_job": {
+			description: "A task that fails with a JSON-RPC internal error.",
+			run:         runProtocolErrorJob,
+		},
+		"confirm_delete": {
+			description: "A task that asks the client to confirm, then (pretends to) delete `filename`.",
+			schema:      objectSchema(map[string]string{"filename": "string"}, "filename"),
+			required:    true,
+			run:         runConfirmDelete,
+		},
+		"multi_input": {
+			description: "A task that asks the client two questions at once.",
+			required:    true,
+			run:         runMultiInput,
+		},
+		"test_tool_with_task": {
+			description: "Asks for the caller's name over MRTR, then greets them from a task.",
+			required:    true,
+			prepare:     askUserName,
+			run:         runGreetFromTask,
+		},
+	}
+}
+
+// runSlowCompute is slow_compute's work: it waits the seconds asked for.
+func runSlowCompute(tc *taskCtx, args json.RawMessage, _ any) (*mcp.CallToolResult, error) {
+	var in SlowComputeIn
+	if err := unmarshalArgs(args, &in); err != nil {
+		return nil, err
+	}
+	if err := tc.sleep(time.Duration(in.Seconds * float64(time.Second))); err != nil {
+		return nil, err
+	}
+	return textResult(fmt.Sprintf("computed %q after %gs", in.Label, in.Seconds)), nil
+}
+
+// runFailingJob is failing_job's work: a tool error after about a second.
+func runFailingJob(tc *taskCtx, args json.RawMessage, _ any) (*mcp.CallToolResult, error) {
+	if err := tc.sleep(time.Second); err != nil {
+		return nil, err
+	}
+	return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: "failing_job: the job failed, as it always does"}}}, nil
+}
+
+// runProtocolErrorJob is protocol_error_job's work: a JSON-RPC internal
+// error.
+func runProtocolErrorJob(tc *taskCtx, args json.RawMessage, _ any) (*mcp.CallToolResult, error) {
+	if err := tc.sleep(200 * time.Millisecond); err != nil {
+		return nil, err
+	}
+	return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "protocol_error_job: internal error, as always"}
+}
+
+// runConfirmDelete is confirm_delete's work: it asks the client to
+// confirm, then (pretends to) delete the file.
+func runConfirmDelete(tc *taskCtx, args json.RawMessage, _ any) (*mcp.CallToolResult, error) {
+	var in ConfirmDeleteIn
+	if err := unmarshalArgs(args, &in); err != nil {
+		return nil, err
+	}
+	ans, err := tc.elicit("confirm", "Delete "+in.Filename+"?", "confirm", "boolean")
+	if err != nil {
+		return nil, err
+	}
+	if ans.Action == "accept" && ans.Content["confirm"] == true {
+		return textResult("deleted " + in.Filename), nil
+	}
+	return textResult("kept " + in.Filename + " (" + ans.Action + ")"), nil
+}
+
+// runMultiInput is multi_input's work: it asks the client two questions
+// at once.
+func runMultiInput(tc *taskCtx, args json.RawMessage, _ any) (*mcp.CallToolResult, error) {
+	// Two requests outstanding at once, answered in any order.
+	var (
+		wg   sync.WaitGroup
+		ans  [2]*elicitAnswer
+		errs [2]error
+	)
+	for i, key := range []string{"first", "second"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ans[i], errs[i] = tc.elicit(key, "Input "+key+"?", "name", "string")
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs[:]...); err != nil {
+		return nil, err
+	}
+	return textResult(fmt.Sprintf("first: %v, second: %v", ans[0].Content["name"], ans[1].Content["name"])), nil
+}
+
+// askUserName is test_tool_with_task's prepare: it asks for a name over
+// MRTR on tools/call, then creates the task (SEP-2663, Composition with
+// Multi Round-Trip Requests).
+func askUserName(p *mcp.CallToolParamsRaw) (mcp.Result, any) {
+	if r, ok := p.InputResponses["user_name"].(*mcp.ElicitResult); ok && r.Action == "accept" {
+		if name, ok := r.Content["name"].(string); ok && name != "" {
+			return nil, name
+		}
+	}
+	return &inputRequiredResult{
+		ResultType: "input_required",
+		InputRequests: map[string]inputRequest{
+			"user_name": elicitRequest("What is your name?", "name", "string"),
+		},
+	}, nil
+}
+
+// runGreetFromTask is test_tool_with_task's work: it greets the name
+// askUserName gathered.
+func runGreetFromTask(tc *taskCtx, args json.RawMessage, prepared any) (*mcp.CallToolResult, error) {
+	if err := tc.sleep(300 * time.Millisecond); err != nil {
+		return nil, err
+	}
+	return textResult(fmt.Sprintf("Hello, %s! (from a task)", prepared)), nil
 }
 
 func objectSchema(props map[string]string, required ...string) map[string]any {
@@ -387,498 +416,4 @@ func missingTasksCapability(what string) error {
 
 func unknownTask(id string) error {
 	return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("Failed to retrieve task: task %q not found", id)}
-}
-
-// ---- the store ----
-
-type taskStore struct {
-	tools map[string]*taskTool
-
-	mu      sync.Mutex
-	tasks   map[string]*task
-	listens map[string]*listen // by the listen request's id, as JSON
-	conn    mcp.Connection     // where notifications go; nil until connected
-}
-
-type task struct {
-	id       string
-	created  time.Time
-	updated  time.Time
-	status   string
-	message  string
-	result   json.RawMessage
-	err      *jsonrpc.Error
-	pending  map[string]*pendingInput // outstanding input requests by key
-	cancel   context.CancelFunc
-	canceled bool // tasks/cancel arrived
-}
-
-type pendingInput struct {
-	req    inputRequest
-	answer chan json.RawMessage // buffered: one answer
-}
-
-func newTaskID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-const timeFormat = "2006-01-02T15:04:05.000Z07:00"
-
-// view is t as the wire shows it; ts.mu is held.
-func (t *task) view(resultType string) *taskResult {
-	v := &taskResult{
-		ResultType:     resultType,
-		TaskID:         t.id,
-		Status:         t.status,
-		StatusMessage:  t.message,
-		CreatedAt:      t.created.UTC().Format(timeFormat),
-		LastUpdatedAt:  t.updated.UTC().Format(timeFormat),
-		TTLMs:          taskTTL.Milliseconds(),
-		PollIntervalMs: taskPollInterval.Milliseconds(),
-	}
-	switch t.status {
-	case statusInputRequired:
-		v.InputRequests = make(map[string]inputRequest, len(t.pending))
-		for k, p := range t.pending {
-			v.InputRequests[k] = p.req
-		}
-	case statusCompleted:
-		v.Result = t.result
-	case statusFailed:
-		v.Error = t.err
-	}
-	return v
-}
-
-// expire drops tasks past their TTL (SEP-2663 lets a server delete them);
-// ts.mu is held.
-func (ts *taskStore) expire(now time.Time) {
-	for id, t := range ts.tasks {
-		if now.Sub(t.created) > taskTTL {
-			t.cancel()
-			delete(ts.tasks, id)
-		}
-	}
-}
-
-// lookup finds a task for a tasks/* request from a client that declared
-// the extension; ts.mu is held on success.
-func (ts *taskStore) lookup(p *taskParams) (*task, error) {
-	if !declaresTasks(p.Meta) {
-		return nil, missingTasksCapability(fmt.Sprintf("task %q", p.TaskID))
-	}
-	if p.TaskID == "" {
-		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "missing taskId"}
-	}
-	ts.mu.Lock()
-	ts.expire(time.Now())
-	t, ok := ts.tasks[p.TaskID]
-	if !ok {
-		ts.mu.Unlock()
-		return nil, unknownTask(p.TaskID)
-	}
-	return t, nil
-}
-
-func (ts *taskStore) get(ctx context.Context, ss *mcp.ServerSession, p *taskParams) (*taskResult, error) {
-	t, err := ts.lookup(p)
-	if err != nil {
-		return nil, err
-	}
-	defer ts.mu.Unlock()
-	return t.view("complete"), nil
-}
-
-// update delivers inputResponses to outstanding requests; keys that are not
-// outstanding are ignored (SEP-2663). The task's status reflects them at
-// once: answered keys leave inputRequests.
-func (ts *taskStore) update(ctx context.Context, ss *mcp.ServerSession, p *taskParams) (*ackResult, error) {
-	t, err := ts.lookup(p)
-	if err != nil {
-		return nil, err
-	}
-	changed := false
-	for key, raw := range p.InputResponses {
-		if pi, ok := t.pending[key]; ok {
-			delete(t.pending, key)
-			pi.answer <- raw
-			changed = true
-		}
-	}
-	if changed && !terminal(t.status) {
-		t.updated = time.Now()
-		if len(t.pending) == 0 {
-			t.status, t.message = statusWorking, ""
-		} else {
-			t.message = waitingFor(t)
-		}
-	}
-	note := ts.noteLocked(t, changed)
-	ts.mu.Unlock()
-	ts.send(note)
-	return &ackResult{ResultType: "complete"}, nil
-}
-
-// cancel marks a task that is not yet terminal cancelled at once and stops
-// its work; on a terminal task it is an idempotent ack.
-func (ts *taskStore) cancel(ctx context.Context, ss *mcp.ServerSession, p *taskParams) (*ackResult, error) {
-	t, err := ts.lookup(p)
-	if err != nil {
-		return nil, err
-	}
-	changed := false
-	if !terminal(t.status) {
-		t.canceled = true
-		t.status, t.message, t.updated = statusCancelled, "cancelled at the client's request", time.Now()
-		t.pending = nil
-		t.cancel()
-		changed = true
-	}
-	note := ts.noteLocked(t, changed)
-	ts.mu.Unlock()
-	ts.send(note)
-	return &ackResult{ResultType: "complete"}, nil
-}
-
-// middleware answers task-augmented tools/call for the task tools.
-func (ts *taskStore) middleware(next mcp.MethodHandler) mcp.MethodHandler {
-	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-		if method != "tools/call" {
-			return next(ctx, method, req)
-		}
-		p, ok := req.GetParams().(*mcp.CallToolParamsRaw)
-		if !ok {
-			return next(ctx, method, req)
-		}
-		tt, ok := ts.tools[p.Name]
-		if !ok || !declaresTasks(p.Meta) {
-			// go-sdk's handler: at once, or -32021 for a required task.
-			return next(ctx, method, req)
-		}
-		var prepared any
-		if tt.prepare != nil {
-			var res mcp.Result
-			if res, prepared = tt.prepare(p); res != nil {
-				return res, nil
-			}
-		}
-		return ts.start(tt, p.Arguments, prepared)
-	}
-}
-
-// start creates a task and its work; the task is in the store (tasks/get
-// finds it) before CreateTaskResult is returned.
-func (ts *taskStore) start(tt *taskTool, args json.RawMessage, prepared any) (mcp.Result, error) {
-	now := time.Now()
-	ctx, cancel := context.WithCancel(context.Background())
-	t := &task{id: newTaskID(), created: now, updated: now, status: statusWorking, cancel: cancel, pending: map[string]*pendingInput{}}
-	ts.mu.Lock()
-	ts.expire(now)
-	if len(ts.tasks) >= maxTasks {
-		ts.mu.Unlock()
-		cancel()
-		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: fmt.Sprintf("too many tasks (%d)", maxTasks)}
-	}
-	ts.tasks[t.id] = t
-	created := t.view("task")
-	ts.mu.Unlock()
-
-	go func() {
-		res, err := tt.run(&taskCtx{ctx: ctx, ts: ts, t: t}, args, prepared)
-		ts.finish(t, res, err)
-	}()
-	return created, nil
-}
-
-// finish records the outcome of a task's work, unless the task was
-// cancelled first.
-func (ts *taskStore) finish(t *task, res *mcp.CallToolResult, err error) {
-	ts.mu.Lock()
-	if t.canceled || terminal(t.status) {
-		ts.mu.Unlock()
-		return
-	}
-	t.updated = time.Now()
-	t.pending = nil
-	var werr *jsonrpc.Error
-	switch {
-	case errors.As(err, &werr):
-		t.status, t.err, t.message = statusFailed, werr, "failed: "+werr.Message
-	case err != nil:
-		t.status, t.err, t.message = statusFailed, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}, "failed: "+err.Error()
-	default:
-		if res == nil {
-			res = &mcp.CallToolResult{}
-		}
-		if res.Content == nil {
-			res.Content = []mcp.Content{}
-		}
-		data, merr := json.Marshal(res)
-		if merr != nil {
-			t.status, t.err = statusFailed, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: merr.Error()}
-		} else {
-			t.status, t.result = statusCompleted, data
-		}
-	}
-	t.cancel()
-	note := ts.noteLocked(t, true)
-	ts.mu.Unlock()
-	ts.send(note)
-}
-
-// taskCtx is what a task's work sees. Outside a task (a client without the
-// extension) t is nil.
-type taskCtx struct {
-	ctx context.Context
-	ts  *taskStore
-	t   *task
-}
-
-func (tc *taskCtx) sleep(d time.Duration) error {
-	select {
-	case <-tc.ctx.Done():
-		return tc.ctx.Err()
-	case <-time.After(d):
-		return nil
-	}
-}
-
-type elicitAnswer struct {
-	Action  string         `json:"action"`
-	Content map[string]any `json:"content"`
-}
-
-// elicit asks the client for one field through the task's inputRequests
-// and waits for tasks/update to answer it.
-func (tc *taskCtx) elicit(key, message, field, typ string) (*elicitAnswer, error) {
-	raw, err := tc.ask(key, elicitRequest(message, field, typ))
-	if err != nil {
-		return nil, err
-	}
-	var ans elicitAnswer
-	if err := json.Unmarshal(raw, &ans); err != nil {
-		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("inputResponses[%q]: %v", key, err)}
-	}
-	return &ans, nil
-}
-
-func (tc *taskCtx) ask(key string, req inputRequest) (json.RawMessage, error) {
-	if tc.t == nil {
-		return nil, errors.New("input requests need a task")
-	}
-	ts, t := tc.ts, tc.t
-	pi := &pendingInput{req: req, answer: make(chan json.RawMessage, 1)}
-	ts.mu.Lock()
-	if terminal(t.status) {
-		ts.mu.Unlock()
-		return nil, context.Canceled
-	}
-	t.pending[key] = pi
-	t.status, t.message, t.updated = statusInputRequired, waitingFor(t), time.Now()
-	note := ts.noteLocked(t, true)
-	ts.mu.Unlock()
-	ts.send(note)
-	select {
-	case raw := <-pi.answer:
-		return raw, nil
-	case <-tc.ctx.Done():
-		return nil, tc.ctx.Err()
-	}
-}
-
-// waitingFor is t's status message while input requests are outstanding;
-// ts.mu is held.
-func waitingFor(t *task) string {
-	return "waiting for input: " + strings.Join(sortedKeys(t.pending), ", ")
-}
-
-// ---- notifications/tasks on subscriptions/listen ----
-
-// listen is a subscriptions/listen stream that asked for task ids.
-type listen struct {
-	id      jsonrpc.ID
-	taskIDs []string
-}
-
-type notification struct {
-	streams []jsonrpc.ID
-	task    *taskResult
-}
-
-// noteLocked prepares notifications/tasks for the listens that follow t
-// when changed; ts.mu is held.
-func (ts *taskStore) noteLocked(t *task, changed bool) *notification {
-	if !changed || len(ts.listens) == 0 {
-		return nil
-	}
-	n := &notification{task: t.view("")}
-	for _, l := range ts.listens {
-		if slices.Contains(l.taskIDs, t.id) {
-			n.streams = append(n.streams, l.id)
-		}
-	}
-	return n
-}
-
-func (ts *taskStore) send(n *notification) {
-	if n == nil {
-		return
-	}
-	ts.mu.Lock()
-	conn := ts.conn
-	ts.mu.Unlock()
-	if conn == nil {
-		return
-	}
-	for _, id := range n.streams {
-		params := *n.task
-		params.Meta = mcp.Meta{mcp.MetaKeySubscriptionID: id.Raw()}
-		data, err := json.Marshal(&params)
-		if err != nil {
-			continue
-		}
-		conn.Write(context.Background(), &jsonrpc.Request{Method: "notifications/tasks", Params: data})
-	}
-}
-
-// tasksTransport wraps the stdio transport so that the server can answer
-// subscriptions/listen requests that ask for task ids (go-sdk v1.8.0 knows
-// only list_changed and resource subscriptions) and send notifications/tasks
-// on them.
-type tasksTransport struct {
-	inner mcp.Transport
-	ts    *taskStore
-}
-
-func (t *tasksTransport) Connect(ctx context.Context) (mcp.Connection, error) {
-	c, err := t.inner.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	t.ts.mu.Lock()
-	t.ts.conn = c
-	t.ts.mu.Unlock()
-	return &tasksConn{Connection: c, ts: t.ts}, nil
-}
-
-type tasksConn struct {
-	mcp.Connection
-	ts *taskStore
-}
-
-type listenParams struct {
-	Meta          map[string]any             `json:"_meta"`
-	Notifications map[string]json.RawMessage `json:"notifications"`
-}
-
-// Read takes the subscriptions/listen requests that name task ids, and the
-// cancellations that end them, before go-sdk sees them.
-func (c *tasksConn) Read(ctx context.Context) (jsonrpc.Message, error) {
-	for {
-		msg, err := c.Connection.Read(ctx)
-		if err != nil {
-			return msg, err
-		}
-		req, ok := msg.(*jsonrpc.Request)
-		if !ok {
-			return msg, nil
-		}
-		switch {
-		case req.Method == "subscriptions/listen" && req.IsCall():
-			if c.listen(ctx, req) {
-				continue
-			}
-		case req.Method == "notifications/cancelled":
-			if c.endListen(ctx, req) {
-				continue
-			}
-		}
-		return msg, nil
-	}
-}
-
-// listen serves a subscriptions/listen that names task ids; other
-// notification kinds requested with them are not agreed to. It reports
-// whether it took the request.
-func (c *tasksConn) listen(ctx context.Context, req *jsonrpc.Request) bool {
-	var p listenParams
-	if json.Unmarshal(req.Params, &p) != nil || p.Notifications == nil {
-		return false
-	}
-	raw, ok := p.Notifications["taskIds"]
-	if !ok {
-		return false
-	}
-	if !declaresTasks(p.Meta) {
-		// SEP-2663: task notifications for a client that did not declare
-		// the extension are refused with -32021.
-		c.Connection.Write(ctx, &jsonrpc.Response{ID: req.ID, Error: missingTasksCapability("task status notifications")})
-		return true
-	}
-	var want []string
-	if err := json.Unmarshal(raw, &want); err != nil {
-		c.Connection.Write(ctx, &jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "notifications.taskIds: " + err.Error()}})
-		return true
-	}
-	ts := c.ts
-	ts.mu.Lock()
-	agreed := []string{}
-	for _, id := range want {
-		if _, ok := ts.tasks[id]; ok && !slices.Contains(agreed, id) {
-			agreed = append(agreed, id)
-		}
-	}
-	sort.Strings(agreed)
-	ts.listens[idKey(req.ID)] = &listen{id: req.ID, taskIDs: agreed}
-	ack, _ := json.Marshal(map[string]any{
-		"_meta":         map[string]any{mcp.MetaKeySubscriptionID: req.ID.Raw()},
-		"notifications": map[string]any{"taskIds": agreed},
-	})
-	// The acknowledgement comes first on the stream; then each task's
-	// present state, so that a listener misses no change.
-	c.Connection.Write(ctx, &jsonrpc.Request{Method: "notifications/subscriptions/acknowledged", Params: ack})
-	var notes []*notification
-	for _, id := range agreed {
-		notes = append(notes, &notification{streams: []jsonrpc.ID{req.ID}, task: ts.tasks[id].view("")})
-	}
-	ts.mu.Unlock()
-	for _, n := range notes {
-		ts.send(n)
-	}
-	return true
-}
-
-// endListen answers a listen of ours that the client cancelled.
-func (c *tasksConn) endListen(ctx context.Context, req *jsonrpc.Request) bool {
-	var p struct {
-		RequestID any `json:"requestId"`
-	}
-	if json.Unmarshal(req.Params, &p) != nil {
-		return false
-	}
-	id, err := jsonrpc.MakeID(p.RequestID)
-	if err != nil {
-		return false
-	}
-	ts := c.ts
-	ts.mu.Lock()
-	l, ok := ts.listens[idKey(id)]
-	delete(ts.listens, idKey(id))
-	ts.mu.Unlock()
-	if !ok {
-		return false
-	}
-	res, _ := json.Marshal(map[string]any{
-		"resultType": "complete",
-		"_meta":      map[string]any{mcp.MetaKeySubscriptionID: l.id.Raw()},
-	})
-	c.Connection.Write(ctx, &jsonrpc.Response{ID: l.id, Result: res})
-	return true
-}
-
-func idKey(id jsonrpc.ID) string {
-	b, _ := json.Marshal(id.Raw())
-	return string(b)
 }

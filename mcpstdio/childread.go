@@ -1,0 +1,249 @@
+package mcpstdio
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+)
+
+// Reading a child's output: each line it writes, charged to its link's
+// share of the gateway's buffers, parsed and handed to the request it
+// answers, the stream it belongs on, or the session (readLoop, readLine,
+// handle, response, deliver, finish, push).
+
+// readLoop reads the child's stdout until it closes, handing each message
+// on. Lines that are not JSON-RPC are logged and skipped.
+func (c *child) readLoop(stdout io.Reader, exited <-chan struct{}) {
+	br := bufio.NewReaderSize(stdout, 64<<10)
+	var err error
+	for {
+		var line []byte
+		held := charge{share: c.mem}
+		line, err = c.readLine(br, exited, &held)
+		if len(line) > 0 && (err == nil || errors.Is(err, io.EOF)) {
+			c.handle(bytes.TrimSpace(line), &held)
+		}
+		held.readerDone()
+		if err != nil {
+			break
+		}
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, os.ErrClosed) {
+		err = nil
+	}
+	c.closed(err)
+}
+
+// readLine reads one line of the child's, charging its bytes to the
+// link's share of the gateway's buffers as it grows (takeWaiting). While
+// there is no room (the clients have not taken what the child said
+// before), the line is not read on: the child waits on its own output,
+// for no longer than the link's patience. A line longer than the read
+// buffer is read into a buffer of its own, which the answer made of it
+// keeps.
+func (c *child) readLine(br *bufio.Reader, exited <-chan struct{}, held *charge) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	var lr lineRead
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		if werr := c.mem.takeWaiting(int64(len(line)), &lr, c.patience, exited); werr != nil {
+			return nil, werr
+		}
+		held.n = int64(len(line))
+		return line, err
+	}
+	lr.seq = c.mem.all.startLine()
+	defer c.mem.all.endLine(lr.seq)
+	var long []byte
+	for {
+		if len(long)+len(line) > cap(long) {
+			grow := max(len(long)+len(line), 2*cap(long)) - cap(long)
+			grow = min(grow, c.maxMsg+1-cap(long))
+			if len(long)+len(line) > c.maxMsg || grow <= 0 {
+				return nil, &tooLargeError{c.maxMsg}
+			}
+			if werr := c.mem.takeWaiting(int64(grow), &lr, c.patience, exited); werr != nil {
+				return nil, werr
+			}
+			held.n += int64(grow)
+			nb := make([]byte, len(long), cap(long)+grow)
+			copy(nb, long)
+			long = nb
+		}
+		long = append(long, line...)
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			held.owns = true
+			return long, err
+		}
+		line, err = br.ReadSlice('\n')
+	}
+}
+
+// closed fails every pending request: stdout is gone.
+func (c *child) closed(readErr error) {
+	err := c.failure(context.Background(), "", errors.Join(errors.New("stdout closed"), readErr))
+	if readErr != nil {
+		c.log.Warn("reading the child's output failed; stopping it", "err", readErr)
+		go c.link.kill()
+	}
+	c.mu.Lock()
+	c.dead = err
+	pending := c.pending
+	c.pending = make(map[int64]*Reply)
+	c.mu.Unlock()
+	for _, r := range pending {
+		r.fail(err)
+	}
+}
+
+// handle routes one message from the child; held is what it holds of the
+// link's buffers (nil: nothing yet), for an answer made of it to take over.
+func (c *child) handle(line []byte, held *charge) {
+	if len(line) == 0 {
+		return
+	}
+	m, err := ParseMessage(line)
+	if err != nil {
+		c.log.Warn("child wrote a line that is not a JSON-RPC message; skipped", "err", err, "line", truncate(line, 200))
+		return
+	}
+	if m.IsResponse() {
+		c.response(m, held)
+		return
+	}
+	s := c.owner.Load()
+	// The reader never writes to the child itself: a child blocked on a
+	// full stdout would never drain a full stdin. Answers it gives here
+	// go from goroutines of their own.
+	if s == nil {
+		// A pooled child talking before anyone listens.
+		if m.IsRequest() {
+			go c.write(ErrorMessage(m.Bytes(m.ID), CodeInternalError, "no client attached to this server yet"))
+		}
+		return
+	}
+	if held == nil || !held.owns {
+		m.Raw = bytes.Clone(m.Raw) // it outlives the read buffer
+	}
+	if m.IsRequest() {
+		s.serverRequest(c, m, held)
+		return
+	}
+	s.childNotification(c, m, held)
+}
+
+// response hands the child's answer to the request it answers, with the
+// request's own id.
+func (c *child) response(m *Message, held *charge) {
+	id, err := strconv.ParseInt(string(m.Bytes(m.ID)), 10, 64)
+	if err != nil {
+		c.log.Debug("response to an id tailgate never sent", "id", string(m.Bytes(m.ID)))
+		return
+	}
+	c.mu.Lock()
+	r := c.pending[id]
+	delete(c.pending, id)
+	if r != nil && r.parked != nil {
+		// The call answered while its client was away for input: the
+		// retry gets this.
+		r.parked.answer = bytes.Clone(m.Raw)
+	}
+	c.mu.Unlock()
+	if r == nil || r.parked != nil {
+		return // cancelled, timed out, or parked
+	}
+	if r.internal {
+		r.finish(bytes.Clone(m.Raw))
+		return
+	}
+	c.deliver(r, m, held)
+}
+
+// deliver finishes client call r with the child's response m.
+func (c *child) deliver(r *Reply, m *Message, held *charge) {
+	if r.retry != nil && m.Result.Has() && m.String(m.Path("result", "resultType")) == "input_required" {
+		// Input the session client is asked for (bridge.go).
+		if rm, err := ParseMessage(bytes.Clone(m.Raw)); err == nil {
+			go r.s.fulfill(c, r, rm)
+			return
+		}
+	}
+	if r.s != nil && r.s.shared && !c.init.modern && m.Result.Has() && m.Raw[m.Result.Start] == '{' && !m.Field(m.Result, "resultType").Has() && !m.Field(m.Result, "task").Has() {
+		// An older child answers a sessionless client: every result of
+		// 2026-07-28 says its type (a session-era task is left as it is:
+		// it is no complete result).
+		if rm, err := ParseMessage(m.Replace(Span{m.Result.Start + 1, m.Result.Start + 1}, resultTypeComplete(m.Bytes(m.Result)))); err == nil {
+			m = rm
+		}
+	}
+	o := OutcomeOK
+	switch {
+	case m.Error.Has():
+		o = OutcomeError
+	case r.toolCall && string(m.Bytes(m.Field(m.Result, "isError"))) == "true":
+		o = OutcomeToolError
+	}
+	if r.mayCreateTask && o == OutcomeOK {
+		r.s.noteTask(c, m)
+	}
+	if r.transform != nil {
+		c.finish(r, r.transform(m), o, held)
+		return
+	}
+	var out []byte
+	if held != nil && held.owns {
+		out = m.rewrite(m.ID, r.frontID) // a large answer is not copied
+	} else {
+		out = m.Replace(m.ID, r.frontID)
+	}
+	if r.listen {
+		// A listen's result names the subscription by the request's id.
+		if om, err := ParseMessage(out); err == nil {
+			if sid := om.Path("result", "_meta", metaSubscriptionID); sid.Has() {
+				out = om.Replace(sid, r.frontID)
+			}
+		}
+	}
+	c.finish(r, out, o, held)
+}
+
+// finish ends r with the target's answer out, charged to the link's share
+// of the gateway's buffers until the client has taken it. An answer the
+// buffers have no room for (the caller has not taken enough of the
+// answers before it) is replaced by an error that says so: the target's
+// work is lost to this caller, the gateway's memory to nobody.
+func (c *child) finish(r *Reply, out []byte, o Outcome, from *charge) {
+	held, err := c.mem.answer(from, len(out))
+	if err != nil {
+		c.log.Warn("answer dropped: the gateway's buffers are full", "size", len(out), "err", err)
+		r.fail(&CodeError{Code: CodeInternalError, Err: fmt.Errorf("target %q: an answer of %d bytes dropped: %w", c.target.Name, len(out), err)})
+		return
+	}
+	r.end(Frame{Data: out, Final: true, Outcome: o, held: held})
+}
+
+// push delivers a message of the target's on r's stream, charged as
+// finish's answers (from, as there, is what the message read holds); one
+// the buffers have no room for is dropped, and counts as delivered. It
+// reports false if r has ended.
+func (c *child) push(r *Reply, msg []byte, from *charge) bool {
+	held, err := c.mem.answer(from, len(msg))
+	if err != nil {
+		c.log.Warn("message dropped: the gateway's buffers are full", "size", len(msg), "err", err)
+		return true
+	}
+	return r.pushFrame(Frame{Data: msg, held: held})
+}
+
+// resultTypeComplete is what goes first in an object result to say it is
+// complete: the member, and a comma unless the object is empty.
+func resultTypeComplete(result []byte) []byte {
+	if len(bytes.TrimSpace(result[1:len(result)-1])) == 0 {
+		return []byte(`"resultType":"complete"`)
+	}
+	return []byte(`"resultType":"complete",`)
+}
