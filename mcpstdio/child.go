@@ -79,10 +79,10 @@ type childInit struct {
 	instructions string
 	capabilities map[string]json.RawMessage
 	serverInfo   json.RawMessage
-	// modern is set for a child that answered server/discover: it speaks
+	// speaks2026 is set for a child that answered server/discover: it speaks
 	// MCP 2026-07-28 or later, sessionless; versions are those it named.
-	modern   bool
-	versions []string
+	speaks2026 bool
+	versions   []string
 }
 
 // ModernVersion is the first MCP protocol version without sessions.
@@ -109,7 +109,7 @@ func (ci *childInit) parseDiscover(result []byte) error {
 		return fmt.Errorf("server/discover result: %w", err)
 	}
 	ci.raw = bytes.Clone(result)
-	ci.modern, ci.versions = true, r.SupportedVersions
+	ci.speaks2026, ci.versions = true, r.SupportedVersions
 	ci.instructions, ci.capabilities = r.Instructions, r.Capabilities
 	ci.serverInfo = r.Meta["io.modelcontextprotocol/serverInfo"]
 	ci.version = ModernVersion
@@ -144,7 +144,7 @@ func (ci *childInit) listChanged(capability string) bool {
 // startChild starts t's process and initializes it with params, the raw
 // initialize params of the front client (or tailgate's own, for a pooled
 // child); identity is added to the child's environment.
-func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string]string, params []byte, logID string, shared bool) (*child, error) {
+func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string]string, params []byte, logID string, sessionless bool) (*child, error) {
 	log := b.log.With("session", logID, "target", t.Name)
 	c := &child{target: t, log: log, pending: make(map[int64]*Reply), maxMsg: b.opts.MaxMessageBytes, ownTimeout: b.ownTimeout(t),
 		mem: b.buffers.share(b.opts.MaxMessageBytes), patience: b.opts.HeldPatience}
@@ -173,7 +173,7 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 	go c.link.read(c)
 	initCtx, cancel := context.WithTimeout(ctx, b.initializeTimeout(t))
 	defer cancel()
-	if shared {
+	if sessionless {
 		// A child for sessionless (2026-07-28) clients: one that answers
 		// server/discover is spoken to in that protocol, every request
 		// self-describing; an older one is initialized once, by tailgate.
@@ -199,7 +199,7 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 		params = defaultInitializeParams
 	}
 	res, err := c.request(initCtx, "initialize", params)
-	if err == nil && res.Error.Has() && !shared && string(res.Bytes(res.Path("error", "code"))) == strconv.Itoa(CodeMethodNotFound) && c.discoverForSessionClient(initCtx, params) {
+	if err == nil && res.Error.Has() && !sessionless && string(res.Bytes(res.Path("error", "code"))) == strconv.Itoa(CodeMethodNotFound) && c.discoverForSessionClient(initCtx, params) {
 		// A server of 2026-07-28 only: tailgate bridges (bridge.go).
 		return c, nil
 	}

@@ -252,7 +252,7 @@ func (c *child) listAll(ctx context.Context, lk listKind, hints *cacheHints) ([]
 		if cursor != "" {
 			params = fmt.Appendf(params, `"cursor":%s`, quote(cursor))
 		}
-		if c.init.modern {
+		if c.init.speaks2026 {
 			// A sessionless child needs every request to say who asks.
 			if cursor != "" {
 				params = append(params, ',')

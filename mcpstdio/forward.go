@@ -74,7 +74,7 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 		return r
 	}
 	c := rt.c
-	if state, ok := isRetry(m); ok && s.shared {
+	if state, ok := isRetry(m); ok && s.sessionless {
 		r.s, r.key = s, key
 		s.resume(m, r, state)
 		return r
@@ -84,11 +84,11 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 	if rt.nameSpan.Has() && rt.TargetName != rt.Name {
 		extra = quote(rt.TargetName)
 	}
-	if c.clientMeta != nil && !s.shared {
+	if c.clientMeta != nil && !s.sessionless {
 		c.armInputRetry(r, m, rt.namePath, extra)
 	}
 	r.toolCall = rt.Kind == "tool" && m.MethodName() == "tools/call"
-	if s.shared && !c.init.modern {
+	if s.sessionless && !c.init.speaks2026 {
 		// An older child may ask in the middle of it: the call is parked,
 		// and its retry must name it again.
 		r.what = callWhat(m)
@@ -130,7 +130,7 @@ func (s *Session) passIdentity(c *child, r *Reply, opts ForwardOptions) {
 func (s *Session) forTarget(m *Message, c *child, r *Reply) *Message {
 	if tok := m.Path(pathProgress...); tok.Has() {
 		r.progress = m.Bytes(tok)
-		if s.shared && c != nil {
+		if s.sessionless && c != nil {
 			// Two clients may use the same token at once: the child sees
 			// one of tailgate's.
 			r.frontToken = r.progress
@@ -140,7 +140,7 @@ func (s *Session) forTarget(m *Message, c *child, r *Reply) *Message {
 			}
 		}
 	}
-	if s.shared && c != nil && !c.init.modern {
+	if s.sessionless && c != nil && !c.init.speaks2026 {
 		// An older child was initialized once, by tailgate: the request
 		// speaks its version, whichever the client speaks (tailgate
 		// bridges the difference).
@@ -150,7 +150,7 @@ func (s *Session) forTarget(m *Message, c *child, r *Reply) *Message {
 			}
 		}
 	}
-	if !s.shared && c != nil && c.clientMeta != nil {
+	if !s.sessionless && c != nil && c.clientMeta != nil {
 		// A child of 2026-07-28 only: each request says who asks.
 		if rm, err := c.withClientMeta(m); err == nil {
 			m = rm

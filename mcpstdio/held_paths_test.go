@@ -18,7 +18,7 @@ func TestNothingHeldByAParkedCall(t *testing.T) {
 	buffers := mcpstdio.NewBuffers(0)
 	b := newBackendTargets(t, []mcpstdio.Target{echoTarget(t, "echo")}, mcpstdio.Options{Buffers: buffers})
 	notified := make(chan []byte, 4)
-	s := openWith(t, b, mcpstdio.OpenParams{ID: t.Name(), Shared: true, Notify: func(msg []byte) { notified <- msg }})
+	s := openWith(t, b, mcpstdio.OpenParams{ID: t.Name(), Sessionless: true, Notify: func(msg []byte) { notified <- msg }})
 	note := `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"while parked"}}`
 	// The child writes the notification 300 ms from now, twice.
 	for i := range 2 {

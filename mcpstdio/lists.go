@@ -55,7 +55,7 @@ func (s *Session) joinLists(ctx context.Context, lk listKind, keep func(Item) bo
 		all = append(all, items...)
 	}
 	res := map[string]any{lk.field: all}
-	if s.shared {
+	if s.sessionless {
 		// The joined list may be cached as long as every part may
 		// (SEP-2549): the least ttlMs, 0 if a target gave none; shared
 		// between callers only if every target said public and policy
@@ -127,7 +127,7 @@ func (s *Session) rewriteList(c *child, lk listKind, res *Message, frontID []byt
 		items = []json.RawMessage{}
 	}
 	result[lk.field], _ = json.Marshal(items)
-	if _, ok := result["cacheScope"]; (ok || s.shared) && keep != nil {
+	if _, ok := result["cacheScope"]; (ok || s.sessionless) && keep != nil {
 		// Filtered by the caller's identity: another caller's cache must
 		// not serve it (SEP-2549), whatever the target said.
 		result["cacheScope"] = json.RawMessage(`"private"`)

@@ -78,7 +78,7 @@ type Route struct {
 func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
 	method := m.MethodName()
 	var rt Route
-	if state, ok := isRetry(m); ok && s.shared {
+	if state, ok := isRetry(m); ok && s.sessionless {
 		// A retry is judged as what it resumes.
 		if err := s.checkRetry(m, state); err != nil {
 			return rt, err
@@ -132,11 +132,11 @@ func (s *Session) routeMethod(m *Message, method string, rt *Route) (routed bool
 	case "tasks/result":
 		// Of the session era's tasks (2025-11-25), removed by SEP-2663:
 		// a sessionless client's goes to the target, which refuses it.
-		if !s.shared {
+		if !s.sessionless {
 			rt.Kind, rt.namePath = "task", pathTaskID
 		}
 	case "tasks/list":
-		if s.shared {
+		if s.sessionless {
 			// A target's list would name other callers' tasks.
 			return true, &CodeError{Code: CodeMethodNotFound, Err: errors.New("tasks/list is not served to sessionless callers: a target's list names every caller's tasks")}
 		}
@@ -168,7 +168,7 @@ func (s *Session) routeMethod(m *Message, method string, rt *Route) (routed bool
 	case "subscriptions/listen":
 		// Several targets' listens are joined; an older child's is
 		// tailgate's own (listenForLegacy).
-		if len(s.children) > 1 || s.shared && !s.children[0].init.modern {
+		if len(s.children) > 1 || s.sessionless && !s.children[0].init.speaks2026 {
 			rt.fanOut, rt.listen = true, true
 			return true, nil
 		}

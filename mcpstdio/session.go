@@ -37,12 +37,12 @@ type OpenParams struct {
 	// across sessions: the tasks its calls create. Empty: the session
 	// alone.
 	Caller string
-	// Shared opens a session for sessionless (MCP 2026-07-28) requests of
+	// Sessionless opens a session for the sessionless (MCP 2026-07-28) requests of
 	// one caller: children are not initialized with a client's params
 	// (each request describes its client), a child that answers
 	// server/discover is spoken to in 2026-07-28, an older one is
 	// initialized by tailgate; the session outlives any one request.
-	Shared bool
+	Sessionless bool
 }
 
 // Session is one front session's children, one per target, started and
@@ -51,12 +51,12 @@ type OpenParams struct {
 // It ends when Close is called or a child exits; Done is closed then and
 // Err says why.
 type Session struct {
-	b        *Backend
-	id       string
-	log      *slog.Logger
-	prefixed bool
-	notify   func([]byte)
-	shared   bool
+	b           *Backend
+	id          string
+	log         *slog.Logger
+	prefixed    bool
+	notify      func([]byte)
+	sessionless bool
 	// caller owns the tasks created through the session (owners.go).
 	caller string
 
@@ -64,7 +64,7 @@ type Session struct {
 	// missing are the targets that failed to start under failOpen.
 	missing map[string]error
 	init    []byte // the initialize result the client gets
-	// discover is the server/discover result of a shared session whose
+	// discover is the server/discover result of a sessionless session whose
 	// targets cannot answer it as one (several, or an older one).
 	discover []byte
 
@@ -92,18 +92,18 @@ type Session struct {
 // fails only if none starts.
 func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 	s := &Session{
-		b:          b,
-		id:         p.ID,
-		log:        b.log.With("session", p.ID),
-		prefixed:   b.prefixed(),
-		notify:     p.Notify,
-		shared:     p.Shared,
-		caller:     p.Caller,
-		missing:    make(map[string]error),
-		calls:      make(map[string]*Reply),
-		serverReqs: make(map[int64]*serverRequest),
-		stopping:   make(chan struct{}),
-		done:       make(chan struct{}),
+		b:           b,
+		id:          p.ID,
+		log:         b.log.With("session", p.ID),
+		prefixed:    b.prefixed(),
+		notify:      p.Notify,
+		sessionless: p.Sessionless,
+		caller:      p.Caller,
+		missing:     make(map[string]error),
+		calls:       make(map[string]*Reply),
+		serverReqs:  make(map[int64]*serverRequest),
+		stopping:    make(chan struct{}),
+		done:        make(chan struct{}),
 	}
 	if s.notify == nil {
 		s.notify = func([]byte) {}
@@ -122,7 +122,7 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 	for i := range b.targets {
 		t := &b.targets[i]
 		wg.Go(func() {
-			if pl := b.pools[t.Name]; pl != nil && !p.Shared {
+			if pl := b.pools[t.Name]; pl != nil && !p.Sessionless {
 				if c := pl.take(); c != nil {
 					if c.clientMeta != nil {
 						// Started before its client was known.
@@ -136,7 +136,7 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 			if t.IdentityEnv || t.Remote != nil && t.Remote.IdentityHeaders {
 				identity = p.Identity
 			}
-			children[i], errs[i] = b.startChild(ctx, t, identity, p.Initialize, p.ID, p.Shared)
+			children[i], errs[i] = b.startChild(ctx, t, identity, p.Initialize, p.ID, p.Sessionless)
 		})
 	}
 	wg.Wait()
@@ -162,7 +162,7 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 		}
 	}
 	s.init = s.initializeResult()
-	if s.shared {
+	if s.sessionless {
 		s.discover = s.discoverResult()
 	}
 	s.log.Info("session started", "children", len(s.children), "pids", s.PIDs(), "duration", time.Since(start).Round(time.Millisecond))
@@ -255,7 +255,7 @@ func (s *Session) Alive() bool {
 // exits: under failOpen, for a client's session. A sessionless caller's
 // session ends instead, so that its next request starts the target again.
 func (s *Session) degrades() bool {
-	return s.b.opts.FailureMode == FailOpen && !s.shared
+	return s.b.opts.FailureMode == FailOpen && !s.sessionless
 }
 
 // Done is closed when the session has ended and its children are reaped.

@@ -114,7 +114,7 @@ func (s *Session) discoverResult() []byte {
 // needsOwnDiscover reports whether tailgate answers server/discover for the
 // session's targets rather than passing it to the one target.
 func (s *Session) needsOwnDiscover() bool {
-	return len(s.children) > 1 || len(s.children) == 1 && !s.children[0].init.modern
+	return len(s.children) > 1 || len(s.children) == 1 && !s.children[0].init.speaks2026
 }
 
 // mergeJSON joins two capability values: objects key by key, booleans by

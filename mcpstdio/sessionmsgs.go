@@ -29,11 +29,11 @@ type serverRequest struct {
 // not answer in time or the session ends first.
 func (s *Session) serverRequest(c *child, m *Message, held *charge) {
 	sr := &serverRequest{c: c, childID: m.Bytes(m.ID), method: m.MethodName()}
-	if s.shared {
+	if s.sessionless {
 		// A sessionless client has no channel back: an older child's
 		// request becomes its call's input_required result (MCP
 		// 2026-07-28 servers answer that way themselves).
-		if !c.init.modern && s.park(c, m) {
+		if !c.init.speaks2026 && s.park(c, m) {
 			return
 		}
 		go c.write(ErrorMessage(sr.childID, CodeMethodNotFound, fmt.Sprintf("tailgate: %s cannot reach a sessionless (2026-07-28) client", sr.method)))
@@ -87,7 +87,7 @@ func (s *Session) takeServerRequest(id int64) *serverRequest {
 // at that child, else on the client's standalone stream; held is what the
 // message read holds of the link's buffers.
 func (s *Session) toClient(c *child, msg []byte, held *charge) {
-	if r := c.related(s.shared); r != nil && c.push(r, msg, held) {
+	if r := c.related(s.sessionless); r != nil && c.push(r, msg, held) {
 		return
 	}
 	s.notify(msg)
@@ -210,7 +210,7 @@ func (s *Session) childNotification(c *child, m *Message, held *charge) {
 		}
 	case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
 		c.listChanged()
-		if s.shared {
+		if s.sessionless {
 			c.legacyListChanged(m.MethodName())
 			return
 		}
