@@ -1125,19 +1125,28 @@ func TestRemoteTargetMetricsAndAccessLog(t *testing.T) {
 	}
 
 	// A call is recorded once its answer is written: the client may have
-	// read it first.
-	var body string
-	waitFor(t, "the calls recorded", func() bool {
-		_, body = get(t, s.AdminHandler(), "/metrics")
-		return strings.Contains(body, `outcome="error",route="mcp",target="tickets"`)
-	})
-	for _, want := range []string{
+	// read it, and made the next call, first.
+	wants := []string{
 		`tailgate_mcp_calls_total{method="tools/call",outcome="ok",route="mcp",target="tickets",tool="tickets_echo"} 1`,
 		`tailgate_mcp_calls_total{method="tools/call",outcome="error",route="mcp",target="tickets",tool="tickets_add"} 1`,
 		`tailgate_mcp_calls_total{method="tools/call",outcome="ok",route="mcp",target="demo",tool="demo_echo"} 1`,
 		`tailgate_mcp_call_duration_seconds_count{method="tools/call",route="mcp",target="tickets"} 2`,
 		`tailgate_mcp_call_duration_seconds_count{method="tools/call",route="mcp",target="demo"} 1`,
-	} {
+	}
+	var body string
+	recorded := func() bool {
+		_, body = get(t, s.AdminHandler(), "/metrics")
+		for _, want := range wants {
+			if !strings.Contains(body, want) {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(5 * time.Second); !recorded() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, want := range wants {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s; have:\n%s", want, grepLines(body, "tailgate_mcp_call"))
 		}

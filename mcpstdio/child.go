@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -27,9 +28,12 @@ import (
 // fan-out) never collide; the reply maps them back.
 type child struct {
 	target *Target
-	// link is how the target is reached: a child process's stdio, or a
+	// conn is how the target is reached: a child process's stdio, or a
 	// remote MCP server over HTTP.
-	link   link
+	conn conn
+	// proc is the child process below a stdio conn; nil for a remote
+	// target.
+	proc   *process
 	log    *slog.Logger
 	owner  atomic.Pointer[Session]
 	maxMsg int
@@ -150,9 +154,9 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 		mem: b.buffers.share(b.opts.MaxMessageBytes), patience: b.opts.HeldPatience}
 	switch {
 	case t.Remote != nil && t.Remote.SSE:
-		c.link = b.dialSSE(t, identity, c.handle, c.mem, log)
+		c.conn = b.dialSSE(t, identity, c.handle, c.mem, log)
 	case t.Remote != nil:
-		c.link = b.dialRemote(t, identity, c.handle, c.mem, log)
+		c.conn = b.dialRemote(t, identity, c.handle, c.mem, log)
 	default:
 		proc, err := startProcess(t, b.childEnv(t, identity), log, stderrLimits{maxLine: b.opts.StderrMaxLine, perSecond: b.opts.StderrLinesPerSecond})
 		if err != nil {
@@ -165,12 +169,13 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 			b.running.Add(-1)
 			b.exited(t.Name, proc)
 		}()
-		c.link = stdioLink{proc}
+		c.proc = proc
+		c.conn = stdioConn{process: proc, lines: lineReader{mem: c.mem, patience: c.patience, maxMsg: c.maxMsg}, handle: c.handle}
 		if r := newRedactor(b.opts.Secrets); r != nil {
-			c.link = redactLink{c.link, r}
+			c.conn = redactConn{c.conn, r}
 		}
 	}
-	go c.link.read(c)
+	go func() { c.closed(c.conn.read()) }()
 	initCtx, cancel := context.WithTimeout(ctx, b.initializeTimeout(t))
 	defer cancel()
 	if sessionless {
@@ -190,7 +195,7 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 		}
 		if err != nil {
 			err = c.failure(initCtx, "server/discover", err)
-			c.link.stop(b.opts.StopGrace)
+			c.conn.close(b.opts.StopGrace)
 			return nil, err
 		}
 		params = nil
@@ -220,7 +225,7 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 	}
 	if err != nil {
 		err = c.failure(initCtx, "initialize", err)
-		c.link.stop(b.opts.StopGrace)
+		c.conn.close(b.opts.StopGrace)
 		return nil, err
 	}
 	return c, nil
@@ -255,12 +260,30 @@ func (ci *childInit) parse(result []byte) error {
 }
 
 // stop ends the child and waits until it is reaped.
-func (c *child) stop(grace time.Duration) { c.link.stop(grace) }
+// kill ends a target that broke the protocol, at once: a process is
+// killed (and counted as signaled, not stopped).
+func (c *child) kill() {
+	if c.proc != nil {
+		c.proc.signalGroup(syscall.SIGKILL)
+		return
+	}
+	c.conn.close(0)
+}
+
+// pid is the child process's id; 0 for a remote target.
+func (c *child) pid() int {
+	if c.proc == nil {
+		return 0
+	}
+	return c.proc.Pid()
+}
+
+func (c *child) stop(grace time.Duration) { c.conn.close(grace) }
 
 // alive reports whether the child's process is running.
 func (c *child) alive() bool {
 	select {
-	case <-c.link.exited():
+	case <-c.conn.done():
 		return false
 	default:
 		return true
@@ -270,7 +293,7 @@ func (c *child) alive() bool {
 // write sends one message. A message must be one line on stdio: JSON
 // whitespace that is a line break is removed (inside strings line breaks
 // are always escaped).
-func (c *child) write(msg []byte) error { return c.link.write(msg, nil) }
+func (c *child) write(msg []byte) error { return c.conn.write(msg, nil) }
 
 // send registers r and writes msg to the child with msg's id replaced by
 // a child id. It returns the child id. r knows where it went before the
@@ -286,7 +309,7 @@ func (c *child) send(m *Message, r *Reply) (int64, error) {
 		// Exited, its output not closed yet (a grandchild may hold it):
 		// the exit is the answer.
 		c.mu.Unlock()
-		return 0, c.link.exitError()
+		return 0, c.conn.exitError()
 	}
 	c.nextID++
 	id := c.nextID
@@ -295,7 +318,7 @@ func (c *child) send(m *Message, r *Reply) (int64, error) {
 	r.sentAs(c, id)
 	var idBuf [20]byte
 	msg := m.Replace(m.ID, strconv.AppendInt(idBuf[:0], id, 10))
-	if err := c.link.write(msg, r.headers); err != nil {
+	if err := c.conn.write(msg, r.headers); err != nil {
 		c.forget(id)
 		return 0, fmt.Errorf("target %q: write: %w", c.target.Name, err)
 	}
@@ -416,8 +439,8 @@ func (c *child) byProgressToken(token []byte) *Reply {
 func (c *child) failure(ctx context.Context, op string, err error) error {
 	// A closed stdout usually means the child is exiting: give it a moment
 	// so the error can say how it ended.
-	if c.link.waitExited(200 * time.Millisecond) {
-		msg := c.link.exitError().Error()
+	if goneWithin(c.conn, 200*time.Millisecond) {
+		msg := c.conn.exitError().Error()
 		if op != "" {
 			msg += " (during " + op + ")"
 		}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"time"
 )
 
 // Reading a child's output: each line it writes, charged to its link's
@@ -16,9 +17,19 @@ import (
 // answers, the stream it belongs on, or the session (readLoop, readLine,
 // handle, response, deliver, finish, push).
 
-// readLoop reads the child's stdout until it closes, handing each message
-// on. Lines that are not JSON-RPC are logged and skipped.
-func (c *child) readLoop(stdout io.Reader, exited <-chan struct{}) {
+// lineReader reads a stdio child's output a line at a time, charging
+// each line to the link's share of the gateway's buffers (readLine); a
+// line is at most maxMsg bytes.
+type lineReader struct {
+	mem      *bufferShare
+	patience time.Duration
+	maxMsg   int
+}
+
+// readLines reads stdout until it closes, handing each line to handle.
+// It returns why it stopped: nil at the end of the output, else a line
+// too long or held back past patience.
+func (c lineReader) readLines(stdout io.Reader, exited <-chan struct{}, handle func([]byte, *charge)) error {
 	br := bufio.NewReaderSize(stdout, 64<<10)
 	var err error
 	for {
@@ -26,7 +37,7 @@ func (c *child) readLoop(stdout io.Reader, exited <-chan struct{}) {
 		held := charge{share: c.mem}
 		line, err = c.readLine(br, exited, &held)
 		if len(line) > 0 && (err == nil || errors.Is(err, io.EOF)) {
-			c.handle(bytes.TrimSpace(line), &held)
+			handle(bytes.TrimSpace(line), &held)
 		}
 		held.readerDone()
 		if err != nil {
@@ -34,9 +45,9 @@ func (c *child) readLoop(stdout io.Reader, exited <-chan struct{}) {
 		}
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, os.ErrClosed) {
-		err = nil
+		return nil
 	}
-	c.closed(err)
+	return err
 }
 
 // readLine reads one line of the child's, charging its bytes to the
@@ -46,7 +57,7 @@ func (c *child) readLoop(stdout io.Reader, exited <-chan struct{}) {
 // for no longer than the link's patience. A line longer than the read
 // buffer is read into a buffer of its own, which the answer made of it
 // keeps.
-func (c *child) readLine(br *bufio.Reader, exited <-chan struct{}, held *charge) ([]byte, error) {
+func (c lineReader) readLine(br *bufio.Reader, exited <-chan struct{}, held *charge) ([]byte, error) {
 	line, err := br.ReadSlice('\n')
 	var lr lineRead
 	if !errors.Is(err, bufio.ErrBufferFull) {
@@ -83,12 +94,16 @@ func (c *child) readLine(br *bufio.Reader, exited <-chan struct{}, held *charge)
 	}
 }
 
-// closed fails every pending request: stdout is gone.
+// closed fails every pending request: the target's output is gone
+// (readErr: why, if it was given up).
 func (c *child) closed(readErr error) {
 	err := c.failure(context.Background(), "", errors.Join(errors.New("stdout closed"), readErr))
 	if readErr != nil {
+		// Its output cannot be read on (a line too long, its clients'
+		// answers held past the link's patience): it is ended at once,
+		// once its calls know why.
 		c.log.Warn("reading the child's output failed; stopping it", "err", readErr)
-		go c.link.kill()
+		go c.kill()
 	}
 	c.mu.Lock()
 	c.dead = err

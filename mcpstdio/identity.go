@@ -102,7 +102,7 @@ func (l *httpLink) setIdentity(identity map[string]string) {
 // setIdentity tells c's target, if it is told identities, that its
 // requests from now on are identity's.
 func (c *child) setIdentity(identity map[string]string) {
-	if l, ok := c.link.(interface{ setIdentity(map[string]string) }); ok {
+	if l, ok := c.conn.(interface{ setIdentity(map[string]string) }); ok {
 		l.setIdentity(identity)
 	}
 }

@@ -2,7 +2,6 @@ package mcpstdio
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -285,19 +284,4 @@ func (t *stderrTail) lines() []string {
 		return append([]string(nil), t.buf[:t.next]...)
 	}
 	return append(append([]string(nil), t.buf[t.next:]...), t.buf[:t.next]...)
-}
-
-// waitExited waits up to d for the child to be reaped, for callers that
-// saw its stdout close and want its exit status.
-func (p *process) waitExited(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-p.exited:
-		return true
-	case <-t.C:
-		return false
-	case <-ctx.Done():
-		return false
-	}
 }

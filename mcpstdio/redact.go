@@ -105,15 +105,15 @@ func (h *redactHandler) attr(a slog.Attr) slog.Attr {
 	return slog.Attr{Key: a.Key, Value: v}
 }
 
-// redactLink is a link whose exit error, quoting the child's last stderr
+// redactConn is a conn whose exit error, quoting the child's last stderr
 // lines, is redacted.
-type redactLink struct {
-	link
+type redactConn struct {
+	conn
 	r *redactor
 }
 
-func (l redactLink) exitError() error {
-	err := l.link.exitError()
+func (l redactConn) exitError() error {
+	err := l.conn.exitError()
 	if err == nil || l.r == nil {
 		return err
 	}

@@ -51,7 +51,7 @@ type httpLink struct {
 	session   string                        // Mcp-Session-Id, for a server of the session era
 	version   string                        // the protocol version agreed at initialize
 	listening bool
-	done      chan struct{}
+	ended     chan struct{}
 	err       error
 }
 
@@ -123,8 +123,8 @@ func (b *Backend) remoteClient(t *Target) (*http.Client, error) {
 
 // dialRemote makes the link to remote target t for one session (or one
 // caller's sessionless requests). Nothing is sent until the first message.
-func (b *Backend) dialRemote(t *Target, identity map[string]string, handle func([]byte, *charge), mem *bufferShare, log *slog.Logger) link {
-	l := &httpLink{t: t, url: t.Remote.URL, handle: handle, log: log, headers: make(http.Header), done: make(chan struct{}),
+func (b *Backend) dialRemote(t *Target, identity map[string]string, handle func([]byte, *charge), mem *bufferShare, log *slog.Logger) conn {
+	l := &httpLink{t: t, url: t.Remote.URL, handle: handle, log: log, headers: make(http.Header), ended: make(chan struct{}),
 		inflight: make(map[string]context.CancelFunc), maxMsg: b.opts.MaxMessageBytes, mem: mem}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	b.remoteMu.Lock()
@@ -154,12 +154,12 @@ func (l *httpLink) fail(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	select {
-	case <-l.done:
+	case <-l.ended:
 		return
 	default:
 	}
 	l.err = err
-	close(l.done)
+	close(l.ended)
 	l.cancel()
 }
 
@@ -169,7 +169,7 @@ func (l *httpLink) fail(err error) {
 // the notification.
 func (l *httpLink) write(msg []byte, headers map[string]string) error {
 	select {
-	case <-l.done:
+	case <-l.ended:
 		return l.err
 	default:
 	}
@@ -493,16 +493,16 @@ func (l *httpLink) answerError(ctx context.Context, m *Message, err error) {
 }
 
 // read waits for the link to end; messages arrive through post.
-func (l *httpLink) read(c *child) {
-	<-l.done
-	c.closed(nil)
+func (l *httpLink) read() error {
+	<-l.ended
+	return nil
 }
 
-func (l *httpLink) exited() <-chan struct{} { return l.done }
+func (l *httpLink) done() <-chan struct{} { return l.ended }
 
 func (l *httpLink) exitError() error {
 	select {
-	case <-l.done:
+	case <-l.ended:
 		if l.err != nil {
 			return l.err
 		}
@@ -512,17 +512,9 @@ func (l *httpLink) exitError() error {
 	}
 }
 
-func (l *httpLink) waitExited(d time.Duration) bool {
-	select {
-	case <-l.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop ends the server's session (DELETE) and the link.
-func (l *httpLink) stop(grace time.Duration) {
+// close ends the server's session (DELETE, for up to grace) and the
+// link.
+func (l *httpLink) close(grace time.Duration) {
 	l.mu.Lock()
 	session := l.session
 	l.mu.Unlock()
@@ -547,9 +539,6 @@ func (l *httpLink) stop(grace time.Duration) {
 	}
 	l.fail(nil)
 }
-
-func (l *httpLink) kill()    { l.fail(errors.New("the server broke the protocol")) }
-func (l *httpLink) pid() int { return 0 }
 
 // redactURL drops userinfo and query from a URL for messages.
 func redactURL(raw string) string {

@@ -203,7 +203,7 @@ type sseLink struct {
 }
 
 // dialSSE opens the event stream of a legacy SSE target.
-func (b *Backend) dialSSE(t *Target, identity map[string]string, handle func([]byte, *charge), mem *bufferShare, log *slog.Logger) link {
+func (b *Backend) dialSSE(t *Target, identity map[string]string, handle func([]byte, *charge), mem *bufferShare, log *slog.Logger) conn {
 	hl := b.dialRemote(t, identity, handle, mem, log).(*httpLink)
 	l := &sseLink{httpLink: hl, ready: make(chan struct{})}
 	if hl.client != nil {
@@ -276,7 +276,7 @@ func (l *sseLink) stream() {
 func (l *sseLink) write(msg []byte, headers map[string]string) error {
 	select {
 	case <-l.ready:
-	case <-l.done:
+	case <-l.ended:
 		return l.exitError()
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("target %q: no endpoint event from %s", l.t.Name, redactURL(l.url))
@@ -292,7 +292,7 @@ func (l *sseLink) write(msg []byte, headers map[string]string) error {
 	resp, err := l.client.Do(req)
 	if err != nil {
 		select {
-		case <-l.done:
+		case <-l.ended:
 			// The stream ended under the post (a message past the
 			// gateway's bounds, the server gone): that is the reason.
 			return l.exitError()
@@ -309,10 +309,10 @@ func (l *sseLink) write(msg []byte, headers map[string]string) error {
 }
 
 // read waits for the stream to end.
-func (l *sseLink) read(c *child) {
-	<-l.done
-	c.closed(nil)
+func (l *sseLink) read() error {
+	<-l.ended
+	return nil
 }
 
-// stop closes the stream.
-func (l *sseLink) stop(time.Duration) { l.fail(nil) }
+// close closes the stream.
+func (l *sseLink) close(time.Duration) { l.fail(nil) }

@@ -203,17 +203,17 @@ func (s *Session) checkCollisions(ctx context.Context) error {
 // supervise ends the session when c's process exits on its own.
 func (s *Session) supervise(c *child) {
 	select {
-	case <-c.link.exited():
+	case <-c.conn.done():
 		select {
 		case <-s.stopping:
 			return // stopped by us
 		default:
 		}
-		err := c.link.exitError()
+		err := c.conn.exitError()
 		if s.degrades() && s.Alive() {
 			// failOpen: the others go on; the lost target's calls fail
 			// naming it, and the client is told to list again.
-			s.log.Warn("target gone; serving the others (failOpen)", "target", c.target.Name, "pid", c.link.pid(), "err", err)
+			s.log.Warn("target gone; serving the others (failOpen)", "target", c.target.Name, "pid", c.pid(), "err", err)
 			// What it left behind (a grandchild holding its pipes) goes
 			// with it, as when the session ends.
 			go c.stop(s.b.opts.StopGrace)
@@ -224,7 +224,7 @@ func (s *Session) supervise(c *child) {
 			}
 			return
 		}
-		s.log.Warn("target gone; ending session", "target", c.target.Name, "pid", c.link.pid(), "err", err)
+		s.log.Warn("target gone; ending session", "target", c.target.Name, "pid", c.pid(), "err", err)
 		s.end(err)
 	case <-s.stopping:
 	}
@@ -286,7 +286,7 @@ func (s *Session) Close() error {
 func (s *Session) PIDs() []int {
 	pids := make([]int, 0, len(s.children))
 	for _, c := range s.children {
-		if pid := c.link.pid(); pid != 0 {
+		if pid := c.pid(); pid != 0 {
 			pids = append(pids, pid)
 		}
 	}
