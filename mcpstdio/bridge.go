@@ -43,6 +43,7 @@ func (c *child) discoverForSessionClient(ctx context.Context, params []byte) boo
 		return false
 	}
 	c.clientMeta, c.clientVersion = meta, version
+	c.bridge = toModern
 	return true
 }
 

@@ -65,14 +65,51 @@ type child struct {
 	// lists, asked to route, judge and label calls).
 	ownTimeout time.Duration
 
-	// clientMeta, for a child that speaks only 2026-07-28 serving a
-	// client of the session era, is what each request tells it of the
-	// client; clientVersion is the client's version (bridge.go).
+	// bridge is how the child, of one protocol generation, serves
+	// clients of the other, chosen once, when it starts.
+	bridge bridgeKind
+	// clientMeta, for a child bridged toModern, is what each request
+	// tells it of the client; clientVersion is the client's version
+	// (bridge.go).
 	clientMeta    map[string]json.RawMessage
 	clientVersion string
 	// namesGen counts list changes, so that a list asked for before a
 	// change is not kept after it.
 	namesGen uint64
+}
+
+// bridgeKind is how a child of one protocol generation serves clients of
+// the other: one adapter per direction, chosen once per child.
+type bridgeKind uint8
+
+const (
+	// sameGeneration: the child speaks its clients' protocol.
+	sameGeneration bridgeKind = iota
+	// toModern: a client of the session era, a child that speaks only
+	// 2026-07-28 (bridge.go): discover instead of initialize, the
+	// client's _meta on each request, input_required results answered
+	// with the client's answers to server→client requests, listen for
+	// list changes.
+	toModern
+	// toSessionEra: sessionless (2026-07-28) clients, a child of the
+	// session era, initialized once by tailgate (mrtr.go, listen.go): its
+	// requests to the client park the call as input_required, its
+	// list_changed notifications go to listens, its results say their
+	// resultType.
+	toSessionEra
+)
+
+// String names the bridge in logs.
+func (k bridgeKind) String() string {
+	switch k {
+	case toModern:
+		return "to 2026-07-28"
+	case toSessionEra:
+		return "to the session era"
+	case sameGeneration:
+		return "none"
+	}
+	return "unknown"
 }
 
 // childInit is what a child said of itself in its initialize (or
@@ -199,6 +236,7 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 			return nil, err
 		}
 		params = nil
+		c.bridge = toSessionEra // initialized once, by tailgate
 	}
 	if len(params) == 0 {
 		params = defaultInitializeParams

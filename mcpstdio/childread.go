@@ -187,7 +187,7 @@ func (c *child) deliver(r *Reply, m *Message, held *charge) {
 			return
 		}
 	}
-	if r.s != nil && r.s.sessionless && !c.init.speaks2026 && m.Result.Has() && m.Raw[m.Result.Start] == '{' && !m.Field(m.Result, "resultType").Has() && !m.Field(m.Result, "task").Has() {
+	if c.bridge == toSessionEra && r.s != nil && m.Result.Has() && m.Raw[m.Result.Start] == '{' && !m.Field(m.Result, "resultType").Has() && !m.Field(m.Result, "task").Has() {
 		// An older child answers a sessionless client: every result of
 		// 2026-07-28 says its type (a session-era task is left as it is:
 		// it is no complete result).

@@ -84,11 +84,11 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 	if rt.nameSpan.Has() && rt.TargetName != rt.Name {
 		extra = quote(rt.TargetName)
 	}
-	if c.clientMeta != nil && !s.sessionless {
+	if c.bridge == toModern {
 		c.armInputRetry(r, m, rt.namePath, extra)
 	}
 	r.toolCall = rt.Kind == "tool" && m.MethodName() == "tools/call"
-	if s.sessionless && !c.init.speaks2026 {
+	if c.bridge == toSessionEra {
 		// An older child may ask in the middle of it: the call is parked,
 		// and its retry must name it again.
 		r.what = callWhat(m)
@@ -140,7 +140,7 @@ func (s *Session) forTarget(m *Message, c *child, r *Reply) *Message {
 			}
 		}
 	}
-	if s.sessionless && c != nil && !c.init.speaks2026 {
+	if c != nil && c.bridge == toSessionEra {
 		// An older child was initialized once, by tailgate: the request
 		// speaks its version, whichever the client speaks (tailgate
 		// bridges the difference).
@@ -150,7 +150,7 @@ func (s *Session) forTarget(m *Message, c *child, r *Reply) *Message {
 			}
 		}
 	}
-	if !s.sessionless && c != nil && c.clientMeta != nil {
+	if c != nil && c.bridge == toModern {
 		// A child of 2026-07-28 only: each request says who asks.
 		if rm, err := c.withClientMeta(m); err == nil {
 			m = rm

@@ -71,7 +71,7 @@ func (s *Session) openListens(m *Message, frontID []byte) []listenSub {
 		if !c.init.has("tools") && !c.init.has("prompts") && !c.init.has("resources") || !c.alive() && s.degrades() {
 			continue
 		}
-		if !c.init.speaks2026 && s.sessionless {
+		if c.bridge == toSessionEra {
 			// An older child answers no listen, but announces list
 			// changes on its own: tailgate listens for it.
 			if sr, id := c.listenForLegacy(frontID, params); sr != nil {

@@ -168,7 +168,7 @@ func (s *Session) routeMethod(m *Message, method string, rt *Route) (routed bool
 	case "subscriptions/listen":
 		// Several targets' listens are joined; an older child's is
 		// tailgate's own (listenForLegacy).
-		if len(s.children) > 1 || s.sessionless && !s.children[0].init.speaks2026 {
+		if len(s.children) > 1 || s.children[0].bridge == toSessionEra {
 			rt.fanOut, rt.listen = true, true
 			return true, nil
 		}

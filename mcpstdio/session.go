@@ -124,7 +124,7 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 		wg.Go(func() {
 			if pl := b.pools[t.Name]; pl != nil && !p.Sessionless {
 				if c := pl.take(); c != nil {
-					if c.clientMeta != nil {
+					if c.bridge == toModern {
 						// Started before its client was known.
 						c.clientMeta, c.clientVersion = clientMetaOf(p.Initialize)
 					}
@@ -168,7 +168,10 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 	s.log.Info("session started", "children", len(s.children), "pids", s.PIDs(), "duration", time.Since(start).Round(time.Millisecond))
 	for _, c := range s.children {
 		go s.supervise(c)
-		if c.clientMeta != nil {
+		if c.bridge != sameGeneration {
+			s.log.Info("target bridged between protocol generations", "target", c.target.Name, "bridge", c.bridge.String(), "target_version", c.init.version)
+		}
+		if c.bridge == toModern {
 			s.listenForSessionClient(c)
 		}
 	}

@@ -17,7 +17,7 @@ import (
 func (s *Session) InitializeResult() []byte { return s.init }
 
 func (s *Session) initializeResult() []byte {
-	if len(s.b.targets) == 1 && len(s.children) == 1 && s.children[0].clientMeta == nil {
+	if len(s.b.targets) == 1 && len(s.children) == 1 && s.children[0].bridge != toModern {
 		return s.children[0].init.raw
 	}
 	caps := map[string]any{}
@@ -26,7 +26,7 @@ func (s *Session) initializeResult() []byte {
 	serverInfo := any(map[string]any{"name": "tailgate", "version": s.b.opts.Version})
 	for _, c := range s.children {
 		v := c.init.version
-		if c.clientMeta != nil {
+		if c.bridge == toModern {
 			// Spoken to in 2026-07-28 for this client (bridge.go): the
 			// client's own version is the session's.
 			v = c.clientVersion

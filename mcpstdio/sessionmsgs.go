@@ -33,7 +33,7 @@ func (s *Session) serverRequest(c *child, m *Message, held *charge) {
 		// A sessionless client has no channel back: an older child's
 		// request becomes its call's input_required result (MCP
 		// 2026-07-28 servers answer that way themselves).
-		if !c.init.speaks2026 && s.park(c, m) {
+		if c.bridge == toSessionEra && s.park(c, m) {
 			return
 		}
 		go c.write(ErrorMessage(sr.childID, CodeMethodNotFound, fmt.Sprintf("tailgate: %s cannot reach a sessionless (2026-07-28) client", sr.method)))
