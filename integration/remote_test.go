@@ -35,25 +35,20 @@ func (h headerRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestRemoteTargetOnTheTailnet(t *testing.T) {
 	tn := gatewaytest.NewTailnet(t)
 	upstream := tn.Node(t, "upstream")
-	ln, err := upstream.Listen("tcp", ":8080")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
 	seen := map[string][]string{}
-	mcpHandler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demoserver.New() }, nil)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		for _, h := range []string{"X-Tailgate-User-Login", "X-Tailgate-Node-Name", "X-Api-Key"} {
-			if v := r.Header.Get(h); v != "" {
-				seen[h] = append(seen[h], v)
+	upstream.RemoteMCP(t, "8080", demoserver.New(), nil, func(mcpHandler http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			for _, h := range []string{"X-Tailgate-User-Login", "X-Tailgate-Node-Name", "X-Api-Key"} {
+				if v := r.Header.Get(h); v != "" {
+					seen[h] = append(seen[h], v)
+				}
 			}
-		}
-		mu.Unlock()
-		mcpHandler.ServeHTTP(w, r)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+			mu.Unlock()
+			mcpHandler.ServeHTTP(w, r)
+		})
+	})
 
 	t.Setenv("UPSTREAM_API_KEY", "key-from-env")
 	var logs gatewaytest.Logs

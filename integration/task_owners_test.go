@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -37,59 +36,52 @@ type modernOnlyTasks struct {
 func modernOnlyTasksServer(t *testing.T) *modernOnlyTasks {
 	t.Helper()
 	up := &modernOnlyTasks{}
-	s := demoserver.NewTasks()
-	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true})
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			sdk.ServeHTTP(w, r)
-			return
-		}
-		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		var req struct {
-			ID     json.RawMessage `json:"id"`
-			Params struct {
-				Notifications struct {
-					TaskIDs []string `json:"taskIds"`
-				} `json:"notifications"`
-			} `json:"params"`
-		}
-		json.Unmarshal(body, &req)
-		answer := func(msg string) {
-			w.Header().Set("Content-Type", "application/json")
-			w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(req.ID) + `,` + msg + `}`))
-		}
-		switch r.Header.Get("Mcp-Method") {
-		case "initialize":
-			answer(`"error":{"code":-32601,"message":"this server speaks MCP 2026-07-28 only"}`)
-			return
-		case "tasks/list":
-			up.mu.Lock()
-			tasks := []map[string]string{}
-			for _, id := range up.listed {
-				tasks = append(tasks, map[string]string{"taskId": id, "status": "working"})
+	wrap := func(sdk http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost {
+				sdk.ServeHTTP(w, r)
+				return
 			}
-			up.mu.Unlock()
-			b, _ := json.Marshal(tasks)
-			answer(`"result":{"resultType":"complete","tasks":` + string(b) + `}`)
-			return
-		case "subscriptions/listen":
-			up.mu.Lock()
-			up.listens = append(up.listens, req.Params.Notifications.TaskIDs)
-			up.mu.Unlock()
-			answer(`"result":{"resultType":"complete"}`)
-			return
-		}
-		sdk.ServeHTTP(w, r)
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+			body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			var req struct {
+				ID     json.RawMessage `json:"id"`
+				Params struct {
+					Notifications struct {
+						TaskIDs []string `json:"taskIds"`
+					} `json:"notifications"`
+				} `json:"params"`
+			}
+			json.Unmarshal(body, &req)
+			answer := func(msg string) {
+				w.Header().Set("Content-Type", "application/json")
+				w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(req.ID) + `,` + msg + `}`))
+			}
+			switch r.Header.Get("Mcp-Method") {
+			case "initialize":
+				answer(`"error":{"code":-32601,"message":"this server speaks MCP 2026-07-28 only"}`)
+				return
+			case "tasks/list":
+				up.mu.Lock()
+				tasks := []map[string]string{}
+				for _, id := range up.listed {
+					tasks = append(tasks, map[string]string{"taskId": id, "status": "working"})
+				}
+				up.mu.Unlock()
+				b, _ := json.Marshal(tasks)
+				answer(`"result":{"resultType":"complete","tasks":` + string(b) + `}`)
+				return
+			case "subscriptions/listen":
+				up.mu.Lock()
+				up.listens = append(up.listens, req.Params.Notifications.TaskIDs)
+				up.mu.Unlock()
+				answer(`"result":{"resultType":"complete"}`)
+				return
+			}
+			sdk.ServeHTTP(w, r)
+		})
 	}
-	srv := &http.Server{Handler: h}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	up.url = "http://" + ln.Addr().String() + "/mcp"
+	up.url = gatewaytest.RemoteMCP(t, demoserver.NewTasks(), &mcp.StreamableHTTPOptions{Stateless: true}, wrap)
 	return up
 }
 

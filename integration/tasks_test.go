@@ -9,7 +9,6 @@ import (
 	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -65,16 +64,7 @@ var tasksRoutes = []struct {
 // test; it returns its URL.
 func statelessTasksServer(t *testing.T) string {
 	t.Helper()
-	s := demoserver.NewTasks()
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return "http://" + ln.Addr().String() + "/mcp"
+	return gatewaytest.RemoteMCP(t, demoserver.NewTasks(), &mcp.StreamableHTTPOptions{Stateless: true}, nil)
 }
 
 // TestTasksConformance runs the conformance suite's tasks-* scenarios
