@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,11 +32,6 @@ func BenchmarkUnreadResults(b *testing.B) {
 		}
 		return client.Do(req)
 	}
-	heap := func() float64 {
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return float64(ms.HeapInuse) / (1 << 20)
-	}
 	var whole, peakSum float64
 	for b.Loop() {
 		clients := make([]*http.Client, callers)
@@ -55,25 +49,7 @@ func BenchmarkUnreadResults(b *testing.B) {
 				resp.Body.Close()
 			}
 		}
-		runtime.GC()
-		idle := heap()
-		var peak atomic.Uint64
-		stop, sampled := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(sampled)
-			t := time.NewTicker(2 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-					if h := uint64(heap()); h > peak.Load() {
-						peak.Store(h)
-					}
-				}
-			}
-		}()
+		peakOf := heapPeak()
 		read := make(chan struct{})
 		var wg sync.WaitGroup
 		var got atomic.Int64
@@ -95,12 +71,10 @@ func BenchmarkUnreadResults(b *testing.B) {
 		time.Sleep(5 * time.Second) // the callers do not read
 		close(read)
 		wg.Wait()
-		close(stop)
-		<-sampled
 		for _, c := range clients {
 			c.CloseIdleConnections()
 		}
-		peakSum += float64(peak.Load()) - idle
+		peakSum += float64(peakOf()) / (1 << 20)
 		whole += float64(got.Load())
 	}
 	b.ReportMetric(peakSum/float64(b.N), "peak-heap-MB")
