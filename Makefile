@@ -65,17 +65,12 @@ docker:
 ## own (integration/upstream/NOTES.md): they are built without GRO
 ## (ts_omit_gro), so that an upstream bug does not fail tailgate's tests at
 ## random. The binary they run, and make bench, keep it. They run under the
-## race detector, but for TestLoad, which measures 200 sessions of 50 calls
-## at once and what they leave behind: under the detector, on a 2-core
-## machine, the gateway and 4 client nodes in one race-instrumented process
-## starve its 200 children (5-7 s to start each) and 40 sessions lose their
-## connection; that measures the detector, so it runs on its own without it.
+## race detector.
 INTEGRATION_TAGS := ts_omit_gro
 
 test: fmt-check vet staticcheck npm-deps conformance-npm-deps
 	$(GO) test -race -timeout $(TIMEOUT) ./policy/... ./gateway/... ./mcpstdio/... ./tsnode/... ./cmd/...
-	$(GO) test -race -tags $(INTEGRATION_TAGS) -timeout $(TIMEOUT) -skip '^TestLoad$$' ./integration/...
-	$(GO) test -tags $(INTEGRATION_TAGS) -timeout $(TIMEOUT) -run '^TestLoad$$' ./integration/
+	$(GO) test -race -tags $(INTEGRATION_TAGS) -timeout $(TIMEOUT) ./integration/...
 
 ## staticcheck: the pinned staticcheck (2026.2.2), installed into $(BIN)
 ## from the module proxy, over every package and the integration tests.

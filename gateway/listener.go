@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tailgate-dev/tailgate/policy"
@@ -211,6 +212,8 @@ func (l *authListener) Close() error {
 type peerConn struct {
 	net.Conn
 	src *policy.Source
+	// served is set once a request came whole on it (Server.connState).
+	served atomic.Bool
 }
 
 type sourceKey struct{}
@@ -234,6 +237,7 @@ func (s *Server) reidentify(st *state, w http.ResponseWriter, r *http.Request) (
 	if !ok {
 		return r, true
 	}
+	pc.served.Store(true) // a request came whole on it (Server.connState)
 	remote, err := netip.ParseAddrPort(pc.RemoteAddr().String())
 	if err != nil {
 		return r, true // admit refused such a connection already

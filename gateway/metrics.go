@@ -14,6 +14,7 @@ type metrics struct {
 	reg *prometheus.Registry
 
 	connections *prometheus.CounterVec   // port, outcome, rule
+	unused      *prometheus.CounterVec   // port
 	identify    prometheus.Histogram     // WhoIs (cached or not) per connection
 	requests    *prometheus.CounterVec   // route, code
 	calls       *prometheus.CounterVec   // route, method, target, tool, outcome
@@ -29,6 +30,10 @@ func newMetrics(s *Server) *metrics {
 			Name: "tailgate_connections_total",
 			Help: "Connections accepted or denied by frontendPolicies.networkAuthorization, by the deciding rule.",
 		}, []string{"port", "outcome", "rule"}),
+		unused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tailgate_connections_unused_total",
+			Help: "Admitted connections closed before a request came whole on them: headers not read within readHeaderTimeout (10s), or the client left.",
+		}, []string{"port"}),
 		identify: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "tailgate_whois_duration_seconds",
 			Help:    "Time to resolve a connection's peer identity (WhoIs, cached per peer until the netmap changes).",
@@ -56,7 +61,7 @@ func newMetrics(s *Server) *metrics {
 			Help: "Client messages refused before forwarding, by route and reason (malformed, batch, envelope, ambiguous, key, encoding, depth, token).",
 		}, []string{"route", "reason"}),
 	}
-	m.reg.MustRegister(m.connections, m.identify, m.requests, m.calls, m.callSeconds, m.reloads, m.refused,
+	m.reg.MustRegister(m.connections, m.unused, m.identify, m.requests, m.calls, m.callSeconds, m.reloads, m.refused,
 		stateCollector{s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -273,4 +275,30 @@ func TestWarmLeavesRemoteTargetsAlone(t *testing.T) {
 		t.Error("the warm-up asked the remote target")
 	default:
 	}
+}
+
+// A connection the gateway closes before a request came whole on it (its
+// headers not read within readHeaderTimeout) is counted, where net/http
+// says nothing; a connection that carried a request is not.
+func TestUnusedConnectionsCounted(t *testing.T) {
+	s, base := serveLoopbackOpts(t, demoConfig, Options{ReadHeaderTimeout: 200 * time.Millisecond})
+	resp, err := http.Get(base + "/healthz")
+	if err == nil {
+		resp.Body.Close()
+	}
+	http.DefaultClient.CloseIdleConnections()
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("POST /mcp HTTP/1.1\r\nHost: gateway\r\n")) // and no more
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		t.Fatalf("the gateway did not close the connection: %v", err)
+	}
+	waitFor(t, "the unused connection counted", func() bool {
+		_, body := get(t, s.AdminHandler(), "/metrics")
+		return regexp.MustCompile(`tailgate_connections_unused_total\{port="\d+"\} 1\n`).MatchString(body)
+	})
 }

@@ -282,6 +282,20 @@ func (s *Server) listen(network Network, port int) error {
 	return nil
 }
 
+// connState counts, and logs, a connection closed before a request came
+// whole on it: its headers not read within readHeaderTimeout (a path to
+// the peer that loses or delays packets, a gateway starved of CPU), or a
+// client that connected and left. net/http closes those without a word.
+func (s *Server) connState(port int) func(net.Conn, http.ConnState) {
+	portLabel := strconv.Itoa(port)
+	return func(c net.Conn, st http.ConnState) {
+		if pc, ok := c.(*peerConn); ok && st == http.StateClosed && !pc.served.Load() {
+			s.metrics.unused.WithLabelValues(portLabel).Inc()
+			s.log.Debug("connection closed before a request came whole on it", append([]any{"port", port}, sourceAttrs(pc.src)...)...)
+		}
+	}
+}
+
 // Serve serves the bind on port on ln, which it takes over, in the
 // background until Shutdown. Start uses it; tests and benchmarks use it to
 // serve on loopback.
@@ -303,7 +317,8 @@ func (s *Server) Serve(port int, ln net.Listener) error {
 			}
 			return ctx
 		},
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ErrorLog:  slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnState: s.connState(port),
 	}
 	s.mu.Lock()
 	if s.closed {

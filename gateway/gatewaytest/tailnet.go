@@ -113,6 +113,12 @@ type gatewaySetup struct {
 	beforeServe func(*tsnode.Node)
 }
 
+// ReadHeaderTimeout sets the gateway's bound on reading a request's
+// headers (gateway.Options), for tests whose tailnet is slow to carry them.
+func ReadHeaderTimeout(d time.Duration) GatewayOption {
+	return func(s *gatewaySetup) { s.opts.ReadHeaderTimeout = d }
+}
+
 // BeforeServe runs f once the gateway's node is up, before the gateway
 // listens (for tailnet set-up that listening needs, such as a Service).
 func BeforeServe(f func(*tsnode.Node)) GatewayOption {
