@@ -4,6 +4,9 @@ GO       ?= go
 BIN      ?= bin
 CONFIG   ?= configs/dev.yaml
 TIMEOUT  ?= 600s
+# The integration package runs for 7-9 minutes under the race detector on
+# 2 cores.
+INTEGRATION_TIMEOUT ?= 1500s
 # Nothing tailgate starts from here uploads logs to Tailscale.
 export TS_NO_LOGS_NO_SUPPORT := true
 export GOTOOLCHAIN := local
@@ -70,7 +73,7 @@ INTEGRATION_TAGS := ts_omit_gro
 
 test: fmt-check vet staticcheck npm-deps conformance-npm-deps
 	$(GO) test -race -timeout $(TIMEOUT) ./policy/... ./gateway/... ./mcpstdio/... ./tsnode/... ./cmd/...
-	$(GO) test -race -tags $(INTEGRATION_TAGS) -timeout $(TIMEOUT) ./integration/...
+	$(GO) test -race -tags $(INTEGRATION_TAGS) -timeout $(INTEGRATION_TIMEOUT) ./integration/...
 
 ## staticcheck: the pinned staticcheck (2026.2.2), installed into $(BIN)
 ## from the module proxy, over every package and the integration tests.
