@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"bytes"
 	"encoding/json"
 	"io"
@@ -172,7 +174,7 @@ func TestFailedStartAnswersWithCode(t *testing.T) {
 					"          - name: broken-target\n            stdio: "+target.stdio, 1)
 				s, base := serveLoopbackOpts(t, cfg, Options{Logger: badInputLogger(t)})
 				a := way.ask(t, base)
-				wantError(t, a, way.id, mcpstdio.CodeInternalError, "broken-target")
+				wantError(t, a, way.id, jsonrpc.CodeInternalError, "broken-target")
 				waitFor(t, "no child left", func() bool { return s.Stats().ChildrenRunning == 0 })
 				if way.name != "legacy SSE initialize" {
 					if st := s.Stats(); st.Sessions != 0 {
@@ -246,13 +248,13 @@ func TestUnknownMethodAmongTargets(t *testing.T) {
 		says       []string
 	}{
 		{"unknown method", `{"jsonrpc":"2.0","id":"u-1","method":"vendor/frobnicate","params":{"a":1}}`,
-			mcpstdio.CodeMethodNotFound, []string{"tailgate cannot tell which", "2 targets", `"vendor/frobnicate"`}},
+			jsonrpc.CodeMethodNotFound, []string{"tailgate cannot tell which", "2 targets", `"vendor/frobnicate"`}},
 		{"unknown method, a name of no target", `{"jsonrpc":"2.0","id":"u-1","method":"vendor/frobnicate","params":{"name":"c_x"}}`,
-			mcpstdio.CodeMethodNotFound, []string{"tailgate cannot tell which"}},
+			jsonrpc.CodeMethodNotFound, []string{"tailgate cannot tell which"}},
 		{"unknown method routed by its name", `{"jsonrpc":"2.0","id":"u-1","method":"vendor/frobnicate","params":{"name":"a_x"}}`,
-			mcpstdio.CodeMethodNotFound, []string{"vendor/frobnicate"}},
+			jsonrpc.CodeMethodNotFound, []string{"vendor/frobnicate"}},
 		{"unknown tool", `{"jsonrpc":"2.0","id":"u-1","method":"tools/call","params":{"name":"c_echo","arguments":{}}}`,
-			mcpstdio.CodeInvalidParams, []string{`unknown tool "c_echo"`}},
+			jsonrpc.CodeInvalidParams, []string{`unknown tool "c_echo"`}},
 	} {
 		t.Run(tc.name+"/session", func(t *testing.T) {
 			resp := rs.post(tc.body)
@@ -265,7 +267,7 @@ func TestUnknownMethodAmongTargets(t *testing.T) {
 		})
 		t.Run(tc.name+"/sessionless", func(t *testing.T) {
 			body := strings.Replace(tc.body, `"params":{`, `"params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}},`, 1)
-			m, err := mcpstdio.ParseMessage([]byte(body))
+			m, err := jsonrpc.ParseMessage([]byte(body))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -275,7 +277,7 @@ func TestUnknownMethodAmongTargets(t *testing.T) {
 			}
 			code, hdr, got := badRequest(t, http.MethodPost, base+"/mcp", body, h)
 			// SEP-2243: a 2026-07-28 error is also an HTTP status.
-			want := map[int]int{mcpstdio.CodeMethodNotFound: http.StatusNotFound, mcpstdio.CodeInvalidParams: http.StatusBadRequest}[tc.code]
+			want := map[int]int{jsonrpc.CodeMethodNotFound: http.StatusNotFound, jsonrpc.CodeInvalidParams: http.StatusBadRequest}[tc.code]
 			if code != want {
 				t.Errorf("status %d, want %d", code, want)
 			}
@@ -358,7 +360,7 @@ func TestCancelledCallGetsNoResponse(t *testing.T) {
 		waitFor(t, "the child to stop the cancelled call", func() bool { return strings.Contains(logs.String(), "slow: cancelled after") })
 	}
 	isCallAnswer := func(msg []byte) bool {
-		m, err := mcpstdio.ParseMessage(msg)
+		m, err := jsonrpc.ParseMessage(msg)
 		return err == nil && m.IsResponse() && string(m.Bytes(m.ID)) == `"slow-1"`
 	}
 

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"context"
 	"errors"
 	"fmt"
@@ -279,7 +281,7 @@ func (f *mcpFront) overBudget(w http.ResponseWriter, src *policy.Source, err err
 
 // readMessage reads and parses a POST body, charging c for it, and
 // answering for it if it cannot.
-func (f *mcpFront) readMessage(w http.ResponseWriter, r *http.Request, c *charge) *mcpstdio.Message {
+func (f *mcpFront) readMessage(w http.ResponseWriter, r *http.Request, c *charge) *jsonrpc.Message {
 	rc := http.NewResponseController(w)
 	rc.SetReadDeadline(time.Now().Add(f.bodyRead))
 	body, err := readBody(w, r, f.maxBody, c)
@@ -311,7 +313,7 @@ func (f *mcpFront) readMessage(w http.ResponseWriter, r *http.Request, c *charge
 		http.Error(w, "POST requires a non-empty body", http.StatusBadRequest)
 		return nil
 	}
-	m, err := mcpstdio.ParseClientMessage(body)
+	m, err := jsonrpc.ParseClientMessage(body)
 	if err != nil {
 		f.refuse(w, r, err)
 		return nil
@@ -325,18 +327,18 @@ func (f *mcpFront) readMessage(w http.ResponseWriter, r *http.Request, c *charge
 // that servers cannot read, gets a JSON-RPC -32600 that says why (id
 // null: which id it carried may be the question).
 func (f *mcpFront) refuse(w http.ResponseWriter, r *http.Request, err error) {
-	reason := mcpstdio.ParseReason(err)
+	reason := jsonrpc.ParseReason(err)
 	if f.metrics != nil {
 		f.metrics.refused.WithLabelValues(f.name, reason).Inc()
 	}
 	f.log.Warn("message refused", append([]any{"reason", reason, "err", err.Error()}, sourceAttrs(sourceFrom(r.Context()))...)...)
-	if reason == mcpstdio.ReasonMalformed || reason == mcpstdio.ReasonBatch {
+	if reason == jsonrpc.ReasonMalformed || reason == jsonrpc.ReasonBatch {
 		http.Error(w, fmt.Sprintf("malformed payload: %v", err), http.StatusBadRequest)
 		return
 	}
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(http.StatusBadRequest)
-	w.Write(mcpstdio.ErrorMessage(nil, mcpstdio.CodeInvalidRequest, "message refused: "+err.Error()))
+	w.Write(jsonrpc.ErrorMessage(nil, jsonrpc.CodeInvalidRequest, "message refused: "+err.Error()))
 }
 
 func (f *mcpFront) servePost(w http.ResponseWriter, r *http.Request) {
@@ -515,7 +517,7 @@ func (f *mcpFront) serveSSEMessage(w http.ResponseWriter, r *http.Request) {
 }
 
 // handle serves one message posted to a Streamable HTTP session.
-func (fs *frontSession) handle(w http.ResponseWriter, r *http.Request, m *mcpstdio.Message) {
+func (fs *frontSession) handle(w http.ResponseWriter, r *http.Request, m *jsonrpc.Message) {
 	if m.MethodName() == "initialize" && m.IsRequest() {
 		fs.initialize(r.Context(), m, w)
 		return
@@ -559,7 +561,7 @@ func (fs *frontSession) dispatch(c *call) {
 	bs := fs.backend()
 	if bs == nil {
 		if m.IsRequest() {
-			out.send(mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInvalidRequest, "session not initialized: send initialize first"), true)
+			out.send(jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInvalidRequest, "session not initialized: send initialize first"), true)
 		} else {
 			out.accepted()
 		}

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"context"
 	"crypto/rand"
 	"log/slog"
@@ -118,10 +120,10 @@ func (fs *frontSession) isClosed() bool {
 // initialize starts the session's children with the client's initialize
 // params and answers with their description of themselves. It reports
 // whether the session is open.
-func (fs *frontSession) initialize(ctx context.Context, m *mcpstdio.Message, w http.ResponseWriter) bool {
+func (fs *frontSession) initialize(ctx context.Context, m *jsonrpc.Message, w http.ResponseWriter) bool {
 	start := time.Now()
 	if fs.backend() != nil {
-		writeJSON(w, mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInvalidRequest, "session already initialized"))
+		writeJSON(w, jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInvalidRequest, "session already initialized"))
 		return true
 	}
 	var params []byte
@@ -131,7 +133,7 @@ func (fs *frontSession) initialize(ctx context.Context, m *mcpstdio.Message, w h
 	bs, err := fs.f.backend.Open(ctx, mcpstdio.OpenParams{ID: fs.id, Initialize: params, Identity: identityEnv(fs.owner), Caller: callerKey(fs.owner).String(), Notify: fs.enqueue})
 	if err != nil {
 		fs.log.Error("session start failed", "err", err)
-		writeJSON(w, mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInternalError, err.Error()))
+		writeJSON(w, jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInternalError, err.Error()))
 		fs.record("initialize", mcpstdio.Route{}, outcomeError, err, time.Since(start))
 		return false
 	}
@@ -140,7 +142,7 @@ func (fs *frontSession) initialize(ctx context.Context, m *mcpstdio.Message, w h
 	fs.mu.Unlock()
 	if fs.isClosed() { // DELETE, shutdown or the SSE stream ended meanwhile
 		bs.Close()
-		writeJSON(w, mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInternalError, "session closed while starting"))
+		writeJSON(w, jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInternalError, "session closed while starting"))
 		return false
 	}
 	fs.touch() // idle from now, not from the initialize's arrival
@@ -150,7 +152,7 @@ func (fs *frontSession) initialize(ctx context.Context, m *mcpstdio.Message, w h
 	if fs.sse {
 		w.Header().Del(sessionIDHeader)
 	}
-	writeJSON(w, mcpstdio.ResultMessage(m.Bytes(m.ID), bs.InitializeResult()))
+	writeJSON(w, jsonrpc.ResultMessage(m.Bytes(m.ID), bs.InitializeResult()))
 	fs.log.Info("mcp session opened", "client", m.String(m.Path("params", "clientInfo", "name")),
 		"protocol_version", m.String(m.Path("params", "protocolVersion")), "pids", bs.PIDs(), "duration", time.Since(start).Round(time.Millisecond))
 	fs.record("initialize", mcpstdio.Route{}, outcomeOK, nil, time.Since(start))
@@ -301,7 +303,7 @@ func (fs *frontSession) close(cause error) {
 
 // serveStateless serves a request of a stateless backend: a session of
 // its own, whose children live as long as the request.
-func (f *mcpFront) serveStateless(w http.ResponseWriter, r *http.Request, m *mcpstdio.Message) {
+func (f *mcpFront) serveStateless(w http.ResponseWriter, r *http.Request, m *jsonrpc.Message) {
 	if !m.IsRequest() {
 		w.WriteHeader(http.StatusAccepted)
 		return
@@ -311,7 +313,7 @@ func (f *mcpFront) serveStateless(w http.ResponseWriter, r *http.Request, m *mcp
 	// peer and in all, for as long as they run.
 	if err := f.budget.openSession(callerKey(src)); err != nil {
 		f.log.Warn("session refused: at a session cap", append([]any{"reason", err.Error()}, sourceAttrs(src)...)...)
-		writeRPCError(w, http.StatusServiceUnavailable, m.Bytes(m.ID), mcpstdio.CodeInternalError, err.Error())
+		writeRPCError(w, http.StatusServiceUnavailable, m.Bytes(m.ID), jsonrpc.CodeInternalError, err.Error())
 		return
 	}
 	defer f.budget.closeSession(callerKey(src))
@@ -324,13 +326,13 @@ func (f *mcpFront) serveStateless(w http.ResponseWriter, r *http.Request, m *mcp
 	start := time.Now()
 	bs, err := f.backend.Open(r.Context(), mcpstdio.OpenParams{ID: "stateless", Initialize: params, Identity: identityEnv(src), Notify: func([]byte) {}})
 	if err != nil {
-		writeJSON(w, mcpstdio.ErrorMessage(m.Bytes(m.ID), mcpstdio.CodeInternalError, err.Error()))
+		writeJSON(w, jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInternalError, err.Error()))
 		fs.record(m.MethodName(), mcpstdio.Route{}, outcomeError, err, time.Since(start))
 		return
 	}
 	defer bs.Close()
 	if m.MethodName() == "initialize" {
-		writeJSON(w, mcpstdio.ResultMessage(m.Bytes(m.ID), bs.InitializeResult()))
+		writeJSON(w, jsonrpc.ResultMessage(m.Bytes(m.ID), bs.InitializeResult()))
 		return
 	}
 	fs.bs = bs

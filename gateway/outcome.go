@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"bytes"
 	"errors"
 	"net/http"
@@ -49,7 +51,7 @@ func sendOutcome(err error) (outcome, error) {
 
 // errorOf is the message of a JSON-RPC error response.
 func errorOf(resp []byte) error {
-	m, err := mcpstdio.ParseMessage(resp)
+	m, err := jsonrpc.ParseMessage(resp)
 	if err != nil {
 		return err
 	}
@@ -65,7 +67,7 @@ func writeRPCError(w http.ResponseWriter, status int, id []byte, code int, msg s
 	}
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
-	w.Write(mcpstdio.ErrorMessage(id, code, msg))
+	w.Write(jsonrpc.ErrorMessage(id, code, msg))
 }
 
 // errorStatus is the HTTP status of a sessionless answer (MCP 2026-07-28,
@@ -76,7 +78,7 @@ func errorStatus(msg []byte) int {
 	if !bytes.Contains(msg, []byte(`"error"`)) {
 		return http.StatusOK
 	}
-	m, err := mcpstdio.ParseMessage(msg)
+	m, err := jsonrpc.ParseMessage(msg)
 	if err != nil || !m.Error.Has() {
 		return http.StatusOK
 	}

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"context"
 	"net/http"
 	"strings"
@@ -13,7 +15,7 @@ import (
 //
 //  1. read and check: a front turns what arrives into a message
 //     (front.go readMessage: one body, bounded and charged, read one way
-//     by every decoder, mcpstdio.ParseClientMessage), and checks what its
+//     by every decoder, jsonrpc.ParseClientMessage), and checks what its
 //     transport adds (sessionless.go: the headers of a 2026-07-28 sessionless
 //     request); initialize, notifications and the client's answers go
 //     their own ways (front.go dispatch);
@@ -31,7 +33,7 @@ type call struct {
 	ctx   context.Context
 	fs    *frontSession
 	bs    *mcpstdio.Session
-	msg   *mcpstdio.Message
+	msg   *jsonrpc.Message
 	req   callRequest
 	out   sink
 	start time.Time
@@ -72,7 +74,7 @@ func callStages() []stage {
 
 // newCall is a message of the session's, as its front read it; the front
 // says where its answer goes (c.out, or answerOn).
-func (fs *frontSession) newCall(ctx context.Context, m *mcpstdio.Message, req callRequest) *call {
+func (fs *frontSession) newCall(ctx context.Context, m *jsonrpc.Message, req callRequest) *call {
 	return &call{ctx: ctx, fs: fs, msg: m, req: req, start: time.Now()}
 }
 
@@ -129,7 +131,7 @@ func (c *call) authorize() bool {
 	c.authz.bs, c.authz.ctx = c.bs, c.ctx
 	if d := c.authz.decide(c.route); !d.Allow {
 		err := c.authz.denied(c.fs, c.msg.MethodName(), c.route, d)
-		c.out.send(mcpstdio.ErrorMessage(c.msg.Bytes(c.msg.ID), mcpstdio.CodeInvalidParams, err.Error()), true)
+		c.out.send(jsonrpc.ErrorMessage(c.msg.Bytes(c.msg.ID), jsonrpc.CodeInvalidParams, err.Error()), true)
 		return c.end(outcomeDenied, nil)
 	}
 	if c.authz.rs != nil {

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"context"
 	"log/slog"
 	"time"
@@ -33,7 +35,7 @@ func (fs *frontSession) record(method string, rt mcpstdio.Route, o outcome, err 
 	rt.Name = clip(rt.Name)
 	if m := fs.f.metrics; m != nil {
 		methodLabel := method
-		if !mcpstdio.KnownMethod(method) {
+		if !jsonrpc.KnownMethod(method) {
 			methodLabel = "other" // as for tool names
 		}
 		m.observeCall(fs.f.name, methodLabel, rt.Target, toolLabel, outcome, took)

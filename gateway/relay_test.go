@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -11,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tailgate-dev/tailgate/mcpstdio"
 	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
 )
 
@@ -197,7 +198,7 @@ func TestCloseCancelsCallsInFlight(t *testing.T) {
 			if took := time.Since(start); took > 10*time.Second {
 				t.Errorf("%s took %v with a call in flight", way.name, took)
 			}
-			m, err := mcpstdio.ParseMessage(last)
+			m, err := jsonrpc.ParseMessage(last)
 			if err != nil || !m.Error.Has() || string(m.Bytes(m.ID)) != `"long"` {
 				t.Errorf("the call's last message: %q (%v), want an error response to id \"long\"", last, err)
 			}
@@ -231,7 +232,7 @@ func TestUnknownPassesThrough(t *testing.T) {
 }
 
 func ExampleMessage() {
-	m, _ := mcpstdio.ParseMessage([]byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}`))
+	m, _ := jsonrpc.ParseMessage([]byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}`))
 	fmt.Println(m.MethodName(), string(m.Bytes(m.ID)), m.String(m.Path("params", "name")))
 	// Output: tools/call 7 echo
 }

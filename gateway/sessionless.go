@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,11 +23,9 @@ import (
 // closed when idle.
 
 const (
-	protocolVersionHeader  = "Mcp-Protocol-Version"
-	methodHeader           = "Mcp-Method"
-	nameHeader             = "Mcp-Name"
-	metaProtocolVersion    = "io.modelcontextprotocol/protocolVersion"
-	metaClientCapabilities = "io.modelcontextprotocol/clientCapabilities"
+	protocolVersionHeader = "Mcp-Protocol-Version"
+	methodHeader          = "Mcp-Method"
+	nameHeader            = "Mcp-Name"
 	// codeHeaderMismatch is SEP-2243's error for headers that disagree
 	// with the body.
 	codeHeaderMismatch = -32020
@@ -36,10 +36,10 @@ const (
 
 // isSessionless reports whether a request without a session speaks MCP
 // 2026-07-28 or later: by its header, else by its _meta.
-func isSessionless(r *http.Request, m *mcpstdio.Message) bool {
+func isSessionless(r *http.Request, m *jsonrpc.Message) bool {
 	v := r.Header.Get(protocolVersionHeader)
 	if v == "" {
-		v = m.String(m.Path("params", "_meta", metaProtocolVersion))
+		v = m.String(m.Path("params", "_meta", jsonrpc.MetaProtocolVersion))
 	}
 	return v >= mcpstdio.ModernVersion
 }
@@ -48,9 +48,9 @@ func isSessionless(r *http.Request, m *mcpstdio.Message) bool {
 // and Mcp-Name the tool, prompt or resource the body names; a gateway
 // routes and judges by headers only if they agree with the body, which
 // stays the truth. The error is the one to answer with.
-func checkHeaders(r *http.Request, m *mcpstdio.Message) error {
+func checkHeaders(r *http.Request, m *jsonrpc.Message) error {
 	hv := r.Header.Get(protocolVersionHeader)
-	mv := m.String(m.Path("params", "_meta", metaProtocolVersion))
+	mv := m.String(m.Path("params", "_meta", jsonrpc.MetaProtocolVersion))
 	switch {
 	case hv == "" && mv >= mcpstdio.ModernVersion:
 		return fmt.Errorf("%s header is required for requests carrying a protocol version in _meta", protocolVersionHeader)
@@ -84,16 +84,16 @@ func checkHeaders(r *http.Request, m *mcpstdio.Message) error {
 // checkMeta refuses a sessionless request whose _meta lacks what every
 // such request must carry (SEP-2575): the protocol version and the
 // client's capabilities. A child would take it for an older client's.
-func checkMeta(m *mcpstdio.Message) error {
+func checkMeta(m *jsonrpc.Message) error {
 	meta := m.Path("params", "_meta")
 	if !meta.Has() || m.Raw[meta.Start] != '{' {
 		return fmt.Errorf("missing or invalid _meta")
 	}
-	if m.String(m.Field(meta, metaProtocolVersion)) == "" {
-		return fmt.Errorf("missing or invalid _meta field %q", metaProtocolVersion)
+	if m.String(m.Field(meta, jsonrpc.MetaProtocolVersion)) == "" {
+		return fmt.Errorf("missing or invalid _meta field %q", jsonrpc.MetaProtocolVersion)
 	}
-	if c := m.Field(meta, metaClientCapabilities); !c.Has() || m.Raw[c.Start] != '{' {
-		return fmt.Errorf("missing or invalid _meta field %q", metaClientCapabilities)
+	if c := m.Field(meta, jsonrpc.MetaClientCapabilities); !c.Has() || m.Raw[c.Start] != '{' {
+		return fmt.Errorf("missing or invalid _meta field %q", jsonrpc.MetaClientCapabilities)
 	}
 	return nil
 }
@@ -137,7 +137,7 @@ func callerKey(src *policy.Source) peerKey {
 }
 
 // serveSessionless serves a sessionless (2026-07-28) request.
-func (f *mcpFront) serveSessionless(w http.ResponseWriter, r *http.Request, m *mcpstdio.Message) {
+func (f *mcpFront) serveSessionless(w http.ResponseWriter, r *http.Request, m *jsonrpc.Message) {
 	if !m.IsRequest() {
 		if m.IsNotification() && r.Header.Get(protocolVersionHeader) >= mcpstdio.ModernVersion && r.Header.Get(methodHeader) == "" {
 			writeRPCError(w, http.StatusBadRequest, nil, codeHeaderMismatch, "missing required "+methodHeader+" header")
@@ -152,12 +152,12 @@ func (f *mcpFront) serveSessionless(w http.ResponseWriter, r *http.Request, m *m
 		return
 	}
 	if err := checkMeta(m); err != nil {
-		writeRPCError(w, http.StatusBadRequest, m.Bytes(m.ID), mcpstdio.CodeInvalidParams, err.Error())
+		writeRPCError(w, http.StatusBadRequest, m.Bytes(m.ID), jsonrpc.CodeInvalidParams, err.Error())
 		return
 	}
 	fs, err := f.callerSession(r)
 	if err != nil {
-		writeRPCError(w, http.StatusServiceUnavailable, m.Bytes(m.ID), mcpstdio.CodeInternalError, err.Error())
+		writeRPCError(w, http.StatusServiceUnavailable, m.Bytes(m.ID), jsonrpc.CodeInternalError, err.Error())
 		return
 	}
 	fs.touch()
@@ -327,7 +327,7 @@ const toolHeadersTTL = 30 * time.Second
 // each argument a tool's input schema marks with x-mcp-header must be
 // repeated, equal, in its header. The stdio child never sees headers, so
 // tailgate is the server that must check them.
-func (fs *frontSession) checkParamHeaders(r *http.Request, m *mcpstdio.Message) error {
+func (fs *frontSession) checkParamHeaders(r *http.Request, m *jsonrpc.Message) error {
 	if m.MethodName() != "tools/call" || r.Header.Get(protocolVersionHeader) < mcpstdio.ModernVersion {
 		return nil
 	}

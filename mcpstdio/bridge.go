@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -58,15 +60,15 @@ func clientMetaOf(params []byte) (map[string]json.RawMessage, string) {
 	}
 	json.Unmarshal(params, &p)
 	meta := map[string]json.RawMessage{
-		metaProtocolVersion:    quote(ModernVersion),
-		metaClientCapabilities: json.RawMessage(`{}`),
-		metaClientInfo:         json.RawMessage(tailgateClientInfo),
+		jsonrpc.MetaProtocolVersion:    jsonrpc.Quote(ModernVersion),
+		jsonrpc.MetaClientCapabilities: json.RawMessage(`{}`),
+		jsonrpc.MetaClientInfo:         json.RawMessage(tailgateClientInfo),
 	}
 	if len(p.Capabilities) > 0 && p.Capabilities[0] == '{' {
-		meta[metaClientCapabilities] = p.Capabilities
+		meta[jsonrpc.MetaClientCapabilities] = p.Capabilities
 	}
 	if len(p.ClientInfo) > 0 && p.ClientInfo[0] == '{' {
-		meta[metaClientInfo] = p.ClientInfo
+		meta[jsonrpc.MetaClientInfo] = p.ClientInfo
 	}
 	if p.ProtocolVersion == "" {
 		p.ProtocolVersion = "2025-11-25"
@@ -76,7 +78,7 @@ func clientMetaOf(params []byte) (map[string]json.RawMessage, string) {
 
 // withParams is m with its params changed by edit (a map of the params'
 // fields, created if m has none).
-func withParams(m *Message, edit func(params map[string]json.RawMessage)) (*Message, error) {
+func withParams(m *jsonrpc.Message, edit func(params map[string]json.RawMessage)) (*jsonrpc.Message, error) {
 	var params map[string]json.RawMessage
 	if m.Params.Has() {
 		if err := json.Unmarshal(m.Bytes(m.Params), &params); err != nil {
@@ -99,16 +101,16 @@ func withParams(m *Message, edit func(params map[string]json.RawMessage)) (*Mess
 		b.WriteByte(',')
 	}
 	b.WriteString(`"method":`)
-	b.Write(quote(m.MethodName()))
+	b.Write(jsonrpc.Quote(m.MethodName()))
 	b.WriteString(`,"params":`)
 	b.Write(p)
 	b.WriteByte('}')
-	return ParseMessage(b.Bytes())
+	return jsonrpc.ParseMessage(b.Bytes())
 }
 
 // withClientMeta is m carrying, in its _meta, what c is told of the
 // client (discoverForSessionClient); what the client put there stays.
-func (c *child) withClientMeta(m *Message) (*Message, error) {
+func (c *child) withClientMeta(m *jsonrpc.Message) (*jsonrpc.Message, error) {
 	return withParams(m, func(params map[string]json.RawMessage) {
 		var meta map[string]json.RawMessage
 		json.Unmarshal(params["_meta"], &meta)
@@ -127,15 +129,15 @@ func (c *child) withClientMeta(m *Message) (*Message, error) {
 // inputRetry is how a call to a child spoken to for a session client is
 // sent again with the answers to its input requests.
 type inputRetry struct {
-	send   func(*Message) (int64, error) // sends a message of the call to the child
-	base   *Message                      // the call as first sent, with _meta
+	send   func(*jsonrpc.Message) (int64, error) // sends a message of the call to the child
+	base   *jsonrpc.Message                      // the call as first sent, with _meta
 	rounds int
 }
 
 // fulfill answers a child's input_required result of call r: each input
 // request goes to the client as the session era's request, and the call
 // is sent again with the answers and the child's requestState.
-func (s *Session) fulfill(c *child, r *Reply, res *Message) {
+func (s *Session) fulfill(c *child, r *Reply, res *jsonrpc.Message) {
 	ir := r.retry
 	ir.rounds++
 	// The client's answer may take a person's time: the call's timeout
@@ -158,10 +160,10 @@ func (s *Session) fulfill(c *child, r *Reply, res *Message) {
 	}
 	switch {
 	case len(result.InputRequests) == 0:
-		r.fail(&CodeError{Code: CodeInternalError, Err: fmt.Errorf("target %q is busy (input_required without input requests); retry later", c.target.Name)})
+		r.fail(&CodeError{Code: jsonrpc.CodeInternalError, Err: fmt.Errorf("target %q is busy (input_required without input requests); retry later", c.target.Name)})
 		return
 	case ir.rounds > maxInputRounds:
-		r.fail(&CodeError{Code: CodeInternalError, Err: fmt.Errorf("target %q asked for input %d times in one call", c.target.Name, maxInputRounds)})
+		r.fail(&CodeError{Code: jsonrpc.CodeInternalError, Err: fmt.Errorf("target %q asked for input %d times in one call", c.target.Name, maxInputRounds)})
 		return
 	}
 	responses := make(map[string]json.RawMessage, len(result.InputRequests))
@@ -202,7 +204,7 @@ func (s *Session) fulfill(c *child, r *Reply, res *Message) {
 // waits for its answer's result, for no longer than the target's request
 // timeout, the call or the session.
 func (s *Session) ask(c *child, r *Reply, method string, params json.RawMessage) (json.RawMessage, error) {
-	sr := &serverRequest{c: c, method: method, answer: make(chan *Message, 1)}
+	sr := &serverRequest{c: c, method: method, answer: make(chan *jsonrpc.Message, 1)}
 	id, ok := s.addServerRequest(sr, nil)
 	if !ok {
 		return nil, s.ended()
@@ -211,7 +213,7 @@ func (s *Session) ask(c *child, r *Reply, method string, params json.RawMessage)
 	if len(params) == 0 {
 		params = json.RawMessage(`{}`)
 	}
-	msg := fmt.Appendf(nil, `{"jsonrpc":"2.0","id":%s,"method":%s,"params":%s}`, strconv.FormatInt(id, 10), quote(method), params)
+	msg := fmt.Appendf(nil, `{"jsonrpc":"2.0","id":%s,"method":%s,"params":%s}`, strconv.FormatInt(id, 10), jsonrpc.Quote(method), params)
 	if !r.push(msg) {
 		return nil, fmt.Errorf("target %q: the client left while its input was asked for", c.target.Name)
 	}
@@ -221,7 +223,7 @@ func (s *Session) ask(c *child, r *Reply, method string, params json.RawMessage)
 	// A question tailgate gives up on is withdrawn, so that the client's
 	// form or prompt does not wait for nobody.
 	withdraw := func(reason string) {
-		s.notify(fmt.Appendf(nil, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":%d,"reason":%s}}`, id, quote(reason)))
+		s.notify(fmt.Appendf(nil, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":%d,"reason":%s}}`, id, jsonrpc.Quote(reason)))
 	}
 	select {
 	case a := <-sr.answer:
@@ -236,7 +238,7 @@ func (s *Session) ask(c *child, r *Reply, method string, params json.RawMessage)
 		return nil, s.ended()
 	case <-timer.C:
 		withdraw("no answer in time")
-		return nil, &CodeError{Code: CodeRequestTimeout, Err: fmt.Errorf("tailgate: the client did not answer %s within %v", method, timeout)}
+		return nil, &CodeError{Code: jsonrpc.CodeRequestTimeout, Err: fmt.Errorf("tailgate: the client did not answer %s within %v", method, timeout)}
 	}
 }
 
@@ -254,7 +256,7 @@ func (s *Session) listenForSessionClient(c *child) {
 	if len(asked) == 0 {
 		return
 	}
-	m, err := ParseMessage([]byte(`{"jsonrpc":"2.0","id":0,"method":"subscriptions/listen"}`))
+	m, err := jsonrpc.ParseMessage([]byte(`{"jsonrpc":"2.0","id":0,"method":"subscriptions/listen"}`))
 	if err == nil {
 		m, err = withParams(m, func(params map[string]json.RawMessage) {
 			params["notifications"], _ = json.Marshal(asked)
@@ -282,11 +284,11 @@ func (s *Session) listenForSessionClient(c *child) {
 			if f.Final {
 				return
 			}
-			fm, err := ParseMessage(f.Data)
+			fm, err := jsonrpc.ParseMessage(f.Data)
 			if err != nil || !strings.HasSuffix(fm.MethodName(), "/list_changed") {
 				continue
 			}
-			s.notify(fmt.Appendf(nil, `{"jsonrpc":"2.0","method":%s}`, quote(fm.MethodName())))
+			s.notify(fmt.Appendf(nil, `{"jsonrpc":"2.0","method":%s}`, jsonrpc.Quote(fm.MethodName())))
 		}
 	}()
 }

@@ -1,6 +1,8 @@
 package mcpstdio_test
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"bytes"
 	"encoding/json"
 	"os"
@@ -60,7 +62,7 @@ func TestCloseSendsCancelledToChild(t *testing.T) {
 
 	closeWithin(t, s, 5*time.Second)
 	_, final := collect(t, c.r)
-	if code, msg := errorOf(t, final); code != mcpstdio.CodeRequestCancelled || string(final.Bytes(final.ID)) != `"long"` {
+	if code, msg := errorOf(t, final); code != jsonrpc.CodeRequestCancelled || string(final.Bytes(final.ID)) != `"long"` {
 		t.Errorf("the client got %s (%d %q), want a request-cancelled error for \"long\"", final.Raw, code, msg)
 	}
 	if !processGone(pid) {

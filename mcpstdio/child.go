@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -131,7 +133,7 @@ const ModernVersion = "2026-07-28"
 
 // modernMeta is the _meta of tailgate's own requests to a sessionless
 // child.
-const modernMeta = `"_meta":{"` + metaProtocolVersion + `":"` + ModernVersion + `","` + metaClientCapabilities + `":{},"` + metaClientInfo + `":` + tailgateClientInfo + `}`
+const modernMeta = `"_meta":{"` + jsonrpc.MetaProtocolVersion + `":"` + ModernVersion + `","` + jsonrpc.MetaClientCapabilities + `":{},"` + jsonrpc.MetaClientInfo + `":` + tailgateClientInfo + `}`
 
 // tailgateClientInfo is how tailgate names itself as a client.
 const tailgateClientInfo = `{"name":"tailgate","version":"dev"}`
@@ -242,7 +244,7 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 		params = defaultInitializeParams
 	}
 	res, err := c.request(initCtx, "initialize", params)
-	if err == nil && res.Error.Has() && !sessionless && string(res.Bytes(res.Path("error", "code"))) == strconv.Itoa(CodeMethodNotFound) && c.discoverForSessionClient(initCtx, params) {
+	if err == nil && res.Error.Has() && !sessionless && string(res.Bytes(res.Path("error", "code"))) == strconv.Itoa(jsonrpc.CodeMethodNotFound) && c.discoverForSessionClient(initCtx, params) {
 		// A server of 2026-07-28 only: tailgate bridges (bridge.go).
 		return c, nil
 	}
@@ -337,7 +339,7 @@ func (c *child) write(msg []byte) error { return c.conn.write(msg, nil) }
 // a child id. It returns the child id. r knows where it went before the
 // write, which may wait for the child to read: nothing holds r meanwhile,
 // so that the child's reader can always deliver to it.
-func (c *child) send(m *Message, r *Reply) (int64, error) {
+func (c *child) send(m *jsonrpc.Message, r *Reply) (int64, error) {
 	c.mu.Lock()
 	if c.dead != nil {
 		c.mu.Unlock()
@@ -374,7 +376,7 @@ func (c *child) cancel(id int64, reason string) {
 	if !c.forgetIfPending(id) {
 		return
 	}
-	msg := fmt.Appendf(nil, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":%d,"reason":%s}}`, id, quote(reason))
+	msg := fmt.Appendf(nil, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":%d,"reason":%s}}`, id, jsonrpc.Quote(reason))
 	if err := c.write(msg); err != nil {
 		c.log.Debug("send cancellation", "err", err)
 	}
@@ -391,16 +393,16 @@ func (c *child) forgetIfPending(id int64) bool {
 }
 
 // request sends tailgate's own request and waits for the response.
-func (c *child) request(ctx context.Context, method string, params []byte) (*Message, error) {
+func (c *child) request(ctx context.Context, method string, params []byte) (*jsonrpc.Message, error) {
 	var b []byte
 	b = append(b, `{"jsonrpc":"2.0","id":0,"method":`...)
-	b = append(b, quote(method)...)
+	b = append(b, jsonrpc.Quote(method)...)
 	if len(params) > 0 {
 		b = append(b, `,"params":`...)
 		b = append(b, params...)
 	}
 	b = append(b, '}')
-	m, err := ParseMessage(b)
+	m, err := jsonrpc.ParseMessage(b)
 	if err != nil {
 		return nil, err
 	}
@@ -415,7 +417,7 @@ func (c *child) request(ctx context.Context, method string, params []byte) (*Mes
 		if f.Err != nil {
 			return nil, f.Err
 		}
-		return ParseMessage(f.Data)
+		return jsonrpc.ParseMessage(f.Data)
 	case <-ctx.Done():
 		c.cancel(id, "tailgate stopped waiting")
 		return nil, ctx.Err()
@@ -506,7 +508,7 @@ func isMethodNotFound(err error) bool {
 		return false
 	}
 	var e struct{ Code int }
-	return json.Unmarshal(we.Raw, &e) == nil && e.Code == CodeMethodNotFound
+	return json.Unmarshal(we.Raw, &e) == nil && e.Code == jsonrpc.CodeMethodNotFound
 }
 
 func truncate(b []byte, n int) string {

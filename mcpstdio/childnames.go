@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -250,7 +252,7 @@ func (c *child) listAll(ctx context.Context, lk listKind, hints *cacheHints) ([]
 	for range 1000 {
 		params := []byte("{")
 		if cursor != "" {
-			params = fmt.Appendf(params, `"cursor":%s`, quote(cursor))
+			params = fmt.Appendf(params, `"cursor":%s`, jsonrpc.Quote(cursor))
 		}
 		if c.init.speaks2026 {
 			// A sessionless child needs every request to say who asks.

@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -121,7 +123,7 @@ func (c *child) handle(line []byte, held *charge) {
 	if len(line) == 0 {
 		return
 	}
-	m, err := ParseMessage(line)
+	m, err := jsonrpc.ParseMessage(line)
 	if err != nil {
 		c.log.Warn("child wrote a line that is not a JSON-RPC message; skipped", "err", err, "line", truncate(line, 200))
 		return
@@ -137,7 +139,7 @@ func (c *child) handle(line []byte, held *charge) {
 	if s == nil {
 		// A pooled child talking before anyone listens.
 		if m.IsRequest() {
-			go c.write(ErrorMessage(m.Bytes(m.ID), CodeInternalError, "no client attached to this server yet"))
+			go c.write(jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInternalError, "no client attached to this server yet"))
 		}
 		return
 	}
@@ -153,7 +155,7 @@ func (c *child) handle(line []byte, held *charge) {
 
 // response hands the child's answer to the request it answers, with the
 // request's own id.
-func (c *child) response(m *Message, held *charge) {
+func (c *child) response(m *jsonrpc.Message, held *charge) {
 	id, err := strconv.ParseInt(string(m.Bytes(m.ID)), 10, 64)
 	if err != nil {
 		c.log.Debug("response to an id tailgate never sent", "id", string(m.Bytes(m.ID)))
@@ -179,10 +181,10 @@ func (c *child) response(m *Message, held *charge) {
 }
 
 // deliver finishes client call r with the child's response m.
-func (c *child) deliver(r *Reply, m *Message, held *charge) {
+func (c *child) deliver(r *Reply, m *jsonrpc.Message, held *charge) {
 	if r.retry != nil && m.Result.Has() && m.String(m.Path("result", "resultType")) == "input_required" {
 		// Input the session client is asked for (bridge.go).
-		if rm, err := ParseMessage(bytes.Clone(m.Raw)); err == nil {
+		if rm, err := jsonrpc.ParseMessage(bytes.Clone(m.Raw)); err == nil {
 			go r.s.fulfill(c, r, rm)
 			return
 		}
@@ -191,7 +193,7 @@ func (c *child) deliver(r *Reply, m *Message, held *charge) {
 		// An older child answers a sessionless client: every result of
 		// 2026-07-28 says its type (a session-era task is left as it is:
 		// it is no complete result).
-		if rm, err := ParseMessage(m.Replace(Span{m.Result.Start + 1, m.Result.Start + 1}, resultTypeComplete(m.Bytes(m.Result)))); err == nil {
+		if rm, err := jsonrpc.ParseMessage(m.Replace(jsonrpc.Span{Start: m.Result.Start + 1, End: m.Result.Start + 1}, resultTypeComplete(m.Bytes(m.Result)))); err == nil {
 			m = rm
 		}
 	}
@@ -211,14 +213,14 @@ func (c *child) deliver(r *Reply, m *Message, held *charge) {
 	}
 	var out []byte
 	if held != nil && held.owns {
-		out = m.rewrite(m.ID, r.frontID) // a large answer is not copied
+		out = m.Rewrite(m.ID, r.frontID) // a large answer is not copied
 	} else {
 		out = m.Replace(m.ID, r.frontID)
 	}
 	if r.listen {
 		// A listen's result names the subscription by the request's id.
-		if om, err := ParseMessage(out); err == nil {
-			if sid := om.Path("result", "_meta", metaSubscriptionID); sid.Has() {
+		if om, err := jsonrpc.ParseMessage(out); err == nil {
+			if sid := om.Path("result", "_meta", jsonrpc.MetaSubscriptionID); sid.Has() {
 				out = om.Replace(sid, r.frontID)
 			}
 		}
@@ -235,7 +237,7 @@ func (c *child) finish(r *Reply, out []byte, o Outcome, from *charge) {
 	held, err := c.mem.answer(from, len(out))
 	if err != nil {
 		c.log.Warn("answer dropped: the gateway's buffers are full", "size", len(out), "err", err)
-		r.fail(&CodeError{Code: CodeInternalError, Err: fmt.Errorf("target %q: an answer of %d bytes dropped: %w", c.target.Name, len(out), err)})
+		r.fail(&CodeError{Code: jsonrpc.CodeInternalError, Err: fmt.Errorf("target %q: an answer of %d bytes dropped: %w", c.target.Name, len(out), err)})
 		return
 	}
 	r.end(Frame{Data: out, Final: true, Outcome: o, held: held})

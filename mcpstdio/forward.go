@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"context"
 	"errors"
 	"strconv"
@@ -33,7 +35,7 @@ type ForwardOptions struct {
 // Forward sends the client request m along rt. The Reply yields what the
 // request causes, then its response (always exactly one, an error
 // included, unless the client cancels it).
-func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
+func (s *Session) Forward(m *jsonrpc.Message, rt Route, opts ForwardOptions) *Reply {
 	r := newReply(8)
 	r.frontID = m.Bytes(m.ID)
 	r.headers = opts.Headers
@@ -82,7 +84,7 @@ func (s *Session) Forward(m *Message, rt Route, opts ForwardOptions) *Reply {
 	s.setTransform(r, c, m, rt, opts.Keep)
 	var extra []byte
 	if rt.nameSpan.Has() && rt.TargetName != rt.Name {
-		extra = quote(rt.TargetName)
+		extra = jsonrpc.Quote(rt.TargetName)
 	}
 	if c.bridge == toModern {
 		c.armInputRetry(r, m, rt.namePath, extra)
@@ -127,15 +129,15 @@ func (s *Session) passIdentity(c *child, r *Reply, opts ForwardOptions) {
 // shared session's progress token replaced by one of tailgate's own (r
 // keeps both), the protocol version an older child was initialized with,
 // the client's _meta for a child that speaks only 2026-07-28.
-func (s *Session) forTarget(m *Message, c *child, r *Reply) *Message {
+func (s *Session) forTarget(m *jsonrpc.Message, c *child, r *Reply) *jsonrpc.Message {
 	if tok := m.Path(pathProgress...); tok.Has() {
 		r.progress = m.Bytes(tok)
 		if s.sessionless && c != nil {
 			// Two clients may use the same token at once: the child sees
 			// one of tailgate's.
 			r.frontToken = r.progress
-			r.progress = quote("tailgate-progress-" + strconv.FormatInt(s.progressSeq.Add(1), 10))
-			if rm, err := ParseMessage(m.Replace(tok, r.progress)); err == nil {
+			r.progress = jsonrpc.Quote("tailgate-progress-" + strconv.FormatInt(s.progressSeq.Add(1), 10))
+			if rm, err := jsonrpc.ParseMessage(m.Replace(tok, r.progress)); err == nil {
 				m = rm
 			}
 		}
@@ -144,8 +146,8 @@ func (s *Session) forTarget(m *Message, c *child, r *Reply) *Message {
 		// An older child was initialized once, by tailgate: the request
 		// speaks its version, whichever the client speaks (tailgate
 		// bridges the difference).
-		if pv := m.Path("params", "_meta", metaProtocolVersion); pv.Has() {
-			if rm, err := ParseMessage(m.Replace(pv, quote(c.init.version))); err == nil {
+		if pv := m.Path("params", "_meta", jsonrpc.MetaProtocolVersion); pv.Has() {
+			if rm, err := jsonrpc.ParseMessage(m.Replace(pv, jsonrpc.Quote(c.init.version))); err == nil {
 				m = rm
 			}
 		}
@@ -163,20 +165,20 @@ func (s *Session) forTarget(m *Message, c *child, r *Reply) *Message {
 // client: a list's names prefixed and its items filtered (keep), a read's
 // URIs prefixed, a task list narrowed to the caller's own tasks, a task
 // id prefixed.
-func (s *Session) setTransform(r *Reply, c *child, m *Message, rt Route, keep func(Item) bool) {
+func (s *Session) setTransform(r *Reply, c *child, m *jsonrpc.Message, rt Route, keep func(Item) bool) {
 	if rt.list != nil && (s.prefixed || keep != nil) {
 		lk := *rt.list
-		r.transform = func(res *Message) []byte { return s.rewriteList(c, lk, res, r.frontID, keep) }
+		r.transform = func(res *jsonrpc.Message) []byte { return s.rewriteList(c, lk, res, r.frontID, keep) }
 	} else if m.MethodName() == "resources/read" && s.prefixed {
-		r.transform = func(res *Message) []byte { return s.rewriteContents(c, res, r.frontID) }
+		r.transform = func(res *jsonrpc.Message) []byte { return s.rewriteContents(c, res, r.frontID) }
 	} else if m.MethodName() == "tasks/list" {
 		// A target's list names every caller's tasks: the caller sees
 		// its own.
-		r.transform = func(res *Message) []byte { return s.ownTasksList(c, res, r.frontID) }
+		r.transform = func(res *jsonrpc.Message) []byte { return s.ownTasksList(c, res, r.frontID) }
 	} else if s.prefixed && (rt.Kind == "tool" || rt.Kind == "task") {
 		// A task a target created is known to the client by a prefixed id,
 		// so that tasks/* find the target again.
-		r.transform = func(res *Message) []byte { return s.rewriteTaskID(c, res, r.frontID) }
+		r.transform = func(res *jsonrpc.Message) []byte { return s.rewriteTaskID(c, res, r.frontID) }
 	}
 }
 
@@ -184,11 +186,11 @@ func (s *Session) setTransform(r *Reply, c *child, m *Message, rt Route, keep fu
 // 2026-07-28, for a session client), be sent again with the input the
 // client gives (bridge.go): the name at namePath is replaced by extra
 // (the target's own name) each time, as in the first send.
-func (c *child) armInputRetry(r *Reply, m *Message, namePath []string, extra []byte) {
+func (c *child) armInputRetry(r *Reply, m *jsonrpc.Message, namePath []string, extra []byte) {
 	switch m.MethodName() {
 	case "tools/call", "prompts/get", "resources/read":
-		r.retry = &inputRetry{base: m, send: func(rm *Message) (int64, error) {
-			var span Span
+		r.retry = &inputRetry{base: m, send: func(rm *jsonrpc.Message) (int64, error) {
+			var span jsonrpc.Span
 			if namePath != nil {
 				span = rm.Path(namePath...)
 			}
@@ -198,11 +200,11 @@ func (c *child) armInputRetry(r *Reply, m *Message, namePath []string, extra []b
 }
 
 // sendRenamed is send with the span name (if v is not nil) replaced by v.
-func (c *child) sendRenamed(m *Message, r *Reply, name Span, v []byte) (int64, error) {
+func (c *child) sendRenamed(m *jsonrpc.Message, r *Reply, name jsonrpc.Span, v []byte) (int64, error) {
 	if v == nil {
 		return c.send(m, r)
 	}
-	rm, err := ParseMessage(m.Replace(name, v))
+	rm, err := jsonrpc.ParseMessage(m.Replace(name, v))
 	if err != nil {
 		return 0, err
 	}
@@ -212,7 +214,7 @@ func (c *child) sendRenamed(m *Message, r *Reply, name Span, v []byte) (int64, e
 // fanOut answers a request that goes to every target: lists are joined in
 // target order, ping and logging/setLevel succeed when every target that
 // can answer does.
-func (s *Session) fanOut(ctx context.Context, m *Message, rt Route, opts ForwardOptions, r *Reply) {
+func (s *Session) fanOut(ctx context.Context, m *jsonrpc.Message, rt Route, opts ForwardOptions, r *Reply) {
 	var result []byte
 	var err error
 	switch {
@@ -231,11 +233,11 @@ func (s *Session) fanOut(ctx context.Context, m *Message, rt Route, opts Forward
 		r.fail(err)
 		return
 	}
-	r.finish(ResultMessage(r.frontID, result))
+	r.finish(jsonrpc.ResultMessage(r.frontID, result))
 }
 
 // everyChild sends m to every child (logging/setLevel: those that log).
-func (s *Session) everyChild(ctx context.Context, m *Message) error {
+func (s *Session) everyChild(ctx context.Context, m *jsonrpc.Message) error {
 	method := m.MethodName()
 	var params []byte
 	if m.Params.Has() {

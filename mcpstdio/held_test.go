@@ -1,6 +1,8 @@
 package mcpstdio_test
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"fmt"
 	"strconv"
 	"strings"
@@ -26,7 +28,7 @@ func bigCalls(t *testing.T, sessions []*mcpstdio.Session, n, size int) []*routed
 
 // takeAll reads every call's answer at once, as clients on streams of
 // their own do, and returns the final responses.
-func takeAll(t *testing.T, pending []*routed) []*mcpstdio.Message {
+func takeAll(t *testing.T, pending []*routed) []*jsonrpc.Message {
 	t.Helper()
 	finals := make([][]byte, len(pending))
 	var wg sync.WaitGroup
@@ -47,7 +49,7 @@ func takeAll(t *testing.T, pending []*routed) []*mcpstdio.Message {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the answers did not all come within 20s of being read")
 	}
-	out := make([]*mcpstdio.Message, len(finals))
+	out := make([]*jsonrpc.Message, len(finals))
 	for i, f := range finals {
 		if f != nil {
 			out[i] = parse(t, f)

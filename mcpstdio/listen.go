@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,7 +19,7 @@ import (
 // resource URIs prefixed as in lists. The stream ends when the client
 // leaves (every target's listen is cancelled) or when every target ended
 // its listen.
-func (s *Session) listenAll(m *Message, r *Reply, key string) {
+func (s *Session) listenAll(m *jsonrpc.Message, r *Reply, key string) {
 	subs := s.openListens(m, r.frontID)
 	r.s, r.key = s, key
 	r.listen = true
@@ -34,7 +36,7 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 	}
 	r.onDone = func() { s.untrack(key, r) }
 	if len(subs) == 0 {
-		r.fail(&CodeError{Code: CodeMethodNotFound, Err: errors.New("no target of this backend can be listened to")})
+		r.fail(&CodeError{Code: jsonrpc.CodeMethodNotFound, Err: errors.New("no target of this backend can be listened to")})
 		return
 	}
 
@@ -45,8 +47,8 @@ func (s *Session) listenAll(m *Message, r *Reply, key string) {
 	}
 	go func() {
 		wg.Wait()
-		result, _ := json.Marshal(map[string]any{"resultType": "complete", "_meta": map[string]json.RawMessage{metaSubscriptionID: r.frontID}})
-		r.finish(ResultMessage(r.frontID, result))
+		result, _ := json.Marshal(map[string]any{"resultType": "complete", "_meta": map[string]json.RawMessage{jsonrpc.MetaSubscriptionID: r.frontID}})
+		r.finish(jsonrpc.ResultMessage(r.frontID, result))
 	}()
 }
 
@@ -61,7 +63,7 @@ type listenSub struct {
 // openListens opens a listen at each target that can announce anything,
 // for the client's listen m (its id frontID); a target that cannot be
 // reached is left out.
-func (s *Session) openListens(m *Message, frontID []byte) []listenSub {
+func (s *Session) openListens(m *jsonrpc.Message, frontID []byte) []listenSub {
 	var params map[string]json.RawMessage
 	if m.Params.Has() {
 		json.Unmarshal(m.Bytes(m.Params), &params)
@@ -84,7 +86,7 @@ func (s *Session) openListens(m *Message, frontID []byte) []listenSub {
 		sr.frontID, sr.listen = frontID, true
 		body, _ := json.Marshal(p)
 		msg := append(append([]byte(`{"jsonrpc":"2.0","id":0,"method":"subscriptions/listen","params":`), body...), '}')
-		sm, err := ParseMessage(msg)
+		sm, err := jsonrpc.ParseMessage(msg)
 		if err != nil {
 			continue
 		}
@@ -141,7 +143,7 @@ func (s *Session) relayListen(r *Reply, sb listenSub, acks *listenAcks) {
 		if f.Final {
 			return
 		}
-		fm, err := ParseMessage(f.Data)
+		fm, err := jsonrpc.ParseMessage(f.Data)
 		if err != nil {
 			continue
 		}
@@ -170,10 +172,10 @@ func (s *Session) relayListen(r *Reply, sb listenSub, acks *listenAcks) {
 		}
 		out := f.Data
 		if uri := fm.Path("params", "uri"); s.prefixed && uri.Has() && strings.HasPrefix(fm.MethodName(), "notifications/resources/") {
-			out = fm.Replace(uri, quote(s.exposedURI(sb.c, fm.String(uri))))
+			out = fm.Replace(uri, jsonrpc.Quote(s.exposedURI(sb.c, fm.String(uri))))
 		}
 		if id := fm.Path("params", "taskId"); s.prefixed && id.Has() && strings.HasPrefix(fm.MethodName(), "notifications/tasks") {
-			out = fm.Replace(id, quote(sb.c.target.Name+nameSep+fm.String(id)))
+			out = fm.Replace(id, jsonrpc.Quote(sb.c.target.Name+nameSep+fm.String(id)))
 		}
 		sb.c.push(r, out, nil)
 	}
@@ -237,7 +239,7 @@ func (c *child) legacyListChanged(method string) {
 	}
 	c.mu.Unlock()
 	for _, r := range to {
-		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": method, "params": map[string]any{"_meta": map[string]json.RawMessage{metaSubscriptionID: r.frontID}}})
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": method, "params": map[string]any{"_meta": map[string]json.RawMessage{jsonrpc.MetaSubscriptionID: r.frontID}}})
 		r.push(b)
 	}
 }
@@ -255,11 +257,11 @@ func (s *Session) childListenParams(c *child, params map[string]json.RawMessage)
 
 // ownListen is a listen m sent to c alone, naming only the tasks of the
 // caller's own (childListenParams).
-func (s *Session) ownListen(c *child, m *Message) (*Message, error) {
+func (s *Session) ownListen(c *child, m *jsonrpc.Message) (*jsonrpc.Message, error) {
 	var params map[string]json.RawMessage
 	if m.Params.Has() {
 		if err := json.Unmarshal(m.Bytes(m.Params), &params); err != nil {
-			return nil, &CodeError{Code: CodeInvalidParams, Err: fmt.Errorf("subscriptions/listen params: %w", err)}
+			return nil, &CodeError{Code: jsonrpc.CodeInvalidParams, Err: fmt.Errorf("subscriptions/listen params: %w", err)}
 		}
 	}
 	ids, ok := s.ownListenTaskIDs(c, params)
@@ -289,7 +291,7 @@ func joinedAck(frontID []byte, acks []any) []byte {
 	}
 	b, _ := json.Marshal(map[string]any{
 		"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
-		"params": map[string]any{"_meta": map[string]json.RawMessage{metaSubscriptionID: frontID}, "notifications": joined},
+		"params": map[string]any{"_meta": map[string]json.RawMessage{jsonrpc.MetaSubscriptionID: frontID}, "notifications": joined},
 	})
 	return b
 }

@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"context"
 	"encoding/json"
 	"sync"
@@ -87,13 +89,13 @@ func (s *Session) joinLists(ctx context.Context, lk listKind, keep func(Item) bo
 func (s *Session) rewriteItems(c *child, lk listKind, items []json.RawMessage, keep func(Item) bool) []json.RawMessage {
 	out := items[:0]
 	for _, it := range items {
-		im := &Message{Raw: it}
-		sp := im.Field(Span{0, len(it)}, lk.key)
+		im := &jsonrpc.Message{Raw: it}
+		sp := im.Field(jsonrpc.Span{Start: 0, End: len(it)}, lk.key)
 		name := im.String(sp)
 		if keep != nil {
 			item := Item{Kind: lk.kind, Target: c.target.Name, Name: name}
 			if lk.kind == "resource" {
-				item.Title = im.String(im.Field(Span{0, len(it)}, "name"))
+				item.Title = im.String(im.Field(jsonrpc.Span{Start: 0, End: len(it)}, "name"))
 			}
 			if !keep(item) {
 				continue
@@ -104,7 +106,7 @@ func (s *Session) rewriteItems(c *child, lk listKind, items []json.RawMessage, k
 			if lk.kind == "resource" {
 				exposed = s.exposedURI(c, name)
 			}
-			it = im.Replace(sp, quote(exposed))
+			it = im.Replace(sp, jsonrpc.Quote(exposed))
 		}
 		out = append(out, it)
 	}
@@ -113,7 +115,7 @@ func (s *Session) rewriteItems(c *child, lk listKind, items []json.RawMessage, k
 
 // rewriteList is rewriteItems on one child's list response, which keeps
 // every other field (nextCursor, _meta, …) as it came.
-func (s *Session) rewriteList(c *child, lk listKind, res *Message, frontID []byte, keep func(Item) bool) []byte {
+func (s *Session) rewriteList(c *child, lk listKind, res *jsonrpc.Message, frontID []byte, keep func(Item) bool) []byte {
 	if !res.Result.Has() {
 		return res.Replace(res.ID, frontID)
 	}
@@ -133,25 +135,25 @@ func (s *Session) rewriteList(c *child, lk listKind, res *Message, frontID []byt
 		result["cacheScope"] = json.RawMessage(`"private"`)
 	}
 	b, _ := json.Marshal(result)
-	return ResultMessage(frontID, b)
+	return jsonrpc.ResultMessage(frontID, b)
 }
 
 // rewriteContents prefixes the URIs of a resources/read result.
-func (s *Session) rewriteContents(c *child, res *Message, frontID []byte) []byte {
+func (s *Session) rewriteContents(c *child, res *jsonrpc.Message, frontID []byte) []byte {
 	var result map[string]json.RawMessage
 	var contents []json.RawMessage
 	if !res.Result.Has() || json.Unmarshal(res.Bytes(res.Result), &result) != nil || json.Unmarshal(result["contents"], &contents) != nil {
 		return res.Replace(res.ID, frontID)
 	}
 	for i, it := range contents {
-		im := &Message{Raw: it}
-		if sp := im.Field(Span{0, len(it)}, "uri"); sp.Has() {
-			contents[i] = im.Replace(sp, quote(s.exposedURI(c, im.String(sp))))
+		im := &jsonrpc.Message{Raw: it}
+		if sp := im.Field(jsonrpc.Span{Start: 0, End: len(it)}, "uri"); sp.Has() {
+			contents[i] = im.Replace(sp, jsonrpc.Quote(s.exposedURI(c, im.String(sp))))
 		}
 	}
 	result["contents"], _ = json.Marshal(contents)
 	b, _ := json.Marshal(result)
-	return ResultMessage(frontID, b)
+	return jsonrpc.ResultMessage(frontID, b)
 }
 
 // Tools lists every target's tools as the client sees them (names
@@ -182,7 +184,7 @@ func (s *Session) Tools(ctx context.Context) ([]json.RawMessage, error) {
 
 // rewriteTaskID prefixes the task id of a result that names a task
 // (resultType "task", or a task as tasks/get returns it).
-func (s *Session) rewriteTaskID(c *child, res *Message, frontID []byte) []byte {
+func (s *Session) rewriteTaskID(c *child, res *jsonrpc.Message, frontID []byte) []byte {
 	id := res.Path("result", "taskId")
 	if !id.Has() {
 		id = res.Path("result", "task", "taskId")
@@ -191,13 +193,13 @@ func (s *Session) rewriteTaskID(c *child, res *Message, frontID []byte) []byte {
 		return res.Replace(res.ID, frontID)
 	}
 	if res.ID.Start < id.Start {
-		return res.Replace2(res.ID, frontID, id, quote(c.target.Name+nameSep+res.String(id)))
+		return res.Replace2(res.ID, frontID, id, jsonrpc.Quote(c.target.Name+nameSep+res.String(id)))
 	}
-	return res.Replace2(id, quote(c.target.Name+nameSep+res.String(id)), res.ID, frontID)
+	return res.Replace2(id, jsonrpc.Quote(c.target.Name+nameSep+res.String(id)), res.ID, frontID)
 }
 
 // itemKey is the string field key of a list item.
 func itemKey(item json.RawMessage, key string) string {
-	im := &Message{Raw: item}
-	return im.String(im.Field(Span{0, len(item)}, key))
+	im := &jsonrpc.Message{Raw: item}
+	return im.String(im.Field(jsonrpc.Span{Start: 0, End: len(item)}, key))
 }

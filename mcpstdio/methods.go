@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"context"
 	"errors"
 	"fmt"
@@ -65,8 +67,8 @@ type Route struct {
 	Target, TargetName string
 
 	c        *child
-	nameSpan Span     // where Name is in the message
-	namePath []string // and how to find it again
+	nameSpan jsonrpc.Span // where Name is in the message
+	namePath []string     // and how to find it again
 	list     *listKind
 	fanOut   bool
 	discover bool
@@ -75,7 +77,7 @@ type Route struct {
 
 // Route finds the target of a client request. An error is the JSON-RPC
 // error the client gets (an unknown tool, say).
-func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
+func (s *Session) Route(ctx context.Context, m *jsonrpc.Message) (Route, error) {
 	method := m.MethodName()
 	var rt Route
 	if state, ok := isRetry(m); ok && s.sessionless {
@@ -112,14 +114,14 @@ func (s *Session) Route(ctx context.Context, m *Message) (Route, error) {
 			}
 		}
 	}
-	return rt, &CodeError{Code: CodeMethodNotFound, Err: fmt.Errorf("tailgate cannot tell which of this backend's %d targets %q is for", len(s.children), method)}
+	return rt, &CodeError{Code: jsonrpc.CodeMethodNotFound, Err: fmt.Errorf("tailgate cannot tell which of this backend's %d targets %q is for", len(s.children), method)}
 }
 
 // routeMethod sets in rt what m's method says of its route: the kind of
 // thing it names and where the name is, or whether it goes to every
 // target. It reports routed when the method alone decides the route (rt
 // is complete, or err is the error the client gets).
-func (s *Session) routeMethod(m *Message, method string, rt *Route) (routed bool, err error) {
+func (s *Session) routeMethod(m *jsonrpc.Message, method string, rt *Route) (routed bool, err error) {
 	switch method {
 	case "tools/call":
 		rt.Kind, rt.namePath = "tool", pathParamsName
@@ -138,7 +140,7 @@ func (s *Session) routeMethod(m *Message, method string, rt *Route) (routed bool
 	case "tasks/list":
 		if s.sessionless {
 			// A target's list would name other callers' tasks.
-			return true, &CodeError{Code: CodeMethodNotFound, Err: errors.New("tasks/list is not served to sessionless callers: a target's list names every caller's tasks")}
+			return true, &CodeError{Code: jsonrpc.CodeMethodNotFound, Err: errors.New("tasks/list is not served to sessionless callers: a target's list names every caller's tasks")}
 		}
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
 		rt.Kind, rt.namePath = "resource", pathParamsURI
@@ -179,7 +181,7 @@ func (s *Session) routeMethod(m *Message, method string, rt *Route) (routed bool
 // routeName finds the target of a request that names a tool, prompt,
 // resource or task (at rt.nameSpan), and the target's own name for it. An
 // error is the JSON-RPC error the client gets.
-func (s *Session) routeName(ctx context.Context, m *Message, rt *Route) error {
+func (s *Session) routeName(ctx context.Context, m *jsonrpc.Message, rt *Route) error {
 	rt.Name = m.String(rt.nameSpan)
 	var err error
 	if rt.Kind == "resource" {
@@ -233,8 +235,8 @@ var errTasksUndeclared = &CodeError{
 
 // declaresTasks reports whether a request's client declares the tasks
 // extension.
-func declaresTasks(m *Message) bool {
-	caps := m.Path("params", "_meta", metaClientCapabilities, "extensions")
+func declaresTasks(m *jsonrpc.Message) bool {
+	caps := m.Path("params", "_meta", jsonrpc.MetaClientCapabilities, "extensions")
 	return m.Field(caps, TasksExtension).Has()
 }
 
@@ -265,7 +267,7 @@ func unknown(kind, name string) error {
 	if len(name) > 200 {
 		name = name[:200] + "…" // the client's own name, echoed: bounded
 	}
-	return &CodeError{Code: CodeInvalidParams, Err: fmt.Errorf("unknown %s %q", kind, name)}
+	return &CodeError{Code: jsonrpc.CodeInvalidParams, Err: fmt.Errorf("unknown %s %q", kind, name)}
 }
 
 // routeURI finds the child that serves a front resource URI.
@@ -274,14 +276,14 @@ func (s *Session) routeURI(uri string) (*child, string, error) {
 		if len(s.children) == 1 {
 			return s.children[0], uri, nil
 		}
-		return nil, "", &CodeError{Code: CodeInvalidParams, Err: errors.New("resources need prefixed names when several targets are multiplexed (prefixMode never)")}
+		return nil, "", &CodeError{Code: jsonrpc.CodeInvalidParams, Err: errors.New("resources need prefixed names when several targets are multiplexed (prefixMode never)")}
 	}
 	for _, c := range s.children {
 		if rest, ok := strings.CutPrefix(uri, c.target.Name+uriSep); ok {
 			return c, rest, nil
 		}
 	}
-	return nil, "", &CodeError{Code: CodeInvalidParams, Err: fmt.Errorf("unknown resource %q", uri)}
+	return nil, "", &CodeError{Code: jsonrpc.CodeInvalidParams, Err: fmt.Errorf("unknown resource %q", uri)}
 }
 
 // PrefixTarget names the target a front tool or prompt name belongs to,

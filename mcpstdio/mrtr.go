@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"bytes"
 	"crypto/rand"
 	"errors"
@@ -46,7 +48,7 @@ type parkedCall struct {
 // park turns a legacy child's request to a sessionless client into the
 // input_required result of the call it interrupts. It reports false if no
 // single client call is in flight at the child to carry it.
-func (s *Session) park(c *child, m *Message) bool {
+func (s *Session) park(c *child, m *jsonrpc.Message) bool {
 	r := c.related(true)
 	if r == nil {
 		return false
@@ -63,7 +65,7 @@ func (s *Session) park(c *child, m *Message) bool {
 	if m.Params.Has() {
 		params = m.Bytes(m.Params)
 	}
-	pc.request = fmt.Appendf(nil, `{"method":%s,"params":%s}`, quote(m.MethodName()), params)
+	pc.request = fmt.Appendf(nil, `{"method":%s,"params":%s}`, jsonrpc.Quote(m.MethodName()), params)
 	pc.placeholder = newReply(1)
 	pc.placeholder.parked = pc
 	token := rand.Text()
@@ -88,17 +90,17 @@ func (s *Session) park(c *child, m *Message) bool {
 			return
 		}
 		s.log.Warn("client did not come back with the input a call needed", "target", c.target.Name, "method", m.MethodName(), "timeout", timeout)
-		c.write(ErrorMessage(pc.serverID, CodeRequestTimeout, fmt.Sprintf("tailgate: the client did not answer %s within %v", m.MethodName(), timeout)))
+		c.write(jsonrpc.ErrorMessage(pc.serverID, jsonrpc.CodeRequestTimeout, fmt.Sprintf("tailgate: the client did not answer %s within %v", m.MethodName(), timeout)))
 		c.cancel(callID, "the client did not come back with the input the call needed")
 	})
-	r.finishAs(ResultMessage(r.frontID, inputRequired(pc, token)), OutcomeOK)
+	r.finishAs(jsonrpc.ResultMessage(r.frontID, inputRequired(pc, token)), OutcomeOK)
 	return true
 }
 
 // inputRequired is the result that asks the client for pc's input.
 func inputRequired(pc *parkedCall, token string) []byte {
 	return fmt.Appendf(nil, `{"resultType":"input_required","inputRequests":{%s:%s},"requestState":%s}`,
-		quote(pc.key), pc.request, quote(requestStatePrefix+token))
+		jsonrpc.Quote(pc.key), pc.request, jsonrpc.Quote(requestStatePrefix+token))
 }
 
 func (s *Session) takeParked(token string) *parkedCall {
@@ -111,7 +113,7 @@ func (s *Session) takeParked(token string) *parkedCall {
 
 // resume serves the retry of a parked call: the client's answer goes to
 // the child's request, and r waits for the call's result.
-func (s *Session) resume(m *Message, r *Reply, state string) {
+func (s *Session) resume(m *jsonrpc.Message, r *Reply, state string) {
 	token := strings.TrimPrefix(state, requestStatePrefix)
 	pc := s.takeParked(token)
 	if pc == nil {
@@ -124,7 +126,7 @@ func (s *Session) resume(m *Message, r *Reply, state string) {
 		s.mu.Lock()
 		s.parked[token] = pc
 		s.mu.Unlock()
-		r.finishAs(ResultMessage(r.frontID, inputRequired(pc, token)), OutcomeOK)
+		r.finishAs(jsonrpc.ResultMessage(r.frontID, inputRequired(pc, token)), OutcomeOK)
 		return
 	}
 	pc.timer.Stop()
@@ -141,7 +143,7 @@ func (s *Session) resume(m *Message, r *Reply, state string) {
 	}
 	c.mu.Unlock()
 	if done != nil {
-		if dm, err := ParseMessage(done); err == nil {
+		if dm, err := jsonrpc.ParseMessage(done); err == nil {
 			c.deliver(r, dm, nil)
 		}
 		return
@@ -152,14 +154,14 @@ func (s *Session) resume(m *Message, r *Reply, state string) {
 	}
 }
 
-var errInvalidRequestState = &CodeError{Code: CodeInvalidParams, Err: errors.New("invalid requestState: not one tailgate issued, already used, or expired")}
+var errInvalidRequestState = &CodeError{Code: jsonrpc.CodeInvalidParams, Err: errors.New("invalid requestState: not one tailgate issued, already used, or expired")}
 
 // checkRetry refuses a retry that does not name the call it resumes. A
 // retry is routed and judged (policy, with the caller's identity at the
 // retry) by the method and name it carries, and resumes the parked call:
 // they must be one call, or a retry naming an allowed tool would resume
 // a call to one the caller may no longer use.
-func (s *Session) checkRetry(m *Message, state string) error {
+func (s *Session) checkRetry(m *jsonrpc.Message, state string) error {
 	s.mu.Lock()
 	pc := s.parked[strings.TrimPrefix(state, requestStatePrefix)]
 	s.mu.Unlock()
@@ -167,13 +169,13 @@ func (s *Session) checkRetry(m *Message, state string) error {
 		return errInvalidRequestState
 	}
 	if callWhat(m) != pc.what {
-		return &CodeError{Code: CodeInvalidParams, Err: fmt.Errorf("invalid requestState: it was issued for another call than this %s", m.MethodName())}
+		return &CodeError{Code: jsonrpc.CodeInvalidParams, Err: fmt.Errorf("invalid requestState: it was issued for another call than this %s", m.MethodName())}
 	}
 	return nil
 }
 
 // callWhat is a call's method and the name (or URI) it names.
-func callWhat(m *Message) string {
+func callWhat(m *jsonrpc.Message) string {
 	name := ""
 	if sp, ok := m.NameSpan(); ok {
 		name = m.String(sp)
@@ -183,7 +185,7 @@ func callWhat(m *Message) string {
 
 // isRetry reports whether m retries a call tailgate parked, and with which
 // requestState.
-func isRetry(m *Message) (string, bool) {
+func isRetry(m *jsonrpc.Message) (string, bool) {
 	st := m.Path("params", "requestState")
 	if !st.Has() || !bytes.HasPrefix(m.Bytes(st), []byte(`"`+requestStatePrefix)) {
 		return "", false

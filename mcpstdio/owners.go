@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"encoding/json"
 	"strings"
 	"sync"
@@ -103,7 +105,7 @@ func (o *taskOwners) forgetChild(caller string, c *child) {
 // noteTask records the task a tools/call result of c creates, if any
 // (resultType "task", or the session era's {"task":{"taskId":…}}), as the
 // session's caller's.
-func (s *Session) noteTask(c *child, m *Message) {
+func (s *Session) noteTask(c *child, m *jsonrpc.Message) {
 	id := m.Path("result", "taskId")
 	if !id.Has() || m.String(m.Path("result", "resultType")) != "task" {
 		if id = m.Path("result", "task", "taskId"); !id.Has() {
@@ -122,14 +124,14 @@ func (s *Session) ownsTask(c *child, id string) bool {
 // createsTask reports whether a tools/call may create a task: its client
 // declared the tasks extension, or (the session era's tasks) it asks for
 // one in params.task.
-func createsTask(m *Message) bool {
+func createsTask(m *jsonrpc.Message) bool {
 	return declaresTasks(m) || m.Path("params", "task").Has()
 }
 
 // ownTasksList is a tasks/list result of c with the tasks the session's
 // caller did not create left out, the others' ids as the client knows
 // them.
-func (s *Session) ownTasksList(c *child, res *Message, frontID []byte) []byte {
+func (s *Session) ownTasksList(c *child, res *jsonrpc.Message, frontID []byte) []byte {
 	var result map[string]json.RawMessage
 	var tasks []json.RawMessage
 	if !res.Result.Has() || json.Unmarshal(res.Bytes(res.Result), &result) != nil || json.Unmarshal(result["tasks"], &tasks) != nil {
@@ -137,19 +139,19 @@ func (s *Session) ownTasksList(c *child, res *Message, frontID []byte) []byte {
 	}
 	own := []json.RawMessage{}
 	for _, task := range tasks {
-		tm := &Message{Raw: task}
-		sp := tm.Field(Span{0, len(task)}, "taskId")
+		tm := &jsonrpc.Message{Raw: task}
+		sp := tm.Field(jsonrpc.Span{Start: 0, End: len(task)}, "taskId")
 		if !sp.Has() || !s.ownsTask(c, tm.String(sp)) {
 			continue
 		}
 		if s.prefixed {
-			task = tm.Replace(sp, quote(c.target.Name+nameSep+tm.String(sp)))
+			task = tm.Replace(sp, jsonrpc.Quote(c.target.Name+nameSep+tm.String(sp)))
 		}
 		own = append(own, task)
 	}
 	result["tasks"], _ = json.Marshal(own)
 	b, _ := json.Marshal(result)
-	return ResultMessage(frontID, b)
+	return jsonrpc.ResultMessage(frontID, b)
 }
 
 // ownListenTaskIDs are the task ids a listen names for child c: those of

@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -173,7 +175,7 @@ func (l *httpLink) write(msg []byte, headers map[string]string) error {
 		return l.err
 	default:
 	}
-	m, err := ParseMessage(msg)
+	m, err := jsonrpc.ParseMessage(msg)
 	if err != nil {
 		return err
 	}
@@ -222,7 +224,7 @@ const (
 // notification once the server has taken it. Messages then reach the
 // server in the order the relay wrote them (notifications/initialized
 // before the first request) while requests still run side by side.
-func (l *httpLink) post(ctx context.Context, m *Message, extra map[string]string, prev <-chan struct{}, sent chan struct{}) {
+func (l *httpLink) post(ctx context.Context, m *jsonrpc.Message, extra map[string]string, prev <-chan struct{}, sent chan struct{}) {
 	var once sync.Once
 	done := func() { once.Do(func() { close(sent) }) }
 	defer done()
@@ -295,7 +297,7 @@ func waitTurn(ctx context.Context, prev <-chan struct{}) bool {
 // setPostHeaders sets the headers of m's POST (h): the target's static
 // ones, the request's own (extra), the content types, the session and the
 // protocol version, and the method and name the server checks.
-func (l *httpLink) setPostHeaders(h http.Header, m *Message, method string, extra map[string]string, session, version string, sessionEra bool) {
+func (l *httpLink) setPostHeaders(h http.Header, m *jsonrpc.Message, method string, extra map[string]string, session, version string, sessionEra bool) {
 	for k, v := range l.headers {
 		h[k] = v
 	}
@@ -310,7 +312,7 @@ func (l *httpLink) setPostHeaders(h http.Header, m *Message, method string, extr
 	// A sessionless request says its version in _meta, and the header
 	// must agree (SEP-2575); a session's requests carry the version agreed
 	// at initialize, which itself carries none.
-	if v := m.String(m.Path("params", "_meta", metaProtocolVersion)); v != "" && !sessionEra {
+	if v := m.String(m.Path("params", "_meta", jsonrpc.MetaProtocolVersion)); v != "" && !sessionEra {
 		h.Set("Mcp-Protocol-Version", v)
 	} else if version != "" && method != "initialize" {
 		h.Set("Mcp-Protocol-Version", version)
@@ -327,7 +329,7 @@ func (l *httpLink) setPostHeaders(h http.Header, m *Message, method string, extr
 // postAnswer hands on what the server answered m's POST with (resp): an
 // event stream, a JSON message, or an error for a request whose answer
 // did not come; session is the session the POST was sent in.
-func (l *httpLink) postAnswer(ctx context.Context, resp *http.Response, m *Message, session string) {
+func (l *httpLink) postAnswer(ctx context.Context, resp *http.Response, m *jsonrpc.Message, session string) {
 	ct := resp.Header.Get("Content-Type")
 	switch {
 	case strings.HasPrefix(ct, "text/event-stream"):
@@ -369,7 +371,7 @@ func (l *httpLink) postAnswer(ctx context.Context, resp *http.Response, m *Messa
 
 // requestMetaKeys are the _meta keys with which a request of MCP
 // 2026-07-28 says its version, its client and its log level (SEP-2575).
-var requestMetaKeys = []string{metaProtocolVersion, metaClientCapabilities, metaClientInfo, "io.modelcontextprotocol/logLevel"}
+var requestMetaKeys = []string{jsonrpc.MetaProtocolVersion, jsonrpc.MetaClientCapabilities, jsonrpc.MetaClientInfo, "io.modelcontextprotocol/logLevel"}
 
 // withoutRequestMeta is m without requestMetaKeys, for a server of the
 // session era: it learnt all that at initialize, and a Streamable HTTP
@@ -377,7 +379,7 @@ var requestMetaKeys = []string{metaProtocolVersion, metaClientCapabilities, meta
 // one of that protocol, which its sessions do not serve (go-sdk's answers
 // -32022). A sessionless caller's requests, bridged to such a server, have
 // them.
-func withoutRequestMeta(m *Message) []byte {
+func withoutRequestMeta(m *jsonrpc.Message) []byte {
 	meta := m.Path("params", "_meta")
 	var fields map[string]json.RawMessage
 	if !meta.Has() || json.Unmarshal(m.Bytes(meta), &fields) != nil {
@@ -398,18 +400,18 @@ func withoutRequestMeta(m *Message) []byte {
 }
 
 // answers reports whether body is the response to request m.
-func answers(body []byte, m *Message) bool {
+func answers(body []byte, m *jsonrpc.Message) bool {
 	if m == nil || !m.IsRequest() {
 		return false
 	}
-	rm, err := ParseMessage(bytes.TrimSpace(body))
+	rm, err := jsonrpc.ParseMessage(bytes.TrimSpace(body))
 	return err == nil && rm.IsResponse() && bytes.Equal(rm.Bytes(rm.ID), m.Bytes(m.ID))
 }
 
 // httpError describes a reply that is not the answer: its status, and the
 // JSON-RPC error's message or the start of the body.
 func httpError(status int, body []byte) error {
-	if rm, err := ParseMessage(bytes.TrimSpace(body)); err == nil {
+	if rm, err := jsonrpc.ParseMessage(bytes.TrimSpace(body)); err == nil {
 		if msg := rm.String(rm.Path("error", "message")); msg != "" {
 			return fmt.Errorf("HTTP %d: %s", status, msg)
 		}
@@ -438,13 +440,13 @@ func headerValue(v string) string {
 // at initialize and opening the GET stream of a session once it exists;
 // held is what the message holds of the link's buffers, for the answer
 // made of it to take over.
-func (l *httpLink) deliver(body []byte, sent *Message, held *charge) {
+func (l *httpLink) deliver(body []byte, sent *jsonrpc.Message, held *charge) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return
 	}
 	if sent != nil && sent.MethodName() == "initialize" {
-		if rm, err := ParseMessage(body); err == nil {
+		if rm, err := jsonrpc.ParseMessage(body); err == nil {
 			if v := rm.String(rm.Path("result", "protocolVersion")); v != "" {
 				l.mu.Lock()
 				l.version = v
@@ -466,17 +468,17 @@ func (l *httpLink) deliver(body []byte, sent *Message, held *charge) {
 }
 
 // answerLost answers a request whose answer the server will not send.
-func (l *httpLink) answerLost(ctx context.Context, m *Message, why string) {
+func (l *httpLink) answerLost(ctx context.Context, m *jsonrpc.Message, why string) {
 	if ctx.Err() != nil {
 		return // stopped or cancelled: nobody waits for the answer
 	}
 	l.log.Warn("remote target: answer lost", "target", l.t.Name, "method", m.MethodName(), "reason", why)
-	l.handle(ErrorMessage(m.Bytes(m.ID), CodeInternalError, fmt.Sprintf("target %q: %s", l.t.Name, why)), nil)
+	l.handle(jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInternalError, fmt.Sprintf("target %q: %s", l.t.Name, why)), nil)
 }
 
 // answerError answers a request the server could not be asked (down,
 // refused, timed out) with an error naming the target.
-func (l *httpLink) answerError(ctx context.Context, m *Message, err error) {
+func (l *httpLink) answerError(ctx context.Context, m *jsonrpc.Message, err error) {
 	if !m.IsRequest() {
 		l.log.Debug("remote target: message not delivered", "method", m.MethodName(), "err", err)
 		return
@@ -489,7 +491,7 @@ func (l *httpLink) answerError(ctx context.Context, m *Message, err error) {
 	if errors.As(err, &ue) {
 		err = fmt.Errorf("%s%w", strings.TrimSuffix(err.Error(), ue.Error()), ue.Err)
 	}
-	l.handle(ErrorMessage(m.Bytes(m.ID), CodeInternalError, fmt.Sprintf("target %q: %s: %v", l.t.Name, redactURL(l.url), err)), nil)
+	l.handle(jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInternalError, fmt.Sprintf("target %q: %s: %v", l.t.Name, redactURL(l.url), err)), nil)
 }
 
 // read waits for the link to end; messages arrive through post.

@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -20,7 +22,7 @@ import (
 // before the response and expect the client to come back for the rest
 // (SSE polling, SEP-1699): then the stream is resumed with a GET that
 // names the last event seen, after the delay the server asked for.
-func (l *httpLink) followEvents(ctx context.Context, body io.Reader, sent *Message) {
+func (l *httpLink) followEvents(ctx context.Context, body io.Reader, sent *jsonrpc.Message) {
 	st := l.readEvents(body, sent, eventsRead{retry: defaultRetry})
 	for range maxResumes {
 		if st.answered || !sent.IsRequest() || ctx.Err() != nil {
@@ -98,7 +100,7 @@ type eventsRead struct {
 // a stream that ends inside an event drops it, as EventSource does. An
 // event longer than the gateway takes (or than its buffers have room for)
 // ends the stream with st.err set.
-func (l *httpLink) readEvents(r io.Reader, sent *Message, st eventsRead) eventsRead {
+func (l *httpLink) readEvents(r io.Reader, sent *jsonrpc.Message, st eventsRead) eventsRead {
 	st.answered = false
 	er := newEventReader(r, l.maxMsg, l.mem)
 	defer er.release()

@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"context"
 	"errors"
 	"fmt"
@@ -69,7 +71,7 @@ type Reply struct {
 	// frontToken is the client's own progress token where the child sees
 	// another (a shared child: tokens of different requests must differ).
 	frontToken []byte
-	transform  func(*Message) []byte
+	transform  func(*jsonrpc.Message) []byte
 	// retry, for a call to a child spoken to in 2026-07-28 for a client
 	// of the session era, sends it again with the client's input
 	// (bridge.go).
@@ -141,7 +143,7 @@ func (r *Reply) expire() {
 	if c == nil {
 		return // never sent
 	}
-	r.fail(&CodeError{Code: CodeRequestTimeout, Err: fmt.Errorf("target %q: no answer in time (requestTimeout %v)", c.target.Name, r.timeout)})
+	r.fail(&CodeError{Code: jsonrpc.CodeRequestTimeout, Err: fmt.Errorf("target %q: no answer in time (requestTimeout %v)", c.target.Name, r.timeout)})
 	c.cancel(id, "tailgate's request timeout")
 }
 
@@ -277,7 +279,7 @@ func (r *Reply) cancel(reason string, respond bool) {
 	}
 	r.cancelAtChild(reason)
 	if respond {
-		r.fail(&CodeError{Code: CodeRequestCancelled, Err: errors.New(reason)})
+		r.fail(&CodeError{Code: jsonrpc.CodeRequestCancelled, Err: errors.New(reason)})
 		return
 	}
 	r.end(Frame{Final: true})
@@ -307,17 +309,17 @@ func errorResponse(id []byte, err error) []byte {
 		out = append(out, wire.Raw...)
 		return append(out, '}')
 	}
-	code := CodeInternalError
+	code := jsonrpc.CodeInternalError
 	var ce *CodeError
 	switch {
 	case errors.As(err, &ce):
 		code = ce.Code
 		if len(ce.Data) > 0 {
-			msg := ErrorMessage(id, code, err.Error())
+			msg := jsonrpc.ErrorMessage(id, code, err.Error())
 			return append(append(append(msg[:len(msg)-2], `,"data":`...), ce.Data...), "}}"...)
 		}
 	case errors.Is(err, context.DeadlineExceeded):
-		code = CodeRequestTimeout
+		code = jsonrpc.CodeRequestTimeout
 	}
-	return ErrorMessage(id, code, err.Error())
+	return jsonrpc.ErrorMessage(id, code, err.Error())
 }

@@ -1,6 +1,8 @@
 package mcpstdio_test
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -154,7 +156,7 @@ func echoChild(in io.Reader, out io.Writer) int {
 }
 
 // echoed decodes the line an echo child answered with (result.line).
-func echoed(t *testing.T, final *mcpstdio.Message) []byte {
+func echoed(t *testing.T, final *jsonrpc.Message) []byte {
 	t.Helper()
 	if final == nil || !final.Result.Has() {
 		t.Fatalf("no result: %s", rawOf(final))
@@ -253,16 +255,16 @@ func openWith(t *testing.T, b *mcpstdio.Backend, p mcpstdio.OpenParams) *mcpstdi
 	return s
 }
 
-func parse(t *testing.T, raw []byte) *mcpstdio.Message {
+func parse(t *testing.T, raw []byte) *jsonrpc.Message {
 	t.Helper()
-	m, err := mcpstdio.ParseMessage(raw)
+	m, err := jsonrpc.ParseMessage(raw)
 	if err != nil {
 		t.Fatalf("parse %s: %v", raw, err)
 	}
 	return m
 }
 
-func rawOf(m *mcpstdio.Message) string {
+func rawOf(m *jsonrpc.Message) string {
 	if m == nil {
 		return "<no response>"
 	}
@@ -285,12 +287,12 @@ func start(t *testing.T, s *mcpstdio.Session, raw []byte) *routed {
 	m := parse(t, raw)
 	rt, err := s.Route(context.Background(), m)
 	if err != nil {
-		code := mcpstdio.CodeInternalError
+		code := jsonrpc.CodeInternalError
 		var ce *mcpstdio.CodeError
 		if errors.As(err, &ce) {
 			code = ce.Code
 		}
-		return &routed{rt: rt, routeErr: mcpstdio.ErrorMessage(m.Bytes(m.ID), code, err.Error())}
+		return &routed{rt: rt, routeErr: jsonrpc.ErrorMessage(m.Bytes(m.ID), code, err.Error())}
 	}
 	return &routed{rt: rt, r: s.Forward(m, rt, mcpstdio.ForwardOptions{})}
 }
@@ -304,7 +306,7 @@ type routed struct {
 // collect reads a Reply to its end: the frames before the final one, and
 // the final response (nil if the call ended without one). It fails the
 // test after 10s, and if anything follows the final frame.
-func collect(t *testing.T, r *mcpstdio.Reply) (frames [][]byte, final *mcpstdio.Message) {
+func collect(t *testing.T, r *mcpstdio.Reply) (frames [][]byte, final *jsonrpc.Message) {
 	t.Helper()
 	timer := time.NewTimer(10 * time.Second)
 	defer timer.Stop()
@@ -336,7 +338,7 @@ func collect(t *testing.T, r *mcpstdio.Reply) (frames [][]byte, final *mcpstdio.
 	}
 }
 
-func (c *routed) collect(t *testing.T) ([][]byte, *mcpstdio.Message) {
+func (c *routed) collect(t *testing.T) ([][]byte, *jsonrpc.Message) {
 	t.Helper()
 	if c.routeErr != nil {
 		return nil, parse(t, c.routeErr)
@@ -346,18 +348,18 @@ func (c *routed) collect(t *testing.T) ([][]byte, *mcpstdio.Message) {
 
 // call sends {"jsonrpc":"2.0","id":id,"method":method,"params":params} and
 // returns what it caused and its response.
-func call(t *testing.T, s *mcpstdio.Session, id int, method, params string) ([][]byte, *mcpstdio.Message) {
+func call(t *testing.T, s *mcpstdio.Session, id int, method, params string) ([][]byte, *jsonrpc.Message) {
 	t.Helper()
 	return callRaw(t, s, request(strconv.Itoa(id), method, params))
 }
 
-func callRaw(t *testing.T, s *mcpstdio.Session, raw []byte) ([][]byte, *mcpstdio.Message) {
+func callRaw(t *testing.T, s *mcpstdio.Session, raw []byte) ([][]byte, *jsonrpc.Message) {
 	t.Helper()
 	return start(t, s, raw).collect(t)
 }
 
 // callTool calls a tool and returns its response.
-func callTool(t *testing.T, s *mcpstdio.Session, name string, args any) *mcpstdio.Message {
+func callTool(t *testing.T, s *mcpstdio.Session, name string, args any) *jsonrpc.Message {
 	t.Helper()
 	a, _ := json.Marshal(args)
 	p, _ := json.Marshal(map[string]any{"name": name, "arguments": json.RawMessage(a)})
@@ -366,7 +368,7 @@ func callTool(t *testing.T, s *mcpstdio.Session, name string, args any) *mcpstdi
 }
 
 // text is a successful tool result's first text.
-func text(t *testing.T, final *mcpstdio.Message) string {
+func text(t *testing.T, final *jsonrpc.Message) string {
 	t.Helper()
 	var res struct {
 		IsError bool
@@ -379,7 +381,7 @@ func text(t *testing.T, final *mcpstdio.Message) string {
 	return res.Content[0].Text
 }
 
-func decodeResult(t *testing.T, final *mcpstdio.Message, v any) {
+func decodeResult(t *testing.T, final *jsonrpc.Message, v any) {
 	t.Helper()
 	if final == nil || !final.Result.Has() {
 		t.Fatalf("want a result, got %s", rawOf(final))
@@ -390,7 +392,7 @@ func decodeResult(t *testing.T, final *mcpstdio.Message, v any) {
 }
 
 // errorOf is a response's JSON-RPC error; it fails the test if there is none.
-func errorOf(t *testing.T, final *mcpstdio.Message) (code int, message string) {
+func errorOf(t *testing.T, final *jsonrpc.Message) (code int, message string) {
 	t.Helper()
 	if final == nil || !final.Error.Has() {
 		t.Fatalf("want an error response, got %s", rawOf(final))
@@ -537,7 +539,7 @@ func TestPrefixAlways(t *testing.T) {
 	m := parse(t, request("2", "tools/call", `{"name":"echo"}`))
 	if rt, err := s.Route(context.Background(), m); err == nil {
 		t.Errorf("unprefixed name routed: %+v", rt)
-	} else if code := codeOf(err); code != mcpstdio.CodeInvalidParams {
+	} else if code := codeOf(err); code != jsonrpc.CodeInvalidParams {
 		t.Errorf("unprefixed name: code %d (%v)", code, err)
 	}
 }
@@ -660,7 +662,7 @@ func TestTargetLostMidSession(t *testing.T) {
 			b := newBackendTargets(t, targets, mcpstdio.Options{FailureMode: mode})
 			notified := make(chan string, 10)
 			s := openWith(t, b, mcpstdio.OpenParams{ID: t.Name(), Notify: func(msg []byte) {
-				m, err := mcpstdio.ParseMessage(msg)
+				m, err := jsonrpc.ParseMessage(msg)
 				if err == nil {
 					notified <- m.MethodName()
 				}
@@ -716,7 +718,7 @@ func TestTargetLostMidSessionLeavesNothing(t *testing.T) {
 	b := newBackendTargets(t, targets, mcpstdio.Options{FailureMode: mcpstdio.FailOpen, RequestTimeout: time.Minute, StopGrace: 200 * time.Millisecond})
 	notified := make(chan string, 10)
 	s := openWith(t, b, mcpstdio.OpenParams{ID: t.Name(), Notify: func(msg []byte) {
-		if m, err := mcpstdio.ParseMessage(msg); err == nil {
+		if m, err := jsonrpc.ParseMessage(msg); err == nil {
 			notified <- m.MethodName()
 		}
 	}})
@@ -1254,7 +1256,7 @@ func TestCloseWithCallInFlight(t *testing.T) {
 	closeWithin(t, s, 3*time.Second)
 	_, final := collect(t, c.r)
 	code, msg := errorOf(t, final)
-	if code != mcpstdio.CodeRequestCancelled || string(final.Bytes(final.ID)) != `"inflight"` {
+	if code != jsonrpc.CodeRequestCancelled || string(final.Bytes(final.ID)) != `"inflight"` {
 		t.Errorf("final %s (%d %q)", final.Raw, code, msg)
 	}
 	if !processGone(pid) {
@@ -1316,7 +1318,7 @@ func TestServerRequest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t, b, nil)
 			c := start(t, s, request("42", "test/ask", `{"srvId":`+tc.srvID+`}`))
-			var ask *mcpstdio.Message
+			var ask *jsonrpc.Message
 			select {
 			case f := <-c.r.C():
 				if f.Final {
@@ -1369,7 +1371,7 @@ func TestServerRequest(t *testing.T) {
 		}
 		closeWithin(t, s, 3*time.Second)
 		_, final := collect(t, c.r)
-		if code, _ := errorOf(t, final); code != mcpstdio.CodeRequestCancelled {
+		if code, _ := errorOf(t, final); code != jsonrpc.CodeRequestCancelled {
 			t.Errorf("ask after Close: %s", final.Raw)
 		}
 		if !processGone(pid) {
@@ -1398,7 +1400,7 @@ func TestStandaloneMessages(t *testing.T) {
 	got := make(chan []byte, 10)
 	b := newEchoBackend(t, mcpstdio.Options{})
 	s := openWith(t, b, mcpstdio.OpenParams{ID: t.Name(), Notify: func(msg []byte) { got <- bytes.Clone(msg) }})
-	next := func() *mcpstdio.Message {
+	next := func() *jsonrpc.Message {
 		t.Helper()
 		select {
 		case msg := <-got:
@@ -1458,7 +1460,7 @@ func TestChildExitFailsCallInFlight(t *testing.T) {
 	s := open(t, newEchoBackend(t, mcpstdio.Options{}), nil)
 	hang := start(t, s, request("1", "test/hang", ""))
 	_, final := call(t, s, 2, "test/exit", `{"code":5}`)
-	for _, c := range []*mcpstdio.Message{final, func() *mcpstdio.Message { _, f := collect(t, hang.r); return f }()} {
+	for _, c := range []*jsonrpc.Message{final, func() *jsonrpc.Message { _, f := collect(t, hang.r); return f }()} {
 		if _, msg := errorOf(t, c); !strings.Contains(msg, `target "echo"`) || !strings.Contains(msg, "exit status 5") {
 			t.Errorf("error %q", msg)
 		}
@@ -1505,7 +1507,7 @@ func TestInflightDrains(t *testing.T) {
 }
 
 // What tailgate routes and authorizes must be what the child executes.
-// ParseMessage reads keys raw (no unescaping) and Field takes the first of
+// jsonrpc.ParseMessage reads keys raw (no unescaping) and Field takes the first of
 // duplicate keys, whereas JSON decoders (encoding/json, JSON.parse) unescape
 // keys and let the last duplicate win: so a request can name one tool to
 // tailgate's policy and another to the child, or pass for a notification
@@ -1521,7 +1523,7 @@ func TestRouteSeesWhatChildSees(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := mcpstdio.ParseMessage([]byte(tc.raw))
+			m, err := jsonrpc.ParseMessage([]byte(tc.raw))
 			if err != nil {
 				return // refusing it is fine
 			}
@@ -1553,7 +1555,7 @@ func TestRouteSeesWhatChildSees(t *testing.T) {
 			}
 		}
 		smuggled := fmt.Appendf(nil, `{"jsonrpc":"2.0","\u0069d":%s,"method":"tools/call","params":{"name":"denied"}}`, victimID)
-		m, err := mcpstdio.ParseMessage(smuggled)
+		m, err := jsonrpc.ParseMessage(smuggled)
 		if err != nil {
 			return // refusing it is fine
 		}

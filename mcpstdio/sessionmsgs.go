@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+
 	"bytes"
 	"fmt"
 	"strconv"
@@ -21,13 +23,13 @@ type serverRequest struct {
 	timer   *time.Timer
 	// answer, if set, takes the client's answer instead of the child: a
 	// request of tailgate's own (bridge.go).
-	answer chan *Message
+	answer chan *jsonrpc.Message
 }
 
 // serverRequest passes a child's request to the client under an id of the
 // session's own sequence, and answers the child itself if the client does
 // not answer in time or the session ends first.
-func (s *Session) serverRequest(c *child, m *Message, held *charge) {
+func (s *Session) serverRequest(c *child, m *jsonrpc.Message, held *charge) {
 	sr := &serverRequest{c: c, childID: m.Bytes(m.ID), method: m.MethodName()}
 	if s.sessionless {
 		// A sessionless client has no channel back: an older child's
@@ -36,7 +38,7 @@ func (s *Session) serverRequest(c *child, m *Message, held *charge) {
 		if c.bridge == toSessionEra && s.park(c, m) {
 			return
 		}
-		go c.write(ErrorMessage(sr.childID, CodeMethodNotFound, fmt.Sprintf("tailgate: %s cannot reach a sessionless (2026-07-28) client", sr.method)))
+		go c.write(jsonrpc.ErrorMessage(sr.childID, jsonrpc.CodeMethodNotFound, fmt.Sprintf("tailgate: %s cannot reach a sessionless (2026-07-28) client", sr.method)))
 		return
 	}
 	timeout := s.b.requestTimeout(c.target)
@@ -44,12 +46,12 @@ func (s *Session) serverRequest(c *child, m *Message, held *charge) {
 		sr.timer = time.AfterFunc(timeout, func() {
 			if s.takeServerRequest(id) != nil {
 				s.log.Warn("client did not answer a server request", "target", c.target.Name, "method", sr.method, "timeout", timeout)
-				c.write(ErrorMessage(sr.childID, CodeRequestTimeout, fmt.Sprintf("tailgate: the client did not answer %s within %v", sr.method, timeout)))
+				c.write(jsonrpc.ErrorMessage(sr.childID, jsonrpc.CodeRequestTimeout, fmt.Sprintf("tailgate: the client did not answer %s within %v", sr.method, timeout)))
 			}
 		})
 	})
 	if !ok {
-		go c.write(ErrorMessage(sr.childID, CodeRequestCancelled, "the MCP session was closed"))
+		go c.write(jsonrpc.ErrorMessage(sr.childID, jsonrpc.CodeRequestCancelled, "the MCP session was closed"))
 		return
 	}
 	s.toClient(c, m.Replace(m.ID, strconv.AppendInt(nil, id, 10)), held)
@@ -95,7 +97,7 @@ func (s *Session) toClient(c *child, msg []byte, held *charge) {
 
 // Respond passes the client's answer to a server→client request to the
 // child that asked.
-func (s *Session) Respond(m *Message) error {
+func (s *Session) Respond(m *jsonrpc.Message) error {
 	id, err := strconv.ParseInt(string(m.Bytes(m.ID)), 10, 64)
 	var sr *serverRequest
 	if err == nil {
@@ -116,7 +118,7 @@ func (s *Session) Respond(m *Message) error {
 
 // Notify passes a client notification on: a cancellation to the target
 // of the request it cancels, anything else to every child.
-func (s *Session) Notify(m *Message) {
+func (s *Session) Notify(m *jsonrpc.Message) {
 	switch m.MethodName() {
 	case "notifications/initialized":
 		// tailgate initialized the children itself.
@@ -145,21 +147,9 @@ func (s *Session) Notify(m *Message) {
 	}
 }
 
-// metaSubscriptionID tags the notifications of a subscriptions/listen
-// (MCP 2026-07-28): the listen request's id, as the child saw it.
-const metaSubscriptionID = "io.modelcontextprotocol/subscriptionId"
-
-// The _meta keys with which a sessionless request says its protocol
-// version and its client.
-const (
-	metaProtocolVersion    = "io.modelcontextprotocol/protocolVersion"
-	metaClientCapabilities = "io.modelcontextprotocol/clientCapabilities"
-	metaClientInfo         = "io.modelcontextprotocol/clientInfo"
-)
-
 // childNotification passes a child's notification to the client.
-func (s *Session) childNotification(c *child, m *Message, held *charge) {
-	if sid := m.Path("params", "_meta", metaSubscriptionID); sid.Has() {
+func (s *Session) childNotification(c *child, m *jsonrpc.Message, held *charge) {
+	if sid := m.Path("params", "_meta", jsonrpc.MetaSubscriptionID); sid.Has() {
 		// It belongs to the listen request with that (child) id: it goes
 		// on that request's stream, with the client's id for it.
 		if strings.HasSuffix(m.MethodName(), "/list_changed") {
@@ -193,20 +183,20 @@ func (s *Session) childNotification(c *child, m *Message, held *charge) {
 				name += nameSep + l
 			}
 			if logger.Has() {
-				m.Raw = m.Replace(logger, quote(name))
+				m.Raw = m.Replace(logger, jsonrpc.Quote(name))
 			} else if p := m.Path("params"); p.Has() && m.Raw[p.Start] == '{' {
-				m.Raw = m.Replace(Span{p.Start + 1, p.Start + 1}, append(append([]byte(`"logger":`), quote(name)...), ','))
+				m.Raw = m.Replace(jsonrpc.Span{Start: p.Start + 1, End: p.Start + 1}, append(append([]byte(`"logger":`), jsonrpc.Quote(name)...), ','))
 			}
 		}
 	case "notifications/resources/updated":
 		if uri := m.Path("params", "uri"); s.prefixed && uri.Has() {
-			m.Raw = m.Replace(uri, quote(s.exposedURI(c, m.String(uri))))
+			m.Raw = m.Replace(uri, jsonrpc.Quote(s.exposedURI(c, m.String(uri))))
 		}
 		s.notify(m.Raw)
 		return
 	case "notifications/tasks", "notifications/tasks/status":
 		if id := m.Path("params", "taskId"); s.prefixed && id.Has() {
-			m.Raw = m.Replace(id, quote(c.target.Name+nameSep+m.String(id)))
+			m.Raw = m.Replace(id, jsonrpc.Quote(c.target.Name+nameSep+m.String(id)))
 		}
 	case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
 		c.listChanged()

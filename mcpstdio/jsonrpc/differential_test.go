@@ -1,4 +1,4 @@
-package mcpstdio_test
+package jsonrpc_test
 
 import (
 	"bufio"
@@ -15,11 +15,11 @@ import (
 	"testing"
 
 	m3 "github.com/mark3labs/mcp-go/mcp"
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	sdkjsonrpc "github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	segjson "github.com/segmentio/encoding/json"
 
-	"github.com/tailgate-dev/tailgate/mcpstdio"
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // reading is what one decoder reads of a message: the fields tailgate
@@ -97,8 +97,8 @@ func metaKeys(meta map[string]any) string {
 
 // tailgateReading is what tailgate judged: its accessors, as the gateway
 // uses them.
-func tailgateReading(m *mcpstdio.Message) reading {
-	val := func(s mcpstdio.Span) string {
+func tailgateReading(m *jsonrpc.Message) reading {
+	val := func(s jsonrpc.Span) string {
 		if !s.Has() {
 			return ""
 		}
@@ -240,12 +240,12 @@ var goDecoders = []struct {
 		}
 		return r
 	}},
-	{"go-sdk v1.8.0 (jsonrpc.DecodeMessage, then its params types decoded case-sensitively as its server does)", func(raw []byte) reading {
-		msg, err := jsonrpc.DecodeMessage(raw)
+	{"go-sdk v1.8.0 (sdkjsonrpc.DecodeMessage, then its params types decoded case-sensitively as its server does)", func(raw []byte) reading {
+		msg, err := sdkjsonrpc.DecodeMessage(raw)
 		if err != nil {
 			return reading{Err: err.Error()}
 		}
-		req, ok := msg.(*jsonrpc.Request)
+		req, ok := msg.(*sdkjsonrpc.Request)
 		if !ok {
 			return reading{Parsed: true}
 		}
@@ -413,7 +413,7 @@ func TestDecodersAgree(t *testing.T) {
 	}
 	accepted := 0
 	for i, m := range corpus {
-		tm, err := mcpstdio.ParseClientMessage(m.raw)
+		tm, err := jsonrpc.ParseClientMessage(m.raw)
 		switch {
 		case err != nil && m.accepted:
 			t.Errorf("%s: refused (%v), want it read", m.what, err)
@@ -531,7 +531,7 @@ func FuzzKeysAgree(f *testing.F) {
 	caseInsensitive, mark3labs := goDecoders[0], goDecoders[2]
 	f.Fuzz(func(t *testing.T, raw, ops []byte) {
 		msg := mutateKeys(raw, ops)
-		m, err := mcpstdio.ParseClientMessage(msg)
+		m, err := jsonrpc.ParseClientMessage(msg)
 		if err != nil {
 			return
 		}

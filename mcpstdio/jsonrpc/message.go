@@ -1,4 +1,4 @@
-package mcpstdio
+package jsonrpc
 
 import (
 	"bytes"
@@ -321,10 +321,10 @@ func (m *Message) Replace(s Span, v []byte) []byte {
 	return append(out, m.Raw[s.End:]...)
 }
 
-// rewrite is Replace made in m.Raw's own buffer where it has room, for a
+// Rewrite is Replace made in m.Raw's own buffer where it has room, for a
 // message whose buffer is its own: a large answer is then not copied. m is
 // not to be used after.
-func (m *Message) rewrite(s Span, v []byte) []byte {
+func (m *Message) Rewrite(s Span, v []byte) []byte {
 	d := len(v) - (s.End - s.Start)
 	if d > cap(m.Raw)-len(m.Raw)-1 { // and room for stdio's newline
 		return m.Replace(s, v)
@@ -345,6 +345,7 @@ func (m *Message) Replace2(a Span, av []byte, b Span, bv []byte) []byte {
 	return append(out, m.Raw[b.End:]...)
 }
 
+// unquote is the string a JSON string literal says, "" if b is not one.
 func unquote(b []byte) string {
 	if len(b) >= 2 && bytes.IndexByte(b, '\\') < 0 {
 		return string(b[1 : len(b)-1])
@@ -356,7 +357,8 @@ func unquote(b []byte) string {
 	return s
 }
 
-func quote(s string) []byte {
+// Quote is s as a JSON string literal.
+func Quote(s string) []byte {
 	b, _ := json.Marshal(s)
 	return b
 }
@@ -598,7 +600,7 @@ func ErrorMessage(id []byte, code int, message string) []byte {
 	out = append(out, `,"error":{"code":`...)
 	out = strconv.AppendInt(out, int64(code), 10)
 	out = append(out, `,"message":`...)
-	out = append(out, quote(message)...)
+	out = append(out, Quote(message)...)
 	return append(out, "}}"...)
 }
 

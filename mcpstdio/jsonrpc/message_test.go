@@ -1,4 +1,4 @@
-package mcpstdio_test
+package jsonrpc_test
 
 import (
 	"bytes"
@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tailgate-dev/tailgate/mcpstdio"
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 type parseCase struct {
@@ -86,7 +86,7 @@ func TestParseMessage(t *testing.T) {
 	t.Parallel()
 	for _, tc := range parseCases {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := mcpstdio.ParseMessage([]byte(tc.raw))
+			m, err := jsonrpc.ParseMessage([]byte(tc.raw))
 			if tc.err != "" {
 				if err == nil {
 					t.Fatalf("accepted: %+v", m)
@@ -103,7 +103,7 @@ func TestParseMessage(t *testing.T) {
 			if kind != tc.kind {
 				t.Errorf("kind %q, want %q", kind, tc.kind)
 			}
-			span := func(s mcpstdio.Span) string {
+			span := func(s jsonrpc.Span) string {
 				if !s.Has() {
 					return ""
 				}
@@ -153,7 +153,7 @@ func TestParseMessageRejectsMalformedValues(t *testing.T) {
 			if json.Valid([]byte(tc.raw)) {
 				t.Fatalf("test case is valid JSON: %s", tc.raw)
 			}
-			if m, err := mcpstdio.ParseMessage([]byte(tc.raw)); err == nil {
+			if m, err := jsonrpc.ParseMessage([]byte(tc.raw)); err == nil {
 				t.Errorf("accepted malformed JSON %q (method %q)", tc.raw, m.MethodName())
 			}
 		})
@@ -181,7 +181,7 @@ func TestParseMessageAgreesWithDecoder(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := mcpstdio.ParseMessage([]byte(tc.raw))
+			m, err := jsonrpc.ParseMessage([]byte(tc.raw))
 			if err != nil {
 				return // refusing an ambiguous message is fine
 			}
@@ -208,7 +208,7 @@ func TestParseMessageAgreesWithDecoder(t *testing.T) {
 			json.Unmarshal(params["_meta"], &meta)
 			d.Params.Meta.ProgressToken = meta["progressToken"]
 
-			raw := func(s mcpstdio.Span) string {
+			raw := func(s jsonrpc.Span) string {
 				if !s.Has() {
 					return ""
 				}
@@ -238,7 +238,7 @@ func TestPathFieldString(t *testing.T) {
 	t.Parallel()
 	raw := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"x":"name","y":{"name":"inner"},"arr":[{"name":"in array"}],` +
 		`"name" : "outer","_meta":{"progressToken":"tok"},"esc":"a\"b\\c\u00e9\n","num":12,"obj":{}}}`
-	m, err := mcpstdio.ParseMessage([]byte(raw))
+	m, err := jsonrpc.ParseMessage([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +268,7 @@ func TestPathFieldString(t *testing.T) {
 				if tc.raw != "" {
 					t.Errorf("absent, want %s", tc.raw)
 				}
-				if s != (mcpstdio.Span{}) {
+				if s != (jsonrpc.Span{}) {
 					t.Errorf("an absent field's span is %v, not zero", s)
 				}
 				return
@@ -281,19 +281,19 @@ func TestPathFieldString(t *testing.T) {
 			}
 		})
 	}
-	if s := m.Path(); s != (mcpstdio.Span{Start: 0, End: len(raw)}) {
+	if s := m.Path(); s != (jsonrpc.Span{Start: 0, End: len(raw)}) {
 		t.Errorf("Path() = %v", s)
 	}
 	if s := m.Field(m.Params, "name"); string(m.Bytes(s)) != `"outer"` {
 		t.Errorf("Field(params, name) = %v", s)
 	}
-	if s := m.Field(mcpstdio.Span{}, "name"); s.Has() {
+	if s := m.Field(jsonrpc.Span{}, "name"); s.Has() {
 		t.Errorf("Field of an absent span = %v", s)
 	}
 	if s := m.Field(m.ID, "name"); s.Has() {
 		t.Errorf("Field of a number = %v", s)
 	}
-	if got := m.String(mcpstdio.Span{}); got != "" {
+	if got := m.String(jsonrpc.Span{}); got != "" {
 		t.Errorf("String of an absent span = %q", got)
 	}
 }
@@ -301,7 +301,7 @@ func TestPathFieldString(t *testing.T) {
 func TestReplace(t *testing.T) {
 	t.Parallel()
 	raw := `{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"a_tool","arguments":{"x":"y"}}}`
-	m, err := mcpstdio.ParseMessage([]byte(raw))
+	m, err := jsonrpc.ParseMessage([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,14 +315,14 @@ func TestReplace(t *testing.T) {
 		{"longer id", m.Replace(m.ID, []byte(`12345678901234567890`)), `{"jsonrpc":"2.0","id":12345678901234567890,"method":"tools/call","params":{"name":"a_tool","arguments":{"x":"y"}}}`},
 		{"name", m.Replace(name, []byte(`"tool"`)), `{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"tool","arguments":{"x":"y"}}}`},
 		{"id and name", m.Replace2(m.ID, []byte(`3`), name, []byte(`"t"`)), `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"t","arguments":{"x":"y"}}}`},
-		{"insert", m.Replace(mcpstdio.Span{Start: m.Params.Start + 1, End: m.Params.Start + 1}, []byte(`"logger":"x",`)), `{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"logger":"x","name":"a_tool","arguments":{"x":"y"}}}`},
+		{"insert", m.Replace(jsonrpc.Span{Start: m.Params.Start + 1, End: m.Params.Start + 1}, []byte(`"logger":"x",`)), `{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"logger":"x","name":"a_tool","arguments":{"x":"y"}}}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if string(tc.got) != tc.want {
 				t.Errorf("got\n%s\nwant\n%s", tc.got, tc.want)
 			}
-			if _, err := mcpstdio.ParseMessage(tc.got); err != nil {
+			if _, err := jsonrpc.ParseMessage(tc.got); err != nil {
 				t.Errorf("result does not parse: %v", err)
 			}
 		})
@@ -337,11 +337,11 @@ func TestErrorAndResultMessage(t *testing.T) {
 	cases := []struct {
 		name, got, want string
 	}{
-		{"error", string(mcpstdio.ErrorMessage([]byte(`"a"`), mcpstdio.CodeInvalidParams, `bad "thing"`+"\n")),
+		{"error", string(jsonrpc.ErrorMessage([]byte(`"a"`), jsonrpc.CodeInvalidParams, `bad "thing"`+"\n")),
 			`{"jsonrpc":"2.0","id":"a","error":{"code":-32602,"message":"bad \"thing\"\n"}}`},
-		{"error without id", string(mcpstdio.ErrorMessage(nil, mcpstdio.CodeParseError, "x")),
+		{"error without id", string(jsonrpc.ErrorMessage(nil, jsonrpc.CodeParseError, "x")),
 			`{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}`},
-		{"result", string(mcpstdio.ResultMessage([]byte(`7`), []byte(`{"x":[1]}`))),
+		{"result", string(jsonrpc.ResultMessage([]byte(`7`), []byte(`{"x":[1]}`))),
 			`{"jsonrpc":"2.0","id":7,"result":{"x":[1]}}`},
 	}
 	for _, tc := range cases {
@@ -349,16 +349,16 @@ func TestErrorAndResultMessage(t *testing.T) {
 			if tc.got != tc.want {
 				t.Errorf("got\n%s\nwant\n%s", tc.got, tc.want)
 			}
-			m, err := mcpstdio.ParseMessage([]byte(tc.got))
+			m, err := jsonrpc.ParseMessage([]byte(tc.got))
 			if err != nil || !m.IsResponse() {
 				t.Errorf("not a response: %v", err)
 			}
 		})
 	}
 	codes := map[int]int{
-		mcpstdio.CodeParseError: -32700, mcpstdio.CodeInvalidRequest: -32600, mcpstdio.CodeMethodNotFound: -32601,
-		mcpstdio.CodeInvalidParams: -32602, mcpstdio.CodeInternalError: -32603, mcpstdio.CodeRequestCancelled: -32800,
-		mcpstdio.CodeRequestTimeout: -32001,
+		jsonrpc.CodeParseError: -32700, jsonrpc.CodeInvalidRequest: -32600, jsonrpc.CodeMethodNotFound: -32601,
+		jsonrpc.CodeInvalidParams: -32602, jsonrpc.CodeInternalError: -32603, jsonrpc.CodeRequestCancelled: -32800,
+		jsonrpc.CodeRequestTimeout: -32001,
 	}
 	for got, want := range codes {
 		if got != want {
@@ -387,7 +387,7 @@ func FuzzParseMessage(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		m, err := mcpstdio.ParseMessage(raw)
+		m, err := jsonrpc.ParseMessage(raw)
 		if err != nil {
 			return
 		}
@@ -403,7 +403,7 @@ func FuzzParseMessage(f *testing.F) {
 		if kinds != 1 {
 			t.Fatalf("%q is %d kinds", raw, kinds)
 		}
-		for _, s := range []mcpstdio.Span{m.ID, m.Method, m.Params, m.Result, m.Error, m.Path("params", "name"), m.Path("params", "_meta", "progressToken")} {
+		for _, s := range []jsonrpc.Span{m.ID, m.Method, m.Params, m.Result, m.Error, m.Path("params", "name"), m.Path("params", "_meta", "progressToken")} {
 			if !s.Has() {
 				continue
 			}
@@ -413,7 +413,7 @@ func FuzzParseMessage(f *testing.F) {
 		}
 		_ = m.MethodName()
 		if m.ID.Has() {
-			m2, err := mcpstdio.ParseMessage(m.Replace(m.ID, []byte(`12`)))
+			m2, err := jsonrpc.ParseMessage(m.Replace(m.ID, []byte(`12`)))
 			if err != nil || string(m2.Bytes(m2.ID)) != "12" || m2.MethodName() != m.MethodName() {
 				t.Fatalf("id of %q not replaceable: %v", raw, err)
 			}
@@ -435,42 +435,42 @@ func TestParseClientMessage(t *testing.T) {
 	for _, tc := range []struct {
 		name, raw, reason string // reason "": accepted
 	}{
-		{"64 levels", nest(mcpstdio.ClientMaxDepth), ""},
-		{"65 levels", nest(mcpstdio.ClientMaxDepth + 1), mcpstdio.ReasonDepth},
+		{"64 levels", nest(jsonrpc.ClientMaxDepth), ""},
+		{"65 levels", nest(jsonrpc.ClientMaxDepth + 1), jsonrpc.ReasonDepth},
 		{"id beyond 2^53 (tailgate replaces ids)", `{"id":12345678901234567890,"method":"m"}`, ""},
 		{"progressToken 2^53-1", `{"id":1,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":9007199254740991}}}`, ""},
-		{"progressToken 2^53", `{"id":1,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":9007199254740992}}}`, mcpstdio.ReasonToken},
-		{"progressToken -0", `{"id":1,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":-0}}}`, mcpstdio.ReasonToken},
-		{"progressToken 1.0", `{"id":1,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":1.0}}}`, mcpstdio.ReasonToken},
-		{"Name beside name", `{"id":1,"method":"tools/call","params":{"name":"echo","Name":"x"}}`, mcpstdio.ReasonAmbiguous},
-		{"a key with NUL", `{"id":1,"method":"tools/call","params":{"name":"echo","a\u0000":1}}`, mcpstdio.ReasonKey},
-		{"a lone surrogate in name", `{"id":1,"method":"tools/call","params":{"name":"echo\udfff"}}`, mcpstdio.ReasonEncoding},
-		{"not UTF-8", "{\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"a\":\"\xff\"}}", mcpstdio.ReasonEncoding},
-		{"many keys, two alike", `{"id":1,"method":"tools/call","params":{"name":"echo","arguments":{` + manyKeys(100) + `,"K7":1}}}`, mcpstdio.ReasonAmbiguous},
+		{"progressToken 2^53", `{"id":1,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":9007199254740992}}}`, jsonrpc.ReasonToken},
+		{"progressToken -0", `{"id":1,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":-0}}}`, jsonrpc.ReasonToken},
+		{"progressToken 1.0", `{"id":1,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":1.0}}}`, jsonrpc.ReasonToken},
+		{"Name beside name", `{"id":1,"method":"tools/call","params":{"name":"echo","Name":"x"}}`, jsonrpc.ReasonAmbiguous},
+		{"a key with NUL", `{"id":1,"method":"tools/call","params":{"name":"echo","a\u0000":1}}`, jsonrpc.ReasonKey},
+		{"a lone surrogate in name", `{"id":1,"method":"tools/call","params":{"name":"echo\udfff"}}`, jsonrpc.ReasonEncoding},
+		{"not UTF-8", "{\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"a\":\"\xff\"}}", jsonrpc.ReasonEncoding},
+		{"many keys, two alike", `{"id":1,"method":"tools/call","params":{"name":"echo","arguments":{` + manyKeys(100) + `,"K7":1}}}`, jsonrpc.ReasonAmbiguous},
 		{"many keys", `{"id":1,"method":"tools/call","params":{"name":"echo","arguments":{` + manyKeys(100) + `}}}`, ""},
-		{"malformed", `{"id":1,`, mcpstdio.ReasonMalformed},
-		{"batch", `[]`, mcpstdio.ReasonBatch},
+		{"malformed", `{"id":1,`, jsonrpc.ReasonMalformed},
+		{"batch", `[]`, jsonrpc.ReasonBatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := mcpstdio.ParseClientMessage([]byte(tc.raw))
+			_, err := jsonrpc.ParseClientMessage([]byte(tc.raw))
 			switch {
 			case tc.reason == "" && err != nil:
 				t.Errorf("refused: %v", err)
 			case tc.reason != "" && err == nil:
 				t.Errorf("accepted, want refused for %s", tc.reason)
-			case err != nil && mcpstdio.ParseReason(err) != tc.reason:
-				t.Errorf("reason %s (%v), want %s", mcpstdio.ParseReason(err), err, tc.reason)
+			case err != nil && jsonrpc.ParseReason(err) != tc.reason:
+				t.Errorf("reason %s (%v), want %s", jsonrpc.ParseReason(err), err, tc.reason)
 			}
 		})
 	}
 	// What a child sends is read with ParseMessage: depth as before, keys
 	// as strictly.
 	for _, raw := range []string{`{"id":1.5,"result":{}}`, `{"id":1,"result":` + strings.Repeat("[", 500) + strings.Repeat("]", 500) + `}`} {
-		if _, err := mcpstdio.ParseMessage([]byte(raw)); err != nil {
+		if _, err := jsonrpc.ParseMessage([]byte(raw)); err != nil {
 			t.Errorf("ParseMessage(%.40s…): %v", raw, err)
 		}
 	}
-	if _, err := mcpstdio.ParseMessage([]byte(`{"id":1,"method":"sampling/createMessage","Method":"x"}`)); mcpstdio.ParseReason(err) != mcpstdio.ReasonAmbiguous {
+	if _, err := jsonrpc.ParseMessage([]byte(`{"id":1,"method":"sampling/createMessage","Method":"x"}`)); jsonrpc.ParseReason(err) != jsonrpc.ReasonAmbiguous {
 		t.Errorf("ParseMessage of Method beside method: %v", err)
 	}
 }
@@ -488,7 +488,7 @@ func manyKeys(n int) string {
 // judged by an empty tool name while every decoder read the name.
 func TestPathAfterLeadingSpace(t *testing.T) {
 	t.Parallel()
-	m, err := mcpstdio.ParseClientMessage([]byte(" \r\n\t{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"env\"}}"))
+	m, err := jsonrpc.ParseClientMessage([]byte(" \r\n\t{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"env\"}}"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -503,7 +503,7 @@ func BenchmarkParseClientMessage(b *testing.B) {
 	raw := []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello","count":3},"_meta":{"progressToken":"p-42"}}}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		m, err := mcpstdio.ParseClientMessage(raw)
+		m, err := jsonrpc.ParseClientMessage(raw)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package mcpstdio
+package jsonrpc
 
 import (
 	"bytes"
@@ -61,6 +61,18 @@ func newNameSet(names ...string) nameSet {
 	return ns
 }
 
+// The _meta keys of MCP 2026-07-28 that tailgate reads.
+const (
+	// MetaProtocolVersion, MetaClientCapabilities and MetaClientInfo are
+	// how a sessionless request says its protocol version and its client.
+	MetaProtocolVersion    = "io.modelcontextprotocol/protocolVersion"
+	MetaClientCapabilities = "io.modelcontextprotocol/clientCapabilities"
+	MetaClientInfo         = "io.modelcontextprotocol/clientInfo"
+	// MetaSubscriptionID tags the notifications of a subscriptions/listen:
+	// the listen request's id, as the target saw it.
+	MetaSubscriptionID = "io.modelcontextprotocol/subscriptionId"
+)
+
 // The keys tailgate, or the decoders of the servers behind it, read in
 // each object whose keys are checked. A key that folds to one of these
 // without being it is refused even alone: a case-insensitive decoder
@@ -71,7 +83,7 @@ var (
 		"cursor", "requestState", "requestId", "progressToken", "progress", "total", "message",
 		"protocolVersion", "clientInfo", "capabilities", "logger", "level", "data", "reason",
 		"inputResponses", "notifications", "task", "messages", "requestedSchema", "roots")
-	metaNames = newNameSet("progressToken", metaProtocolVersion, metaClientCapabilities, metaSubscriptionID,
+	metaNames = newNameSet("progressToken", MetaProtocolVersion, MetaClientCapabilities, MetaSubscriptionID,
 		"io.modelcontextprotocol/related-task")
 	refNames = newNameSet("type", "name", "uri")
 	// Policy does not read arguments yet: their keys are checked against
