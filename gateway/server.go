@@ -7,6 +7,8 @@
 package gateway
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+
 	"context"
 	"errors"
 	"fmt"
@@ -19,7 +21,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tailgate-dev/tailgate/mcpstdio"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 
@@ -101,7 +102,7 @@ type Server struct {
 	budget *budget
 	// buffers bound what every route's backend holds of messages being
 	// read from remote targets.
-	buffers *mcpstdio.Buffers
+	buffers *buffers.Bound
 	// warming is set while Warm starts the targets: MCP requests get 503
 	// and a line that says so.
 	warming atomic.Bool
@@ -184,7 +185,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		opts:    opts,
 		log:     opts.Logger,
 		budget:  newBudget(),
-		buffers: mcpstdio.NewBuffers(0),
+		buffers: buffers.New(0),
 		fronts:  make(map[string]*mcpFront),
 		serving: make(map[int]*bindServer),
 	}

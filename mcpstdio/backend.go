@@ -7,6 +7,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+
 	"context"
 	"errors"
 	"fmt"
@@ -139,8 +141,8 @@ type Options struct {
 	HeldPatience time.Duration
 	// Buffers bound what the backend holds of messages being read from
 	// remote targets, shared by every backend of a gateway; nil: the
-	// backend's own, DefaultMaxBufferedBytes.
-	Buffers *Buffers
+	// backend's own, buffers.DefaultMax.
+	Buffers *buffers.Bound
 	// TailnetDial dials a remote target on the tailnet (Remote.Tailnet)
 	// through tailgate's own node, so the target sees the gateway as a
 	// tailnet peer. Nil: such targets fail to connect.
@@ -171,7 +173,7 @@ type Backend struct {
 
 	remoteMu sync.Mutex
 	remotes  map[string]*http.Client // by target name: connections shared
-	buffers  *Buffers
+	buffers  *buffers.Bound
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
@@ -224,7 +226,7 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 		opts.HeldPatience = time.Minute
 	}
 	if opts.Buffers == nil {
-		opts.Buffers = NewBuffers(0)
+		opts.Buffers = buffers.New(0)
 	}
 	if opts.Version == "" {
 		opts.Version = "dev"

@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+
 	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 
 	"bytes"
@@ -41,7 +43,7 @@ type child struct {
 	maxMsg int
 	// mem is the link's share of the gateway's Buffers: what is being
 	// read from the target, and answers the clients have not taken.
-	mem *bufferShare
+	mem *buffers.Share
 	// patience is how long a stdio child's reader waits for room in mem
 	// before it gives the child up.
 	patience time.Duration
@@ -190,7 +192,7 @@ func (ci *childInit) listChanged(capability string) bool {
 func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string]string, params []byte, logID string, sessionless bool) (*child, error) {
 	log := b.log.With("session", logID, "target", t.Name)
 	c := &child{target: t, log: log, pending: make(map[int64]*Reply), maxMsg: b.opts.MaxMessageBytes, ownTimeout: b.ownTimeout(t),
-		mem: b.buffers.share(b.opts.MaxMessageBytes), patience: b.opts.HeldPatience}
+		mem: b.buffers.Share(b.opts.MaxMessageBytes), patience: b.opts.HeldPatience}
 	switch {
 	case t.Remote != nil && t.Remote.SSE:
 		c.conn = b.dialSSE(t, identity, c.handle, c.mem, log)

@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+
 	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 
 	"bufio"
@@ -23,7 +25,7 @@ import (
 // each line to the link's share of the gateway's buffers (readLine); a
 // line is at most maxMsg bytes.
 type lineReader struct {
-	mem      *bufferShare
+	mem      *buffers.Share
 	patience time.Duration
 	maxMsg   int
 }
@@ -31,17 +33,17 @@ type lineReader struct {
 // readLines reads stdout until it closes, handing each line to handle.
 // It returns why it stopped: nil at the end of the output, else a line
 // too long or held back past patience.
-func (c lineReader) readLines(stdout io.Reader, exited <-chan struct{}, handle func([]byte, *charge)) error {
+func (c lineReader) readLines(stdout io.Reader, exited <-chan struct{}, handle func([]byte, *buffers.Charge)) error {
 	br := bufio.NewReaderSize(stdout, 64<<10)
 	var err error
 	for {
 		var line []byte
-		held := charge{share: c.mem}
+		held := c.mem.Charge(0, false)
 		line, err = c.readLine(br, exited, &held)
 		if len(line) > 0 && (err == nil || errors.Is(err, io.EOF)) {
 			handle(bytes.TrimSpace(line), &held)
 		}
-		held.readerDone()
+		held.ReaderDone()
 		if err != nil {
 			break
 		}
@@ -59,37 +61,37 @@ func (c lineReader) readLines(stdout io.Reader, exited <-chan struct{}, handle f
 // for no longer than the link's patience. A line longer than the read
 // buffer is read into a buffer of its own, which the answer made of it
 // keeps.
-func (c lineReader) readLine(br *bufio.Reader, exited <-chan struct{}, held *charge) ([]byte, error) {
+func (c lineReader) readLine(br *bufio.Reader, exited <-chan struct{}, held *buffers.Charge) ([]byte, error) {
 	line, err := br.ReadSlice('\n')
-	var lr lineRead
+	var lr buffers.LineRead
 	if !errors.Is(err, bufio.ErrBufferFull) {
-		if werr := c.mem.takeWaiting(int64(len(line)), &lr, c.patience, exited); werr != nil {
+		if werr := c.mem.TakeWaiting(int64(len(line)), &lr, c.patience, exited); werr != nil {
 			return nil, werr
 		}
-		held.n = int64(len(line))
+		held.Grow(int64(len(line)))
 		return line, err
 	}
-	lr.seq = c.mem.all.startLine()
-	defer c.mem.all.endLine(lr.seq)
+	lr.Seq = c.mem.StartLine()
+	defer c.mem.EndLine(lr.Seq)
 	var long []byte
 	for {
 		if len(long)+len(line) > cap(long) {
 			grow := max(len(long)+len(line), 2*cap(long)) - cap(long)
 			grow = min(grow, c.maxMsg+1-cap(long))
 			if len(long)+len(line) > c.maxMsg || grow <= 0 {
-				return nil, &tooLargeError{c.maxMsg}
+				return nil, &buffers.TooLargeError{Limit: c.maxMsg}
 			}
-			if werr := c.mem.takeWaiting(int64(grow), &lr, c.patience, exited); werr != nil {
+			if werr := c.mem.TakeWaiting(int64(grow), &lr, c.patience, exited); werr != nil {
 				return nil, werr
 			}
-			held.n += int64(grow)
+			held.Grow(int64(grow))
 			nb := make([]byte, len(long), cap(long)+grow)
 			copy(nb, long)
 			long = nb
 		}
 		long = append(long, line...)
 		if !errors.Is(err, bufio.ErrBufferFull) {
-			held.owns = true
+			held.Owns = true
 			return long, err
 		}
 		line, err = br.ReadSlice('\n')
@@ -119,7 +121,7 @@ func (c *child) closed(readErr error) {
 
 // handle routes one message from the child; held is what it holds of the
 // link's buffers (nil: nothing yet), for an answer made of it to take over.
-func (c *child) handle(line []byte, held *charge) {
+func (c *child) handle(line []byte, held *buffers.Charge) {
 	if len(line) == 0 {
 		return
 	}
@@ -143,7 +145,7 @@ func (c *child) handle(line []byte, held *charge) {
 		}
 		return
 	}
-	if held == nil || !held.owns {
+	if held == nil || !held.Owns {
 		m.Raw = bytes.Clone(m.Raw) // it outlives the read buffer
 	}
 	if m.IsRequest() {
@@ -155,7 +157,7 @@ func (c *child) handle(line []byte, held *charge) {
 
 // response hands the child's answer to the request it answers, with the
 // request's own id.
-func (c *child) response(m *jsonrpc.Message, held *charge) {
+func (c *child) response(m *jsonrpc.Message, held *buffers.Charge) {
 	id, err := strconv.ParseInt(string(m.Bytes(m.ID)), 10, 64)
 	if err != nil {
 		c.log.Debug("response to an id tailgate never sent", "id", string(m.Bytes(m.ID)))
@@ -181,7 +183,7 @@ func (c *child) response(m *jsonrpc.Message, held *charge) {
 }
 
 // deliver finishes client call r with the child's response m.
-func (c *child) deliver(r *Reply, m *jsonrpc.Message, held *charge) {
+func (c *child) deliver(r *Reply, m *jsonrpc.Message, held *buffers.Charge) {
 	if r.retry != nil && m.Result.Has() && m.String(m.Path("result", "resultType")) == "input_required" {
 		// Input the session client is asked for (bridge.go).
 		if rm, err := jsonrpc.ParseMessage(bytes.Clone(m.Raw)); err == nil {
@@ -212,7 +214,7 @@ func (c *child) deliver(r *Reply, m *jsonrpc.Message, held *charge) {
 		return
 	}
 	var out []byte
-	if held != nil && held.owns {
+	if held != nil && held.Owns {
 		out = m.Rewrite(m.ID, r.frontID) // a large answer is not copied
 	} else {
 		out = m.Replace(m.ID, r.frontID)
@@ -233,8 +235,8 @@ func (c *child) deliver(r *Reply, m *jsonrpc.Message, held *charge) {
 // buffers have no room for (the caller has not taken enough of the
 // answers before it) is replaced by an error that says so: the target's
 // work is lost to this caller, the gateway's memory to nobody.
-func (c *child) finish(r *Reply, out []byte, o Outcome, from *charge) {
-	held, err := c.mem.answer(from, len(out))
+func (c *child) finish(r *Reply, out []byte, o Outcome, from *buffers.Charge) {
+	held, err := c.mem.Answer(from, len(out))
 	if err != nil {
 		c.log.Warn("answer dropped: the gateway's buffers are full", "size", len(out), "err", err)
 		r.fail(&CodeError{Code: jsonrpc.CodeInternalError, Err: fmt.Errorf("target %q: an answer of %d bytes dropped: %w", c.target.Name, len(out), err)})
@@ -247,8 +249,8 @@ func (c *child) finish(r *Reply, out []byte, o Outcome, from *charge) {
 // finish's answers (from, as there, is what the message read holds); one
 // the buffers have no room for is dropped, and counts as delivered. It
 // reports false if r has ended.
-func (c *child) push(r *Reply, msg []byte, from *charge) bool {
-	held, err := c.mem.answer(from, len(msg))
+func (c *child) push(r *Reply, msg []byte, from *buffers.Charge) bool {
+	held, err := c.mem.Answer(from, len(msg))
 	if err != nil {
 		c.log.Warn("message dropped: the gateway's buffers are full", "size", len(msg), "err", err)
 		return true

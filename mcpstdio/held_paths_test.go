@@ -1,6 +1,8 @@
 package mcpstdio_test
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -15,8 +17,8 @@ import (
 // channel, not to the parked call's placeholder, which nobody reads: it
 // held its bytes for good, and a second one blocked the child's reader.
 func TestNothingHeldByAParkedCall(t *testing.T) {
-	buffers := mcpstdio.NewBuffers(0)
-	b := newBackendTargets(t, []mcpstdio.Target{echoTarget(t, "echo")}, mcpstdio.Options{Buffers: buffers})
+	bound := buffers.New(0)
+	b := newBackendTargets(t, []mcpstdio.Target{echoTarget(t, "echo")}, mcpstdio.Options{Buffers: bound})
 	notified := make(chan []byte, 4)
 	s := openWith(t, b, mcpstdio.OpenParams{ID: t.Name(), Sessionless: true, Notify: func(msg []byte) { notified <- msg }})
 	note := `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"while parked"}}`
@@ -51,7 +53,7 @@ func TestNothingHeldByAParkedCall(t *testing.T) {
 	if final == nil || !final.Result.Has() {
 		t.Fatalf("retry: %s", rawOf(final))
 	}
-	eventually(t, "nothing held once every call ended", func() bool { return buffers.Held() == 0 })
+	eventually(t, "nothing held once every call ended", func() bool { return bound.Held() == 0 })
 }
 
 // A long message on a call's stream (progress, a server request) is
@@ -59,9 +61,9 @@ func TestNothingHeldByAParkedCall(t *testing.T) {
 // twice, one over half the link's share was dropped though nothing else
 // was held.
 func TestLongMessageOnACallsStream(t *testing.T) {
-	buffers := mcpstdio.NewBuffers(4 << 20)
+	bound := buffers.New(4 << 20)
 	b := newBackendTargets(t, []mcpstdio.Target{echoTarget(t, "echo")},
-		mcpstdio.Options{Buffers: buffers, MaxMessageBytes: 1 << 20})
+		mcpstdio.Options{Buffers: bound, MaxMessageBytes: 1 << 20})
 	s := open(t, b, nil)
 	progress := `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"tok","progress":1,"message":"` + strings.Repeat("p", 600<<10) + `"}}`
 	frames, final := call(t, s, 1, "test/emit", `{"_meta":{"progressToken":"tok"},"lines":[`+progress+`]}`)
@@ -71,22 +73,22 @@ func TestLongMessageOnACallsStream(t *testing.T) {
 	if len(frames) != 1 || len(frames[0]) < 600<<10 {
 		t.Errorf("%d progress frames, want 1 of %d bytes (MaxMessageBytes 1 MiB, nothing else held)", len(frames), len(progress))
 	}
-	eventually(t, "nothing held", func() bool { return buffers.Held() == 0 })
+	eventually(t, "nothing held", func() bool { return bound.Held() == 0 })
 }
 
 // Clients that do not read, holding the gateway's whole bound, do not
 // hold back the small messages of every other child: a client that reads
 // at once keeps its target.
 func TestUnreadAnswersDoNotStopOtherChildren(t *testing.T) {
-	buffers := mcpstdio.NewBuffers(4 << 20) // a link's share: 1 MiB
-	opts := mcpstdio.Options{Buffers: buffers, MaxMessageBytes: 1 << 20, HeldPatience: time.Second}
+	bound := buffers.New(4 << 20) // a link's share: 1 MiB
+	opts := mcpstdio.Options{Buffers: bound, MaxMessageBytes: 1 << 20, HeldPatience: time.Second}
 	slow := newBackend(t, opts, nil)
 	var sessions []*mcpstdio.Session
 	for i := range 4 {
 		sessions = append(sessions, openWith(t, slow, mcpstdio.OpenParams{ID: fmt.Sprint(t.Name(), i)}))
 	}
 	bigCalls(t, sessions, 1, 900<<10) // never read
-	eventually(t, "the slow clients' answers held", func() bool { return buffers.Held() >= 3<<20 })
+	eventually(t, "the slow clients' answers held", func() bool { return bound.Held() >= 3<<20 })
 
 	other := newBackendTargets(t, []mcpstdio.Target{echoTarget(t, "echo")}, opts)
 	s := open(t, other, nil)
@@ -103,11 +105,11 @@ func TestUnreadAnswersDoNotStopOtherChildren(t *testing.T) {
 // caller's other answers, not taken), whose stdin is full meanwhile,
 // reads nothing until its reader goes on.
 func TestCloseFreesAHeldBackChild(t *testing.T) {
-	buffers := mcpstdio.NewBuffers(4 << 20)
+	bound := buffers.New(4 << 20)
 	waits := make(chan struct{}, 1)
-	mcpstdio.HearWaits(buffers, waits)
+	bound.HearWaits(waits)
 	b := newBackendTargets(t, []mcpstdio.Target{echoTarget(t, "echo")},
-		mcpstdio.Options{Buffers: buffers, MaxMessageBytes: 1 << 20, HeldPatience: 4 * time.Second})
+		mcpstdio.Options{Buffers: bound, MaxMessageBytes: 1 << 20, HeldPatience: 4 * time.Second})
 	s := open(t, b, nil)
 	pad := func(n int) string { return strings.Repeat("a", n) }
 	x := `{"jsonrpc":"2.0","id":"x1","method":"roots/list","params":{"pad":"` + pad(900<<10) + `"}}`

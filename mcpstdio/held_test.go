@@ -1,6 +1,8 @@
 package mcpstdio_test
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+
 	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 
 	"fmt"
@@ -58,7 +60,7 @@ func takeAll(t *testing.T, pending []*routed) []*jsonrpc.Message {
 	return out
 }
 
-// What a target says counts against the gateway's buffers, per link and
+// What a target says counts against the gateway's bound, per link and
 // in all, from the moment it is read until the client has taken it: while
 // clients do not read, the gateway stops reading their children (which
 // wait on their own output) instead of holding every answer they write;
@@ -81,10 +83,10 @@ func TestUnreadAnswersHoldTheChildBack(t *testing.T) {
 		{name: "in all", all: 5 << 20, sessions: 3, perCall: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			buffers := mcpstdio.NewBuffers(tc.all)
+			bound := buffers.New(tc.all)
 			waits := make(chan struct{}, 1)
-			mcpstdio.HearWaits(buffers, waits)
-			b := newBackend(t, mcpstdio.Options{Buffers: buffers, MaxMessageBytes: 3 << 20}, nil)
+			bound.HearWaits(waits)
+			b := newBackend(t, mcpstdio.Options{Buffers: bound, MaxMessageBytes: 3 << 20}, nil)
 			var sessions []*mcpstdio.Session
 			for i := range tc.sessions {
 				sessions = append(sessions, openWith(t, b, mcpstdio.OpenParams{ID: fmt.Sprint(t.Name(), i)}))
@@ -93,11 +95,11 @@ func TestUnreadAnswersHoldTheChildBack(t *testing.T) {
 			select {
 			case <-waits:
 			case <-time.After(20 * time.Second):
-				t.Fatalf("the gateway kept reading while %d answers of %d bytes were not taken (holding %d bytes)", len(pending), size, buffers.Held())
+				t.Fatalf("the gateway kept reading while %d answers of %d bytes were not taken (holding %d bytes)", len(pending), size, bound.Held())
 			}
 			// A link holds at most its share; the gateway at most its bound
 			// and a share more (the eldest line may pass it).
-			if held := buffers.Held(); held > min(tc.all, 3<<20+1) && tc.sessions == 1 || held > tc.all+3<<20+1 {
+			if held := bound.Held(); held > min(tc.all, 3<<20+1) && tc.sessions == 1 || held > tc.all+3<<20+1 {
 				t.Errorf("held %d bytes while its clients do not read, over the bound", held)
 			}
 			for i, final := range takeAll(t, pending) {
@@ -105,7 +107,7 @@ func TestUnreadAnswersHoldTheChildBack(t *testing.T) {
 					t.Errorf("call %d: %d bytes of text, want %d", i, got, size)
 				}
 			}
-			eventually(t, "every answer's bytes given back", func() bool { return buffers.Held() == 0 })
+			eventually(t, "every answer's bytes given back", func() bool { return bound.Held() == 0 })
 		})
 	}
 }
@@ -115,8 +117,8 @@ func TestUnreadAnswersHoldTheChildBack(t *testing.T) {
 // bound, and what it had answered still arrives whole.
 func TestHeldBackPastPatience(t *testing.T) {
 	const size = 2 << 20
-	buffers := mcpstdio.NewBuffers(12 << 20) // a link's share: 3 MiB
-	b := newBackend(t, mcpstdio.Options{Buffers: buffers, MaxMessageBytes: 3 << 20, HeldPatience: 200 * time.Millisecond}, nil)
+	bound := buffers.New(12 << 20) // a link's share: 3 MiB
+	b := newBackend(t, mcpstdio.Options{Buffers: bound, MaxMessageBytes: 3 << 20, HeldPatience: 200 * time.Millisecond}, nil)
 	s := open(t, b, nil)
 	pending := bigCalls(t, []*mcpstdio.Session{s}, 3, size)
 	// The client takes nothing until the calls have ended one way or the
@@ -146,5 +148,5 @@ func TestHeldBackPastPatience(t *testing.T) {
 	if whole != 1 || failed != 2 {
 		t.Errorf("%d answers whole and %d failed, want 1 and 2", whole, failed)
 	}
-	eventually(t, "every answer's bytes given back", func() bool { return buffers.Held() == 0 })
+	eventually(t, "every answer's bytes given back", func() bool { return bound.Held() == 0 })
 }

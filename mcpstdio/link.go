@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+
 	"bytes"
 	"encoding/json"
 	"time"
@@ -49,7 +51,7 @@ func goneWithin(cn conn, d time.Duration) bool {
 type stdioConn struct {
 	*process
 	lines  lineReader
-	handle func(msg []byte, held *charge)
+	handle func(msg []byte, held *buffers.Charge)
 }
 
 func (l stdioConn) write(msg []byte, _ map[string]string) error {

@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+
 	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 
 	"bytes"
@@ -37,12 +39,12 @@ type httpLink struct {
 	url     string
 	client  *http.Client
 	headers http.Header // static headers; never logged
-	handle  func(msg []byte, held *charge)
+	handle  func(msg []byte, held *buffers.Charge)
 	log     *slog.Logger
 	// maxMsg bounds each message read from the server, mem what the link
 	// holds of them at once.
 	maxMsg int
-	mem    *bufferShare
+	mem    *buffers.Share
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -125,7 +127,7 @@ func (b *Backend) remoteClient(t *Target) (*http.Client, error) {
 
 // dialRemote makes the link to remote target t for one session (or one
 // caller's sessionless requests). Nothing is sent until the first message.
-func (b *Backend) dialRemote(t *Target, identity map[string]string, handle func([]byte, *charge), mem *bufferShare, log *slog.Logger) conn {
+func (b *Backend) dialRemote(t *Target, identity map[string]string, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) conn {
 	l := &httpLink{t: t, url: t.Remote.URL, handle: handle, log: log, headers: make(http.Header), ended: make(chan struct{}),
 		inflight: make(map[string]context.CancelFunc), maxMsg: b.opts.MaxMessageBytes, mem: mem}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
@@ -336,8 +338,8 @@ func (l *httpLink) postAnswer(ctx context.Context, resp *http.Response, m *jsonr
 		l.followEvents(ctx, resp.Body, m)
 	case strings.HasPrefix(ct, "application/json"):
 		body, n, err := boundedRead(resp.Body, resp.ContentLength, l.maxMsg, l.mem)
-		held := charge{share: l.mem, n: n, owns: true}
-		defer held.readerDone()
+		held := l.mem.Charge(n, true)
+		defer held.ReaderDone()
 		if err != nil {
 			l.answerError(ctx, m, err)
 			return
@@ -440,7 +442,7 @@ func headerValue(v string) string {
 // at initialize and opening the GET stream of a session once it exists;
 // held is what the message holds of the link's buffers, for the answer
 // made of it to take over.
-func (l *httpLink) deliver(body []byte, sent *jsonrpc.Message, held *charge) {
+func (l *httpLink) deliver(body []byte, sent *jsonrpc.Message, held *buffers.Charge) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return

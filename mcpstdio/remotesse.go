@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+
 	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 
 	"bytes"
@@ -107,7 +109,7 @@ func (l *httpLink) readEvents(r io.Reader, sent *jsonrpc.Message, st eventsRead)
 	for {
 		ev, err := er.next()
 		if err != nil {
-			if overBound(err) {
+			if buffers.OverBound(err) {
 				st.err = err
 			}
 			return st
@@ -124,7 +126,7 @@ func (l *httpLink) readEvents(r io.Reader, sent *jsonrpc.Message, st eventsRead)
 			}
 			held := er.handOver()
 			l.deliver(ev.data, sent, &held)
-			held.readerDone()
+			held.ReaderDone()
 		}
 	}
 }
@@ -205,7 +207,7 @@ type sseLink struct {
 }
 
 // dialSSE opens the event stream of a legacy SSE target.
-func (b *Backend) dialSSE(t *Target, identity map[string]string, handle func([]byte, *charge), mem *bufferShare, log *slog.Logger) conn {
+func (b *Backend) dialSSE(t *Target, identity map[string]string, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) conn {
 	hl := b.dialRemote(t, identity, handle, mem, log).(*httpLink)
 	l := &sseLink{httpLink: hl, ready: make(chan struct{})}
 	if hl.client != nil {
@@ -241,7 +243,7 @@ func (l *sseLink) stream() {
 	for {
 		ev, err := er.next()
 		if err != nil {
-			if overBound(err) {
+			if buffers.OverBound(err) {
 				// Which request it answers is not known: the target is
 				// gone for this session, as a child that wrote a line
 				// too long.
@@ -268,7 +270,7 @@ func (l *sseLink) stream() {
 		} else if len(data) > 0 {
 			held := er.handOver()
 			l.handle(bytes.TrimSpace(data), &held)
-			held.readerDone()
+			held.ReaderDone()
 		}
 	}
 	l.fail(fmt.Errorf("target %q: the server closed its event stream", l.t.Name))

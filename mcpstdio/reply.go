@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+
 	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 
 	"context"
@@ -32,13 +34,13 @@ type Frame struct {
 	// Err is set instead of Data on tailgate's own requests.
 	Err error
 	// held is what Data holds of the gateway's Buffers.
-	held charge
+	held buffers.Charge
 }
 
 // Release says the frame's data has been written or dropped: what it
 // held of the gateway's buffers is free for the next answer. Whoever
 // takes a frame from a Reply releases it.
-func (f Frame) Release() { f.held.release() }
+func (f Frame) Release() { f.held.Release() }
 
 // Reply is one client request in flight: C yields the messages it causes,
 // then its response, and is then closed. A Reply whose client went away

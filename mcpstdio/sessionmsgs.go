@@ -1,6 +1,8 @@
 package mcpstdio
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+
 	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 
 	"bytes"
@@ -29,7 +31,7 @@ type serverRequest struct {
 // serverRequest passes a child's request to the client under an id of the
 // session's own sequence, and answers the child itself if the client does
 // not answer in time or the session ends first.
-func (s *Session) serverRequest(c *child, m *jsonrpc.Message, held *charge) {
+func (s *Session) serverRequest(c *child, m *jsonrpc.Message, held *buffers.Charge) {
 	sr := &serverRequest{c: c, childID: m.Bytes(m.ID), method: m.MethodName()}
 	if s.sessionless {
 		// A sessionless client has no channel back: an older child's
@@ -88,7 +90,7 @@ func (s *Session) takeServerRequest(id int64) *serverRequest {
 // toClient sends a child's message on the stream of the request in flight
 // at that child, else on the client's standalone stream; held is what the
 // message read holds of the link's buffers.
-func (s *Session) toClient(c *child, msg []byte, held *charge) {
+func (s *Session) toClient(c *child, msg []byte, held *buffers.Charge) {
 	if r := c.related(s.sessionless); r != nil && c.push(r, msg, held) {
 		return
 	}
@@ -148,7 +150,7 @@ func (s *Session) Notify(m *jsonrpc.Message) {
 }
 
 // childNotification passes a child's notification to the client.
-func (s *Session) childNotification(c *child, m *jsonrpc.Message, held *charge) {
+func (s *Session) childNotification(c *child, m *jsonrpc.Message, held *buffers.Charge) {
 	if sid := m.Path("params", "_meta", jsonrpc.MetaSubscriptionID); sid.Has() {
 		// It belongs to the listen request with that (child) id: it goes
 		// on that request's stream, with the client's id for it.
