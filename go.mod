@@ -14,10 +14,16 @@ require (
 )
 
 require (
+	github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream v1.7.4 // indirect
+	github.com/aws/aws-sdk-go-v2/service/internal/checksum v1.9.7 // indirect
+	github.com/aws/aws-sdk-go-v2/service/internal/s3shared v1.19.16 // indirect
+	github.com/aws/aws-sdk-go-v2/service/s3 v1.93.2 // indirect
+	github.com/creachadair/mds v0.25.15 // indirect
 	github.com/go-jose/go-jose/v4 v4.1.9 // indirect
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.2 // indirect
 	github.com/spf13/cast v1.7.1 // indirect
 	github.com/tailscale/setec v0.0.0-20260115174028-19d190c5556d // indirect
+	github.com/tink-crypto/tink-go/v2 v2.6.0 // indirect
 )
 
 require (
