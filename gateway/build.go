@@ -1,6 +1,11 @@
 package gateway
 
 import (
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+	"log/slog"
+
+	"github.com/tailgate-dev/tailgate/gateway/remote"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -159,8 +164,7 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 	targets := make([]mcpstdio.Target, len(m.Targets))
 	for i, t := range m.Targets {
 		if r, kind := t.remote(); r != nil {
-			targets[i] = s.remoteTarget(t.Name, r)
-			targets[i].Remote.SSE = kind == "sse"
+			targets[i] = s.remoteTarget(t.Name, r, kind == "sse", maxMessageBytes(cfg))
 			continue
 		}
 		targets[i] = mcpstdio.Target{
@@ -177,7 +181,6 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 		}
 	}
 	backend, err := mcpstdio.NewBackend(name, targets, mcpstdio.Options{
-		TailnetDial:     s.dialTailnet,
 		Logger:          s.log,
 		Version:         Version,
 		PrefixMode:      mcpstdio.PrefixMode(m.PrefixMode),
@@ -204,8 +207,27 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 	}), nil
 }
 
-// remoteTarget is the mcpstdio target of an mcp: {host: …} target.
-func (s *Server) remoteTarget(name string, r *RemoteTarget) mcpstdio.Target {
+// remoteTarget is the mcpstdio target of an mcp: {host: …} target (or
+// sse: {host: …}, with sse): a remote.Target the relay dials.
+func (s *Server) remoteTarget(name string, r *RemoteTarget, sse bool, maxMsg int) mcpstdio.Target {
+	rt := remote.New(s.remoteOptions(name, r, sse, maxMsg))
+	return mcpstdio.Target{
+		Name:              name,
+		InitializeTimeout: time.Duration(r.InitializeTimeout),
+		RequestTimeout:    time.Duration(r.RequestTimeout),
+		Remote: &mcpstdio.RemoteTarget{
+			Dial: func(identity map[string]string, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) mcpstdio.Conn {
+				return rt.Dial(identity, handle, mem, log)
+			},
+			TellsIdentity: r.IdentityHeaders,
+		},
+	}
+}
+
+// remoteOptions are the remote client's options for target r: dialled
+// through the tailnet when its host is there (isTailnetHost) or its
+// tailnet key says so.
+func (s *Server) remoteOptions(name string, r *RemoteTarget, sse bool, maxMsg int) remote.Options {
 	u := r.URL()
 	headers := make(map[string]string, len(r.Headers))
 	for k, v := range r.Headers {
@@ -219,14 +241,10 @@ func (s *Server) remoteTarget(name string, r *RemoteTarget) mcpstdio.Target {
 	if r.Tailnet != nil {
 		tailnet = *r.Tailnet
 	}
-	return mcpstdio.Target{
-		Name:              name,
-		InitializeTimeout: time.Duration(r.InitializeTimeout),
-		RequestTimeout:    time.Duration(r.RequestTimeout),
-		Remote: &mcpstdio.Remote{
-			URL: u, Tailnet: tailnet, Headers: headers, IdentityHeaders: r.IdentityHeaders,
-			CAFile: r.CAFile, ConnectTimeout: time.Duration(r.ConnectTimeout),
-		},
+	return remote.Options{
+		Name: name, URL: u, SSE: sse, Tailnet: tailnet, TailnetDial: s.dialTailnet,
+		Headers: headers, IdentityHeaders: r.IdentityHeaders,
+		CAFile: r.CAFile, ConnectTimeout: time.Duration(r.ConnectTimeout), MaxMessageBytes: maxMsg,
 	}
 }
 

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tailgate-dev/tailgate/mcpstdio"
 )
 
 // What the gateway answers itself, when no target does: a target that
@@ -29,7 +27,7 @@ const (
 
 // modernHeaders are a sessionless request's headers for method.
 func modernHeaders(method string) map[string]string {
-	return withHeaders(map[string]string{protocolVersionHeader: mcpstdio.ModernVersion, methodHeader: method})
+	return withHeaders(map[string]string{protocolVersionHeader: jsonrpc.ModernVersion, methodHeader: method})
 }
 
 // rpcAnswer is a JSON-RPC answer as a client reads it.

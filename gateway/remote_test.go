@@ -149,9 +149,9 @@ func TestRemoteTargetNetwork(t *testing.T) {
 		{"http://tickets.hs.corp.example/mcp", &yes, true}, // a headscale base_domain
 		{"http://tickets:8080/mcp", &no, false},
 	} {
-		got := (&Server{}).remoteTarget("t", &RemoteTarget{Host: tc.host, Tailnet: tc.tailnet})
-		if got.Remote.Tailnet != tc.want {
-			t.Errorf("%s (tailnet %v): dialled through the tailnet %v, want %v", tc.host, tc.tailnet, got.Remote.Tailnet, tc.want)
+		got := (&Server{}).remoteOptions("t", &RemoteTarget{Host: tc.host, Tailnet: tc.tailnet}, false, 0)
+		if got.Tailnet != tc.want {
+			t.Errorf("%s (tailnet %v): dialled through the tailnet %v, want %v", tc.host, tc.tailnet, got.Tailnet, tc.want)
 		}
 	}
 }

@@ -41,7 +41,7 @@ func isSessionless(r *http.Request, m *jsonrpc.Message) bool {
 	if v == "" {
 		v = m.String(m.Path("params", "_meta", jsonrpc.MetaProtocolVersion))
 	}
-	return v >= mcpstdio.ModernVersion
+	return v >= jsonrpc.ModernVersion
 }
 
 // checkHeaders applies SEP-2243: Mcp-Method must name the body's method,
@@ -52,9 +52,9 @@ func checkHeaders(r *http.Request, m *jsonrpc.Message) error {
 	hv := r.Header.Get(protocolVersionHeader)
 	mv := m.String(m.Path("params", "_meta", jsonrpc.MetaProtocolVersion))
 	switch {
-	case hv == "" && mv >= mcpstdio.ModernVersion:
+	case hv == "" && mv >= jsonrpc.ModernVersion:
 		return fmt.Errorf("%s header is required for requests carrying a protocol version in _meta", protocolVersionHeader)
-	case hv == "" || hv < mcpstdio.ModernVersion:
+	case hv == "" || hv < jsonrpc.ModernVersion:
 		return nil
 	case mv != "" && mv != hv:
 		return fmt.Errorf("header mismatch: %s header value %q does not match _meta value %q", protocolVersionHeader, hv, mv)
@@ -139,7 +139,7 @@ func callerKey(src *policy.Source) peerKey {
 // serveSessionless serves a sessionless (2026-07-28) request.
 func (f *mcpFront) serveSessionless(w http.ResponseWriter, r *http.Request, m *jsonrpc.Message) {
 	if !m.IsRequest() {
-		if m.IsNotification() && r.Header.Get(protocolVersionHeader) >= mcpstdio.ModernVersion && r.Header.Get(methodHeader) == "" {
+		if m.IsNotification() && r.Header.Get(protocolVersionHeader) >= jsonrpc.ModernVersion && r.Header.Get(methodHeader) == "" {
 			writeRPCError(w, http.StatusBadRequest, nil, codeHeaderMismatch, "missing required "+methodHeader+" header")
 			return
 		}
@@ -328,7 +328,7 @@ const toolHeadersTTL = 30 * time.Second
 // repeated, equal, in its header. The stdio child never sees headers, so
 // tailgate is the server that must check them.
 func (fs *frontSession) checkParamHeaders(r *http.Request, m *jsonrpc.Message) error {
-	if m.MethodName() != "tools/call" || r.Header.Get(protocolVersionHeader) < mcpstdio.ModernVersion {
+	if m.MethodName() != "tools/call" || r.Header.Get(protocolVersionHeader) < jsonrpc.ModernVersion {
 		return nil
 	}
 	name := m.String(m.Path("params", "name"))

@@ -13,8 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -51,31 +49,24 @@ type Target struct {
 	InitializeTimeout time.Duration
 	RequestTimeout    time.Duration
 	// Remote, if set, makes the target an MCP server tailgate reaches
-	// over HTTP instead of a command it starts.
-	Remote *Remote
+	// over the network instead of a command it starts.
+	Remote *RemoteTarget
 }
 
-// Remote is an MCP server reached over Streamable HTTP.
-type Remote struct {
-	// URL is its endpoint ("http://tools.tail1234.ts.net:8080/mcp").
-	URL string
-	// Tailnet says the host is on the tailnet: it is dialled through
-	// tailgate's own node (Options.TailnetDial).
-	Tailnet bool
-	// Headers are sent with every request (API keys); their values are
-	// never logged.
-	Headers map[string]string
-	// IdentityHeaders sends the caller's identity (from WhoIs only) as
-	// X-Tailgate-User-Login, X-Tailgate-Node-Name, X-Tailgate-Node-Tags.
-	IdentityHeaders bool
-	// CAFile adds PEM certificates to the system's roots.
-	CAFile string
-	// ConnectTimeout bounds each connection's dial and TLS handshake;
-	// default 10s.
-	ConnectTimeout time.Duration
-	// SSE says the server speaks the legacy HTTP+SSE transport: URL is its
-	// event stream, whose endpoint event names where to post.
-	SSE bool
+// RemoteTarget is an MCP server tailgate reaches over the network (a
+// remote Streamable HTTP or SSE server, package gateway/remote): the relay
+// treats its links as it treats a child's pipes.
+type RemoteTarget struct {
+	// Dial makes the link to the target for one session (or one caller's
+	// sessionless requests): identity is its caller's (when TellsIdentity),
+	// handle gets each message the target sends, with what it holds of
+	// mem, the link's share of the gateway's buffers. Nothing is sent
+	// until the first message; a link that cannot be made is a Conn that
+	// has ended, its Err saying why.
+	Dial func(identity map[string]string, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) Conn
+	// TellsIdentity says the target is told the caller's identity with
+	// each request: the relay passes each request's (ForwardOptions.Identity).
+	TellsIdentity bool
 }
 
 // PrefixMode says when tool and prompt names carry their target's name,
@@ -143,10 +134,6 @@ type Options struct {
 	// remote targets, shared by every backend of a gateway; nil: the
 	// backend's own, buffers.DefaultMax.
 	Buffers *buffers.Bound
-	// TailnetDial dials a remote target on the tailnet (Remote.Tailnet)
-	// through tailgate's own node, so the target sees the gateway as a
-	// tailnet peer. Nil: such targets fail to connect.
-	TailnetDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // FailureMode is what a session does when a target fails to start, as
@@ -171,9 +158,7 @@ type Backend struct {
 
 	pools map[string]*pool
 
-	remoteMu sync.Mutex
-	remotes  map[string]*http.Client // by target name: connections shared
-	buffers  *buffers.Bound
+	buffers *buffers.Bound
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
@@ -259,7 +244,6 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 		log:      redactLogger(opts.Logger, opts.Secrets).With("backend", name),
 		sessions: make(map[*Session]struct{}),
 		pools:    make(map[string]*pool),
-		remotes:  make(map[string]*http.Client),
 		buffers:  opts.Buffers,
 		exits:    make(map[ExitKey]uint64),
 	}

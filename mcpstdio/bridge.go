@@ -60,7 +60,7 @@ func clientMetaOf(params []byte) (map[string]json.RawMessage, string) {
 	}
 	json.Unmarshal(params, &p)
 	meta := map[string]json.RawMessage{
-		jsonrpc.MetaProtocolVersion:    jsonrpc.Quote(ModernVersion),
+		jsonrpc.MetaProtocolVersion:    jsonrpc.Quote(jsonrpc.ModernVersion),
 		jsonrpc.MetaClientCapabilities: json.RawMessage(`{}`),
 		jsonrpc.MetaClientInfo:         json.RawMessage(tailgateClientInfo),
 	}

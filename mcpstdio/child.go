@@ -34,7 +34,7 @@ type child struct {
 	target *Target
 	// conn is how the target is reached: a child process's stdio, or a
 	// remote MCP server over HTTP.
-	conn conn
+	conn Conn
 	// proc is the child process below a stdio conn; nil for a remote
 	// target.
 	proc   *process
@@ -130,12 +130,9 @@ type childInit struct {
 	versions   []string
 }
 
-// ModernVersion is the first MCP protocol version without sessions.
-const ModernVersion = "2026-07-28"
-
 // modernMeta is the _meta of tailgate's own requests to a sessionless
 // child.
-const modernMeta = `"_meta":{"` + jsonrpc.MetaProtocolVersion + `":"` + ModernVersion + `","` + jsonrpc.MetaClientCapabilities + `":{},"` + jsonrpc.MetaClientInfo + `":` + tailgateClientInfo + `}`
+const modernMeta = `"_meta":{"` + jsonrpc.MetaProtocolVersion + `":"` + jsonrpc.ModernVersion + `","` + jsonrpc.MetaClientCapabilities + `":{},"` + jsonrpc.MetaClientInfo + `":` + tailgateClientInfo + `}`
 
 // tailgateClientInfo is how tailgate names itself as a client.
 const tailgateClientInfo = `{"name":"tailgate","version":"dev"}`
@@ -157,7 +154,7 @@ func (ci *childInit) parseDiscover(result []byte) error {
 	ci.speaks2026, ci.versions = true, r.SupportedVersions
 	ci.instructions, ci.capabilities = r.Instructions, r.Capabilities
 	ci.serverInfo = r.Meta["io.modelcontextprotocol/serverInfo"]
-	ci.version = ModernVersion
+	ci.version = jsonrpc.ModernVersion
 	return nil
 }
 
@@ -165,7 +162,7 @@ func (ci *childInit) parseDiscover(result []byte) error {
 // version without sessions (2026-07-28 or later).
 func (ci *childInit) speaksModern() bool {
 	for _, v := range ci.versions {
-		if v >= ModernVersion {
+		if v >= jsonrpc.ModernVersion {
 			return true
 		}
 	}
@@ -194,10 +191,8 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 	c := &child{target: t, log: log, pending: make(map[int64]*Reply), maxMsg: b.opts.MaxMessageBytes, ownTimeout: b.ownTimeout(t),
 		mem: b.buffers.Share(b.opts.MaxMessageBytes), patience: b.opts.HeldPatience}
 	switch {
-	case t.Remote != nil && t.Remote.SSE:
-		c.conn = b.dialSSE(t, identity, c.handle, c.mem, log)
 	case t.Remote != nil:
-		c.conn = b.dialRemote(t, identity, c.handle, c.mem, log)
+		c.conn = t.Remote.Dial(identity, c.handle, c.mem, log)
 	default:
 		proc, err := startProcess(t, b.childEnv(t, identity), log, stderrLimits{maxLine: b.opts.StderrMaxLine, perSecond: b.opts.StderrLinesPerSecond})
 		if err != nil {
@@ -216,7 +211,7 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 			c.conn = redactConn{c.conn, r}
 		}
 	}
-	go func() { c.closed(c.conn.read()) }()
+	go func() { c.closed(c.conn.Read()) }()
 	initCtx, cancel := context.WithTimeout(ctx, b.initializeTimeout(t))
 	defer cancel()
 	if sessionless {
@@ -236,7 +231,7 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 		}
 		if err != nil {
 			err = c.failure(initCtx, "server/discover", err)
-			c.conn.close(b.opts.StopGrace)
+			c.conn.Close(b.opts.StopGrace)
 			return nil, err
 		}
 		params = nil
@@ -267,7 +262,7 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 	}
 	if err != nil {
 		err = c.failure(initCtx, "initialize", err)
-		c.conn.close(b.opts.StopGrace)
+		c.conn.Close(b.opts.StopGrace)
 		return nil, err
 	}
 	return c, nil
@@ -277,11 +272,7 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 // any client is known (a pooled one): every client capability, so the
 // child holds nothing back; a request the client cannot answer gets the
 // client's error.
-var defaultInitializeParams = []byte(`{"protocolVersion":"` + LatestVersion + `","capabilities":{"roots":{"listChanged":true},"sampling":{},"elicitation":{}},"clientInfo":{"name":"tailgate","version":"dev"}}`)
-
-// LatestVersion is the newest MCP protocol version whose session
-// handshake tailgate speaks to children of its own accord.
-const LatestVersion = "2025-11-25"
+var defaultInitializeParams = []byte(`{"protocolVersion":"` + jsonrpc.LatestVersion + `","capabilities":{"roots":{"listChanged":true},"sampling":{},"elicitation":{}},"clientInfo":{"name":"tailgate","version":"dev"}}`)
 
 func (ci *childInit) parse(result []byte) error {
 	var r struct {
@@ -297,7 +288,7 @@ func (ci *childInit) parse(result []byte) error {
 	ci.version, ci.instructions, ci.capabilities, ci.serverInfo = r.ProtocolVersion, r.Instructions, r.Capabilities, r.ServerInfo
 	// For sessionless clients tailgate speaks 2026-07-28 in the child's
 	// stead (mrtr.go bridges its requests), besides what it speaks.
-	ci.versions = []string{ModernVersion, r.ProtocolVersion}
+	ci.versions = []string{jsonrpc.ModernVersion, r.ProtocolVersion}
 	return nil
 }
 
@@ -309,7 +300,7 @@ func (c *child) kill() {
 		c.proc.signalGroup(syscall.SIGKILL)
 		return
 	}
-	c.conn.close(0)
+	c.conn.Close(0)
 }
 
 // pid is the child process's id; 0 for a remote target.
@@ -320,12 +311,12 @@ func (c *child) pid() int {
 	return c.proc.Pid()
 }
 
-func (c *child) stop(grace time.Duration) { c.conn.close(grace) }
+func (c *child) stop(grace time.Duration) { c.conn.Close(grace) }
 
 // alive reports whether the child's process is running.
 func (c *child) alive() bool {
 	select {
-	case <-c.conn.done():
+	case <-c.conn.Done():
 		return false
 	default:
 		return true
@@ -335,7 +326,7 @@ func (c *child) alive() bool {
 // write sends one message. A message must be one line on stdio: JSON
 // whitespace that is a line break is removed (inside strings line breaks
 // are always escaped).
-func (c *child) write(msg []byte) error { return c.conn.write(msg, nil) }
+func (c *child) write(msg []byte) error { return c.conn.Write(msg, nil, nil) }
 
 // send registers r and writes msg to the child with msg's id replaced by
 // a child id. It returns the child id. r knows where it went before the
@@ -351,7 +342,7 @@ func (c *child) send(m *jsonrpc.Message, r *Reply) (int64, error) {
 		// Exited, its output not closed yet (a grandchild may hold it):
 		// the exit is the answer.
 		c.mu.Unlock()
-		return 0, c.conn.exitError()
+		return 0, c.conn.Err()
 	}
 	c.nextID++
 	id := c.nextID
@@ -360,7 +351,7 @@ func (c *child) send(m *jsonrpc.Message, r *Reply) (int64, error) {
 	r.sentAs(c, id)
 	var idBuf [20]byte
 	msg := m.Replace(m.ID, strconv.AppendInt(idBuf[:0], id, 10))
-	if err := c.conn.write(msg, r.headers); err != nil {
+	if err := c.conn.Write(msg, r.headers, r.identity); err != nil {
 		c.forget(id)
 		return 0, fmt.Errorf("target %q: write: %w", c.target.Name, err)
 	}
@@ -482,7 +473,7 @@ func (c *child) failure(ctx context.Context, op string, err error) error {
 	// A closed stdout usually means the child is exiting: give it a moment
 	// so the error can say how it ended.
 	if goneWithin(c.conn, 200*time.Millisecond) {
-		msg := c.conn.exitError().Error()
+		msg := c.conn.Err().Error()
 		if op != "" {
 			msg += " (during " + op + ")"
 		}

@@ -65,7 +65,7 @@ func (c *child) startLookup(key string, fill func(ctx context.Context, l *lookup
 		defer cancel()
 		go func() {
 			select {
-			case <-c.conn.done(): // a grandchild may keep stdout open
+			case <-c.conn.Done(): // a grandchild may keep stdout open
 				cancel()
 			case <-ctx.Done():
 			}

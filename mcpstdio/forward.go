@@ -113,10 +113,10 @@ func (s *Session) Forward(m *jsonrpc.Message, rt Route, opts ForwardOptions) *Re
 func (s *Session) passIdentity(c *child, r *Reply, opts ForwardOptions) {
 	if c != nil {
 		c.setIdentity(opts.Identity)
-		if c.target.Remote != nil && c.target.Remote.IdentityHeaders {
+		if c.target.Remote != nil && c.target.Remote.TellsIdentity {
 			// This request says its own caller's identity, whatever
 			// another request of the caller's told the link meanwhile.
-			r.headers = withIdentityHeaders(opts.Headers, opts.Identity)
+			r.identity = opts.Identity
 		}
 	} else {
 		for _, c := range s.children {

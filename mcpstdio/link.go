@@ -8,37 +8,46 @@ import (
 	"time"
 )
 
-// conn is a target as the relay reaches it: a stdio child's pipes
-// (stdioConn), a remote Streamable HTTP server (httpLink), a remote legacy
-// SSE server (sseLink). Each writes a message, reads what the target
-// sends, and closes; what is particular to one kind (a process and its
-// supervision, an HTTP session) lives below it. A conn is made with the
-// handler its messages go to.
-type conn interface {
-	// write delivers one message; headers are HTTP headers of the
+// Conn is a target as the relay reaches it: a stdio child's pipes
+// (stdioConn, here), a remote Streamable HTTP or legacy SSE server
+// (package gateway/remote, dialled through RemoteTarget.Dial). Each writes
+// a message, reads what the target sends, and closes; what is particular
+// to one kind (a process and its supervision, an HTTP session) lives
+// below it. A Conn is made with the handler its messages go to.
+type Conn interface {
+	// Write delivers one message. headers are HTTP headers of the
 	// client's request that a remote target must see (SEP-2243
-	// Mcp-Param-*), ignored on stdio.
-	write(msg []byte, headers map[string]string) error
-	// read hands what the target sends to the conn's handler, each
+	// Mcp-Param-*), and identity the identity of the request's own
+	// caller (nil: the link's latest, SetIdentity); both are ignored on
+	// stdio.
+	Write(msg []byte, headers, identity map[string]string) error
+	// Read hands what the target sends to the Conn's handler, each
 	// message with what it holds of the link's buffers, until the target
 	// is gone, and says why it stopped: nil when the target went in
 	// order, else what broke (the target is then ended).
-	read() error
-	// close ends the target: within grace, then by force; close(0) ends
+	Read() error
+	// Close ends the target: within grace, then by force; Close(0) ends
 	// it at once.
-	close(grace time.Duration)
-	// done is closed once the target is gone; exitError then says how
-	// (nil while it is there).
-	done() <-chan struct{}
-	exitError() error
+	Close(grace time.Duration)
+	// Done is closed once the target is gone; Err then says how (nil
+	// while it is there).
+	Done() <-chan struct{}
+	Err() error
+}
+
+// IdentitySetter is a Conn told its caller's identity as of the caller's
+// latest request (a remote target that is sent its caller's identity with
+// each HTTP request it gets, its own included).
+type IdentitySetter interface {
+	SetIdentity(identity map[string]string)
 }
 
 // goneWithin waits up to d for cn's target to be gone.
-func goneWithin(cn conn, d time.Duration) bool {
+func goneWithin(cn Conn, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-cn.done():
+	case <-cn.Done():
 		return true
 	case <-t.C:
 		return false
@@ -54,7 +63,7 @@ type stdioConn struct {
 	handle func(msg []byte, held *buffers.Charge)
 }
 
-func (l stdioConn) write(msg []byte, _ map[string]string) error {
+func (l stdioConn) Write(msg []byte, _, _ map[string]string) error {
 	// A message must be one line on stdio: JSON whitespace that is a line
 	// break is removed (inside strings line breaks are always escaped).
 	if bytes.IndexByte(msg, '\n') >= 0 || bytes.IndexByte(msg, '\r') >= 0 {
@@ -71,10 +80,16 @@ func (l stdioConn) write(msg []byte, _ map[string]string) error {
 	return err
 }
 
-// read reads the child's stdout until it closes (readLines).
-func (l stdioConn) read() error {
+// Read reads the child's stdout until it closes (readLines).
+func (l stdioConn) Read() error {
 	return l.lines.readLines(l.stdout, l.process.exited, l.handle)
 }
 
-func (l stdioConn) done() <-chan struct{}     { return l.process.exited }
-func (l stdioConn) close(grace time.Duration) { l.stop(grace) }
+// Done is closed once the process has exited.
+func (l stdioConn) Done() <-chan struct{} { return l.process.exited }
+
+// Close stops the process (process.stop).
+func (l stdioConn) Close(grace time.Duration) { l.stop(grace) }
+
+// Err is how the process ended (process.exitError).
+func (l stdioConn) Err() error { return l.exitError() }

@@ -105,15 +105,16 @@ func (h *redactHandler) attr(a slog.Attr) slog.Attr {
 	return slog.Attr{Key: a.Key, Value: v}
 }
 
-// redactConn is a conn whose exit error, quoting the child's last stderr
+// redactConn is a Conn whose exit error, quoting the child's last stderr
 // lines, is redacted.
 type redactConn struct {
-	conn
+	Conn
 	r *redactor
 }
 
-func (l redactConn) exitError() error {
-	err := l.conn.exitError()
+// Err is the Conn's, redacted.
+func (l redactConn) Err() error {
+	err := l.Conn.Err()
 	if err == nil || l.r == nil {
 		return err
 	}

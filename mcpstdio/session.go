@@ -133,7 +133,7 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 				}
 			}
 			var identity map[string]string
-			if t.IdentityEnv || t.Remote != nil && t.Remote.IdentityHeaders {
+			if t.IdentityEnv || t.Remote != nil && t.Remote.TellsIdentity {
 				identity = p.Identity
 			}
 			children[i], errs[i] = b.startChild(ctx, t, identity, p.Initialize, p.ID, p.Sessionless)
@@ -206,13 +206,13 @@ func (s *Session) checkCollisions(ctx context.Context) error {
 // supervise ends the session when c's process exits on its own.
 func (s *Session) supervise(c *child) {
 	select {
-	case <-c.conn.done():
+	case <-c.conn.Done():
 		select {
 		case <-s.stopping:
 			return // stopped by us
 		default:
 		}
-		err := c.conn.exitError()
+		err := c.conn.Err()
 		if s.degrades() && s.Alive() {
 			// failOpen: the others go on; the lost target's calls fail
 			// naming it, and the client is told to list again.

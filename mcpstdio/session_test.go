@@ -1111,7 +1111,7 @@ func TestDefaultInitializeParams(t *testing.T) {
 			t.Errorf("default initialize params lack %s: %s", c, init["params"])
 		}
 	}
-	if p.ProtocolVersion != mcpstdio.LatestVersion {
+	if p.ProtocolVersion != jsonrpc.LatestVersion {
 		t.Errorf("protocol version %q", p.ProtocolVersion)
 	}
 }

@@ -1,4 +1,4 @@
-package mcpstdio
+package remote
 
 import (
 	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
@@ -50,7 +50,7 @@ func (l *httpLink) followEvents(ctx context.Context, body io.Reader, sent *jsonr
 		}
 		if resp.StatusCode == http.StatusNotFound {
 			resp.Body.Close()
-			l.fail(fmt.Errorf("target %q: the server ended the session (404 resuming a stream)", l.t.Name))
+			l.fail(fmt.Errorf("target %q: the server ended the session (404 resuming a stream)", l.t.opts.Name))
 			return
 		}
 		if resp.StatusCode != http.StatusOK {
@@ -143,23 +143,23 @@ func (l *httpLink) listen() {
 		resp, err := l.client.Do(l.streamRequest(l.ctx, st.lastID))
 		switch {
 		case err != nil:
-			l.log.Debug("remote target: listen stream", "target", l.t.Name, "err", err)
+			l.log.Debug("remote target: listen stream", "target", l.t.opts.Name, "err", err)
 		case resp.StatusCode == http.StatusOK:
 			st = l.readEvents(resp.Body, nil, st)
 			resp.Body.Close()
 			if st.err != nil {
-				l.log.Warn("remote target: listen stream given up", "target", l.t.Name, "err", st.err)
+				l.log.Warn("remote target: listen stream given up", "target", l.t.opts.Name, "err", st.err)
 				st.err, err = nil, st.err // retried, ever more slowly
 			}
 		case resp.StatusCode == http.StatusNotFound:
 			resp.Body.Close()
-			l.fail(fmt.Errorf("target %q: the server ended the session (404 on its event stream)", l.t.Name))
+			l.fail(fmt.Errorf("target %q: the server ended the session (404 on its event stream)", l.t.opts.Name))
 			return
 		default:
 			// 405: the server has no GET stream; anything else: it will
 			// not give one. Either way, nothing to listen to.
 			resp.Body.Close()
-			l.log.Debug("remote target: no listen stream", "target", l.t.Name, "status", resp.StatusCode)
+			l.log.Debug("remote target: no listen stream", "target", l.t.opts.Name, "status", resp.StatusCode)
 			return
 		}
 		// A stream that ends at once, or a connection that fails, is
@@ -207,8 +207,8 @@ type sseLink struct {
 }
 
 // dialSSE opens the event stream of a legacy SSE target.
-func (b *Backend) dialSSE(t *Target, identity map[string]string, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) conn {
-	hl := b.dialRemote(t, identity, handle, mem, log).(*httpLink)
+func (t *Target) dialSSE(identity map[string]string, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) Conn {
+	hl := t.dialHTTP(identity, handle, mem, log)
 	l := &sseLink{httpLink: hl, ready: make(chan struct{})}
 	if hl.client != nil {
 		go l.stream()
@@ -230,12 +230,12 @@ func (l *sseLink) stream() {
 	req.Header.Set("Accept", "text/event-stream")
 	resp, err := l.client.Do(req)
 	if err != nil {
-		l.fail(fmt.Errorf("target %q: %s unreachable: %v", l.t.Name, redactURL(l.url), err))
+		l.fail(fmt.Errorf("target %q: %s unreachable: %v", l.t.opts.Name, redactURL(l.url), err))
 		return
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		l.fail(fmt.Errorf("target %q: %s: HTTP %d", l.t.Name, redactURL(l.url), resp.StatusCode))
+		l.fail(fmt.Errorf("target %q: %s: HTTP %d", l.t.opts.Name, redactURL(l.url), resp.StatusCode))
 		return
 	}
 	er := newEventReader(resp.Body, l.maxMsg, l.mem)
@@ -247,8 +247,8 @@ func (l *sseLink) stream() {
 				// Which request it answers is not known: the target is
 				// gone for this session, as a child that wrote a line
 				// too long.
-				l.log.Warn("remote target: event stream given up", "target", l.t.Name, "err", err)
-				l.fail(fmt.Errorf("target %q: %s: %w", l.t.Name, redactURL(l.url), err))
+				l.log.Warn("remote target: event stream given up", "target", l.t.opts.Name, "err", err)
+				l.fail(fmt.Errorf("target %q: %s: %w", l.t.opts.Name, redactURL(l.url), err))
 				return
 			}
 			break
@@ -273,17 +273,17 @@ func (l *sseLink) stream() {
 			held.ReaderDone()
 		}
 	}
-	l.fail(fmt.Errorf("target %q: the server closed its event stream", l.t.Name))
+	l.fail(fmt.Errorf("target %q: the server closed its event stream", l.t.opts.Name))
 }
 
-// write posts msg to the endpoint; the answer comes on the stream.
-func (l *sseLink) write(msg []byte, headers map[string]string) error {
+// Write posts msg to the endpoint; the answer comes on the stream.
+func (l *sseLink) Write(msg []byte, headers, _ map[string]string) error {
 	select {
 	case <-l.ready:
 	case <-l.ended:
-		return l.exitError()
+		return l.Err()
 	case <-time.After(30 * time.Second):
-		return fmt.Errorf("target %q: no endpoint event from %s", l.t.Name, redactURL(l.url))
+		return fmt.Errorf("target %q: no endpoint event from %s", l.t.opts.Name, redactURL(l.url))
 	}
 	req, err := http.NewRequestWithContext(l.ctx, http.MethodPost, l.endpoint, bytes.NewReader(msg))
 	if err != nil {
@@ -299,24 +299,24 @@ func (l *sseLink) write(msg []byte, headers map[string]string) error {
 		case <-l.ended:
 			// The stream ended under the post (a message past the
 			// gateway's bounds, the server gone): that is the reason.
-			return l.exitError()
+			return l.Err()
 		default:
 		}
-		return fmt.Errorf("target %q: %s unreachable: %v", l.t.Name, redactURL(l.endpoint), err)
+		return fmt.Errorf("target %q: %s unreachable: %v", l.t.opts.Name, redactURL(l.endpoint), err)
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("target %q: %s: HTTP %d", l.t.Name, redactURL(l.endpoint), resp.StatusCode)
+		return fmt.Errorf("target %q: %s: HTTP %d", l.t.opts.Name, redactURL(l.endpoint), resp.StatusCode)
 	}
 	return nil
 }
 
-// read waits for the stream to end.
-func (l *sseLink) read() error {
+// Read waits for the stream to end.
+func (l *sseLink) Read() error {
 	<-l.ended
 	return nil
 }
 
-// close closes the stream.
-func (l *sseLink) close(time.Duration) { l.fail(nil) }
+// Close closes the stream.
+func (l *sseLink) Close(time.Duration) { l.fail(nil) }

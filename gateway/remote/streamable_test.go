@@ -1,4 +1,4 @@
-package mcpstdio
+package remote
 
 import "testing"
 

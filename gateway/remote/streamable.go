@@ -1,4 +1,4 @@
-package mcpstdio
+package remote
 
 import (
 	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
@@ -59,22 +59,22 @@ type httpLink struct {
 	err       error
 }
 
-// remoteClients share connections per target definition.
-func (b *Backend) remoteClient(t *Target) (*http.Client, error) {
-	r := t.Remote
+// newClient is the HTTP client of the target opts describes: its links
+// share its connections.
+func newClient(r Options) (*http.Client, error) {
 	dialer := &net.Dialer{Timeout: r.ConnectTimeout}
 	if dialer.Timeout <= 0 {
 		dialer.Timeout = 10 * time.Second
 	}
 	dial := dialer.DialContext
 	if r.Tailnet {
-		if b.opts.TailnetDial == nil {
+		if r.TailnetDial == nil {
 			return nil, errors.New("the host is on the tailnet, and tailgate has no tailnet node to dial it through")
 		}
 		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(ctx, dialer.Timeout)
 			defer cancel()
-			return b.opts.TailnetDial(ctx, network, addr)
+			return r.TailnetDial(ctx, network, addr)
 		}
 	}
 	tr := &http.Transport{
@@ -125,30 +125,31 @@ func (b *Backend) remoteClient(t *Target) (*http.Client, error) {
 	}, nil
 }
 
-// dialRemote makes the link to remote target t for one session (or one
-// caller's sessionless requests). Nothing is sent until the first message.
-func (b *Backend) dialRemote(t *Target, identity map[string]string, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) conn {
-	l := &httpLink{t: t, url: t.Remote.URL, handle: handle, log: log, headers: make(http.Header), ended: make(chan struct{}),
-		inflight: make(map[string]context.CancelFunc), maxMsg: b.opts.MaxMessageBytes, mem: mem}
-	l.ctx, l.cancel = context.WithCancel(context.Background())
-	b.remoteMu.Lock()
-	client := b.remotes[t.Name]
-	var err error
-	if client == nil {
-		client, err = b.remoteClient(t)
-		if err == nil {
-			b.remotes[t.Name] = client
-		}
+// Dial makes the link to the target for one session (or one caller's
+// sessionless requests); identity is the caller's, handle gets what the
+// server sends, each message with what it holds of mem. Nothing is sent
+// until the first message. It is mcpstdio.RemoteTarget.Dial.
+func (t *Target) Dial(identity map[string]string, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) Conn {
+	if t.opts.SSE {
+		return t.dialSSE(identity, handle, mem, log)
 	}
-	b.remoteMu.Unlock()
-	if err != nil {
-		l.fail(fmt.Errorf("target %q: %w", t.Name, err))
+	return t.dialHTTP(identity, handle, mem, log)
+}
+
+// dialHTTP makes a Streamable HTTP link (an SSE link's posts are made by
+// one too).
+func (t *Target) dialHTTP(identity map[string]string, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) *httpLink {
+	l := &httpLink{t: t, url: t.opts.URL, handle: handle, log: log, headers: make(http.Header), ended: make(chan struct{}),
+		inflight: make(map[string]context.CancelFunc), maxMsg: t.maxMsg(), mem: mem}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	if t.err != nil {
+		l.fail(fmt.Errorf("target %q: %w", t.opts.Name, t.err))
 		return l
 	}
 	// The caller's identity goes with each request as of the caller's
 	// latest (identity.go).
-	l.client = withIdentity(client, t, identity)
-	for k, v := range t.Remote.Headers {
+	l.client = withIdentity(t.client, t.opts.IdentityHeaders, identity)
+	for k, v := range t.opts.Headers {
 		l.headers.Set(k, v)
 	}
 	return l
@@ -167,11 +168,16 @@ func (l *httpLink) fail(err error) {
 	l.cancel()
 }
 
-// write posts msg; the answer is handed on when it comes. A cancellation
+// Write posts msg; the answer is handed on when it comes. A cancellation
 // closes the cancelled request's stream, which is how a Streamable HTTP
 // client cancels (2026-07-28); a server of the session era is also sent
 // the notification.
-func (l *httpLink) write(msg []byte, headers map[string]string) error {
+func (l *httpLink) Write(msg []byte, headers, identity map[string]string) error {
+	if identity != nil && l.t.opts.IdentityHeaders {
+		// This request says its own caller's identity, whatever another
+		// request of the caller's told the link meanwhile.
+		headers = withIdentityHeaders(headers, identity)
+	}
 	select {
 	case <-l.ended:
 		return l.err
@@ -248,7 +254,7 @@ func (l *httpLink) post(ctx context.Context, m *jsonrpc.Message, extra map[strin
 	l.mu.Lock()
 	session, version := l.session, l.version
 	l.mu.Unlock()
-	sessionEra, body := version != "" && version < ModernVersion, m.Raw
+	sessionEra, body := version != "" && version < jsonrpc.ModernVersion, m.Raw
 	if sessionEra {
 		body = withoutRequestMeta(m)
 	}
@@ -276,7 +282,7 @@ func (l *httpLink) post(ctx context.Context, m *jsonrpc.Message, extra map[strin
 	}
 	if resp.StatusCode == http.StatusNotFound && session != "" {
 		// The server forgot the session: the target is gone for it.
-		l.fail(fmt.Errorf("target %q: the server ended the session (404)", l.t.Name))
+		l.fail(fmt.Errorf("target %q: the server ended the session (404)", l.t.opts.Name))
 		return
 	}
 	l.postAnswer(ctx, resp, m, session)
@@ -357,7 +363,7 @@ func (l *httpLink) postAnswer(ctx context.Context, resp *http.Response, m *jsonr
 			// with 400 rather than the 404 the spec asks for, as
 			// server-everything does: the target is gone for this
 			// session, as with 404, so that the client starts afresh.
-			l.fail(fmt.Errorf("target %q: the server no longer knows the session (%v)", l.t.Name, herr))
+			l.fail(fmt.Errorf("target %q: the server no longer knows the session (%v)", l.t.opts.Name, herr))
 			return
 		}
 		l.answerError(ctx, m, herr)
@@ -474,8 +480,8 @@ func (l *httpLink) answerLost(ctx context.Context, m *jsonrpc.Message, why strin
 	if ctx.Err() != nil {
 		return // stopped or cancelled: nobody waits for the answer
 	}
-	l.log.Warn("remote target: answer lost", "target", l.t.Name, "method", m.MethodName(), "reason", why)
-	l.handle(jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInternalError, fmt.Sprintf("target %q: %s", l.t.Name, why)), nil)
+	l.log.Warn("remote target: answer lost", "target", l.t.opts.Name, "method", m.MethodName(), "reason", why)
+	l.handle(jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInternalError, fmt.Sprintf("target %q: %s", l.t.opts.Name, why)), nil)
 }
 
 // answerError answers a request the server could not be asked (down,
@@ -493,32 +499,32 @@ func (l *httpLink) answerError(ctx context.Context, m *jsonrpc.Message, err erro
 	if errors.As(err, &ue) {
 		err = fmt.Errorf("%s%w", strings.TrimSuffix(err.Error(), ue.Error()), ue.Err)
 	}
-	l.handle(jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInternalError, fmt.Sprintf("target %q: %s: %v", l.t.Name, redactURL(l.url), err)), nil)
+	l.handle(jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInternalError, fmt.Sprintf("target %q: %s: %v", l.t.opts.Name, redactURL(l.url), err)), nil)
 }
 
-// read waits for the link to end; messages arrive through post.
-func (l *httpLink) read() error {
+// Read waits for the link to end; messages arrive through post.
+func (l *httpLink) Read() error {
 	<-l.ended
 	return nil
 }
 
-func (l *httpLink) done() <-chan struct{} { return l.ended }
+func (l *httpLink) Done() <-chan struct{} { return l.ended }
 
-func (l *httpLink) exitError() error {
+func (l *httpLink) Err() error {
 	select {
 	case <-l.ended:
 		if l.err != nil {
 			return l.err
 		}
-		return fmt.Errorf("target %q: closed", l.t.Name)
+		return fmt.Errorf("target %q: closed", l.t.opts.Name)
 	default:
 		return nil
 	}
 }
 
-// close ends the server's session (DELETE, for up to grace) and the
+// Close ends the server's session (DELETE, for up to grace) and the
 // link.
-func (l *httpLink) close(grace time.Duration) {
+func (l *httpLink) Close(grace time.Duration) {
 	l.mu.Lock()
 	session := l.session
 	l.mu.Unlock()
