@@ -1,15 +1,11 @@
 package gateway
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-	"log/slog"
-
-	"github.com/tailgate-dev/tailgate/gateway/remote"
-
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"net/netip"
@@ -20,7 +16,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tailgate-dev/tailgate/gateway/remote"
 	"github.com/tailgate-dev/tailgate/mcpstdio"
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 

@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio"
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 

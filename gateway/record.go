@@ -1,13 +1,12 @@
 package gateway
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"context"
 	"log/slog"
 	"time"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio"
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // This file is the record stage of a call (pipeline.go): the metrics and

@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"bufio"
 	"bytes"
 	"context"
@@ -14,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // rawSession is a Streamable HTTP session driven by hand, for what an SDK

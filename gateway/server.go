@@ -7,8 +7,6 @@
 package gateway
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 

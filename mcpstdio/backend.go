@@ -2,13 +2,13 @@
 // of its relay: it starts one child process per front session per target,
 // initializes it, relays JSON-RPC messages to and from it as bytes (ids
 // mapped, names prefixed where several targets share a session),
-// supervises the child and reaps its whole process group. It knows
-// nothing of tailnets or HTTP routing.
+// supervises the child and reaps its whole process group. The relay
+// reaches every target through a Conn: a child's pipes here, a remote
+// server's link made by RemoteTarget.Dial (package gateway/remote). It
+// knows nothing of tailnets or HTTP routing.
 package mcpstdio
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
 )
 
 // Target is a stdio MCP server command.

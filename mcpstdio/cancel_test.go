@@ -1,8 +1,6 @@
 package mcpstdio_test
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"bytes"
 	"encoding/json"
 	"os"
@@ -11,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio"
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // stdinLogEnv names the file a teeEchoTarget's child copies its stdin to.

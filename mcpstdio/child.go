@@ -1,10 +1,6 @@
 package mcpstdio
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"bytes"
 	"context"
 	"encoding/json"
@@ -17,6 +13,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // The child: starting a target's server and initializing it, its

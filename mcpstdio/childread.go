@@ -1,10 +1,6 @@
 package mcpstdio
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"bufio"
 	"bytes"
 	"context"
@@ -14,6 +10,9 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // Reading a child's output: each line it writes, charged to its link's

@@ -1,12 +1,12 @@
 package mcpstdio
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"context"
 	"errors"
 	"strconv"
 	"sync"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // Forwarding a routed client request: to its one target, with the ids,

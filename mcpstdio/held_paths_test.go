@@ -1,8 +1,6 @@
 package mcpstdio_test
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -10,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio"
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
 )
 
 // A notification a child sends while a sessionless caller's call is parked

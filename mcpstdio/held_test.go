@@ -1,10 +1,6 @@
 package mcpstdio_test
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"fmt"
 	"strconv"
 	"strings"
@@ -13,6 +9,8 @@ import (
 	"time"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio"
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // bigCalls starts n calls of the demo's big tool on each session, for

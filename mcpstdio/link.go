@@ -1,11 +1,11 @@
 package mcpstdio
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-
 	"bytes"
 	"encoding/json"
 	"time"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
 )
 
 // Conn is a target as the relay reaches it: a stdio child's pipes

@@ -1,11 +1,11 @@
 package mcpstdio
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"context"
 	"encoding/json"
 	"sync"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // The targets' lists as the client sees them: joined across targets, names

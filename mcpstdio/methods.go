@@ -1,12 +1,12 @@
 package mcpstdio
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"context"
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // Routing a client request: which target serves it, and the target's own

@@ -1,8 +1,6 @@
 package mcpstdio
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"bytes"
 	"crypto/rand"
 	"errors"
@@ -10,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // MCP 2026-07-28 clients cannot be asked anything while they wait: a

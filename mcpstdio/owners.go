@@ -1,11 +1,11 @@
 package mcpstdio
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"encoding/json"
 	"strings"
 	"sync"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // A task belongs to the caller whose call created it, on every path: a

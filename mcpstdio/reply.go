@@ -1,15 +1,14 @@
 package mcpstdio
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // Outcome is what a response says, for logs and metrics.

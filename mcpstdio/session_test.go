@@ -1,8 +1,6 @@
 package mcpstdio_test
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"bufio"
 	"bytes"
 	"context"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/tailgate-dev/tailgate/mcpstdio"
 	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 var demoBin string

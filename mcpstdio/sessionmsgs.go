@@ -1,15 +1,14 @@
 package mcpstdio
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // Messages between a session's client and its children outside the

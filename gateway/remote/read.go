@@ -1,14 +1,14 @@
 package remote
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-
 	"bufio"
 	"bytes"
 	"io"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
 )
 
 // boundedRead reads r whole, holding at most limit bytes and charging

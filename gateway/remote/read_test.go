@@ -1,12 +1,12 @@
 package remote
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-
 	"errors"
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
 )
 
 // An event stream is read one event at a time, however its lines are cut;

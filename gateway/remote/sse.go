@@ -1,10 +1,6 @@
 package remote
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"bytes"
 	"context"
 	"fmt"
@@ -14,6 +10,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // Event streams of a remote target: an answer's stream (followed and

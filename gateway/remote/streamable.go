@@ -1,10 +1,6 @@
 package remote
 
 import (
-	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
-
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -23,6 +19,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // A remote target over Streamable HTTP (httpLink): its HTTP client, each

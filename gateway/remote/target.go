@@ -41,7 +41,7 @@ type Options struct {
 	// default 10s.
 	ConnectTimeout time.Duration
 	// MaxMessageBytes bounds each message read from the server; default
-	// 4 MiB.
+	// 64 MiB.
 	MaxMessageBytes int
 }
 
@@ -67,7 +67,7 @@ func (t *Target) maxMsg() int {
 	if t.opts.MaxMessageBytes > 0 {
 		return t.opts.MaxMessageBytes
 	}
-	return 4 << 20
+	return 64 << 20
 }
 
 // Conn is one link to the target, as the relay reaches a target
