@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"net"
 	"net/netip"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/tailgate-dev/tailgate/gateway/remote"
 	"github.com/tailgate-dev/tailgate/mcpstdio"
-	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 
@@ -160,14 +158,15 @@ func npxEnv(t *StdioTarget, lookup func(string) (string, bool)) map[string]strin
 
 func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *policy.RuleSet) (*mcpFront, error) {
 	targets := make([]mcpstdio.Target, len(m.Targets))
+	cr := s.credentials(cfg)
 	for i, t := range m.Targets {
 		if r, kind := t.remote(); r != nil {
-			targets[i] = s.remoteTarget(t.Name, r, kind == "sse", maxMessageBytes(cfg))
+			targets[i] = s.remoteTarget(cr, t.Name, r, kind == "sse", maxMessageBytes(cfg))
 			continue
 		}
 		targets[i] = mcpstdio.Target{
 			Name: t.Name, Command: t.Stdio.Command(), Args: t.Stdio.Args, Env: npxEnv(t.Stdio, os.LookupEnv), ClearEnv: t.Stdio.ClearEnv,
-			IdentityEnv: t.Stdio.IdentityEnv, Pool: t.Stdio.Pool,
+			IdentityEnv: t.Stdio.IdentityEnv, Pool: t.Stdio.Pool, CallerEnv: cr.stdioCallerEnv(t.Name, t.Stdio),
 			InitializeTimeout: time.Duration(t.Stdio.InitializeTimeout), RequestTimeout: time.Duration(t.Stdio.RequestTimeout),
 		}
 		if t.Stdio.User != "" {
@@ -207,17 +206,20 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 
 // remoteTarget is the mcpstdio target of an mcp: {host: …} target (or
 // sse: {host: …}, with sse): a remote.Target the relay dials.
-func (s *Server) remoteTarget(name string, r *RemoteTarget, sse bool, maxMsg int) mcpstdio.Target {
-	rt := remote.New(s.remoteOptions(name, r, sse, maxMsg))
+func (s *Server) remoteTarget(cr *credentials, name string, r *RemoteTarget, sse bool, maxMsg int) mcpstdio.Target {
+	opts := s.remoteOptions(name, r, sse, maxMsg)
+	if ba := r.BackendAuth; ba != nil {
+		opts.CallerHeaders = cr.remoteTokenHeaders(name, opts.URL, ba.IdentityToken)
+	}
 	return mcpstdio.Target{
 		Name:              name,
 		InitializeTimeout: time.Duration(r.InitializeTimeout),
 		RequestTimeout:    time.Duration(r.RequestTimeout),
 		Remote: &mcpstdio.RemoteTarget{
-			Dial: func(identity map[string]string, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) mcpstdio.Conn {
-				return rt.Dial(identity, handle, mem, log)
-			},
-			TellsIdentity: r.IdentityHeaders,
+			Dial: cr.remoteDial(name, r, remote.New(opts)),
+			// Identity headers, the caller's secrets and tokens all need
+			// the caller.
+			TellsIdentity: r.IdentityHeaders || len(r.CallerHeaders) > 0 || r.BackendAuth != nil,
 		},
 	}
 }

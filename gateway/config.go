@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,8 +14,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tailscale/setec/client/setec"
 	"gopkg.in/yaml.v3"
 
+	"github.com/tailgate-dev/tailgate/gateway/secrets"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 
@@ -62,6 +65,34 @@ type Config struct {
 	// secrets are what the config names as secret, kept from every stdio
 	// child's environment.
 	secrets childSecrets
+	// secretRefs are the per-caller secret sources targets name.
+	secretRefs []namedRef
+}
+
+// namedRef is a secret source and where the config names it.
+type namedRef struct {
+	path string
+	line int
+	ref  secrets.Ref
+}
+
+// CheckSecrets checks what the config's secret sources can be checked
+// for without a caller or a tailnet (--validate-only): a file that is the
+// same for every caller is readable, an environment variable is set, the
+// folder of a per-caller file exists. setec names are not looked up.
+func (c *Config) CheckSecrets(ctx context.Context) ConfigErrors {
+	var opts secrets.Options
+	if sc := c.Global.Secrets; sc != nil && sc.Setec != nil {
+		opts.Setec = &setec.Client{Server: sc.Setec.URL}
+	}
+	r := secrets.New(opts)
+	var errs ConfigErrors
+	for _, nr := range c.secretRefs {
+		if err := r.Check(ctx, nr.ref); err != nil {
+			errs = append(errs, &ConfigError{File: c.File, Line: nr.line, Path: nr.path, Msg: err.Error()})
+		}
+	}
+	return errs
 }
 
 // childSecrets are what the config names as secret, which no stdio child
@@ -142,27 +173,58 @@ type GlobalConfig struct {
 	AdminAddr string `yaml:"adminAddr"`
 	// StatsAddr and ReadinessAddr also serve /metrics and /healthz/ready
 	// on addresses of their own, as in agentgateway.
-	StatsAddr                      string       `yaml:"statsAddr"`
-	ReadinessAddr                  string       `yaml:"readinessAddr"`
-	Session                        notSupported `yaml:"session"`
-	MCP                            *GlobalMCP   `yaml:"mcp"`
-	Tracing                        notSupported `yaml:"tracing"`
-	Logging                        notSupported `yaml:"logging"`
-	Metrics                        notSupported `yaml:"metrics"`
-	CustomFunctions                notSupported `yaml:"customFunctions"`
-	WorkerThreads                  notSupported `yaml:"workerThreads"`
-	DNS                            notSupported `yaml:"dns"`
-	Backend                        notSupported `yaml:"backend"`
-	SPIFFE                         notSupported `yaml:"spiffe"`
-	XDSAddress                     notSupported `yaml:"xdsAddress"`
-	HBONE                          notSupported `yaml:"hbone"`
-	EnableIPv6                     notSupported `yaml:"enableIpv6"`
-	Database                       notSupported `yaml:"database"`
-	Storage                        notSupported `yaml:"storage"`
-	SensitiveHeaders               notSupported `yaml:"sensitiveHeaders"`
-	ConnectionTerminationDeadline  notSupported `yaml:"connectionTerminationDeadline"`
-	ConnectionMinTerminationDeadln notSupported `yaml:"connectionMinTerminationDeadline"`
-	ModelCatalog                   notSupported `yaml:"modelCatalog"`
+	StatsAddr     string       `yaml:"statsAddr"`
+	ReadinessAddr string       `yaml:"readinessAddr"`
+	Session       notSupported `yaml:"session"`
+	MCP           *GlobalMCP   `yaml:"mcp"`
+	// Secrets configures where per-caller secrets come from besides files
+	// and the gateway's environment: a setec server. A tailgate extension.
+	Secrets *SecretsConfig `yaml:"secrets"`
+	// IdentityTokens configures the tokens tailgate signs to name callers
+	// to targets. A tailgate extension.
+	IdentityTokens                 *IdentityTokensConfig `yaml:"identityTokens"`
+	Tracing                        notSupported          `yaml:"tracing"`
+	Logging                        notSupported          `yaml:"logging"`
+	Metrics                        notSupported          `yaml:"metrics"`
+	CustomFunctions                notSupported          `yaml:"customFunctions"`
+	WorkerThreads                  notSupported          `yaml:"workerThreads"`
+	DNS                            notSupported          `yaml:"dns"`
+	Backend                        notSupported          `yaml:"backend"`
+	SPIFFE                         notSupported          `yaml:"spiffe"`
+	XDSAddress                     notSupported          `yaml:"xdsAddress"`
+	HBONE                          notSupported          `yaml:"hbone"`
+	EnableIPv6                     notSupported          `yaml:"enableIpv6"`
+	Database                       notSupported          `yaml:"database"`
+	Storage                        notSupported          `yaml:"storage"`
+	SensitiveHeaders               notSupported          `yaml:"sensitiveHeaders"`
+	ConnectionTerminationDeadline  notSupported          `yaml:"connectionTerminationDeadline"`
+	ConnectionMinTerminationDeadln notSupported          `yaml:"connectionMinTerminationDeadline"`
+	ModelCatalog                   notSupported          `yaml:"modelCatalog"`
+}
+
+// SecretsConfig is config.secrets.
+type SecretsConfig struct {
+	// Setec is the setec server per-caller secrets may name
+	// ({setec: name}), reached over the tailnet as tailgate's own node.
+	Setec *SetecConfig `yaml:"setec"`
+}
+
+// SetecConfig is config.secrets.setec.
+type SetecConfig struct {
+	// URL is the server's base URL ("https://secrets.tail1234.ts.net").
+	URL string `yaml:"url"`
+	// Timeout bounds each read; default 10s.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// IdentityTokensConfig is config.identityTokens.
+type IdentityTokensConfig struct {
+	// TTL is each token's lifetime; default 5m.
+	TTL Duration `yaml:"ttl"`
+	// RotateEvery is how often the signing key changes; default 24h.
+	RotateEvery Duration `yaml:"rotateEvery"`
+	// Algorithm is EdDSA (default) or ES256.
+	Algorithm string `yaml:"algorithm"`
 }
 
 // GlobalMCP is config.mcp: settings of every MCP backend.
@@ -428,7 +490,7 @@ func Parse(file string, data []byte, env *policy.Env) (*Config, error) {
 		}
 		d.errs = kept
 	}
-	cfg.commands, cfg.users, cfg.secrets = d.commands, d.users, d.secrets
+	cfg.commands, cfg.users, cfg.secrets, cfg.secretRefs = d.commands, d.users, d.secrets, d.secretRefs
 	if n := lookup(doc, "tailscale", "authKeyFile"); n != nil {
 		cfg.authKeyLine = n.Line
 	}

@@ -9,6 +9,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/tailgate-dev/tailgate/gateway/secrets"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 
@@ -139,6 +140,15 @@ type StdioTarget struct {
 	// environment (TAILGATE_USER_LOGIN and others; see README). A tailgate
 	// extension.
 	IdentityEnv bool `yaml:"identityEnv"`
+	// CallerEnv are environment variables whose values are the caller's
+	// own: each read, as the caller's child starts, from a secret source
+	// templated by the caller's identity ({file: …}, {env: …} or
+	// {setec: …}; see README). "${NAME}" in args is replaced by one of
+	// them. A tailgate extension.
+	CallerEnv map[string]SecretRef `yaml:"callerEnv"`
+	// IdentityToken gives the child a token signed by tailgate that names
+	// its caller, in an environment variable. A tailgate extension.
+	IdentityToken *IdentityToken `yaml:"identityToken"`
 	// User is the account the children run as, a name or a numeric uid,
 	// with its groups, HOME, USER and LOGNAME; the gateway must run as
 	// root. A tailgate extension.
@@ -183,6 +193,14 @@ type RemoteTarget struct {
 	// X-Tailgate-User-Login, X-Tailgate-Node-Name and X-Tailgate-Node-Tags
 	// (a client cannot set them). A tailgate extension.
 	IdentityHeaders bool `yaml:"identityHeaders"`
+	// CallerHeaders are headers whose values are the caller's own, each
+	// read from a secret source templated by the caller's identity as the
+	// caller's link to the target is made. A tailgate extension.
+	CallerHeaders map[string]SecretRef `yaml:"callerHeaders"`
+	// BackendAuth is how tailgate authenticates to the target for each
+	// caller, after agentgateway's backendAuth policy. A tailgate
+	// extension.
+	BackendAuth *BackendAuth `yaml:"backendAuth"`
 	// Tailnet says whether the host is dialled through tailgate's tailnet
 	// node (true) or the host's network (false). Unset, a tailnet address,
 	// a MagicDNS short name or a name under .ts.net is on the tailnet; set
@@ -237,6 +255,77 @@ func (r *RemoteTarget) URL() string {
 		pu.Path = r.Path
 	}
 	return pu.String()
+}
+
+// BackendAuth is a remote target's backendAuth: what tailgate sends it to
+// say who calls. A client's own token is never passed through (the MCP
+// authorization specification forbids it: a token meant for tailgate is
+// not one for the target).
+type BackendAuth struct {
+	// Key is sent as "Authorization: Bearer <key>": a secret source,
+	// read per caller when its template names the caller.
+	Key *SecretRef `yaml:"key"`
+	// IdentityToken is a token tailgate signs for each caller and this
+	// target.
+	IdentityToken *IdentityToken `yaml:"identityToken"`
+
+	Passthrough notSupported `yaml:"passthrough"`
+	GCP         notSupported `yaml:"gcp"`
+	AWS         notSupported `yaml:"aws"`
+	Azure       notSupported `yaml:"azure"`
+}
+
+// IdentityToken is a token tailgate signs (EdDSA, its keys published at
+// /.well-known/jwks.json on its tailnet listeners) that names the caller:
+// sub is the login, aud the target, with the caller's node, tags and
+// grants as claims.
+type IdentityToken struct {
+	// Header carries it to a remote target: default Authorization, as
+	// "Bearer <token>"; any other header carries the token alone.
+	Header string `yaml:"header"`
+	// Env is the stdio child's variable; default TAILGATE_IDENTITY_TOKEN.
+	Env string `yaml:"env"`
+	// Audience is the token's aud: default the target's URL (remote), or
+	// "tailgate-target:<name>" (stdio: set it to the service the child
+	// calls).
+	Audience string `yaml:"audience"`
+}
+
+// SecretRef names a secret: {file: path}, {env: NAME} or {setec: name},
+// each a template that may name the caller ({login}, {user}, {node},
+// {nodeID}). It is read when a caller's child or link starts, never at
+// load, and never logged.
+type SecretRef struct {
+	secrets.Ref
+	// line is where the config names it, for --validate-only.
+	line int
+}
+
+func (s *SecretRef) unmarshalYAML(d *decoder, n *yaml.Node, path string) {
+	s.line = n.Line
+	if n.Kind != yaml.MappingNode || len(n.Content) != 2 {
+		d.errorf(n, path, "expected {file: path}, {env: NAME} or {setec: name}, got %s", kindName(n))
+		return
+	}
+	k, v := resolve(n.Content[0]), resolve(n.Content[1])
+	if v.Kind != yaml.ScalarNode || v.Value == "" {
+		d.errorf(v, path+"."+k.Value, "expected a template, got %s", kindName(v))
+		return
+	}
+	switch k.Value {
+	case "file":
+		s.File = resolvePath(d.dir, v.Value)
+	case "env":
+		s.Env = v.Value
+	case "setec":
+		s.Setec = v.Value
+	default:
+		d.errorf(k, path+"."+k.Value, "unknown key (want file, env or setec)")
+		return
+	}
+	if err := s.Validate(); err != nil {
+		d.errorf(v, path+"."+k.Value, "%v", err)
+	}
 }
 
 // HeaderValue is a header's value, given or read at load from a file or

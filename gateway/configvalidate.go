@@ -3,10 +3,12 @@ package gateway
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -78,6 +80,7 @@ var (
 // they go together (ports, hostnames, named backends, targets). Each check
 // reports to d, so that one run reports every problem.
 func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
+	d.setec = d.validateSecrets(doc, cfg)
 	d.resolveBackends(doc, cfg)
 	d.validateTailscale(doc, &cfg.Tailscale)
 	d.validateGlobal(doc, cfg)
@@ -151,6 +154,31 @@ func (d *decoder) validateTailscale(doc *yaml.Node, ts *TailscaleConfig) {
 
 // validateGlobal checks the config block: the admin, stats and readiness
 // addresses, and config.mcp's limits and allowed origins.
+// validateSecrets checks config.secrets and config.identityTokens, and
+// says whether a setec server is configured.
+func (d *decoder) validateSecrets(doc *yaml.Node, cfg *Config) bool {
+	if it := cfg.Global.IdentityTokens; it != nil {
+		switch it.Algorithm {
+		case "", "EdDSA", "ES256":
+		default:
+			d.errorf(at(doc, "config", "identityTokens", "algorithm"), "config.identityTokens.algorithm", "unknown algorithm %q (want EdDSA or ES256)", it.Algorithm)
+		}
+		if it.TTL < 0 || it.RotateEvery < 0 || it.RotateEvery > 0 && it.RotateEvery < max(it.TTL, Duration(5*time.Minute)) {
+			d.errorf(at(doc, "config", "identityTokens"), "config.identityTokens", "ttl must not be negative, and rotateEvery must be longer than ttl")
+		}
+	}
+	sc := cfg.Global.Secrets
+	if sc == nil || sc.Setec == nil {
+		return false
+	}
+	u, err := url.Parse(sc.Setec.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		d.errorf(at(doc, "config", "secrets", "setec", "url"), "config.secrets.setec.url", "%q is not an http(s) URL", sc.Setec.URL)
+		return false
+	}
+	return true
+}
+
 func (d *decoder) validateGlobal(doc *yaml.Node, cfg *Config) {
 	for _, a := range []struct{ key, addr string }{{"adminAddr", cfg.Global.AdminAddr}, {"statsAddr", cfg.Global.StatsAddr}, {"readinessAddr", cfg.Global.ReadinessAddr}} {
 		if a.addr == "" || (a.key == "adminAddr" && a.addr == "off") {
@@ -418,6 +446,7 @@ func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys .
 				// agentgateway posts to the URL as given; so does tailgate.
 				d.warnf(at(doc, k("targets", i, kind, "host")...).Line, tpath+".mcp.host", "%q has no path: messages are posted to /, and most servers serve /mcp", r.Host)
 			}
+			d.validateRemoteCredentials(doc, k("targets", i, kind), tpath+"."+kind, r)
 			if written := r.CAFile; written != "" {
 				r.CAFile = resolvePath(d.dir, written)
 				if err := checkPEM(r.CAFile); err != nil {
@@ -445,6 +474,10 @@ func (d *decoder) validateMCP(doc *yaml.Node, m *MCPBackend, path string, keys .
 		if t.Stdio.Pool > 0 && t.Stdio.IdentityEnv {
 			d.errorf(at(doc, k("targets", i, "stdio", "pool")...), tpath+".stdio.pool", "a pool cannot be used with identityEnv: pooled children start before the caller is known")
 		}
+		if t.Stdio.Pool > 0 && (len(t.Stdio.CallerEnv) > 0 || t.Stdio.IdentityToken != nil) {
+			d.errorf(at(doc, k("targets", i, "stdio", "pool")...), tpath+".stdio.pool", "a pool cannot be used with callerEnv or identityToken: pooled children start before the caller is known")
+		}
+		d.validateStdioCredentials(doc, k("targets", i, "stdio"), tpath+".stdio", t.Stdio)
 	}
 }
 
@@ -454,4 +487,69 @@ func protocolOf(l Listener) string {
 		return "HTTP"
 	}
 	return l.Protocol
+}
+
+// validateStdioCredentials checks a stdio target's callerEnv and
+// identityToken (at keys in doc, path in messages).
+func (d *decoder) validateStdioCredentials(doc *yaml.Node, keys []any, path string, t *StdioTarget) {
+	k := func(more ...any) []any { return append(append([]any{}, keys...), more...) }
+	for _, name := range sortedNames(t.CallerEnv) {
+		if _, ok := t.Env[name]; ok {
+			d.errorf(at(doc, k("callerEnv", name)...), path+".callerEnv."+name, "%s is also in env: give it once", name)
+		}
+		d.noteSecretRef(doc, k("callerEnv", name), path+".callerEnv."+name, t.CallerEnv[name])
+	}
+	if it := t.IdentityToken; it != nil {
+		if it.Header != "" {
+			d.errorf(at(doc, k("identityToken", "header")...), path+".identityToken.header", "a stdio child gets its token in an environment variable (env), not a header")
+		}
+		if _, ok := t.CallerEnv[it.envName()]; ok {
+			d.errorf(at(doc, k("identityToken")...), path+".identityToken", "%s is also in callerEnv: give it once", it.envName())
+		}
+	}
+}
+
+// validateRemoteCredentials checks a remote target's callerHeaders and
+// backendAuth.
+func (d *decoder) validateRemoteCredentials(doc *yaml.Node, keys []any, path string, r *RemoteTarget) {
+	k := func(more ...any) []any { return append(append([]any{}, keys...), more...) }
+	sent := make(map[string]string) // canonical header → where the config sets it
+	for name := range r.Headers {
+		sent[http.CanonicalHeaderKey(name)] = path + ".headers." + name
+	}
+	claim := func(header, where string, n *yaml.Node) {
+		if prev, ok := sent[http.CanonicalHeaderKey(header)]; ok {
+			d.errorf(n, where, "header %s is also set by %s: give it once", header, prev)
+			return
+		}
+		sent[http.CanonicalHeaderKey(header)] = where
+	}
+	for _, name := range sortedNames(r.CallerHeaders) {
+		claim(name, path+".callerHeaders."+name, at(doc, k("callerHeaders", name)...))
+		d.noteSecretRef(doc, k("callerHeaders", name), path+".callerHeaders."+name, r.CallerHeaders[name])
+	}
+	ba := r.BackendAuth
+	if ba == nil {
+		return
+	}
+	if ba.Key != nil {
+		claim("Authorization", path+".backendAuth.key", at(doc, k("backendAuth", "key")...))
+		d.noteSecretRef(doc, k("backendAuth", "key"), path+".backendAuth.key", *ba.Key)
+	}
+	if it := ba.IdentityToken; it != nil {
+		if it.Env != "" {
+			d.errorf(at(doc, k("backendAuth", "identityToken", "env")...), path+".backendAuth.identityToken.env", "a remote target gets its token in a header, not an environment variable")
+		}
+		header, _ := it.header("")
+		claim(header, path+".backendAuth.identityToken", at(doc, k("backendAuth", "identityToken")...))
+	}
+}
+
+// noteSecretRef records a secret source the config names, for
+// Config.CheckSecrets, and checks that a setec one has a server.
+func (d *decoder) noteSecretRef(doc *yaml.Node, keys []any, path string, ref SecretRef) {
+	if ref.Setec != "" && !d.setec {
+		d.errorf(at(doc, keys...), path+".setec", "no setec server: set config.secrets.setec.url")
+	}
+	d.secretRefs = append(d.secretRefs, namedRef{path: path, line: at(doc, keys...).Line, ref: ref.Ref})
 }

@@ -129,7 +129,7 @@ func (fs *frontSession) initialize(ctx context.Context, m *jsonrpc.Message, w ht
 	if m.Params.Has() {
 		params = m.Bytes(m.Params)
 	}
-	bs, err := fs.f.backend.Open(ctx, mcpstdio.OpenParams{ID: fs.id, Initialize: params, Identity: identityEnv(fs.owner), Caller: callerKey(fs.owner).String(), Notify: fs.enqueue})
+	bs, err := fs.f.backend.Open(ctx, mcpstdio.OpenParams{ID: fs.id, Initialize: params, Identity: newCaller(fs.owner), Caller: callerKey(fs.owner).String(), Notify: fs.enqueue})
 	if err != nil {
 		fs.log.Error("session start failed", "err", err)
 		writeJSON(w, jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInternalError, err.Error()))
@@ -323,7 +323,7 @@ func (f *mcpFront) serveStateless(w http.ResponseWriter, r *http.Request, m *jso
 		params = m.Bytes(m.Params)
 	}
 	start := time.Now()
-	bs, err := f.backend.Open(r.Context(), mcpstdio.OpenParams{ID: "stateless", Initialize: params, Identity: identityEnv(src), Notify: func([]byte) {}})
+	bs, err := f.backend.Open(r.Context(), mcpstdio.OpenParams{ID: "stateless", Initialize: params, Identity: newCaller(src), Notify: func([]byte) {}})
 	if err != nil {
 		writeJSON(w, jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInternalError, err.Error()))
 		fs.record(m.MethodName(), mcpstdio.Route{}, outcomeError, err, time.Since(start))

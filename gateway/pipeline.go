@@ -156,7 +156,7 @@ func (c *call) prepare() bool {
 		}
 	}
 	if c.bs.TellsIdentity() {
-		c.opts.Identity = identityEnv(c.req.src)
+		c.opts.Identity = newCaller(c.req.src)
 	}
 	return true
 }

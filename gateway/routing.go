@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tailgate-dev/tailgate/gateway/idtoken"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 
@@ -91,6 +92,12 @@ func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
 	// probe for one (mcp-remote, IDEs) go on without it, instead of
 	// reaching an MCP route that would answer something else.
 	if strings.HasPrefix(r.URL.Path, "/.well-known/") {
+		// The keys targets verify identity tokens with, and where to find
+		// them (OpenID-style discovery): public, on every listener.
+		if signer := s.signer.Load(); signer != nil && (r.URL.Path == idtoken.JWKSPath || r.URL.Path == idtoken.DiscoveryPath) {
+			signer.Handler().ServeHTTP(sw, r)
+			return
+		}
 		serveWellKnown(sw, r)
 		return
 	}

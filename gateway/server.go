@@ -14,11 +14,14 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/tailgate-dev/tailgate/gateway/idtoken"
 	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
 	"github.com/tailgate-dev/tailgate/policy"
 )
@@ -87,6 +90,10 @@ type Options struct {
 	// Service's name. Requests naming any other host get 403. A server
 	// served on loopback adds "127.0.0.1".
 	Hosts []string
+	// KeyDir holds the keys the gateway signs identity tokens with
+	// (created 0700 if missing, and hidden from stdio children); "" keeps
+	// them in memory, new at each start.
+	KeyDir string
 }
 
 // Server serves a Config: one HTTP server per bind, with routes and
@@ -105,6 +112,11 @@ type Server struct {
 	// warming is set while Warm starts the targets: MCP requests get 503
 	// and a line that says so.
 	warming atomic.Bool
+
+	// signer signs identity tokens, once the gateway knows its tailnet
+	// name (Start); stopSigner ends its key rotation.
+	signer     atomic.Pointer[idtoken.Signer]
+	stopSigner context.CancelFunc
 
 	// state is the routing of the current config.
 	state atomic.Pointer[state]
@@ -180,6 +192,13 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	if opts.ReadHeaderTimeout <= 0 {
 		opts.ReadHeaderTimeout = 10 * time.Second
 	}
+	if opts.KeyDir != "" {
+		// It exists before any child starts, so that it can be hidden.
+		if err := os.MkdirAll(opts.KeyDir, 0o700); err != nil {
+			return nil, fmt.Errorf("identity token keys: %w", err)
+		}
+		opts.HidePaths = append(slices.Clip(opts.HidePaths), opts.KeyDir)
+	}
 	s := &Server{
 		opts:    opts,
 		log:     opts.Logger,
@@ -239,6 +258,18 @@ func (s *Server) Start(network Network) error {
 		if err := s.listen(network, port); err != nil {
 			s.closeListeners()
 			return err
+		}
+	}
+	if nn, ok := network.(NodeNames); ok {
+		if issuer := s.issuerURL(nn.DNSName()); issuer != "" {
+			ctx, cancel := context.WithCancel(context.Background())
+			s.mu.Lock()
+			s.stopSigner = cancel
+			s.mu.Unlock()
+			if err := s.openSigner(ctx, issuer); err != nil {
+				s.closeListeners()
+				return err
+			}
 		}
 	}
 	return nil
@@ -434,6 +465,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.SetReady(false)
 	s.mu.Lock()
 	s.closed = true
+	if s.stopSigner != nil {
+		s.stopSigner()
+	}
 	s.mu.Unlock()
 	s.closeListeners()
 	drain := time.NewTimer(s.opts.DrainTimeout)

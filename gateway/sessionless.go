@@ -226,7 +226,7 @@ func (f *mcpFront) callerSession(r *http.Request) (*frontSession, error) {
 // context: the children serve the caller's later requests too.
 func (f *mcpFront) openCaller(key peerKey, c *caller, src *policy.Source) {
 	start := time.Now()
-	bs, err := f.backend.Open(context.Background(), mcpstdio.OpenParams{ID: "sessionless-" + key.String(), Identity: identityEnv(src), Caller: key.String(), Sessionless: true})
+	bs, err := f.backend.Open(context.Background(), mcpstdio.OpenParams{ID: "sessionless-" + key.String(), Identity: newCaller(src), Caller: key.String(), Sessionless: true})
 	if err != nil {
 		c.err = err
 		f.mu.Lock()

@@ -75,7 +75,11 @@ type decoder struct {
 	commands, users []hostRef
 	// secrets are what the config names as secret (see Config.secrets).
 	secrets childSecrets
-	errs    ConfigErrors
+	// setec says config.secrets.setec is set; secretRefs are the secret
+	// sources targets name, for Config.CheckSecrets.
+	setec      bool
+	secretRefs []namedRef
+	errs       ConfigErrors
 	// warnings are what loads but is likely a mistake.
 	warnings []*ConfigError
 	// unsupported are the paths reported "not supported yet": what

@@ -43,9 +43,18 @@ type Target struct {
 	// IdentityEnv gives the child the session's OpenParams.Identity in its
 	// environment.
 	IdentityEnv bool
+	// CallerEnv, if set, is what a caller's child adds to its
+	// environment (the caller's own secrets, a token naming it), and its
+	// arguments if not nil: called as the caller's child starts, with the
+	// session's OpenParams.Identity. An error fails the child's start and
+	// says why. The values are redacted from the child's stderr as the
+	// gateway's secrets are. Such a target has no pool and no warm-up: a
+	// child starts only for a known caller.
+	CallerEnv func(ctx context.Context, identity Identity) (env map[string]string, args []string, redact []string, err error)
 	// Pool is how many children to keep started and initialized ahead of
 	// demand; 0 starts each session's child on initialize. Safe only for
-	// servers that keep no per-client state, and not with IdentityEnv.
+	// servers that keep no per-client state, and not with IdentityEnv or
+	// CallerEnv.
 	Pool int
 	// InitializeTimeout and RequestTimeout override the backend's.
 	InitializeTimeout time.Duration
@@ -65,7 +74,7 @@ type RemoteTarget struct {
 	// mem, the link's share of the gateway's buffers. Nothing is sent
 	// until the first message; a link that cannot be made is a Conn that
 	// has ended, its Err saying why.
-	Dial func(identity map[string]string, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) Conn
+	Dial func(identity Identity, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) Conn
 	// TellsIdentity says the target is told the caller's identity with
 	// each request: the relay passes each request's (ForwardOptions.Identity).
 	TellsIdentity bool
@@ -199,8 +208,8 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 		if t.Command == "" {
 			return nil, fmt.Errorf("backend %q: target %q: no command", name, t.Name)
 		}
-		if t.Pool > 0 && t.IdentityEnv {
-			return nil, fmt.Errorf("backend %q: target %q: a pool cannot be used with identityEnv (pooled children start before the caller is known)", name, t.Name)
+		if t.Pool > 0 && (t.IdentityEnv || t.CallerEnv != nil) {
+			return nil, fmt.Errorf("backend %q: target %q: a pool cannot be used with identityEnv or per-caller environment (pooled children start before the caller is known)", name, t.Name)
 		}
 	}
 	if opts.Logger == nil {
@@ -282,8 +291,8 @@ func (b *Backend) Warm(ctx context.Context) ([]string, error) {
 	var mu sync.Mutex
 	for i := range b.targets {
 		t := &b.targets[i]
-		if t.Remote != nil {
-			continue
+		if t.Remote != nil || t.CallerEnv != nil {
+			continue // nothing to start without a caller
 		}
 		wg.Go(func() {
 			c, err := b.startChild(ctx, t, nil, nil, "warm-up", false)

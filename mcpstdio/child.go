@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -182,10 +184,42 @@ func (ci *childInit) listChanged(capability string) bool {
 	return json.Unmarshal(ci.capabilities[capability], &c) == nil && c.ListChanged
 }
 
+// forCaller is t as the child of identity's runs: its environment with
+// the caller's identity (IdentityEnv) and what CallerEnv gives it, and the
+// values the child's stderr must not show.
+func (b *Backend) forCaller(ctx context.Context, t *Target, identity Identity) (*Target, []string, error) {
+	run := *t
+	run.Env = maps.Clone(t.Env)
+	if t.IdentityEnv && identity != nil {
+		if run.Env == nil {
+			run.Env = make(map[string]string)
+		}
+		maps.Copy(run.Env, identity.Env())
+	}
+	if t.CallerEnv == nil {
+		return &run, nil, nil
+	}
+	if identity == nil {
+		return nil, nil, errors.New("its environment depends on the caller, and there is none")
+	}
+	env, args, redact, err := t.CallerEnv(ctx, identity)
+	if err != nil {
+		return nil, nil, err
+	}
+	if run.Env == nil {
+		run.Env = make(map[string]string, len(env))
+	}
+	maps.Copy(run.Env, env)
+	if args != nil {
+		run.Args = args
+	}
+	return &run, redact, nil
+}
+
 // startChild starts t's process and initializes it with params, the raw
 // initialize params of the front client (or tailgate's own, for a pooled
 // child); identity is added to the child's environment.
-func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string]string, params []byte, logID string, sessionless bool) (*child, error) {
+func (b *Backend) startChild(ctx context.Context, t *Target, identity Identity, params []byte, logID string, sessionless bool) (*child, error) {
 	log := b.log.With("session", logID, "target", t.Name)
 	c := &child{target: t, log: log, pending: make(map[int64]*Reply), maxMsg: b.opts.MaxMessageBytes, ownTimeout: b.ownTimeout(t),
 		mem: b.buffers.Share(b.opts.MaxMessageBytes), patience: b.opts.HeldPatience}
@@ -193,7 +227,11 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 	case t.Remote != nil:
 		c.conn = t.Remote.Dial(identity, c.handle, c.mem, log)
 	default:
-		proc, err := startProcess(t, b.childEnv(t, identity), log, stderrLimits{maxLine: b.opts.StderrMaxLine, perSecond: b.opts.StderrLinesPerSecond})
+		run, redact, err := b.forCaller(ctx, t, identity)
+		if err != nil {
+			return nil, fmt.Errorf("target %q: %w", t.Name, err)
+		}
+		proc, err := startProcess(run, b.childEnv(run, nil), log, stderrLimits{maxLine: b.opts.StderrMaxLine, perSecond: b.opts.StderrLinesPerSecond})
 		if err != nil {
 			return nil, fmt.Errorf("target %q: start %s: %w", t.Name, t.Command, err)
 		}
@@ -206,7 +244,7 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity map[string
 		}()
 		c.proc = proc
 		c.conn = stdioConn{process: proc, lines: lineReader{mem: c.mem, patience: c.patience, maxMsg: c.maxMsg}, handle: c.handle}
-		if r := newRedactor(b.opts.Secrets); r != nil {
+		if r := newRedactor(slices.Concat(b.opts.Secrets, redact)); r != nil {
 			c.conn = redactConn{c.conn, r}
 		}
 	}

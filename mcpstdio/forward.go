@@ -26,10 +26,10 @@ type ForwardOptions struct {
 	// Headers go with the request to a remote target: the client's
 	// Mcp-Param-* headers, which such a server checks (SEP-2243).
 	Headers map[string]string
-	// Identity is the caller's identity at this request, as
-	// OpenParams.Identity: a remote target with identity headers is told
-	// it from this request on. Nil: as before.
-	Identity map[string]string
+	// Identity is the caller at this request, as OpenParams.Identity: a
+	// remote target told it is told it from this request on. Nil: as
+	// before.
+	Identity Identity
 }
 
 // Forward sends the client request m along rt. The Reply yields what the

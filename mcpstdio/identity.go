@@ -4,7 +4,7 @@ import ()
 
 // setIdentity tells c's target, if it is told identities, that its
 // requests from now on are identity's.
-func (c *child) setIdentity(identity map[string]string) {
+func (c *child) setIdentity(identity Identity) {
 	if l, ok := c.conn.(IdentitySetter); ok {
 		l.SetIdentity(identity)
 	}

@@ -62,9 +62,9 @@ echo $$ > $out/pid.$$
 exec %s`, shared, os.Getpid(), demo)
 			b := newBackendTargets(t, []mcpstdio.Target{{Name: "demo", Command: "/bin/sh", Args: []string{"-c", script}, IdentityEnv: true, User: v.user}}, mcpstdio.Options{})
 			const aliceSecret = "alice-per-caller-secret-0123456789"
-			alice := openWith(t, b, mcpstdio.OpenParams{ID: "alice", Identity: map[string]string{"CALLER_SECRET": aliceSecret}})
+			alice := openWith(t, b, mcpstdio.OpenParams{ID: "alice", Identity: mcpstdio.EnvIdentity{"CALLER_SECRET": aliceSecret}})
 			callTool(t, alice, "echo", map[string]any{"message": "x"})
-			bob := openWith(t, b, mcpstdio.OpenParams{ID: "bob", Identity: map[string]string{"CALLER_SECRET": "bob-secret-0123456789"}})
+			bob := openWith(t, b, mcpstdio.OpenParams{ID: "bob", Identity: mcpstdio.EnvIdentity{"CALLER_SECRET": "bob-secret-0123456789"}})
 			callTool(t, bob, "echo", map[string]any{"message": "x"})
 			pids, _ := filepath.Glob(filepath.Join(shared, "pid.*"))
 			if len(pids) != 2 {

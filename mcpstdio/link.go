@@ -17,10 +17,9 @@ import (
 type Conn interface {
 	// Write delivers one message. headers are HTTP headers of the
 	// client's request that a remote target must see (SEP-2243
-	// Mcp-Param-*), and identity the identity of the request's own
-	// caller (nil: the link's latest, SetIdentity); both are ignored on
-	// stdio.
-	Write(msg []byte, headers, identity map[string]string) error
+	// Mcp-Param-*), and identity the request's own caller (nil: the
+	// link's latest, SetIdentity); both are ignored on stdio.
+	Write(msg []byte, headers map[string]string, identity Identity) error
 	// Read hands what the target sends to the Conn's handler, each
 	// message with what it holds of the link's buffers, until the target
 	// is gone, and says why it stopped: nil when the target went in
@@ -39,7 +38,16 @@ type Conn interface {
 // latest request (a remote target that is sent its caller's identity with
 // each HTTP request it gets, its own included).
 type IdentitySetter interface {
-	SetIdentity(identity map[string]string)
+	SetIdentity(identity Identity)
+}
+
+// Identity is a caller as the relay passes it on to its targets. Env
+// describes it as environment variables, for a stdio child with
+// IdentityEnv; the rest is the gateway's own: the dialer of a remote
+// target (RemoteTarget.Dial) and a target's CallerEnv, which the gateway
+// made too, read it.
+type Identity interface {
+	Env() map[string]string
 }
 
 // goneWithin waits up to d for cn's target to be gone.
@@ -63,7 +71,7 @@ type stdioConn struct {
 	handle func(msg []byte, held *buffers.Charge)
 }
 
-func (l stdioConn) Write(msg []byte, _, _ map[string]string) error {
+func (l stdioConn) Write(msg []byte, _ map[string]string, _ Identity) error {
 	// A message must be one line on stdio: JSON whitespace that is a line
 	// break is removed (inside strings line breaks are always escaped).
 	if bytes.IndexByte(msg, '\n') >= 0 || bytes.IndexByte(msg, '\r') >= 0 {
@@ -93,3 +101,10 @@ func (l stdioConn) Close(grace time.Duration) { l.stop(grace) }
 
 // Err is how the process ended (process.exitError).
 func (l stdioConn) Err() error { return l.exitError() }
+
+// EnvIdentity is an Identity that is its environment alone (a caller
+// known by environment variables, as in tests and tools).
+type EnvIdentity map[string]string
+
+// Env is e itself.
+func (e EnvIdentity) Env() map[string]string { return e }

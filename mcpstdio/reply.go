@@ -68,7 +68,7 @@ type Reply struct {
 	what     string
 	frontID  []byte            // the client's id, raw
 	headers  map[string]string // for a remote target (ForwardOptions.Headers)
-	identity map[string]string // the request's own caller, for a remote target told it
+	identity Identity          // the request's own caller, for a remote target told it
 	progress []byte            // the progress token the child sees, raw
 	// frontToken is the client's own progress token where the child sees
 	// another (a shared child: tokens of different requests must differ).

@@ -25,9 +25,10 @@ type OpenParams struct {
 	// client's protocol version, capabilities and name. Empty: tailgate's
 	// own (every capability offered).
 	Initialize []byte
-	// Identity describes the caller as environment variables; it reaches
-	// the children of targets with IdentityEnv, and overrides their Env.
-	Identity map[string]string
+	// Identity is the caller: its Env reaches the children of targets with
+	// IdentityEnv, and overrides their Env; targets with CallerEnv, and
+	// remote targets told it, get it whole.
+	Identity Identity
 	// Notify receives what the children send that belongs to no request
 	// in flight (list_changed, resource updates, requests made while the
 	// client waits for nothing): the client's standalone stream. It must
@@ -132,8 +133,8 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 					return
 				}
 			}
-			var identity map[string]string
-			if t.IdentityEnv || t.Remote != nil && t.Remote.TellsIdentity {
+			var identity Identity
+			if t.IdentityEnv || t.CallerEnv != nil || t.Remote != nil && t.Remote.TellsIdentity {
 				identity = p.Identity
 			}
 			children[i], errs[i] = b.startChild(ctx, t, identity, p.Initialize, p.ID, p.Sessionless)

@@ -241,7 +241,7 @@ func newEchoBackend(t *testing.T, opts mcpstdio.Options) *mcpstdio.Backend {
 
 func open(t *testing.T, b *mcpstdio.Backend, identity map[string]string) *mcpstdio.Session {
 	t.Helper()
-	return openWith(t, b, mcpstdio.OpenParams{ID: t.Name(), Identity: identity})
+	return openWith(t, b, mcpstdio.OpenParams{ID: t.Name(), Identity: mcpstdio.EnvIdentity(identity)})
 }
 
 func openWith(t *testing.T, b *mcpstdio.Backend, p mcpstdio.OpenParams) *mcpstdio.Session {

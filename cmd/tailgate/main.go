@@ -195,6 +195,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-cha
 		return exitConfig
 	}
 	if f.validateOnly {
+		// The secret sources targets name: files and variables that must
+		// be there, folders of per-caller files.
+		if errs := cfg.CheckSecrets(ctx); len(errs) > 0 {
+			fmt.Fprintln(stderr, errs)
+			return exitConfig
+		}
 		for _, w := range append(cfg.Warnings, cfg.HostWarnings()...) {
 			fmt.Fprintln(stderr, "warning: "+w.Error())
 		}
@@ -286,6 +292,10 @@ type app struct {
 	// hideFromChildren are paths no stdio child may reach besides the
 	// config's: the node's default state dir (defaultStateHidden).
 	hideFromChildren []string
+	// keyDir holds the keys of identity tokens (gateway.Options.KeyDir):
+	// in the node's state dir, a temporary dir for tailgate dev, none (in
+	// memory) for state kept in memory.
+	keyDir string
 	// banner is printed on stdout once the gateway is ready (dev).
 	banner string
 }
@@ -323,6 +333,9 @@ func (a *app) serve(ctx context.Context) int {
 	if a.cfg.Tailscale.Mode == "host" {
 		host := tsnode.NewHost(tsnode.HostConfig{Socket: a.cfg.Tailscale.Socket, Logger: a.log.With("component", "tailnet")})
 		a.log.Info("mode host: using the host's tailscaled", "socket", a.cfg.Tailscale.Socket)
+		if dir := a.cfg.Tailscale.StateDir; dir != "" {
+			a.keyDir = filepath.Join(dir, "identity-keys")
+		}
 		return a.run(ctx, host, "", nil)
 	}
 	key, keyFrom, err := tsnode.AuthKey(a.cfg.Tailscale.AuthKeyFile)
@@ -342,6 +355,9 @@ func (a *app) serve(ctx context.Context) int {
 	a.log.Info("joining tailnet", "hostname", n.Hostname(), "control", n.ControlURL(), "state_dir", n.StateDir())
 	a.warnExposedSecrets(n.StateDir(), keyFrom)
 	a.hideFromChildren = defaultStateHidden(a.cfg.Tailscale, n.StateDir())
+	if a.cfg.Tailscale.StateStore != "mem" && n.StateDir() != "" {
+		a.keyDir = filepath.Join(n.StateDir(), "identity-keys")
+	}
 	return a.run(ctx, n, key, nil)
 }
 
@@ -444,6 +460,15 @@ func (a *app) dev(ctx context.Context) int {
 		return exitTailnet
 	}
 	a.devMode = true
+	// The dev gateway's signing keys live as long as it does.
+	keyDir, err := os.MkdirTemp("", "tailgate-dev-keys-")
+	if err != nil {
+		ln.Close()
+		fmt.Fprintln(a.stderr, "tailgate:", err)
+		return exitTailnet
+	}
+	defer os.RemoveAll(keyDir)
+	a.keyDir = keyDir
 	return a.run(ctx, n, "", func(ctx context.Context, node tailnetNode, gw *gateway.Server) (func(), error) {
 		ports := gw.Ports()
 		target := netip.AddrPortFrom(node.IPs()[0], uint16(ports[0]))
@@ -528,6 +553,7 @@ func (a *app) run(ctx context.Context, node tailnetNode, key string, extra func(
 		DropEnv:   tsnode.SecretEnv(),
 		Secrets:   secrets,
 		HidePaths: a.hideFromChildren,
+		KeyDir:    a.keyDir,
 	})
 	if err != nil {
 		fmt.Fprintln(a.stderr, "tailgate:", err)

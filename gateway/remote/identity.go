@@ -1,100 +1,113 @@
 package remote
 
 import (
+	"context"
+	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
+
+	"github.com/tailgate-dev/tailgate/tsnode"
 )
 
-// A remote target with identity headers is told who asks on every HTTP
-// request tailgate sends it: the identity of the caller as of its latest
-// request (ForwardOptions.Identity), not as of the link's start. A tag
-// taken from a node, a login changed, is what the next request says.
+// A remote target that is told who calls (Options.IdentityHeaders, and
+// Options.CallerHeaders: a signed identity token) is told on every HTTP
+// request tailgate sends it: the caller of the request itself where the
+// relay names one (Write), else the link's caller as of its latest
+// request (SetIdentity), not as of the link's start. A tag taken from a
+// node, a login changed, is what the next request says.
 
-// identityHeaders are the headers that tell a remote target who asks, and
-// the identity's environment variables (OpenParams.Identity) they say.
-var identityHeaders = [...]struct{ header, env string }{
-	{"X-Tailgate-User-Login", "TAILGATE_USER_LOGIN"},
-	{"X-Tailgate-Node-Name", "TAILGATE_NODE_NAME"},
-	{"X-Tailgate-Node-Tags", "TAILGATE_NODE_TAGS"},
+// Identity headers, which tell a remote target who asks (from WhoIs only:
+// nothing a client sends reaches them).
+const (
+	headerLogin = "X-Tailgate-User-Login"
+	headerNode  = "X-Tailgate-Node-Name"
+	headerTags  = "X-Tailgate-Node-Tags"
+)
+
+// callerKey carries the caller of one request (Write) to the transport.
+type callerKey struct{}
+
+// callerTransport sets the headers that say who calls on each request it
+// carries, in place of any the request had.
+type callerTransport struct {
+	base   http.RoundTripper
+	opts   *Options
+	caller atomic.Pointer[tsnode.Identity]
 }
 
-// identityTransport sets the identity headers of a link's caller on each
-// request it carries, in place of any the request had.
-type identityTransport struct {
-	base     http.RoundTripper
-	identity atomic.Pointer[http.Header]
-}
-
-// withIdentity is client for one link: with identity headers (tell), a
-// client of its own that says identity until told another (SetIdentity);
-// else client itself.
-func withIdentity(client *http.Client, tell bool, identity map[string]string) *http.Client {
-	if !tell {
-		return client
+// clientFor is the client of one link whose caller is id: where the
+// target is told who calls, a client of its own that says id until told
+// another (SetIdentity); else the target's.
+func (t *Target) clientFor(id *tsnode.Identity) *http.Client {
+	if t.client == nil || !t.opts.IdentityHeaders && t.opts.CallerHeaders == nil {
+		return t.client
 	}
-	it := &identityTransport{base: client.Transport}
-	if it.base == nil {
-		it.base = http.DefaultTransport
+	ct := &callerTransport{base: t.client.Transport, opts: &t.opts}
+	if ct.base == nil {
+		ct.base = http.DefaultTransport
 	}
-	it.set(identity)
-	own := *client
-	own.Transport = it
+	ct.caller.Store(id)
+	own := *t.client
+	own.Transport = ct
 	return &own
 }
 
-func (it *identityTransport) set(identity map[string]string) {
-	h := make(http.Header, len(identityHeaders))
-	for _, ih := range identityHeaders {
-		if v := identity[ih.env]; v != "" {
-			h.Set(ih.header, v)
-		}
+// RoundTrip sends req with the headers of its caller.
+func (ct *callerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	id, _ := req.Context().Value(callerKey{}).(*tsnode.Identity)
+	if id == nil {
+		id = ct.caller.Load()
 	}
-	it.identity.Store(&h)
-}
-
-func (it *identityTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context()) // a RoundTripper must not change its request
-	if _, own := req.Header[identityHeaders[0].header]; own {
-		// A client's request that carries its own caller's identity
-		// (withIdentityHeaders): an empty header is one the caller has
-		// not. Nothing a client sends reaches these headers: only
-		// Mcp-Param-* of its headers are passed on.
-		for _, ih := range identityHeaders {
-			if req.Header.Get(ih.header) == "" {
-				req.Header.Del(ih.header)
+	req.Header.Del(headerLogin)
+	req.Header.Del(headerNode)
+	req.Header.Del(headerTags)
+	if id == nil {
+		return ct.base.RoundTrip(req)
+	}
+	if ct.opts.IdentityHeaders {
+		setHeader(req.Header, headerLogin, id.UserLogin)
+		setHeader(req.Header, headerNode, id.NodeName)
+		setHeader(req.Header, headerTags, strings.Join(id.Tags, ","))
+	}
+	if ct.opts.CallerHeaders != nil {
+		h, err := ct.opts.CallerHeaders(id)
+		if err != nil {
+			if req.Body != nil {
+				req.Body.Close()
 			}
+			return nil, fmt.Errorf("the caller's credentials for target %q: %w", ct.opts.Name, err)
 		}
-		return it.base.RoundTrip(req)
+		for k, v := range h {
+			req.Header[k] = v
+		}
 	}
-	for _, ih := range identityHeaders {
-		req.Header.Del(ih.header)
-	}
-	for k, v := range *it.identity.Load() {
-		req.Header[k] = v
-	}
-	return it.base.RoundTrip(req)
+	return ct.base.RoundTrip(req)
 }
 
-// withIdentityHeaders is headers with every identity header set to
-// identity's, "" for what it has not.
-func withIdentityHeaders(headers, identity map[string]string) map[string]string {
-	out := make(map[string]string, len(headers)+len(identityHeaders))
-	for k, v := range headers {
-		out[k] = v
+func setHeader(h http.Header, k, v string) {
+	if v != "" {
+		h.Set(k, v)
 	}
-	for _, ih := range identityHeaders {
-		out[ih.header] = identity[ih.env]
-	}
-	return out
 }
 
-// SetIdentity makes identity the one the link's requests carry from now
-// on, if the target is told it.
-func (l *httpLink) SetIdentity(identity map[string]string) {
-	if l.client == nil {
+// SetIdentity makes id the caller the link's requests carry from now on,
+// where the target is told who calls.
+func (l *httpLink) SetIdentity(id *tsnode.Identity) {
+	if l.client == nil || id == nil {
 		return
 	}
-	if it, ok := l.client.Transport.(*identityTransport); ok {
-		it.set(identity)
+	if ct, ok := l.client.Transport.(*callerTransport); ok {
+		ct.caller.Store(id)
 	}
+}
+
+// withCaller is ctx carrying id as the caller of the requests made with
+// it (nil: the link's latest).
+func withCaller(ctx context.Context, id *tsnode.Identity) context.Context {
+	if id == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, callerKey{}, id)
 }

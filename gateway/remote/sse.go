@@ -13,6 +13,7 @@ import (
 
 	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
 	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+	"github.com/tailgate-dev/tailgate/tsnode"
 )
 
 // Event streams of a remote target: an answer's stream (followed and
@@ -206,8 +207,8 @@ type sseLink struct {
 }
 
 // dialSSE opens the event stream of a legacy SSE target.
-func (t *Target) dialSSE(identity map[string]string, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) Conn {
-	hl := t.dialHTTP(identity, handle, mem, log)
+func (t *Target) dialSSE(identity *tsnode.Identity, headers http.Header, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) Conn {
+	hl := t.dialHTTP(identity, headers, handle, mem, log)
 	l := &sseLink{httpLink: hl, ready: make(chan struct{})}
 	if hl.client != nil {
 		go l.stream()
@@ -276,7 +277,7 @@ func (l *sseLink) stream() {
 }
 
 // Write posts msg to the endpoint; the answer comes on the stream.
-func (l *sseLink) Write(msg []byte, headers, _ map[string]string) error {
+func (l *sseLink) Write(msg []byte, headers map[string]string, identity *tsnode.Identity) error {
 	select {
 	case <-l.ready:
 	case <-l.ended:
@@ -284,7 +285,7 @@ func (l *sseLink) Write(msg []byte, headers, _ map[string]string) error {
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("target %q: no endpoint event from %s", l.t.opts.Name, redactURL(l.url))
 	}
-	req, err := http.NewRequestWithContext(l.ctx, http.MethodPost, l.endpoint, bytes.NewReader(msg))
+	req, err := http.NewRequestWithContext(withCaller(l.ctx, identity), http.MethodPost, l.endpoint, bytes.NewReader(msg))
 	if err != nil {
 		return err
 	}

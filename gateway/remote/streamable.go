@@ -22,6 +22,7 @@ import (
 
 	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
 	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+	"github.com/tailgate-dev/tailgate/tsnode"
 )
 
 // A remote target over Streamable HTTP (httpLink): its HTTP client, each
@@ -128,16 +129,16 @@ func newClient(r Options) (*http.Client, error) {
 // sessionless requests); identity is the caller's, handle gets what the
 // server sends, each message with what it holds of mem. Nothing is sent
 // until the first message. It is mcpstdio.RemoteTarget.Dial.
-func (t *Target) Dial(identity map[string]string, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) Conn {
+func (t *Target) Dial(identity *tsnode.Identity, headers http.Header, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) Conn {
 	if t.opts.SSE {
-		return t.dialSSE(identity, handle, mem, log)
+		return t.dialSSE(identity, headers, handle, mem, log)
 	}
-	return t.dialHTTP(identity, handle, mem, log)
+	return t.dialHTTP(identity, headers, handle, mem, log)
 }
 
 // dialHTTP makes a Streamable HTTP link (an SSE link's posts are made by
 // one too).
-func (t *Target) dialHTTP(identity map[string]string, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) *httpLink {
+func (t *Target) dialHTTP(identity *tsnode.Identity, headers http.Header, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) *httpLink {
 	l := &httpLink{t: t, url: t.opts.URL, handle: handle, log: log, headers: make(http.Header), ended: make(chan struct{}),
 		inflight: make(map[string]context.CancelFunc), maxMsg: t.maxMsg(), mem: mem}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
@@ -147,9 +148,12 @@ func (t *Target) dialHTTP(identity map[string]string, handle func([]byte, *buffe
 	}
 	// The caller's identity goes with each request as of the caller's
 	// latest (identity.go).
-	l.client = withIdentity(t.client, t.opts.IdentityHeaders, identity)
+	l.client = t.clientFor(identity)
 	for k, v := range t.opts.Headers {
 		l.headers.Set(k, v)
+	}
+	for k, v := range headers {
+		l.headers[http.CanonicalHeaderKey(k)] = v
 	}
 	return l
 }
@@ -171,12 +175,7 @@ func (l *httpLink) fail(err error) {
 // closes the cancelled request's stream, which is how a Streamable HTTP
 // client cancels (2026-07-28); a server of the session era is also sent
 // the notification.
-func (l *httpLink) Write(msg []byte, headers, identity map[string]string) error {
-	if identity != nil && l.t.opts.IdentityHeaders {
-		// This request says its own caller's identity, whatever another
-		// request of the caller's told the link meanwhile.
-		headers = withIdentityHeaders(headers, identity)
-	}
+func (l *httpLink) Write(msg []byte, headers map[string]string, identity *tsnode.Identity) error {
 	select {
 	case <-l.ended:
 		return l.err
@@ -213,7 +212,9 @@ func (l *httpLink) Write(msg []byte, headers, identity map[string]string) error 
 				l.mu.Unlock()
 			}
 		}()
-		l.post(ctx, m, headers, prev, sent)
+		// The request says its own caller, whatever another request of
+		// the caller's told the link meanwhile.
+		l.post(withCaller(ctx, identity), m, headers, prev, sent)
 	}()
 	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/tailgate-dev/tailgate/tsnode"
 )
 
 // Options describe a remote target.
@@ -35,6 +37,10 @@ type Options struct {
 	// IdentityHeaders sends the caller's identity (from WhoIs only) as
 	// X-Tailgate-User-Login, X-Tailgate-Node-Name, X-Tailgate-Node-Tags.
 	IdentityHeaders bool
+	// CallerHeaders, if set, are headers that say who calls, made for
+	// each request from its caller (a signed identity token); an error
+	// fails the request. Their values are never logged.
+	CallerHeaders func(id *tsnode.Identity) (http.Header, error)
 	// CAFile adds PEM certificates to the system's roots.
 	CAFile string
 	// ConnectTimeout bounds each connection's dial and TLS handshake;
@@ -77,7 +83,7 @@ type Conn interface {
 	// Write posts msg; headers are the client request's headers the
 	// server must see (SEP-2243 Mcp-Param-*), identity the request's own
 	// caller (nil: the link's latest).
-	Write(msg []byte, headers, identity map[string]string) error
+	Write(msg []byte, headers map[string]string, identity *tsnode.Identity) error
 	// Read waits until the link has ended and says why: the server's
 	// messages go to the link's handler as they come.
 	Read() error
@@ -88,5 +94,26 @@ type Conn interface {
 	Err() error
 	// SetIdentity makes identity the one the link's requests carry from
 	// now on, where the target is told it.
-	SetIdentity(identity map[string]string)
+	SetIdentity(identity *tsnode.Identity)
 }
+
+// Failed is a link that could not be made (its caller lacks a credential
+// the target needs): it has ended, and Err says why.
+func Failed(err error) Conn {
+	done := make(chan struct{})
+	close(done)
+	return failedLink{err: err, done: done}
+}
+
+// failedLink is a link that ended before it began.
+type failedLink struct {
+	err  error
+	done chan struct{}
+}
+
+func (f failedLink) Write([]byte, map[string]string, *tsnode.Identity) error { return f.err }
+func (f failedLink) Read() error                                             { return nil }
+func (f failedLink) Close(time.Duration)                                     {}
+func (f failedLink) Done() <-chan struct{}                                   { return f.done }
+func (f failedLink) Err() error                                              { return f.err }
+func (f failedLink) SetIdentity(*tsnode.Identity)                            {}
