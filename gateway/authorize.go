@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"net/http"
 
+	"github.com/tailgate-dev/tailgate/gateway/secrets"
 	"github.com/tailgate-dev/tailgate/mcpstdio"
 	"github.com/tailgate-dev/tailgate/policy"
 )
@@ -22,10 +25,12 @@ type authorizer struct {
 	// resource's name).
 	bs  *mcpstdio.Session
 	ctx context.Context
+	// secrets says which of a target's per-caller secrets the caller has.
+	secrets *targetSecrets
 }
 
 func (f *mcpFront) authorizer(req callRequest) authorizer {
-	a := authorizer{rs: f.authz.Load(), src: req.src}
+	a := authorizer{rs: f.authz.Load(), src: req.src, secrets: f.secrets}
 	if a.rs != nil {
 		h := req.http
 		a.req = requestInput(h.method, h.path, h.host, h.header)
@@ -36,6 +41,9 @@ func (f *mcpFront) authorizer(req callRequest) authorizer {
 func (a authorizer) evaluate(m *policy.MCP) policy.Decision {
 	if a.rs == nil {
 		return policy.Decision{Allow: true}
+	}
+	if a.secrets != nil {
+		m.Secrets = a.secrets.of(a.ctx, cmp.Or(m.Tool.Target, m.Prompt.Target, m.Resource.Target), a.src)
 	}
 	return a.rs.Evaluate(policy.Input{Source: a.src, Request: a.req, MCP: m})
 }
@@ -99,4 +107,66 @@ func (a authorizer) denied(fs *frontSession, method string, rt mcpstdio.Route, d
 	args = append(args, "rule", d.Rule, "reason", d.Reason())
 	fs.f.log.Warn("mcp call denied", args...)
 	return fmt.Errorf("%s %q: not permitted by tailgate policy", rt.Kind, clip(rt.Name))
+}
+
+// targetSecrets are the per-caller secrets of a front's targets, by
+// target and name, for mcp.secrets.
+type targetSecrets struct {
+	resolver *secrets.Resolver
+	refs     map[string]map[string]secrets.Ref
+}
+
+// newTargetSecrets are the secrets of m's targets; nil if none has any.
+func newTargetSecrets(cr *credentials, m *MCPBackend) *targetSecrets {
+	ts := &targetSecrets{resolver: cr.resolver, refs: make(map[string]map[string]secrets.Ref)}
+	add := func(target, name string, ref SecretRef) {
+		if ts.refs[target] == nil {
+			ts.refs[target] = make(map[string]secrets.Ref)
+		}
+		ts.refs[target][name] = ref.Ref
+	}
+	for _, t := range m.Targets {
+		if t.Stdio != nil {
+			for name, ref := range t.Stdio.CallerEnv {
+				add(t.Name, name, ref)
+			}
+		}
+		if r, _ := t.remote(); r != nil {
+			for name, ref := range r.CallerHeaders {
+				add(t.Name, http.CanonicalHeaderKey(name), ref)
+			}
+			if r.BackendAuth != nil && r.BackendAuth.Key != nil {
+				add(t.Name, "Authorization", *r.BackendAuth.Key)
+			}
+		}
+	}
+	if len(ts.refs) == 0 {
+		return nil
+	}
+	return ts
+}
+
+// of is mcp.secrets for src's call to target: each secret looked up
+// (without its value) when a rule reads it. A secret that cannot be read
+// for the caller reads false.
+func (ts *targetSecrets) of(ctx context.Context, target string, src *policy.Source) policy.Secrets {
+	refs := ts.refs[target]
+	if len(refs) == 0 {
+		return policy.Secrets{}
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	c := newCaller(src)
+	return policy.NewSecrets(func(name string) bool {
+		ref, ok := refs[name]
+		if !ok {
+			ref, ok = refs[http.CanonicalHeaderKey(name)]
+		}
+		if !ok {
+			return false
+		}
+		has, err := ts.resolver.Has(ctx, ref, c.tailnet())
+		return err == nil && has
+	})
 }

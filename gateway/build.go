@@ -197,7 +197,7 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 		ttl = time.Duration(g.SessionTTL)
 	}
 	return newMCPFront(name, backend, frontOptions{
-		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz, Metrics: s.metrics, Budget: s.budget,
+		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz, Metrics: s.metrics, Budget: s.budget, Secrets: newTargetSecrets(cr, m),
 		Stateless:       m.StatefulMode == "stateless",
 		BodyReadTimeout: s.opts.BodyReadTimeout, SSEInitTimeout: s.opts.SSEInitTimeout,
 		WriteStallTimeout: s.opts.WriteStallTimeout,

@@ -35,10 +35,12 @@ var Version = "dev"
 // arrived on, and hands the messages, as bytes, to the session's
 // mcpstdio.Session.
 type mcpFront struct {
-	name      string
-	routeKey  string // port/listener/route: what a reload keeps
-	backend   *mcpstdio.Backend
-	authz     atomic.Pointer[policy.RuleSet]
+	name     string
+	routeKey string // port/listener/route: what a reload keeps
+	backend  *mcpstdio.Backend
+	authz    atomic.Pointer[policy.RuleSet]
+	// secrets are its targets' per-caller secrets, for mcp.secrets.
+	secrets   *targetSecrets
 	metrics   *metrics
 	stateless bool
 	ttl       time.Duration
@@ -71,6 +73,8 @@ type frontOptions struct {
 	SessionTTL time.Duration
 	// Authz is the backend's mcpAuthorization; nil allows everything.
 	Authz *policy.RuleSet
+	// Secrets are the targets' per-caller secrets, for mcp.secrets.
+	Secrets *targetSecrets
 	// Stateless serves every request on a session of its own, as
 	// agentgateway's statefulMode: stateless.
 	Stateless bool
@@ -127,6 +131,7 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 		budget:    opts.Budget,
 		stop:      make(chan struct{}),
 		stages:    callStages(),
+		secrets:   opts.Secrets,
 	}
 	if f.budget == nil {
 		f.budget = newBudget()

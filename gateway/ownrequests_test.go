@@ -97,7 +97,9 @@ func TestCallNotHeldByOwnListRequest(t *testing.T) {
 				}
 				return m != nil
 			})
-			if err != nil || logged > took {
+			// The line is written once the answer is out, so it may say a
+			// little more than the client waited; never the list's 2 s.
+			if err != nil || logged > took+100*time.Millisecond {
 				t.Errorf("access log says %v (%v), the client waited %v", logged, err, took)
 			}
 			_, body := get(t, s.AdminHandler(), "/metrics")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,6 +179,15 @@ func (f *mcpFront) serveSessionless(w http.ResponseWriter, r *http.Request, m *j
 	c.http.finish()
 }
 
+// sameCaller reports whether a and b are the same caller as children
+// see it: the same login and tags (the same node is the key already).
+func sameCaller(a, b *policy.Source) bool {
+	if a.Tailscale == nil || b.Tailscale == nil {
+		return a.Tailscale == nil && b.Tailscale == nil
+	}
+	return a.Tailscale.User.Login == b.Tailscale.User.Login && slices.Equal(a.Tailscale.Node.Tags, b.Tailscale.Node.Tags)
+}
+
 // callerSession is the caller's session for sessionless requests, opened
 // on its first request.
 func (f *mcpFront) callerSession(r *http.Request) (*frontSession, error) {
@@ -189,6 +199,19 @@ func (f *mcpFront) callerSession(r *http.Request) (*frontSession, error) {
 		return nil, fmt.Errorf("gateway shutting down")
 	}
 	c := f.callers[key]
+	if c != nil && !sameCaller(c.fs.owner, src) {
+		// The node is someone else's now (another login, other tags):
+		// children started for who it was, with that caller's identity
+		// and secrets, do not serve who it is.
+		delete(f.callers, key)
+		old := c
+		go func() {
+			<-old.ready
+			old.fs.log.Info("children for sessionless requests closed: the caller's identity changed")
+			old.fs.close(nil)
+		}()
+		c = nil
+	}
 	if c == nil {
 		if err := f.makeRoomLocked(); err != nil {
 			f.mu.Unlock()

@@ -53,6 +53,8 @@ type MCP struct {
 	Tool     Tool     `cel:"tool"`
 	Prompt   Prompt   `cel:"prompt"`
 	Resource Resource `cel:"resource"`
+	// Secrets says which per-caller secrets of the target the caller has.
+	Secrets Secrets `cel:"secrets"`
 }
 
 // Tool is `mcp.tool`.

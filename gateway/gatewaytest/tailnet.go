@@ -140,6 +140,12 @@ func Secrets(secrets ...string) GatewayOption {
 	return func(s *gatewaySetup) { s.opts.Secrets = secrets }
 }
 
+// KeyDir keeps the gateway's identity token keys in dir (a gateway
+// started again on the same dir signs with the same keys).
+func KeyDir(dir string) GatewayOption {
+	return func(s *gatewaySetup) { s.opts.KeyDir = dir }
+}
+
 // Gateway starts tailgate serving cfg as a node named "tailgate", shut down
 // when the test ends.
 func (tn *Tailnet) Gateway(t testing.TB, cfg *gateway.Config, opts ...GatewayOption) *Gateway {
