@@ -286,3 +286,53 @@ backends:
 		}
 	}
 }
+
+// --validate-only checks the secret sources targets name, with the line
+// that names each: a file every caller shares must be there, a variable
+// must be set, a per-caller file's folder must exist.
+func TestCheckSecrets(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "shared"), []byte("s3cret-shared-0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "github"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TAILGATE_TEST_SET", "x")
+	yaml := `binds:
+- port: 3000
+  listeners:
+  - routes:
+    - backends:
+      - mcp:
+          targets:
+          - name: gh
+            stdio:
+              cmd: demo-server
+              callerEnv:
+                OK_SHARED: {file: "` + dir + `/shared"}
+                OK_PER_CALLER: {file: "` + dir + `/github/{login}"}
+                OK_ENV: {env: TAILGATE_TEST_SET}
+                MISSING_SHARED: {file: "` + dir + `/absent"}
+                MISSING_FOLDER: {file: "` + dir + `/nowhere/{login}"}
+                MISSING_ENV: {env: TAILGATE_TEST_UNSET}
+`
+	cfg, err := Parse("team.yaml", []byte(yaml), newEnv(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := cfg.CheckSecrets(context.Background())
+	got := errs.Error()
+	for _, want := range []string{
+		"team.yaml:17: binds[0].listeners[0].routes[0].backends[0].mcp.targets[0].stdio.callerEnv.MISSING_ENV:",
+		"team.yaml:16: binds[0].listeners[0].routes[0].backends[0].mcp.targets[0].stdio.callerEnv.MISSING_FOLDER:",
+		"team.yaml:15: binds[0].listeners[0].routes[0].backends[0].mcp.targets[0].stdio.callerEnv.MISSING_SHARED:",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("errors lack %q:\n%s", want, got)
+		}
+	}
+	if len(errs) != 3 || strings.Contains(got, "OK_") || strings.Contains(got, "s3cret") {
+		t.Errorf("want exactly the three missing sources, and no value:\n%s", got)
+	}
+}
