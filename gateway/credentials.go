@@ -10,7 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -127,14 +127,9 @@ func (cr *credentials) resolveAll(ctx context.Context, target, kind string, refs
 	return out, values, nil
 }
 
-func sortedNames(m map[string]SecretRef) []string {
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	return names
-}
+// sortedNames are m's names in order: secrets are read, and missing ones
+// said, in the same order every time.
+func sortedNames(m map[string]SecretRef) []string { return slices.Sorted(maps.Keys(m)) }
 
 // token is a token for id at audience, from the signer.
 func (cr *credentials) token(id *tsnode.Identity, audience string) (string, error) {
