@@ -2,7 +2,10 @@ package gateway
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
+	"strings"
 )
 
 // This file holds what the admin listener serves (metrics and health),
@@ -16,8 +19,8 @@ func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", s.metrics.handler())
 	mux.HandleFunc("GET /healthz/ready", func(w http.ResponseWriter, r *http.Request) {
-		if !s.Ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		if ok, why := s.readiness(); !ok {
+			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -59,4 +62,34 @@ func (s *Server) Stats() Stats {
 	}
 	st.DeniedConnections = s.denied.Load()
 	return st
+}
+
+// readiness says whether the gateway can serve, and if not why: it is
+// running with its config loaded (SetReady), and its targets can start
+// (config.readiness.targets: none of them failed its latest start, or,
+// with "any", not all of them), naming each one that cannot.
+func (s *Server) readiness() (bool, string) {
+	if !s.Ready() {
+		return false, "not ready: starting or shutting down"
+	}
+	mode := "all"
+	if r := s.state.Load().cfg.Global.Readiness; r != nil && r.Targets != "" {
+		mode = r.Targets
+	}
+	var failed []string
+	total := 0
+	for _, f := range s.allFronts() {
+		if f.retired.Load() {
+			continue
+		}
+		health := f.backend.Health()
+		total += len(f.backend.Targets())
+		for _, name := range slices.Sorted(maps.Keys(health)) {
+			failed = append(failed, fmt.Sprintf("route %s: target %s: %s", f.name, name, clipTo(health[name].Error(), 300)))
+		}
+	}
+	if len(failed) == 0 || mode == "any" && len(failed) < total {
+		return true, ""
+	}
+	return false, "not ready: " + strings.Join(failed, "; ")
 }

@@ -177,6 +177,9 @@ type GlobalConfig struct {
 	ReadinessAddr string       `yaml:"readinessAddr"`
 	Session       notSupported `yaml:"session"`
 	MCP           *GlobalMCP   `yaml:"mcp"`
+	// Readiness says when /healthz/ready answers 200. A tailgate
+	// extension.
+	Readiness *ReadinessConfig `yaml:"readiness"`
 	// Secrets configures where per-caller secrets come from besides files
 	// and the gateway's environment: a setec server. A tailgate extension.
 	Secrets *SecretsConfig `yaml:"secrets"`
@@ -200,6 +203,13 @@ type GlobalConfig struct {
 	ConnectionTerminationDeadline  notSupported          `yaml:"connectionTerminationDeadline"`
 	ConnectionMinTerminationDeadln notSupported          `yaml:"connectionMinTerminationDeadline"`
 	ModelCatalog                   notSupported          `yaml:"modelCatalog"`
+}
+
+// ReadinessConfig is config.readiness.
+type ReadinessConfig struct {
+	// Targets is "all" (default: ready while no target's latest start
+	// failed) or "any" (ready while some target's did not).
+	Targets string `yaml:"targets"`
 }
 
 // SecretsConfig is config.secrets.

@@ -167,6 +167,9 @@ func (d *decoder) validateSecrets(doc *yaml.Node, cfg *Config) bool {
 			d.errorf(at(doc, "config", "identityTokens"), "config.identityTokens", "ttl must not be negative, and rotateEvery must be longer than ttl")
 		}
 	}
+	if r := cfg.Global.Readiness; r != nil && r.Targets != "" && r.Targets != "all" && r.Targets != "any" {
+		d.errorf(at(doc, "config", "readiness", "targets"), "config.readiness.targets", "unknown value %q (want all or any)", r.Targets)
+	}
 	sc := cfg.Global.Secrets
 	if sc == nil || sc.Setec == nil {
 		return false

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -94,7 +95,11 @@ func (c *call) run(bs *mcpstdio.Session) {
 			break
 		}
 	}
-	c.fs.record(c.msg.MethodName(), c.route, c.outcome, c.err, time.Since(c.start))
+	var extra []slog.Attr
+	if c.fs.sessionless {
+		extra = clientOf(c.msg)
+	}
+	c.fs.record(c.msg.MethodName(), c.route, c.outcome, c.err, time.Since(c.start), extra...)
 }
 
 // end ends the call with outcome o (and err, for the log).

@@ -12,8 +12,9 @@ import (
 // This file is the record stage of a call (pipeline.go): the metrics and
 // the access log line of every MCP request, whatever became of it.
 
-// record writes the access log line and the metrics of one MCP request.
-func (fs *frontSession) record(method string, rt mcpstdio.Route, o outcome, err error, took time.Duration) {
+// record writes the access log line and the metrics of one MCP request;
+// extra goes on the log line.
+func (fs *frontSession) record(method string, rt mcpstdio.Route, o outcome, err error, took time.Duration, extra ...slog.Attr) {
 	outcome := string(o)
 	toolLabel := ""
 	if rt.Kind == "tool" || rt.Kind == "prompt" {
@@ -44,7 +45,7 @@ func (fs *frontSession) record(method string, rt mcpstdio.Route, o outcome, err 
 	if !fs.log.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
-	var buf [6]slog.Attr
+	var buf [8]slog.Attr
 	attrs := append(buf[:0], slog.String("method", method))
 	if rt.Kind != "" {
 		kind := rt.Kind
@@ -57,8 +58,19 @@ func (fs *frontSession) record(method string, rt mcpstdio.Route, o outcome, err 
 		attrs = append(attrs, slog.String("target", rt.Target))
 	}
 	attrs = append(attrs, slog.String("outcome", outcome), slog.Duration("duration", took.Round(time.Microsecond)))
+	attrs = append(attrs, extra...)
 	if err != nil {
 		attrs = append(attrs, slog.String("err", clipTo(err.Error(), maxLoggedError)))
 	}
 	fs.log.LogAttrs(ctx, slog.LevelInfo, "mcp call", attrs...)
+}
+
+// clientOf is what a sessionless (2026-07-28) request says of its
+// client, for its log line: each request carries its protocol version
+// and client in _meta, as a session's initialize does once.
+func clientOf(m *jsonrpc.Message) []slog.Attr {
+	return []slog.Attr{
+		slog.String("protocol", clip(m.String(m.Path("params", "_meta", jsonrpc.MetaProtocolVersion)))),
+		slog.String("client", clip(m.String(m.Path("params", "_meta", jsonrpc.MetaClientInfo, "name")))),
+	}
 }

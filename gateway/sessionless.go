@@ -270,7 +270,11 @@ func (f *mcpFront) openCaller(key peerKey, c *caller, src *policy.Source) {
 	c.fs.log.Info("children started for sessionless requests", "pids", bs.PIDs(), "duration", time.Since(start).Round(time.Millisecond))
 	select {
 	case <-bs.Done():
-		c.fs.log.Warn("children for sessionless requests ended", "err", bs.Err())
+		if err := bs.Err(); err != nil {
+			c.fs.log.Warn("children for sessionless requests ended", "err", err)
+		} else {
+			c.fs.log.Info("children for sessionless requests closed")
+		}
 	case <-c.fs.closed:
 	}
 	f.mu.Lock()

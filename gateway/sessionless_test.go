@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -424,5 +425,33 @@ func TestResourceNamesWithoutTemplates(t *testing.T) {
 	defer cs.Close()
 	if _, err := cs.ReadResource(context.Background(), &mcp.ReadResourceParams{URI: "demo://readme"}); err != nil {
 		t.Errorf("read: %v", err)
+	}
+}
+
+// A sessionless request's log line says its protocol version and client,
+// as a session's lines say them once at initialize; a normal shutdown of
+// the caller's children is no warning. Failed before: neither was on the
+// line, and the shutdown logged WARN "children ... ended err=<nil>".
+func TestSessionlessLogLines(t *testing.T) {
+	var logs syncBuffer
+	s, base := serveLoopbackOpts(t, demoConfig, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	cs := connectSessionless(t, mcp.NewClient(&mcp.Implementation{Name: "log-probe", Version: "1"}, nil), base+"/mcp")
+	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "hi"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the call's log line", func() bool { return strings.Contains(logs.String(), "method=tools/call") })
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, `msg="mcp call"`) && strings.Contains(line, "method=tools/call") &&
+			(!strings.Contains(line, "protocol=2026-07-28") || !strings.Contains(line, "client=log-probe")) {
+			t.Errorf("a sessionless call's line lacks its protocol or client: %s", line)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "level=WARN") {
+		t.Errorf("a normal shutdown logged a warning:\n%s", grepLines(logs.String(), "WARN"))
 	}
 }

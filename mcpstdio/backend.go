@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -183,6 +184,8 @@ type Backend struct {
 
 	exitMu sync.Mutex
 	exits  map[ExitKey]uint64
+	// health is how each target's latest start went.
+	health targetHealth
 }
 
 // ExitKey counts child exits by target and cause.
@@ -472,4 +475,41 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// targetHealth is how each target's latest start went: the error of the
+// targets whose latest start failed.
+type targetHealth struct {
+	mu     sync.Mutex
+	failed map[string]error
+}
+
+func (h *targetHealth) note(target string, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err == nil {
+		delete(h.failed, target)
+		return
+	}
+	if h.failed == nil {
+		h.failed = make(map[string]error)
+	}
+	h.failed[target] = err
+}
+
+// Health is, by target, why its latest start failed; targets that started
+// (or have not been started yet) are not in it.
+func (b *Backend) Health() map[string]error {
+	b.health.mu.Lock()
+	defer b.health.mu.Unlock()
+	return maps.Clone(b.health.failed)
+}
+
+// Targets are the names of the backend's targets.
+func (b *Backend) Targets() []string {
+	names := make([]string, len(b.targets))
+	for i := range b.targets {
+		names[i] = b.targets[i].Name
+	}
+	return names
 }

@@ -200,11 +200,11 @@ func (b *Backend) forCaller(ctx context.Context, t *Target, identity Identity) (
 		return &run, nil, nil
 	}
 	if identity == nil {
-		return nil, nil, errors.New("its environment depends on the caller, and there is none")
+		return nil, nil, callerError{errors.New("its environment depends on the caller, and there is none")}
 	}
 	env, args, redact, err := t.CallerEnv(ctx, identity)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, callerError{err}
 	}
 	if run.Env == nil {
 		run.Env = make(map[string]string, len(env))
@@ -216,10 +216,28 @@ func (b *Backend) forCaller(ctx context.Context, t *Target, identity Identity) (
 	return &run, redact, nil
 }
 
-// startChild starts t's process and initializes it with params, the raw
+// callerError is a child that cannot start for this caller (a secret it
+// lacks), which says nothing of the target's health.
+type callerError struct{ error }
+
+func (e callerError) Unwrap() error { return e.error }
+
+// startChild starts a child of t (startTarget) and notes how the target
+// fared, for Health: a start that failed for want of the caller's
+// credentials, or because its client left, says nothing of the target.
+func (b *Backend) startChild(ctx context.Context, t *Target, identity Identity, params []byte, logID string, sessionless bool) (*child, error) {
+	c, err := b.startTarget(ctx, t, identity, params, logID, sessionless)
+	var ce callerError
+	if !errors.As(err, &ce) && ctx.Err() == nil {
+		b.health.note(t.Name, err)
+	}
+	return c, err
+}
+
+// startTarget starts t's process and initializes it with params, the raw
 // initialize params of the front client (or tailgate's own, for a pooled
 // child); identity is added to the child's environment.
-func (b *Backend) startChild(ctx context.Context, t *Target, identity Identity, params []byte, logID string, sessionless bool) (*child, error) {
+func (b *Backend) startTarget(ctx context.Context, t *Target, identity Identity, params []byte, logID string, sessionless bool) (*child, error) {
 	log := b.log.With("session", logID, "target", t.Name)
 	c := &child{target: t, log: log, pending: make(map[int64]*Reply), maxMsg: b.opts.MaxMessageBytes, ownTimeout: b.ownTimeout(t),
 		mem: b.buffers.Share(b.opts.MaxMessageBytes), patience: b.opts.HeldPatience}

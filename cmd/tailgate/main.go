@@ -535,7 +535,21 @@ func printVersion(w io.Writer) {
 	if commit == "" {
 		commit = "unknown"
 	}
-	fmt.Fprintf(w, "tailgate %s\ncommit %s\ngo %s %s/%s\ntailscale.com %s\n", gateway.Version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH, ts)
+	fmt.Fprintf(w, "tailgate %s\ncommit %s\ngo %s %s/%s\ntailscale.com %s\n", version(), commit, runtime.Version(), runtime.GOOS, runtime.GOARCH, ts)
+}
+
+// version is tailgate's version: the one a release build stamps
+// (gateway.Version), else the module version Go's build info holds (the
+// tag of `go install …@v1.2.3`, or the pseudo-version a plain `go build`
+// of a git checkout derives from its commit).
+func version() string {
+	if gateway.Version != "dev" {
+		return gateway.Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return gateway.Version
 }
 
 // run joins the tailnet as node, serves the config until ctx ends, and
