@@ -154,8 +154,12 @@ BENCH_OUT     ?= integration/bench/results
 ## talking stdio directly, supergateway and mcp-proxy, on the demo server
 ## and server-everything (not part of test; about 10 minutes on 2 cores).
 ## Prints a markdown table and writes results.md, results.json, bench.png
-## and the gateway's CPU profiles to BENCH_OUT.
+## and the gateway's CPU profiles to BENCH_OUT. First, the per-call cost
+## (ns/op, B/op, allocs/op) of a remote mcp target called directly and
+## through tailgate, plain, with a per-caller header and with an identity
+## token (BenchmarkRemoteToolCall, BenchmarkRemoteToolCallCredentials).
 bench: npm-deps bench-npm-deps
+	$(GO) test -run '^$$' -bench '^BenchmarkRemoteToolCall' -benchmem -benchtime=2000x -count=1 -timeout 10m ./gateway/
 	TAILGATE_BENCH=1 TAILGATE_BENCH_OUT=$(abspath $(BENCH_OUT)) \
 		$(GO) test -tags $(TAGS) -run '^TestBench$$' -count=1 -v -timeout 30m ./integration/bench/
 
