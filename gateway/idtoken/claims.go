@@ -85,7 +85,9 @@ func subject(id *tsnode.Identity) string {
 
 // ClaimsFrom returns the claims of the identity token that [Verifier]
 // accepted for info, as a target's tool handler finds it in
-// req.Extra.TokenInfo (or auth.TokenInfoFromContext).
+// req.Extra.TokenInfo: the token of that request. (In a go-sdk session
+// auth.TokenInfoFromContext of a handler's context is the token of the
+// session's first request, which names the same caller but may be older.)
 func ClaimsFrom(info *auth.TokenInfo) (*Claims, error) {
 	if info == nil || info.Extra == nil {
 		return nil, errors.New("idtoken: no identity token claims")
