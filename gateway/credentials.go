@@ -167,7 +167,7 @@ func (cr *credentials) stdioCallerEnv(name string, t *StdioTarget) func(context.
 		if tt := t.IdentityToken; tt != nil {
 			tok, err := cr.token(id, tt.audience(name, ""))
 			if err != nil {
-				return nil, nil, nil, fmt.Errorf("identity token: %w", err)
+				return nil, nil, nil, fmt.Errorf("target %q: identity token: %w", name, err)
 			}
 			if env == nil {
 				env = make(map[string]string, 1)

@@ -330,7 +330,6 @@ binds:
 	// A child that prints its caller's token on stderr has the line
 	// logged with the token redacted (the scan below finds it otherwise).
 	t.Run("stderr", func(t *testing.T) {
-		t.Skip("mcpstdio/child.go startChild logs the child's stderr with a logger redacting only Options.Secrets, not the caller's secrets (redact): the token is logged as is")
 		envOfChild(t, tm.alice.MCP(t, gw, 3000, "/loud"), "GITHUB_TOKEN")
 		// The line is logged as the child starts; the env call answered
 		// after the child's first stderr line was read, but not

@@ -48,8 +48,8 @@ type Target struct {
 	// environment (the caller's own secrets, a token naming it), and its
 	// arguments if not nil: called as the caller's child starts, with the
 	// session's OpenParams.Identity. An error fails the child's start and
-	// says why. The values are redacted from the child's stderr as the
-	// gateway's secrets are. Such a target has no pool and no warm-up: a
+	// says why, naming the target. The values in redact are redacted from
+	// the child's stderr as the gateway's secrets are. Such a target has no pool and no warm-up: a
 	// child starts only for a known caller.
 	CallerEnv func(ctx context.Context, identity Identity) (env map[string]string, args []string, redact []string, err error)
 	// Pool is how many children to keep started and initialized ahead of

@@ -200,11 +200,11 @@ func (b *Backend) forCaller(ctx context.Context, t *Target, identity Identity) (
 		return &run, nil, nil
 	}
 	if identity == nil {
-		return nil, nil, callerError{errors.New("its environment depends on the caller, and there is none")}
+		return nil, nil, callerError{fmt.Errorf("target %q: its environment depends on the caller, and there is none", t.Name)}
 	}
 	env, args, redact, err := t.CallerEnv(ctx, identity)
 	if err != nil {
-		return nil, nil, callerError{err}
+		return nil, nil, callerError{err} // CallerEnv's errors name the target
 	}
 	if run.Env == nil {
 		run.Env = make(map[string]string, len(env))
@@ -247,9 +247,11 @@ func (b *Backend) startTarget(ctx context.Context, t *Target, identity Identity,
 	default:
 		run, redact, err := b.forCaller(ctx, t, identity)
 		if err != nil {
-			return nil, fmt.Errorf("target %q: %w", t.Name, err)
+			return nil, err // it names the target
 		}
-		proc, err := startProcess(run, b.childEnv(run, nil), log, stderrLimits{maxLine: b.opts.StderrMaxLine, perSecond: b.opts.StderrLinesPerSecond})
+		// The caller's secrets, in the child's environment, must not
+		// reach the log from its stderr either.
+		proc, err := startProcess(run, b.childEnv(run, nil), redactLogger(log, redact), stderrLimits{maxLine: b.opts.StderrMaxLine, perSecond: b.opts.StderrLinesPerSecond})
 		if err != nil {
 			return nil, fmt.Errorf("target %q: start %s: %w", t.Name, t.Command, err)
 		}
