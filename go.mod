@@ -24,6 +24,7 @@ require (
 	github.com/spf13/cast v1.7.1 // indirect
 	github.com/tailscale/setec v0.0.0-20260115174028-19d190c5556d // indirect
 	github.com/tink-crypto/tink-go/v2 v2.6.0 // indirect
+	gopkg.in/natefinch/lumberjack.v2 v2.2.1 // indirect
 )
 
 require (

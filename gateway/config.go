@@ -177,6 +177,9 @@ type GlobalConfig struct {
 	ReadinessAddr string       `yaml:"readinessAddr"`
 	Session       notSupported `yaml:"session"`
 	MCP           *GlobalMCP   `yaml:"mcp"`
+	// Audit writes the audit trail: a record of every decision. A
+	// tailgate extension.
+	Audit *AuditConfig `yaml:"audit"`
 	// Readiness says when /healthz/ready answers 200. A tailgate
 	// extension.
 	Readiness *ReadinessConfig `yaml:"readiness"`
@@ -203,6 +206,28 @@ type GlobalConfig struct {
 	ConnectionTerminationDeadline  notSupported          `yaml:"connectionTerminationDeadline"`
 	ConnectionMinTerminationDeadln notSupported          `yaml:"connectionMinTerminationDeadline"`
 	ModelCatalog                   notSupported          `yaml:"modelCatalog"`
+}
+
+// AuditConfig is config.audit.
+type AuditConfig struct {
+	// File is where the trail goes (JSON lines), rotated at MaxSizeMB
+	// (default 100), old files kept MaxAgeDays and at most MaxBackups
+	// (default: all, for ever). Stdout also writes it to standard output.
+	File       string `yaml:"file"`
+	Stdout     bool   `yaml:"stdout"`
+	MaxSizeMB  int    `yaml:"maxSizeMB"`
+	MaxAgeDays int    `yaml:"maxAgeDays"`
+	MaxBackups int    `yaml:"maxBackups"`
+	// Arguments keeps each call's arguments, not only their digest.
+	Arguments *AuditArguments `yaml:"arguments"`
+}
+
+// AuditArguments is config.audit.arguments.
+type AuditArguments struct {
+	// Include writes the arguments; Redact names members (at any depth,
+	// without case) written as "[redacted]".
+	Include bool     `yaml:"include"`
+	Redact  []string `yaml:"redact"`
 }
 
 // ReadinessConfig is config.readiness.

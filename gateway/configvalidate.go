@@ -167,6 +167,14 @@ func (d *decoder) validateSecrets(doc *yaml.Node, cfg *Config) bool {
 			d.errorf(at(doc, "config", "identityTokens"), "config.identityTokens", "ttl must not be negative, and rotateEvery must be longer than ttl")
 		}
 	}
+	if a := cfg.Global.Audit; a != nil {
+		if a.File != "" {
+			a.File = resolvePath(d.dir, a.File)
+		}
+		if a.MaxSizeMB < 0 || a.MaxAgeDays < 0 || a.MaxBackups < 0 {
+			d.errorf(at(doc, "config", "audit"), "config.audit", "maxSizeMB, maxAgeDays and maxBackups must not be negative")
+		}
+	}
 	if r := cfg.Global.Readiness; r != nil && r.Targets != "" && r.Targets != "all" && r.Targets != "any" {
 		d.errorf(at(doc, "config", "readiness", "targets"), "config.readiness.targets", "unknown value %q (want all or any)", r.Targets)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/tailgate-dev/tailgate/gateway/audit"
 	"github.com/tailgate-dev/tailgate/mcpstdio"
 	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 	"github.com/tailgate-dev/tailgate/policy"
@@ -40,7 +41,10 @@ type mcpFront struct {
 	backend  *mcpstdio.Backend
 	authz    atomic.Pointer[policy.RuleSet]
 	// secrets are its targets' per-caller secrets, for mcp.secrets.
-	secrets   *targetSecrets
+	secrets *targetSecrets
+	// audit is the audit trail, auditArgs what it keeps of arguments.
+	audit     *audit.Log
+	auditArgs *AuditArguments
 	metrics   *metrics
 	stateless bool
 	ttl       time.Duration
@@ -75,6 +79,10 @@ type frontOptions struct {
 	Authz *policy.RuleSet
 	// Secrets are the targets' per-caller secrets, for mcp.secrets.
 	Secrets *targetSecrets
+	// Audit is the gateway's audit trail (nil: none), AuditArgs what it
+	// keeps of a call's arguments.
+	Audit     *audit.Log
+	AuditArgs *AuditArguments
 	// Stateless serves every request on a session of its own, as
 	// agentgateway's statefulMode: stateless.
 	Stateless bool
@@ -132,6 +140,8 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 		stop:      make(chan struct{}),
 		stages:    callStages(),
 		secrets:   opts.Secrets,
+		audit:     opts.Audit,
+		auditArgs: opts.AuditArgs,
 	}
 	if f.budget == nil {
 		f.budget = newBudget()

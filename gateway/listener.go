@@ -42,9 +42,9 @@ type authListener struct {
 	reply    func() bool
 	identify IdentifyFunc
 	log      *slog.Logger
-	// decided is told every decision and how long identifying the peer
-	// took.
-	decided func(d policy.Decision, identify time.Duration)
+	// decided is told every decision, about whom (nil: the peer could
+	// not be identified) and how long identifying the peer took.
+	decided func(src *policy.Source, remote netip.AddrPort, d policy.Decision, identify time.Duration)
 
 	conns     chan net.Conn
 	errc      chan error
@@ -56,7 +56,7 @@ type authListener struct {
 // in time is refused.
 const identifyTimeout = 5 * time.Second
 
-func newAuthListener(ln net.Listener, rules func() *policy.RuleSet, reply func() bool, identify IdentifyFunc, log *slog.Logger, decided func(policy.Decision, time.Duration)) *authListener {
+func newAuthListener(ln net.Listener, rules func() *policy.RuleSet, reply func() bool, identify IdentifyFunc, log *slog.Logger, decided func(*policy.Source, netip.AddrPort, policy.Decision, time.Duration)) *authListener {
 	l := &authListener{
 		Listener: ln,
 		rules:    rules,
@@ -99,12 +99,12 @@ func (l *authListener) admit(c net.Conn) {
 	cancel()
 	if err != nil {
 		l.log.Warn("connection denied", "addr", remote.String(), "reason", "identity lookup failed", "err", err)
-		l.decided(policy.Decision{Rule: "identity", Err: err}, took)
+		l.decided(nil, remote, policy.Decision{Rule: "identity", Err: err}, took)
 		l.refuse(c, "tailgate cannot tell who this peer is (identity lookup failed); try again")
 		return
 	}
 	d := l.rules().Evaluate(policy.Input{Source: src})
-	l.decided(d, took)
+	l.decided(src, remote, d, took)
 	if !d.Allow {
 		args := append(sourceAttrs(src), "rule", d.Rule, "reason", d.Reason())
 		l.log.Warn("connection denied", args...)

@@ -21,6 +21,7 @@ type metrics struct {
 	callSeconds *prometheus.HistogramVec // route, method, target
 	reloads     *prometheus.CounterVec   // outcome
 	refused     *prometheus.CounterVec   // route, reason
+	auditErrors prometheus.Counter       // audit records not written
 }
 
 func newMetrics(s *Server) *metrics {
@@ -60,8 +61,12 @@ func newMetrics(s *Server) *metrics {
 			Name: "tailgate_messages_refused_total",
 			Help: "Client messages refused before forwarding, by route and reason (malformed, batch, envelope, ambiguous, key, encoding, depth, token).",
 		}, []string{"route", "reason"}),
+		auditErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailgate_audit_write_errors_total",
+			Help: "Audit records that could not be written to the trail (config.audit); each is also logged.",
+		}),
 	}
-	m.reg.MustRegister(m.connections, m.unused, m.identify, m.requests, m.calls, m.callSeconds, m.reloads, m.refused,
+	m.reg.MustRegister(m.connections, m.unused, m.identify, m.requests, m.calls, m.callSeconds, m.reloads, m.refused, m.auditErrors,
 		stateCollector{s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

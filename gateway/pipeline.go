@@ -5,10 +5,12 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio"
 	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+	"github.com/tailgate-dev/tailgate/policy"
 )
 
 // A request's way through the gateway, top to bottom:
@@ -41,10 +43,13 @@ type call struct {
 	// Streamable HTTP POST), kept here so that a call is one allocation.
 	http httpSink
 
-	route mcpstdio.Route          // resolve: the target, and what it names
-	authz authorizer              // authorize: the rules that judged it
-	opts  mcpstdio.ForwardOptions // prepare: what goes with it to the target
-	reply *mcpstdio.Reply         // forward: what the target says
+	route    mcpstdio.Route          // resolve: the target, and what it names
+	authz    authorizer              // authorize: the rules that judged it
+	decision policy.Decision         // authorize: what they said
+	judged   bool                    // authorize: it ran
+	filtered atomic.Int32            // authorize: list items they removed
+	opts     mcpstdio.ForwardOptions // prepare: what goes with it to the target
+	reply    *mcpstdio.Reply         // forward: what the target says
 
 	// outcome and err are how the call ended, for record.
 	outcome outcome
@@ -102,6 +107,15 @@ func (c *call) run(bs *mcpstdio.Session) {
 	c.fs.record(c.msg.MethodName(), c.route, c.outcome, c.err, time.Since(c.start), extra...)
 }
 
+// finish sends the call's answer, data, having set its outcome (o, and
+// err for the log) and written its audit record: a call decided is on
+// the trail before its answer leaves.
+func (c *call) finish(data []byte, o outcome, err error) error {
+	c.outcome, c.err = o, err
+	c.audit()
+	return c.out.send(data, true)
+}
+
 // end ends the call with outcome o (and err, for the log).
 func (c *call) end(o outcome, err error) bool {
 	c.outcome, c.err = o, err
@@ -115,8 +129,8 @@ func (c *call) resolve() bool {
 	rt, err := c.bs.Route(c.ctx, c.msg)
 	c.route = rt
 	if err != nil {
-		c.out.send(mcpstdio.ErrorResponse(c.msg.Bytes(c.msg.ID), err), true)
-		return c.end(outcomeError, err)
+		c.finish(mcpstdio.ErrorResponse(c.msg.Bytes(c.msg.ID), err), outcomeError, err)
+		return false
 	}
 	if rt.Kind == "tool" || rt.Kind == "prompt" {
 		// The metric label is a name the target lists: if tailgate does
@@ -133,13 +147,20 @@ func (c *call) resolve() bool {
 func (c *call) authorize() bool {
 	c.authz = c.fs.f.authorizer(c.req)
 	c.authz.bs, c.authz.ctx = c.bs, c.ctx
-	if d := c.authz.decide(c.route); !d.Allow {
-		err := c.authz.denied(c.fs, c.msg.MethodName(), c.route, d)
-		c.out.send(jsonrpc.ErrorMessage(c.msg.Bytes(c.msg.ID), jsonrpc.CodeInvalidParams, err.Error()), true)
-		return c.end(outcomeDenied, nil)
+	c.decision, c.judged = c.authz.decide(c.route), true
+	if !c.decision.Allow {
+		err := c.authz.denied(c.fs, c.msg.MethodName(), c.route, c.decision)
+		c.finish(jsonrpc.ErrorMessage(c.msg.Bytes(c.msg.ID), jsonrpc.CodeInvalidParams, err.Error()), outcomeDenied, nil)
+		return false
 	}
 	if c.authz.rs != nil {
-		c.opts.Keep = c.authz.keep
+		c.opts.Keep = func(it mcpstdio.Item) bool {
+			if c.authz.keep(it) {
+				return true
+			}
+			c.filtered.Add(1)
+			return false
+		}
 	}
 	return true
 }
@@ -182,14 +203,21 @@ func (c *call) stream() bool {
 			if !ok || fr.Final && fr.Data == nil {
 				return c.end(outcomeCancelled, nil)
 			}
-			err := c.out.send(fr.Data, fr.Final)
+			var err error
+			if fr.Final {
+				// The answer: the call's outcome, audited before it leaves.
+				c.outcome, c.err = finalOutcome(fr)
+				err = c.finish(fr.Data, c.outcome, c.err)
+			} else {
+				err = c.out.send(fr.Data, false)
+			}
 			fr.Release()
 			if err != nil {
 				c.reply.Close()
 				return c.end(sendOutcome(err))
 			}
 			if fr.Final {
-				return c.end(finalOutcome(fr))
+				return false
 			}
 		case <-c.out.gone():
 			c.reply.Close()

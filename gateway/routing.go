@@ -187,6 +187,7 @@ func (s *Server) serveRoute(rt *route, w http.ResponseWriter, r *http.Request, h
 	if rt.authz != nil {
 		src := sourceFrom(r.Context())
 		d := rt.authz.Evaluate(policy.Input{Source: src, Request: requestInput(r.Method, r.URL.Path, host, r.Header)})
+		s.auditHTTP(rt, src, r, d)
 		if !d.Allow {
 			args := append(sourceAttrs(src), "method", r.Method, "path", r.URL.Path, "rule", d.Rule, "reason", d.Reason())
 			rt.log.Warn("request denied", args...)

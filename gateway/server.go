@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tailgate-dev/tailgate/gateway/audit"
 	"github.com/tailgate-dev/tailgate/gateway/idtoken"
 	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
 	"github.com/tailgate-dev/tailgate/policy"
@@ -117,6 +118,8 @@ type Server struct {
 	// name (Start); stopSigner ends its key rotation.
 	signer     atomic.Pointer[idtoken.Signer]
 	stopSigner context.CancelFunc
+	// audit is the audit trail (config.audit), opened at New; nil: none.
+	audit *audit.Log
 
 	// state is the routing of the current config.
 	state atomic.Pointer[state]
@@ -208,6 +211,11 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		serving: make(map[int]*bindServer),
 	}
 	s.metrics = newMetrics(s)
+	trail, err := openAudit(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.audit = trail
 	st, fronts, err := s.build(cfg, nil)
 	if err != nil {
 		return nil, err
@@ -252,6 +260,7 @@ func (s *Server) Start(network Network) error {
 	s.mu.Unlock()
 	if nn, ok := network.(NodeNames); ok {
 		s.self.Store(newSelfNames(nn))
+		s.audit.SetGateway(nn.DNSName())
 	}
 	go s.housekeep(context.Background())
 	for _, port := range s.Ports() {
@@ -371,7 +380,8 @@ func (s *Server) Serve(port int, ln net.Listener) error {
 // authListener wraps ln with networkAuthorization and its metrics.
 func (s *Server) authListener(port int, ln net.Listener) *authListener {
 	portLabel := strconv.Itoa(port)
-	return newAuthListener(ln, func() *policy.RuleSet { return s.state.Load().cfg.networkAuthz }, func() bool { return s.state.Load().cfg.deniedReply() }, s.opts.Identify, s.log.With("port", port), func(d policy.Decision, took time.Duration) {
+	return newAuthListener(ln, func() *policy.RuleSet { return s.state.Load().cfg.networkAuthz }, func() bool { return s.state.Load().cfg.deniedReply() }, s.opts.Identify, s.log.With("port", port), func(src *policy.Source, remote netip.AddrPort, d policy.Decision, took time.Duration) {
+		s.auditConnection(src, remote, d)
 		s.metrics.identify.Observe(took.Seconds())
 		outcome := "accepted"
 		if !d.Allow {
@@ -510,6 +520,9 @@ wait:
 			hs.Close()
 			errs = append(errs, err)
 		}
+	}
+	if err := s.audit.Close(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

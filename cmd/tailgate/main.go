@@ -118,6 +118,9 @@ const usageText = `usage:
                                                 127.0.0.1, with a local bridge
   tailgate --validate-only -f config.yaml       check a config: "ok" or every
                                                 error, and warnings (exit 1 on errors)
+  tailgate audit verify FILE...                 check an audit trail's hash chain:
+                                                files oldest first (rotated ones,
+                                                then the current); exit 1 if broken
   tailgate version | --version                  print version, commit, Go and
                                                 tailscale.com versions
   tailgate help | -h | --help                   print this
@@ -138,6 +141,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-cha
 			return exitOK
 		case "help":
 			args = []string{"-h"}
+		case "audit":
+			return auditCommand(args[1:], stdout, stderr)
 		case "dev":
 			dev, args = true, args[1:]
 		}
