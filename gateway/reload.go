@@ -33,6 +33,9 @@ func (s *Server) Reload(cfg *Config) error {
 	if !reflect.DeepEqual(old.cfg.Tailscale, cfg.Tailscale) {
 		s.log.Warn("config reload: the tailscale block changed; restart tailgate to apply it (the rest is applied now)")
 	}
+	if !reflect.DeepEqual(old.cfg.Global.Audit, cfg.Global.Audit) {
+		s.log.Warn("config reload: config.audit changed; restart tailgate to apply it (the trail goes on as it was)")
+	}
 	retired := s.draining[:0:0]
 	for key, f := range s.fronts {
 		if fronts[key] != f {
