@@ -56,6 +56,7 @@ func decisionOf(d policy.Decision) string {
 // auditConnection records networkAuthorization's decision on a
 // connection (src nil: the peer could not be identified).
 func (s *Server) auditConnection(src *policy.Source, remote netip.AddrPort, d policy.Decision) {
+	s.status.noteConnection(src, remote, d)
 	if s.audit == nil {
 		return
 	}
@@ -68,6 +69,7 @@ func (s *Server) auditConnection(src *policy.Source, remote netip.AddrPort, d po
 
 // auditHTTP records a route's authorization of an HTTP request.
 func (s *Server) auditHTTP(rt *route, src *policy.Source, r *http.Request, d policy.Decision) {
+	s.status.noteHTTP(rt.name, src, r, d)
 	if s.audit == nil {
 		return
 	}
@@ -92,6 +94,7 @@ func (s *Server) writeAudit(r audit.Record) {
 // is sent (call.finish).
 func (c *call) audit() {
 	f := c.fs.f
+	f.status.noteCall(c)
 	if f.audit == nil {
 		return
 	}

@@ -66,6 +66,10 @@ func (s *Server) build(cfg *Config, old map[string]*mcpFront) (*state, map[strin
 				if name == "" {
 					name = fmt.Sprintf("binds[%d].listeners[%d].routes[%d]", i, j, k)
 				}
+				if r.Backends[0].Status != nil {
+					sl.routes = append(sl.routes, s.statusRoute(name, r))
+					continue
+				}
 				f, err := front(fmt.Sprintf("%d/%s/%s", b.Port, l.Name, name), name, r.Backends[0].MCP, r.mcpAuthz)
 				if err != nil {
 					return fail(err)
@@ -198,7 +202,7 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 	}
 	return newMCPFront(name, backend, frontOptions{
 		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz, Metrics: s.metrics, Budget: s.budget, Secrets: newTargetSecrets(cr, m),
-		Audit: s.audit, AuditArgs: auditArgsOf(cfg),
+		Audit: s.audit, AuditArgs: auditArgsOf(cfg), Status: s.status,
 		Stateless:       m.StatefulMode == "stateless",
 		BodyReadTimeout: s.opts.BodyReadTimeout, SSEInitTimeout: s.opts.SSEInitTimeout,
 		WriteStallTimeout: s.opts.WriteStallTimeout,

@@ -25,6 +25,9 @@ type RouteBackend struct {
 	// Backend names one of the config's top-level backends, used as if
 	// it were written here.
 	Backend string `yaml:"backend"`
+	// Status serves the status page instead of MCP, to whom the route's
+	// authorization allows (statusroute.go). A tailgate extension.
+	Status *StatusBackend `yaml:"status"`
 
 	Host       notSupported `yaml:"host"`
 	Service    notSupported `yaml:"service"`

@@ -393,6 +393,9 @@ func (d *decoder) validateRoute(doc *yaml.Node, r Route, path string, keys ...an
 	}
 	b := r.Backends[0]
 	switch {
+	case b.Status != nil:
+		d.validateStatusRoute(doc, r, path, keys...)
+		return
 	case b.MCP == nil && b.Backend != "":
 		return // an unknown name, reported as such
 	case b.MCP == nil:

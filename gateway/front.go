@@ -46,6 +46,8 @@ type mcpFront struct {
 	audit     *audit.Log
 	auditArgs *AuditArguments
 	metrics   *metrics
+	// status is the server's status book; nil in tests.
+	status    *statusBook
 	stateless bool
 	ttl       time.Duration
 	maxBody   int64
@@ -91,6 +93,8 @@ type frontOptions struct {
 	Budget *budget
 	// Metrics receives per-call metrics.
 	Metrics *metrics
+	// Status is the status page's book: denials and per-tool calls.
+	Status *statusBook
 	// BodyReadTimeout and SSEInitTimeout override defaultBodyRead and
 	// defaultSSEInit.
 	BodyReadTimeout, SSEInitTimeout time.Duration
@@ -128,6 +132,7 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 		name:      name,
 		backend:   backend,
 		metrics:   opts.Metrics,
+		status:    opts.Status,
 		stateless: opts.Stateless,
 		ttl:       opts.SessionTTL,
 		maxBody:   maxRequestBody,

@@ -52,6 +52,10 @@ type frontSession struct {
 	// holdsPlace is set while the session (or a sessionless caller's
 	// children) holds a place in the gateway's budget.
 	holdsPlace atomic.Bool
+	// opened is when the session opened, client what its client said of
+	// itself (noteClient), for the status page.
+	opened time.Time
+	client atomic.Pointer[statusClient]
 }
 
 // newSession reserves a place for a new session under the caps and
@@ -80,6 +84,7 @@ func (f *mcpFront) newSession(w http.ResponseWriter, r *http.Request, sse bool) 
 		sse:    sse,
 		queue:  make(chan []byte, 256),
 		closed: make(chan struct{}),
+		opened: time.Now(),
 	}
 	fs.holdsPlace.Store(true) // taken above
 	fs.log = f.log.With(append([]any{"session", fs.id}, sourceAttrs(src)...)...)
@@ -129,6 +134,7 @@ func (fs *frontSession) initialize(ctx context.Context, m *jsonrpc.Message, w ht
 	if m.Params.Has() {
 		params = m.Bytes(m.Params)
 	}
+	fs.noteClient(m, false)
 	bs, err := fs.f.backend.Open(ctx, mcpstdio.OpenParams{ID: fs.id, Initialize: params, Identity: newCaller(fs.owner), Caller: callerKey(fs.owner).String(), Notify: fs.enqueue})
 	if err != nil {
 		fs.log.Error("session start failed", "err", err)

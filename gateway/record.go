@@ -33,13 +33,14 @@ func (fs *frontSession) record(method string, rt mcpstdio.Route, o outcome, err 
 		}
 	}
 	rt.Name = clip(rt.Name)
+	methodLabel := method
+	if !jsonrpc.KnownMethod(method) {
+		methodLabel = "other" // as for tool names
+	}
 	if m := fs.f.metrics; m != nil {
-		methodLabel := method
-		if !jsonrpc.KnownMethod(method) {
-			methodLabel = "other" // as for tool names
-		}
 		m.observeCall(fs.f.name, methodLabel, rt.Target, toolLabel, outcome, took)
 	}
+	fs.f.status.observeCall(fs.f.name, methodLabel, rt.Target, toolLabel, o, took)
 	method = clip(method)
 	ctx := context.Background()
 	if !fs.log.Enabled(ctx, slog.LevelInfo) {

@@ -145,6 +145,9 @@ func serveRoot(w http.ResponseWriter, r *http.Request, l *listener) {
 	paths := []string{}
 	catchAll, sse := false, false
 	for _, rt := range l.routes {
+		if rt.status {
+			continue // the status page is no MCP endpoint
+		}
 		if len(rt.matches) == 0 {
 			catchAll, sse = true, true
 		}
@@ -194,6 +197,10 @@ func (s *Server) serveRoute(rt *route, w http.ResponseWriter, r *http.Request, h
 			http.Error(w, "forbidden by tailgate policy", http.StatusForbidden)
 			return
 		}
+	}
+	if rt.status {
+		s.serveStatus(w, r)
+		return
 	}
 	if id := sessionIDOf(r); id != "" && !rt.front.has(id) {
 		s.mu.Lock()

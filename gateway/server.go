@@ -120,6 +120,8 @@ type Server struct {
 	stopSigner context.CancelFunc
 	// audit is the audit trail (config.audit), opened at New; nil: none.
 	audit *audit.Log
+	// status is the status page's book: denials and per-tool calls.
+	status *statusBook
 
 	// state is the routing of the current config.
 	state atomic.Pointer[state]
@@ -165,7 +167,10 @@ type route struct {
 	authz     *policy.RuleSet
 	cors      *corsPolicy
 	front     *mcpFront
-	log       *slog.Logger
+	// status is set for a route that serves the status page (its backend
+	// is `status: {}`); front is nil then.
+	status bool
+	log    *slog.Logger
 }
 
 // bindServer is a port's listener and HTTP server; it outlives reloads.
@@ -209,6 +214,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		buffers: buffers.New(0),
 		fronts:  make(map[string]*mcpFront),
 		serving: make(map[int]*bindServer),
+		status:  newStatusBook(),
 	}
 	s.metrics = newMetrics(s)
 	trail, err := openAudit(cfg)

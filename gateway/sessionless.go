@@ -161,6 +161,7 @@ func (f *mcpFront) serveSessionless(w http.ResponseWriter, r *http.Request, m *j
 		return
 	}
 	fs.touch()
+	fs.noteClient(m, true)
 	if err := fs.checkParamHeaders(r, m); err != nil {
 		writeRPCError(w, http.StatusBadRequest, m.Bytes(m.ID), codeHeaderMismatch, err.Error())
 		return
@@ -224,7 +225,7 @@ func (f *mcpFront) callerSession(r *http.Request) (*frontSession, error) {
 			return nil, err
 		}
 		c = &caller{ready: make(chan struct{})}
-		c.fs = &frontSession{f: f, id: "sessionless", owner: src, sessionless: true, queue: make(chan []byte, 1), closed: make(chan struct{})}
+		c.fs = &frontSession{f: f, id: "sessionless", owner: src, sessionless: true, queue: make(chan []byte, 1), closed: make(chan struct{}), opened: time.Now()}
 		c.fs.holdsPlace.Store(true)
 		c.fs.log = f.log.With(append([]any{"session", "sessionless"}, sourceAttrs(src)...)...)
 		c.fs.touch()

@@ -32,6 +32,8 @@ type process struct {
 	stderrDone chan struct{} // closed when stderr reaches EOF
 
 	tail *stderrTail
+	// started is when the process started, for a status page's uptime.
+	started time.Time
 	// stopped is set when tailgate began to stop the child, so that its
 	// exit is not counted as a crash.
 	stopped atomic.Bool
@@ -110,6 +112,7 @@ func startProcess(t *Target, env []string, log *slog.Logger, limits stderrLimits
 		exited:     make(chan struct{}),
 		stderrDone: make(chan struct{}),
 		tail:       newStderrTail(stderrLines),
+		started:    time.Now(),
 	}
 	go p.drainStderr(errR, limits)
 	go func() {
