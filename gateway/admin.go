@@ -30,6 +30,7 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /healthz/live", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "live")
 	})
+	mux.HandleFunc("GET /explain", s.serveExplain)
 	return mux
 }
 

@@ -89,16 +89,21 @@ func (a authorizer) decide(rt mcpstdio.Route) policy.Decision {
 
 // keep filters lists with the question a call would be asked, so that a
 // list shows exactly what the caller may use.
-func (a authorizer) keep(it mcpstdio.Item) bool {
+func (a authorizer) keep(it mcpstdio.Item) bool { return a.judge(it).Allow }
+
+// judge is the decision on a listed item: the question a call that uses
+// it would be asked. keep filters lists by it; policy explain reports it
+// with its rule.
+func (a authorizer) judge(it mcpstdio.Item) policy.Decision {
 	switch it.Kind {
 	case "tool":
-		return a.evaluate(&policy.MCP{Method: "tools/call", Tool: policy.Tool{Name: it.Name, Target: it.Target}}).Allow
+		return a.evaluate(&policy.MCP{Method: "tools/call", Tool: policy.Tool{Name: it.Name, Target: it.Target}})
 	case "prompt":
-		return a.evaluate(&policy.MCP{Method: "prompts/get", Prompt: policy.Prompt{Name: it.Name, Target: it.Target}}).Allow
+		return a.evaluate(&policy.MCP{Method: "prompts/get", Prompt: policy.Prompt{Name: it.Name, Target: it.Target}})
 	case "resource":
-		return a.evaluate(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: it.Name, Name: it.Title, Target: it.Target}}).Allow
+		return a.evaluate(&policy.MCP{Method: "resources/read", Resource: policy.Resource{URI: it.Name, Name: it.Title, Target: it.Target}})
 	}
-	return true
+	return policy.Decision{Allow: true}
 }
 
 // denied logs a refused call and returns the error the client sees.

@@ -98,6 +98,10 @@ func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
 			signer.Handler().ServeHTTP(sw, r)
 			return
 		}
+		if r.URL.Path == WhoamiPath {
+			s.serveWhoami(sw, r)
+			return
+		}
 		serveWellKnown(sw, r)
 		return
 	}

@@ -120,6 +120,8 @@ type Server struct {
 	stopSigner context.CancelFunc
 	// audit is the audit trail (config.audit), opened at New; nil: none.
 	audit *audit.Log
+	// explains lets one policy explanation run at a time (explain.go).
+	explains explainGate
 	// status is the status page's book: denials and per-tool calls.
 	status *statusBook
 

@@ -92,27 +92,7 @@ type Session struct {
 // start or initialize, and leaves no process behind; under failOpen it
 // fails only if none starts.
 func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
-	s := &Session{
-		b:           b,
-		id:          p.ID,
-		log:         b.log.With("session", p.ID),
-		prefixed:    b.prefixed(),
-		notify:      p.Notify,
-		sessionless: p.Sessionless,
-		caller:      p.Caller,
-		missing:     make(map[string]error),
-		calls:       make(map[string]*Reply),
-		serverReqs:  make(map[int64]*serverRequest),
-		stopping:    make(chan struct{}),
-		done:        make(chan struct{}),
-	}
-	if s.notify == nil {
-		s.notify = func([]byte) {}
-	}
-	if s.caller == "" {
-		s.caller = fmt.Sprintf("\x00session %p", s)
-	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s := b.newSession(p)
 	if err := b.add(s); err != nil {
 		return nil, err
 	}
@@ -133,11 +113,7 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 					return
 				}
 			}
-			var identity Identity
-			if t.IdentityEnv || t.CallerEnv != nil || t.Remote != nil && t.Remote.TellsIdentity {
-				identity = p.Identity
-			}
-			children[i], errs[i] = b.startChild(ctx, t, identity, p.Initialize, p.ID, p.Sessionless)
+			children[i], errs[i] = b.startChild(ctx, t, identityFor(t, p.Identity), p.Initialize, p.ID, p.Sessionless)
 		})
 	}
 	wg.Wait()
@@ -177,6 +153,41 @@ func (b *Backend) Open(ctx context.Context, p OpenParams) (*Session, error) {
 		}
 	}
 	return s, nil
+}
+
+// newSession is a session of b for p, with no children yet.
+func (b *Backend) newSession(p OpenParams) *Session {
+	s := &Session{
+		b:           b,
+		id:          p.ID,
+		log:         b.log.With("session", p.ID),
+		prefixed:    b.prefixed(),
+		notify:      p.Notify,
+		sessionless: p.Sessionless,
+		caller:      p.Caller,
+		missing:     make(map[string]error),
+		calls:       make(map[string]*Reply),
+		serverReqs:  make(map[int64]*serverRequest),
+		stopping:    make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	if s.notify == nil {
+		s.notify = func([]byte) {}
+	}
+	if s.caller == "" {
+		s.caller = fmt.Sprintf("\x00session %p", s)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
+// identityFor is what of the caller identity a child of t is told: all
+// of it for a target that reads it, nothing for the others.
+func identityFor(t *Target, identity Identity) Identity {
+	if t.IdentityEnv || t.CallerEnv != nil || t.Remote != nil && t.Remote.TellsIdentity {
+		return identity
+	}
+	return nil
 }
 
 // checkCollisions fails when two targets offer a tool or prompt of the same

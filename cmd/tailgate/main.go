@@ -8,6 +8,7 @@
 //	tailgate -f config.yaml                  run the gateway
 //	tailgate dev -f config.yaml              run it on an embedded tailnet, with a local bridge
 //	tailgate --validate-only -f config.yaml  check a config, print ok or every error
+//	tailgate explain --as alice@example.com  what an identity may use on each route, and why
 //	tailgate version                         print the version
 //	tailgate help                            print the usage
 //
@@ -121,6 +122,10 @@ const usageText = `usage:
   tailgate audit verify FILE...                 check an audit trail's hash chain:
                                                 files oldest first (rotated ones,
                                                 then the current); exit 1 if broken
+  tailgate explain --as LOGIN [--tags T,...]    what an identity may use on each
+        [--node N] [--caps JSON]                route, and the rule that decides:
+        [--admin ADDR | --config FILE]          asked of a running gateway's admin
+                                                address, or offline from a config
   tailgate version | --version                  print version, commit, Go and
                                                 tailscale.com versions
   tailgate help | -h | --help                   print this
@@ -143,6 +148,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-cha
 			args = []string{"-h"}
 		case "audit":
 			return auditCommand(args[1:], stdout, stderr)
+		case "explain":
+			return explainCommand(ctx, args[1:], stdout, stderr)
 		case "dev":
 			dev, args = true, args[1:]
 		}
