@@ -27,7 +27,7 @@ LDFLAGS  := -X $(PKG)/gateway.Version=$(VERSION) -X $(PKG)/gateway.Commit=$(COMM
 DIST     ?= dist
 IMAGE    ?= tailgate:$(VERSION)
 
-.PHONY: all build release package docker test vet staticcheck fmt-check unit integration npm-deps conformance conformance-npm-deps run demo clean
+.PHONY: all build release package docker test vet staticcheck fmt-check unit integration npm-deps conformance conformance-npm-deps chromium run demo clean
 
 all: build
 
@@ -76,10 +76,28 @@ docker:
 ## upstream limit that measures the detector, not tailgate.
 INTEGRATION_TAGS := ts_omit_gro
 
-test: fmt-check vet staticcheck npm-deps conformance-npm-deps
+test: fmt-check vet staticcheck npm-deps conformance-npm-deps chromium
 	$(GO) test -race -timeout $(TIMEOUT) ./policy/... ./gateway/... ./mcpstdio/... ./tsnode/... ./cmd/...
 	$(GO) test -race -tags $(INTEGRATION_TAGS) -timeout $(INTEGRATION_TIMEOUT) -skip '^TestLoad$$' ./integration/...
 	$(GO) test -tags $(INTEGRATION_TAGS) -timeout $(INTEGRATION_TIMEOUT) -run '^TestLoad$$' ./integration/
+
+## chromium: the headless browser of the status page's test
+## (integration/status_test.go, driven by chromedp), from the
+## distribution's packages: installed with apt-get (as root, else with
+## sudo) when neither chromium nor chromium-browser is on PATH. Without
+## apt-get it stops make test, saying what to install; TAILGATE_CHROMIUM
+## names a browser of your own instead.
+chromium:
+	@if [ -n "$$TAILGATE_CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		echo "chromium: installing the distribution's package for the status page's browser test"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium; \
+	else \
+		echo "chromium: the status page's browser test (integration/status_test.go) needs Chromium, and this machine has no apt-get:" >&2; \
+		echo "  install chromium with your package manager, or set TAILGATE_CHROMIUM to a Chromium or Chrome binary" >&2; \
+		exit 1; \
+	fi
 
 ## staticcheck: the pinned staticcheck (2026.2.2), installed into $(BIN)
 ## from the module proxy, over every package and the integration tests.

@@ -310,6 +310,9 @@ func routesOf(st *state) []explainedRoute {
 	for _, port := range st.ports {
 		for _, l := range st.binds[port].listeners {
 			for _, rt := range l.routes {
+				if rt.status {
+					continue // the status page: no MCP route, no front
+				}
 				out = append(out, explainedRoute{port: port, listener: l, route: rt})
 			}
 		}

@@ -147,7 +147,7 @@ func TestStatusPage(t *testing.T) {
 // A route whose backend is status serves the page on the gateway's own
 // listener to whom its authorization allows; a refused request is a
 // denial the page shows with its rule. The root page does not offer it
-// as an MCP endpoint.
+// as an MCP endpoint, nor does policy explain.
 func TestStatusRoute(t *testing.T) {
 	s, base := serveLoopback(t, statusConfig)
 	for _, tc := range []struct {
@@ -186,6 +186,15 @@ func TestStatusRoute(t *testing.T) {
 	resp.Body.Close()
 	if strings.Contains(root.String(), "/status") {
 		t.Errorf("the root page offers the status page as an MCP route")
+	}
+	// Policy explain lists MCP routes only: the status route has no
+	// targets to list.
+	ex, err := s.Explain(t.Context(), ExplainIdentity{Login: "alice@example.com", Address: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ex.Routes) != 1 || ex.Routes[0].Name != "mcp" {
+		t.Errorf("explain lists routes %+v, want mcp only", ex.Routes)
 	}
 }
 
