@@ -110,6 +110,9 @@ func (c *call) audit() {
 			r.Reason = c.decision.Reason()
 		}
 	}
+	if ref := c.lim.refused; ref != nil {
+		r.Decision, r.Rule, r.Reason = "deny", ref.path, ref.reason
+	}
 	if strings.HasSuffix(method, "/list") {
 		r.Event, r.Filtered = "mcp.list", int(c.filtered.Load())
 	}

@@ -70,10 +70,12 @@ func (s *Server) build(cfg *Config, old map[string]*mcpFront) (*state, map[strin
 					sl.routes = append(sl.routes, s.statusRoute(name, r))
 					continue
 				}
-				f, err := front(fmt.Sprintf("%d/%s/%s", b.Port, l.Name, name), name, r.Backends[0].MCP, r.mcpAuthz)
+				routeKey := fmt.Sprintf("%d/%s/%s", b.Port, l.Name, name)
+				f, err := front(routeKey, name, r.Backends[0].MCP, r.mcpAuthz)
 				if err != nil {
 					return fail(err)
 				}
+				f.setLimits(s.routeLimits(st, routeKey, name, r.Policies))
 				sl.routes = append(sl.routes, &route{name: name, hostnames: r.Hostnames, matches: r.Matches, authz: r.authz, cors: corsOf(r.Policies), front: f, log: s.log.With("route", name)})
 			}
 			sb.listeners = append(sb.listeners, sl)
@@ -86,10 +88,12 @@ func (s *Server) build(cfg *Config, old map[string]*mcpFront) (*state, map[strin
 		if port == 0 {
 			port = DefaultMCPPort
 		}
-		f, err := front(fmt.Sprintf("%d/mcp", port), "mcp", &MCPBackend{Targets: m.Targets, StatefulMode: m.StatefulMode, PrefixMode: m.PrefixMode, FailureMode: m.FailureMode}, m.mcpAuthz)
+		routeKey := fmt.Sprintf("%d/mcp", port)
+		f, err := front(routeKey, "mcp", &MCPBackend{Targets: m.Targets, StatefulMode: m.StatefulMode, PrefixMode: m.PrefixMode, FailureMode: m.FailureMode}, m.mcpAuthz)
 		if err != nil {
 			return fail(err)
 		}
+		f.setLimits(s.routeLimits(st, routeKey, "mcp", m.Policies))
 		st.binds[port] = &bind{port: port, listeners: []*listener{{
 			name: "mcp",
 			routes: []*route{{name: "mcp", front: f, authz: m.authz, cors: corsOf(m.Policies), log: s.log.With("route", "mcp"), matches: []Match{

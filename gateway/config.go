@@ -456,7 +456,7 @@ type RoutePolicies struct {
 	MCPAuthorization  *RuleSetConfig `yaml:"mcpAuthorization"`
 	MCPAuthentication notSupported   `yaml:"mcpAuthentication"`
 	MCPGuardrails     notSupported   `yaml:"mcpGuardrails"`
-	LocalRateLimit    notSupported   `yaml:"localRateLimit"`
+	LocalRateLimit    []RateLimit    `yaml:"localRateLimit"` // limits per key (person, tag, tool): RateLimit, limits.go
 	RemoteRateLimit   notSupported   `yaml:"remoteRateLimit"`
 	Timeout           notSupported   `yaml:"timeout"`
 	Retry             notSupported   `yaml:"retry"`

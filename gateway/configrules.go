@@ -32,12 +32,14 @@ func (d *decoder) compileRules(doc *yaml.Node, cfg *Config, env *policy.Env) {
 				}
 				r.authz, r.mcpAuthz = d.compilePolicies(env, path, r.Policies, path+".backends[0]", backend)
 				d.checkCORS(doc, []any{"binds", i, "listeners", j, "routes", k, "policies", "cors"}, path+".policies.cors", r.Policies)
+				d.compileLimits(doc, env, []any{"binds", i, "listeners", j, "routes", k}, path, r.Policies)
 			}
 		}
 	}
 	if m := cfg.MCP; m != nil {
 		m.authz, m.mcpAuthz = d.compilePolicies(env, "mcp", m.Policies, "", nil)
 		d.checkCORS(doc, []any{"mcp", "policies", "cors"}, "mcp.policies.cors", m.Policies)
+		d.compileLimits(doc, env, []any{"mcp"}, "mcp", m.Policies)
 	}
 }
 

@@ -40,6 +40,7 @@ type mcpFront struct {
 	routeKey string // port/listener/route: what a reload keeps
 	backend  *mcpstdio.Backend
 	authz    atomic.Pointer[policy.RuleSet]
+	limits   atomic.Pointer[routeLimits] // policies.localRateLimit (limits.go)
 	// secrets are its targets' per-caller secrets, for mcp.secrets.
 	secrets *targetSecrets
 	// audit is the audit trail, auditArgs what it keeps of arguments.

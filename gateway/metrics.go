@@ -22,6 +22,7 @@ type metrics struct {
 	reloads     *prometheus.CounterVec   // outcome
 	refused     *prometheus.CounterVec   // route, reason
 	auditErrors prometheus.Counter       // audit records not written
+	limited     *prometheus.CounterVec   // route, limit
 }
 
 func newMetrics(s *Server) *metrics {
@@ -46,7 +47,7 @@ func newMetrics(s *Server) *metrics {
 		}, []string{"route", "code"}),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tailgate_mcp_calls_total",
-			Help: "MCP requests by route, method, target, tool (or prompt) and outcome (ok, error, tool_error, denied, cancelled, client_gone, write_error).",
+			Help: "MCP requests by route, method, target, tool (or prompt) and outcome (ok, error, tool_error, denied, limited, cancelled, client_gone, write_error).",
 		}, []string{"route", "method", "target", "tool", "outcome"}),
 		callSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tailgate_mcp_call_duration_seconds",
@@ -65,8 +66,12 @@ func newMetrics(s *Server) *metrics {
 			Name: "tailgate_audit_write_errors_total",
 			Help: "Audit records that could not be written to the trail (config.audit); each is also logged.",
 		}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tailgate_limited_total",
+			Help: "MCP requests refused by a limit (policies.localRateLimit), by route and the limit's config path.",
+		}, []string{"route", "limit"}),
 	}
-	m.reg.MustRegister(m.connections, m.unused, m.identify, m.requests, m.calls, m.callSeconds, m.reloads, m.refused, m.auditErrors,
+	m.reg.MustRegister(m.connections, m.unused, m.identify, m.requests, m.calls, m.callSeconds, m.reloads, m.refused, m.auditErrors, m.limited,
 		stateCollector{s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

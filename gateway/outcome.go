@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio"
 	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
@@ -21,6 +22,7 @@ const (
 	outcomeToolError  outcome = "tool_error"  // a tools/call result with isError
 	outcomeError      outcome = "error"       // a JSON-RPC error, the target's or tailgate's
 	outcomeDenied     outcome = "denied"      // refused by mcpAuthorization
+	outcomeLimited    outcome = "limited"     // refused by a limit (policies.localRateLimit)
 	outcomeCancelled  outcome = "cancelled"   // the client cancelled it
 	outcomeClientGone outcome = "client_gone" // the client left before its answer
 	outcomeWriteError outcome = "write_error" // the answer could not be written whole
@@ -55,6 +57,27 @@ func errorOf(resp []byte) error {
 		return err
 	}
 	return errors.New(m.String(m.Field(m.Error, "message")))
+}
+
+// codeLimited is the JSON-RPC error code of a request a limit refused
+// (outcomeLimited), in the range JSON-RPC leaves to servers; its error's
+// data names the limit and the seconds to wait (limits.go limitError).
+const codeLimited = -32029
+
+// answerLimited sends the error of a call a limit refused: where the
+// answer is its own HTTP response and nothing of it is written yet (a
+// Streamable HTTP POST, a sessionless request) under HTTP 429 with
+// Retry-After; elsewhere (a legacy SSE session's stream), and for a limit
+// that could not be evaluated (retrying would not help), as the JSON-RPC
+// error alone.
+func answerLimited(out sink, msg []byte, ref *limitRefusal) error {
+	hs, ok := out.(*httpSink)
+	if !ok || hs.sse != nil || hs.answered || ref == nil || ref.retryAfter <= 0 {
+		return out.send(msg, true)
+	}
+	hs.answered = true
+	hs.w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(ref.retryAfter)))
+	return answerJSONStatus(hs.w, http.StatusTooManyRequests, msg, hs.stall)
 }
 
 // writeRPCError answers an HTTP request with a JSON-RPC error, under an

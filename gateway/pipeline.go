@@ -48,6 +48,7 @@ type call struct {
 	decision policy.Decision         // authorize: what they said
 	judged   bool                    // authorize: it ran
 	filtered atomic.Int32            // authorize: list items they removed
+	lim      callLimits              // limit: what it holds of the route's limits
 	opts     mcpstdio.ForwardOptions // prepare: what goes with it to the target
 	reply    *mcpstdio.Reply         // forward: what the target says
 
@@ -71,6 +72,7 @@ func callStages() []stage {
 	return []stage{
 		{"resolve", (*call).resolve},
 		{"authorize", (*call).authorize},
+		{"limit", (*call).limit},
 		{"prepare", (*call).prepare},
 		{"forward", (*call).forward},
 		{"stream", (*call).stream},
@@ -95,6 +97,7 @@ func (c *call) answerOn(w http.ResponseWriter, r *http.Request, sessionless bool
 // front's stages, and records it.
 func (c *call) run(bs *mcpstdio.Session) {
 	c.bs = bs
+	defer c.releaseLimits()
 	for _, st := range c.fs.f.stages {
 		if !st.run(c) {
 			break
@@ -113,6 +116,9 @@ func (c *call) run(bs *mcpstdio.Session) {
 func (c *call) finish(data []byte, o outcome, err error) error {
 	c.outcome, c.err = o, err
 	c.audit()
+	if o == outcomeLimited {
+		return answerLimited(c.out, data, c.lim.refused)
+	}
 	return c.out.send(data, true)
 }
 

@@ -50,6 +50,7 @@ func (s *Server) Reload(cfg *Config) error {
 	for _, f := range earlier {
 		if nf := frontForRoute(fronts, f.routeKey); nf != nil {
 			f.setAuthz(nf.authz.Load())
+			f.setLimits(nf.limits.Load())
 			s.draining = append(s.draining, f)
 		} else {
 			s.log.Info("config reload: route removed; closing its sessions", "route", f.name)

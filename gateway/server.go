@@ -148,6 +148,8 @@ type state struct {
 	binds map[int]*bind
 	ports []int
 	hosts hostRules
+	// limits are the config's limits and what they count (limits.go).
+	limits limitRegistry
 }
 
 type bind struct {
