@@ -191,12 +191,27 @@ func (s *Server) statusView() *statusView {
 	return v
 }
 
-// statusLimits are the limits to show, nearest their bound first.
+// statusLimits are the limits to show, nearest their bound first: each
+// key near its bound (LimitsStatus), a row for its bucket (requests used
+// of maxTokens) and one for its cap (requests in flight of concurrency).
 func (s *Server) statusLimits() []statusLimit {
-	// LIMITS: the one call site of gateway/limits.go's
-	// (*Server).LimitsStatus; until it is wired here the page says "no
-	// limits configured".
-	return nil
+	var out []statusLimit
+	for _, l := range s.LimitsStatus() {
+		name, key := l.Route+": "+l.Limit, l.Key
+		if key == "" {
+			key = "(the whole route)"
+		}
+		if l.MaxTokens > 0 {
+			used := float64(l.MaxTokens - l.Tokens)
+			out = append(out, statusLimit{Name: name + " (requests)", Key: key, Used: used, Bound: float64(l.MaxTokens), Near: used*5 >= float64(l.MaxTokens)*4})
+		}
+		if l.Concurrency > 0 {
+			used := float64(l.InFlight)
+			out = append(out, statusLimit{Name: name + " (in flight)", Key: key, Used: used, Bound: float64(l.Concurrency), Near: used*5 >= float64(l.Concurrency)*4})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b statusLimit) int { return cmp.Compare(b.Used/b.Bound, a.Used/a.Bound) })
+	return out
 }
 
 func boolOrder(a, b bool) int {
