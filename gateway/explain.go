@@ -154,7 +154,7 @@ func (e *ExplainInputError) Unwrap() error { return e.Err }
 // setec lookup), without their values. One explanation runs at a time;
 // the others wait for it, as long as ctx lets them.
 func (s *Server) Explain(ctx context.Context, who ExplainIdentity) (*Explanation, error) {
-	src, real, err := s.explainSource(ctx, who)
+	src, fromWhoIs, err := s.explainSource(ctx, who)
 	if err != nil {
 		return nil, err
 	}
@@ -181,8 +181,9 @@ func (s *Server) Explain(ctx context.Context, who ExplainIdentity) (*Explanation
 		}
 		return out, nil
 	})
-	ex.Real = real
-	s.log.Info("policy explained", append(sourceAttrs(src), "real", real, "routes", len(ex.Routes), "duration", time.Since(begin).Round(time.Millisecond))...)
+	ex.Real = fromWhoIs
+	who = ex.Identity
+	s.log.Info("policy explained", "login", who.Login, "node", who.Node, "tags", who.Tags, "real", fromWhoIs, "routes", len(ex.Routes), "duration", time.Since(begin).Round(time.Millisecond))
 	return ex, nil
 }
 

@@ -40,7 +40,7 @@ func (ex *Explanation) WriteText(w io.Writer) error {
 		fmt.Fprintln(bw, "\nno route")
 	}
 	for _, re := range ex.Routes {
-		writeRouteText(bw, ex.Network, re)
+		writeRouteText(bw, ex.Network, re, ex.Self)
 	}
 	return bw.Flush()
 }
@@ -79,8 +79,9 @@ func (v Verdict) describe() string {
 	return decision + " by " + v.Rule + " (" + v.Reason + ")"
 }
 
-// writeRouteText writes one route of an explanation.
-func writeRouteText(w io.Writer, network Verdict, re RouteExplanation) {
+// writeRouteText writes one route of an explanation; of a caller's own
+// (self), whose items are those it may use, it counts only those.
+func writeRouteText(w io.Writer, network Verdict, re RouteExplanation, self bool) {
 	paths := "every path"
 	if len(re.Paths) > 0 {
 		paths = "paths " + strings.Join(re.Paths, " ")
@@ -121,6 +122,10 @@ func writeRouteText(w io.Writer, network Verdict, re RouteExplanation) {
 		if t.Error != "" {
 			fmt.Fprintf(w, "  target %s: not (all) listed: %s\n", t.Name, t.Error)
 		}
+	}
+	if self {
+		fmt.Fprintf(w, "  may use: %s\n", counts.usableOnly())
+		return
 	}
 	fmt.Fprintf(w, "  may use: %s\n", counts)
 }
@@ -178,6 +183,18 @@ func (c *itemCounts) add(kind string, allowed bool) {
 	if allowed {
 		c.usable[kind]++
 	}
+}
+
+// usableOnly is "4 tools, 1 prompts", or "nothing".
+func (c itemCounts) usableOnly() string {
+	if len(c.kinds) == 0 {
+		return "nothing"
+	}
+	parts := make([]string, len(c.kinds))
+	for i, kind := range c.kinds {
+		parts[i] = fmt.Sprintf("%d %s", c.usable[kind], kind)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // String is "4 of 12 tools, 1 of 1 prompts", or "nothing listed".
