@@ -36,6 +36,7 @@ var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap
 	"ago":   ago,
 	"clock": func(t time.Time) string { return t.UTC().Format("15:04:05") },
 	"ms":    millis,
+	"of":    func(part, whole float64) float64 { return part * whole },
 }).Parse(statusHTML))
 
 // statusCSP lets the page use its own inline style (by its hash) and

@@ -116,7 +116,7 @@ func TestStatusPage(t *testing.T) {
 		"sessionless", "2026-07-28", "modern-client",
 		"tool env", "binds[0].listeners[0].routes[1].policies.mcpAuthorization.rules[0]", "deny: mcp.tool.name == &#34;env&#34;", "deny rule matched",
 		"<td>tools/call</td><td>echo</td><td>demo</td><td class=\"n\">2</td>",
-		"No limits configured.",
+		"No limit is near its bound.",
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page lacks %q", want)
@@ -221,7 +221,7 @@ func TestDenialRingKeepsTheNewest(t *testing.T) {
 }
 
 // The calls table's p95 is the bound of the bucket that holds it, and
-// errors and denials are counted apart.
+// errors and refusals (by policy or a limit) are counted apart.
 func TestCallCounts(t *testing.T) {
 	b := newStatusBook()
 	for i := range 100 {
@@ -233,6 +233,8 @@ func TestCallCounts(t *testing.T) {
 			o = outcomeToolError
 		case i%10 == 1:
 			o = outcomeDenied
+		case i%10 == 2:
+			o = outcomeLimited
 		}
 		b.observeCall("mcp", "tools/call", "demo", "echo", o, took)
 	}
@@ -241,7 +243,7 @@ func TestCallCounts(t *testing.T) {
 		t.Fatalf("%d rows", len(rows))
 	}
 	r := rows[0]
-	if r.Calls != 100 || r.Errors != 10 || r.Denied != 10 || r.P95 != 5*time.Millisecond || r.Max != 2*time.Second {
+	if r.Calls != 100 || r.Errors != 10 || r.Denied != 20 || r.P95 != 5*time.Millisecond || r.Max != 2*time.Second {
 		t.Errorf("got %+v", r)
 	}
 }

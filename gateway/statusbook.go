@@ -85,7 +85,7 @@ func (c statusCaller) Who() string {
 
 // statusDenial is one refusal: a connection networkAuthorization refused,
 // an HTTP request a route's authorization refused, or an MCP call
-// mcpAuthorization refused.
+// mcpAuthorization or a limit refused.
 type statusDenial struct {
 	At     time.Time
 	Event  string // connection, http, mcp.call
@@ -144,10 +144,10 @@ func (b *statusBook) noteHTTP(route string, src *policy.Source, r *http.Request,
 		What: r.Method + " " + clip(r.URL.Path), Rule: d.Rule, Reason: d.Reason()})
 }
 
-// noteCall books a call that was refused: by mcpAuthorization, or by any
-// stage that ends a call as denied.
+// noteCall books a call that was refused: by mcpAuthorization, by a
+// limit, or by any stage that ends a call as denied.
 func (b *statusBook) noteCall(c *call) {
-	if b == nil || (!c.judged || c.decision.Allow) && c.outcome != outcomeDenied {
+	if b == nil || (!c.judged || c.decision.Allow) && c.outcome != outcomeDenied && c.lim.refused == nil {
 		return
 	}
 	what := clip(c.msg.MethodName())
@@ -156,9 +156,12 @@ func (b *statusBook) noteCall(c *call) {
 	}
 	d := statusDenial{At: time.Now(), Event: "mcp.call", Caller: callerOf(c.req.src, netip.AddrPort{}), Route: c.fs.f.name,
 		Target: c.route.Target, What: what}
-	if c.judged && !c.decision.Allow {
+	switch ref := c.lim.refused; {
+	case c.judged && !c.decision.Allow:
 		d.Rule, d.Reason = c.decision.Rule, c.decision.Reason()
-	} else if c.err != nil {
+	case ref != nil:
+		d.Rule, d.Reason = ref.path, ref.reason
+	case c.err != nil:
 		d.Reason = clipTo(c.err.Error(), maxLoggedError)
 	}
 	b.denials.add(d)
@@ -177,6 +180,7 @@ var latencyBounds = [...]time.Duration{
 
 // callCounter counts a row's calls, lock-free.
 type callCounter struct {
+	// denied counts calls refused, by policy or by a limit.
 	calls, errors, denied atomic.Uint64
 	nanos, maxNanos       atomic.Int64
 	// buckets[i] counts calls that took at most latencyBounds[i]; the
@@ -200,7 +204,7 @@ func (b *statusBook) observeCall(route, method, target, tool string, o outcome, 
 	switch o {
 	case outcomeError, outcomeToolError, outcomeWriteError:
 		c.errors.Add(1)
-	case outcomeDenied:
+	case outcomeDenied, outcomeLimited:
 		c.denied.Add(1)
 	}
 	c.nanos.Add(int64(took))

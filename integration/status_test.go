@@ -26,7 +26,7 @@ var updateScreenshot = flag.Bool("update-screenshot", false, "write the status p
 // statusPageConfig serves the status page on the tailnet to ALICE only,
 // and an MCP route of a working target and one that cannot start
 // (failOpen: sessions go on with the other), whose env tool only ALICE
-// may call.
+// may call, and where each person may make 5 tool calls.
 const statusPageConfig = `
 config:
   readiness: {targets: any}
@@ -43,6 +43,12 @@ binds:
       - status: {}
     - name: mcp
       policies:
+        localRateLimit:
+        - maxTokens: 5
+          tokensPerFill: 1
+          fillInterval: 1h
+          key: 'source.tailscale.user.login'
+          match: 'mcp.method == "tools/call"'
         mcpAuthorization:
           rules:
           - deny: 'mcp.tool.name == "env" && source.tailscale.user.login != "ALICE"'
@@ -60,11 +66,12 @@ binds:
 
 // The status page in a real browser (headless Chromium from the
 // distribution, driven by chromedp): a gateway on the tailnet with alice's
-// session, bob's and a CI runner's sessionless calls, denied calls and a
-// denied look at the page; the admin page shows the targets (one that
-// cannot start, named with why), alice's login and client, bob's client
-// name — markup — as text, the denials with their rules, the calls per
-// tool; no script runs. On the tailnet, the page is alice's to see, not
+// session, bob's and a CI runner's sessionless calls, denied calls, a call
+// past a limit and a denied look at the page; the admin page shows the
+// targets (one that cannot start, named with why), alice's login and
+// client, bob's client name — markup — as text, the denials with their
+// rules (and the limit), the calls per tool, alice's key at its limit;
+// no script runs. On the tailnet, the page is alice's to see, not
 // bob's. The screenshot goes to the test's temp dir (and, with
 // -update-screenshot, to docs/status.png for the README).
 func TestStatusPageInBrowser(t *testing.T) {
@@ -89,6 +96,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 		{aliceCS, "echo", map[string]any{"message": "hi"}, false},
 		{aliceCS, "add", map[string]any{"a": 1, "b": 2}, false},
 		{aliceCS, "env", map[string]any{"names": []string{"HOME"}}, false},
+		{aliceCS, "echo", map[string]any{"message": "again"}, false},
+		{aliceCS, "add", map[string]any{"a": 3, "b": 4}, false},
+		{aliceCS, "echo", map[string]any{"message": "one too many"}, true}, // past the limit
 		{bobCS, "echo", map[string]any{"message": "hi"}, false},
 		{bobCS, "env", map[string]any{"names": []string{"HOME"}}, true},
 		{ciCS, "add", map[string]any{"a": 2, "b": 3}, false},
@@ -116,9 +126,10 @@ func TestStatusPageInBrowser(t *testing.T) {
 		"sessions": {aliceID, "alice-laptop", "claude-code", "2025-11-25", "Streamable HTTP", bobClient, "2026-07-28", "sessionless", "tag:ci", "ci-bot"},
 		"children": {"demo", aliceID, "sessionless"},
 		"denials": {"tool env", "binds[0].listeners[0].routes[1].policies.mcpAuthorization.rules[0]", "deny rule matched",
-			"GET /status", "binds[0].listeners[0].routes[0].policies.authorization.rules", "no allow rule matched", "bob-desktop"},
+			"GET /status", "binds[0].listeners[0].routes[0].policies.authorization.rules", "no allow rule matched", "bob-desktop",
+			"tool echo", "binds[0].listeners[0].routes[1].policies.localRateLimit[0]", "rate limit"},
 		"calls":  {"tools/call", "echo", "add", "env"},
-		"limits": {"No limit"},
+		"limits": {"localRateLimit[0] (requests)", aliceID, "near its bound"},
 	} {
 		for _, want := range wants {
 			if !strings.Contains(got[section], want) {
@@ -184,7 +195,7 @@ func chromiumPath(t *testing.T) string {
 // the whole page.
 func renderInBrowser(t *testing.T, browser, url string) (map[string]string, []byte) {
 	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.WindowSize(1280, 900),
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.WindowSize(1440, 900),
 		chromedp.Flag("disable-dev-shm-usage", true))
 	if os.Geteuid() == 0 {
 		opts = append(opts, chromedp.NoSandbox) // Chromium's sandbox refuses root
