@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // statusConfig has a status route on the MCP bind (denied to requests
@@ -246,4 +248,27 @@ func TestCallCounts(t *testing.T) {
 	if r.Calls != 100 || r.Errors != 10 || r.Denied != 20 || r.P95 != 5*time.Millisecond || r.Max != 2*time.Second {
 		t.Errorf("got %+v", r)
 	}
+}
+
+// What the status book costs a call: its row's counters (every call) and
+// its client's description (every sessionless request, unchanged).
+func BenchmarkStatusBookPerCall(b *testing.B) {
+	m, err := jsonrpc.ParseClientMessage([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"},` +
+		`"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"modern","version":"1.0"},"io.modelcontextprotocol/clientCapabilities":{}}}}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sb, fs := newStatusBook(), &frontSession{}
+	b.Run("observeCall", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			sb.observeCall("mcp", "tools/call", "demo", "echo", outcomeOK, 3*time.Millisecond)
+		}
+	})
+	b.Run("noteClient", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			fs.noteClient(m, true)
+		}
+	})
 }

@@ -246,30 +246,35 @@ func (c *callCounter) quantile(q float64) time.Duration {
 // for a session, in each request's _meta for a sessionless caller.
 type statusClient struct {
 	Protocol, Name, Version string
+	// rawProtocol and rawInfo are the bytes they were read from, so that
+	// the next request of a caller that says the same is compared without
+	// a copy; "" when they were too long to keep.
+	rawProtocol, rawInfo string
 }
 
-// noteClient remembers m's client: its initialize params (params
-// "protocolVersion" and "clientInfo"), or a sessionless request's _meta.
-// A sessionless caller's client is read on each request and kept only
-// when it changed.
+// maxRawClient bounds what a session keeps of its client's bytes.
+const maxRawClient = 1 << 10
+
+// noteClient remembers m's client: its initialize params
+// ("protocolVersion" and "clientInfo"), or a sessionless request's _meta.
+// A sessionless caller's client is read on each request and kept anew
+// only when it changed.
 func (fs *frontSession) noteClient(m *jsonrpc.Message, sessionless bool) {
-	var c statusClient
+	var protocol, info jsonrpc.Span
 	if sessionless {
-		c = statusClient{
-			Protocol: m.String(m.Path("params", "_meta", jsonrpc.MetaProtocolVersion)),
-			Name:     m.String(m.Path("params", "_meta", jsonrpc.MetaClientInfo, "name")),
-			Version:  m.String(m.Path("params", "_meta", jsonrpc.MetaClientInfo, "version")),
-		}
+		meta := m.Path("params", "_meta")
+		protocol, info = m.Field(meta, jsonrpc.MetaProtocolVersion), m.Field(meta, jsonrpc.MetaClientInfo)
 	} else {
-		c = statusClient{
-			Protocol: m.String(m.Path("params", "protocolVersion")),
-			Name:     m.String(m.Path("params", "clientInfo", "name")),
-			Version:  m.String(m.Path("params", "clientInfo", "version")),
-		}
+		params := m.Path("params")
+		protocol, info = m.Field(params, "protocolVersion"), m.Field(params, "clientInfo")
 	}
-	c = statusClient{clip(c.Protocol), clip(c.Name), clip(c.Version)}
-	if old := fs.client.Load(); old != nil && *old == c {
+	rawProtocol, rawInfo := m.Bytes(protocol), m.Bytes(info)
+	if old := fs.client.Load(); old != nil && old.rawProtocol == string(rawProtocol) && old.rawInfo == string(rawInfo) {
 		return
 	}
-	fs.client.Store(&c)
+	c := &statusClient{Protocol: clip(m.String(protocol)), Name: clip(m.String(m.Field(info, "name"))), Version: clip(m.String(m.Field(info, "version")))}
+	if len(rawProtocol)+len(rawInfo) <= maxRawClient {
+		c.rawProtocol, c.rawInfo = string(rawProtocol), string(rawInfo)
+	}
+	fs.client.Store(c)
 }
