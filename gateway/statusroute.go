@@ -23,7 +23,8 @@ import (
 type StatusBackend struct{}
 
 // validateStatusRoute checks a route whose backend is status: it has
-// nothing of an MCP backend, and rules that say who may see the page.
+// nothing of an MCP backend (targets, mcpAuthorization, limits), and rules
+// that say who may see the page.
 func (d *decoder) validateStatusRoute(doc *yaml.Node, r Route, path string, keys ...any) {
 	k := func(more ...any) []any { return append(append([]any{}, keys...), more...) }
 	b := r.Backends[0]
@@ -40,6 +41,10 @@ func (d *decoder) validateStatusRoute(doc *yaml.Node, r Route, path string, keys
 	if rp != nil && rp.MCPAuthorization != nil {
 		d.errorf(at(doc, k("policies", "mcpAuthorization")...), path+".policies.mcpAuthorization",
 			"the status page is no MCP backend: policies.authorization says who may see it")
+	}
+	if rp != nil && len(rp.LocalRateLimit) > 0 {
+		d.errorf(at(doc, k("policies", "localRateLimit")...), path+".policies.localRateLimit",
+			"limits count MCP requests, and the status page takes none")
 	}
 	if rp == nil || rp.Authorization == nil || len(rp.Authorization.Rules) == 0 {
 		d.errorf(at(doc, k("backends", 0, "status")...), path+".policies.authorization",
