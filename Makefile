@@ -175,9 +175,11 @@ BENCH_OUT     ?= integration/bench/results
 ## and the gateway's CPU profiles to BENCH_OUT. First, the per-call cost
 ## (ns/op, B/op, allocs/op) of a remote mcp target called directly and
 ## through tailgate, plain, with a per-caller header and with an identity
-## token (BenchmarkRemoteToolCall, BenchmarkRemoteToolCallCredentials).
+## token (BenchmarkRemoteToolCall, BenchmarkRemoteToolCallCredentials),
+## and with tracing off and on (BenchmarkTracedToolCall).
 bench: npm-deps bench-npm-deps
 	$(GO) test -run '^$$' -bench '^BenchmarkRemoteToolCall' -benchmem -benchtime=2000x -count=1 -timeout 10m ./gateway/
+	$(GO) test -run '^$$' -bench '^BenchmarkTracedToolCall' -benchmem -benchtime=2000x -count=1 -timeout 10m ./gateway/
 	TAILGATE_BENCH=1 TAILGATE_BENCH_OUT=$(abspath $(BENCH_OUT)) \
 		$(GO) test -tags $(TAGS) -run '^TestBench$$' -count=1 -v -timeout 30m ./integration/bench/
 

@@ -116,10 +116,7 @@ func (c *call) audit() {
 	if strings.HasSuffix(method, "/list") {
 		r.Event, r.Filtered = "mcp.list", int(c.filtered.Load())
 	}
-	r.TraceID = traceIDOf(c.req.http.header.Get("Traceparent"))
-	if r.TraceID == "" {
-		r.TraceID = traceIDOf(c.msg.String(c.msg.Path("params", "_meta", "traceparent")))
-	}
+	r.TraceID = c.traceID()
 	if args := c.msg.Path("params", "arguments"); args.Has() {
 		raw := c.msg.Bytes(args)
 		sum := sha256.Sum256(raw)

@@ -207,6 +207,7 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 	return newMCPFront(name, backend, frontOptions{
 		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz, Metrics: s.metrics, Budget: s.budget, Secrets: newTargetSecrets(cr, m),
 		Audit: s.audit, AuditArgs: auditArgsOf(cfg), Status: s.status,
+		Tracing:         s.tracing.forBackend(m),
 		Stateless:       m.StatefulMode == "stateless",
 		BodyReadTimeout: s.opts.BodyReadTimeout, SSEInitTimeout: s.opts.SSEInitTimeout,
 		WriteStallTimeout: s.opts.WriteStallTimeout,

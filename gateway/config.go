@@ -186,10 +186,12 @@ type GlobalConfig struct {
 	// Secrets configures where per-caller secrets come from besides files
 	// and the gateway's environment: a setec server. A tailgate extension.
 	Secrets *SecretsConfig `yaml:"secrets"`
+	// Tracing exports OpenTelemetry traces of MCP requests over OTLP, as
+	// agentgateway's config.tracing (see TracingConfig).
+	Tracing *TracingConfig `yaml:"tracing"`
 	// IdentityTokens configures the tokens tailgate signs to name callers
 	// to targets. A tailgate extension.
 	IdentityTokens                 *IdentityTokensConfig `yaml:"identityTokens"`
-	Tracing                        notSupported          `yaml:"tracing"`
 	Logging                        notSupported          `yaml:"logging"`
 	Metrics                        notSupported          `yaml:"metrics"`
 	CustomFunctions                notSupported          `yaml:"customFunctions"`

@@ -84,6 +84,7 @@ func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
 	d.resolveBackends(doc, cfg)
 	d.validateTailscale(doc, &cfg.Tailscale)
 	d.validateGlobal(doc, cfg)
+	d.validateTracing(doc, cfg.Global.Tracing)
 	d.validateFrontendPolicies(doc, cfg)
 	if len(cfg.Binds) == 0 && cfg.MCP == nil {
 		d.errorf(doc, "", "nothing to serve: add binds or an mcp block")

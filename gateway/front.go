@@ -46,7 +46,9 @@ type mcpFront struct {
 	// audit is the audit trail, auditArgs what it keeps of arguments.
 	audit     *audit.Log
 	auditArgs *AuditArguments
-	metrics   *metrics
+	// tracing is the gateway's tracer (nil: off).
+	tracing *frontTracing
+	metrics *metrics
 	// status is the server's status book; nil in tests.
 	status    *statusBook
 	stateless bool
@@ -86,6 +88,9 @@ type frontOptions struct {
 	// keeps of a call's arguments.
 	Audit     *audit.Log
 	AuditArgs *AuditArguments
+	// Tracing is the gateway's tracer, with the front's targets (nil:
+	// off).
+	Tracing *frontTracing
 	// Stateless serves every request on a session of its own, as
 	// agentgateway's statefulMode: stateless.
 	Stateless bool
@@ -148,6 +153,7 @@ func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcp
 		secrets:   opts.Secrets,
 		audit:     opts.Audit,
 		auditArgs: opts.AuditArgs,
+		tracing:   opts.Tracing,
 	}
 	if f.budget == nil {
 		f.budget = newBudget()

@@ -51,6 +51,7 @@ type call struct {
 	lim      callLimits              // limit: what it holds of the route's limits
 	opts     mcpstdio.ForwardOptions // prepare: what goes with it to the target
 	reply    *mcpstdio.Reply         // forward: what the target says
+	trace    *callTrace              // trace: its spans; nil when tracing is off
 
 	// outcome and err are how the call ended, for record.
 	outcome outcome
@@ -70,10 +71,12 @@ type stage struct {
 // nowhere else.
 func callStages() []stage {
 	return []stage{
+		{"trace", (*call).startTrace},
 		{"resolve", (*call).resolve},
 		{"authorize", (*call).authorize},
 		{"limit", (*call).limit},
 		{"prepare", (*call).prepare},
+		{"propagate", (*call).propagate},
 		{"forward", (*call).forward},
 		{"stream", (*call).stream},
 	}
@@ -107,6 +110,7 @@ func (c *call) run(bs *mcpstdio.Session) {
 	if c.fs.sessionless {
 		extra = clientOf(c.msg)
 	}
+	extra = c.endTrace(extra)
 	c.fs.record(c.msg.MethodName(), c.route, c.outcome, c.err, time.Since(c.start), extra...)
 }
 
@@ -115,6 +119,7 @@ func (c *call) run(bs *mcpstdio.Session) {
 // the trail before its answer leaves.
 func (c *call) finish(data []byte, o outcome, err error) error {
 	c.outcome, c.err = o, err
+	c.traceAnswer(data)
 	c.audit()
 	if o == outcomeLimited {
 		return answerLimited(c.out, data, c.lim.refused)

@@ -36,6 +36,9 @@ func (s *Server) Reload(cfg *Config) error {
 	if !reflect.DeepEqual(old.cfg.Global.Audit, cfg.Global.Audit) {
 		s.log.Warn("config reload: config.audit changed; restart tailgate to apply it (the trail goes on as it was)")
 	}
+	if !reflect.DeepEqual(old.cfg.Global.Tracing, cfg.Global.Tracing) {
+		s.log.Warn("config reload: config.tracing changed; restart tailgate to apply it (traces go on as they were)")
+	}
 	retired := s.draining[:0:0]
 	for key, f := range s.fronts {
 		if fronts[key] != f {

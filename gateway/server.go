@@ -120,6 +120,8 @@ type Server struct {
 	stopSigner context.CancelFunc
 	// audit is the audit trail (config.audit), opened at New; nil: none.
 	audit *audit.Log
+	// tracing is the tracer (config.tracing), opened at New; nil: off.
+	tracing *tracing
 	// explains lets one policy explanation run at a time (explain.go).
 	explains explainGate
 	// status is the status page's book: denials and per-tool calls.
@@ -226,8 +228,12 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.audit = trail
+	if s.tracing, err = openTracing(cfg, s.log); err != nil {
+		return nil, err
+	}
 	st, fronts, err := s.build(cfg, nil)
 	if err != nil {
+		s.tracing.shutdown(context.Background())
 		return nil, err
 	}
 	s.fronts = fronts
@@ -531,6 +537,8 @@ wait:
 			errs = append(errs, err)
 		}
 	}
+	// Every call has ended: its spans are flushed, for a bounded time.
+	s.tracing.shutdown(ctx)
 	if err := s.audit.Close(); err != nil {
 		errs = append(errs, err)
 	}

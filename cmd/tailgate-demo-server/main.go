@@ -1,5 +1,6 @@
 // Command tailgate-demo-server is a stdio MCP server for trying and testing
-// tailgate: tools echo, add, slow (sends progress), env, info and roots, a
+// tailgate: tools echo, add, slow (sends progress), env, info, meta (the
+// request's _meta, where a gateway passes the trace context) and roots, a
 // prompt and a resource.
 //
 // With -faults (or TAILGATE_DEMO_FAULTS=1) it also has tools that break or

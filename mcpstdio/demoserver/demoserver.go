@@ -1,9 +1,10 @@
 // Package demoserver is a small stdio MCP server used by tailgate's tests,
-// benchmarks and demo: tools echo, add, slow (with progress), env, info and
-// roots, a prompt and a resource. It needs nothing but Go. Its fault mode
-// (the -faults flag or TAILGATE_DEMO_FAULTS=1; the build tests use, Build,
-// has it on) adds tools that break or load the server on purpose: exit,
-// hang, flood, big, garbage and grow. They are off by default because the
+// benchmarks and demo: tools echo, add, slow (with progress), env, info,
+// meta (the request's _meta) and roots, a prompt and a resource. It needs
+// nothing but Go. Its fault mode (the -faults flag or
+// TAILGATE_DEMO_FAULTS=1; the build tests use, Build, has it on) adds
+// tools that break or load the server on purpose: exit, hang, flood, big,
+// garbage and grow. They are off by default because the
 // demo is what people point their AI clients at, and an agent that finds a
 // tool named exit will call it. Its tasks mode (NewTasks, RunTasks; the
 // -tasks flag or TAILGATE_DEMO_TASKS=1) adds the tasks extension and the
@@ -69,6 +70,13 @@ type InfoOut struct {
 	PPID int `json:"ppid"`
 }
 
+// MetaOut is what the meta tool reports: the request's _meta as the
+// server got it, where a gateway puts the trace context (traceparent,
+// tracestate, baggage) it passes on.
+type MetaOut struct {
+	Meta map[string]any `json:"meta"`
+}
+
 type HangIn struct {
 	IgnoreTerm bool `json:"ignoreTerm,omitempty" jsonschema:"also ignore SIGTERM"`
 }
@@ -111,7 +119,7 @@ const FaultsEnv = "TAILGATE_DEMO_FAULTS"
 // New returns the demo server, with the fault tools when FaultsEnv is set.
 func New() *mcp.Server {
 	return newServer(&mcp.ServerOptions{
-		Instructions: "A demo server for tailgate: echo, add, slow, env, info, roots.",
+		Instructions: "A demo server for tailgate: echo, add, slow, env, info, meta, roots.",
 	})
 }
 
@@ -160,8 +168,8 @@ func amendOptions(opts *mcp.ServerOptions) {
 	}
 }
 
-// addDemoTools gives s the demo's tools: echo, add, slow, env, info and
-// roots.
+// addDemoTools gives s the demo's tools: echo, add, slow, env, info,
+// meta and roots.
 func addDemoTools(s *mcp.Server) {
 	mcp.AddTool(s, &mcp.Tool{Name: "echo", Description: "Echo a message back."},
 		func(ctx context.Context, req *mcp.CallToolRequest, in EchoIn) (*mcp.CallToolResult, any, error) {
@@ -213,6 +221,14 @@ func addDemoTools(s *mcp.Server) {
 	mcp.AddTool(s, &mcp.Tool{Name: "info", Description: "Report this server's process id and parent process id."},
 		func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, InfoOut, error) {
 			return nil, InfoOut{PID: os.Getpid(), PPID: os.Getppid()}, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "meta", Description: "Report the _meta this request arrived with (the trace context a gateway passed on)."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, MetaOut, error) {
+			meta := map[string]any(req.Params.Meta)
+			if meta == nil {
+				meta = map[string]any{}
+			}
+			return nil, MetaOut{Meta: meta}, nil
 		})
 	mcp.AddTool(s, &mcp.Tool{Name: "roots", Description: "Ask the client for its roots and list them."},
 		func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, any, error) {
