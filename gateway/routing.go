@@ -92,17 +92,7 @@ func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
 	// probe for one (mcp-remote, IDEs) go on without it, instead of
 	// reaching an MCP route that would answer something else.
 	if strings.HasPrefix(r.URL.Path, "/.well-known/") {
-		// The keys targets verify identity tokens with, and where to find
-		// them (OpenID-style discovery): public, on every listener.
-		if signer := s.signer.Load(); signer != nil && (r.URL.Path == idtoken.JWKSPath || r.URL.Path == idtoken.DiscoveryPath) {
-			signer.Handler().ServeHTTP(sw, r)
-			return
-		}
-		if r.URL.Path == WhoamiPath {
-			s.serveWhoami(sw, r)
-			return
-		}
-		serveWellKnown(sw, r)
+		s.serveWellKnownPath(sw, r)
 		return
 	}
 	// A person (or curl) looking at the gateway's root gets a word on what
@@ -132,6 +122,22 @@ func acceptsEventStream(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// serveWellKnownPath answers what tailgate serves under /.well-known/:
+// the keys targets verify identity tokens with, and where to find them
+// (OpenID-style discovery), public on every listener; a caller's own
+// explanation (WhoamiPath); nothing else.
+func (s *Server) serveWellKnownPath(w http.ResponseWriter, r *http.Request) {
+	if signer := s.signer.Load(); signer != nil && (r.URL.Path == idtoken.JWKSPath || r.URL.Path == idtoken.DiscoveryPath) {
+		signer.Handler().ServeHTTP(w, r)
+		return
+	}
+	if r.URL.Path == WhoamiPath {
+		s.serveWhoami(w, r)
+		return
+	}
+	serveWellKnown(w, r)
 }
 
 // serveWellKnown answers /.well-known/*: nothing is there.
