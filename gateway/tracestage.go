@@ -229,16 +229,9 @@ func (c *call) endTrace(logAttrs []slog.Attr) []slog.Attr {
 	}
 	why := errText(c.err)
 	if s := ct.span; s.IsRecording() {
-		attrs := make([]attribute.KeyValue, 0, 6)
-		if c.judged {
-			attrs = append(attrs, attribute.String("tailgate.decision", decisionOf(c.decision)))
-			if c.decision.Rule != "" {
-				attrs = append(attrs, attribute.String("tailgate.rule", c.decision.Rule))
-			}
-			if !c.decision.Allow {
-				why = c.decision.Reason()
-				attrs = append(attrs, attribute.String("tailgate.reason", why))
-			}
+		attrs, refused := decisionAttrs(c)
+		if refused != "" {
+			why = refused
 		}
 		if c.route.Target != "" {
 			attrs = append(attrs, attribute.String("tailgate.target", c.route.Target))
@@ -250,6 +243,29 @@ func (c *call) endTrace(logAttrs []slog.Attr) []slog.Attr {
 	}
 	ct.end(ct.span, c.outcome, why)
 	return append(logAttrs, slog.String("trace_id", ct.span.SpanContext().TraceID().String()))
+}
+
+// decisionAttrs are what decided call c, for its span: the policy's
+// decision and rule, or the limit that refused a call the policy allowed
+// (as its audit record says); refused is the reason of a refusal.
+func decisionAttrs(c *call) (attrs []attribute.KeyValue, refused string) {
+	attrs = make([]attribute.KeyValue, 0, 6)
+	if ref := c.lim.refused; ref != nil {
+		return append(attrs, attribute.String("tailgate.decision", "deny"), attribute.String("tailgate.rule", ref.path),
+			attribute.String("tailgate.reason", ref.reason)), ref.reason
+	}
+	if !c.judged {
+		return attrs, ""
+	}
+	attrs = append(attrs, attribute.String("tailgate.decision", decisionOf(c.decision)))
+	if c.decision.Rule != "" {
+		attrs = append(attrs, attribute.String("tailgate.rule", c.decision.Rule))
+	}
+	if !c.decision.Allow {
+		refused = c.decision.Reason()
+		attrs = append(attrs, attribute.String("tailgate.reason", refused))
+	}
+	return attrs, refused
 }
 
 // end ends span s of a call that ended with outcome o: error.type and an

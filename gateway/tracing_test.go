@@ -438,3 +438,41 @@ func TestTracingOffAllocatesNothing(t *testing.T) {
 		t.Errorf("%v allocations per call, log attributes %v", n, extra)
 	}
 }
+
+// A call the policy allows and a limit refuses is traced as the audit
+// trail records it: denied by the limit, named by its config path, with
+// the limit's error code.
+func TestTraceLimited(t *testing.T) {
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
+	rcv := otlptest.Start(t)
+	y := `
+config:
+  tracing: {otlpEndpoint: ` + rcv.GRPCEndpoint + `}
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - name: team
+      policies:
+        localRateLimit:
+        - {maxTokens: 1, tokensPerFill: 1, fillInterval: 1h, match: 'mcp.method == "tools/call"'}
+      backends:
+      - mcp:
+          targets:
+          - name: demo
+            stdio: {cmd: DEMO}
+`
+	_, base := serveLoopbackOpts(t, y, Options{})
+	cs := connect(t, base+"/mcp")
+	defer cs.Close()
+	for _, trace := range []string{strings.Repeat("1", 32), strings.Repeat("2", 32)} {
+		cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "meta", Meta: mcp.Meta{"traceparent": "00-" + trace + "-" + clientSpan + "-01"}})
+	}
+	spans := rcv.Wait(t, 1, 10*time.Second, func(s otlptest.Span) bool { return s.TraceID == strings.Repeat("2", 32) && s.Kind == "server" })
+	limited := spans[0]
+	checkAttrs(t, limited, map[string]any{"tailgate.decision": "deny", "tailgate.rule": "binds[0].listeners[0].routes[0].policies.localRateLimit[0]",
+		"tailgate.outcome": "limited", "error.type": "-32029"})
+	if limited.Status != "error" || limited.StatusMessage == "" {
+		t.Errorf("limited call: status %s %q", limited.Status, limited.StatusMessage)
+	}
+}
