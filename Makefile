@@ -180,6 +180,7 @@ BENCH_OUT     ?= integration/bench/results
 bench: npm-deps bench-npm-deps
 	$(GO) test -run '^$$' -bench '^BenchmarkRemoteToolCall' -benchmem -benchtime=2000x -count=1 -timeout 10m ./gateway/
 	$(GO) test -run '^$$' -bench '^BenchmarkTracedToolCall' -benchmem -benchtime=2000x -count=1 -timeout 10m ./gateway/
+	$(GO) test -run '^$$' -bench '^BenchmarkAuditedToolCall' -benchmem -benchtime=2000x -count=1 -timeout 10m ./gateway/
 	TAILGATE_BENCH=1 TAILGATE_BENCH_OUT=$(abspath $(BENCH_OUT)) \
 		$(GO) test -tags $(TAGS) -run '^TestBench$$' -count=1 -v -timeout 30m ./integration/bench/
 
