@@ -31,18 +31,7 @@ func BenchmarkAuditedToolCall(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			_, base := serveLoopbackOpts(b, tc.config, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			c := dialBench(b, strings.TrimPrefix(base, "http://"))
-			for range 50 {
-				if err := c.call(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := c.call(); err != nil {
-					b.Fatal(err)
-				}
-			}
+			benchCallsTo(b, strings.TrimPrefix(base, "http://"))
 		})
 	}
 }

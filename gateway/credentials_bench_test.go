@@ -106,18 +106,7 @@ func BenchmarkRemoteToolCallCredentials(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			seen.reset()
 			addr := startNodeBenchGateway(b, remoteConfigTarget(tc.target), caller)
-			c := dialBench(b, addr)
-			for range 50 {
-				if err := c.call(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := c.call(); err != nil {
-					b.Fatal(err)
-				}
-			}
+			benchCallsTo(b, addr)
 			b.StopTimer()
 			tc.check(b, addr, seen.snapshot())
 		})

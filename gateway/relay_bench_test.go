@@ -593,18 +593,7 @@ func BenchmarkRemoteToolCall(b *testing.B) {
 		{"tailgate", strings.TrimPrefix(base, "http://")},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			c := dialBench(b, tc.addr)
-			for range 50 {
-				if err := c.call(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := c.call(); err != nil {
-					b.Fatal(err)
-				}
-			}
+			benchCallsTo(b, tc.addr)
 		})
 	}
 }
@@ -693,4 +682,21 @@ func BenchmarkLargeResults(b *testing.B) {
 	runtime.GC()
 	b.ReportMetric(float64(peak.Load())-idle, "peak-heap-MB")
 	b.ReportMetric(heap()-idle, "retained-heap-MB")
+}
+
+// benchCallsTo measures the benchmark client's call to the gateway (or
+// server) at addr: 50 calls to warm up, then b.Loop's.
+func benchCallsTo(b *testing.B, addr string) {
+	c := dialBench(b, addr)
+	for range 50 {
+		if err := c.call(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.call(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -35,18 +35,7 @@ func BenchmarkTracedToolCall(b *testing.B) {
 			// A text handler, as startBenchGateway's: the access log is
 			// part of what a call costs.
 			_, base := serveLoopbackOpts(b, tc.config, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			c := dialBench(b, strings.TrimPrefix(base, "http://"))
-			for range 50 {
-				if err := c.call(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := c.call(); err != nil {
-					b.Fatal(err)
-				}
-			}
+			benchCallsTo(b, strings.TrimPrefix(base, "http://"))
 		})
 	}
 }
