@@ -18,8 +18,8 @@ import (
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", s.metrics.handler())
-	mux.HandleFunc("GET /{$}", s.serveStatus)
-	mux.HandleFunc("GET /status", s.serveStatus)
+	mux.HandleFunc("GET /{$}", s.serveAdminStatus)
+	mux.HandleFunc("GET /status", s.serveAdminStatus)
 	mux.HandleFunc("GET /healthz/ready", func(w http.ResponseWriter, r *http.Request) {
 		if ok, why := s.readiness(); !ok {
 			http.Error(w, why, http.StatusServiceUnavailable)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/base64"
@@ -10,6 +11,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -68,6 +70,21 @@ type statusView struct {
 	DeniedConnections uint64
 	Calls             []statusCalls
 	Limits            []statusLimit
+
+	// Admin is set on the admin address, which also explains any
+	// identity's policy (never on the tailnet: it would tell one caller
+	// what another may use); Explain is the one asked for, if any.
+	Admin   bool
+	Explain *statusExplain
+}
+
+// statusExplain is an explanation asked for on the status page (policy
+// explain: what the identity may use on each route, and why).
+type statusExplain struct {
+	Login, Node, Tags string
+	// Text is the explanation as `tailgate explain` prints it; Err why
+	// there is none.
+	Text, Err string
 }
 
 // statusTarget is a target of a route, with its health.
@@ -121,15 +138,30 @@ type statusLimit struct {
 	Near bool
 }
 
-// serveStatus draws the status page.
-func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
+// serveStatus draws the status page, as a status route shows it on the
+// tailnet.
+func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) { s.drawStatus(w, r, false) }
+
+// serveAdminStatus draws the status page on the admin address, with its
+// policy explain form (?login=&node=&tags=).
+func (s *Server) serveAdminStatus(w http.ResponseWriter, r *http.Request) { s.drawStatus(w, r, true) }
+
+// drawStatus draws the status page; admin adds policy explain.
+func (s *Server) drawStatus(w http.ResponseWriter, r *http.Request, admin bool) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
 		return
 	}
+	v := s.statusView()
+	if v.Admin = admin; admin {
+		v.Explain = s.statusExplain(r)
+		if v.Explain != nil {
+			v.Refresh = 0 // an explanation starts targets: not every few seconds
+		}
+	}
 	var buf bytes.Buffer
-	if err := statusTemplate.Execute(&buf, s.statusView()); err != nil {
+	if err := statusTemplate.Execute(&buf, v); err != nil {
 		s.log.Error("status page not drawn", "err", err)
 		http.Error(w, "status page: "+err.Error(), http.StatusInternalServerError)
 		return
@@ -358,4 +390,39 @@ func millis(d time.Duration) string {
 		return fmt.Sprintf("%.2f ms", ms)
 	}
 	return fmt.Sprintf("%.0f ms", ms)
+}
+
+// statusExplain is the explanation the page's form asks for, nil when it
+// asks for none.
+func (s *Server) statusExplain(r *http.Request) *statusExplain {
+	q := r.URL.Query()
+	e := &statusExplain{Login: q.Get("login"), Node: q.Get("node"), Tags: q.Get("tags")}
+	if e.Login == "" && e.Node == "" && e.Tags == "" {
+		return nil
+	}
+	asked := url.Values{}
+	for k, v := range map[string]string{"login": e.Login, "node": e.Node, "tags": e.Tags} {
+		if v != "" {
+			asked.Set(k, v)
+		}
+	}
+	who, err := ParseExplainQuery(asked)
+	if err != nil {
+		e.Err = err.Error()
+		return e
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+	defer cancel()
+	ex, err := s.Explain(ctx, who)
+	if err != nil {
+		e.Err = err.Error()
+		return e
+	}
+	var b strings.Builder
+	if err := ex.WriteText(&b); err != nil {
+		e.Err = err.Error()
+		return e
+	}
+	e.Text = b.String()
+	return e
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"html/template"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -271,4 +273,42 @@ func BenchmarkStatusBookPerCall(b *testing.B) {
 			fs.noteClient(m, true)
 		}
 	})
+}
+
+// The admin status page explains an identity's policy (the form's login,
+// node and tags), as tailgate explain does, and stops refreshing while it
+// shows one; the status page a route serves on the tailnet has no such
+// form: it must not tell one caller what another may use.
+func TestStatusPageExplains(t *testing.T) {
+	s, base := serveLoopback(t, statusConfig)
+	_, page := get(t, s.AdminHandler(), "/status?login=alice%40example.com")
+	for _, want := range []string{`id="explain"`, "alice@example.com", "echo", "not refreshed while explaining"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	if strings.Contains(page, `http-equiv="refresh"`) {
+		t.Error("the page refreshes while it shows an explanation (each one starts the targets)")
+	}
+	var want strings.Builder
+	ex, err := s.Explain(t.Context(), ExplainIdentity{Login: "alice@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex.WriteText(&want)
+	if first, _, _ := strings.Cut(strings.TrimSpace(want.String()), "\n"); !strings.Contains(page, template.HTMLEscapeString(first)) {
+		t.Errorf("the page's explanation differs from tailgate explain's: want its line %q", first)
+	}
+	if _, plain := get(t, s.AdminHandler(), "/status"); !strings.Contains(plain, `name="login"`) || strings.Contains(plain, "<pre>") {
+		t.Error("the admin page without a question: want the form and no explanation")
+	}
+	resp, err := http.Get(base + "/status?login=alice%40example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || strings.Contains(string(body), `id="explain"`) || strings.Contains(string(body), "<pre>") {
+		t.Errorf("the tailnet status route offers policy explain (status %d)", resp.StatusCode)
+	}
 }
