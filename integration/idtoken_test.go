@@ -409,32 +409,7 @@ func TestIdentityTokenAtRemoteTargets(t *testing.T) {
 // its issuer is the one its targets trust.
 func startGatewayWithState(t *testing.T, tn *gatewaytest.Tailnet, cfg *gateway.Config, stateDir, keyDir string) *gatewaytest.Gateway {
 	t.Helper()
-	log := gatewaytest.Logger(t)
-	node, err := tsnode.New(tsnode.Config{Hostname: "tailgate", ControlURL: tn.ControlURL, StateDir: stateDir, Logger: log.With("component", "tailnet")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := gateway.New(cfg, gateway.Options{
-		Logger: log, DropEnv: tsnode.SecretEnv(), StopGrace: 500 * time.Millisecond,
-		KeyDir: keyDir, Identify: gateway.IdentifyTailnet(node.Identify),
-	})
-	if err != nil {
-		node.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := node.Start(ctx); err != nil {
-		node.Close()
-		t.Fatal(err)
-	}
-	if err := srv.Start(node); err != nil {
-		node.Close()
-		t.Fatal(err)
-	}
-	gw := &gatewaytest.Gateway{Node: node, Server: srv, Addr: node.IPs()[0]}
-	t.Cleanup(func() { gw.Shutdown(t) })
-	return gw
+	return tn.Gateway(t, cfg, gatewaytest.NodeState(stateDir), gatewaytest.KeyDir(keyDir))
 }
 
 // TestIdentityTokenAcrossRestartAndRotation: a gateway with its keys in

@@ -140,6 +140,16 @@ func Secrets(secrets ...string) GatewayOption {
 	return func(s *gatewaySetup) { s.opts.Secrets = secrets }
 }
 
+// NodeState keeps the gateway node's state in dir, not in memory, and
+// the node not ephemeral: a gateway started again on the same dir is the
+// same node (its name and address), as a real gateway restarted with its
+// state directory is.
+func NodeState(dir string) GatewayOption {
+	return func(s *gatewaySetup) {
+		s.node.StateDir, s.node.MemoryState, s.node.Ephemeral = dir, false, false
+	}
+}
+
 // KeyDir keeps the gateway's identity token keys in dir (a gateway
 // started again on the same dir signs with the same keys).
 func KeyDir(dir string) GatewayOption {
