@@ -483,6 +483,10 @@ func (s *Server) allFronts() []*mcpFront {
 	return append(fronts, s.draining...)
 }
 
+// answerLinger is how long Shutdown waits, once the calls in flight have
+// answered, before it closes their sessions' streams.
+const answerLinger = 250 * time.Millisecond
+
 // Shutdown stops accepting connections, lets MCP calls in flight finish
 // for up to DrainTimeout, then closes every session, reaps every child and
 // closes the HTTP servers. It returns when all of that is done or ctx
@@ -500,6 +504,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer drain.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
+	answered := s.inflight() > 0
 wait:
 	for s.inflight() > 0 {
 		select {
@@ -509,6 +514,15 @@ wait:
 			break wait
 		case <-ctx.Done():
 			break wait
+		}
+	}
+	if answered && s.inflight() == 0 {
+		// The last answers are written, not yet read: a Streamable HTTP
+		// client that sees its standalone stream end first fails the call
+		// whose answer it was about to read. Give it a moment.
+		select {
+		case <-time.After(answerLinger):
+		case <-ctx.Done():
 		}
 	}
 	var wg sync.WaitGroup
