@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -454,4 +455,66 @@ func TestSessionlessLogLines(t *testing.T) {
 	if strings.Contains(logs.String(), "level=WARN") {
 		t.Errorf("a normal shutdown logged a warning:\n%s", grepLines(logs.String(), "WARN"))
 	}
+}
+
+// A caller's listens at one stdio child: each gets the list changes it
+// asked for, tagged with its own id, and the end of one does not silence
+// the others. Failed before: each went to the child as it was, and a
+// go-sdk server keeps one listen per session (a stdio child is one): the
+// newest took the others' notifications, and the end of any ended all
+// (the conformance suite's server-stateless scenario lost its
+// prompts/list_changed in 1 CI run of 6).
+func TestListensShareAChild(t *testing.T) {
+	_, base := serveLoopback(t, demoConfig)
+	post := func(id int, method, name, params string) *http.Response {
+		t.Helper()
+		req := modernRequest(t, base, method, name, params)
+		body, _ := io.ReadAll(req.Body)
+		req.Body = io.NopCloser(strings.NewReader(strings.Replace(string(body), `"id":1,`, `"id":`+strconv.Itoa(id)+`,`, 1)))
+		req.ContentLength = -1
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	listen := func(id int) (*events, io.Closer) {
+		t.Helper()
+		resp := post(id, "subscriptions/listen", "", `"notifications":{"toolsListChanged":true}`)
+		ev := newEvents(resp.Body)
+		if msg, _ := ev.next(t, 10*time.Second); !strings.Contains(string(msg), `"notifications/subscriptions/acknowledged"`) || !strings.Contains(string(msg), `"toolsListChanged":true`) {
+			t.Fatalf("listen %d: first %s, want the acknowledgement of toolsListChanged", id, msg)
+		}
+		return ev, resp.Body
+	}
+	grow := func(id int) { // adds a tool, or removes it
+		t.Helper()
+		resp := post(id, "tools/call", "grow", `"name":"grow"`)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), "added extra") && !strings.Contains(string(body), "removed extra") {
+			t.Fatalf("grow: %s", body)
+		}
+	}
+	changed := func(ev *events, id int) {
+		t.Helper()
+		msg, _ := ev.next(t, 10*time.Second)
+		if !strings.Contains(string(msg), `"notifications/tools/list_changed"`) || !strings.Contains(string(msg), `"io.modelcontextprotocol/subscriptionId":`+strconv.Itoa(id)) {
+			t.Fatalf("listen %d: %s, want tools/list_changed tagged with its id", id, msg)
+		}
+	}
+
+	a, closeA := listen(7)
+	b, closeB := listen(8)
+	defer closeB.Close()
+	grow(100)
+	changed(a, 7)
+	changed(b, 8)
+
+	closeA.Close()
+	c, closeC := listen(9)
+	defer closeC.Close()
+	grow(101)
+	changed(b, 8)
+	changed(c, 9)
 }

@@ -56,6 +56,9 @@ type child struct {
 	nextID  int64
 	pending map[int64]*Reply
 	dead    error // set once stdout is closed; pending calls got it
+	// hub holds the one listen tailgate keeps at a stdio child, for its
+	// clients' listens (listenhub.go).
+	hub *listenHub
 
 	// names caches what the child lists, by kind, for routing unprefixed
 	// names among several targets; list_changed drops it.

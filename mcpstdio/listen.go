@@ -20,18 +20,29 @@ import (
 // leaves (every target's listen is cancelled) or when every target ended
 // its listen.
 func (s *Session) listenAll(m *jsonrpc.Message, r *Reply, key string) {
-	subs := s.openListens(m, r.frontID)
 	r.s, r.key = s, key
 	r.listen = true
+	var params struct {
+		Notifications map[string]any `json:"notifications"`
+	}
+	if err := json.Unmarshal(m.Bytes(m.Params), &params); err != nil || params.Notifications == nil {
+		r.onDone = func() { s.untrack(key, r) }
+		r.fail(&CodeError{Code: jsonrpc.CodeInvalidParams, Err: errors.New("subscriptions/listen: params.notifications must be an object")})
+		return
+	}
+	subs := s.openListens(m, r.frontID)
 	r.onCancel = func(reason string) {
 		for _, sb := range subs {
-			if sb.r.legacy != nil {
+			switch {
+			case sb.hub:
+				sb.c.listenHub().detach(sb.r)
+			case sb.r.legacy != nil:
 				sb.c.forget(sb.id)
 				sb.r.abandon()
-				continue
+			default:
+				sb.c.cancel(sb.id, reason)
+				sb.r.Close()
 			}
-			sb.c.cancel(sb.id, reason)
-			sb.r.Close()
 		}
 	}
 	r.onDone = func() { s.untrack(key, r) }
@@ -47,6 +58,10 @@ func (s *Session) listenAll(m *jsonrpc.Message, r *Reply, key string) {
 	}
 	go func() {
 		wg.Wait()
+		if refused := acks.refusal(); refused != nil {
+			r.finish(refused)
+			return
+		}
 		result, _ := json.Marshal(map[string]any{"resultType": "complete", "_meta": map[string]json.RawMessage{jsonrpc.MetaSubscriptionID: r.frontID}})
 		r.finish(jsonrpc.ResultMessage(r.frontID, result))
 	}()
@@ -55,9 +70,10 @@ func (s *Session) listenAll(m *jsonrpc.Message, r *Reply, key string) {
 // listenSub is one target's part of a joined listen: the child, the reply
 // its listen answers, and the listen's id at the child.
 type listenSub struct {
-	c  *child
-	r  *Reply
-	id int64
+	c   *child
+	r   *Reply
+	id  int64
+	hub bool // served by the child's listenHub
 }
 
 // openListens opens a listen at each target that can announce anything,
@@ -77,11 +93,18 @@ func (s *Session) openListens(m *jsonrpc.Message, frontID []byte) []listenSub {
 			// An older child answers no listen, but announces list
 			// changes on its own: tailgate listens for it.
 			if sr, id := c.listenForLegacy(frontID, params); sr != nil {
-				subs = append(subs, listenSub{c, sr, id})
+				subs = append(subs, listenSub{c: c, r: sr, id: id})
 			}
 			continue
 		}
 		p := s.childListenParams(c, params)
+		if c.proc != nil {
+			var asked map[string]any
+			json.Unmarshal(p["notifications"], &asked)
+			subs = append(subs, listenSub{c: c, r: c.listenHub().attach(frontID, asked, p["_meta"]), hub: true})
+			continue
+		}
+		// A remote target serves each listen as a request of its own.
 		sr := newReply(8)
 		sr.frontID, sr.listen = frontID, true
 		body, _ := json.Marshal(p)
@@ -96,7 +119,7 @@ func (s *Session) openListens(m *jsonrpc.Message, frontID []byte) []listenSub {
 			continue
 		}
 		sr.c, sr.childID = c, id
-		subs = append(subs, listenSub{c, sr, id})
+		subs = append(subs, listenSub{c: c, r: sr, id: id})
 	}
 	return subs
 }
@@ -110,22 +133,47 @@ type listenAcks struct {
 	want int    // how many targets listen
 	all  chan struct{}
 
-	mu    sync.Mutex
-	acks  []any
-	acked int
+	mu      sync.Mutex
+	acks    []any
+	acked   int
+	agreed  bool   // a target acknowledged
+	refused []byte // the first target's refusal (an error response)
 }
 
 // add takes one target's acknowledgement (nil: it has none to join); the
-// last one sends the joined acknowledgement.
+// last one sends the joined acknowledgement, unless every target refused.
 func (a *listenAcks) add(ack any) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.acks = append(a.acks, ack)
 	a.acked++
+	a.agreed = a.agreed || ack != nil
 	if a.acked == a.want {
-		a.r.push(joinedAck(a.r.frontID, a.acks))
+		if a.agreed || a.refused == nil {
+			a.r.push(joinedAck(a.r.frontID, a.acks))
+		}
 		close(a.all)
 	}
+}
+
+// refuse takes a target's refusal of the listen, before it acknowledged.
+func (a *listenAcks) refuse(resp []byte) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.refused == nil {
+		a.refused = resp
+	}
+}
+
+// refusal is the error the client's listen ends with: a target's, when no
+// target acknowledged it.
+func (a *listenAcks) refusal() []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.agreed {
+		return nil
+	}
+	return a.refused
 }
 
 // relayListen passes one target's listen (sb) on to the client's (r): its
@@ -141,6 +189,9 @@ func (s *Session) relayListen(r *Reply, sb listenSub, acks *listenAcks) {
 	for f := range sb.r.C() {
 		f.Release() // what is passed on is a message of its own
 		if f.Final {
+			if first && f.Data != nil {
+				acks.refuse(f.Data)
+			}
 			return
 		}
 		fm, err := jsonrpc.ParseMessage(f.Data)

@@ -168,10 +168,14 @@ func (s *Session) routeMethod(m *jsonrpc.Message, method string, rt *Route) (rou
 	case "ping", "logging/setLevel":
 		rt.fanOut = len(s.children) > 1
 	case "subscriptions/listen":
-		// Several targets' listens are joined; an older child's is
-		// tailgate's own (listenForLegacy).
-		if len(s.children) > 1 || s.children[0].bridge == toSessionEra {
+		// Several targets' listens are joined; a stdio child's are its
+		// listenHub's; an older child's tailgate holds itself
+		// (listenForLegacy). A remote target alone serves each as sent.
+		if c := s.children[0]; len(s.children) > 1 || c.bridge == toSessionEra || c.proc != nil {
 			rt.fanOut, rt.listen = true, true
+			if len(s.children) == 1 {
+				rt.Target = c.target.Name
+			}
 			return true, nil
 		}
 	}
