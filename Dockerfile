@@ -32,7 +32,10 @@ RUN go build -trimpath -tags ts_omit_peerapiserver,ts_omit_tpm \
 FROM node:${NODE_VERSION}-bookworm-slim
 # tini as PID 1: each stdio child's guard (and what a child leaves behind)
 # is reparented to PID 1 when it exits, and must be reaped there.
-RUN apt-get update && apt-get install -y --no-install-recommends tini && rm -rf /var/lib/apt/lists/*
+# ca-certificates: the slim image has no system roots, and tailgate (a Go
+# binary) verifies a remote https target's, setec's and OTLP's
+# certificates against them.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates tini && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/tailgate /usr/local/bin/tailgate
 RUN mkdir -p /var/lib/tailgate /etc/tailgate && chown node:node /var/lib/tailgate && chmod 0700 /var/lib/tailgate
 # An unprivileged user; npx caches packages in its home.

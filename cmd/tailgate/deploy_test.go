@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -165,7 +166,7 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("runs as %q, want an unprivileged user", user)
 	}
 	// An init reaps what is reparented to PID 1 (exited guards).
-	if entry != `["/usr/bin/tini", "--", "/usr/local/bin/tailgate"]` || !strings.Contains(strings.Join(stages[1].instr, "\n"), "install -y --no-install-recommends tini") {
+	if entry != `["/usr/bin/tini", "--", "/usr/local/bin/tailgate"]` || !slices.Contains(aptInstalls(stages[1]), "tini") {
 		t.Errorf("ENTRYPOINT %s: want tailgate under tini, installed in the image", entry)
 	}
 	args := regexp.MustCompile(`"([^"]*)"`).FindAllStringSubmatch(cmd, -1)
@@ -186,6 +187,47 @@ func TestDockerfile(t *testing.T) {
 	if err != nil || !strings.Contains(string(ignore), "node_modules") || !strings.Contains(string(ignore), ".git") {
 		t.Errorf(".dockerignore: %v %q", err, ignore)
 	}
+}
+
+// The image trusts the public certificate authorities: the node slim
+// image has no /etc/ssl/certs, and without them tailgate cannot verify an
+// https remote target (nor setec, nor an OTLP collector). Checked in the
+// Dockerfile, so that no Docker daemon is needed.
+func TestDockerImageHasCACertificates(t *testing.T) {
+	stages := readDockerfile(t)
+	if len(stages) == 0 {
+		t.Fatal("the Dockerfile has no stage")
+	}
+	final := stages[len(stages)-1]
+	if pkgs := aptInstalls(final); !slices.Contains(pkgs, "ca-certificates") {
+		t.Errorf("the runtime stage (FROM %s) installs %q: want ca-certificates among them", final.from, pkgs)
+	}
+}
+
+// aptInstalls are the packages a stage's RUN instructions install with
+// apt-get install (its options left out).
+func aptInstalls(stage dockerStage) []string {
+	var pkgs []string
+	for _, in := range stage.instr {
+		run, ok := strings.CutPrefix(in, "RUN ")
+		if !ok {
+			continue
+		}
+		// One shell command after another: && ; || and | end a command.
+		for _, command := range regexp.MustCompile(`&&|\|\||;|\|`).Split(run, -1) {
+			words := strings.Fields(command)
+			if len(words) < 2 || words[0] != "apt-get" || !slices.Contains(words[1:], "install") {
+				continue
+			}
+			_, after, _ := strings.Cut(command, " install ")
+			for _, w := range strings.Fields(after) {
+				if !strings.HasPrefix(w, "-") {
+					pkgs = append(pkgs, w)
+				}
+			}
+		}
+	}
+	return pkgs
 }
 
 // A release build, by the Dockerfile's and by `make release`'s own command
