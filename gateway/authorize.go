@@ -27,10 +27,12 @@ type authorizer struct {
 	ctx context.Context
 	// secrets says which of a target's per-caller secrets the caller has.
 	secrets *targetSecrets
+	// connection says whether the caller is connected to a target.
+	connection func(target, owner string) (bool, []string)
 }
 
 func (f *mcpFront) authorizer(req callRequest) authorizer {
-	a := authorizer{rs: f.authz.Load(), src: req.src, secrets: f.secrets}
+	a := authorizer{rs: f.authz.Load(), src: req.src, secrets: f.secrets, connection: f.connection}
 	if a.rs != nil {
 		h := req.http
 		a.req = requestInput(h.method, h.path, h.host, h.header)
@@ -42,8 +44,12 @@ func (a authorizer) evaluate(m *policy.MCP) policy.Decision {
 	if a.rs == nil {
 		return policy.Decision{Allow: true}
 	}
+	target := cmp.Or(m.Tool.Target, m.Prompt.Target, m.Resource.Target)
 	if a.secrets != nil {
-		m.Secrets = a.secrets.of(a.ctx, cmp.Or(m.Tool.Target, m.Prompt.Target, m.Resource.Target), a.src)
+		m.Secrets = a.secrets.of(a.ctx, target, a.src)
+	}
+	if a.connection != nil && target != "" {
+		m.Connection.Connected, m.Connection.Scopes = a.connection(target, connectionOwner(tailnetIdentity(a.src)))
 	}
 	return a.rs.Evaluate(policy.Input{Source: a.src, Request: a.req, MCP: m})
 }

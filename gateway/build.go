@@ -169,7 +169,11 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 	cr := s.credentials(cfg)
 	for i, t := range m.Targets {
 		if r, kind := t.remote(); r != nil {
-			targets[i] = s.remoteTarget(cr, t.Name, r, kind == "sse", maxMessageBytes(cfg))
+			rt, err := s.remoteTarget(cfg, cr, t.Name, r, kind == "sse", maxMessageBytes(cfg))
+			if err != nil {
+				return nil, err
+			}
+			targets[i] = rt
 			continue
 		}
 		targets[i] = mcpstdio.Target{
@@ -205,7 +209,7 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 		ttl = time.Duration(g.SessionTTL)
 	}
 	return newMCPFront(name, backend, frontOptions{
-		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz, Metrics: s.metrics, Budget: s.budget, Secrets: newTargetSecrets(cr, m),
+		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz, Metrics: s.metrics, Budget: s.budget, Secrets: newTargetSecrets(cr, m), Connection: s.connectionOf,
 		Audit: s.audit, AuditArgs: auditArgsOf(cfg), Status: s.status,
 		Tracing:         s.tracing.forBackend(m),
 		Stateless:       m.StatefulMode == "stateless",
@@ -216,10 +220,19 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 
 // remoteTarget is the mcpstdio target of an mcp: {host: …} target (or
 // sse: {host: …}, with sse): a remote.Target the relay dials.
-func (s *Server) remoteTarget(cr *credentials, name string, r *RemoteTarget, sse bool, maxMsg int) mcpstdio.Target {
+func (s *Server) remoteTarget(cfg *Config, cr *credentials, name string, r *RemoteTarget, sse bool, maxMsg int) (mcpstdio.Target, error) {
 	opts := s.remoteOptions(name, r, sse, maxMsg)
 	if ba := r.BackendAuth; ba != nil {
 		opts.CallerHeaders = cr.remoteTokenHeaders(name, opts.URL, ba.IdentityToken)
+		if ba.OAuth != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), secretReadTimeout)
+			c, err := s.connectorFor(ctx, cfg, cr, name, opts.URL, ba.OAuth, s.oauthClient(opts.ConnectTimeout))
+			cancel()
+			if err != nil {
+				return mcpstdio.Target{}, fmt.Errorf("target %q: %w", name, err)
+			}
+			opts.Authorizer = connectorAuth{c}
+		}
 	}
 	return mcpstdio.Target{
 		Name:              name,
@@ -231,7 +244,7 @@ func (s *Server) remoteTarget(cr *credentials, name string, r *RemoteTarget, sse
 			// the caller.
 			TellsIdentity: r.IdentityHeaders || len(r.CallerHeaders) > 0 || r.BackendAuth != nil,
 		},
-	}
+	}, nil
 }
 
 // remoteOptions are the remote client's options for target r: dialled

@@ -191,23 +191,26 @@ type GlobalConfig struct {
 	Tracing *TracingConfig `yaml:"tracing"`
 	// IdentityTokens configures the tokens tailgate signs to name callers
 	// to targets. A tailgate extension.
-	IdentityTokens                 *IdentityTokensConfig `yaml:"identityTokens"`
-	Logging                        notSupported          `yaml:"logging"`
-	Metrics                        notSupported          `yaml:"metrics"`
-	CustomFunctions                notSupported          `yaml:"customFunctions"`
-	WorkerThreads                  notSupported          `yaml:"workerThreads"`
-	DNS                            notSupported          `yaml:"dns"`
-	Backend                        notSupported          `yaml:"backend"`
-	SPIFFE                         notSupported          `yaml:"spiffe"`
-	XDSAddress                     notSupported          `yaml:"xdsAddress"`
-	HBONE                          notSupported          `yaml:"hbone"`
-	EnableIPv6                     notSupported          `yaml:"enableIpv6"`
-	Database                       notSupported          `yaml:"database"`
-	Storage                        notSupported          `yaml:"storage"`
-	SensitiveHeaders               notSupported          `yaml:"sensitiveHeaders"`
-	ConnectionTerminationDeadline  notSupported          `yaml:"connectionTerminationDeadline"`
-	ConnectionMinTerminationDeadln notSupported          `yaml:"connectionMinTerminationDeadline"`
-	ModelCatalog                   notSupported          `yaml:"modelCatalog"`
+	IdentityTokens *IdentityTokensConfig `yaml:"identityTokens"`
+	// OAuth is where the connections of backendAuth.oauth targets are
+	// kept. A tailgate extension.
+	OAuth                          *OAuthConfig `yaml:"oauth"`
+	Logging                        notSupported `yaml:"logging"`
+	Metrics                        notSupported `yaml:"metrics"`
+	CustomFunctions                notSupported `yaml:"customFunctions"`
+	WorkerThreads                  notSupported `yaml:"workerThreads"`
+	DNS                            notSupported `yaml:"dns"`
+	Backend                        notSupported `yaml:"backend"`
+	SPIFFE                         notSupported `yaml:"spiffe"`
+	XDSAddress                     notSupported `yaml:"xdsAddress"`
+	HBONE                          notSupported `yaml:"hbone"`
+	EnableIPv6                     notSupported `yaml:"enableIpv6"`
+	Database                       notSupported `yaml:"database"`
+	Storage                        notSupported `yaml:"storage"`
+	SensitiveHeaders               notSupported `yaml:"sensitiveHeaders"`
+	ConnectionTerminationDeadline  notSupported `yaml:"connectionTerminationDeadline"`
+	ConnectionMinTerminationDeadln notSupported `yaml:"connectionMinTerminationDeadline"`
+	ModelCatalog                   notSupported `yaml:"modelCatalog"`
 }
 
 // AuditConfig is config.audit.

@@ -271,11 +271,28 @@ type BackendAuth struct {
 	// IdentityToken is a token tailgate signs for each caller and this
 	// target.
 	IdentityToken *IdentityToken `yaml:"identityToken"`
+	// OAuth makes tailgate the OAuth client of the target for each
+	// caller: a caller without a connection is given a link to connect
+	// its own account, and its calls carry its own token from then on.
+	OAuth *OAuthBackendAuth `yaml:"oauth"`
 
 	Passthrough notSupported `yaml:"passthrough"`
 	GCP         notSupported `yaml:"gcp"`
 	AWS         notSupported `yaml:"aws"`
 	Azure       notSupported `yaml:"azure"`
+}
+
+// OAuthBackendAuth is how tailgate registers at a target's authorization
+// server (found from the target's protected resource metadata): a
+// pre-registered client (ClientID, and ClientSecret for a confidential
+// one), a client ID metadata document (ClientMetadataURL, an HTTPS URL
+// serving it), else dynamic client registration.
+type OAuthBackendAuth struct {
+	ClientID          string     `yaml:"clientId"`
+	ClientSecret      *SecretRef `yaml:"clientSecret"`
+	ClientMetadataURL string     `yaml:"clientMetadataUrl"`
+	// Scopes are asked for in place of those the target names.
+	Scopes []string `yaml:"scopes"`
 }
 
 // IdentityToken is a token tailgate signs (EdDSA, its keys published at

@@ -43,6 +43,9 @@ type mcpFront struct {
 	limits   atomic.Pointer[routeLimits] // policies.localRateLimit (limits.go)
 	// secrets are its targets' per-caller secrets, for mcp.secrets.
 	secrets *targetSecrets
+	// connection says whether a caller is connected to a target, for
+	// mcp.connection.
+	connection func(target, owner string) (bool, []string)
 	// audit is the audit trail, auditArgs what it keeps of arguments.
 	audit     *audit.Log
 	auditArgs *AuditArguments
@@ -84,6 +87,8 @@ type frontOptions struct {
 	Authz *policy.RuleSet
 	// Secrets are the targets' per-caller secrets, for mcp.secrets.
 	Secrets *targetSecrets
+	// Connection says whether a caller is connected to a target.
+	Connection func(target, owner string) (bool, []string)
 	// Audit is the gateway's audit trail (nil: none), AuditArgs what it
 	// keeps of a call's arguments.
 	Audit     *audit.Log
@@ -135,25 +140,26 @@ const (
 
 func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcpFront {
 	f := &mcpFront{
-		name:      name,
-		backend:   backend,
-		metrics:   opts.Metrics,
-		status:    opts.Status,
-		stateless: opts.Stateless,
-		ttl:       opts.SessionTTL,
-		maxBody:   maxRequestBody,
-		bodyRead:  defaultBodyRead,
-		sseInit:   defaultSSEInit,
-		log:       opts.Logger.With("route", name),
-		sessions:  make(map[string]*frontSession),
-		callers:   make(map[peerKey]*caller),
-		budget:    opts.Budget,
-		stop:      make(chan struct{}),
-		stages:    callStages(),
-		secrets:   opts.Secrets,
-		audit:     opts.Audit,
-		auditArgs: opts.AuditArgs,
-		tracing:   opts.Tracing,
+		name:       name,
+		backend:    backend,
+		metrics:    opts.Metrics,
+		status:     opts.Status,
+		stateless:  opts.Stateless,
+		ttl:        opts.SessionTTL,
+		maxBody:    maxRequestBody,
+		bodyRead:   defaultBodyRead,
+		sseInit:    defaultSSEInit,
+		log:        opts.Logger.With("route", name),
+		sessions:   make(map[string]*frontSession),
+		callers:    make(map[peerKey]*caller),
+		budget:     opts.Budget,
+		stop:       make(chan struct{}),
+		stages:     callStages(),
+		secrets:    opts.Secrets,
+		connection: opts.Connection,
+		audit:      opts.Audit,
+		auditArgs:  opts.AuditArgs,
+		tracing:    opts.Tracing,
 	}
 	if f.budget == nil {
 		f.budget = newBudget()

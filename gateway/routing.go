@@ -64,6 +64,14 @@ func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
 		http.Error(sw, "no listener for host "+host, http.StatusNotFound)
 		return
 	}
+	// The connect pages of backendAuth.oauth targets (a browser's
+	// navigation from an authorization server lands on the callback).
+	if strings.HasPrefix(r.URL.Path, "/oauth/") {
+		if h := s.oauthPages(); h != nil {
+			h.ServeHTTP(sw, r)
+			return
+		}
+	}
 	// A preflight is routed as the request it asks about would be.
 	mr := r
 	if method, ok := preflightMethod(r); ok {

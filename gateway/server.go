@@ -131,6 +131,8 @@ type Server struct {
 	state atomic.Pointer[state]
 	// self are the names of the node the server runs on, from Start.
 	self atomic.Pointer[selfNames]
+	// oauth are the backendAuth.oauth targets' connectors (connectors.go).
+	oauth connectors
 	// localhost are the peers that may name the gateway localhost.
 	localhost localhostPeers
 	// serviceIPs are the Service's virtual IPs, when there is a Service.

@@ -55,6 +55,17 @@ type MCP struct {
 	Resource Resource `cel:"resource"`
 	// Secrets says which per-caller secrets of the target the caller has.
 	Secrets Secrets `cel:"secrets"`
+	// Connection is the caller's connection to the target, for a
+	// backendAuth.oauth target: `mcp.connection.connected`,
+	// `"repo" in mcp.connection.scopes`.
+	Connection Connection `cel:"connection"`
+}
+
+// Connection is `mcp.connection`: whether the caller has connected its
+// own account at the call's target, and the scopes it granted.
+type Connection struct {
+	Connected bool     `cel:"connected"`
+	Scopes    []string `cel:"scopes"`
 }
 
 // Tool is `mcp.tool`.

@@ -40,7 +40,7 @@ type callerTransport struct {
 // target is told who calls, a client of its own that says id until told
 // another (SetIdentity); else the target's.
 func (t *Target) clientFor(id *tsnode.Identity) *http.Client {
-	if t.client == nil || !t.opts.IdentityHeaders && t.opts.CallerHeaders == nil {
+	if t.client == nil || !t.opts.IdentityHeaders && t.opts.CallerHeaders == nil && t.opts.Authorizer == nil {
 		return t.client
 	}
 	ct := &callerTransport{base: t.client.Transport, opts: &t.opts}
@@ -82,6 +82,9 @@ func (ct *callerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		for k, v := range h {
 			req.Header[k] = v
 		}
+	}
+	if ct.opts.Authorizer != nil {
+		return ct.authorize(req, id)
 	}
 	return ct.base.RoundTrip(req)
 }

@@ -41,6 +41,9 @@ type Options struct {
 	// each request from its caller (a signed identity token); an error
 	// fails the request. Their values are never logged.
 	CallerHeaders func(id *tsnode.Identity) (http.Header, error)
+	// Authorizer, if set, gives each request its caller's own OAuth
+	// token and begins a connect flow when the target refuses it.
+	Authorizer Authorizer
 	// CAFile adds PEM certificates to the system's roots.
 	CAFile string
 	// ConnectTimeout bounds each connection's dial and TLS handshake;

@@ -1,0 +1,234 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tailgate-dev/tailgate/gateway/oauth"
+	"github.com/tailgate-dev/tailgate/gateway/remote"
+	"github.com/tailgate-dev/tailgate/tsnode"
+)
+
+// OAuthConfig is config.oauth: where tailgate keeps its callers'
+// connections to backendAuth.oauth targets (gateway/oauth). Each is
+// sealed with Key, which must not be in Dir's clear text: a key file
+// kept elsewhere, an environment variable, or a setec secret. Replicas
+// behind one Tailscale Service share connections when they share Dir
+// (shared storage) and Key.
+type OAuthConfig struct {
+	// Key is 32 bytes, raw, hex or base64 (`openssl rand -hex 32`).
+	Key *SecretRef `yaml:"key"`
+	// Dir holds the connections; default <stateDir>/oauth.
+	Dir string `yaml:"dir"`
+}
+
+// connectors are the gateway's OAuth connectors, one per
+// backendAuth.oauth target, kept across reloads while the target's
+// config is unchanged (a caller's flow under way survives a reload).
+type connectors struct {
+	mu    sync.Mutex
+	store *oauth.Store
+	by    map[string]*connectorEntry // by target name
+}
+
+type connectorEntry struct {
+	sig string
+	c   *oauth.Connector
+}
+
+// connectorFor is target name's connector (at url, configured as o),
+// made or kept.
+func (s *Server) connectorFor(ctx context.Context, cfg *Config, cr *credentials, name, url string, o *OAuthBackendAuth, client *http.Client) (*oauth.Connector, error) {
+	cs := &s.oauth
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	sig := fmt.Sprintf("%s|%s|%s|%v|%v", url, o.ClientID, o.ClientMetadataURL, o.Scopes, o.ClientSecret)
+	if e := cs.by[name]; e != nil && e.sig == sig {
+		return e.c, nil
+	}
+	if cs.store == nil {
+		store, err := s.openConnectionStore(ctx, cfg, cr)
+		if err != nil {
+			return nil, err
+		}
+		cs.store = store
+	}
+	var secret string
+	if o.ClientSecret != nil {
+		v, err := cr.resolver.Resolve(ctx, o.ClientSecret.Ref, nil)
+		if err != nil {
+			return nil, fmt.Errorf("target %q: backendAuth.oauth.clientSecret: %w", name, err)
+		}
+		secret = v
+	}
+	c, err := oauth.New(oauth.Options{
+		Target: name, Resource: url, GatewayURL: s.gatewayURL,
+		ClientID: o.ClientID, ClientSecret: secret, ClientMetadataURL: o.ClientMetadataURL, Scopes: o.Scopes,
+		Client: client, Store: cs.store, Log: s.log.With("component", "oauth"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cs.by == nil {
+		cs.by = make(map[string]*connectorEntry)
+	}
+	cs.by[name] = &connectorEntry{sig: sig, c: c}
+	return c, nil
+}
+
+// openConnectionStore opens config.oauth's store. With no key
+// configured, a gateway without a state dir (tailgate dev) keeps its
+// connections in memory's reach only: a key of its own, made now, and a
+// directory that goes with the process.
+func (s *Server) openConnectionStore(ctx context.Context, cfg *Config, cr *credentials) (*oauth.Store, error) {
+	oc := cfg.Global.OAuth
+	dir := ""
+	if oc != nil {
+		dir = oc.Dir
+	}
+	if dir == "" && s.opts.KeyDir != "" {
+		dir = filepath.Join(filepath.Dir(s.opts.KeyDir), "oauth")
+	}
+	if oc == nil || oc.Key == nil {
+		if s.opts.KeyDir != "" {
+			return nil, errors.New("config.oauth.key is required when a target has backendAuth.oauth: the key that seals its callers' tokens ({file: …}, {env: …} or {setec: …}, 32 bytes: `openssl rand -hex 32`)")
+		}
+		key := make([]byte, oauth.KeySize)
+		rand.Read(key)
+		tmp, err := os.MkdirTemp("", "tailgate-oauth-")
+		if err != nil {
+			return nil, err
+		}
+		s.log.Warn("oauth: no config.oauth.key: connections are kept for this run only", "dir", tmp)
+		return oauth.NewStore(tmp, key)
+	}
+	v, err := cr.resolver.Resolve(ctx, oc.Key.Ref, nil)
+	if err != nil {
+		return nil, fmt.Errorf("config.oauth.key: %w", err)
+	}
+	key, err := oauth.ParseKey([]byte(v))
+	if err != nil {
+		return nil, fmt.Errorf("config.oauth.key: %w", err)
+	}
+	if dir == "" {
+		return nil, errors.New("config.oauth.dir is required without a state dir")
+	}
+	return oauth.NewStore(dir, key)
+}
+
+// oauthPages are the connect pages of the connectors the config uses;
+// nil if none.
+func (s *Server) oauthPages() http.Handler {
+	cs := &s.oauth
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if len(cs.by) == 0 {
+		return nil
+	}
+	by := make(map[string]*oauth.Connector, len(cs.by))
+	for name, e := range cs.by {
+		by[name] = e.c
+	}
+	p := &oauth.Pages{Connectors: by, Log: s.log.With("component", "oauth"), Identify: func(r *http.Request) (string, error) {
+		return connectionOwner(tailnetIdentity(sourceFrom(r.Context()))), nil
+	}}
+	return p.Handler()
+}
+
+// gatewayURL is the URL callers' browsers reach the gateway by.
+func (s *Server) gatewayURL() string {
+	if self := s.self.Load(); self != nil {
+		return s.issuerURL(self.full)
+	}
+	return ""
+}
+
+// connectionOwner is whose connection a caller uses: its login; a tagged
+// node (no person) its node name.
+func connectionOwner(id *tsnode.Identity) string {
+	switch {
+	case id == nil:
+		return ""
+	case id.UserLogin != "" && id.UserLogin != "tagged-devices" && len(id.Tags) == 0:
+		return id.UserLogin
+	case id.NodeName != "":
+		return "node:" + strings.TrimSuffix(id.NodeName, ".")
+	}
+	return ""
+}
+
+// connectorAuth is a connector as a remote target's Authorizer.
+type connectorAuth struct{ c *oauth.Connector }
+
+func (a connectorAuth) Token(ctx context.Context, id *tsnode.Identity) (string, error) {
+	owner := connectionOwner(id)
+	if owner == "" {
+		return "", nil
+	}
+	return a.c.Token(ctx, owner)
+}
+
+func (a connectorAuth) Unauthorized(ctx context.Context, id *tsnode.Identity, req *http.Request, resp *http.Response) error {
+	owner := connectionOwner(id)
+	if owner == "" {
+		return fmt.Errorf("target %q needs a person's account: the caller has no tailnet login", a.c.Target())
+	}
+	err := a.c.Unauthorized(ctx, owner, req, resp)
+	var cr *oauth.ConnectRequired
+	if errors.As(err, &cr) {
+		return &remote.ConnectRequired{ID: cr.ID, URL: cr.URL, Message: cr.Error()}
+	}
+	return err
+}
+
+// connectionOf says whether owner has a connection to target, and its
+// scopes (policy's mcp.connection).
+func (s *Server) connectionOf(target, owner string) (bool, []string) {
+	cs := &s.oauth
+	cs.mu.Lock()
+	e := cs.by[target]
+	cs.mu.Unlock()
+	if e == nil || owner == "" {
+		return false, nil
+	}
+	rec := e.c.Connection(owner)
+	if rec == nil {
+		return false, nil
+	}
+	return true, slices.Clone(rec.Scopes)
+}
+
+// oauthClient reaches authorization servers: through tailgate's node for
+// a host on the tailnet, else the host's network.
+func (s *Server) oauthClient(timeout time.Duration) *http.Client {
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	d := &net.Dialer{Timeout: timeout}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if host, _, err := net.SplitHostPort(addr); err == nil && isTailnetHost(host) {
+			return s.dialTailnet(ctx, network, addr)
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext, tr.TLSHandshakeTimeout = dial, timeout
+	tr.Proxy = func(r *http.Request) (*url.URL, error) {
+		if isTailnetHost(r.URL.Hostname()) {
+			return nil, nil // reached through the node, never a proxy
+		}
+		return http.ProxyFromEnvironment(r)
+	}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}

@@ -1,0 +1,201 @@
+package oauth
+
+import (
+	"context"
+	"html/template"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Pages are the connect flow's pages, served on tailgate's tailnet
+// listeners under /oauth/: the link a caller is given
+// (/oauth/connect/<target>/<id>), which sends the caller's browser to the
+// authorization server; the callback it comes back to
+// (/oauth/callback), which completes the flow only for the login that
+// began it (WhoIs, on the same state and PKCE pair); and the caller's
+// connections (/oauth/connections), each with a disconnect button.
+type Pages struct {
+	// Connectors are the targets' connectors, by target name.
+	Connectors map[string]*Connector
+	// Identify is the login of the browser's tailnet node (WhoIs); an
+	// error refuses the page.
+	Identify func(r *http.Request) (string, error)
+	Log      *slog.Logger
+}
+
+// Handler serves the pages.
+func (p *Pages) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /oauth/connect/{target}/{id}", p.connect)
+	mux.HandleFunc("GET /oauth/callback", p.callback)
+	mux.HandleFunc("GET /oauth/connections", p.connections)
+	mux.HandleFunc("POST /oauth/disconnect/{target}", p.disconnect)
+	return mux
+}
+
+// who is the page's caller, or false once it has been refused.
+func (p *Pages) who(w http.ResponseWriter, r *http.Request) (string, bool) {
+	name, err := p.Identify(r)
+	if err != nil || name == "" {
+		p.page(w, http.StatusForbidden, "Not on the tailnet", "tailgate could not tell who you are: open this page from a device on the tailnet, signed in as yourself.", nil)
+		return "", false
+	}
+	return name, true
+}
+
+func (p *Pages) connect(w http.ResponseWriter, r *http.Request) {
+	name, ok := p.who(w, r)
+	if !ok {
+		return
+	}
+	c := p.Connectors[r.PathValue("target")]
+	if c == nil {
+		p.page(w, http.StatusNotFound, "No such target", "tailgate connects no target by that name.", nil)
+		return
+	}
+	f, err := c.flowFor(r.PathValue("id"), name)
+	if err != nil {
+		p.Log.Info("oauth: connect link refused", "target", c.opts.Target, "user", name, "err", err)
+		p.page(w, http.StatusForbidden, "Link not usable", err.Error(), nil)
+		return
+	}
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case <-f.ready:
+	case <-t.C:
+	}
+	if f.authURL == "" {
+		p.page(w, http.StatusBadGateway, "Cannot connect", "The target's authorization server could not be reached: make the call again.", nil)
+		return
+	}
+	p.Log.Info("oauth: connect link followed", "target", c.opts.Target, "user", name)
+	http.Redirect(w, r, f.authURL, http.StatusFound)
+}
+
+func (p *Pages) callback(w http.ResponseWriter, r *http.Request) {
+	name, ok := p.who(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	state := q.Get("state")
+	var c *Connector
+	var f *flow
+	for _, cc := range p.Connectors {
+		if f = cc.byState(state); f != nil {
+			c = cc
+			break
+		}
+	}
+	if f == nil {
+		p.page(w, http.StatusBadRequest, "Unknown authorization", "This authorization is unknown or has expired: make the call again for a new link.", nil)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
+	defer cancel()
+	if err := c.complete(ctx, f, name, q); err != nil {
+		p.Log.Info("oauth: callback refused", "target", c.opts.Target, "user", name, "err", redactErr(err))
+		p.page(w, http.StatusForbidden, "Not connected", err.Error(), nil)
+		return
+	}
+	p.page(w, http.StatusOK, "Connected", "Your account at "+c.opts.Target+" is connected. Go back to your AI client and try again.", nil)
+}
+
+// connection is one row of the connections page.
+type connection struct {
+	Target    string
+	Connected string
+	Scopes    string
+}
+
+func (p *Pages) connections(w http.ResponseWriter, r *http.Request) {
+	name, ok := p.who(w, r)
+	if !ok {
+		return
+	}
+	var rows []connection
+	for _, c := range sortedConnectors(p.Connectors) {
+		if rec := c.Connection(name); rec != nil {
+			rows = append(rows, connection{Target: c.opts.Target, Connected: rec.Connected.Format(time.RFC3339), Scopes: strings.Join(rec.Scopes, " ")})
+		}
+	}
+	msg := "You have no connections."
+	if len(rows) > 0 {
+		msg = "Your accounts that tailgate uses for you, " + name + ":"
+	}
+	p.page(w, http.StatusOK, "Connections", msg, rows)
+}
+
+func (p *Pages) disconnect(w http.ResponseWriter, r *http.Request) {
+	name, ok := p.who(w, r)
+	if !ok {
+		return
+	}
+	if !sameOrigin(r) {
+		p.page(w, http.StatusForbidden, "Refused", "A disconnect must come from tailgate's own connections page.", nil)
+		return
+	}
+	c := p.Connectors[r.PathValue("target")]
+	if c == nil {
+		p.page(w, http.StatusNotFound, "No such target", "tailgate connects no target by that name.", nil)
+		return
+	}
+	if err := c.Disconnect(r.Context(), name); err != nil {
+		p.page(w, http.StatusInternalServerError, "Not disconnected", err.Error(), nil)
+		return
+	}
+	http.Redirect(w, r, "/oauth/connections", http.StatusSeeOther)
+}
+
+// sameOrigin reports whether a form post comes from a page of the same
+// origin (a browser says so in Sec-Fetch-Site or Origin; a page of
+// another site cannot make the caller's browser disconnect it).
+func sameOrigin(r *http.Request) bool {
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" {
+		return s == "same-origin"
+	}
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true // not a browser's cross-site form
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host == r.Host
+}
+
+var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>tailgate · {{.Title}}</title>
+<style>body{font:16px system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em}table{border-collapse:collapse}td,th{padding:.3em .8em;text-align:left;border-bottom:1px solid #ddd}</style>
+</head><body><h1>{{.Title}}</h1><p id="message">{{.Message}}</p>
+{{if .Rows}}<table><tr><th>Target</th><th>Connected</th><th>Scopes</th><th></th></tr>
+{{range .Rows}}<tr><td>{{.Target}}</td><td>{{.Connected}}</td><td>{{.Scopes}}</td>
+<td><form method="post" action="/oauth/disconnect/{{.Target}}"><button type="submit" name="disconnect" value="{{.Target}}">Disconnect</button></form></td></tr>
+{{end}}</table>{{end}}
+<p><a href="/oauth/connections">Your connections</a></p></body></html>
+`))
+
+func (p *Pages) page(w http.ResponseWriter, status int, title, message string, rows []connection) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	w.WriteHeader(status)
+	pageTmpl.Execute(w, struct {
+		Title, Message string
+		Rows           []connection
+	}{title, message, rows})
+}
+
+// sortedConnectors are cs in the order of their targets' names.
+func sortedConnectors(cs map[string]*Connector) []*Connector {
+	out := make([]*Connector, 0, len(cs))
+	for _, name := range slices.Sorted(maps.Keys(cs)) {
+		out = append(out, cs[name])
+	}
+	return out
+}

@@ -1,0 +1,255 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
+)
+
+// authScenarios are the conformance suite's client scenarios for
+// authorization of MCP 2025-11-25 and 2026-07-28 (0.2.0-alpha.12), run
+// with tailgate as the OAuth client of the suite's server.
+var authScenarios = []string{
+	"auth/metadata-default", "auth/metadata-var1", "auth/metadata-var2", "auth/metadata-var3",
+	"auth/basic-cimd",
+	"auth/scope-from-www-authenticate", "auth/scope-from-scopes-supported", "auth/scope-omitted-when-undefined",
+	"auth/scope-step-up", "auth/scope-retry-limit",
+	"auth/token-endpoint-auth-basic", "auth/token-endpoint-auth-post", "auth/token-endpoint-auth-none",
+	"auth/pre-registration",
+	"auth/resource-mismatch", "auth/offline-access-scope", "auth/offline-access-not-supported",
+	"auth/authorization-server-migration",
+	"auth/iss-supported", "auth/iss-not-advertised", "auth/iss-supported-missing", "auth/iss-wrong-issuer",
+	"auth/iss-unexpected", "auth/iss-normalized", "auth/metadata-issuer-mismatch",
+}
+
+// connectLink finds the connect link in what tailgate answered.
+var connectLink = regexp.MustCompile(`https?://[^\s"']+/oauth/connect/[^\s"'.,]+`)
+
+// TestConformanceAuth runs the suite's authorization scenarios for a
+// client with tailgate as the client: the suite's MCP server requires
+// OAuth, tailgate's route has it as a backendAuth.oauth target, and a
+// caller on the tailnet does what a person would: its first call is
+// answered with a connect link, it follows the link (tailgate's page,
+// the suite's authorization server, tailgate's callback), and calls
+// again, now with its own token. Each scenario's checks must all pass.
+func TestConformanceAuth(t *testing.T) {
+	node, cli := conformanceCLI(t)
+	tn := gatewaytest.NewTailnet(t)
+	alice := tn.Node(t, "alice")
+	only := os.Getenv("TAILGATE_CONFORMANCE_SCENARIO")
+	for _, sc := range authScenarios {
+		if only != "" && sc != only {
+			continue
+		}
+		t.Run(strings.TrimPrefix(sc, "auth/"), func(t *testing.T) {
+			checks, out := runAuthScenario(t, tn, alice, node, cli, sc)
+			bad := 0
+			for _, c := range checks {
+				if c.Status == "FAILURE" || c.Status == "WARNING" {
+					bad++
+					t.Errorf("%s: %s: %s", c.Status, c.ID, c.ErrorMessage)
+				}
+			}
+			if len(checks) == 0 {
+				t.Errorf("no checks written; CLI output:\n%s", out)
+			} else if bad > 0 {
+				t.Logf("CLI output:\n%s", out)
+			}
+		})
+	}
+}
+
+// runAuthScenario runs one scenario: the CLI starts the suite's server
+// and a stand-in client command, which hands the server's URL over and
+// waits; the test drives the real client (a gateway and its caller) and
+// then lets the stand-in exit, so that the CLI writes its checks.
+func runAuthScenario(t *testing.T, tn *gatewaytest.Tailnet, caller *gatewaytest.Node, node, cli, scenario string) ([]conformanceCheck, string) {
+	dir := t.TempDir()
+	handoff, done := filepath.Join(dir, "handoff"), filepath.Join(dir, "done")
+	for _, p := range []string{handoff, done} {
+		if err := syscall.Mkfifo(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := filepath.Join(dir, "client.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\nprintf '%s\\n%s\\n' \"$1\" \"$MCP_CONFORMANCE_CONTEXT\" > "+handoff+"\nread x < "+done+"\n"), 0o755)
+	results := filepath.Join(dir, "results")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, cli, "client", "--scenario", scenario, "--command", script, "--timeout", "60000", "-o", results)
+	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	var output strings.Builder
+	cmd.Stdout, cmd.Stderr = &output, &output
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	got := make(chan []byte, 1)
+	go func() { b, _ := os.ReadFile(handoff); got <- b }()
+	var lines []string
+	select {
+	case b := <-got:
+		lines = strings.SplitN(strings.TrimSpace(string(b)), "\n", 2)
+	case err := <-exited:
+		t.Fatalf("the CLI exited before starting the client: %v\n%s", err, output.String())
+	case <-ctx.Done():
+		t.Fatalf("the CLI did not start the client\n%s", output.String())
+	}
+	serverURL, scenarioCtx := lines[0], ""
+	if len(lines) > 1 {
+		scenarioCtx = lines[1]
+	}
+	oauthCfg := `{clientMetadataUrl: "https://conformance-test.local/client-metadata.json"}`
+	var pre struct {
+		ClientID     string `json:"client_id"`
+		ClientSecret string `json:"client_secret"`
+	}
+	if json.Unmarshal([]byte(scenarioCtx), &pre) == nil && pre.ClientID != "" {
+		secret := filepath.Join(dir, "client-secret")
+		os.WriteFile(secret, []byte(pre.ClientSecret), 0o600)
+		oauthCfg = fmt.Sprintf(`{clientId: %q, clientSecret: {file: %q}}`, pre.ClientID, secret)
+	}
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", `
+          - name: hosted
+            mcp: {host: "`+serverURL+`", backendAuth: {oauth: `+oauthCfg+`}}`)))
+
+	callErr := actAsPerson(ctx, t, caller, gw.URL(3000, "/mcp"))
+	if f, err := os.OpenFile(done, os.O_WRONLY, 0); err == nil {
+		io.WriteString(f, "done\n")
+		f.Close()
+	}
+	select {
+	case <-exited:
+	case <-ctx.Done():
+		t.Fatalf("the CLI did not finish\n%s", output.String())
+	}
+	if callErr != nil {
+		t.Logf("the caller: %v", callErr)
+	}
+	return readChecks(t, results), output.String()
+}
+
+// actAsPerson is what a person in front of an MCP client does: connect,
+// list tools and call test-tool; an answer that carries a connect link
+// is followed in the browser (at most three times), and the step tried
+// again.
+func actAsPerson(ctx context.Context, t *testing.T, n *gatewaytest.Node, url string) error {
+	browser := browserOf(n)
+	var cs *mcp.ClientSession
+	defer func() {
+		if cs != nil {
+			cs.Close()
+		}
+	}()
+	step := func() error {
+		var err error
+		if cs == nil {
+			if cs, err = n.Connect(ctx, url, nil); err != nil {
+				cs = nil
+				return err
+			}
+		}
+		if _, err = cs.ListTools(ctx, nil); err != nil {
+			return err
+		}
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "test-tool", Arguments: map[string]any{}})
+		if err == nil && res.IsError {
+			err = errors.New(contentText(res))
+		}
+		return err
+	}
+	var err error
+	for range 4 {
+		if err = step(); err == nil {
+			return nil
+		}
+		link := connectLink.FindString(err.Error())
+		if link == "" {
+			return err
+		}
+		t.Logf("connect link: %s", link)
+		if cs != nil {
+			cs.Close()
+			cs = nil
+		}
+		resp, ferr := browser.Get(link)
+		if ferr != nil {
+			return fmt.Errorf("following %s: %w", link, ferr)
+		}
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("the connect flow ended on HTTP %d: %s", resp.StatusCode, page)
+		}
+	}
+	return err
+}
+
+// contentText is the text of a tool result.
+func contentText(res *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			b.WriteString(tc.Text)
+		}
+	}
+	return b.String()
+}
+
+// browserOf is a person's browser on node n: tailnet hosts through the
+// node, the suite's authorization server on this host directly; it
+// follows redirects.
+func browserOf(n *gatewaytest.Node) *http.Client {
+	var d net.Dialer
+	return &http.Client{Timeout: time.Minute, Transport: &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, _, _ := net.SplitHostPort(addr)
+			if host == "localhost" || net.ParseIP(host).IsLoopback() {
+				return d.DialContext(ctx, network, addr)
+			}
+			return n.Dial(ctx, network, addr)
+		},
+	}}
+}
+
+// readChecks reads the checks.json the CLI wrote under dir.
+func readChecks(t *testing.T, dir string) []conformanceCheck {
+	var checks []conformanceCheck
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.Name() != "checks.json" {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		var cs []conformanceCheck
+		if err := json.Unmarshal(data, &cs); err != nil {
+			t.Errorf("%s: %v", path, err)
+		}
+		checks = append(checks, cs...)
+		return nil
+	})
+	return checks
+}
