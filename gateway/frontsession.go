@@ -28,6 +28,9 @@ type frontSession struct {
 	sse   bool // a legacy SSE session: everything flows on its stream
 	// sessionless serves the sessionless (2026-07-28) requests of one caller.
 	sessionless bool
+	// urlElicitation says the session's client declared URL
+	// elicitations when it began (connectanswer.go).
+	urlElicitation atomic.Bool
 	// toolHeaders are its tools' Mcp-Param-* bindings; under mu.
 	toolHeaders *toolHeaders
 	log         *slog.Logger
@@ -157,6 +160,7 @@ func (fs *frontSession) initialize(ctx context.Context, m *jsonrpc.Message, w ht
 	if fs.sse {
 		w.Header().Del(sessionIDHeader)
 	}
+	fs.urlElicitation.Store(m.Path("params", "capabilities", "elicitation", "url").Has())
 	writeJSON(w, jsonrpc.ResultMessage(m.Bytes(m.ID), bs.InitializeResult()))
 	fs.log.Info("mcp session opened", "client", m.String(m.Path("params", "clientInfo", "name")),
 		"protocol_version", m.String(m.Path("params", "protocolVersion")), "pids", bs.PIDs(), "duration", time.Since(start).Round(time.Millisecond))

@@ -218,7 +218,7 @@ func (c *call) stream() bool {
 			if fr.Final {
 				// The answer: the call's outcome, audited before it leaves.
 				c.outcome, c.err = finalOutcome(fr)
-				err = c.finish(fr.Data, c.outcome, c.err)
+				err = c.finish(c.connectAnswer(fr.Data), c.outcome, c.err)
 			} else {
 				err = c.out.send(fr.Data, false)
 			}

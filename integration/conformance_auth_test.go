@@ -75,11 +75,34 @@ func TestConformanceAuth(t *testing.T) {
 	}
 }
 
-// runAuthScenario runs one scenario: the CLI starts the suite's server
-// and a stand-in client command, which hands the server's URL over and
-// waits; the test drives the real client (a gateway and its caller) and
-// then lets the stand-in exit, so that the CLI writes its checks.
+// runAuthScenario runs one scenario with a gateway whose target is the
+// suite's server, and a person acting through it (actAsPerson).
 func runAuthScenario(t *testing.T, tn *gatewaytest.Tailnet, caller *gatewaytest.Node, node, cli, scenario string) ([]conformanceCheck, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sc := startClientScenario(ctx, t, node, cli, scenario)
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", `
+          - name: hosted
+            mcp: {host: "`+sc.serverURL+`", backendAuth: {oauth: `+sc.oauthConfig(t)+`}}`)))
+	if err := actAsPerson(ctx, t, caller, gw.URL(3000, "/mcp")); err != nil {
+		t.Logf("the caller: %v", err)
+	}
+	return sc.finish(ctx, t)
+}
+
+// clientScenario is a client scenario of the suite under way: the CLI
+// started the suite's server and a stand-in client command, which handed
+// the server's URL over and waits; the test is the real client, and then
+// lets the stand-in exit, so that the CLI writes its checks.
+type clientScenario struct {
+	serverURL, context string
+	dir, done          string
+	output             *strings.Builder
+	exited             chan error
+}
+
+func startClientScenario(ctx context.Context, t *testing.T, node, cli, scenario string) *clientScenario {
+	t.Helper()
 	dir := t.TempDir()
 	handoff, done := filepath.Join(dir, "handoff"), filepath.Join(dir, "done")
 	for _, p := range []string{handoff, done} {
@@ -89,63 +112,74 @@ func runAuthScenario(t *testing.T, tn *gatewaytest.Tailnet, caller *gatewaytest.
 	}
 	script := filepath.Join(dir, "client.sh")
 	os.WriteFile(script, []byte("#!/bin/sh\nprintf '%s\\n%s\\n' \"$1\" \"$MCP_CONFORMANCE_CONTEXT\" > "+handoff+"\nread x < "+done+"\n"), 0o755)
-	results := filepath.Join(dir, "results")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, cli, "client", "--scenario", scenario, "--command", script, "--timeout", "60000", "-o", results)
+	cmd := exec.CommandContext(ctx, node, cli, "client", "--scenario", scenario, "--command", script, "--timeout", "60000", "-o", filepath.Join(dir, "results"))
 	cmd.Env = append(os.Environ(), "NO_COLOR=1")
-	var output strings.Builder
-	cmd.Stdout, cmd.Stderr = &output, &output
+	sc := &clientScenario{dir: dir, done: done, output: new(strings.Builder), exited: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = sc.output, sc.output
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-
+	go func() { sc.exited <- cmd.Wait() }()
+	t.Cleanup(func() { sc.release() })
 	got := make(chan []byte, 1)
 	go func() { b, _ := os.ReadFile(handoff); got <- b }()
-	var lines []string
 	select {
 	case b := <-got:
-		lines = strings.SplitN(strings.TrimSpace(string(b)), "\n", 2)
-	case err := <-exited:
-		t.Fatalf("the CLI exited before starting the client: %v\n%s", err, output.String())
+		lines := strings.SplitN(strings.TrimSpace(string(b)), "\n", 2)
+		sc.serverURL = lines[0]
+		if len(lines) > 1 {
+			sc.context = lines[1]
+		}
+	case err := <-sc.exited:
+		t.Fatalf("the CLI exited before starting the client: %v\n%s", err, sc.output)
 	case <-ctx.Done():
-		t.Fatalf("the CLI did not start the client\n%s", output.String())
+		t.Fatalf("the CLI did not start the client\n%s", sc.output)
 	}
-	serverURL, scenarioCtx := lines[0], ""
-	if len(lines) > 1 {
-		scenarioCtx = lines[1]
-	}
-	oauthCfg := `{clientMetadataUrl: "https://conformance-test.local/client-metadata.json"}`
+	return sc
+}
+
+// oauthConfig is the target's backendAuth.oauth for the scenario: its
+// pre-registered client where the scenario has one, else a client ID
+// metadata document URL (and dynamic registration).
+func (sc *clientScenario) oauthConfig(t *testing.T) string {
 	var pre struct {
 		ClientID     string `json:"client_id"`
 		ClientSecret string `json:"client_secret"`
 	}
-	if json.Unmarshal([]byte(scenarioCtx), &pre) == nil && pre.ClientID != "" {
-		secret := filepath.Join(dir, "client-secret")
+	if json.Unmarshal([]byte(sc.context), &pre) == nil && pre.ClientID != "" {
+		secret := filepath.Join(sc.dir, "client-secret")
 		os.WriteFile(secret, []byte(pre.ClientSecret), 0o600)
-		oauthCfg = fmt.Sprintf(`{clientId: %q, clientSecret: {file: %q}}`, pre.ClientID, secret)
+		return fmt.Sprintf(`{clientId: %q, clientSecret: {file: %q}}`, pre.ClientID, secret)
 	}
-	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", `
-          - name: hosted
-            mcp: {host: "`+serverURL+`", backendAuth: {oauth: `+oauthCfg+`}}`)))
+	return `{clientMetadataUrl: "https://conformance-test.local/client-metadata.json"}`
+}
 
-	callErr := actAsPerson(ctx, t, caller, gw.URL(3000, "/mcp"))
-	if f, err := os.OpenFile(done, os.O_WRONLY, 0); err == nil {
+// release lets the stand-in client exit (once).
+func (sc *clientScenario) release() {
+	if f, err := os.OpenFile(sc.done, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
 		io.WriteString(f, "done\n")
 		f.Close()
 	}
-	select {
-	case <-exited:
-	case <-ctx.Done():
-		t.Fatalf("the CLI did not finish\n%s", output.String())
+}
+
+// finish lets the stand-in exit and reads the checks the CLI wrote.
+func (sc *clientScenario) finish(ctx context.Context, t *testing.T) ([]conformanceCheck, string) {
+	// The stand-in opens its end of the FIFO once it has handed over:
+	// until it has, there is no reader to release.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for exited := false; !exited; {
+		sc.release()
+		select {
+		case <-sc.exited:
+			exited = true
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("the CLI did not finish\n%s", sc.output)
+		}
 	}
-	if callErr != nil {
-		t.Logf("the caller: %v", callErr)
-	}
-	return readChecks(t, results), output.String()
+	return readChecks(t, filepath.Join(sc.dir, "results")), sc.output.String()
 }
 
 // actAsPerson is what a person in front of an MCP client does: connect,

@@ -1,0 +1,137 @@
+package integration
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
+)
+
+// Connections are each person's own: against the conformance suite's
+// OAuth-protected server (a real authorization server and resource
+// server), alice's link serves alice only; once she has connected, her
+// calls carry her token while bob still gets a link of his own; policy
+// sees whether the caller is connected (mcp.connection); after she
+// disconnects on her connections page, her next call is a tool error
+// that carries a new link (her client declared no URL elicitations).
+func TestConnectorsArePerPerson(t *testing.T) {
+	node, cli := conformanceCLI(t)
+	tn := gatewaytest.NewTailnet(t)
+	alice, bob := tn.Node(t, "alice"), tn.Node(t, "bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sc := startClientScenario(ctx, t, node, cli, "auth/metadata-default")
+	defer sc.finish(ctx, t)
+	target := `
+          targets:
+          - name: hosted
+            mcp: {host: "` + sc.serverURL + `", backendAuth: {oauth: ` + sc.oauthConfig(t) + `}}`
+	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, `
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - name: open
+      matches: [{path: {pathPrefix: /mcp}}]
+      backends:
+      - mcp:`+target+`
+    - name: guarded
+      matches: [{path: {pathPrefix: /guarded}}]
+      policies:
+        mcpAuthorization:
+          rules: ['mcp.connection.connected']
+      backends:
+      - mcp:`+target+`
+`))
+	mcpURL := gw.URL(3000, "/mcp")
+
+	// Nobody is connected: each caller's session start answers with a
+	// link of its own.
+	_, aerr := alice.Connect(ctx, mcpURL, nil)
+	aliceLink := connectLink.FindString(errText(aerr))
+	_, berr := bob.Connect(ctx, mcpURL, nil)
+	bobLink := connectLink.FindString(errText(berr))
+	if aliceLink == "" || bobLink == "" || aliceLink == bobLink {
+		t.Fatalf("want a link each: alice %v, bob %v", aerr, berr)
+	}
+	// bob cannot use alice's link, nor complete her flow.
+	if code, page := get(t, browserOf(bob), aliceLink); code != http.StatusForbidden || !strings.Contains(page, "another user") {
+		t.Fatalf("bob following alice's link: %d %s", code, page)
+	}
+	if code, page := get(t, browserOf(alice), aliceLink); code != http.StatusOK || !strings.Contains(page, "Connected") {
+		t.Fatalf("alice following her link: %d %s", code, page)
+	}
+
+	cs, err := alice.Connect(ctx, mcpURL, nil)
+	if err != nil {
+		t.Fatalf("alice after connecting: %v", err)
+	}
+	defer cs.Close()
+	if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "test-tool", Arguments: map[string]any{}}); err != nil || res.IsError {
+		t.Fatalf("alice's call: %v %v", res, err)
+	}
+	guarded, err := alice.Connect(ctx, gw.URL(3000, "/guarded"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer guarded.Close()
+	if res, err := guarded.CallTool(ctx, &mcp.CallToolParams{Name: "test-tool", Arguments: map[string]any{}}); err != nil || res.IsError {
+		t.Fatalf("alice's call where policy wants a connection: %v %v", res, err)
+	}
+	if _, err := bob.Connect(ctx, mcpURL, nil); connectLink.FindString(errText(err)) == "" {
+		t.Fatalf("bob, still not connected: %v", err)
+	}
+
+	// Her connections page lists the target; disconnecting removes it.
+	base := strings.TrimSuffix(aliceLink, aliceLink[strings.Index(aliceLink, "/oauth/"):])
+	if code, page := get(t, browserOf(alice), base+"/oauth/connections"); code != http.StatusOK || !strings.Contains(page, "hosted") || !strings.Contains(page, "Disconnect") {
+		t.Fatalf("alice's connections: %d %s", code, page)
+	}
+	if code, page := get(t, browserOf(bob), base+"/oauth/connections"); code != http.StatusOK || strings.Contains(page, "Disconnect") {
+		t.Fatalf("bob's connections: %d %s", code, page)
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"/oauth/disconnect/hosted", strings.NewReader(url.Values{"disconnect": {"hosted"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://evil.example")
+	if resp, err := browserOf(alice).Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a cross-site disconnect: %v %v", resp, err)
+	}
+	req.Header.Set("Origin", base)
+	req.Body = io.NopCloser(strings.NewReader(url.Values{"disconnect": {"hosted"}}.Encode()))
+	if resp, err := browserOf(alice).Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("disconnect: %v %v", resp, err)
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "test-tool", Arguments: map[string]any{}})
+	if err != nil || !res.IsError || connectLink.FindString(contentText(res)) == "" {
+		t.Fatalf("alice's call after disconnecting: %v %v, want a tool error with a connect link", res, err)
+	}
+	if res, err := guarded.CallTool(ctx, &mcp.CallToolParams{Name: "test-tool", Arguments: map[string]any{}}); err == nil && !res.IsError {
+		t.Fatalf("alice's call where policy wants a connection, after disconnecting: allowed")
+	}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// get fetches url with client: its status and page.
+func get(t *testing.T, client *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	page, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(page)
+}
