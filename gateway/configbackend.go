@@ -293,6 +293,10 @@ type OAuthBackendAuth struct {
 	ClientMetadataURL string     `yaml:"clientMetadataUrl"`
 	// Scopes are asked for in place of those the target names.
 	Scopes []string `yaml:"scopes"`
+	// ClientCredentials makes tailgate call the target as itself, a
+	// service (the OAuth client credentials grant with the pre-registered
+	// client), instead of as each person: one token for every caller.
+	ClientCredentials bool `yaml:"clientCredentials"`
 }
 
 // IdentityToken is a token tailgate signs (EdDSA, its keys published at

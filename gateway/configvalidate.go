@@ -81,6 +81,9 @@ var (
 // reports to d, so that one run reports every problem.
 func (d *decoder) validate(doc *yaml.Node, cfg *Config) {
 	d.setec = d.validateSecrets(doc, cfg)
+	if o := cfg.Global.OAuth; o != nil && o.Key != nil {
+		d.noteSecretRef(doc, []any{"config", "oauth", "key"}, "config.oauth.key", *o.Key)
+	}
 	d.resolveBackends(doc, cfg)
 	d.validateTailscale(doc, &cfg.Tailscale)
 	d.validateGlobal(doc, cfg)
@@ -174,6 +177,14 @@ func (d *decoder) validateSecrets(doc *yaml.Node, cfg *Config) bool {
 		}
 		if a.MaxSizeMB < 0 || a.MaxAgeDays < 0 || a.MaxBackups < 0 {
 			d.errorf(at(doc, "config", "audit"), "config.audit", "maxSizeMB, maxAgeDays and maxBackups must not be negative")
+		}
+	}
+	if o := cfg.Global.OAuth; o != nil {
+		if o.Dir != "" {
+			o.Dir = resolvePath(d.dir, o.Dir)
+		}
+		if o.Key != nil && o.Key.PerCaller() {
+			d.errorf(at(doc, "config", "oauth", "key"), "config.oauth.key", "the connections' key is the gateway's: its template cannot name a caller")
 		}
 	}
 	if r := cfg.Global.Readiness; r != nil && r.Targets != "" && r.Targets != "all" && r.Targets != "any" {
@@ -557,6 +568,27 @@ func (d *decoder) validateRemoteCredentials(doc *yaml.Node, keys []any, path str
 		}
 		header, _ := it.header("")
 		claim(header, path+".backendAuth.identityToken", at(doc, k("backendAuth", "identityToken")...))
+	}
+	if o := ba.OAuth; o != nil {
+		where := path + ".backendAuth.oauth"
+		claim("Authorization", where, at(doc, k("backendAuth", "oauth")...))
+		if o.ClientSecret != nil {
+			if o.ClientID == "" {
+				d.errorf(at(doc, k("backendAuth", "oauth", "clientSecret")...), where+".clientSecret", "a client secret goes with its clientId")
+			}
+			if o.ClientSecret.PerCaller() {
+				d.errorf(at(doc, k("backendAuth", "oauth", "clientSecret")...), where+".clientSecret", "tailgate's client secret is the same for every caller: its template cannot name the caller")
+			}
+			d.noteSecretRef(doc, k("backendAuth", "oauth", "clientSecret"), where+".clientSecret", *o.ClientSecret)
+		}
+		if o.ClientCredentials && o.ClientID == "" {
+			d.errorf(at(doc, k("backendAuth", "oauth", "clientCredentials")...), where+".clientCredentials", "the client credentials flow needs a pre-registered clientId (and clientSecret)")
+		}
+		if u := o.ClientMetadataURL; u != "" {
+			if pu, err := url.Parse(u); err != nil || pu.Scheme != "https" || pu.Path == "" || pu.Path == "/" {
+				d.errorf(at(doc, k("backendAuth", "oauth", "clientMetadataUrl")...), where+".clientMetadataUrl", "a client ID metadata document is at an https URL with a path, got %q", u)
+			}
+		}
 	}
 }
 

@@ -53,7 +53,7 @@ func (s *Server) connectorFor(ctx context.Context, cfg *Config, cr *credentials,
 	cs := &s.oauth
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	sig := fmt.Sprintf("%s|%s|%s|%v|%v", url, o.ClientID, o.ClientMetadataURL, o.Scopes, o.ClientSecret)
+	sig := fmt.Sprintf("%s|%s|%s|%v|%v|%v", url, o.ClientID, o.ClientMetadataURL, o.Scopes, o.ClientSecret, o.ClientCredentials)
 	if e := cs.by[name]; e != nil && e.sig == sig {
 		return e.c, nil
 	}
@@ -75,6 +75,7 @@ func (s *Server) connectorFor(ctx context.Context, cfg *Config, cr *credentials,
 	c, err := oauth.New(oauth.Options{
 		Target: name, Resource: url, GatewayURL: s.gatewayURL,
 		ClientID: o.ClientID, ClientSecret: secret, ClientMetadataURL: o.ClientMetadataURL, Scopes: o.Scopes,
+		ClientCredentials: o.ClientCredentials,
 		Client: client, Store: cs.store, Log: s.log.With("component", "oauth"),
 	})
 	if err != nil {
@@ -173,7 +174,7 @@ type connectorAuth struct{ c *oauth.Connector }
 
 func (a connectorAuth) Token(ctx context.Context, id *tsnode.Identity) (string, error) {
 	owner := connectionOwner(id)
-	if owner == "" {
+	if owner == "" && !a.c.Service() {
 		return "", nil
 	}
 	return a.c.Token(ctx, owner)
@@ -181,7 +182,7 @@ func (a connectorAuth) Token(ctx context.Context, id *tsnode.Identity) (string, 
 
 func (a connectorAuth) Unauthorized(ctx context.Context, id *tsnode.Identity, req *http.Request, resp *http.Response) error {
 	owner := connectionOwner(id)
-	if owner == "" {
+	if owner == "" && !a.c.Service() {
 		return fmt.Errorf("target %q needs a person's account: the caller has no tailnet login", a.c.Target())
 	}
 	err := a.c.Unauthorized(ctx, owner, req, resp)

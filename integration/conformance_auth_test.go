@@ -36,6 +36,9 @@ var authScenarios = []string{
 	"auth/authorization-server-migration",
 	"auth/iss-supported", "auth/iss-not-advertised", "auth/iss-supported-missing", "auth/iss-wrong-issuer",
 	"auth/iss-unexpected", "auth/iss-normalized", "auth/metadata-issuer-mismatch",
+	// An extension (io.modelcontextprotocol/oauth-client-credentials):
+	// a target called as tailgate itself (backendAuth.oauth.clientCredentials).
+	"auth/client-credentials-basic",
 }
 
 // connectLink finds the connect link in what tailgate answered.
@@ -81,9 +84,13 @@ func runAuthScenario(t *testing.T, tn *gatewaytest.Tailnet, caller *gatewaytest.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sc := startClientScenario(ctx, t, node, cli, scenario)
+	oauth := sc.oauthConfig(t)
+	if strings.HasPrefix(scenario, "auth/client-credentials-") {
+		oauth = strings.Replace(oauth, "{", "{clientCredentials: true, ", 1)
+	}
 	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", `
           - name: hosted
-            mcp: {host: "`+sc.serverURL+`", backendAuth: {oauth: `+sc.oauthConfig(t)+`}}`)))
+            mcp: {host: "`+sc.serverURL+`", backendAuth: {oauth: `+oauth+`}}`)))
 	if err := actAsPerson(ctx, t, caller, gw.URL(3000, "/mcp")); err != nil {
 		t.Logf("the caller: %v", err)
 	}

@@ -56,6 +56,9 @@ type Options struct {
 	Log    *slog.Logger
 	// FlowTimeout is how long a connect link can be followed; default 10m.
 	FlowTimeout time.Duration
+	// ClientCredentials calls the target as tailgate itself, with the
+	// pre-registered client's credentials (service.go).
+	ClientCredentials bool
 }
 
 // Connector holds the connections of every login to one target.
@@ -65,6 +68,8 @@ type Connector struct {
 	mu     sync.Mutex
 	logins map[string]*login
 	flows  map[string]*flow // by id, the connect link's last element
+	// service is the token source of a ClientCredentials target.
+	service oauth2.TokenSource
 }
 
 // login is one login's connection to the target, as far as it is known.
@@ -134,6 +139,10 @@ func New(opts Options) (*Connector, error) {
 	return &Connector{opts: opts, logins: map[string]*login{}, flows: map[string]*flow{}}, nil
 }
 
+// Service reports whether the target is called as tailgate itself
+// (client credentials), not as each person.
+func (c *Connector) Service() bool { return c.opts.ClientCredentials }
+
 // Target is the connector's target.
 func (c *Connector) Target() string { return c.opts.Target }
 
@@ -151,6 +160,9 @@ func (c *Connector) state(name string) *login {
 // connection (or its token can no longer be refreshed, in which case the
 // connection is removed).
 func (c *Connector) Token(ctx context.Context, name string) (string, error) {
+	if c.opts.ClientCredentials {
+		return c.serviceToken()
+	}
 	ts, err := c.source(name)
 	if err != nil || ts == nil {
 		return "", err
@@ -252,6 +264,9 @@ func (s *storedSource) Token() (*oauth2.Token, error) {
 // a *ConnectRequired with the link to give the caller, or why no flow can
 // begin (the target's metadata cannot be found, registration refused).
 func (c *Connector) Unauthorized(ctx context.Context, name string, req *http.Request, resp *http.Response) error {
+	if c.opts.ClientCredentials {
+		return c.serviceUnauthorized(ctx, resp)
+	}
 	if resp.StatusCode == http.StatusUnauthorized {
 		c.mu.Lock()
 		had := c.state(name).ts != nil

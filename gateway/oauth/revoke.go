@@ -2,7 +2,6 @@ package oauth
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -59,24 +58,45 @@ func (c *Connector) revoke(ctx context.Context, rec *Record) error {
 // revocationEndpoint is the revocation endpoint of rec's resource's
 // authorization server; "" if it offers none.
 func (c *Connector) revocationEndpoint(ctx context.Context, rec *Record) (string, error) {
-	ru, err := url.Parse(rec.Resource)
-	if err != nil {
-		return "", err
-	}
-	var prm *oauthex.ProtectedResourceMetadata
-	for _, path := range []string{"/.well-known/oauth-protected-resource/" + strings.TrimLeft(ru.Path, "/"), "/.well-known/oauth-protected-resource"} {
-		mu := *ru
-		mu.Path, mu.RawQuery = path, ""
-		if prm, err = oauthex.GetProtectedResourceMetadata(ctx, mu.String(), rec.Resource, c.opts.Client); err == nil && prm != nil && len(prm.AuthorizationServers) > 0 {
-			break
-		}
-	}
-	if prm == nil || len(prm.AuthorizationServers) == 0 {
-		return "", errors.New("revoke: the target's protected resource metadata cannot be read")
-	}
-	asm, err := auth.GetAuthServerMetadata(ctx, prm.AuthorizationServers[0], c.opts.Client)
+	asm, err := c.authServer(ctx, rec.Resource, "")
 	if err != nil || asm == nil {
 		return "", err
 	}
 	return asm.RevocationEndpoint, nil
+}
+
+// authServer is the metadata of resource's authorization server, found
+// from its protected resource metadata (at prmURL, the challenge's, else
+// the well-known URLs).
+func (c *Connector) authServer(ctx context.Context, resource, prmURL string) (*oauthex.AuthServerMeta, error) {
+	ru, err := url.Parse(resource)
+	if err != nil {
+		return nil, err
+	}
+	var urls []string
+	if prmURL != "" {
+		urls = append(urls, prmURL)
+	}
+	for _, path := range []string{"/.well-known/oauth-protected-resource/" + strings.TrimLeft(ru.Path, "/"), "/.well-known/oauth-protected-resource"} {
+		mu := *ru
+		mu.Path, mu.RawQuery = path, ""
+		urls = append(urls, mu.String())
+	}
+	var prm *oauthex.ProtectedResourceMetadata
+	for _, u := range urls {
+		if prm, err = oauthex.GetProtectedResourceMetadata(ctx, u, resource, c.opts.Client); err == nil && prm != nil && len(prm.AuthorizationServers) > 0 {
+			break
+		}
+	}
+	if prm == nil || len(prm.AuthorizationServers) == 0 {
+		return nil, fmt.Errorf("the protected resource metadata of %s cannot be read", resource)
+	}
+	asm, err := auth.GetAuthServerMetadata(ctx, prm.AuthorizationServers[0], c.opts.Client)
+	if err != nil {
+		return nil, err
+	}
+	if asm == nil {
+		return nil, fmt.Errorf("authorization server %s publishes no metadata", prm.AuthorizationServers[0])
+	}
+	return asm, nil
 }

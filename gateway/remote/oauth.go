@@ -60,13 +60,13 @@ func (ct *callerTransport) authorize(req *http.Request, id *tsnode.Identity) (*h
 		return resp, err
 	}
 	uerr := auth.Unauthorized(req.Context(), id, req, resp)
+	if uerr == nil {
+		return ct.retry(req, id, resp)
+	}
 	var cr *ConnectRequired
 	if !errors.As(uerr, &cr) {
-		if uerr != nil {
-			resp.Body.Close()
-			return nil, uerr
-		}
-		return resp, nil
+		resp.Body.Close()
+		return nil, uerr
 	}
 	msg := requestOf(req)
 	if msg == nil || !msg.IsRequest() {
@@ -86,6 +86,29 @@ func (ct *callerTransport) authorize(req *http.Request, id *tsnode.Identity) (*h
 		ContentLength: int64(len(body)),
 		Request:       req,
 	}, nil
+}
+
+// retry sends req again, once, with the token the Authorizer has now (a
+// service's, just obtained); refused is the answer it had.
+func (ct *callerTransport) retry(req *http.Request, id *tsnode.Identity, refused *http.Response) (*http.Response, error) {
+	if req.GetBody == nil {
+		return refused, nil
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return refused, nil
+	}
+	io.Copy(io.Discard, io.LimitReader(refused.Body, 1<<16))
+	refused.Body.Close()
+	again := req.Clone(req.Context())
+	again.Body = body
+	tok, err := ct.opts.Authorizer.Token(req.Context(), id)
+	if err != nil {
+		body.Close()
+		return nil, err
+	}
+	again.Header.Set("Authorization", "Bearer "+tok)
+	return ct.base.RoundTrip(again)
 }
 
 // refused reports whether resp refuses the request's credentials: 401,
