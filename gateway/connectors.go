@@ -76,7 +76,7 @@ func (s *Server) connectorFor(ctx context.Context, cfg *Config, cr *credentials,
 		Target: name, Resource: url, GatewayURL: s.gatewayURL,
 		ClientID: o.ClientID, ClientSecret: secret, ClientMetadataURL: o.ClientMetadataURL, Scopes: o.Scopes,
 		ClientCredentials: o.ClientCredentials,
-		Client: client, Store: cs.store, Log: s.log.With("component", "oauth"),
+		Client:            client, Store: cs.store, Log: s.log.With("component", "oauth"),
 	})
 	if err != nil {
 		return nil, err
