@@ -109,7 +109,7 @@ func TestAgentgatewayExampleConfigs(t *testing.T) {
 				if err != nil {
 					t.Fatalf("does not load:\n%v", err)
 				}
-				if got := configTargets(cfg); !slices.Equal(got, tc.targets) {
+				if got := targetNames(cfg); !slices.Equal(got, tc.targets) {
 					t.Errorf("targets %v, want %v", got, tc.targets)
 				}
 				s, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
@@ -221,26 +221,11 @@ func findTargets(n *yaml.Node) *yaml.Node {
 	return nil
 }
 
-// configTargets are the names of a config's MCP targets, in order.
-func configTargets(cfg *Config) []string {
+// targetNames are the names of a config's MCP targets, in order.
+func targetNames(cfg *Config) []string {
 	var names []string
-	if cfg.MCP != nil {
-		for _, t := range cfg.MCP.Targets {
-			names = append(names, t.Name)
-		}
-	}
-	for _, b := range cfg.Binds {
-		for _, l := range b.Listeners {
-			for _, r := range l.Routes {
-				for _, be := range r.Backends {
-					if be.MCP != nil {
-						for _, t := range be.MCP.Targets {
-							names = append(names, t.Name)
-						}
-					}
-				}
-			}
-		}
+	for _, t := range configTargets(cfg) {
+		names = append(names, t.t.Name)
 	}
 	return names
 }

@@ -297,6 +297,14 @@ type OAuthBackendAuth struct {
 	// service (the OAuth client credentials grant with the pre-registered
 	// client), instead of as each person: one token for every caller.
 	ClientCredentials bool `yaml:"clientCredentials"`
+	// ConnectAuthorization decides who may connect an account at the
+	// target: rules as in authorization policies that see source (the
+	// person's tailnet identity, its grants among its caps), e.g.
+	// `"linear" in source.tailscale.caps["example.com/cap/tailgate"][0].connect`.
+	// Unset, anyone who may call the target may connect.
+	ConnectAuthorization *RuleSetConfig `yaml:"connectAuthorization"`
+
+	connectAuthz *policy.RuleSet
 }
 
 // IdentityToken is a token tailgate signs (EdDSA, its keys published at

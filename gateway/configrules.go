@@ -36,6 +36,13 @@ func (d *decoder) compileRules(doc *yaml.Node, cfg *Config, env *policy.Env) {
 			}
 		}
 	}
+	for _, tp := range configTargets(cfg) {
+		if r, _ := tp.t.remote(); r != nil && r.BackendAuth != nil && r.BackendAuth.OAuth != nil && r.BackendAuth.OAuth.ConnectAuthorization != nil {
+			o := r.BackendAuth.OAuth
+			where := tp.path + "." + tp.kind + ".backendAuth.oauth.connectAuthorization.rules"
+			o.connectAuthz = d.compileRuleSet(env, policy.ScopeNetwork, where, ruleSource{where, o.ConnectAuthorization})
+		}
+	}
 	if m := cfg.MCP; m != nil {
 		m.authz, m.mcpAuthz = d.compilePolicies(env, "mcp", m.Policies, "", nil)
 		d.checkCORS(doc, []any{"mcp", "policies", "cors"}, "mcp.policies.cors", m.Policies)
@@ -155,4 +162,44 @@ func unjoin(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+// configTarget is a target of the config, at its YAML path, with its
+// kind's key (mcp, sse or stdio).
+type configTarget struct {
+	t          *Target
+	path, kind string
+}
+
+// configTargets are every target of cfg: its simple mcp block's, then
+// its routes', in order.
+func configTargets(cfg *Config) []configTarget {
+	var out []configTarget
+	add := func(prefix string, ts []Target) {
+		for i := range ts {
+			kind := "stdio"
+			switch {
+			case ts[i].MCP != nil:
+				kind = "mcp"
+			case ts[i].SSE != nil:
+				kind = "sse"
+			}
+			out = append(out, configTarget{&ts[i], fmt.Sprintf("%s.targets[%d]", prefix, i), kind})
+		}
+	}
+	if cfg.MCP != nil {
+		add("mcp", cfg.MCP.Targets)
+	}
+	for i := range cfg.Binds {
+		for j := range cfg.Binds[i].Listeners {
+			for k, r := range cfg.Binds[i].Listeners[j].Routes {
+				for b, be := range r.Backends {
+					if be.MCP != nil {
+						add(fmt.Sprintf("binds[%d].listeners[%d].routes[%d].backends[%d].mcp", i, j, k, b), be.MCP.Targets)
+					}
+				}
+			}
+		}
+	}
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,8 +16,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tailgate-dev/tailgate/gateway/audit"
 	"github.com/tailgate-dev/tailgate/gateway/oauth"
 	"github.com/tailgate-dev/tailgate/gateway/remote"
+	"github.com/tailgate-dev/tailgate/policy"
 	"github.com/tailgate-dev/tailgate/tsnode"
 )
 
@@ -45,6 +48,9 @@ type connectors struct {
 type connectorEntry struct {
 	sig string
 	c   *oauth.Connector
+	// mayConnect is the target's connectAuthorization (nil: anyone);
+	// replaced at each load.
+	mayConnect *policy.RuleSet
 }
 
 // connectorFor is target name's connector (at url, configured as o),
@@ -55,6 +61,7 @@ func (s *Server) connectorFor(ctx context.Context, cfg *Config, cr *credentials,
 	defer cs.mu.Unlock()
 	sig := fmt.Sprintf("%s|%s|%s|%v|%v|%v", url, o.ClientID, o.ClientMetadataURL, o.Scopes, o.ClientSecret, o.ClientCredentials)
 	if e := cs.by[name]; e != nil && e.sig == sig {
+		e.mayConnect = o.connectAuthz
 		return e.c, nil
 	}
 	if cs.store == nil {
@@ -75,8 +82,9 @@ func (s *Server) connectorFor(ctx context.Context, cfg *Config, cr *credentials,
 	c, err := oauth.New(oauth.Options{
 		Target: name, Resource: url, GatewayURL: s.gatewayURL,
 		ClientID: o.ClientID, ClientSecret: secret, ClientMetadataURL: o.ClientMetadataURL, Scopes: o.Scopes,
-		ClientCredentials: o.ClientCredentials,
-		Client:            client, Store: cs.store, Log: s.log.With("component", "oauth"),
+		ClientCredentials: o.ClientCredentials, Client: client, Store: cs.store,
+		Log:      s.log.With("component", "oauth"),
+		OnChange: func(event, owner string) { s.auditConnectionChange(event, name, owner) },
 	})
 	if err != nil {
 		return nil, err
@@ -84,7 +92,7 @@ func (s *Server) connectorFor(ctx context.Context, cfg *Config, cr *credentials,
 	if cs.by == nil {
 		cs.by = make(map[string]*connectorEntry)
 	}
-	cs.by[name] = &connectorEntry{sig: sig, c: c}
+	cs.by[name] = &connectorEntry{sig: sig, c: c, mayConnect: o.connectAuthz}
 	return c, nil
 }
 
@@ -141,9 +149,28 @@ func (s *Server) oauthPages() http.Handler {
 	for name, e := range cs.by {
 		by[name] = e.c
 	}
-	p := &oauth.Pages{Connectors: by, Log: s.log.With("component", "oauth"), Identify: func(r *http.Request) (string, error) {
-		return connectionOwner(tailnetIdentity(sourceFrom(r.Context()))), nil
-	}}
+	rules := make(map[string]*policy.RuleSet, len(cs.by))
+	for name, e := range cs.by {
+		rules[name] = e.mayConnect
+	}
+	p := &oauth.Pages{Connectors: by, Log: s.log.With("component", "oauth"),
+		Identify: func(r *http.Request) (string, error) {
+			return connectionOwner(tailnetIdentity(sourceFrom(r.Context()))), nil
+		},
+		MayConnect: func(r *http.Request, target string) error {
+			rs := rules[target]
+			if rs == nil {
+				return nil
+			}
+			src := sourceFrom(r.Context())
+			d := rs.Evaluate(policy.Input{Source: src})
+			s.auditConnect(src, target, d)
+			if d.Allow {
+				return nil
+			}
+			return fmt.Errorf("your tailnet identity may not connect an account at %s (%s: %s)", target, d.Rule, d.Reason())
+		},
+	}
 	return p.Handler()
 }
 
@@ -232,4 +259,26 @@ func (s *Server) oauthClient(timeout time.Duration) *http.Client {
 		return http.ProxyFromEnvironment(r)
 	}
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+// auditConnect records a connectAuthorization decision: who followed a
+// connect link (or came back from the authorization server) for target.
+func (s *Server) auditConnect(src *policy.Source, target string, d policy.Decision) {
+	if s.audit == nil {
+		return
+	}
+	r := audit.Record{Event: "oauth.connect", Caller: auditCaller(src, netip.AddrPort{}), Target: target, Decision: decisionOf(d), Rule: d.Rule}
+	if !d.Allow {
+		r.Reason = d.Reason()
+	}
+	s.writeAudit(r)
+}
+
+// auditConnectionChange records a connection made or removed (event
+// "oauth.connected", "oauth.disconnected") for owner at target.
+func (s *Server) auditConnectionChange(event, target, owner string) {
+	if s.audit == nil {
+		return
+	}
+	s.writeAudit(audit.Record{Event: event, Caller: audit.Caller{Login: owner}, Target: target, Decision: "allow"})
 }

@@ -18,7 +18,8 @@ import (
 // OAuth-protected server (a real authorization server and resource
 // server), alice's link serves alice only; once she has connected, her
 // calls carry her token while bob still gets a link of his own; policy
-// sees whether the caller is connected (mcp.connection); after she
+// sees whether the caller is connected (mcp.connection), and who may
+// connect (connectAuthorization: not bob); after she
 // disconnects on her connections page, her next call is a tool error
 // that carries a new link (her client declared no URL elicitations).
 func TestConnectorsArePerPerson(t *testing.T) {
@@ -29,10 +30,12 @@ func TestConnectorsArePerPerson(t *testing.T) {
 	defer cancel()
 	sc := startClientScenario(ctx, t, node, cli, "auth/metadata-default")
 	defer sc.finish(ctx, t)
+	// Who may connect is policy too: here everyone but bob.
+	oauthCfg := strings.Replace(sc.oauthConfig(t), "{", `{connectAuthorization: {rules: ['source.tailscale.user.login != "`+bob.Login(t)+`"']}, `, 1)
 	target := `
           targets:
           - name: hosted
-            mcp: {host: "` + sc.serverURL + `", backendAuth: {oauth: ` + sc.oauthConfig(t) + `}}`
+            mcp: {host: "` + sc.serverURL + `", backendAuth: {oauth: ` + oauthCfg + `}}`
 	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, `
 binds:
 - port: 3000
@@ -64,6 +67,9 @@ binds:
 	// bob cannot use alice's link, nor complete her flow.
 	if code, page := get(t, browserOf(bob), aliceLink); code != http.StatusForbidden || !strings.Contains(page, "another user") {
 		t.Fatalf("bob following alice's link: %d %s", code, page)
+	}
+	if code, page := get(t, browserOf(bob), bobLink); code != http.StatusForbidden || !strings.Contains(page, "may not connect") {
+		t.Fatalf("bob following his link, which connectAuthorization refuses him: %d %s", code, page)
 	}
 	if code, page := get(t, browserOf(alice), aliceLink); code != http.StatusOK || !strings.Contains(page, "Connected") {
 		t.Fatalf("alice following her link: %d %s", code, page)

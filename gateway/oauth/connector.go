@@ -56,6 +56,10 @@ type Options struct {
 	Log    *slog.Logger
 	// FlowTimeout is how long a connect link can be followed; default 10m.
 	FlowTimeout time.Duration
+	// OnChange, if set, is told of each connection made
+	// ("oauth.connected") or removed ("oauth.disconnected"), for the
+	// audit trail.
+	OnChange func(event, login string)
 	// ClientCredentials calls the target as tailgate itself, with the
 	// pre-registered client's credentials (service.go).
 	ClientCredentials bool
@@ -215,6 +219,13 @@ func (c *Connector) forget(name string) {
 	c.mu.Unlock()
 	if err := c.opts.Store.Delete(c.opts.Target, name); err != nil {
 		c.opts.Log.Warn("oauth: remove connection", "target", c.opts.Target, "user", name, "err", err)
+	}
+	c.changed("oauth.disconnected", name)
+}
+
+func (c *Connector) changed(event, name string) {
+	if c.opts.OnChange != nil {
+		c.opts.OnChange(event, name)
 	}
 }
 
@@ -407,6 +418,7 @@ func (c *Connector) connected(name string, oc *oauth2.Config, tok *oauth2.Token)
 	l.rec, l.ts = rec, ts
 	c.mu.Unlock()
 	c.opts.Log.Info("oauth: connected", "target", c.opts.Target, "user", name, "scopes", rec.Scopes, "expires", tok.Expiry)
+	c.changed("oauth.connected", name)
 	return ts, nil
 }
 

@@ -25,7 +25,11 @@ type Pages struct {
 	// Identify is the login of the browser's tailnet node (WhoIs); an
 	// error refuses the page.
 	Identify func(r *http.Request) (string, error)
-	Log      *slog.Logger
+	// MayConnect, if set, says whether the browser's identity may
+	// connect target (its grants): an error refuses the link and the
+	// callback, saying why.
+	MayConnect func(r *http.Request, target string) error
+	Log        *slog.Logger
 }
 
 // Handler serves the pages.
@@ -64,6 +68,10 @@ func (p *Pages) connect(w http.ResponseWriter, r *http.Request) {
 		p.page(w, http.StatusForbidden, "Link not usable", err.Error(), nil)
 		return
 	}
+	if err := p.mayConnect(r, c); err != nil {
+		p.page(w, http.StatusForbidden, "Not allowed", err.Error(), nil)
+		return
+	}
 	t := time.NewTimer(10 * time.Second)
 	defer t.Stop()
 	select {
@@ -97,6 +105,10 @@ func (p *Pages) callback(w http.ResponseWriter, r *http.Request) {
 		p.page(w, http.StatusBadRequest, "Unknown authorization", "This authorization is unknown or has expired: make the call again for a new link.", nil)
 		return
 	}
+	if err := p.mayConnect(r, c); err != nil {
+		p.page(w, http.StatusForbidden, "Not allowed", err.Error(), nil)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
 	defer cancel()
 	if err := c.complete(ctx, f, name, q); err != nil {
@@ -105,6 +117,18 @@ func (p *Pages) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.page(w, http.StatusOK, "Connected", "Your account at "+c.opts.Target+" is connected. Go back to your AI client and try again.", nil)
+}
+
+// mayConnect applies MayConnect to c's target.
+func (p *Pages) mayConnect(r *http.Request, c *Connector) error {
+	if p.MayConnect == nil {
+		return nil
+	}
+	if err := p.MayConnect(r, c.opts.Target); err != nil {
+		p.Log.Info("oauth: connect refused by connectAuthorization", "target", c.opts.Target, "err", err)
+		return err
+	}
+	return nil
 }
 
 // connection is one row of the connections page.
