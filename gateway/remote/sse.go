@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
@@ -134,13 +135,18 @@ func (l *httpLink) readEvents(r io.Reader, sent *jsonrpc.Message, st eventsRead)
 // listen holds the session's GET stream open, for what the server sends
 // unasked (list_changed, its requests of the client): reopened when the
 // server or a proxy closes it, from the last event seen, until the link
-// ends or the server says it offers none (405).
-func (l *httpLink) listen() {
+// closes or ends or the server says it offers none (405). opened is
+// closed once the first request has been answered or has failed.
+func (l *httpLink) listen(opened chan struct{}) {
+	var once sync.Once
+	open := func() { once.Do(func() { close(opened) }) }
+	defer open()
 	st := eventsRead{retry: defaultRetry}
 	backoff := time.Duration(0)
-	for l.ctx.Err() == nil {
+	for l.ctx.Err() == nil && !l.isClosing() {
 		began := time.Now()
 		resp, err := l.client.Do(l.streamRequest(l.ctx, st.lastID))
+		open()
 		switch {
 		case err != nil:
 			l.log.Debug("remote target: listen stream", "target", l.t.opts.Name, "err", err)
@@ -173,6 +179,14 @@ func (l *httpLink) listen() {
 			return
 		}
 	}
+}
+
+// isClosing reports whether Close has begun: the stream is not reopened
+// then, so that nothing follows the session's DELETE.
+func (l *httpLink) isClosing() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closing
 }
 
 // streamRequest is a GET of the session's event stream, resuming after

@@ -55,8 +55,13 @@ type httpLink struct {
 	session   string                        // Mcp-Session-Id, for a server of the session era
 	version   string                        // the protocol version agreed at initialize
 	listening bool
-	ended     chan struct{}
-	err       error
+	// listenOpened is closed once the GET stream's first request has been
+	// answered (or has failed): Close sends the DELETE after it.
+	listenOpened chan struct{}
+	// closing is set once Close has begun: no GET stream opens after it.
+	closing bool
+	ended   chan struct{}
+	err     error
 }
 
 // newClient is the HTTP client of the target opts describes: its links
@@ -270,6 +275,12 @@ func (l *httpLink) post(ctx context.Context, m *jsonrpc.Message, extra map[strin
 		return
 	}
 	defer resp.Body.Close()
+	if method == "notifications/initialized" && resp.StatusCode/100 == 2 {
+		// The session is under way: the server may now send unasked.
+		// Opened before the notification counts as out, so that a Close
+		// waiting for it finds the stream.
+		l.startListen()
+	}
 	if !m.IsRequest() {
 		done()
 	}
@@ -445,9 +456,8 @@ func headerValue(v string) string {
 }
 
 // deliver hands a message from the server on, noting the version agreed
-// at initialize and opening the GET stream of a session once it exists;
-// held is what the message holds of the link's buffers, for the answer
-// made of it to take over.
+// at initialize; held is what the message holds of the link's buffers,
+// for the answer made of it to take over.
 func (l *httpLink) deliver(body []byte, sent *jsonrpc.Message, held *buffers.Charge) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
@@ -458,14 +468,7 @@ func (l *httpLink) deliver(body []byte, sent *jsonrpc.Message, held *buffers.Cha
 			if v := rm.String(rm.Path("result", "protocolVersion")); v != "" {
 				l.mu.Lock()
 				l.version = v
-				// Once a session exists, the server may send unasked:
-				// listen for it.
-				listen := l.session != "" && !l.listening
-				l.listening = l.listening || listen
 				l.mu.Unlock()
-				if listen {
-					go l.listen()
-				}
 			}
 		}
 	}
@@ -522,12 +525,46 @@ func (l *httpLink) Err() error {
 	}
 }
 
-// Close ends the server's session (DELETE, for up to grace) and the
-// link.
-func (l *httpLink) Close(grace time.Duration) {
+// startListen opens the session's GET stream, once, if the server gave a
+// session and the link is not closing.
+func (l *httpLink) startListen() {
 	l.mu.Lock()
-	session := l.session
+	defer l.mu.Unlock()
+	if l.session == "" || l.listening || l.closing {
+		return
+	}
+	l.listening = true
+	l.listenOpened = make(chan struct{})
+	go l.listen(l.listenOpened)
+}
+
+// Close ends the server's session (DELETE, for up to grace) and the
+// link. The DELETE is the session's last word: it waits, for up to grace,
+// until what was written before it is out and the GET stream (if it was
+// being opened) has been answered, so that a session closed as soon as it
+// began does not end before its notifications/initialized and GET.
+func (l *httpLink) Close(grace time.Duration) {
+	wait, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	l.mu.Lock()
+	l.closing = true
+	last := l.last
 	l.mu.Unlock()
+	if last != nil {
+		select {
+		case <-last:
+		case <-wait.Done():
+		}
+	}
+	l.mu.Lock()
+	session, opened := l.session, l.listenOpened
+	l.mu.Unlock()
+	if opened != nil {
+		select {
+		case <-opened:
+		case <-wait.Done():
+		}
+	}
 	if session != "" && l.client != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), grace)
 		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, l.url, nil)
