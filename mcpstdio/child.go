@@ -144,6 +144,56 @@ const tailgateClientInfo = `{"name":"tailgate","version":"dev"}`
 // discoverParams are those of tailgate's own server/discover.
 var discoverParams = []byte(`{` + modernMeta + `}`)
 
+// modernVersions are the versions without sessions tailgate speaks to a
+// target, newest first.
+var modernVersions = []string{jsonrpc.ModernVersion}
+
+// discoverParamsIn are those of tailgate's own server/discover in version
+// (one of modernVersions).
+func discoverParamsIn(version string) []byte {
+	return []byte(strings.Replace(string(discoverParams), `"`+jsonrpc.ModernVersion+`"`, `"`+version+`"`, 1))
+}
+
+// codeUnsupportedVersion is SEP-2575's UnsupportedProtocolVersion: the
+// request's version is not one the server speaks; the error's
+// data.supported names those it does.
+const codeUnsupportedVersion = -32022
+
+// refusedVersions reports whether res refuses the protocol version of
+// the request it answers (-32022, UnsupportedProtocolVersion), and the
+// versions the target says it speaks instead (the error's data.supported).
+func refusedVersions(res *jsonrpc.Message) (supported []string, refused bool) {
+	if res == nil || !res.Error.Has() || string(res.Bytes(res.Path("error", "code"))) != strconv.Itoa(codeUnsupportedVersion) {
+		return nil, false
+	}
+	json.Unmarshal(res.Bytes(res.Path("error", "data", "supported")), &supported)
+	return supported, true
+}
+
+// newestModern is the newest of versions that tailgate speaks without a
+// session (modernVersions), or "".
+func newestModern(versions []string) string {
+	for _, v := range modernVersions {
+		if slices.Contains(versions, v) {
+			return v
+		}
+	}
+	return ""
+}
+
+// newestSessionEra is the newest of versions (dates, as MCP names them)
+// that is of the session era and no newer than the one tailgate offers
+// at initialize (jsonrpc.LatestVersion), or "".
+func newestSessionEra(versions []string) string {
+	newest := ""
+	for _, v := range versions {
+		if _, err := time.Parse(time.DateOnly, v); err == nil && v <= jsonrpc.LatestVersion && v > newest {
+			newest = v
+		}
+	}
+	return newest
+}
+
 func (ci *childInit) parseDiscover(result []byte) error {
 	var r struct {
 		SupportedVersions []string                   `json:"supportedVersions"`
@@ -274,11 +324,26 @@ func (b *Backend) startTarget(ctx context.Context, t *Target, identity Identity,
 	go func() { c.closed(c.conn.Read()) }()
 	initCtx, cancel := context.WithTimeout(ctx, b.initializeTimeout(t))
 	defer cancel()
+	// initVersion, when set, is the version the target named as one it
+	// speaks: initialize offers it, and says it in the request's
+	// Mcp-Protocol-Version header as every request after it does.
+	var initVersion string
 	if sessionless {
 		// A child for sessionless (2026-07-28) clients: one that answers
 		// server/discover is spoken to in that protocol, every request
 		// self-describing; an older one is initialized once, by tailgate.
 		res, err := c.request(initCtx, "server/discover", discoverParams)
+		// A target that refuses the version (-32022) names those it
+		// speaks: asked again in the newest of them tailgate speaks
+		// without a session, once; if it names none, initialized in the
+		// newest of the session era.
+		if supported, refused := refusedVersions(res); err == nil && refused {
+			if v := newestModern(supported); v != "" {
+				res, err = c.request(initCtx, "server/discover", discoverParamsIn(v))
+				supported, _ = refusedVersions(res)
+			}
+			initVersion = newestSessionEra(supported)
+		}
 		if err == nil && res.Result.Has() {
 			if err = c.init.parseDiscover(res.Bytes(res.Result)); err == nil {
 				if c.init.speaksModern() {
@@ -297,10 +362,15 @@ func (b *Backend) startTarget(ctx context.Context, t *Target, identity Identity,
 		params = nil
 		c.bridge = toSessionEra // initialized once, by tailgate
 	}
-	if len(params) == 0 {
+	var headers map[string]string
+	switch {
+	case initVersion != "":
+		params = initializeParamsIn(initVersion)
+		headers = map[string]string{"Mcp-Protocol-Version": initVersion}
+	case len(params) == 0:
 		params = defaultInitializeParams
 	}
-	res, err := c.request(initCtx, "initialize", params)
+	res, err := c.requestWith(initCtx, "initialize", params, headers)
 	if err == nil && res.Error.Has() && !sessionless && string(res.Bytes(res.Path("error", "code"))) == strconv.Itoa(jsonrpc.CodeMethodNotFound) && c.discoverForSessionClient(initCtx, params) {
 		// A server of 2026-07-28 only: tailgate bridges (bridge.go).
 		return c, nil
@@ -332,7 +402,13 @@ func (b *Backend) startTarget(ctx context.Context, t *Target, identity Identity,
 // any client is known (a pooled one): every client capability, so the
 // child holds nothing back; a request the client cannot answer gets the
 // client's error.
-var defaultInitializeParams = []byte(`{"protocolVersion":"` + jsonrpc.LatestVersion + `","capabilities":{"roots":{"listChanged":true},"sampling":{},"elicitation":{}},"clientInfo":{"name":"tailgate","version":"dev"}}`)
+var defaultInitializeParams = initializeParamsIn(jsonrpc.LatestVersion)
+
+// initializeParamsIn are tailgate's own initialize params (those of
+// defaultInitializeParams) offering version.
+func initializeParamsIn(version string) []byte {
+	return []byte(`{"protocolVersion":` + string(jsonrpc.Quote(version)) + `,"capabilities":{"roots":{"listChanged":true},"sampling":{},"elicitation":{}},"clientInfo":{"name":"tailgate","version":"dev"}}`)
+}
 
 func (ci *childInit) parse(result []byte) error {
 	var r struct {
@@ -447,6 +523,12 @@ func (c *child) forgetIfPending(id int64) bool {
 
 // request sends tailgate's own request and waits for the response.
 func (c *child) request(ctx context.Context, method string, params []byte) (*jsonrpc.Message, error) {
+	return c.requestWith(ctx, method, params, nil)
+}
+
+// requestWith is request with HTTP headers a remote target is to be sent
+// with it (ignored on stdio).
+func (c *child) requestWith(ctx context.Context, method string, params []byte, headers map[string]string) (*jsonrpc.Message, error) {
 	var b []byte
 	b = append(b, `{"jsonrpc":"2.0","id":0,"method":`...)
 	b = append(b, jsonrpc.Quote(method)...)
@@ -461,6 +543,7 @@ func (c *child) request(ctx context.Context, method string, params []byte) (*jso
 	}
 	r := newReply(1)
 	r.internal = true
+	r.headers = headers
 	id, err := c.send(m, r)
 	if err != nil {
 		return nil, err
