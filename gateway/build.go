@@ -195,9 +195,9 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 		PrefixMode:      mcpstdio.PrefixMode(m.PrefixMode),
 		FailureMode:     mcpstdio.FailureMode(m.FailureMode),
 		StopGrace:       s.opts.StopGrace,
-		DropEnv:         slices.Concat(s.opts.DropEnv, cfg.secrets.Env),
+		DropEnv:         slices.Concat(s.opts.DropEnv, cfg.secrets.Env, secretEnvNames(cfg, os.Environ())),
 		Secrets:         slices.Concat(s.opts.Secrets, secretValues(cfg.secrets.Values)),
-		HidePaths:       slices.Concat(hiddenFromChildren(cfg.Tailscale), s.opts.HidePaths),
+		HidePaths:       slices.Concat(hiddenFromChildren(cfg.Tailscale), s.opts.HidePaths, s.hiddenConnections(cfg)),
 		Buffers:         s.buffers,
 		MaxMessageBytes: maxMessageBytes(cfg),
 	})
@@ -331,4 +331,16 @@ func hiddenFromChildren(ts TailscaleConfig) []string {
 		paths = append(paths, ts.AuthKeyFile)
 	}
 	return paths
+}
+
+// secretEnvNames are the variables of environ that a secret source of
+// cfg names or could name for some caller ({env: GITHUB_TOKEN_{user}}
+// names every GITHUB_TOKEN_*): no child inherits them, so that a child
+// holds its own caller's secret, given to it, and nobody else's.
+func secretEnvNames(cfg *Config, environ []string) []string {
+	var names []string
+	for _, nr := range cfg.secretRefs {
+		names = append(names, nr.ref.EnvNames(environ)...)
+	}
+	return names
 }

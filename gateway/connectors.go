@@ -40,9 +40,14 @@ type OAuthConfig struct {
 // backendAuth.oauth target, kept across reloads while the target's
 // config is unchanged (a caller's flow under way survives a reload).
 type connectors struct {
-	mu    sync.Mutex
-	store *oauth.Store
-	by    map[string]*connectorEntry // by target name
+	mu       sync.Mutex
+	store    *oauth.Store
+	storeSig string                     // the store's dir and key
+	by       map[string]*connectorEntry // by target name
+	// runKey and runDir keep a gateway's connections for its run when
+	// config.oauth names no key (tailgate dev).
+	runKey []byte
+	runDir string
 }
 
 type connectorEntry struct {
@@ -54,22 +59,27 @@ type connectorEntry struct {
 }
 
 // connectorFor is target name's connector (at url, configured as o),
-// made or kept.
+// made or kept. A changed store (config.oauth's dir or key) drops every
+// connector: their flows and tokens belonged to the old one.
 func (s *Server) connectorFor(ctx context.Context, cfg *Config, cr *credentials, name, url string, o *OAuthBackendAuth, client *http.Client) (*oauth.Connector, error) {
+	dir, key, err := s.connectionStore(ctx, cfg, cr)
+	if err != nil {
+		return nil, err
+	}
 	cs := &s.oauth
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
+	if storeSig := dir + "\x00" + string(key); cs.store == nil || cs.storeSig != storeSig {
+		store, err := oauth.NewStore(dir, key)
+		if err != nil {
+			return nil, err
+		}
+		cs.store, cs.storeSig, cs.by = store, storeSig, nil
+	}
 	sig := fmt.Sprintf("%s|%s|%s|%v|%v|%v", url, o.ClientID, o.ClientMetadataURL, o.Scopes, o.ClientSecret, o.ClientCredentials)
 	if e := cs.by[name]; e != nil && e.sig == sig {
 		e.mayConnect = o.connectAuthz
 		return e.c, nil
-	}
-	if cs.store == nil {
-		store, err := s.openConnectionStore(ctx, cfg, cr)
-		if err != nil {
-			return nil, err
-		}
-		cs.store = store
 	}
 	var secret string
 	if o.ClientSecret != nil {
@@ -96,44 +106,54 @@ func (s *Server) connectorFor(ctx context.Context, cfg *Config, cr *credentials,
 	return c, nil
 }
 
-// openConnectionStore opens config.oauth's store. With no key
+// connectionStoreDir is where config.oauth keeps connections: its dir,
+// else <stateDir>/oauth beside the identity keys; "" for a gateway
+// without a state dir (tailgate dev, tests).
+func (s *Server) connectionStoreDir(cfg *Config) string {
+	if oc := cfg.Global.OAuth; oc != nil && oc.Dir != "" {
+		return oc.Dir
+	}
+	if s.opts.KeyDir != "" {
+		return filepath.Join(filepath.Dir(s.opts.KeyDir), "oauth")
+	}
+	return ""
+}
+
+// connectionStore is config.oauth's store: its dir and key. With no key
 // configured, a gateway without a state dir (tailgate dev) keeps its
-// connections in memory's reach only: a key of its own, made now, and a
-// directory that goes with the process.
-func (s *Server) openConnectionStore(ctx context.Context, cfg *Config, cr *credentials) (*oauth.Store, error) {
+// connections for the run only: a key of its own, made once, and a
+// temporary directory.
+func (s *Server) connectionStore(ctx context.Context, cfg *Config, cr *credentials) (dir string, key []byte, err error) {
 	oc := cfg.Global.OAuth
-	dir := ""
-	if oc != nil {
-		dir = oc.Dir
-	}
-	if dir == "" && s.opts.KeyDir != "" {
-		dir = filepath.Join(filepath.Dir(s.opts.KeyDir), "oauth")
-	}
+	dir = s.connectionStoreDir(cfg)
 	if oc == nil || oc.Key == nil {
 		if s.opts.KeyDir != "" {
-			return nil, errors.New("config.oauth.key is required when a target has backendAuth.oauth: the key that seals its callers' tokens ({file: …}, {env: …} or {setec: …}, 32 bytes: `openssl rand -hex 32`)")
+			return "", nil, errors.New("config.oauth.key is required when a target has backendAuth.oauth: the key that seals its callers' tokens ({file: …}, {env: …} or {setec: …}, 32 bytes: `openssl rand -hex 32`)")
 		}
-		key := make([]byte, oauth.KeySize)
-		rand.Read(key)
-		tmp, err := os.MkdirTemp("", "tailgate-oauth-")
-		if err != nil {
-			return nil, err
+		cs := &s.oauth
+		cs.mu.Lock()
+		defer cs.mu.Unlock()
+		if cs.runKey == nil {
+			cs.runKey = make([]byte, oauth.KeySize)
+			rand.Read(cs.runKey)
+			if cs.runDir, err = os.MkdirTemp("", "tailgate-oauth-"); err != nil {
+				return "", nil, err
+			}
+			s.log.Warn("oauth: no config.oauth.key: connections are kept for this run only", "dir", cs.runDir)
 		}
-		s.log.Warn("oauth: no config.oauth.key: connections are kept for this run only", "dir", tmp)
-		return oauth.NewStore(tmp, key)
+		return cs.runDir, cs.runKey, nil
 	}
 	v, err := cr.resolver.Resolve(ctx, oc.Key.Ref, nil)
 	if err != nil {
-		return nil, fmt.Errorf("config.oauth.key: %w", err)
+		return "", nil, fmt.Errorf("config.oauth.key: %w", err)
 	}
-	key, err := oauth.ParseKey([]byte(v))
-	if err != nil {
-		return nil, fmt.Errorf("config.oauth.key: %w", err)
+	if key, err = oauth.ParseKey([]byte(v)); err != nil {
+		return "", nil, fmt.Errorf("config.oauth.key: %w", err)
 	}
 	if dir == "" {
-		return nil, errors.New("config.oauth.dir is required without a state dir")
+		return "", nil, errors.New("config.oauth.dir is required without a state dir")
 	}
-	return oauth.NewStore(dir, key)
+	return dir, key, nil
 }
 
 // oauthPages are the connect pages of the connectors the config uses;
@@ -281,4 +301,28 @@ func (s *Server) auditConnectionChange(event, target, owner string) {
 		return
 	}
 	s.writeAudit(audit.Record{Event: event, Caller: audit.Caller{Login: owner}, Target: target, Decision: "allow"})
+}
+
+// hiddenConnections are the connection stores children are kept from:
+// config.oauth's dir (made now, so that it can be hidden before any child
+// starts) and a run's own, if any.
+func (s *Server) hiddenConnections(cfg *Config) []string {
+	var paths []string
+	uses := false
+	for _, tp := range configTargets(cfg) {
+		if r, _ := tp.t.remote(); r != nil && r.BackendAuth != nil && r.BackendAuth.OAuth != nil {
+			uses = true
+		}
+	}
+	if dir := s.connectionStoreDir(cfg); uses && dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err == nil {
+			paths = append(paths, dir)
+		}
+	}
+	s.oauth.mu.Lock()
+	if s.oauth.runDir != "" {
+		paths = append(paths, s.oauth.runDir)
+	}
+	s.oauth.mu.Unlock()
+	return paths
 }

@@ -191,8 +191,14 @@ func (c *Connector) source(name string) (oauth2.TokenSource, error) {
 	}
 	c.mu.Unlock()
 	rec, err := c.opts.Store.Get(c.opts.Target, name)
-	if err != nil || rec == nil || rec.Token == nil {
-		return nil, err
+	if err != nil {
+		// Another key (rotated), or damaged: as good as none; connecting
+		// again replaces it.
+		c.opts.Log.Warn("oauth: stored connection unusable, treated as none", "target", c.opts.Target, "user", name, "err", err)
+		return nil, nil
+	}
+	if rec == nil || rec.Token == nil {
+		return nil, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -287,3 +287,47 @@ func quoteIfNeeded(s string) string {
 	}
 	return s
 }
+
+// EnvNames are the variables of environ (KEY=value entries, as
+// os.Environ) that r could name for some caller: the variable itself for
+// a fixed {env: X}, and every variable whose name fits the template for
+// one that names the caller (GITHUB_TOKEN_{user} fits GITHUB_TOKEN_ALICE).
+// None for a file or setec source. A gateway keeps them all from its
+// children: a child must not inherit another caller's secret, nor the
+// gateway's own.
+func (r Ref) EnvNames(environ []string) []string {
+	if r.Env == "" {
+		return nil
+	}
+	t, err := parseTemplate(kindEnv, r.Env)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if t.fits(name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// fits reports whether name is what t gives for some values of its
+// variables (each at least one character).
+func (t template) fits(name string) bool {
+	if len(t) == 0 {
+		return name == ""
+	}
+	p := t[0]
+	if !p.isVar {
+		rest, ok := strings.CutPrefix(name, p.text)
+		return ok && t[1:].fits(rest)
+	}
+	for i := 1; i <= len(name); i++ {
+		if t[1:].fits(name[i:]) {
+			return true
+		}
+	}
+	return false
+}
