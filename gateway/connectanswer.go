@@ -2,7 +2,10 @@ package gateway
 
 import (
 	"encoding/json"
+	"errors"
 	"strconv"
+
+	"github.com/tailgate-dev/tailgate/mcpstdio"
 
 	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
@@ -11,7 +14,7 @@ import (
 // error: tailgate's answer, for a backendAuth.oauth target, to a caller
 // who must connect its account first (gateway/remote's Authorizer). Its
 // data carries the connect link as a URL elicitation.
-const codeURLElicitationRequired = -32042
+const codeURLElicitationRequired = mcpstdio.CodeURLElicitationRequired
 
 // connectAnswer is the answer a client gets for a tools/call answered
 // with a connect link (data): as it is for a client that declared URL
@@ -41,4 +44,27 @@ func (c *call) takesURLElicitation() bool {
 		return c.msg.Path("params", "_meta", jsonrpc.MetaClientCapabilities, "elicitation", "url").Has()
 	}
 	return c.fs.urlElicitation.Load()
+}
+
+// connectRequired reports whether err, a session's failure to start,
+// is a target's URLElicitationRequired: its caller must connect an
+// account first.
+func connectRequired(err error) bool {
+	var wire *mcpstdio.WireError
+	if !errors.As(err, &wire) {
+		return false
+	}
+	var e struct{ Code int }
+	return json.Unmarshal(wire.Raw, &e) == nil && e.Code == mcpstdio.CodeURLElicitationRequired
+}
+
+// startError is the answer to the request whose session or children
+// could not start: a connect link as the target's URLElicitationRequired
+// error (its message says what to open; its data is the URL
+// elicitation), anything else an internal error that says why.
+func startError(id []byte, err error) []byte {
+	if connectRequired(err) {
+		return mcpstdio.ErrorResponse(id, err)
+	}
+	return jsonrpc.ErrorMessage(id, jsonrpc.CodeInternalError, err.Error())
 }

@@ -48,6 +48,8 @@ type connectors struct {
 	// config.oauth names no key (tailgate dev).
 	runKey []byte
 	runDir string
+	// formKey signs the connections page's forms (oauth.Pages.FormKey).
+	formKey []byte
 }
 
 type connectorEntry struct {
@@ -173,7 +175,11 @@ func (s *Server) oauthPages() http.Handler {
 	for name, e := range cs.by {
 		rules[name] = e.mayConnect
 	}
-	p := &oauth.Pages{Connectors: by, Log: s.log.With("component", "oauth"),
+	if cs.formKey == nil {
+		cs.formKey = make([]byte, 32)
+		rand.Read(cs.formKey)
+	}
+	p := &oauth.Pages{Connectors: by, Log: s.log.With("component", "oauth"), FormKey: cs.formKey,
 		Identify: func(r *http.Request) (string, error) {
 			return connectionOwner(tailnetIdentity(sourceFrom(r.Context()))), nil
 		},

@@ -141,7 +141,7 @@ func (fs *frontSession) initialize(ctx context.Context, m *jsonrpc.Message, w ht
 	bs, err := fs.f.backend.Open(ctx, mcpstdio.OpenParams{ID: fs.id, Initialize: params, Identity: newCaller(fs.owner), Caller: callerKey(fs.owner).String(), Notify: fs.enqueue})
 	if err != nil {
 		fs.log.Error("session start failed", "err", err)
-		writeJSON(w, jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInternalError, err.Error()))
+		writeJSON(w, startError(m.Bytes(m.ID), err))
 		fs.record("initialize", mcpstdio.Route{}, outcomeError, err, time.Since(start))
 		return false
 	}

@@ -157,6 +157,13 @@ func (f *mcpFront) serveSessionless(w http.ResponseWriter, r *http.Request, m *j
 	}
 	fs, err := f.callerSession(r)
 	if err != nil {
+		if connectRequired(err) {
+			// The caller must connect its account first: its answer
+			// carries the link, and nothing is wrong with the gateway.
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(startError(m.Bytes(m.ID), err))
+			return
+		}
 		writeRPCError(w, http.StatusServiceUnavailable, m.Bytes(m.ID), jsonrpc.CodeInternalError, err.Error())
 		return
 	}

@@ -41,6 +41,12 @@ var authScenarios = []string{
 	"auth/client-credentials-basic",
 }
 
+// modernOnly are the scenarios whose server speaks MCP 2026-07-28 only
+// and refuses a session's initialize as a malformed request (not as an
+// unknown method, which tailgate would bridge): their person's client
+// speaks 2026-07-28, as go-sdk's own client does by default.
+var modernOnly = map[string]bool{"auth/authorization-server-migration": true}
+
 // connectLink finds the connect link in what tailgate answered.
 var connectLink = regexp.MustCompile(`https?://[^\s"']+/oauth/connect/[^\s"'.,]+`)
 
@@ -91,7 +97,7 @@ func runAuthScenario(t *testing.T, tn *gatewaytest.Tailnet, caller *gatewaytest.
 	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", `
           - name: hosted
             mcp: {host: "`+sc.serverURL+`", backendAuth: {oauth: `+oauth+`}}`)))
-	if err := actAsPerson(ctx, t, caller, gw.URL(3000, "/mcp")); err != nil {
+	if err := actAsPerson(ctx, t, caller, gw.URL(3000, "/mcp"), modernOnly[scenario]); err != nil {
 		t.Logf("the caller: %v", err)
 	}
 	return sc.finish(ctx, t)
@@ -193,7 +199,7 @@ func (sc *clientScenario) finish(ctx context.Context, t *testing.T) ([]conforman
 // list tools and call test-tool; an answer that carries a connect link
 // is followed in the browser (at most three times), and the step tried
 // again.
-func actAsPerson(ctx context.Context, t *testing.T, n *gatewaytest.Node, url string) error {
+func actAsPerson(ctx context.Context, t *testing.T, n *gatewaytest.Node, url string, modern bool) error {
 	browser := browserOf(n)
 	var cs *mcp.ClientSession
 	defer func() {
@@ -202,6 +208,9 @@ func actAsPerson(ctx context.Context, t *testing.T, n *gatewaytest.Node, url str
 		}
 	}()
 	step := func() error {
+		if modern {
+			return modernSteps(ctx, n.Client(), url)
+		}
 		var err error
 		if cs == nil {
 			if cs, err = n.Connect(ctx, url, nil); err != nil {
@@ -293,4 +302,67 @@ func readChecks(t *testing.T, dir string) []conformanceCheck {
 		return nil
 	})
 	return checks
+}
+
+// modernSteps is a client of MCP 2026-07-28 only (no session, every
+// request self-describing), scripted: discover, list tools, call
+// test-tool. An error answer is returned with its message and data, so
+// that a connect link in either is found.
+func modernSteps(ctx context.Context, client *http.Client, url string) error {
+	meta := map[string]any{
+		"io.modelcontextprotocol/protocolVersion":    "2026-07-28",
+		"io.modelcontextprotocol/clientCapabilities": map[string]any{},
+		"io.modelcontextprotocol/clientInfo":         map[string]any{"name": "person", "version": "1"},
+	}
+	for i, st := range []struct {
+		method, name string
+		params       map[string]any
+	}{
+		{"server/discover", "", map[string]any{}},
+		{"tools/list", "", map[string]any{}},
+		{"tools/call", "test-tool", map[string]any{"name": "test-tool", "arguments": map[string]any{}}},
+	} {
+		st.params["_meta"] = meta
+		body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": i + 1, "method": st.method, "params": st.params})
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(string(body)))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+		req.Header.Set("Mcp-Method", st.method)
+		if st.name != "" {
+			req.Header.Set("Mcp-Name", st.name)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answer := raw
+		if i := strings.LastIndex(string(raw), "data: {"); i >= 0 { // an event stream: its last message
+			answer = []byte(strings.TrimSpace(strings.SplitN(string(raw[i+len("data: "):]), "\n", 2)[0]))
+		}
+		var m struct {
+			Result *struct {
+				IsError bool `json:"isError"`
+			} `json:"result"`
+			Error *struct {
+				Message string          `json:"message"`
+				Data    json.RawMessage `json:"data"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(answer, &m); err != nil {
+			return fmt.Errorf("%s: HTTP %d %s", st.method, resp.StatusCode, raw)
+		}
+		if m.Error != nil {
+			return fmt.Errorf("%s: %s %s", st.method, m.Error.Message, m.Error.Data)
+		}
+		if m.Result == nil || m.Result.IsError {
+			return fmt.Errorf("%s: %s", st.method, answer)
+		}
+	}
+	return nil
 }

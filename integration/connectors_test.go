@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -97,22 +98,36 @@ binds:
 
 	// Her connections page lists the target; disconnecting removes it.
 	base := strings.TrimSuffix(aliceLink, aliceLink[strings.Index(aliceLink, "/oauth/"):])
-	if code, page := get(t, browserOf(alice), base+"/oauth/connections"); code != http.StatusOK || !strings.Contains(page, "hosted") || !strings.Contains(page, "Disconnect") {
+	code, page := get(t, browserOf(alice), base+"/oauth/connections")
+	form := formToken.FindStringSubmatch(page)
+	if code != http.StatusOK || !strings.Contains(page, "hosted") || !strings.Contains(page, "Disconnect") || form == nil {
 		t.Fatalf("alice's connections: %d %s", code, page)
 	}
 	if code, page := get(t, browserOf(bob), base+"/oauth/connections"); code != http.StatusOK || strings.Contains(page, "Disconnect") {
 		t.Fatalf("bob's connections: %d %s", code, page)
 	}
-	req, _ := http.NewRequest(http.MethodPost, base+"/oauth/disconnect/hosted", strings.NewReader(url.Values{"disconnect": {"hosted"}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Origin", "https://evil.example")
-	if resp, err := browserOf(alice).Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("a cross-site disconnect: %v %v", resp, err)
+	disconnect := func(origin string, fields url.Values) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, base+"/oauth/disconnect/hosted", strings.NewReader(fields.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", origin)
+		resp, err := browserOf(alice).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
 	}
-	req.Header.Set("Origin", base)
-	req.Body = io.NopCloser(strings.NewReader(url.Values{"disconnect": {"hosted"}}.Encode()))
-	if resp, err := browserOf(alice).Do(req); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("disconnect: %v %v", resp, err)
+	// Another site can make alice's browser post, but neither from its
+	// own origin nor without the page's form token.
+	if code := disconnect("https://evil.example", url.Values{"form": {form[1]}}); code != http.StatusForbidden {
+		t.Fatalf("a cross-site disconnect: %d", code)
+	}
+	if code := disconnect("null", url.Values{"form": {"forged"}}); code != http.StatusForbidden {
+		t.Fatalf("a disconnect without the page's token: %d", code)
+	}
+	if code := disconnect("null", url.Values{"form": {form[1]}}); code != http.StatusOK {
+		t.Fatalf("disconnect from the page (Origin null, as browsers send over http): %d", code)
 	}
 	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "test-tool", Arguments: map[string]any{}})
 	if err != nil || !res.IsError || connectLink.FindString(contentText(res)) == "" {
@@ -122,6 +137,9 @@ binds:
 		t.Fatalf("alice's call where policy wants a connection, after disconnecting: allowed")
 	}
 }
+
+// formToken finds the connections page's form token.
+var formToken = regexp.MustCompile(`name="form" value="([^"]+)"`)
 
 func errText(err error) string {
 	if err == nil {

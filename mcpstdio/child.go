@@ -337,6 +337,9 @@ func (b *Backend) startTarget(ctx context.Context, t *Target, identity Identity,
 		// speaks: asked again in the newest of them tailgate speaks
 		// without a session, once; if it names none, initialized in the
 		// newest of the session era.
+		if err == nil && needsConnect(res) {
+			err = &WireError{Raw: bytes.Clone(res.Bytes(res.Error))}
+		}
 		if supported, refused := refusedVersions(res); err == nil && refused {
 			if v := newestModern(supported); v != "" {
 				res, err = c.request(initCtx, "server/discover", discoverParamsIn(v))
@@ -374,6 +377,9 @@ func (b *Backend) startTarget(ctx context.Context, t *Target, identity Identity,
 	if err == nil && res.Error.Has() && !sessionless && string(res.Bytes(res.Path("error", "code"))) == strconv.Itoa(jsonrpc.CodeMethodNotFound) && c.discoverForSessionClient(initCtx, params) {
 		// A server of 2026-07-28 only: tailgate bridges (bridge.go).
 		return c, nil
+	}
+	if err == nil && needsConnect(res) {
+		err = &WireError{Raw: bytes.Clone(res.Bytes(res.Error))}
 	}
 	if err == nil && res.Error.Has() {
 		// The error's message, without the target's name when tailgate's
@@ -629,6 +635,18 @@ func (c *child) failure(ctx context.Context, op string, err error) error {
 		return fmt.Errorf("target %q%s: no answer in time", c.target.Name, op)
 	}
 	return fmt.Errorf("target %q%s: %w", c.target.Name, op, err)
+}
+
+// CodeURLElicitationRequired is MCP 2025-11-25's URLElicitationRequired:
+// the caller must open a URL first (for tailgate, a remote target's
+// connect link: its data names it).
+const CodeURLElicitationRequired = -32042
+
+// needsConnect reports whether res is a URLElicitationRequired answer: the
+// target cannot start for this caller until the caller opens a link, and
+// the answer, passed on as it came, tells the client which.
+func needsConnect(res *jsonrpc.Message) bool {
+	return res != nil && res.Error.Has() && string(res.Bytes(res.Path("error", "code"))) == strconv.Itoa(CodeURLElicitationRequired)
 }
 
 // WireError is a JSON-RPC error object a target answered with, passed on

@@ -243,8 +243,49 @@ func (c *Connector) tokenSource(rec *Record) oauth2.TokenSource {
 		Endpoint: oauth2.Endpoint{AuthURL: rec.AuthURL, TokenURL: rec.TokenURL, AuthStyle: rec.AuthStyle},
 		Scopes:   rec.Scopes,
 	}
-	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, c.opts.Client)
+	client := *c.opts.Client
+	client.Transport = &resourceParam{base: client.Transport, tokenURL: rec.TokenURL, resource: rec.Resource}
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &client)
 	return &storedSource{c: c, rec: rec, base: cfg.TokenSource(ctx, rec.Token)}
+}
+
+// resourceParam adds the resource indicator (RFC 8707) to the token
+// requests x/oauth2 makes to refresh a token, which it leaves out: the
+// MCP authorization spec wants it in every token request, and a server
+// with several resources needs it to say which one the token is for.
+type resourceParam struct {
+	base               http.RoundTripper
+	tokenURL, resource string
+}
+
+func (rp *resourceParam) RoundTrip(req *http.Request) (*http.Response, error) {
+	base := rp.base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	if req.Method != http.MethodPost || req.URL.String() != rp.tokenURL || rp.resource == "" || req.GetBody == nil {
+		return base.RoundTrip(req)
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return base.RoundTrip(req)
+	}
+	raw, err := io.ReadAll(io.LimitReader(body, 1<<20))
+	body.Close()
+	form, perr := url.ParseQuery(string(raw))
+	if err != nil || perr != nil || form.Has("resource") {
+		return base.RoundTrip(req)
+	}
+	form.Set("resource", rp.resource)
+	enc := form.Encode()
+	again := req.Clone(req.Context())
+	again.Body = io.NopCloser(strings.NewReader(enc))
+	again.ContentLength = int64(len(enc))
+	again.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(enc)), nil }
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return base.RoundTrip(again)
 }
 
 // storedSource is a token source whose new tokens are stored.

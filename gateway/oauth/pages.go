@@ -2,6 +2,9 @@ package oauth
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"html/template"
 	"log/slog"
 	"maps"
@@ -29,7 +32,11 @@ type Pages struct {
 	// connect target (its grants): an error refuses the link and the
 	// callback, saying why.
 	MayConnect func(r *http.Request, target string) error
-	Log        *slog.Logger
+	// FormKey signs the connections page's forms for the login it is
+	// shown to (a disconnect must carry it: no other site can make the
+	// person's browser post one). Keep it for the gateway's life.
+	FormKey []byte
+	Log     *slog.Logger
 }
 
 // Handler serves the pages.
@@ -153,7 +160,7 @@ func (p *Pages) connections(w http.ResponseWriter, r *http.Request) {
 	if len(rows) > 0 {
 		msg = "Your accounts that tailgate uses for you, " + name + ":"
 	}
-	p.page(w, http.StatusOK, "Connections", msg, rows)
+	p.pageFor(w, http.StatusOK, "Connections", msg, rows, p.formToken(name))
 }
 
 func (p *Pages) disconnect(w http.ResponseWriter, r *http.Request) {
@@ -161,7 +168,7 @@ func (p *Pages) disconnect(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if !sameOrigin(r) {
+	if !sameOrigin(r) || !hmac.Equal([]byte(r.PostFormValue("form")), []byte(p.formToken(name))) {
 		p.page(w, http.StatusForbidden, "Refused", "A disconnect must come from tailgate's own connections page.", nil)
 		return
 	}
@@ -177,19 +184,29 @@ func (p *Pages) disconnect(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/oauth/connections", http.StatusSeeOther)
 }
 
-// sameOrigin reports whether a form post comes from a page of the same
-// origin (a browser says so in Sec-Fetch-Site or Origin; a page of
-// another site cannot make the caller's browser disconnect it).
+// sameOrigin reports whether a form post may come from a page of the
+// same origin: a browser that says it comes from another site (in
+// Sec-Fetch-Site, over https, or in Origin) is refused. Over http a
+// browser may say neither ("null" Origin), so the form's token
+// (formToken) is what proves the page was tailgate's.
 func sameOrigin(r *http.Request) bool {
-	if s := r.Header.Get("Sec-Fetch-Site"); s != "" {
-		return s == "same-origin"
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" && s != "none" {
+		return false
 	}
 	o := r.Header.Get("Origin")
-	if o == "" {
-		return true // not a browser's cross-site form
+	if o == "" || o == "null" {
+		return true
 	}
 	u, err := url.Parse(o)
 	return err == nil && u.Host == r.Host
+}
+
+// formToken is the token of login's forms: an HMAC of the login under
+// FormKey, which no other site can read from the page or make.
+func (p *Pages) formToken(login string) string {
+	m := hmac.New(sha256.New, p.FormKey)
+	m.Write([]byte("tailgate-oauth-form\x00" + login))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
 var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
@@ -198,21 +215,28 @@ var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 </head><body><h1>{{.Title}}</h1><p id="message">{{.Message}}</p>
 {{if .Rows}}<table><tr><th>Target</th><th>Connected</th><th>Scopes</th><th></th></tr>
 {{range .Rows}}<tr><td>{{.Target}}</td><td>{{.Connected}}</td><td>{{.Scopes}}</td>
-<td><form method="post" action="/oauth/disconnect/{{.Target}}"><button type="submit" name="disconnect" value="{{.Target}}">Disconnect</button></form></td></tr>
+<td><form method="post" action="/oauth/disconnect/{{.Target}}"><input type="hidden" name="form" value="{{$.Form}}"><button type="submit" name="disconnect" value="{{.Target}}">Disconnect</button></form></td></tr>
 {{end}}</table>{{end}}
 <p><a href="/oauth/connections">Your connections</a></p></body></html>
 `))
 
 func (p *Pages) page(w http.ResponseWriter, status int, title, message string, rows []connection) {
+	p.pageFor(w, status, title, message, rows, "")
+}
+
+// pageFor is page, its forms signed with form (formToken).
+func (p *Pages) pageFor(w http.ResponseWriter, status int, title, message string, rows []connection, form string) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
-	w.Header().Set("Referrer-Policy", "no-referrer")
+	// The callback's URL carries a code: it goes to no other site; a
+	// form post keeps its Origin (same-origin).
+	w.Header().Set("Referrer-Policy", "same-origin")
 	w.WriteHeader(status)
 	pageTmpl.Execute(w, struct {
-		Title, Message string
-		Rows           []connection
-	}{title, message, rows})
+		Title, Message, Form string
+		Rows                 []connection
+	}{title, message, form, rows})
 }
 
 // sortedConnectors are cs in the order of their targets' names.
