@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -17,8 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/tailgate-dev/tailgate/gateway"
 	"github.com/tailgate-dev/tailgate/gateway/gatewaytest"
@@ -90,7 +87,7 @@ func TestConformanceClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	expected := readClientBaseline(t, baseline)
+	_, expected := readBaseline(t, baseline)
 	for _, e := range expected {
 		if !slices.Contains(conformanceClientScenarios, e) {
 			t.Errorf("%s: entry %q names no scenario of the run: remove it", conformanceClientBaseline, e)
@@ -101,7 +98,7 @@ func TestConformanceClient(t *testing.T) {
 		scenarios = []string{s}
 	}
 
-	client := buildEverythingClient(t)
+	client := buildGoProgram(t, everythingClientPkg)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -302,45 +299,4 @@ func (r clientRun) clientOutput() string {
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// buildEverythingClient builds go-sdk's conformance client at the version
-// in go.mod.
-func buildEverythingClient(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "everything-client")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, everythingClientPkg).CombinedOutput()
-	if err != nil {
-		t.Fatalf("build %s: %v\n%s", everythingClientPkg, err, out)
-	}
-	return bin
-}
-
-// readClientBaseline returns the client entries of an expected-failures
-// file (`client: [scenario, …]`), whole scenarios only.
-func readClientBaseline(t *testing.T, path string) []string {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Client []string `yaml:"client"`
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		t.Fatalf("%s: %v", path, err)
-	}
-	for i, e := range doc.Client {
-		if slices.Contains(doc.Client[:i], e) {
-			t.Errorf("%s: %q listed twice", path, e)
-		}
-		if strings.Contains(e, ":") {
-			t.Errorf("%s: %q: list whole scenarios", path, e)
-		}
-	}
-	return doc.Client
 }

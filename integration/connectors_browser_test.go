@@ -352,8 +352,8 @@ func startAuthServer(ctx context.Context, t *testing.T, resource string, ttl tim
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &lockedWriter{w: &stderr}
+	var stderr gatewaytest.Logs
+	cmd.Stderr = &stderr
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -430,19 +430,6 @@ func (as *authServer) wait(ctx context.Context, t *testing.T, what string, match
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// lockedWriter serializes writes to w (a process's output read while it
-// runs).
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // serveProtectedMCP serves on ln, until the test ends, an MCP server at

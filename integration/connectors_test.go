@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -66,13 +65,13 @@ binds:
 		t.Fatalf("want a link each: alice %v, bob %v", aerr, berr)
 	}
 	// bob cannot use alice's link, nor complete her flow.
-	if code, page := get(t, browserOf(bob), aliceLink); code != http.StatusForbidden || !strings.Contains(page, "another user") {
+	if code, page := fetchPage(ctx, t, browserOf(bob), aliceLink); code != http.StatusForbidden || !strings.Contains(page, "another user") {
 		t.Fatalf("bob following alice's link: %d %s", code, page)
 	}
-	if code, page := get(t, browserOf(bob), bobLink); code != http.StatusForbidden || !strings.Contains(page, "may not connect") {
+	if code, page := fetchPage(ctx, t, browserOf(bob), bobLink); code != http.StatusForbidden || !strings.Contains(page, "may not connect") {
 		t.Fatalf("bob following his link, which connectAuthorization refuses him: %d %s", code, page)
 	}
-	if code, page := get(t, browserOf(alice), aliceLink); code != http.StatusOK || !strings.Contains(page, "Connected") {
+	if code, page := fetchPage(ctx, t, browserOf(alice), aliceLink); code != http.StatusOK || !strings.Contains(page, "Connected") {
 		t.Fatalf("alice following her link: %d %s", code, page)
 	}
 
@@ -98,12 +97,12 @@ binds:
 
 	// Her connections page lists the target; disconnecting removes it.
 	base := strings.TrimSuffix(aliceLink, aliceLink[strings.Index(aliceLink, "/oauth/"):])
-	code, page := get(t, browserOf(alice), base+"/oauth/connections")
+	code, page := fetchPage(ctx, t, browserOf(alice), base+"/oauth/connections")
 	form := formToken.FindStringSubmatch(page)
 	if code != http.StatusOK || !strings.Contains(page, "hosted") || !strings.Contains(page, "Disconnect") || form == nil {
 		t.Fatalf("alice's connections: %d %s", code, page)
 	}
-	if code, page := get(t, browserOf(bob), base+"/oauth/connections"); code != http.StatusOK || strings.Contains(page, "Disconnect") {
+	if code, page := fetchPage(ctx, t, browserOf(bob), base+"/oauth/connections"); code != http.StatusOK || strings.Contains(page, "Disconnect") {
 		t.Fatalf("bob's connections: %d %s", code, page)
 	}
 	disconnect := func(origin string, fields url.Values) int {
@@ -146,16 +145,4 @@ func errText(err error) string {
 		return ""
 	}
 	return err.Error()
-}
-
-// get fetches url with client: its status and page.
-func get(t *testing.T, client *http.Client, url string) (int, string) {
-	t.Helper()
-	resp, err := client.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	page, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(page)
 }
