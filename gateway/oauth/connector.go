@@ -209,10 +209,16 @@ func (c *Connector) source(name string) (oauth2.TokenSource, error) {
 }
 
 // Connection is login's connection, without its secrets; nil if none.
+// Policy asks on every call: a connection in use is answered from memory.
 func (c *Connector) Connection(name string) *Record {
-	rec, err := c.opts.Store.Get(c.opts.Target, name)
-	if err != nil || rec == nil {
-		return nil
+	c.mu.Lock()
+	rec := c.state(name).rec
+	c.mu.Unlock()
+	if rec == nil {
+		var err error
+		if rec, err = c.opts.Store.Get(c.opts.Target, name); err != nil || rec == nil {
+			return nil
+		}
 	}
 	return &Record{Target: rec.Target, Login: rec.Login, Resource: rec.Resource, Scopes: rec.Scopes, Connected: rec.Connected}
 }
