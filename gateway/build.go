@@ -197,7 +197,7 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 		StopGrace:       s.opts.StopGrace,
 		DropEnv:         slices.Concat(s.opts.DropEnv, cfg.secrets.Env, secretEnvNames(cfg, os.Environ())),
 		Secrets:         slices.Concat(s.opts.Secrets, secretValues(cfg.secrets.Values)),
-		HidePaths:       slices.Concat(hiddenFromChildren(cfg.Tailscale), s.opts.HidePaths, s.hiddenConnections(cfg)),
+		HidePaths:       slices.Concat(hiddenFromChildren(cfg.Tailscale), s.opts.HidePaths, s.hiddenConnections(cfg), secretFiles(cfg)),
 		Buffers:         s.buffers,
 		MaxMessageBytes: maxMessageBytes(cfg),
 	})
@@ -226,7 +226,7 @@ func (s *Server) remoteTarget(cfg *Config, cr *credentials, name string, r *Remo
 		opts.CallerHeaders = cr.remoteTokenHeaders(name, opts.URL, ba.IdentityToken)
 		if ba.OAuth != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), secretReadTimeout)
-			c, err := s.connectorFor(ctx, cfg, cr, name, opts.URL, ba.OAuth, s.oauthClient(opts.ConnectTimeout))
+			c, err := s.connectorFor(ctx, cfg, cr, name, opts.URL, ba.OAuth, s.oauthClient(opts.URL, opts.ConnectTimeout))
 			cancel()
 			if err != nil {
 				return mcpstdio.Target{}, fmt.Errorf("target %q: %w", name, err)
@@ -343,4 +343,17 @@ func secretEnvNames(cfg *Config, environ []string) []string {
 		names = append(names, nr.ref.EnvNames(environ)...)
 	}
 	return names
+}
+
+// secretFiles are the files a secret source of cfg names for the gateway
+// itself (config.oauth.key, a client secret, a key the same for every
+// caller): no child reads them.
+func secretFiles(cfg *Config) []string {
+	var paths []string
+	for _, nr := range cfg.secretRefs {
+		if nr.ref.File != "" && !nr.ref.PerCaller() {
+			paths = append(paths, nr.ref.File)
+		}
+	}
+	return paths
 }

@@ -291,6 +291,10 @@ type OAuthBackendAuth struct {
 	ClientID          string     `yaml:"clientId"`
 	ClientSecret      *SecretRef `yaml:"clientSecret"`
 	ClientMetadataURL string     `yaml:"clientMetadataUrl"`
+	// Issuer is the authorization server the pre-registered client
+	// belongs to: its secret goes to that server only, whatever server
+	// the target names (set it with clientSecret).
+	Issuer string `yaml:"issuer"`
 	// Scopes are asked for in place of those the target names.
 	Scopes []string `yaml:"scopes"`
 	// ClientCredentials makes tailgate call the target as itself, a

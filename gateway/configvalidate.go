@@ -580,6 +580,9 @@ func (d *decoder) validateRemoteCredentials(doc *yaml.Node, keys []any, path str
 				d.errorf(at(doc, k("backendAuth", "oauth", "clientSecret")...), where+".clientSecret", "tailgate's client secret is the same for every caller: its template cannot name the caller")
 			}
 			d.noteSecretRef(doc, k("backendAuth", "oauth", "clientSecret"), where+".clientSecret", *o.ClientSecret)
+			if o.Issuer == "" {
+				d.warnf(at(doc, k("backendAuth", "oauth", "clientSecret")...).Line, where+".issuer", "no issuer: tailgate sends the client secret to whichever authorization server the target names; set issuer to the one the client is registered at")
+			}
 		}
 		if o.ClientCredentials && o.ClientID == "" {
 			d.errorf(at(doc, k("backendAuth", "oauth", "clientCredentials")...), where+".clientCredentials", "the client credentials flow needs a pre-registered clientId (and clientSecret)")

@@ -12,9 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"tailscale.com/net/tsaddr"
 
 	"github.com/tailgate-dev/tailgate/gateway/audit"
 	"github.com/tailgate-dev/tailgate/gateway/oauth"
@@ -78,7 +80,7 @@ func (s *Server) connectorFor(ctx context.Context, cfg *Config, cr *credentials,
 		}
 		cs.store, cs.storeSig, cs.by = store, storeSig, nil
 	}
-	sig := fmt.Sprintf("%s|%s|%s|%v|%v|%v", url, o.ClientID, o.ClientMetadataURL, o.Scopes, o.ClientSecret, o.ClientCredentials)
+	sig := fmt.Sprintf("%s|%s|%s|%v|%v|%v|%s", url, o.ClientID, o.ClientMetadataURL, o.Scopes, o.ClientSecret, o.ClientCredentials, o.Issuer)
 	if e := cs.by[name]; e != nil && e.sig == sig {
 		e.mayConnect = o.connectAuthz
 		return e.c, nil
@@ -93,8 +95,8 @@ func (s *Server) connectorFor(ctx context.Context, cfg *Config, cr *credentials,
 	}
 	c, err := oauth.New(oauth.Options{
 		Target: name, Resource: url, GatewayURL: s.gatewayURL,
-		ClientID: o.ClientID, ClientSecret: secret, ClientMetadataURL: o.ClientMetadataURL, Scopes: o.Scopes,
-		ClientCredentials: o.ClientCredentials, Client: client, Store: cs.store,
+		ClientID: o.ClientID, ClientSecret: secret, ClientMetadataURL: o.ClientMetadataURL, Scopes: o.Scopes, Issuer: o.Issuer,
+		ClientCredentials: o.ClientCredentials, Client: client, Store: cs.store, TailnetHost: isTailnetHost,
 		Log:      s.log.With("component", "oauth"),
 		OnChange: func(event, owner string) { s.auditConnectionChange(event, name, owner) },
 	})
@@ -209,15 +211,17 @@ func (s *Server) gatewayURL() string {
 }
 
 // connectionOwner is whose connection a caller uses: its login; a tagged
-// node (no person) its node name.
+// node (no person) its stable node ID.
 func connectionOwner(id *tsnode.Identity) string {
 	switch {
 	case id == nil:
 		return ""
 	case id.UserLogin != "" && id.UserLogin != "tagged-devices" && len(id.Tags) == 0:
 		return id.UserLogin
-	case id.NodeName != "":
-		return "node:" + strings.TrimSuffix(id.NodeName, ".")
+	case id.NodeID != "":
+		// A tagged node by its stable ID: a node made later with the
+		// same name is another node, and no login contains a space.
+		return "node " + id.NodeID
 	}
 	return ""
 }
@@ -263,15 +267,42 @@ func (s *Server) connectionOf(target, owner string) (bool, []string) {
 	return true, slices.Clone(rec.Scopes)
 }
 
-// oauthClient reaches authorization servers: through tailgate's node for
-// a host on the tailnet, else the host's network.
-func (s *Server) oauthClient(timeout time.Duration) *http.Client {
+// oauthClient reaches the authorization servers of the target at
+// targetURL, whose answers (metadata, registration, tokens) name further
+// URLs that tailgate then fetches. A target and its servers must not
+// steer tailgate to what only the gateway can reach: an address is dialled
+// only if it is of a kind the target's own host is (public always;
+// loopback, private or the tailnet only for a target there; link-local,
+// cloud metadata, never), a tailnet host through tailgate's node, and a
+// redirect never leaves its host or https.
+func (s *Server) oauthClient(targetURL string, timeout time.Duration) *http.Client {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	d := &net.Dialer{Timeout: timeout}
+	var targetHost string
+	if u, err := url.Parse(targetURL); err == nil {
+		targetHost = u.Hostname()
+	}
+	allowed := addressKinds(targetHost)
+	d := &net.Dialer{Timeout: timeout, Control: func(_, address string, _ syscall.RawConn) error {
+		host, _, err := net.SplitHostPort(address)
+		if err != nil {
+			return err
+		}
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
+			return err
+		}
+		if k := addressKind(ip.Unmap()); !allowed[k] {
+			return fmt.Errorf("oauth: %s is a %s address, which target %s's authorization does not reach", ip, k, targetHost)
+		}
+		return nil
+	}}
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if host, _, err := net.SplitHostPort(addr); err == nil && isTailnetHost(host) {
+			if !allowed["tailnet"] {
+				return nil, fmt.Errorf("oauth: %s is on the tailnet, which target %s's authorization does not reach", host, targetHost)
+			}
 			return s.dialTailnet(ctx, network, addr)
 		}
 		return d.DialContext(ctx, network, addr)
@@ -284,7 +315,53 @@ func (s *Server) oauthClient(timeout time.Duration) *http.Client {
 		}
 		return http.ProxyFromEnvironment(r)
 	}
-	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		prev := via[len(via)-1]
+		if len(via) > 3 || req.URL.Host != prev.URL.Host || prev.URL.Scheme == "https" && req.URL.Scheme != "https" {
+			return fmt.Errorf("oauth: a redirect from %s to %s is not followed", prev.URL.Host, req.URL.Host)
+		}
+		return nil
+	}}
+}
+
+// addressKind is the kind of ip, as oauthClient allows them.
+func addressKind(ip netip.Addr) string {
+	switch {
+	case ip.IsLoopback():
+		return "loopback"
+	case ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() || ip.IsInterfaceLocalMulticast():
+		return "link-local"
+	case tsaddr.IsTailscaleIP(ip):
+		return "tailnet"
+	case ip.IsPrivate():
+		return "private"
+	}
+	return "public"
+}
+
+// addressKinds are the kinds of address the authorization of a target
+// on host may reach: public ones, and the kind of the target's own.
+func addressKinds(host string) map[string]bool {
+	kinds := map[string]bool{"public": true}
+	switch {
+	case isTailnetHost(host):
+		kinds["tailnet"] = true
+	case host == "localhost":
+		kinds["loopback"] = true
+	default:
+		if ip, err := netip.ParseAddr(host); err == nil {
+			if k := addressKind(ip.Unmap()); k != "link-local" {
+				kinds[k] = true
+			}
+		} else if ips, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host); err == nil {
+			for _, ip := range ips {
+				if k := addressKind(ip.Unmap()); k != "link-local" {
+					kinds[k] = true
+				}
+			}
+		}
+	}
+	return kinds
 }
 
 // auditConnect records a connectAuthorization decision: who followed a

@@ -48,12 +48,18 @@ type Options struct {
 	ClientID          string
 	ClientSecret      string
 	ClientMetadataURL string
+	// Issuer, if set, is the authorization server the pre-registered
+	// client belongs to: the only one its secret goes to.
+	Issuer string
 	// Scopes, if set, are asked for in place of those the target names.
 	Scopes []string
 	// Client reaches the target and its authorization server.
 	Client *http.Client
-	Store  *Store
-	Log    *slog.Logger
+	// TailnetHost reports whether a host is on the tailnet, where plain
+	// http is encrypted (WireGuard) and may carry a token.
+	TailnetHost func(host string) bool
+	Store       *Store
+	Log         *slog.Logger
 	// FlowTimeout is how long a connect link can be followed; default 10m.
 	FlowTimeout time.Duration
 	// OnChange, if set, is told of each connection made
@@ -147,6 +153,11 @@ func New(opts Options) (*Connector, error) {
 // (client credentials), not as each person.
 func (c *Connector) Service() bool { return c.opts.ClientCredentials }
 
+// slotName is the store's name for the connector's connections: the
+// target's name and its URL, so that a connection is never used for
+// another server that has (or comes to have) the same name.
+func (c *Connector) slotName() string { return c.opts.Target + "\x00" + c.opts.Resource }
+
 // Target is the connector's target.
 func (c *Connector) Target() string { return c.opts.Target }
 
@@ -172,12 +183,25 @@ func (c *Connector) Token(ctx context.Context, name string) (string, error) {
 		return "", err
 	}
 	tok, err := ts.Token()
-	if err != nil {
-		c.opts.Log.Info("oauth: token refresh failed, connection removed", "target", c.opts.Target, "user", name, "err", redactErr(err))
+	var re *oauth2.RetrieveError
+	switch {
+	case err == nil:
+		return tok.AccessToken, nil
+	case errors.As(err, &re) && re.ErrorCode == "invalid_grant":
+		// The grant is gone (revoked, expired, or rotated by another
+		// replica): the connection is.
+		c.opts.Log.Info("oauth: refresh refused, connection removed", "target", c.opts.Target, "user", name, "err", redactErr(err))
+		c.forget(name)
+		return "", nil
+	case errors.Is(err, errNoRefresh):
+		c.opts.Log.Info("oauth: token expired without a refresh token, connection removed", "target", c.opts.Target, "user", name)
 		c.forget(name)
 		return "", nil
 	}
-	return tok.AccessToken, nil
+	// The server could not be reached, or failed: the connection stays,
+	// and this request fails saying so.
+	c.opts.Log.Warn("oauth: token refresh failed", "target", c.opts.Target, "user", name, "err", redactErr(err))
+	return "", fmt.Errorf("target %q: your token could not be refreshed (the authorization server did not answer); try again", c.opts.Target)
 }
 
 // source is login's token source, loaded from the store on first use.
@@ -190,7 +214,7 @@ func (c *Connector) source(name string) (oauth2.TokenSource, error) {
 		return ts, nil
 	}
 	c.mu.Unlock()
-	rec, err := c.opts.Store.Get(c.opts.Target, name)
+	rec, err := c.opts.Store.Get(c.slotName(), name)
 	if err != nil {
 		// Another key (rotated), or damaged: as good as none; connecting
 		// again replaces it.
@@ -216,7 +240,7 @@ func (c *Connector) Connection(name string) *Record {
 	c.mu.Unlock()
 	if rec == nil {
 		var err error
-		if rec, err = c.opts.Store.Get(c.opts.Target, name); err != nil || rec == nil {
+		if rec, err = c.opts.Store.Get(c.slotName(), name); err != nil || rec == nil {
 			return nil
 		}
 	}
@@ -229,7 +253,7 @@ func (c *Connector) forget(name string) {
 	l := c.state(name)
 	l.ts, l.rec = nil, nil
 	c.mu.Unlock()
-	if err := c.opts.Store.Delete(c.opts.Target, name); err != nil {
+	if err := c.opts.Store.Delete(c.slotName(), name); err != nil {
 		c.opts.Log.Warn("oauth: remove connection", "target", c.opts.Target, "user", name, "err", err)
 	}
 	c.changed("oauth.disconnected", name)
@@ -302,7 +326,17 @@ type storedSource struct {
 	rec  *Record
 }
 
+// errNoRefresh is a token source's error for an expired token that
+// has no refresh token.
+var errNoRefresh = errors.New("the token expired and has no refresh token")
+
 func (s *storedSource) Token() (*oauth2.Token, error) {
+	s.mu.Lock()
+	cur := s.rec.Token
+	s.mu.Unlock()
+	if !cur.Valid() && cur.RefreshToken == "" {
+		return nil, errNoRefresh
+	}
 	tok, err := s.base.Token()
 	if err != nil {
 		return nil, err
@@ -312,7 +346,7 @@ func (s *storedSource) Token() (*oauth2.Token, error) {
 	if tok.AccessToken != s.rec.Token.AccessToken || tok.RefreshToken != s.rec.Token.RefreshToken {
 		rec := *s.rec
 		rec.Token = tok
-		if err := s.c.opts.Store.Put(&rec); err != nil {
+		if err := s.c.opts.Store.Put(s.c.slotName(), &rec); err != nil {
 			s.c.opts.Log.Warn("oauth: store refreshed token", "target", rec.Target, "user", rec.Login, "err", err)
 		} else {
 			s.c.opts.Log.Info("oauth: token refreshed", "target", rec.Target, "user", rec.Login, "expires", tok.Expiry)
@@ -348,9 +382,14 @@ func (c *Connector) Unauthorized(ctx context.Context, name string, req *http.Req
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if f.authURL == "" {
+	c.mu.Lock()
+	authURL := f.authURL
+	c.mu.Unlock()
+	if authURL == "" {
 		<-f.done
-		return fmt.Errorf("connecting target %q: %w", c.opts.Target, f.err)
+		// What the target's servers answered stays in the log: their
+		// answers are not the caller's to read.
+		return fmt.Errorf("target %q: tailgate could not begin connecting your account (its authorization server could not be found or refused tailgate's registration; the gateway's log says why)", c.opts.Target)
 	}
 	return &ConnectRequired{Target: c.opts.Target, ID: f.id, URL: c.opts.GatewayURL() + ConnectPath + url.PathEscape(c.opts.Target) + "/" + f.id}
 }
@@ -439,7 +478,7 @@ func (c *Connector) handlerConfig(name string, f *flow, prev *Record) *auth.Auth
 		},
 	}
 	if c.opts.ClientID != "" {
-		cfg.PreregisteredClient = &oauthex.ClientCredentials{ClientID: c.opts.ClientID}
+		cfg.PreregisteredClient = &oauthex.ClientCredentials{ClientID: c.opts.ClientID, Issuer: c.opts.Issuer}
 		if c.opts.ClientSecret != "" {
 			cfg.PreregisteredClient.ClientSecretAuth = &oauthex.ClientSecretAuth{ClientSecret: c.opts.ClientSecret}
 		}
@@ -462,7 +501,17 @@ func (c *Connector) connected(name string, oc *oauth2.Config, tok *oauth2.Token)
 	if s, ok := tok.Extra("scope").(string); ok && s != "" {
 		rec.Scopes = strings.Fields(s)
 	}
-	if err := c.opts.Store.Put(rec); err != nil {
+	// Revocation goes to the server that issued the token, as of now:
+	// never to one the target names later.
+	mctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	if asm, err := c.authServer(mctx, c.opts.Resource, ""); err == nil && asm.TokenEndpoint == oc.Endpoint.TokenURL {
+		rec.Issuer = asm.Issuer
+		if c.safeEndpoint(asm.RevocationEndpoint) {
+			rec.RevocationURL = asm.RevocationEndpoint
+		}
+	}
+	cancel()
+	if err := c.opts.Store.Put(c.slotName(), rec); err != nil {
 		return nil, err
 	}
 	ts := c.tokenSource(rec)
@@ -556,7 +605,7 @@ func (c *Connector) complete(ctx context.Context, f *flow, name string, q url.Va
 // Disconnect removes login's connection, revoking its tokens at the
 // authorization server where it offers revocation (RFC 7009).
 func (c *Connector) Disconnect(ctx context.Context, name string) error {
-	rec, err := c.opts.Store.Get(c.opts.Target, name)
+	rec, err := c.opts.Store.Get(c.slotName(), name)
 	if err != nil {
 		return err
 	}

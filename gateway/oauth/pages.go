@@ -85,12 +85,15 @@ func (p *Pages) connect(w http.ResponseWriter, r *http.Request) {
 	case <-f.ready:
 	case <-t.C:
 	}
-	if f.authURL == "" {
+	c.mu.Lock()
+	authURL := f.authURL
+	c.mu.Unlock()
+	if authURL == "" {
 		p.page(w, http.StatusBadGateway, "Cannot connect", "The target's authorization server could not be reached: make the call again.", nil)
 		return
 	}
 	p.Log.Info("oauth: connect link followed", "target", c.opts.Target, "user", name)
-	http.Redirect(w, r, f.authURL, http.StatusFound)
+	http.Redirect(w, r, authURL, http.StatusFound)
 }
 
 func (p *Pages) callback(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -19,9 +20,9 @@ import (
 func (c *Connector) revoke(ctx context.Context, rec *Record) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	endpoint, err := c.revocationEndpoint(ctx, rec)
-	if err != nil || endpoint == "" {
-		return err
+	endpoint := rec.RevocationURL
+	if endpoint == "" {
+		return nil // the server offered none when the connection was made
 	}
 	tok, hint := rec.Token.RefreshToken, "refresh_token"
 	if tok == "" {
@@ -53,16 +54,6 @@ func (c *Connector) revoke(ctx context.Context, rec *Record) error {
 		return fmt.Errorf("revoke: the authorization server answered HTTP %d", resp.StatusCode)
 	}
 	return nil
-}
-
-// revocationEndpoint is the revocation endpoint of rec's resource's
-// authorization server; "" if it offers none.
-func (c *Connector) revocationEndpoint(ctx context.Context, rec *Record) (string, error) {
-	asm, err := c.authServer(ctx, rec.Resource, "")
-	if err != nil || asm == nil {
-		return "", err
-	}
-	return asm.RevocationEndpoint, nil
 }
 
 // authServer is the metadata of resource's authorization server, found
@@ -99,4 +90,20 @@ func (c *Connector) authServer(ctx context.Context, resource, prmURL string) (*o
 		return nil, fmt.Errorf("authorization server %s publishes no metadata", prm.AuthorizationServers[0])
 	}
 	return asm, nil
+}
+
+// safeEndpoint reports whether u may receive a token or a client's
+// secret: https, or http to this host's loopback (a server under test)
+// or to a host on the tailnet (WireGuard encrypts it).
+func (c *Connector) safeEndpoint(u string) bool {
+	pu, err := url.Parse(u)
+	if err != nil || pu.Host == "" {
+		return false
+	}
+	if pu.Scheme == "https" {
+		return true
+	}
+	host := pu.Hostname()
+	ip := net.ParseIP(host)
+	return pu.Scheme == "http" && (host == "localhost" || ip != nil && ip.IsLoopback() || c.opts.TailnetHost != nil && c.opts.TailnetHost(host))
 }

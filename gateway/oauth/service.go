@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -52,9 +53,22 @@ func (c *Connector) serviceUnauthorized(ctx context.Context, resp *http.Response
 			scopes = splitScopes(s)
 		}
 	}
-	asm, err := c.authServer(ctx, c.opts.Resource, prmURL)
+	var asm *oauthex.AuthServerMeta
+	var err error
+	if c.opts.Issuer != "" {
+		// The client's own server, never one the target names.
+		if asm, err = auth.GetAuthServerMetadata(ctx, c.opts.Issuer, c.opts.Client); err == nil && asm == nil {
+			err = fmt.Errorf("authorization server %s publishes no metadata", c.opts.Issuer)
+		}
+	} else {
+		asm, err = c.authServer(ctx, c.opts.Resource, prmURL)
+	}
 	if err != nil {
-		return fmt.Errorf("target %q: %w", c.opts.Target, err)
+		c.opts.Log.Warn("oauth: client credentials: no authorization server", "target", c.opts.Target, "err", redactErr(err))
+		return fmt.Errorf("target %q: tailgate could not find its authorization server (the gateway's log says why)", c.opts.Target)
+	}
+	if !c.safeEndpoint(asm.TokenEndpoint) {
+		return fmt.Errorf("target %q: token endpoint %s is neither https nor on this host or the tailnet", c.opts.Target, asm.TokenEndpoint)
 	}
 	style := oauth2.AuthStyleInHeader
 	if slices.Contains(asm.TokenEndpointAuthMethodsSupported, "client_secret_post") && !slices.Contains(asm.TokenEndpointAuthMethodsSupported, "client_secret_basic") {

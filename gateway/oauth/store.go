@@ -26,9 +26,12 @@ import (
 type Record struct {
 	Target string `json:"target"`
 	Login  string `json:"login"`
-	// Resource is the target's resource URL (RFC 8707), Issuer its
-	// authorization server.
-	Resource string `json:"resource"`
+	// Resource is the target's resource URL (RFC 8707); Issuer its
+	// authorization server as of the connection, and RevocationURL that
+	// server's revocation endpoint (RFC 7009), if it has one.
+	Resource      string `json:"resource"`
+	Issuer        string `json:"issuer,omitempty"`
+	RevocationURL string `json:"revocation_url,omitempty"`
 	// ClientID, ClientSecret and AuthStyle are the client tailgate is at
 	// the authorization server (pre-registered, registered dynamically,
 	// or a client ID metadata document URL).
@@ -83,6 +86,9 @@ func NewStore(dir string, key []byte) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("connection store: %w", err)
 	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("connection store: %w", err)
+	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
@@ -129,13 +135,14 @@ func (s *Store) Get(target, login string) (*Record, error) {
 	return &r, nil
 }
 
-// Put stores r, replacing what its login had at its target.
-func (s *Store) Put(r *Record) error {
+// Put stores r as its login's record at target (a connector's slot
+// name), replacing what it had.
+func (s *Store) Put(target string, r *Record) error {
 	plain, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	name, ad := slot(r.Target, r.Login)
+	name, ad := slot(target, r.Login)
 	nonce := make([]byte, s.aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		return err
@@ -149,6 +156,12 @@ func (s *Store) Put(r *Record) error {
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(sealed); err != nil {
+		tmp.Close()
+		return fmt.Errorf("connection store: %w", err)
+	}
+	// On disk before it replaces the old one: a crash leaves one or the
+	// other, never an empty file in its place.
+	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		return fmt.Errorf("connection store: %w", err)
 	}

@@ -29,7 +29,7 @@ func TestStoreSealsRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &Record{Target: "linear", Login: "alice@example.com", ClientID: "c1", Token: &oauth2.Token{AccessToken: "at-secret", RefreshToken: "rt-secret", Expiry: time.Now().Add(time.Hour).UTC()}}
-	if err := s.Put(rec); err != nil {
+	if err := s.Put("linear", rec); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Get("linear", "alice@example.com")
@@ -61,8 +61,8 @@ func TestStoreSealsRecords(t *testing.T) {
 func TestStoreRefusesOthers(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := NewStore(dir, newKey(t))
-	s.Put(&Record{Target: "linear", Login: "alice@example.com", Token: &oauth2.Token{AccessToken: "a"}})
-	s.Put(&Record{Target: "linear", Login: "mallory@example.com", Token: &oauth2.Token{AccessToken: "m"}})
+	s.Put("linear", &Record{Target: "linear", Login: "alice@example.com", Token: &oauth2.Token{AccessToken: "a"}})
+	s.Put("linear", &Record{Target: "linear", Login: "mallory@example.com", Token: &oauth2.Token{AccessToken: "m"}})
 
 	other, _ := NewStore(dir, newKey(t))
 	if _, err := other.Get("linear", "alice@example.com"); err == nil || !strings.Contains(err.Error(), "does not open") {
