@@ -138,12 +138,14 @@ $(CONFORMANCE_NPM_DIR)/node_modules/.installed: $(CONFORMANCE_NPM_DIR)/package.j
 ## now passes), against the same server over HTTP as a remote mcp target,
 ## stateless and stateful (fails on a scenario that passes directly and not
 ## through tailgate), the tasks scenarios against the demo server, and the
-## client scenarios with tailgate as the client of the suite's servers
+## client scenarios with tailgate as the client of the suite's servers,
+## the authorization ones (TestConformanceAuth) with tailgate as the OAuth
+## client of a backendAuth.oauth target
 ## (fails on a failure not listed in
 ## integration/conformance-client-expected-failures.yaml and on a listed
 ## one that now passes). make test runs the same tests.
 conformance: npm-deps conformance-npm-deps
-	$(GO) test -tags $(TAGS) -run '^Test(Tasks)?Conformance(Remote|Client)?$$' -count=1 -v -timeout 10m ./integration/
+	$(GO) test -tags $(TAGS) -run '^Test(Tasks)?Conformance(Remote|Client|Auth)?$$' -count=1 -v -timeout 15m ./integration/
 
 unit:
 	$(GO) test -timeout $(TIMEOUT) ./policy/... ./gateway/... ./mcpstdio/... ./tsnode/...
