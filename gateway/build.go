@@ -231,7 +231,7 @@ func (s *Server) remoteTarget(cfg *Config, cr *credentials, name string, r *Remo
 			if err != nil {
 				return mcpstdio.Target{}, fmt.Errorf("target %q: %w", name, err)
 			}
-			opts.Authorizer = connectorAuth{c}
+			opts.Authorizer = connectorAuth{c: c, s: s}
 		}
 	}
 	return mcpstdio.Target{

@@ -186,20 +186,24 @@ func (s *Server) oauthPages() http.Handler {
 			return connectionOwner(tailnetIdentity(sourceFrom(r.Context()))), nil
 		},
 		MayConnect: func(r *http.Request, target string) error {
-			rs := rules[target]
-			if rs == nil {
-				return nil
-			}
-			src := sourceFrom(r.Context())
-			d := rs.Evaluate(policy.Input{Source: src})
-			s.auditConnect(src, target, d)
-			if d.Allow {
-				return nil
-			}
-			return fmt.Errorf("your tailnet identity may not connect an account at %s (%s: %s)", target, d.Rule, d.Reason())
+			return s.mayConnect(rules[target], sourceFrom(r.Context()), target)
 		},
 	}
 	return p.Handler()
+}
+
+// mayConnect applies a target's connectAuthorization (rs; nil allows
+// everyone) to src, auditing the decision.
+func (s *Server) mayConnect(rs *policy.RuleSet, src *policy.Source, target string) error {
+	if rs == nil {
+		return nil
+	}
+	d := rs.Evaluate(policy.Input{Source: src})
+	s.auditConnect(src, target, d)
+	if d.Allow {
+		return nil
+	}
+	return fmt.Errorf("your tailnet identity may not connect an account at %s (%s: %s)", target, d.Rule, d.Reason())
 }
 
 // gatewayURL is the URL callers' browsers reach the gateway by.
@@ -227,7 +231,10 @@ func connectionOwner(id *tsnode.Identity) string {
 }
 
 // connectorAuth is a connector as a remote target's Authorizer.
-type connectorAuth struct{ c *oauth.Connector }
+type connectorAuth struct {
+	c *oauth.Connector
+	s *Server
+}
 
 func (a connectorAuth) Token(ctx context.Context, id *tsnode.Identity) (string, error) {
 	owner := connectionOwner(id)
@@ -241,6 +248,19 @@ func (a connectorAuth) Unauthorized(ctx context.Context, id *tsnode.Identity, re
 	owner := connectionOwner(id)
 	if owner == "" && !a.c.Service() {
 		return fmt.Errorf("target %q needs a person's account: the caller has no tailnet login", a.c.Target())
+	}
+	if !a.c.Service() {
+		// Someone who may not connect gets no link (and no client is
+		// registered for a flow that could not end).
+		a.s.oauth.mu.Lock()
+		var rs *policy.RuleSet
+		if e := a.s.oauth.by[a.c.Target()]; e != nil && e.c == a.c {
+			rs = e.mayConnect
+		}
+		a.s.oauth.mu.Unlock()
+		if err := a.s.mayConnect(rs, &policy.Source{Tailscale: tailscaleSource(id)}, a.c.Target()); err != nil {
+			return err
+		}
 	}
 	err := a.c.Unauthorized(ctx, owner, req, resp)
 	var cr *oauth.ConnectRequired

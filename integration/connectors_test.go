@@ -19,19 +19,19 @@ import (
 // server), alice's link serves alice only; once she has connected, her
 // calls carry her token while bob still gets a link of his own; policy
 // sees whether the caller is connected (mcp.connection), and who may
-// connect (connectAuthorization: not bob); after she
+// connect (connectAuthorization: not carol, who gets no link); after she
 // disconnects on her connections page, her next call is a tool error
 // that carries a new link (her client declared no URL elicitations).
 func TestConnectorsArePerPerson(t *testing.T) {
 	node, cli := conformanceCLI(t)
 	tn := gatewaytest.NewTailnet(t)
-	alice, bob := tn.Node(t, "alice"), tn.Node(t, "bob")
+	alice, bob, carol := tn.Node(t, "alice"), tn.Node(t, "bob"), tn.Node(t, "carol")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sc := startClientScenario(ctx, t, node, cli, "auth/metadata-default")
 	defer sc.finish(ctx, t)
-	// Who may connect is policy too: here everyone but bob.
-	oauthCfg := strings.Replace(sc.oauthConfig(t), "{", `{connectAuthorization: {rules: ['source.tailscale.user.login != "`+bob.Login(t)+`"']}, `, 1)
+	// Who may connect is policy too: here everyone but carol.
+	oauthCfg := strings.Replace(sc.oauthConfig(t), "{", `{connectAuthorization: {rules: ['source.tailscale.user.login != "`+carol.Login(t)+`"']}, `, 1)
 	target := `
           targets:
           - name: hosted
@@ -68,8 +68,9 @@ binds:
 	if code, page := fetchPage(ctx, t, browserOf(bob), aliceLink); code != http.StatusForbidden || !strings.Contains(page, "another user") {
 		t.Fatalf("bob following alice's link: %d %s", code, page)
 	}
-	if code, page := fetchPage(ctx, t, browserOf(bob), bobLink); code != http.StatusForbidden || !strings.Contains(page, "may not connect") {
-		t.Fatalf("bob following his link, which connectAuthorization refuses him: %d %s", code, page)
+	// carol may not connect: she gets no link, but why.
+	if _, err := carol.Connect(ctx, mcpURL, nil); err == nil || connectLink.FindString(err.Error()) != "" || !strings.Contains(err.Error(), "may not connect") {
+		t.Fatalf("carol, whom connectAuthorization refuses: %v", err)
 	}
 	if code, page := fetchPage(ctx, t, browserOf(alice), aliceLink); code != http.StatusOK || !strings.Contains(page, "Connected") {
 		t.Fatalf("alice following her link: %d %s", code, page)
