@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -15,8 +16,10 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/oauth2"
 
 	"github.com/tailgate-dev/tailgate/gateway/idtoken"
+	"github.com/tailgate-dev/tailgate/gateway/oauth"
 	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
 	"github.com/tailgate-dev/tailgate/tsnode"
 )
@@ -31,9 +34,11 @@ import (
 //     link starts; sent on every request);
 //   - identityToken: with backendAuth.identityToken, a token tailgate
 //     signs for the caller and the target, cached until half its life is
-//     gone, so a call costs a cache lookup, not a signature.
+//     gone, so a call costs a cache lookup, not a signature;
+//   - oauth: with backendAuth.oauth, the caller connected: her own
+//     access token, opened from the sealed store once, then from memory.
 //
-// The three gateways are started the same way, through Start on a
+// The four gateways are started the same way, through Start on a
 // loopback network that says it is a tailnet node (loopbackNode), which
 // is what gives a gateway its signing keys; the caller is a tailnet
 // identity (Options.Identify). The differences between the three are
@@ -61,9 +66,25 @@ func BenchmarkRemoteToolCallCredentials(b *testing.B) {
 	b.Cleanup(upstream.Close)
 	target := upstream.URL + "/mcp"
 
+	// oauth: alice has connected the target (her record is in the
+	// store, sealed under the key the config names).
+	oauthDir, oauthKey := b.TempDir(), filepath.Join(b.TempDir(), "oauth.key")
+	if err := os.WriteFile(oauthKey, []byte(strings.Repeat("5a", 32)), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	store, err := oauth.NewStore(oauthDir, bytes.Repeat([]byte{0x5a}, 32))
+	if err != nil {
+		b.Fatal(err)
+	}
+	const oauthToken = "alice-oauth-access-token"
+	if err := store.Put("demo\x00"+target, &oauth.Record{Target: "demo", Login: caller.UserLogin, Resource: target, ClientID: "bench",
+		TokenURL: "http://127.0.0.1:1/token", Token: &oauth2.Token{AccessToken: oauthToken, TokenType: "Bearer", Expiry: time.Now().Add(time.Hour)}}); err != nil {
+		b.Fatal(err)
+	}
+
 	for _, tc := range []struct {
-		name, target string
-		check        func(b *testing.B, addr string, seen benchHeaders)
+		name, target, global string
+		check                func(b *testing.B, addr string, seen benchHeaders)
 	}{{
 		name:   "plain",
 		target: `            mcp: {host: "` + target + `"}`,
@@ -102,10 +123,21 @@ func BenchmarkRemoteToolCallCredentials(b *testing.B) {
 				b.Errorf("the target's token: %v %+v; want one that names %s", err, info, caller.UserLogin)
 			}
 		},
+	}, {
+		name:   "oauth",
+		global: "config:\n  oauth: {key: {file: " + oauthKey + "}, dir: " + oauthDir + "}\n",
+		target: `            mcp:
+              host: "` + target + `"
+              backendAuth: {oauth: {}}`,
+		check: func(b *testing.B, _ string, seen benchHeaders) {
+			if seen.firstAuth != "Bearer "+oauthToken || seen.lastAuth != seen.firstAuth {
+				b.Errorf("the target was sent Authorization %q, then %q; want alice's own token", seen.firstAuth, seen.lastAuth)
+			}
+		},
 	}} {
 		b.Run(tc.name, func(b *testing.B) {
 			seen.reset()
-			addr := startNodeBenchGateway(b, remoteConfigTarget(tc.target), caller)
+			addr := startNodeBenchGateway(b, tc.global+remoteConfigTarget(tc.target), caller)
 			benchCallsTo(b, addr)
 			b.StopTimer()
 			tc.check(b, addr, seen.snapshot())
