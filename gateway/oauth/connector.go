@@ -235,8 +235,11 @@ func (c *Connector) source(name string) (oauth2.TokenSource, error) {
 // Connection is login's connection, without its secrets; nil if none.
 // Policy asks on every call: a connection in use is answered from memory.
 func (c *Connector) Connection(name string) *Record {
+	var rec *Record
 	c.mu.Lock()
-	rec := c.state(name).rec
+	if l := c.logins[name]; l != nil {
+		rec = l.rec
+	}
 	c.mu.Unlock()
 	if rec == nil {
 		var err error
@@ -250,8 +253,12 @@ func (c *Connector) Connection(name string) *Record {
 // forget drops login's token, here and in the store.
 func (c *Connector) forget(name string) {
 	c.mu.Lock()
-	l := c.state(name)
-	l.ts, l.rec = nil, nil
+	if l := c.logins[name]; l != nil {
+		l.ts, l.rec = nil, nil
+		if l.flow == nil {
+			delete(c.logins, name) // nothing left of it here
+		}
+	}
 	c.mu.Unlock()
 	if err := c.opts.Store.Delete(c.slotName(), name); err != nil {
 		c.opts.Log.Warn("oauth: remove connection", "target", c.opts.Target, "user", name, "err", err)
