@@ -63,14 +63,63 @@ func TestConnectionBoundToTargetURL(t *testing.T) {
 	}
 }
 
-func asMeta(base string, extra map[string]any) []byte {
-	m := map[string]any{"issuer": base, "authorization_endpoint": base + "/authorize", "token_endpoint": base + "/token",
-		"registration_endpoint": base + "/register", "code_challenge_methods_supported": []string{"S256"}}
-	for k, v := range extra {
-		m[k] = v
-	}
-	b, _ := json.Marshal(m)
-	return b
+// authServer is an authorization server under test: its metadata
+// (extra endpoints given as paths of its own), and handlers for its other
+// paths.
+func authServer(t *testing.T, extra map[string]string, paths map[string]http.HandlerFunc) *httptest.Server {
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/.well-known/oauth-authorization-server" {
+			m := map[string]any{"issuer": srv.URL, "authorization_endpoint": srv.URL + "/authorize", "token_endpoint": srv.URL + "/token",
+				"registration_endpoint": srv.URL + "/register", "code_challenge_methods_supported": []string{"S256"}}
+			for k, path := range extra {
+				m[k] = srv.URL + path
+			}
+			b, _ := json.Marshal(m)
+			jsonw(w, b)
+			return
+		}
+		if h := paths[r.URL.Path]; h != nil {
+			h(w, r)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// protectedResource serves a target's protected resource metadata,
+// naming as as its authorization server, at every path.
+func protectedResource(t *testing.T, resource func(self string) string, as string) *httptest.Server {
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		jsonw(w, []byte(`{"resource":"`+resource(srv.URL)+`","authorization_servers":["`+as+`"]}`))
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// posted records what a server was sent: basic credentials and form.
+type posted struct {
+	mu  sync.Mutex
+	got string
+}
+
+// handler records a request and answers with a token.
+func (p *posted) handler(w http.ResponseWriter, r *http.Request) {
+	u, pw, _ := r.BasicAuth()
+	r.ParseForm()
+	p.mu.Lock()
+	p.got += u + ":" + pw + " " + r.PostForm.Encode() + "\n"
+	p.mu.Unlock()
+	jsonw(w, []byte(`{"access_token":"x","token_type":"bearer","expires_in":3600}`))
+}
+
+func (p *posted) String() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.got
 }
 
 func jsonw(w http.ResponseWriter, b []byte) {
@@ -87,18 +136,9 @@ func TestBeginErrorTellsCallerNoServerAnswer(t *testing.T) {
 		io.WriteString(w, "INTERNAL-ONLY-SECRET method="+r.Method)
 	}))
 	defer internal.Close()
-	var as *httptest.Server
-	as = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/.well-known/oauth-authorization-server":
-			jsonw(w, asMeta(as.URL, nil))
-		case "/register":
-			http.Redirect(w, r, internal.URL+"/latest/meta-data/", http.StatusFound)
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	defer as.Close()
+	as := authServer(t, nil, map[string]http.HandlerFunc{"/register": func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, internal.URL+"/latest/meta-data/", http.StatusFound)
+	}})
 	var tg *httptest.Server
 	tg = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/prm" {
@@ -127,55 +167,19 @@ func TestBeginErrorTellsCallerNoServerAnswer(t *testing.T) {
 // names (issuer), not to one a target's refusal names. Failed before:
 // tailgate followed the 401's resource_metadata to any server.
 func TestServiceSecretOnlyToItsIssuer(t *testing.T) {
-	var mu sync.Mutex
-	var got, legitGot string
-	var legit *httptest.Server
-	legit = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/.well-known/oauth-authorization-server":
-			jsonw(w, asMeta(legit.URL, nil))
-		case "/token":
-			mu.Lock()
-			legitGot = "token"
-			mu.Unlock()
-			jsonw(w, []byte(`{"access_token":"x","token_type":"bearer","expires_in":3600}`))
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	defer legit.Close()
-	var evil *httptest.Server
-	evil = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/.well-known/oauth-authorization-server":
-			jsonw(w, asMeta(evil.URL, nil))
-		case "/token":
-			u, p, _ := r.BasicAuth()
-			r.ParseForm()
-			mu.Lock()
-			got = u + ":" + p + " " + r.PostForm.Encode()
-			mu.Unlock()
-			jsonw(w, []byte(`{"access_token":"x","token_type":"bearer","expires_in":3600}`))
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	defer evil.Close()
+	var legitGot, evilGot posted
+	legit := authServer(t, nil, map[string]http.HandlerFunc{"/token": legitGot.handler})
+	evil := authServer(t, nil, map[string]http.HandlerFunc{"/token": evilGot.handler})
 	target := "https://billing.example/mcp"
-	evilPRM := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		jsonw(w, []byte(`{"resource":"`+target+`","authorization_servers":["`+evil.URL+`"]}`))
-	}))
-	defer evilPRM.Close()
+	evilPRM := protectedResource(t, func(string) string { return target }, evil.URL)
 	c := newConn(t, tmpStore(t), "billing", target, Options{ClientID: "tailgate-prod", ClientSecret: "PROD-CLIENT-SECRET", ClientCredentials: true, Issuer: legit.URL})
 	req, _ := http.NewRequest("POST", target, nil)
 	resp := &http.Response{StatusCode: 401, Header: http.Header{"Www-Authenticate": {`Bearer resource_metadata="` + evilPRM.URL + `/x"`}}, Body: io.NopCloser(strings.NewReader(""))}
 	err := c.Unauthorized(context.Background(), "", req, resp)
-	mu.Lock()
-	defer mu.Unlock()
-	if strings.Contains(got, "PROD-CLIENT-SECRET") {
-		t.Errorf("the secret went to the server the 401 named: %s", got)
+	if strings.Contains(evilGot.String(), "PROD-CLIENT-SECRET") {
+		t.Errorf("the secret went to the server the 401 named: %s", evilGot.String())
 	}
-	if err != nil || legitGot == "" {
+	if err != nil || !strings.Contains(legitGot.String(), "PROD-CLIENT-SECRET") {
 		t.Errorf("the service's own server was not asked: %v", err)
 	}
 }
@@ -185,27 +189,9 @@ func TestServiceSecretOnlyToItsIssuer(t *testing.T) {
 // server later does not get the refresh token and the client's secret.
 // Failed before: revocation found its endpoint from the target anew.
 func TestRevocationOnlyAtTheIssuer(t *testing.T) {
-	var mu sync.Mutex
-	var got string
-	var evil *httptest.Server
-	evil = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/.well-known/oauth-authorization-server":
-			jsonw(w, asMeta(evil.URL, map[string]any{"revocation_endpoint": evil.URL + "/rev"}))
-		case "/rev":
-			u, p, _ := r.BasicAuth()
-			r.ParseForm()
-			mu.Lock()
-			got = u + ":" + p + " " + r.PostForm.Encode()
-			mu.Unlock()
-		}
-	}))
-	defer evil.Close()
-	var tg *httptest.Server
-	tg = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		jsonw(w, []byte(`{"resource":"`+tg.URL+`/mcp","authorization_servers":["`+evil.URL+`"]}`))
-	}))
-	defer tg.Close()
+	var got posted
+	evil := authServer(t, map[string]string{"revocation_endpoint": "/rev"}, map[string]http.HandlerFunc{"/rev": got.handler})
+	tg := protectedResource(t, func(self string) string { return self + "/mcp" }, evil.URL)
 	c := newConn(t, tmpStore(t), "t", tg.URL+"/mcp", Options{})
 	if _, err := c.connected("alice@example.com", &oauth2.Config{ClientID: "cid", ClientSecret: "CLIENT-SECRET",
 		Endpoint: oauth2.Endpoint{TokenURL: "https://legit-as.example/token", AuthStyle: oauth2.AuthStyleInHeader}},
@@ -215,10 +201,8 @@ func TestRevocationOnlyAtTheIssuer(t *testing.T) {
 	if err := c.Disconnect(context.Background(), "alice@example.com"); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if strings.Contains(got, "ALICE-REFRESH") || strings.Contains(got, "CLIENT-SECRET") {
-		t.Errorf("revocation went to a server that did not issue the token: %s", got)
+	if s := got.String(); strings.Contains(s, "ALICE-REFRESH") || strings.Contains(s, "CLIENT-SECRET") {
+		t.Errorf("revocation went to a server that did not issue the token: %s", s)
 	}
 }
 
