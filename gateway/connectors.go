@@ -97,8 +97,13 @@ func (s *Server) connectorFor(ctx context.Context, cfg *Config, cr *credentials,
 		Target: name, Resource: url, GatewayURL: s.gatewayURL,
 		ClientID: o.ClientID, ClientSecret: secret, ClientMetadataURL: o.ClientMetadataURL, Scopes: o.Scopes, Issuer: o.Issuer,
 		ClientCredentials: o.ClientCredentials, Client: client, Store: cs.store, TailnetHost: isTailnetHost,
-		Log:      s.log.With("component", "oauth"),
-		OnChange: func(event, owner string) { s.auditConnectionChange(event, name, owner) },
+		Log: s.log.With("component", "oauth"),
+		OnChange: func(event, owner, flowID string) {
+			s.auditConnectionChange(event, name, owner)
+			if event == "oauth.connected" && flowID != "" {
+				go s.elicitationComplete(owner, flowID)
+			}
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -428,4 +433,25 @@ func (s *Server) hiddenConnections(cfg *Config) []string {
 	}
 	s.oauth.mu.Unlock()
 	return paths
+}
+
+// elicitationComplete tells owner's sessions that the URL elicitation
+// flowID (a connect link they were given) is complete (MCP 2025-11-25's
+// notifications/elicitation/complete): a client that showed the link can
+// retry the call by itself. Sessions of other callers hear nothing.
+func (s *Server) elicitationComplete(owner, flowID string) {
+	msg := fmt.Appendf(nil, `{"jsonrpc":"2.0","method":"notifications/elicitation/complete","params":{"elicitationId":%q}}`, flowID)
+	var to []*frontSession
+	for _, f := range s.allFronts() {
+		f.mu.Lock()
+		for _, fs := range f.sessions {
+			if connectionOwner(tailnetIdentity(fs.owner)) == owner {
+				to = append(to, fs)
+			}
+		}
+		f.mu.Unlock()
+	}
+	for _, fs := range to {
+		fs.enqueue(msg)
+	}
 }

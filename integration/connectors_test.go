@@ -21,7 +21,8 @@ import (
 // sees whether the caller is connected (mcp.connection), and who may
 // connect (connectAuthorization: not carol, who gets no link); after she
 // disconnects on her connections page, her next call is a tool error
-// that carries a new link (her client declared no URL elicitations).
+// that carries a new link (her client declared no URL elicitations), and
+// once she follows it her session hears that the elicitation completed.
 func TestConnectorsArePerPerson(t *testing.T) {
 	node, cli := conformanceCLI(t)
 	tn := gatewaytest.NewTailnet(t)
@@ -76,7 +77,10 @@ binds:
 		t.Fatalf("alice following her link: %d %s", code, page)
 	}
 
-	cs, err := alice.Connect(ctx, mcpURL, nil)
+	completed := make(chan string, 4)
+	cs, err := alice.Connect(ctx, mcpURL, &mcp.ClientOptions{ElicitationCompleteHandler: func(_ context.Context, req *mcp.ElicitationCompleteNotificationRequest) {
+		completed <- req.Params.ElicitationID
+	}})
 	if err != nil {
 		t.Fatalf("alice after connecting: %v", err)
 	}
@@ -130,12 +134,30 @@ binds:
 		t.Fatalf("disconnect from the page (Origin null, as browsers send over http): %d", code)
 	}
 	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "test-tool", Arguments: map[string]any{}})
-	if err != nil || !res.IsError || connectLink.FindString(contentText(res)) == "" {
+	again := connectLink.FindString(contentText(res))
+	if err != nil || !res.IsError || again == "" {
 		t.Fatalf("alice's call after disconnecting: %v %v, want a tool error with a connect link", res, err)
 	}
 	if res, err := guarded.CallTool(ctx, &mcp.CallToolParams{Name: "test-tool", Arguments: map[string]any{}}); err == nil && !res.IsError {
 		t.Fatalf("alice's call where policy wants a connection, after disconnecting: allowed")
 	}
+	// Connecting again completes the link's URL elicitation: her session
+	// is told, so that her client can try again by itself.
+	if code, page := fetchPage(ctx, t, browserOf(alice), again); code != http.StatusOK || !strings.Contains(page, "Connected") {
+		t.Fatalf("alice following her new link: %d %s", code, page)
+	}
+	select {
+	case id := <-completed:
+		if !strings.HasSuffix(again, "/"+id) {
+			t.Errorf("elicitation %q completed; want the link's, %s", id, again)
+		}
+	case <-ctx.Done():
+		t.Fatal("alice's session was not told that her connection is made")
+	}
+	if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "test-tool", Arguments: map[string]any{}}); err != nil || res.IsError {
+		t.Fatalf("alice's call after connecting again: %v %v", res, err)
+	}
+
 }
 
 // formToken finds the connections page's form token.

@@ -53,7 +53,7 @@ func TestConnectionBoundToTargetURL(t *testing.T) {
 	store := tmpStore(t)
 	a := newConn(t, store, "docs", "https://untrusted.example/mcp", Options{})
 	b := newConn(t, store, "docs", "https://notion.example/mcp", Options{})
-	if _, err := b.connected("alice@example.com", &oauth2.Config{ClientID: "x", Endpoint: oauth2.Endpoint{TokenURL: "https://as.notion.example/token"}},
+	if _, err := b.connected("alice@example.com", "", &oauth2.Config{ClientID: "x", Endpoint: oauth2.Endpoint{TokenURL: "https://as.notion.example/token"}},
 		&oauth2.Token{AccessToken: "NOTION-TOKEN", Expiry: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestRevocationOnlyAtTheIssuer(t *testing.T) {
 	evil := authServer(t, map[string]string{"revocation_endpoint": "/rev"}, map[string]http.HandlerFunc{"/rev": got.handler})
 	tg := protectedResource(t, func(self string) string { return self + "/mcp" }, evil.URL)
 	c := newConn(t, tmpStore(t), "t", tg.URL+"/mcp", Options{})
-	if _, err := c.connected("alice@example.com", &oauth2.Config{ClientID: "cid", ClientSecret: "CLIENT-SECRET",
+	if _, err := c.connected("alice@example.com", "", &oauth2.Config{ClientID: "cid", ClientSecret: "CLIENT-SECRET",
 		Endpoint: oauth2.Endpoint{TokenURL: "https://legit-as.example/token", AuthStyle: oauth2.AuthStyleInHeader}},
 		&oauth2.Token{AccessToken: "AT", RefreshToken: "ALICE-REFRESH", Expiry: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
@@ -215,7 +215,7 @@ func TestTransientRefreshFailureKeepsConnection(t *testing.T) {
 	dead := "http://" + l.Addr().String() + "/token"
 	l.Close()
 	c := newConn(t, store, "t", "https://t.example/mcp", Options{})
-	if _, err := c.connected("alice@example.com", &oauth2.Config{ClientID: "cid", Endpoint: oauth2.Endpoint{TokenURL: dead}},
+	if _, err := c.connected("alice@example.com", "", &oauth2.Config{ClientID: "cid", Endpoint: oauth2.Endpoint{TokenURL: dead}},
 		&oauth2.Token{AccessToken: "AT", RefreshToken: "RT", Expiry: time.Now().Add(-time.Minute)}); err != nil {
 		t.Fatal(err)
 	}

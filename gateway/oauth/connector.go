@@ -63,9 +63,10 @@ type Options struct {
 	// FlowTimeout is how long a connect link can be followed; default 10m.
 	FlowTimeout time.Duration
 	// OnChange, if set, is told of each connection made
-	// ("oauth.connected") or removed ("oauth.disconnected"), for the
-	// audit trail.
-	OnChange func(event, login string)
+	// ("oauth.connected", with the flow's id: the URL elicitation it
+	// completes) or removed ("oauth.disconnected"), for the audit trail
+	// and the caller's sessions.
+	OnChange func(event, login, flowID string)
 	// ClientCredentials calls the target as tailgate itself, with the
 	// pre-registered client's credentials (service.go).
 	ClientCredentials bool
@@ -263,12 +264,12 @@ func (c *Connector) forget(name string) {
 	if err := c.opts.Store.Delete(c.slotName(), name); err != nil {
 		c.opts.Log.Warn("oauth: remove connection", "target", c.opts.Target, "user", name, "err", err)
 	}
-	c.changed("oauth.disconnected", name)
+	c.changed("oauth.disconnected", name, "")
 }
 
-func (c *Connector) changed(event, name string) {
+func (c *Connector) changed(event, name, flowID string) {
 	if c.opts.OnChange != nil {
-		c.opts.OnChange(event, name)
+		c.opts.OnChange(event, name, flowID)
 	}
 }
 
@@ -467,7 +468,7 @@ func (c *Connector) handlerConfig(name string, f *flow, prev *Record) *auth.Auth
 			GrantTypes:   []string{"authorization_code", "refresh_token"},
 		}},
 		NewTokenSource: func(_ context.Context, oc *oauth2.Config, tok *oauth2.Token) (oauth2.TokenSource, error) {
-			return c.connected(name, oc, tok)
+			return c.connected(name, f.id, oc, tok)
 		},
 		ScopeFilter: func(discovered []string) []string {
 			scopes := discovered
@@ -498,7 +499,7 @@ func (c *Connector) handlerConfig(name string, f *flow, prev *Record) *auth.Auth
 
 // connected stores the token login's flow got, and is its token source
 // from now on.
-func (c *Connector) connected(name string, oc *oauth2.Config, tok *oauth2.Token) (oauth2.TokenSource, error) {
+func (c *Connector) connected(name, flowID string, oc *oauth2.Config, tok *oauth2.Token) (oauth2.TokenSource, error) {
 	rec := &Record{
 		Target: c.opts.Target, Login: name, Resource: c.opts.Resource,
 		ClientID: oc.ClientID, ClientSecret: oc.ClientSecret, AuthStyle: oc.Endpoint.AuthStyle,
@@ -527,7 +528,7 @@ func (c *Connector) connected(name string, oc *oauth2.Config, tok *oauth2.Token)
 	l.rec, l.ts = rec, ts
 	c.mu.Unlock()
 	c.opts.Log.Info("oauth: connected", "target", c.opts.Target, "user", name, "scopes", rec.Scopes, "expires", tok.Expiry)
-	c.changed("oauth.connected", name)
+	c.changed("oauth.connected", name, flowID)
 	return ts, nil
 }
 
