@@ -64,13 +64,8 @@ func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
 		http.Error(sw, "no listener for host "+host, http.StatusNotFound)
 		return
 	}
-	// The connect pages of backendAuth.oauth targets (a browser's
-	// navigation from an authorization server lands on the callback).
-	if strings.HasPrefix(r.URL.Path, "/oauth/") {
-		if h := s.oauthPages(); h != nil {
-			h.ServeHTTP(sw, r)
-			return
-		}
+	if s.serveConnectPages(sw, r) {
+		return
 	}
 	// A preflight is routed as the request it asks about would be.
 	mr := r
@@ -119,6 +114,21 @@ func (s *Server) serveHTTP(port int, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.serveRoute(match, sw, r, host)
+}
+
+// serveConnectPages serves the connect pages of backendAuth.oauth
+// targets (a browser's navigation from an authorization server lands on
+// their callback); false if r is for none of them.
+func (s *Server) serveConnectPages(w http.ResponseWriter, r *http.Request) bool {
+	if !strings.HasPrefix(r.URL.Path, "/oauth/") {
+		return false
+	}
+	h := s.oauthPages()
+	if h == nil {
+		return false
+	}
+	h.ServeHTTP(w, r)
+	return true
 }
 
 // acceptsEventStream reports whether r asks for an event stream (an MCP

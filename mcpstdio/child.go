@@ -329,54 +329,79 @@ func (b *Backend) startTarget(ctx context.Context, t *Target, identity Identity,
 	// Mcp-Protocol-Version header as every request after it does.
 	var initVersion string
 	if sessionless {
-		// A child for sessionless (2026-07-28) clients: one that answers
-		// server/discover is spoken to in that protocol, every request
-		// self-describing; an older one is initialized once, by tailgate.
-		res, err := c.request(initCtx, "server/discover", discoverParams)
-		// A target that refuses the version (-32022) names those it
-		// speaks: asked again in the newest of them tailgate speaks
-		// without a session, once; if it names none, initialized in the
-		// newest of the session era.
-		if err == nil && needsConnect(res) {
-			err = &WireError{Raw: bytes.Clone(res.Bytes(res.Error))}
-		}
-		if supported, refused := refusedVersions(res); err == nil && refused {
-			if v := newestModern(supported); v != "" {
-				res, err = c.request(initCtx, "server/discover", discoverParamsIn(v))
-				supported, _ = refusedVersions(res)
-			}
-			initVersion = newestSessionEra(supported)
-		}
-		if err == nil && res.Result.Has() {
-			if err = c.init.parseDiscover(res.Bytes(res.Result)); err == nil {
-				if c.init.speaksModern() {
-					return c, nil
-				}
-				// It answers discover but speaks only versions with
-				// sessions (go-sdk's stateful server does): initialize.
-				c.init = childInit{}
-			}
-		}
-		if err != nil {
-			err = c.failure(initCtx, "server/discover", err)
+		var modern bool
+		var err error
+		if initVersion, modern, err = c.discoverSessionless(initCtx); err != nil {
 			c.conn.Close(b.opts.StopGrace)
 			return nil, err
+		}
+		if modern {
+			return c, nil
 		}
 		params = nil
 		c.bridge = toSessionEra // initialized once, by tailgate
 	}
+	if err := c.initialize(initCtx, params, initVersion, sessionless); err != nil {
+		c.conn.Close(b.opts.StopGrace)
+		return nil, err
+	}
+	return c, nil
+}
+
+// discoverSessionless asks a child for sessionless (2026-07-28) clients
+// what it speaks: one that answers server/discover in a version without
+// sessions is spoken to in that protocol, every request self-describing
+// (modern); an older one is to be initialized once, by tailgate, in
+// initVersion if the target named one it speaks.
+func (c *child) discoverSessionless(ctx context.Context) (initVersion string, modern bool, err error) {
+	res, err := c.request(ctx, "server/discover", discoverParams)
+	if err == nil && needsConnect(res) {
+		err = &WireError{Raw: bytes.Clone(res.Bytes(res.Error))}
+	}
+	// A target that refuses the version (-32022) names those it speaks:
+	// asked again in the newest of them tailgate speaks without a
+	// session, once; if it names none, initialized in the newest of the
+	// session era.
+	if supported, refused := refusedVersions(res); err == nil && refused {
+		if v := newestModern(supported); v != "" {
+			res, err = c.request(ctx, "server/discover", discoverParamsIn(v))
+			supported, _ = refusedVersions(res)
+		}
+		initVersion = newestSessionEra(supported)
+	}
+	if err == nil && res.Result.Has() {
+		if err = c.init.parseDiscover(res.Bytes(res.Result)); err == nil {
+			if c.init.speaksModern() {
+				return "", true, nil
+			}
+			// It answers discover but speaks only versions with sessions
+			// (go-sdk's stateful server does): initialize.
+			c.init = childInit{}
+		}
+	}
+	if err != nil {
+		return "", false, c.failure(ctx, "server/discover", err)
+	}
+	return initVersion, false, nil
+}
+
+// initialize initializes a child with params (those of its client's
+// initialize, if any), in version where the target named one, and tells
+// it initialized; a child of a session client that knows no initialize
+// (2026-07-28 only) is bridged instead (bridge.go).
+func (c *child) initialize(ctx context.Context, params []byte, version string, sessionless bool) error {
 	var headers map[string]string
 	switch {
-	case initVersion != "":
-		params = initializeParamsIn(initVersion)
-		headers = map[string]string{"Mcp-Protocol-Version": initVersion}
+	case version != "":
+		params = initializeParamsIn(version)
+		headers = map[string]string{"Mcp-Protocol-Version": version}
 	case len(params) == 0:
 		params = defaultInitializeParams
 	}
-	res, err := c.requestWith(initCtx, "initialize", params, headers)
-	if err == nil && res.Error.Has() && !sessionless && string(res.Bytes(res.Path("error", "code"))) == strconv.Itoa(jsonrpc.CodeMethodNotFound) && c.discoverForSessionClient(initCtx, params) {
+	res, err := c.requestWith(ctx, "initialize", params, headers)
+	if err == nil && res.Error.Has() && !sessionless && string(res.Bytes(res.Path("error", "code"))) == strconv.Itoa(jsonrpc.CodeMethodNotFound) && c.discoverForSessionClient(ctx, params) {
 		// A server of 2026-07-28 only: tailgate bridges (bridge.go).
-		return c, nil
+		return nil
 	}
 	if err == nil && needsConnect(res) {
 		err = &WireError{Raw: bytes.Clone(res.Bytes(res.Error))}
@@ -388,7 +413,7 @@ func (b *Backend) startTarget(ctx context.Context, t *Target, identity Identity,
 		if msg == "" {
 			msg = string(res.Bytes(res.Error))
 		}
-		err = errors.New(strings.TrimPrefix(msg, fmt.Sprintf("target %q: ", t.Name)))
+		err = errors.New(strings.TrimPrefix(msg, fmt.Sprintf("target %q: ", c.target.Name)))
 	}
 	if err == nil {
 		err = c.init.parse(res.Bytes(res.Result))
@@ -397,11 +422,9 @@ func (b *Backend) startTarget(ctx context.Context, t *Target, identity Identity,
 		err = c.write([]byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`))
 	}
 	if err != nil {
-		err = c.failure(initCtx, "initialize", err)
-		c.conn.Close(b.opts.StopGrace)
-		return nil, err
+		return c.failure(ctx, "initialize", err)
 	}
-	return c, nil
+	return nil
 }
 
 // defaultInitializeParams are what tailgate offers a child started before
