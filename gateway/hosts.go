@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,34 @@ func (s *Server) refreshServiceAddrs(network Network) {
 		addrs[i] = a.Unmap()
 	}
 	s.serviceIPs.Store(&addrs)
+}
+
+// isServiceIP reports whether ip is one of the Service's virtual IPs, as
+// last learnt.
+func (s *Server) isServiceIP(ip netip.Addr) bool {
+	if vips := s.serviceIPs.Load(); vips != nil {
+		return slices.Contains(*vips, ip)
+	}
+	return false
+}
+
+// refreshServiceAddrsNow learns the Service's virtual IPs again, at most
+// once a second (a Host that names none of them asks), and reports
+// whether it did.
+func (s *Server) refreshServiceAddrsNow() bool {
+	now := time.Now().UnixNano()
+	last := s.serviceIPsAsked.Load()
+	if now-last < int64(time.Second) || !s.serviceIPsAsked.CompareAndSwap(last, now) {
+		return false
+	}
+	s.mu.Lock()
+	network := s.network
+	s.mu.Unlock()
+	if network == nil {
+		return false
+	}
+	s.refreshServiceAddrs(network)
+	return true
 }
 
 // selfNames are the names a running node answers to.
@@ -175,12 +204,13 @@ func (s *Server) hostProblem(st *state, r *http.Request) string {
 				}
 			}
 		}
-		if vips := s.serviceIPs.Load(); vips != nil {
-			for _, a := range *vips {
-				if a == ip {
-					return ""
-				}
-			}
+		if s.isServiceIP(ip) {
+			return ""
+		}
+		if st.cfg.Tailscale.Service != "" && s.refreshServiceAddrsNow() && s.isServiceIP(ip) {
+			// A VIP the node accepted a connection on before housekeeping
+			// learnt it (the first client after the gateway started).
+			return ""
 		}
 		if ip.IsLoopback() {
 			return s.localhostProblem(r)

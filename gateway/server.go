@@ -137,6 +137,9 @@ type Server struct {
 	localhost localhostPeers
 	// serviceIPs are the Service's virtual IPs, when there is a Service.
 	serviceIPs atomic.Pointer[[]netip.Addr]
+	// serviceIPsAsked is when a request last had them learnt again
+	// (unix nanoseconds; refreshServiceAddrsNow).
+	serviceIPsAsked atomic.Int64
 
 	mu       sync.Mutex
 	network  Network

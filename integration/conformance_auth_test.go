@@ -97,6 +97,7 @@ func runAuthScenario(t *testing.T, tn *gatewaytest.Tailnet, caller *gatewaytest.
 	gw := tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", `
           - name: hosted
             mcp: {host: "`+sc.serverURL+`", backendAuth: {oauth: `+oauth+`}}`)))
+	awaitPeers(t, gw.Addr, caller)
 	if err := actAsPerson(ctx, t, caller, gw.URL(3000, "/mcp"), modernOnly[scenario]); err != nil {
 		t.Logf("the caller: %v", err)
 	}

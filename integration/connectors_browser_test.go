@@ -79,6 +79,7 @@ func TestConnectorsInBrowser(t *testing.T) {
           - name: hosted
             mcp: {host: "`+resource+`", backendAuth: {oauth: {}}}`)), gatewaytest.CaptureLogs(logs))
 	mcpURL := gw.URL(3000, "/mcp")
+	awaitPeers(t, gw.Addr, alice, bob)
 	t.Logf("tailnet and gateway up (%v)", time.Since(began).Round(time.Millisecond))
 
 	// Alice's client is answered with a link to connect her account.

@@ -55,6 +55,7 @@ binds:
       - mcp:`+target+`
 `))
 	mcpURL := gw.URL(3000, "/mcp")
+	awaitPeers(t, gw.Addr, alice, bob, carol)
 
 	// Nobody is connected: each caller's session start answers with a
 	// link of its own.
