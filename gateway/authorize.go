@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/tailgate-dev/tailgate/gateway/relay"
 	"github.com/tailgate-dev/tailgate/gateway/secrets"
-	"github.com/tailgate-dev/tailgate/mcpstdio"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 
@@ -23,7 +23,7 @@ type authorizer struct {
 	req *policy.Request
 	// bs and ctx look up what policy needs beyond the request (a
 	// resource's name).
-	bs  *mcpstdio.Session
+	bs  *relay.Session
 	ctx context.Context
 	// secrets says which of a target's per-caller secrets the caller has.
 	secrets *targetSecrets
@@ -56,7 +56,7 @@ func (a authorizer) evaluate(m *policy.MCP) policy.Decision {
 
 // decide judges a request that names a tool, prompt or resource; the
 // others (lists are filtered instead) are allowed.
-func (a authorizer) decide(rt mcpstdio.Route) policy.Decision {
+func (a authorizer) decide(rt relay.Route) policy.Decision {
 	if a.rs == nil || rt.Target == "" {
 		return policy.Decision{Allow: true} // no rules, or nothing named: the target answers
 	}
@@ -95,12 +95,12 @@ func (a authorizer) decide(rt mcpstdio.Route) policy.Decision {
 
 // keep filters lists with the question a call would be asked, so that a
 // list shows exactly what the caller may use.
-func (a authorizer) keep(it mcpstdio.Item) bool { return a.judge(it).Allow }
+func (a authorizer) keep(it relay.Item) bool { return a.judge(it).Allow }
 
 // judge is the decision on a listed item: the question a call that uses
 // it would be asked. keep filters lists by it; policy explain reports it
 // with its rule.
-func (a authorizer) judge(it mcpstdio.Item) policy.Decision {
+func (a authorizer) judge(it relay.Item) policy.Decision {
 	switch it.Kind {
 	case "tool":
 		return a.evaluate(&policy.MCP{Method: "tools/call", Tool: policy.Tool{Name: it.Name, Target: it.Target}})
@@ -113,7 +113,7 @@ func (a authorizer) judge(it mcpstdio.Item) policy.Decision {
 }
 
 // denied logs a refused call and returns the error the client sees.
-func (a authorizer) denied(fs *frontSession, method string, rt mcpstdio.Route, d policy.Decision) error {
+func (a authorizer) denied(fs *frontSession, method string, rt relay.Route, d policy.Decision) error {
 	args := append([]any{"session", fs.id, "method", method, rt.Kind, clip(rt.Name)}, sourceAttrs(a.src)...)
 	args = append(args, "rule", d.Rule, "reason", d.Reason())
 	fs.f.log.Warn("mcp call denied", args...)

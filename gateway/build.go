@@ -15,13 +15,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tailgate-dev/tailgate/gateway/relay"
 	"github.com/tailgate-dev/tailgate/gateway/remote"
-	"github.com/tailgate-dev/tailgate/mcpstdio"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 
 // This file turns a Config into the server's routing: binds, listeners
-// and routes, each route's front over its mcpstdio backend, stdio and
+// and routes, each route's front over its relay backend, stdio and
 // remote targets (dialled on the tailnet or the host's network), and
 // what every child is kept from (secrets, the node's files).
 
@@ -114,7 +114,7 @@ func corsOf(rp *RoutePolicies) *corsPolicy {
 	return newCORSPolicy(rp.CORS)
 }
 
-// maxMessageBytes is config.mcp.maxMessageBytes; 0 is mcpstdio's default.
+// maxMessageBytes is config.mcp.maxMessageBytes; 0 is the relay's default.
 func maxMessageBytes(cfg *Config) int {
 	if g := cfg.Global.MCP; g != nil {
 		return g.MaxMessageBytes
@@ -165,7 +165,7 @@ func npxEnv(t *StdioTarget, lookup func(string) (string, bool)) map[string]strin
 }
 
 func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *policy.RuleSet) (*mcpFront, error) {
-	targets := make([]mcpstdio.Target, len(m.Targets))
+	targets := make([]relay.Target, len(m.Targets))
 	cr := s.credentials(cfg)
 	for i, t := range m.Targets {
 		if r, kind := t.remote(); r != nil {
@@ -176,7 +176,7 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 			targets[i] = rt
 			continue
 		}
-		targets[i] = mcpstdio.Target{
+		targets[i] = relay.Target{
 			Name: t.Name, Command: t.Stdio.Command(), Args: t.Stdio.Args, Env: npxEnv(t.Stdio, os.LookupEnv), ClearEnv: t.Stdio.ClearEnv,
 			IdentityEnv: t.Stdio.IdentityEnv, Pool: t.Stdio.Pool, CallerEnv: cr.stdioCallerEnv(t.Name, t.Stdio),
 			InitializeTimeout: time.Duration(t.Stdio.InitializeTimeout), RequestTimeout: time.Duration(t.Stdio.RequestTimeout),
@@ -189,11 +189,11 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 			targets[i].User = u
 		}
 	}
-	backend, err := mcpstdio.NewBackend(name, targets, mcpstdio.Options{
+	backend, err := relay.NewBackend(name, targets, relay.Options{
 		Logger:          s.log,
 		Version:         Version,
-		PrefixMode:      mcpstdio.PrefixMode(m.PrefixMode),
-		FailureMode:     mcpstdio.FailureMode(m.FailureMode),
+		PrefixMode:      relay.PrefixMode(m.PrefixMode),
+		FailureMode:     relay.FailureMode(m.FailureMode),
 		StopGrace:       s.opts.StopGrace,
 		DropEnv:         slices.Concat(s.opts.DropEnv, cfg.secrets.Env, secretEnvNames(cfg, os.Environ())),
 		Secrets:         slices.Concat(s.opts.Secrets, secretValues(cfg.secrets.Values)),
@@ -218,9 +218,9 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 	}), nil
 }
 
-// remoteTarget is the mcpstdio target of an mcp: {host: …} target (or
+// remoteTarget is the relay target of an mcp: {host: …} target (or
 // sse: {host: …}, with sse): a remote.Target the relay dials.
-func (s *Server) remoteTarget(cfg *Config, cr *credentials, name string, r *RemoteTarget, sse bool, maxMsg int) (mcpstdio.Target, error) {
+func (s *Server) remoteTarget(cfg *Config, cr *credentials, name string, r *RemoteTarget, sse bool, maxMsg int) (relay.Target, error) {
 	opts := s.remoteOptions(name, r, sse, maxMsg)
 	if ba := r.BackendAuth; ba != nil {
 		opts.CallerHeaders = cr.remoteTokenHeaders(name, opts.URL, ba.IdentityToken)
@@ -229,16 +229,16 @@ func (s *Server) remoteTarget(cfg *Config, cr *credentials, name string, r *Remo
 			c, err := s.connectorFor(ctx, cfg, cr, name, opts.URL, ba.OAuth, s.oauthClient(opts.URL, opts.ConnectTimeout))
 			cancel()
 			if err != nil {
-				return mcpstdio.Target{}, fmt.Errorf("target %q: %w", name, err)
+				return relay.Target{}, fmt.Errorf("target %q: %w", name, err)
 			}
 			opts.Authorizer = connectorAuth{c: c, s: s}
 		}
 	}
-	return mcpstdio.Target{
+	return relay.Target{
 		Name:              name,
 		InitializeTimeout: time.Duration(r.InitializeTimeout),
 		RequestTimeout:    time.Duration(r.RequestTimeout),
-		Remote: &mcpstdio.RemoteTarget{
+		Remote: &relay.RemoteTarget{
 			Dial: cr.remoteDial(name, r, remote.New(opts)),
 			// Identity headers, the caller's secrets and tokens all need
 			// the caller.
@@ -319,7 +319,7 @@ func secretValues(values []string) []string {
 }
 
 // hiddenFromChildren are the paths no stdio child may reach
-// (mcpstdio.Options.HidePaths): the configured state dir and auth key
+// (relay.Options.HidePaths): the configured state dir and auth key
 // file. tsnode's default state dir is added by the caller
 // (Options.HidePaths), which knows where the node put it.
 func hiddenFromChildren(ts TailscaleConfig) []string {

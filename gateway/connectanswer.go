@@ -5,16 +5,16 @@ import (
 	"errors"
 	"strconv"
 
-	"github.com/tailgate-dev/tailgate/mcpstdio"
+	"github.com/tailgate-dev/tailgate/gateway/relay"
 
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+	"github.com/tailgate-dev/tailgate/gateway/relay/jsonrpc"
 )
 
 // codeURLElicitationRequired is MCP 2025-11-25's URLElicitationRequired
 // error: tailgate's answer, for a backendAuth.oauth target, to a caller
 // who must connect its account first (gateway/remote's Authorizer). Its
 // data carries the connect link as a URL elicitation.
-const codeURLElicitationRequired = mcpstdio.CodeURLElicitationRequired
+const codeURLElicitationRequired = relay.CodeURLElicitationRequired
 
 // connectAnswer is the answer a client gets for a tools/call answered
 // with a connect link (data): as it is for a client that declared URL
@@ -50,12 +50,12 @@ func (c *call) takesURLElicitation() bool {
 // is a target's URLElicitationRequired: its caller must connect an
 // account first.
 func connectRequired(err error) bool {
-	var wire *mcpstdio.WireError
+	var wire *relay.WireError
 	if !errors.As(err, &wire) {
 		return false
 	}
 	var e struct{ Code int }
-	return json.Unmarshal(wire.Raw, &e) == nil && e.Code == mcpstdio.CodeURLElicitationRequired
+	return json.Unmarshal(wire.Raw, &e) == nil && e.Code == relay.CodeURLElicitationRequired
 }
 
 // startError is the answer to the request whose session or children
@@ -64,7 +64,7 @@ func connectRequired(err error) bool {
 // elicitation), anything else an internal error that says why.
 func startError(id []byte, err error) []byte {
 	if connectRequired(err) {
-		return mcpstdio.ErrorResponse(id, err)
+		return relay.ErrorResponse(id, err)
 	}
 	return jsonrpc.ErrorMessage(id, jsonrpc.CodeInternalError, err.Error())
 }

@@ -18,9 +18,9 @@ import (
 	"github.com/tailscale/setec/client/setec"
 
 	"github.com/tailgate-dev/tailgate/gateway/idtoken"
+	"github.com/tailgate-dev/tailgate/gateway/relay"
 	"github.com/tailgate-dev/tailgate/gateway/remote"
 	"github.com/tailgate-dev/tailgate/gateway/secrets"
-	"github.com/tailgate-dev/tailgate/mcpstdio"
 	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
 	"github.com/tailgate-dev/tailgate/policy"
 	"github.com/tailgate-dev/tailgate/tsnode"
@@ -37,7 +37,7 @@ import (
 // are cached per caller and target until half their life is gone.
 
 // callerIdentity is who a session or a request is for, as the relay passes it on
-// to targets (mcpstdio.Identity): its source, and its tailnet identity
+// to targets (relay.Identity): its source, and its tailnet identity
 // made of it when a credential needs it.
 type callerIdentity struct {
 	src  *policy.Source
@@ -58,7 +58,7 @@ func (c *callerIdentity) tailnet() *tsnode.Identity {
 }
 
 // tailnetOf is the tailnet identity of a caller the relay passed on.
-func tailnetOf(id mcpstdio.Identity) *tsnode.Identity {
+func tailnetOf(id relay.Identity) *tsnode.Identity {
 	if c, ok := id.(*callerIdentity); ok && c != nil {
 		return c.tailnet()
 	}
@@ -144,14 +144,14 @@ func (cr *credentials) token(id *tsnode.Identity, audience string) (string, erro
 	return tok, err
 }
 
-// stdioCallerEnv is the mcpstdio CallerEnv of stdio target t: its
+// stdioCallerEnv is the relay's CallerEnv of stdio target t: its
 // callerEnv read for the caller, "${NAME}" in its args replaced, and its
 // identity token; nil when t has none of them.
-func (cr *credentials) stdioCallerEnv(name string, t *StdioTarget) func(context.Context, mcpstdio.Identity) (map[string]string, []string, []string, error) {
+func (cr *credentials) stdioCallerEnv(name string, t *StdioTarget) func(context.Context, relay.Identity) (map[string]string, []string, []string, error) {
 	if len(t.CallerEnv) == 0 && t.IdentityToken == nil {
 		return nil
 	}
-	return func(ctx context.Context, identity mcpstdio.Identity) (map[string]string, []string, []string, error) {
+	return func(ctx context.Context, identity relay.Identity) (map[string]string, []string, []string, error) {
 		id := tailnetOf(identity)
 		env, redact, err := cr.resolveAll(ctx, name, "the secret", t.CallerEnv, id)
 		if err != nil {
@@ -218,11 +218,11 @@ func (it *IdentityToken) header(token string) (string, string) {
 	return http.CanonicalHeaderKey(it.Header), token
 }
 
-// remoteDial is the mcpstdio dialer of remote target rt (named name, at
+// remoteDial is the relay's dialer of remote target rt (named name, at
 // url, configured as r): each link carries its caller's secrets, read as
 // it is made; a caller without one gets a link that has ended, saying
 // what is missing.
-func (cr *credentials) remoteDial(name string, r *RemoteTarget, rt *remote.Target) func(mcpstdio.Identity, func([]byte, *buffers.Charge), *buffers.Share, *slog.Logger) mcpstdio.Conn {
+func (cr *credentials) remoteDial(name string, r *RemoteTarget, rt *remote.Target) func(relay.Identity, func([]byte, *buffers.Charge), *buffers.Share, *slog.Logger) relay.Conn {
 	refs := maps.Clone(r.CallerHeaders)
 	if ba := r.BackendAuth; ba != nil && ba.Key != nil {
 		if refs == nil {
@@ -230,7 +230,7 @@ func (cr *credentials) remoteDial(name string, r *RemoteTarget, rt *remote.Targe
 		}
 		refs["Authorization"] = *ba.Key
 	}
-	return func(identity mcpstdio.Identity, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) mcpstdio.Conn {
+	return func(identity relay.Identity, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) relay.Conn {
 		id := tailnetOf(identity)
 		var headers http.Header
 		if len(refs) > 0 {
@@ -278,12 +278,12 @@ func (cr *credentials) remoteTokenHeaders(name, url string, it *IdentityToken) f
 type remoteConn struct{ remote.Conn }
 
 // Write posts msg for identity's caller.
-func (c remoteConn) Write(msg []byte, headers map[string]string, identity mcpstdio.Identity) error {
+func (c remoteConn) Write(msg []byte, headers map[string]string, identity relay.Identity) error {
 	return c.Conn.Write(msg, headers, tailnetOf(identity))
 }
 
 // SetIdentity makes identity the link's caller from now on.
-func (c remoteConn) SetIdentity(identity mcpstdio.Identity) {
+func (c remoteConn) SetIdentity(identity relay.Identity) {
 	c.Conn.SetIdentity(tailnetOf(identity))
 }
 

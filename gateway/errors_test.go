@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+	"github.com/tailgate-dev/tailgate/gateway/relay/jsonrpc"
 )
 
 // What the gateway answers itself, when no target does: a target that

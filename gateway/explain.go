@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tailgate-dev/tailgate/mcpstdio"
+	"github.com/tailgate-dev/tailgate/gateway/relay"
 	"github.com/tailgate-dev/tailgate/policy"
 	"github.com/tailgate-dev/tailgate/tsnode"
 )
@@ -191,7 +191,7 @@ func (s *Server) Explain(ctx context.Context, who ExplainIdentity) (*Explanation
 // its children start with the caller's own secrets or identity token, or
 // it is told who calls, and none of that is fetched, minted or told for
 // an identity that is only asked about. "" starts it.
-func needsRealCaller(t *mcpstdio.Target) string {
+func needsRealCaller(t *relay.Target) string {
 	switch {
 	case t.CallerEnv != nil:
 		return fmt.Sprintf("target %q: not started: its children start with the caller's own secrets or identity token (stdio callerEnv, identityToken), which an explanation does not fetch", t.Name)
@@ -206,7 +206,7 @@ func needsRealCaller(t *mcpstdio.Target) string {
 // or a sessionless caller's): what such a target offers may differ by
 // caller, and the note says so. With none running, it says why nothing
 // is listed.
-func (f *mcpFront) listSkipped(ctx context.Context, l mcpstdio.Listing) listing {
+func (f *mcpFront) listSkipped(ctx context.Context, l relay.Listing) listing {
 	if l.Skipped == "" {
 		return listing{Listing: l}
 	}
@@ -293,7 +293,7 @@ type lister func(ctx context.Context, f *mcpFront) ([]listing, error)
 // listing is what a target lists, and a note on where the list came
 // from when it was not a child started for the explanation.
 type listing struct {
-	mcpstdio.Listing
+	relay.Listing
 	note string
 }
 
@@ -404,7 +404,7 @@ func explainTargets(ctx context.Context, f *mcpFront, src *policy.Source, req *p
 		return out
 	}
 	a := authorizer{rs: f.authz.Load(), src: src, req: req, secrets: f.secrets, ctx: ctx}
-	judge := func(items []mcpstdio.ListedItem) []ItemExplained {
+	judge := func(items []relay.ListedItem) []ItemExplained {
 		out := make([]ItemExplained, 0, len(items))
 		for _, it := range items {
 			ie := ItemExplained{Name: it.Exposed, Title: it.Title, Verdict: gate}

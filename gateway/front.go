@@ -14,8 +14,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/tailgate-dev/tailgate/gateway/audit"
-	"github.com/tailgate-dev/tailgate/mcpstdio"
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+	"github.com/tailgate-dev/tailgate/gateway/relay"
+	"github.com/tailgate-dev/tailgate/gateway/relay/jsonrpc"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 
@@ -34,11 +34,11 @@ var Version = "dev"
 // relay: it frames messages (JSON or SSE), keeps sessions, applies
 // mcpAuthorization to each request with the identity of the connection it
 // arrived on, and hands the messages, as bytes, to the session's
-// mcpstdio.Session.
+// relay.Session.
 type mcpFront struct {
 	name     string
 	routeKey string // port/listener/route: what a reload keeps
-	backend  *mcpstdio.Backend
+	backend  *relay.Backend
 	authz    atomic.Pointer[policy.RuleSet]
 	limits   atomic.Pointer[routeLimits] // policies.localRateLimit (limits.go)
 	// secrets are its targets' per-caller secrets, for mcp.secrets.
@@ -138,7 +138,7 @@ const (
 	defaultSSEInit = 30 * time.Second
 )
 
-func newMCPFront(name string, backend *mcpstdio.Backend, opts frontOptions) *mcpFront {
+func newMCPFront(name string, backend *relay.Backend, opts frontOptions) *mcpFront {
 	f := &mcpFront{
 		name:       name,
 		backend:    backend,

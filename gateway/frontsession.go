@@ -9,8 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tailgate-dev/tailgate/mcpstdio"
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+	"github.com/tailgate-dev/tailgate/gateway/relay"
+	"github.com/tailgate-dev/tailgate/gateway/relay/jsonrpc"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 
@@ -36,7 +36,7 @@ type frontSession struct {
 	log         *slog.Logger
 
 	mu sync.Mutex
-	bs *mcpstdio.Session
+	bs *relay.Session
 
 	// queue holds messages for the standalone stream (the GET stream, or
 	// the legacy SSE stream).
@@ -99,7 +99,7 @@ func (f *mcpFront) newSession(w http.ResponseWriter, r *http.Request, sse bool) 
 
 func (fs *frontSession) touch() { fs.lastUsed.Store(time.Now().UnixNano()) }
 
-func (fs *frontSession) backend() *mcpstdio.Session {
+func (fs *frontSession) backend() *relay.Session {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	return fs.bs
@@ -138,11 +138,11 @@ func (fs *frontSession) initialize(ctx context.Context, m *jsonrpc.Message, w ht
 		params = m.Bytes(m.Params)
 	}
 	fs.noteClient(m, false)
-	bs, err := fs.f.backend.Open(ctx, mcpstdio.OpenParams{ID: fs.id, Initialize: params, Identity: newCaller(fs.owner), Caller: callerKey(fs.owner).String(), Notify: fs.enqueue})
+	bs, err := fs.f.backend.Open(ctx, relay.OpenParams{ID: fs.id, Initialize: params, Identity: newCaller(fs.owner), Caller: callerKey(fs.owner).String(), Notify: fs.enqueue})
 	if err != nil {
 		fs.log.Error("session start failed", "err", err)
 		writeJSON(w, startError(m.Bytes(m.ID), err))
-		fs.record("initialize", mcpstdio.Route{}, outcomeError, err, time.Since(start))
+		fs.record("initialize", relay.Route{}, outcomeError, err, time.Since(start))
 		return false
 	}
 	fs.mu.Lock()
@@ -164,14 +164,14 @@ func (fs *frontSession) initialize(ctx context.Context, m *jsonrpc.Message, w ht
 	writeJSON(w, jsonrpc.ResultMessage(m.Bytes(m.ID), bs.InitializeResult()))
 	fs.log.Info("mcp session opened", "client", m.String(m.Path("params", "clientInfo", "name")),
 		"protocol_version", m.String(m.Path("params", "protocolVersion")), "pids", bs.PIDs(), "duration", time.Since(start).Round(time.Millisecond))
-	fs.record("initialize", mcpstdio.Route{}, outcomeOK, nil, time.Since(start))
+	fs.record("initialize", relay.Route{}, outcomeOK, nil, time.Since(start))
 	return true
 }
 
 // watch ends the front session when its backend session ends (a child
 // exited): calls in flight have had their error naming the child; later
 // requests get 404, so the client starts a new session.
-func (fs *frontSession) watch(bs *mcpstdio.Session) {
+func (fs *frontSession) watch(bs *relay.Session) {
 	select {
 	case <-bs.Done():
 		// The calls in flight have been failed with the child's exit; let
@@ -333,10 +333,10 @@ func (f *mcpFront) serveStateless(w http.ResponseWriter, r *http.Request, m *jso
 		params = m.Bytes(m.Params)
 	}
 	start := time.Now()
-	bs, err := f.backend.Open(r.Context(), mcpstdio.OpenParams{ID: "stateless", Initialize: params, Identity: newCaller(src), Notify: func([]byte) {}})
+	bs, err := f.backend.Open(r.Context(), relay.OpenParams{ID: "stateless", Initialize: params, Identity: newCaller(src), Notify: func([]byte) {}})
 	if err != nil {
 		writeJSON(w, jsonrpc.ErrorMessage(m.Bytes(m.ID), jsonrpc.CodeInternalError, err.Error()))
-		fs.record(m.MethodName(), mcpstdio.Route{}, outcomeError, err, time.Since(start))
+		fs.record(m.MethodName(), relay.Route{}, outcomeError, err, time.Since(start))
 		return
 	}
 	defer bs.Close()

@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/tailgate-dev/tailgate/mcpstdio"
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+	"github.com/tailgate-dev/tailgate/gateway/relay"
+	"github.com/tailgate-dev/tailgate/gateway/relay/jsonrpc"
 )
 
 // outcome is how an MCP request ended, as the access log and the
@@ -30,11 +30,11 @@ const (
 
 // finalOutcome is the outcome of a call whose target answered, and the
 // error it answered with.
-func finalOutcome(fr mcpstdio.Frame) (outcome, error) {
+func finalOutcome(fr relay.Frame) (outcome, error) {
 	switch fr.Outcome {
-	case mcpstdio.OutcomeError:
+	case relay.OutcomeError:
 		return outcomeError, errorOf(fr.Data)
-	case mcpstdio.OutcomeToolError:
+	case relay.OutcomeToolError:
 		return outcomeToolError, nil
 	}
 	return outcomeOK, nil

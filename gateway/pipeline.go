@@ -8,8 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tailgate-dev/tailgate/mcpstdio"
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+	"github.com/tailgate-dev/tailgate/gateway/relay"
+	"github.com/tailgate-dev/tailgate/gateway/relay/jsonrpc"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 
@@ -34,7 +34,7 @@ import (
 type call struct {
 	ctx   context.Context
 	fs    *frontSession
-	bs    *mcpstdio.Session
+	bs    *relay.Session
 	msg   *jsonrpc.Message
 	req   callRequest
 	out   sink
@@ -43,15 +43,15 @@ type call struct {
 	// Streamable HTTP POST), kept here so that a call is one allocation.
 	http httpSink
 
-	route    mcpstdio.Route          // resolve: the target, and what it names
-	authz    authorizer              // authorize: the rules that judged it
-	decision policy.Decision         // authorize: what they said
-	judged   bool                    // authorize: it ran
-	filtered atomic.Int32            // authorize: list items they removed
-	lim      callLimits              // limit: what it holds of the route's limits
-	opts     mcpstdio.ForwardOptions // prepare: what goes with it to the target
-	reply    *mcpstdio.Reply         // forward: what the target says
-	trace    *callTrace              // trace: its spans; nil when tracing is off
+	route    relay.Route          // resolve: the target, and what it names
+	authz    authorizer           // authorize: the rules that judged it
+	decision policy.Decision      // authorize: what they said
+	judged   bool                 // authorize: it ran
+	filtered atomic.Int32         // authorize: list items they removed
+	lim      callLimits           // limit: what it holds of the route's limits
+	opts     relay.ForwardOptions // prepare: what goes with it to the target
+	reply    *relay.Reply         // forward: what the target says
+	trace    *callTrace           // trace: its spans; nil when tracing is off
 
 	// outcome and err are how the call ended, for record.
 	outcome outcome
@@ -98,7 +98,7 @@ func (c *call) answerOn(w http.ResponseWriter, r *http.Request, sessionless bool
 
 // run takes a request of the session's backend session bs through the
 // front's stages, and records it.
-func (c *call) run(bs *mcpstdio.Session) {
+func (c *call) run(bs *relay.Session) {
 	c.bs = bs
 	defer c.releaseLimits()
 	for _, st := range c.fs.f.stages {
@@ -134,13 +134,13 @@ func (c *call) end(o outcome, err error) bool {
 }
 
 // resolve finds the target the request is for, and what it names there
-// (mcpstdio.Session.Route): a tool, prompt or resource, a task, or every
+// (relay.Session.Route): a tool, prompt or resource, a task, or every
 // target for a list.
 func (c *call) resolve() bool {
 	rt, err := c.bs.Route(c.ctx, c.msg)
 	c.route = rt
 	if err != nil {
-		c.finish(mcpstdio.ErrorResponse(c.msg.Bytes(c.msg.ID), err), outcomeError, err)
+		c.finish(relay.ErrorResponse(c.msg.Bytes(c.msg.ID), err), outcomeError, err)
 		return false
 	}
 	if rt.Kind == "tool" || rt.Kind == "prompt" {
@@ -165,7 +165,7 @@ func (c *call) authorize() bool {
 		return false
 	}
 	if c.authz.rs != nil {
-		c.opts.Keep = func(it mcpstdio.Item) bool {
+		c.opts.Keep = func(it relay.Item) bool {
 			if c.authz.keep(it) {
 				return true
 			}

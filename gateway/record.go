@@ -5,8 +5,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/tailgate-dev/tailgate/mcpstdio"
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+	"github.com/tailgate-dev/tailgate/gateway/relay"
+	"github.com/tailgate-dev/tailgate/gateway/relay/jsonrpc"
 )
 
 // This file is the record stage of a call (pipeline.go): the metrics and
@@ -14,7 +14,7 @@ import (
 
 // record writes the access log line and the metrics of one MCP request;
 // extra goes on the log line.
-func (fs *frontSession) record(method string, rt mcpstdio.Route, o outcome, err error, took time.Duration, extra ...slog.Attr) {
+func (fs *frontSession) record(method string, rt relay.Route, o outcome, err error, took time.Duration, extra ...slog.Attr) {
 	outcome := string(o)
 	toolLabel := ""
 	if rt.Kind == "tool" || rt.Kind == "prompt" {

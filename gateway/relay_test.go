@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tailgate-dev/tailgate/gateway/relay/jsonrpc"
 	"github.com/tailgate-dev/tailgate/mcpstdio/demoserver"
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 )
 
 // rawSession is a Streamable HTTP session driven by hand, for what an SDK

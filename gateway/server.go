@@ -1,7 +1,7 @@
 // Package gateway owns tailgate's config model and loading, and serving
 // it: binds, listeners and routes over HTTP, the authorization hooks, the
-// MCP front that hands each session to mcpstdio, the access log, metrics,
-// health and hot reload. It knows nothing of tsnet internals or child
+// MCP front that hands each session to the relay (gateway/relay), the
+// access log, metrics, health and hot reload. It knows nothing of tsnet internals or child
 // processes: a Network gives it listeners and an IdentifyFunc tells it who
 // a peer is.
 package gateway
@@ -56,13 +56,13 @@ type Options struct {
 	Logger *slog.Logger
 	// Identify resolves a connection's peer; default: address only.
 	Identify IdentifyFunc
-	// DropEnv and Secrets are kept from every child (see mcpstdio.Options):
+	// DropEnv and Secrets are kept from every child (see relay.Options):
 	// the gateway's auth key variables and the auth key itself.
 	DropEnv []string
 	Secrets []string
 	// HidePaths are paths no stdio child may reach, besides the config's
 	// tailscale.stateDir and authKeyFile: the node's state dir when it is
-	// tsnode's default one (see mcpstdio.Options.HidePaths).
+	// tsnode's default one (see relay.Options.HidePaths).
 	HidePaths []string
 	// SessionTTL closes MCP sessions idle this long, unless the config's
 	// config.mcp.sessionTtl says otherwise; default 30m, as agentgateway.

@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tailgate-dev/tailgate/mcpstdio"
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+	"github.com/tailgate-dev/tailgate/gateway/relay"
+	"github.com/tailgate-dev/tailgate/gateway/relay/jsonrpc"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 
@@ -257,7 +257,7 @@ func (f *mcpFront) callerSession(r *http.Request) (*frontSession, error) {
 // context: the children serve the caller's later requests too.
 func (f *mcpFront) openCaller(key peerKey, c *caller, src *policy.Source) {
 	start := time.Now()
-	bs, err := f.backend.Open(context.Background(), mcpstdio.OpenParams{ID: "sessionless-" + key.String(), Identity: newCaller(src), Caller: key.String(), Sessionless: true})
+	bs, err := f.backend.Open(context.Background(), relay.OpenParams{ID: "sessionless-" + key.String(), Identity: newCaller(src), Caller: key.String(), Sessionless: true})
 	if err != nil {
 		c.err = err
 		f.mu.Lock()

@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+	"github.com/tailgate-dev/tailgate/gateway/relay/jsonrpc"
 	"github.com/tailgate-dev/tailgate/policy"
 )
 

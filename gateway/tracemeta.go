@@ -6,7 +6,7 @@ import (
 	"errors"
 	"strings"
 
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
+	"github.com/tailgate-dev/tailgate/gateway/relay/jsonrpc"
 )
 
 // This file holds where a request's trace context is in its message: a

@@ -48,8 +48,8 @@ const stderrLines = 5
 // StdoutPipe/StderrPipe: exec's Wait would otherwise also wait for those
 // pipes to reach EOF, which a grandchild that keeps them open (npx's node)
 // delays forever, and the child would stay a zombie.
-func startProcess(t *Target, env []string, log *slog.Logger, limits stderrLimits) (*process, error) {
-	cmd := exec.Command(t.Command, t.Args...)
+func startProcess(t *Command, env []string, log *slog.Logger, limits stderrLimits) (*process, error) {
+	cmd := exec.Command(t.Path, t.Args...)
 	cmd.Env = env
 	cmd.Dir = t.Dir
 	// A process group of its own, so that stop can signal npx/uvx and the

@@ -2,7 +2,6 @@ package mcpstdio
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strings"
 )
@@ -44,10 +43,10 @@ func (r *redactor) string(s string) string {
 	return r.r.Replace(s)
 }
 
-// redactLogger is log with every string in its records (message,
+// RedactLogger is log with every string in its records (message,
 // attributes, errors, groups) redacted; log itself when there is nothing
 // to redact.
-func redactLogger(log *slog.Logger, secrets []string) *slog.Logger {
+func RedactLogger(log *slog.Logger, secrets []string) *slog.Logger {
 	r := newRedactor(secrets)
 	if r == nil {
 		return log
@@ -103,23 +102,4 @@ func (h *redactHandler) attr(a slog.Attr) slog.Attr {
 		}
 	}
 	return slog.Attr{Key: a.Key, Value: v}
-}
-
-// redactConn is a Conn whose exit error, quoting the child's last stderr
-// lines, is redacted.
-type redactConn struct {
-	Conn
-	r *redactor
-}
-
-// Err is the Conn's, redacted.
-func (l redactConn) Err() error {
-	err := l.Conn.Err()
-	if err == nil || l.r == nil {
-		return err
-	}
-	if s := err.Error(); l.r.string(s) != s {
-		return errors.New(l.r.string(s))
-	}
-	return err
 }

@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tailgate-dev/tailgate/gateway/relay/jsonrpc"
 	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 	"github.com/tailgate-dev/tailgate/tsnode"
 )
 

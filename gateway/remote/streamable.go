@@ -20,8 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tailgate-dev/tailgate/gateway/relay/jsonrpc"
 	"github.com/tailgate-dev/tailgate/mcpstdio/buffers"
-	"github.com/tailgate-dev/tailgate/mcpstdio/jsonrpc"
 	"github.com/tailgate-dev/tailgate/tsnode"
 )
 
@@ -133,7 +133,7 @@ func newClient(r Options) (*http.Client, error) {
 // Dial makes the link to the target for one session (or one caller's
 // sessionless requests); identity is the caller's, handle gets what the
 // server sends, each message with what it holds of mem. Nothing is sent
-// until the first message. It is mcpstdio.RemoteTarget.Dial.
+// until the first message. It is relay.RemoteTarget.Dial.
 func (t *Target) Dial(identity *tsnode.Identity, headers http.Header, handle func([]byte, *buffers.Charge), mem *buffers.Share, log *slog.Logger) Conn {
 	if t.opts.SSE {
 		return t.dialSSE(identity, headers, handle, mem, log)

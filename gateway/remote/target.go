@@ -1,7 +1,7 @@
 // Package remote is tailgate's client of remote MCP servers: Streamable
 // HTTP (streamable.go) and the legacy HTTP+SSE transport (sse.go). Each
 // link is a connection the relay writes messages to and reads messages
-// from as it does a stdio child's pipes (mcpstdio.Conn); what the server
+// from as it does a stdio child's pipes (relay.Conn); what the server
 // sends is read within the gateway's buffers (read.go), and each request
 // carries the caller's identity where the target is told it
 // (identity.go).
@@ -80,7 +80,7 @@ func (t *Target) maxMsg() int {
 }
 
 // Conn is one link to the target, as the relay reaches a target
-// (mcpstdio.Conn): it writes a message, reads what the server sends, and
+// (relay.Conn): it writes a message, reads what the server sends, and
 // closes.
 type Conn interface {
 	// Write posts msg; headers are the client request's headers the
