@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,4 +118,69 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// The decisions taken before any MCP is read are on the trail too: a
+// connection networkAuthorization refused, with its rule and reason, and
+// a route's authorization of an HTTP request, refused and admitted, with
+// the route, method and path.
+func TestAuditTrailBeforeMCP(t *testing.T) {
+	tests := []struct {
+		name   string
+		config string
+		status int
+		want   func(audit.Record) bool
+	}{
+		{
+			name: "connection refused",
+			config: `
+frontendPolicies:
+  networkAuthorization:
+    rules: ['cidr("100.64.0.0/10").containsIP(source.address)']
+` + auditConfig,
+			status: http.StatusForbidden,
+			want: func(r audit.Record) bool {
+				return r.Event == "connection" && r.Decision == "deny" && strings.HasPrefix(r.Caller.Address, "127.0.0.1:") &&
+					r.Rule == "frontendPolicies.networkAuthorization.rules" && r.Reason == "no allow rule matched"
+			},
+		},
+		{
+			name:   "request refused by the route",
+			config: strings.Replace(auditConfig, "      policies:\n", "      policies:\n        authorization:\n          rules: ['request.method == \"GET\"']\n", 1),
+			status: http.StatusForbidden,
+			want: func(r audit.Record) bool {
+				return r.Event == "http" && r.Decision == "deny" && r.Route == "mcp" && r.Method == "POST" && r.Name == "/mcp" &&
+					r.Rule == "binds[0].listeners[0].routes[0].policies.authorization.rules"
+			},
+		},
+		{
+			name:   "request admitted by the route",
+			config: strings.Replace(auditConfig, "      policies:\n", "      policies:\n        authorization:\n          rules: ['request.method == \"POST\"']\n", 1),
+			status: http.StatusOK,
+			want: func(r audit.Record) bool {
+				return r.Event == "http" && r.Decision == "allow" && r.Route == "mcp" && r.Method == "POST" && r.Name == "/mcp"
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "audit.jsonl")
+			_, base := serveLoopback(t, strings.ReplaceAll(tt.config, "AUDIT", file))
+			req, _ := http.NewRequest("POST", base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("HTTP %d, want %d", resp.StatusCode, tt.status)
+			}
+			// The decision was written before the answer left.
+			if recs := readTrail(t, file); findRecord(recs, tt.want) == nil {
+				t.Errorf("the decision is not on the trail:\n%+v", recs)
+			}
+		})
+	}
 }
