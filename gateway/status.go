@@ -81,7 +81,9 @@ type statusView struct {
 // statusExplain is an explanation asked for on the status page (policy
 // explain: what the identity may use on each route, and why).
 type statusExplain struct {
-	Login, Node, Tags string
+	// Caps are the identity's grants, as JSON (each capability's list of
+	// values), as `tailgate explain --caps` takes them.
+	Login, Node, Tags, Caps string
 	// Text is the explanation as `tailgate explain` prints it; Err why
 	// there is none.
 	Text, Err string
@@ -396,12 +398,12 @@ func millis(d time.Duration) string {
 // asks for none.
 func (s *Server) statusExplain(r *http.Request) *statusExplain {
 	q := r.URL.Query()
-	e := &statusExplain{Login: q.Get("login"), Node: q.Get("node"), Tags: q.Get("tags")}
-	if e.Login == "" && e.Node == "" && e.Tags == "" {
+	e := &statusExplain{Login: q.Get("login"), Node: q.Get("node"), Tags: q.Get("tags"), Caps: q.Get("caps")}
+	if e.Login == "" && e.Node == "" && e.Tags == "" && e.Caps == "" {
 		return nil
 	}
 	asked := url.Values{}
-	for k, v := range map[string]string{"login": e.Login, "node": e.Node, "tags": e.Tags} {
+	for k, v := range map[string]string{"login": e.Login, "node": e.Node, "tags": e.Tags, "caps": e.Caps} {
 		if v != "" {
 			asked.Set(k, v)
 		}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"html/template"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -298,6 +300,30 @@ func TestStatusPageExplains(t *testing.T) {
 	ex.WriteText(&want)
 	if first, _, _ := strings.Cut(strings.TrimSpace(want.String()), "\n"); !strings.Contains(page, template.HTMLEscapeString(first)) {
 		t.Errorf("the page's explanation differs from tailgate explain's: want its line %q", first)
+	}
+	// Grants too: a rule that reads the caller's capabilities is judged
+	// with the ones the form gives, and a malformed grant is said.
+	_, granted := get(t, s.AdminHandler(), "/status?login=alice%40example.com&caps="+url.QueryEscape(`{"example.com/cap/tailgate":[{"tools":["echo"]}]}`))
+	var withCaps strings.Builder
+	ex, err = s.Explain(t.Context(), ExplainIdentity{Login: "alice@example.com", Caps: map[string][]json.RawMessage{"example.com/cap/tailgate": {json.RawMessage(`{"tools":["echo"]}`)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex.WriteText(&withCaps)
+	var capsLine string
+	for line := range strings.Lines(withCaps.String()) {
+		if strings.Contains(line, "example.com/cap/tailgate") {
+			capsLine = strings.TrimSpace(line)
+		}
+	}
+	if capsLine == "" || !strings.Contains(granted, template.HTMLEscapeString(capsLine)) {
+		t.Errorf("the page does not explain with the grants asked: want its line %q", capsLine)
+	}
+	if !strings.Contains(granted, `name="caps" value="{&#34;example.com`) {
+		t.Error("the form does not keep the grants asked")
+	}
+	if _, bad := get(t, s.AdminHandler(), "/status?login=alice%40example.com&caps=%7Bnot-json"); !strings.Contains(bad, "caps: want a JSON object") {
+		t.Error("a malformed grant is not said on the page")
 	}
 	if _, plain := get(t, s.AdminHandler(), "/status"); !strings.Contains(plain, `name="login"`) || strings.Contains(plain, "<pre>") {
 		t.Error("the admin page without a question: want the form and no explanation")
