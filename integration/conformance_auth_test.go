@@ -23,7 +23,7 @@ import (
 )
 
 // authScenarios are the conformance suite's client scenarios for
-// authorization of MCP 2025-11-25 and 2026-07-28 (0.2.0-alpha.12), run
+// authorization of MCP 2025-03-26 to 2026-07-28 (0.2.0-alpha.12), run
 // with tailgate as the OAuth client of the suite's server.
 var authScenarios = []string{
 	"auth/metadata-default", "auth/metadata-var1", "auth/metadata-var2", "auth/metadata-var3",
@@ -39,6 +39,11 @@ var authScenarios = []string{
 	// An extension (io.modelcontextprotocol/oauth-client-credentials):
 	// a target called as tailgate itself (backendAuth.oauth.clientCredentials).
 	"auth/client-credentials-basic",
+	// A server of MCP 2025-03-26's authorization: no protected resource
+	// metadata, the authorization server's metadata at the server's own
+	// origin, or only its default endpoints (/authorize, /token,
+	// /register).
+	"auth/2025-03-26-oauth-metadata-backcompat", "auth/2025-03-26-oauth-endpoint-fallback",
 }
 
 // modernOnly are the scenarios whose server speaks MCP 2026-07-28 only
