@@ -8,10 +8,12 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -314,6 +316,7 @@ func replay(t *testing.T, n *gatewaytest.Node, url, token string) (int, string) 
 func TestIdentityTokenAtRemoteTargets(t *testing.T) {
 	tm := newTeam(t)
 	nodeA, nodeB := tm.tn.Node(t, "target-a"), tm.tn.Node(t, "target-b")
+	keyDir := t.TempDir()
 	gw := tm.tn.Gateway(t, gatewaytest.ParseConfig(t, routeConfig("", `
           - name: a
             mcp:
@@ -322,7 +325,7 @@ func TestIdentityTokenAtRemoteTargets(t *testing.T) {
           - name: b
             mcp:
               host: http://target-b:8080/mcp
-              backendAuth: {identityToken: {}}`)))
+              backendAuth: {identityToken: {}}`)), gatewaytest.KeyDir(keyDir))
 	awaitPeers(t, gw.Addr, tm.alice, tm.bob, tm.ci, nodeA, nodeB)
 	awaitPeers(t, nodeB.IP(), tm.bob)
 	awaitPeers(t, nodeA.IP(), tm.bob)
@@ -392,6 +395,49 @@ func TestIdentityTokenAtRemoteTargets(t *testing.T) {
 		}
 		if code, body := replay(t, tm.bob, a.url, ""); code != http.StatusUnauthorized || !strings.Contains(body, "no bearer token") {
 			t.Errorf("no token: %d %q; want 401, no bearer token", code, body)
+		}
+	})
+
+	t.Run("expired", func(t *testing.T) {
+		// The gateway's own signing key (a copy of its key directory),
+		// for alice at target a, minted 10 minutes ago: it expired 5
+		// minutes ago, far past the verifier's leeway.
+		copied := t.TempDir()
+		files, err := os.ReadDir(keyDir)
+		if err != nil || len(files) == 0 {
+			t.Fatalf("the gateway's key directory: %v (%d files)", err, len(files))
+		}
+		for _, f := range files {
+			data, err := os.ReadFile(filepath.Join(keyDir, f.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(filepath.Join(copied, f.Name()), data, 0o600)
+		}
+		var clock atomic.Int64
+		clock.Store(time.Now().UnixNano())
+		same, err := idtoken.Open(idtoken.Options{Issuer: keys.Issuer, Dir: copied, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock.Store(time.Now().Add(-10 * time.Minute).UnixNano())
+		name, id := selfNode(t, tm.alice)
+		old, _, err := same.Mint(&tsnode.Identity{UserLogin: tm.aliceID, NodeName: name, NodeID: id}, a.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, body := replay(t, tm.bob, a.url, old); code != http.StatusUnauthorized || !strings.Contains(body, "expired") {
+			t.Errorf("an expired token of the gateway's own key: %d %q; want 401, expired", code, body)
+		}
+		// The same key signs a fresh token that a admits: only its age
+		// refused the old one.
+		clock.Store(time.Now().UnixNano())
+		fresh, _, err := same.Mint(&tsnode.Identity{UserLogin: tm.aliceID, NodeName: name, NodeID: id}, a.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, body := replay(t, tm.bob, a.url, fresh); code != http.StatusOK {
+			t.Errorf("a fresh token of the same key: %d %q; want 200", code, body)
 		}
 	})
 }
