@@ -25,7 +25,7 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 ARG COMMIT=unknown
-RUN go build -trimpath -tags ts_omit_peerapiserver,ts_omit_tpm \
+RUN go build -trimpath -tags ts_omit_peerapiserver,ts_omit_tpm,grpcnotrace \
       -ldflags "-s -w -X github.com/tailgate-dev/tailgate/gateway.Version=${VERSION} -X github.com/tailgate-dev/tailgate/gateway.Commit=${COMMIT}" \
       -o /out/tailgate ./cmd/tailgate
 

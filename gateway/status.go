@@ -8,7 +8,6 @@ import (
 	_ "embed"
 	"encoding/base64"
 	"fmt"
-	"html/template"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -26,27 +25,19 @@ import (
 // `status: {}` serves it on the tailnet to whom its authorization allows.
 // It is one server-rendered page without script or outside assets,
 // refreshed by the browser every statusRefresh; everything a client
-// chose (client, tool and node names) is escaped by html/template, and
+// chose (client, tool and node names) is escaped (statuspage.go), and
 // nothing a client or target holds secret (headers, environments, tokens,
 // capabilities) is read.
 
-//go:embed status.html
-var statusHTML string
-
-// statusTemplate draws statusView.
-var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap{
-	"ago":   ago,
-	"clock": func(t time.Time) string { return t.UTC().Format("15:04:05") },
-	"ms":    millis,
-	"of":    func(part, whole float64) float64 { return part * whole },
-}).Parse(statusHTML))
+// statusCSS is the page's inline style sheet.
+//
+//go:embed status.css
+var statusCSS string
 
 // statusCSP lets the page use its own inline style (by its hash) and
 // nothing else: no script runs, whatever a client name holds.
 var statusCSP = func() string {
-	_, rest, _ := strings.Cut(statusHTML, "<style>")
-	css, _, _ := strings.Cut(rest, "</style>")
-	sum := sha256.Sum256([]byte(css))
+	sum := sha256.Sum256([]byte("\n" + statusCSS)) // the <style> element's text
 	return "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 }()
 
@@ -163,11 +154,7 @@ func (s *Server) drawStatus(w http.ResponseWriter, r *http.Request, admin bool) 
 		}
 	}
 	var buf bytes.Buffer
-	if err := statusTemplate.Execute(&buf, v); err != nil {
-		s.log.Error("status page not drawn", "err", err)
-		http.Error(w, "status page: "+err.Error(), http.StatusInternalServerError)
-		return
-	}
+	writeStatusPage(&buf, v)
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")

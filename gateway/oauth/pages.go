@@ -5,7 +5,8 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"html/template"
+	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -212,16 +213,70 @@ func (p *Pages) formToken(login string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>tailgate · {{.Title}}</title>
-<style>body{font:16px system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em}table{border-collapse:collapse}td,th{padding:.3em .8em;text-align:left;border-bottom:1px solid #ddd}</style>
-</head><body><h1>{{.Title}}</h1><p id="message">{{.Message}}</p>
-{{if .Rows}}<table><tr><th>Target</th><th>Connected</th><th>Scopes</th><th></th></tr>
-{{range .Rows}}<tr><td>{{.Target}}</td><td>{{.Connected}}</td><td>{{.Scopes}}</td>
-<td><form method="post" action="/oauth/disconnect/{{.Target}}"><input type="hidden" name="form" value="{{$.Form}}"><button type="submit" name="disconnect" value="{{.Target}}">Disconnect</button></form></td></tr>
-{{end}}</table>{{end}}
-<p><a href="/oauth/connections">Your connections</a></p></body></html>
-`))
+// pageStyle is the pages' inline style sheet.
+const pageStyle = `<style>body{font:16px system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em}table{border-collapse:collapse}td,th{padding:.3em .8em;text-align:left;border-bottom:1px solid #ddd}</style>`
+
+// writePage writes a page: its title and message, and a table of the
+// caller's connections with a Disconnect form each (signed with form) when
+// there are rows. It is written in Go, not with html/template: executing a
+// template makes the linker keep every exported method of every type in
+// the binary (see gateway/statuspage.go). Every value is escaped as
+// html/template escaped it: htmlText in text and attributes, urlPart
+// first in the form's action.
+func writePage(w io.Writer, title, message, form string, rows []connection) {
+	var b strings.Builder
+	b.WriteString("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>tailgate · " + htmlText(title) + "</title>\n")
+	b.WriteString(pageStyle + "\n</head><body><h1>" + htmlText(title) + "</h1><p id=\"message\">" + htmlText(message) + "</p>\n")
+	if len(rows) > 0 {
+		b.WriteString("<table><tr><th>Target</th><th>Connected</th><th>Scopes</th><th></th></tr>\n")
+		for _, c := range rows {
+			target := htmlText(c.Target)
+			b.WriteString("<tr><td>" + target + "</td><td>" + htmlText(c.Connected) + "</td><td>" + htmlText(c.Scopes) + "</td>\n")
+			b.WriteString("<td><form method=\"post\" action=\"/oauth/disconnect/" + htmlText(urlPart(c.Target)) + "\"><input type=\"hidden\" name=\"form\" value=\"" + htmlText(form) +
+				"\"><button type=\"submit\" name=\"disconnect\" value=\"" + target + "\">Disconnect</button></form></td></tr>\n")
+		}
+		b.WriteString("</table>")
+	}
+	b.WriteString("\n<p><a href=\"/oauth/connections\">Your connections</a></p></body></html>\n")
+	io.WriteString(w, b.String())
+}
+
+// htmlEscaper replaces what html/template's HTML escaper replaces in text
+// and quoted attribute values, with the same entities.
+var htmlEscaper = strings.NewReplacer(
+	"\x00", "\uFFFD",
+	`"`, "&#34;",
+	"&", "&amp;",
+	"'", "&#39;",
+	"+", "&#43;",
+	"<", "&lt;",
+	">", "&gt;",
+)
+
+// htmlText is s escaped for HTML text or a quoted attribute value, as
+// html/template escapes a string there.
+func htmlText(s string) string { return htmlEscaper.Replace(s) }
+
+// urlPart is s as html/template normalizes a value in a URL's path: bytes
+// other than RFC 3986's unreserved and reserved characters are
+// percent-encoded, as are ' ( and ), and a % that does not start an
+// escape followed by more of s.
+func urlPart(s string) string {
+	isHex := func(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$&*+,/:;=?@[]-._~", c) >= 0:
+			b.WriteByte(c)
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "%%%02x", c)
+		}
+	}
+	return b.String()
+}
 
 func (p *Pages) page(w http.ResponseWriter, status int, title, message string, rows []connection) {
 	p.pageFor(w, status, title, message, rows, "")
@@ -236,10 +291,7 @@ func (p *Pages) pageFor(w http.ResponseWriter, status int, title, message string
 	// form post keeps its Origin (same-origin).
 	w.Header().Set("Referrer-Policy", "same-origin")
 	w.WriteHeader(status)
-	pageTmpl.Execute(w, struct {
-		Title, Message, Form string
-		Rows                 []connection
-	}{title, message, form, rows})
+	writePage(w, title, message, form, rows)
 }
 
 // sortedConnectors are cs in the order of their targets' names.
