@@ -209,9 +209,13 @@ func (s *Server) newFront(cfg *Config, name string, m *MCPBackend, mcpAuthz *pol
 		ttl = time.Duration(g.SessionTTL)
 	}
 	return newMCPFront(name, backend, frontOptions{
-		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz, Metrics: s.metrics, Budget: s.budget, Secrets: newTargetSecrets(cr, m), Connection: s.connectionOf,
-		Audit: s.audit, AuditArgs: auditArgsOf(cfg), Status: s.status,
-		Tracing:         s.tracing.forBackend(m),
+		Logger: s.log, SessionTTL: ttl, Authz: mcpAuthz, Budget: s.budget,
+		Stages: stageDeps{
+			metrics: s.metrics, status: s.status,
+			secrets: newTargetSecrets(cr, m), connection: s.connectionOf,
+			audit: s.audit, auditArgs: auditArgsOf(cfg),
+			tracing: s.tracing.forBackend(m),
+		},
 		Stateless:       m.StatefulMode == "stateless",
 		BodyReadTimeout: s.opts.BodyReadTimeout, SSEInitTimeout: s.opts.SSEInitTimeout,
 		WriteStallTimeout: s.opts.WriteStallTimeout,

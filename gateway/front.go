@@ -13,7 +13,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/tailgate-dev/tailgate/gateway/audit"
 	"github.com/tailgate-dev/tailgate/gateway/relay"
 	"github.com/tailgate-dev/tailgate/gateway/relay/jsonrpc"
 	"github.com/tailgate-dev/tailgate/policy"
@@ -41,19 +40,9 @@ type mcpFront struct {
 	backend  *relay.Backend
 	authz    atomic.Pointer[policy.RuleSet]
 	limits   atomic.Pointer[routeLimits] // policies.localRateLimit (limits.go)
-	// secrets are its targets' per-caller secrets, for mcp.secrets.
-	secrets *targetSecrets
-	// connection says whether a caller is connected to a target, for
-	// mcp.connection.
-	connection func(target, owner string) (bool, []string)
-	// audit is the audit trail, auditArgs what it keeps of arguments.
-	audit     *audit.Log
-	auditArgs *AuditArguments
-	// tracing is the gateway's tracer (nil: off).
-	tracing *frontTracing
-	metrics *metrics
-	// status is the server's status book; nil in tests.
-	status    *statusBook
+	// stageDeps are what the call's stages use beyond the call
+	// (pipeline.go): a new stage's own goes there, not here.
+	stageDeps
 	stateless bool
 	ttl       time.Duration
 	maxBody   int64
@@ -85,27 +74,14 @@ type frontOptions struct {
 	SessionTTL time.Duration
 	// Authz is the backend's mcpAuthorization; nil allows everything.
 	Authz *policy.RuleSet
-	// Secrets are the targets' per-caller secrets, for mcp.secrets.
-	Secrets *targetSecrets
-	// Connection says whether a caller is connected to a target.
-	Connection func(target, owner string) (bool, []string)
-	// Audit is the gateway's audit trail (nil: none), AuditArgs what it
-	// keeps of a call's arguments.
-	Audit     *audit.Log
-	AuditArgs *AuditArguments
-	// Tracing is the gateway's tracer, with the front's targets (nil:
-	// off).
-	Tracing *frontTracing
+	// Stages are what the call's stages use (pipeline.go).
+	Stages stageDeps
 	// Stateless serves every request on a session of its own, as
 	// agentgateway's statefulMode: stateless.
 	Stateless bool
 	// Budget bounds sessions and requests in flight: the gateway's, shared
 	// by every front; nil is one of the front's own, with the defaults.
 	Budget *budget
-	// Metrics receives per-call metrics.
-	Metrics *metrics
-	// Status is the status page's book: denials and per-tool calls.
-	Status *statusBook
 	// BodyReadTimeout and SSEInitTimeout override defaultBodyRead and
 	// defaultSSEInit.
 	BodyReadTimeout, SSEInitTimeout time.Duration
@@ -140,26 +116,20 @@ const (
 
 func newMCPFront(name string, backend *relay.Backend, opts frontOptions) *mcpFront {
 	f := &mcpFront{
-		name:       name,
-		backend:    backend,
-		metrics:    opts.Metrics,
-		status:     opts.Status,
-		stateless:  opts.Stateless,
-		ttl:        opts.SessionTTL,
-		maxBody:    maxRequestBody,
-		bodyRead:   defaultBodyRead,
-		sseInit:    defaultSSEInit,
-		log:        opts.Logger.With("route", name),
-		sessions:   make(map[string]*frontSession),
-		callers:    make(map[peerKey]*caller),
-		budget:     opts.Budget,
-		stop:       make(chan struct{}),
-		stages:     callStages(),
-		secrets:    opts.Secrets,
-		connection: opts.Connection,
-		audit:      opts.Audit,
-		auditArgs:  opts.AuditArgs,
-		tracing:    opts.Tracing,
+		name:      name,
+		backend:   backend,
+		stateless: opts.Stateless,
+		ttl:       opts.SessionTTL,
+		maxBody:   maxRequestBody,
+		bodyRead:  defaultBodyRead,
+		sseInit:   defaultSSEInit,
+		log:       opts.Logger.With("route", name),
+		sessions:  make(map[string]*frontSession),
+		callers:   make(map[peerKey]*caller),
+		budget:    opts.Budget,
+		stop:      make(chan struct{}),
+		stages:    callStages(),
+		stageDeps: opts.Stages,
 	}
 	if f.budget == nil {
 		f.budget = newBudget()

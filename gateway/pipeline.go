@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tailgate-dev/tailgate/gateway/audit"
 	"github.com/tailgate-dev/tailgate/gateway/relay"
 	"github.com/tailgate-dev/tailgate/gateway/relay/jsonrpc"
 	"github.com/tailgate-dev/tailgate/policy"
@@ -80,6 +81,31 @@ func callStages() []stage {
 		{"forward", (*call).forward},
 		{"stream", (*call).stream},
 	}
+}
+
+// stageDeps are what the stages of a route's calls use beyond the call
+// itself: the gateway's trails and books, and the route's view of its
+// callers. build.go fills them for each front; a new stage adds its own
+// here and there, and the fronts do not change.
+type stageDeps struct {
+	// metrics receives per-call metrics (record).
+	metrics *metrics
+	// status is the status page's book: denials and per-tool calls; nil
+	// in tests.
+	status *statusBook
+	// secrets are the targets' per-caller secrets, for mcp.secrets
+	// (authorize).
+	secrets *targetSecrets
+	// connection says whether a caller is connected to a target, for
+	// mcp.connection (authorize).
+	connection func(target, owner string) (bool, []string)
+	// audit is the gateway's audit trail (nil: none), auditArgs what it
+	// keeps of a call's arguments (finish).
+	audit     *audit.Log
+	auditArgs *AuditArguments
+	// tracing is the gateway's tracer with the route's targets (nil: off;
+	// trace, propagate).
+	tracing *frontTracing
 }
 
 // newCall is a message of the session's, as its front read it; the front
