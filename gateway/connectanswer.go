@@ -17,11 +17,14 @@ import (
 const codeURLElicitationRequired = relay.CodeURLElicitationRequired
 
 // connectAnswer is the answer a client gets for a tools/call answered
-// with a connect link (data): as it is for a client that declared URL
-// elicitations (it shows the link); else a tool result with isError,
-// whose text says what to open, which any client shows its user.
+// with a connect link (data, with the call's outcome set): as it is for a
+// client that declared URL elicitations (it shows the link); else a tool
+// result with isError, whose text says what to open, which any client
+// shows its user.
 func (c *call) connectAnswer(data []byte) []byte {
-	if c.msg.MethodName() != "tools/call" || c.takesURLElicitation() {
+	// Only an error can be a connect link: an answer is not parsed again
+	// for it (one allocation a call).
+	if c.outcome != outcomeError || c.msg.MethodName() != "tools/call" || c.takesURLElicitation() {
 		return data
 	}
 	m, err := jsonrpc.ParseMessage(data)
