@@ -52,6 +52,19 @@ type Reply struct {
 	mu       sync.Mutex
 	finished bool
 
+	// replyKind is what the request is, which decides how its answer is
+	// read.
+	replyKind
+	// replyRequest is what came with the client's request.
+	replyRequest
+	// replySent is where the request went.
+	replySent
+	// replyBridge is a call's state between protocol generations.
+	replyBridge
+}
+
+// replyKind is what a Reply's request is.
+type replyKind struct {
 	internal bool
 	toolCall bool // a tools/call, whose result may say isError
 	// mayCreateTask is set on a sessionless caller's task-augmented call.
@@ -60,12 +73,11 @@ type Reply struct {
 	// legacy, on an older child's part of a listen, which tailgate holds
 	// for the child (listenForLegacy), are the notifications it wants.
 	legacy []string
-	// parked is set on the placeholder of a call that waits for its
-	// client's input (see mrtr.go).
-	parked *parkedCall
-	// what, on a call that may be parked, is its method and name, which
-	// its retry must repeat (mrtr.go).
-	what     string
+}
+
+// replyRequest is what came with a Reply's request from the client, and
+// how its answer is turned back for the client.
+type replyRequest struct {
 	frontID  []byte            // the client's id, raw
 	headers  map[string]string // for a remote target (ForwardOptions.Headers)
 	identity Identity          // the request's own caller, for a remote target told it
@@ -74,12 +86,12 @@ type Reply struct {
 	// another (a shared child: tokens of different requests must differ).
 	frontToken []byte
 	transform  func(*jsonrpc.Message) []byte
-	// retry, for a call to a child spoken to in 2026-07-28 for a client
-	// of the session era, sends it again with the client's input
-	// (bridge.go).
-	retry *inputRetry
+}
 
-	// A request forwarded to one child: where, under which id, until when.
+// replySent is where a Reply's request went: one child, under which id,
+// until when; or, for a request fanned out to several, the hooks that
+// replace them.
+type replySent struct {
 	s       *Session
 	key     string // in s.calls
 	c       *child
@@ -90,6 +102,22 @@ type Reply struct {
 	// onCancel and onDone replace the above for fan-out requests.
 	onCancel func(reason string)
 	onDone   func()
+}
+
+// replyBridge is the state of a call that waits for its client's input
+// (MRTR, mrtr.go) or is bridged to a child of the other protocol
+// generation (bridge.go).
+type replyBridge struct {
+	// parked is set on the placeholder of a call that waits for its
+	// client's input (see mrtr.go).
+	parked *parkedCall
+	// what, on a call that may be parked, is its method and name, which
+	// its retry must repeat (mrtr.go).
+	what string
+	// retry, for a call to a child spoken to in 2026-07-28 for a client
+	// of the session era, sends it again with the client's input
+	// (bridge.go).
+	retry *inputRetry
 }
 
 // sentAs records that the request went to child c under id, and arms its
