@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
-	"strings"
+
+	"github.com/tailgate-dev/tailgate/gateway/internal/htmltext"
 )
 
 // This file draws the status page's HTML from a statusView in Go rather
@@ -12,25 +13,9 @@ import (
 // keep every exported method of every type in the binary (the template
 // looks methods up by name), which grew tailgate's binary, and so its
 // resident memory at rest, by about 13 MB. Every value a client or target
-// chose goes through htmlText, the escaping html/template applied to it
-// (all of the page's values are in text, RCDATA or quoted attributes
-// whose kind html/template escapes alike).
-
-// htmlEscaper replaces what html/template's HTML escaper replaces in text
-// and quoted attribute values, with the same entities.
-var htmlEscaper = strings.NewReplacer(
-	"\x00", "\uFFFD",
-	`"`, "&#34;",
-	"&", "&amp;",
-	"'", "&#39;",
-	"+", "&#43;",
-	"<", "&lt;",
-	">", "&gt;",
-)
-
-// htmlText is s escaped for HTML text or a quoted attribute value, as
-// html/template escapes a string there.
-func htmlText(s string) string { return htmlEscaper.Replace(s) }
+// chose goes through htmltext.Escape, the escaping html/template applied
+// to it (all of the page's values are in text, RCDATA or quoted
+// attributes, whose kinds html/template escapes alike).
 
 // statusPage is the status page being drawn into its buffer.
 type statusPage struct{ *bytes.Buffer }
@@ -39,11 +24,27 @@ type statusPage struct{ *bytes.Buffer }
 func (p statusPage) raw(s string) { p.WriteString(s) }
 
 // text writes a value, escaped.
-func (p statusPage) text(s string) { p.WriteString(htmlText(s)) }
+func (p statusPage) text(s string) { p.WriteString(htmltext.Escape(s)) }
 
 // num writes a number as html/template printed one (fmt.Sprint, escaped:
 // 1e+21 has a plus).
 func (p statusPage) num(n float64) { p.text(fmt.Sprint(n)) }
+
+// openTable opens section id with its heading (markup) and, when it has
+// rows, a table whose header row is columns (markup); with none, it says
+// empty, closes the section, then after, and returns false.
+func (p statusPage) openTable(id, heading string, rows int, empty, columns, after string) bool {
+	p.raw("<section id=\"" + id + "\">\n<h2>" + heading + "</h2>\n")
+	if rows == 0 {
+		p.raw("<p class=\"empty\">" + empty + "</p>\n</section>\n" + after)
+		return false
+	}
+	p.raw("<table>\n<tr>" + columns + "</tr>\n")
+	return true
+}
+
+// closeTable closes the table and section openTable opened, then after.
+func (p statusPage) closeTable(after string) { p.raw("</table>\n</section>\n" + after) }
 
 // writeStatusPage draws v.
 func writeStatusPage(b *bytes.Buffer, v *statusView) {
@@ -100,12 +101,9 @@ func writeStatusPage(b *bytes.Buffer, v *statusView) {
 
 // targets draws the targets section.
 func (p statusPage) targets(v *statusView) {
-	p.raw("<section id=\"targets\">\n<h2>Targets</h2>\n")
-	if len(v.Targets) == 0 {
-		p.raw("<p class=\"empty\">No targets.</p>\n</section>\n\n")
+	if !p.openTable("targets", "Targets", len(v.Targets), "No targets.", "<th>Route</th><th>Target</th><th>Health</th><th class=\"n\">Children</th><th class=\"n\">Pool ready</th>", "\n") {
 		return
 	}
-	p.raw("<table>\n<tr><th>Route</th><th>Target</th><th>Health</th><th class=\"n\">Children</th><th class=\"n\">Pool ready</th></tr>\n")
 	for _, t := range v.Targets {
 		p.raw("<tr><td>")
 		p.text(t.Route)
@@ -124,17 +122,14 @@ func (p statusPage) targets(v *statusView) {
 		}
 		p.raw(`</td><td class="n">` + strconv.Itoa(t.Children) + `</td><td class="n">` + strconv.Itoa(t.PoolReady) + "</td></tr>\n")
 	}
-	p.raw("</table>\n</section>\n\n")
+	p.closeTable("\n")
 }
 
 // sessions draws the sessions section.
 func (p statusPage) sessions(v *statusView) {
-	p.raw("<section id=\"sessions\">\n<h2>Sessions and sessionless callers</h2>\n")
-	if len(v.Sessions) == 0 {
-		p.raw("<p class=\"empty\">No sessions.</p>\n</section>\n\n")
+	if !p.openTable("sessions", "Sessions and sessionless callers", len(v.Sessions), "No sessions.", "<th>Caller</th><th>Route</th><th>Kind</th><th>Protocol</th><th>Client</th><th class=\"n\">Age</th><th class=\"n\">Idle</th><th class=\"n\">In flight</th><th class=\"n\">Children</th>", "\n") {
 		return
 	}
-	p.raw("<table>\n<tr><th>Caller</th><th>Route</th><th>Kind</th><th>Protocol</th><th>Client</th><th class=\"n\">Age</th><th class=\"n\">Idle</th><th class=\"n\">In flight</th><th class=\"n\">Children</th></tr>\n")
 	for _, s := range v.Sessions {
 		p.raw("<tr><td>")
 		p.caller(s.Caller)
@@ -162,17 +157,14 @@ func (p statusPage) sessions(v *statusView) {
 		p.raw(`</td><td class="n">` + ago(s.Age) + `</td><td class="n">` + ago(s.Idle) + `</td><td class="n">` +
 			strconv.FormatInt(s.Inflight, 10) + `</td><td class="n">` + strconv.Itoa(s.Children) + "</td></tr>\n")
 	}
-	p.raw("</table>\n</section>\n\n")
+	p.closeTable("\n")
 }
 
 // children draws the children section.
 func (p statusPage) children(v *statusView) {
-	p.raw("<section id=\"children\">\n<h2>Children</h2>\n")
-	if len(v.Children) == 0 {
-		p.raw("<p class=\"empty\">No child processes running.</p>\n</section>\n\n")
+	if !p.openTable("children", "Children", len(v.Children), "No child processes running.", "<th class=\"n\">PID</th><th>Route</th><th>Target</th><th>Caller</th><th>Session</th><th class=\"n\">Uptime</th>", "\n") {
 		return
 	}
-	p.raw("<table>\n<tr><th class=\"n\">PID</th><th>Route</th><th>Target</th><th>Caller</th><th>Session</th><th class=\"n\">Uptime</th></tr>\n")
 	for _, c := range v.Children {
 		p.raw(`<tr class="child"><td class="n">` + strconv.Itoa(c.PID) + "</td><td>")
 		p.text(c.Route)
@@ -184,17 +176,14 @@ func (p statusPage) children(v *statusView) {
 		p.text(c.Session)
 		p.raw(`</code></td><td class="n">` + ago(c.Uptime) + "</td></tr>\n")
 	}
-	p.raw("</table>\n</section>\n\n")
+	p.closeTable("\n")
 }
 
 // denials draws the recent denials section.
 func (p statusPage) denials(v *statusView) {
-	p.raw("<section id=\"denials\">\n<h2>Recent denials<small>" + strconv.Itoa(len(v.Denials)) + " shown of " + strconv.FormatUint(v.DenialsTotal, 10) + "</small></h2>\n")
-	if len(v.Denials) == 0 {
-		p.raw("<p class=\"empty\">Nothing denied.</p>\n</section>\n\n")
+	if !p.openTable("denials", "Recent denials<small>"+strconv.Itoa(len(v.Denials))+" shown of "+strconv.FormatUint(v.DenialsTotal, 10)+"</small>", len(v.Denials), "Nothing denied.", "<th>When</th><th>Caller</th><th>What</th><th>Route / target</th><th>Rule</th>", "\n") {
 		return
 	}
-	p.raw("<table>\n<tr><th>When</th><th>Caller</th><th>What</th><th>Route / target</th><th>Rule</th></tr>\n")
 	for _, d := range v.Denials {
 		p.raw(`<tr><td class="nw">` + d.At.UTC().Format("15:04:05") + ` <span class="muted">` + ago(v.Now.Sub(d.At)) + " ago</span></td><td>")
 		p.caller(d.Caller)
@@ -221,17 +210,14 @@ func (p statusPage) denials(v *statusView) {
 		p.text(d.Reason)
 		p.raw("</span></td></tr>\n")
 	}
-	p.raw("</table>\n</section>\n\n")
+	p.closeTable("\n")
 }
 
 // calls draws the calls by tool section.
 func (p statusPage) calls(v *statusView) {
-	p.raw("<section id=\"calls\">\n<h2>Calls by tool<small>since the gateway started</small></h2>\n")
-	if len(v.Calls) == 0 {
-		p.raw("<p class=\"empty\">No calls yet.</p>\n</section>\n\n")
+	if !p.openTable("calls", "Calls by tool<small>since the gateway started</small>", len(v.Calls), "No calls yet.", "<th>Route</th><th>Method</th><th>Tool</th><th>Target</th><th class=\"n\">Calls</th><th class=\"n\">Errors</th><th class=\"n\">Denied</th><th class=\"n\">Mean</th><th class=\"n\">p95 ≤</th><th class=\"n\">Max</th>", "\n") {
 		return
 	}
-	p.raw("<table>\n<tr><th>Route</th><th>Method</th><th>Tool</th><th>Target</th><th class=\"n\">Calls</th><th class=\"n\">Errors</th><th class=\"n\">Denied</th><th class=\"n\">Mean</th><th class=\"n\">p95 ≤</th><th class=\"n\">Max</th></tr>\n")
 	for _, c := range v.Calls {
 		p.raw("<tr><td>")
 		p.text(c.Route)
@@ -245,17 +231,14 @@ func (p statusPage) calls(v *statusView) {
 			`</td><td class="n">` + strconv.FormatUint(c.Denied, 10) + `</td><td class="n">` + millis(c.Mean) +
 			`</td><td class="n">` + millis(c.P95) + `</td><td class="n">` + millis(c.Max) + "</td></tr>\n")
 	}
-	p.raw("</table>\n</section>\n\n")
+	p.closeTable("\n")
 }
 
 // limits draws the limits section.
 func (p statusPage) limits(v *statusView) {
-	p.raw("<section id=\"limits\">\n<h2>Limits</h2>\n")
-	if len(v.Limits) == 0 {
-		p.raw("<p class=\"empty\">No limit is near its bound.</p>\n</section>\n")
+	if !p.openTable("limits", "Limits", len(v.Limits), "No limit is near its bound.", "<th>Limit</th><th>Key</th><th class=\"n\">Used</th><th class=\"n\">Bound</th><th></th>", "") {
 		return
 	}
-	p.raw("<table>\n<tr><th>Limit</th><th>Key</th><th class=\"n\">Used</th><th class=\"n\">Bound</th><th></th></tr>\n")
 	for _, l := range v.Limits {
 		p.raw("<tr><td>")
 		p.text(l.Name)
@@ -278,7 +261,7 @@ func (p statusPage) limits(v *statusView) {
 		p.num(l.Used)
 		p.raw("\"></meter></td></tr>\n")
 	}
-	p.raw("</table>\n</section>\n")
+	p.closeTable("")
 }
 
 // explain draws the admin address's explain form and its answer.
@@ -292,10 +275,10 @@ func (p statusPage) explain(v *statusView) {
 		login, node, tags, caps = e.Login, e.Node, e.Tags, e.Caps
 	}
 	p.raw("\n<section id=\"explain\">\n<h2>Explain an identity<small>what it may use on each route, and the rule that decides</small></h2>\n<form method=\"get\" action=\"status#explain\">\n")
-	p.raw(`<label>login <input name="login" value="` + htmlText(login) + "\" placeholder=\"alice@example.com\"></label>\n")
-	p.raw(`<label>node <input name="node" value="` + htmlText(node) + "\" placeholder=\"laptop.tail1234.ts.net\"></label>\n")
-	p.raw(`<label>tags <input name="tags" value="` + htmlText(tags) + "\" placeholder=\"tag:ci,tag:prod\"></label>\n")
-	p.raw(`<label>grants <input name="caps" value="` + htmlText(caps) + `" placeholder='{"example.com/cap/tailgate": [{"tools": ["echo"]}]}'></label>` + "\n")
+	p.raw(`<label>login <input name="login" value="` + htmltext.Escape(login) + "\" placeholder=\"alice@example.com\"></label>\n")
+	p.raw(`<label>node <input name="node" value="` + htmltext.Escape(node) + "\" placeholder=\"laptop.tail1234.ts.net\"></label>\n")
+	p.raw(`<label>tags <input name="tags" value="` + htmltext.Escape(tags) + "\" placeholder=\"tag:ci,tag:prod\"></label>\n")
+	p.raw(`<label>grants <input name="caps" value="` + htmltext.Escape(caps) + `" placeholder='{"example.com/cap/tailgate": [{"tools": ["echo"]}]}'></label>` + "\n")
 	p.raw("<button type=\"submit\">Explain</button>\n</form>\n")
 	if e := v.Explain; e != nil {
 		if e.Err != "" {

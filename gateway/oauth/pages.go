@@ -5,7 +5,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -14,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tailgate-dev/tailgate/gateway/internal/htmltext"
 )
 
 // Pages are the connect flow's pages, served on tailgate's tailnet
@@ -220,62 +221,25 @@ const pageStyle = `<style>body{font:16px system-ui,sans-serif;max-width:40em;mar
 // caller's connections with a Disconnect form each (signed with form) when
 // there are rows. It is written in Go, not with html/template: executing a
 // template makes the linker keep every exported method of every type in
-// the binary (see gateway/statuspage.go). Every value is escaped as
-// html/template escaped it: htmlText in text and attributes, urlPart
-// first in the form's action.
+// the binary (package gateway/internal/htmltext). Every value is escaped
+// as html/template escaped it: htmltext.Escape in text and attributes,
+// htmltext.URLPath first in the form's action.
 func writePage(w io.Writer, title, message, form string, rows []connection) {
 	var b strings.Builder
-	b.WriteString("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>tailgate · " + htmlText(title) + "</title>\n")
-	b.WriteString(pageStyle + "\n</head><body><h1>" + htmlText(title) + "</h1><p id=\"message\">" + htmlText(message) + "</p>\n")
+	b.WriteString("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>tailgate · " + htmltext.Escape(title) + "</title>\n")
+	b.WriteString(pageStyle + "\n</head><body><h1>" + htmltext.Escape(title) + "</h1><p id=\"message\">" + htmltext.Escape(message) + "</p>\n")
 	if len(rows) > 0 {
 		b.WriteString("<table><tr><th>Target</th><th>Connected</th><th>Scopes</th><th></th></tr>\n")
 		for _, c := range rows {
-			target := htmlText(c.Target)
-			b.WriteString("<tr><td>" + target + "</td><td>" + htmlText(c.Connected) + "</td><td>" + htmlText(c.Scopes) + "</td>\n")
-			b.WriteString("<td><form method=\"post\" action=\"/oauth/disconnect/" + htmlText(urlPart(c.Target)) + "\"><input type=\"hidden\" name=\"form\" value=\"" + htmlText(form) +
+			target := htmltext.Escape(c.Target)
+			b.WriteString("<tr><td>" + target + "</td><td>" + htmltext.Escape(c.Connected) + "</td><td>" + htmltext.Escape(c.Scopes) + "</td>\n")
+			b.WriteString("<td><form method=\"post\" action=\"/oauth/disconnect/" + htmltext.Escape(htmltext.URLPath(c.Target)) + "\"><input type=\"hidden\" name=\"form\" value=\"" + htmltext.Escape(form) +
 				"\"><button type=\"submit\" name=\"disconnect\" value=\"" + target + "\">Disconnect</button></form></td></tr>\n")
 		}
 		b.WriteString("</table>")
 	}
 	b.WriteString("\n<p><a href=\"/oauth/connections\">Your connections</a></p></body></html>\n")
 	io.WriteString(w, b.String())
-}
-
-// htmlEscaper replaces what html/template's HTML escaper replaces in text
-// and quoted attribute values, with the same entities.
-var htmlEscaper = strings.NewReplacer(
-	"\x00", "\uFFFD",
-	`"`, "&#34;",
-	"&", "&amp;",
-	"'", "&#39;",
-	"+", "&#43;",
-	"<", "&lt;",
-	">", "&gt;",
-)
-
-// htmlText is s escaped for HTML text or a quoted attribute value, as
-// html/template escapes a string there.
-func htmlText(s string) string { return htmlEscaper.Replace(s) }
-
-// urlPart is s as html/template normalizes a value in a URL's path: bytes
-// other than RFC 3986's unreserved and reserved characters are
-// percent-encoded, as are ' ( and ), and a % that does not start an
-// escape followed by more of s.
-func urlPart(s string) string {
-	isHex := func(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$&*+,/:;=?@[]-._~", c) >= 0:
-			b.WriteByte(c)
-		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
-			b.WriteByte(c)
-		default:
-			fmt.Fprintf(&b, "%%%02x", c)
-		}
-	}
-	return b.String()
 }
 
 func (p *Pages) page(w http.ResponseWriter, status int, title, message string, rows []connection) {
