@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tailgate-dev/tailgate/gateway/internal/htmltext/htmltexttest"
 )
 
 // The status page is written by hand in Go (statuspage.go) since it
@@ -54,77 +56,8 @@ func checkStatusPageMatchesTemplate(t testing.TB, what string, v *statusView) {
 	}
 	writeStatusPage(&got, v)
 	if !bytes.Equal(got.Bytes(), want.Bytes()) {
-		t.Fatalf("%s: writeStatusPage differs from html/template %s", what, firstDifference(got.Bytes(), want.Bytes()))
+		t.Fatalf("%s: writeStatusPage differs from html/template %s", what, htmltexttest.FirstDifference(got.Bytes(), want.Bytes()))
 	}
-}
-
-// firstDifference says where got first differs from want, with a little
-// of each around it.
-func firstDifference(got, want []byte) string {
-	i := 0
-	for i < len(got) && i < len(want) && got[i] == want[i] {
-		i++
-	}
-	around := func(b []byte) string { return fmt.Sprintf("%q", b[max(i-60, 0):min(i+60, len(b))]) }
-	return fmt.Sprintf("at byte %d (lengths %d, template %d):\n got  %s\n want %s", i, len(got), len(want), around(got), around(want))
-}
-
-// hostileStrings are values chosen to break hand-written escaping: markup,
-// quotes of both kinds, entities, URL schemes, percent escapes valid and
-// not, NUL, invalid UTF-8, the characters html/template treats apart
-// (U+2028, U+FFFD, the noncharacters), template delimiters, and lengths
-// from nothing to 16 KiB.
-var hostileStrings = []string{
-	"",
-	"<script>",
-	"<script>alert(1)</script>",
-	`"'><img src=x onerror=alert(1)>`,
-	`' onmouseover='alert(1)`,
-	`" autofocus onfocus="alert(1)`,
-	"javascript:alert(1)",
-	" JaVaScRiPt:alert(1)",
-	"data:text/html,<script>alert(1)</script>",
-	"vbscript:msgbox(1)",
-	"//evil.example/x",
-	"http://a.example/p?q=1&r=2#f",
-	"&amp;",
-	"&lt;&#34;&#x27;",
-	"\x00",
-	"a\x00b\x00",
-	"\xff\xfe",
-	"\xe2<\x80>",
-	"\u2028\u2029",
-	"\ufffd",
-	"\ufdd0\ufdef\ufff0\uffff",
-	"\u0085\u00a0\u200b\u202e",
-	"%zz",
-	"%41",
-	"%",
-	"a%",
-	"%4",
-	"%4g",
-	"%%41",
-	"%2F..%2f%00",
-	"{{",
-	"}}",
-	"{{.}}{{template \"caller\" .}}",
-	"`",
-	"``${x}`",
-	"+",
-	"1e+21",
-	"'",
-	`"`,
-	"\\",
-	"\t\n\r\f\v",
-	"</style><script>alert(1)</script>",
-	"</title><script>alert(1)</script>",
-	"</pre></textarea><!--",
-	"-->]]><![CDATA[",
-	"é 日本 🙂",
-	"tagged-devices",
-	strings.Repeat("x", 1<<14),
-	strings.Repeat(`<&>"'+`, 2500),
-	strings.Repeat("%zz\x00\xff", 2000),
 }
 
 // hostileFloats are numbers html/template printed with fmt.Sprint,
@@ -180,7 +113,7 @@ func statusViewOf(s string, shape int) *statusView {
 // in every field of the page, in each of its shapes, and hostile numbers
 // in every number it shows.
 func TestStatusPageMatchesTemplateOnHostileValues(t *testing.T) {
-	for i, s := range hostileStrings {
+	for i, s := range htmltexttest.Hostile {
 		for shape := range 1 << 6 {
 			if admin, explain, explainErr := shape&0b10 != 0, shape&0b1000 != 0, shape&0b10000 != 0; !admin && (explain || explainErr) || !explain && explainErr {
 				continue // the same page as another shape's
@@ -188,7 +121,7 @@ func TestStatusPageMatchesTemplateOnHostileValues(t *testing.T) {
 			if len(s) > 1<<10 && shape != 0b011010 && shape != 0b101011 {
 				continue // the long ones in two shapes (between them every field drawn) are enough
 			}
-			checkStatusPageMatchesTemplate(t, fmt.Sprintf("hostileStrings[%d] %.40q, shape %06b", i, s, shape), statusViewOf(s, shape))
+			checkStatusPageMatchesTemplate(t, fmt.Sprintf("Hostile[%d] %.40q, shape %06b", i, s, shape), statusViewOf(s, shape))
 		}
 	}
 	for _, f := range hostileFloats {
@@ -226,44 +159,22 @@ func TestStatusPageMatchesTemplateOnHostileValues(t *testing.T) {
 	checkStatusPageMatchesTemplate(t, "an empty explanation", &statusView{Admin: true, Explain: &statusExplain{}})
 }
 
-// randomText makes strings for the random views: bytes of all 256 values,
-// the characters escaping is about, and pieces of hostileStrings; seen
-// records which byte values it made.
+// randomText makes the random views: their strings are text's, their
+// other random choices rng's (text's generator, so a run is one
+// sequence).
 type randomText struct {
+	text *htmltexttest.Random
 	rng  *rand.Rand
-	seen [256]bool
 }
 
-// pieces are what randomText strings are mostly made of.
-var randomPieces = []string{"<", ">", "&", `"`, "'", "+", "\x00", "%", "%4", "%41", "%zz", "{{", "}}", "`", "\u2028", "\ufffd", "\uffff",
-	"\ufdd0", "\xff", "\xfe", "\xe2\x80", "javascript:", "&amp;", "/", "?", "#", "=", " ", "\n", "a", "Z", "9", "é", "🙂", "tagged-devices"}
-
-// string is a random string: mostly short, now and then empty or long.
-func (r *randomText) string() string {
-	n := r.rng.IntN(12)
-	switch r.rng.IntN(20) {
-	case 0:
-		return ""
-	case 1:
-		n = 200 + r.rng.IntN(3000)
-	}
-	var b strings.Builder
-	for range n {
-		switch r.rng.IntN(3) {
-		case 0:
-			b.WriteByte(byte(r.rng.IntN(256)))
-		case 1:
-			b.WriteString(randomPieces[r.rng.IntN(len(randomPieces))])
-		default:
-			b.WriteString(hostileStrings[r.rng.IntN(len(hostileStrings)-3)]) // not the long ones
-		}
-	}
-	s := b.String()
-	for i := range len(s) {
-		r.seen[s[i]] = true
-	}
-	return s
+// newRandomText is a randomText seeded with seed1 and seed2.
+func newRandomText(seed1, seed2 uint64) *randomText {
+	text := htmltexttest.NewRandom(seed1, seed2)
+	return &randomText{text: text, rng: text.Rand()}
 }
+
+// string is a random string of text's.
+func (r *randomText) string() string { return r.text.String() }
 
 // float is a random number the limits table shows.
 func (r *randomText) float() float64 {
@@ -336,14 +247,12 @@ func (r *randomText) view() *statusView {
 // TestStatusPageMatchesTemplateOnRandomViews draws 2000 random views
 // (a fixed seed: a failure is the same on every run) through both.
 func TestStatusPageMatchesTemplateOnRandomViews(t *testing.T) {
-	r := &randomText{rng: rand.New(rand.NewPCG(2045, 0xfae))}
+	r := newRandomText(2045, 0xfae)
 	for i := range 2000 {
 		checkStatusPageMatchesTemplate(t, fmt.Sprintf("random view %d", i), r.view())
 	}
-	for b, seen := range r.seen {
-		if !seen {
-			t.Errorf("no random string held byte %#02x", b)
-		}
+	if unseen := r.text.Unseen(); len(unseen) > 0 {
+		t.Errorf("no random string held the bytes % #02x", unseen)
 	}
 }
 
@@ -351,8 +260,8 @@ func TestStatusPageMatchesTemplateOnRandomViews(t *testing.T) {
 // number and a set of flags through both; its seed corpus (every hostile
 // string) runs in go test.
 func FuzzStatusPageMatchesTemplate(f *testing.F) {
-	for i, s := range hostileStrings {
-		b := hostileStrings[(i+1)%len(hostileStrings)]
+	for i, s := range htmltexttest.Hostile {
+		b := htmltexttest.Hostile[(i+1)%len(htmltexttest.Hostile)]
 		if len(s) > 1<<10 || len(b) > 1<<10 {
 			continue // the fuzzer's inputs are small; the table tests the long ones
 		}

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"html/template"
-	"math/rand/v2"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/tailgate-dev/tailgate/gateway/internal/htmltext/htmltexttest"
 )
 
 // The connect flow's pages are written by hand in Go (writePage) since
@@ -51,84 +52,15 @@ func checkPageMatchesTemplate(t testing.TB, what string, d pageData) {
 	}
 	writePage(&got, d.Title, d.Message, d.Form, d.Rows)
 	if !bytes.Equal(got.Bytes(), want.Bytes()) {
-		t.Fatalf("%s: writePage differs from html/template %s", what, firstDifference(got.Bytes(), want.Bytes()))
+		t.Fatalf("%s: writePage differs from html/template %s", what, htmltexttest.FirstDifference(got.Bytes(), want.Bytes()))
 	}
-}
-
-// firstDifference says where got first differs from want, with a little
-// of each around it.
-func firstDifference(got, want []byte) string {
-	i := 0
-	for i < len(got) && i < len(want) && got[i] == want[i] {
-		i++
-	}
-	around := func(b []byte) string { return fmt.Sprintf("%q", b[max(i-60, 0):min(i+60, len(b))]) }
-	return fmt.Sprintf("at byte %d (lengths %d, template %d):\n got  %s\n want %s", i, len(got), len(want), around(got), around(want))
-}
-
-// hostileStrings are values chosen to break hand-written escaping: markup,
-// quotes of both kinds, entities, URL schemes and paths (a target's name
-// is written in the disconnect form's action), percent escapes valid and
-// not, NUL, invalid UTF-8, the characters html/template treats apart
-// (U+2028, U+FFFD, the noncharacters), template delimiters, and lengths
-// from nothing to 16 KiB.
-var hostileStrings = []string{
-	"",
-	"<script>",
-	"<script>alert(1)</script>",
-	`"'><img src=x onerror=alert(1)>`,
-	`' onmouseover='alert(1)`,
-	`" autofocus onfocus="alert(1)`,
-	"javascript:alert(1)",
-	" JaVaScRiPt:alert(1)",
-	"data:text/html,<script>alert(1)</script>",
-	"//evil.example/x",
-	"../../../connect",
-	"http://a.example/p?q=1&r=2#f",
-	"a b\tc\nd",
-	"!#$&*+,/:;=?@[]-._~()'",
-	"&amp;",
-	"&lt;&#34;&#x27;",
-	"\x00",
-	"a\x00b\x00",
-	"\xff\xfe",
-	"\xe2<\x80>",
-	"\u2028\u2029",
-	"\ufffd",
-	"\ufdd0\ufdef\ufff0\uffff",
-	"\u0085\u00a0\u200b\u202e",
-	"%zz",
-	"%41",
-	"%",
-	"a%",
-	"%4",
-	"%4g",
-	"%%41",
-	"%2F..%2f%00",
-	"%e2%80%a8",
-	"{{",
-	"}}",
-	"{{.}}{{$.Form}}",
-	"`",
-	"``${x}`",
-	"+",
-	"'",
-	`"`,
-	"\\",
-	"</style><script>alert(1)</script>",
-	"</title><script>alert(1)</script>",
-	"-->]]><![CDATA[",
-	"é 日本 🙂",
-	strings.Repeat("x", 1<<14),
-	strings.Repeat(`<&>"'+%`, 2500),
-	strings.Repeat("%zz\x00\xff", 2000),
 }
 
 // TestConnectPageMatchesTemplateOnHostileValues writes each hostile
 // string in every field of a page, with no rows, one row and three.
 func TestConnectPageMatchesTemplateOnHostileValues(t *testing.T) {
-	for i, s := range hostileStrings {
-		what := fmt.Sprintf("hostileStrings[%d] %.40q", i, s)
+	for i, s := range htmltexttest.Hostile {
+		what := fmt.Sprintf("Hostile[%d] %.40q", i, s)
 		checkPageMatchesTemplate(t, what+", no rows", pageData{Title: s, Message: s, Form: s})
 		checkPageMatchesTemplate(t, what+", empty rows", pageData{Title: s, Message: s, Form: s, Rows: []connection{}})
 		checkPageMatchesTemplate(t, what+", one row", pageData{Title: s, Message: s, Form: s, Rows: []connection{{Target: s, Connected: s, Scopes: s}}})
@@ -137,45 +69,11 @@ func TestConnectPageMatchesTemplateOnHostileValues(t *testing.T) {
 	}
 }
 
-// pieces are what the random strings are mostly made of.
-var randomPieces = []string{"<", ">", "&", `"`, "'", "+", "\x00", "%", "%4", "%41", "%zz", "%Fa", "{{", "}}", "`", "\u2028", "\ufffd", "\uffff",
-	"\ufdd0", "\xff", "\xfe", "\xe2\x80", "javascript:", "&amp;", "/", "?", "#", "=", "(", ")", " ", "\n", "a", "Z", "9", "-", ".", "_", "~", "é", "🙂"}
-
-// randomString is a random string of rng's: bytes of all 256 values, the
-// characters escaping is about and pieces of hostileStrings; mostly
-// short, now and then empty or long. seen records the bytes it made.
-func randomString(rng *rand.Rand, seen *[256]bool) string {
-	n := rng.IntN(12)
-	switch rng.IntN(20) {
-	case 0:
-		return ""
-	case 1:
-		n = 200 + rng.IntN(3000)
-	}
-	var b strings.Builder
-	for range n {
-		switch rng.IntN(3) {
-		case 0:
-			b.WriteByte(byte(rng.IntN(256)))
-		case 1:
-			b.WriteString(randomPieces[rng.IntN(len(randomPieces))])
-		default:
-			b.WriteString(hostileStrings[rng.IntN(len(hostileStrings)-3)]) // not the long ones
-		}
-	}
-	s := b.String()
-	for i := range len(s) {
-		seen[s[i]] = true
-	}
-	return s
-}
-
 // TestConnectPageMatchesTemplateOnRandomPages writes 2000 random pages
 // (a fixed seed: a failure is the same on every run) through both.
 func TestConnectPageMatchesTemplateOnRandomPages(t *testing.T) {
-	rng := rand.New(rand.NewPCG(2045, 0xfae))
-	var seen [256]bool
-	str := func() string { return randomString(rng, &seen) }
+	r := htmltexttest.NewRandom(2045, 0xfae)
+	rng, str := r.Rand(), r.String
 	for i := range 2000 {
 		d := pageData{Title: str(), Message: str(), Form: str()}
 		for range rng.IntN(5) {
@@ -183,10 +81,8 @@ func TestConnectPageMatchesTemplateOnRandomPages(t *testing.T) {
 		}
 		checkPageMatchesTemplate(t, fmt.Sprintf("random page %d", i), d)
 	}
-	for b, ok := range seen {
-		if !ok {
-			t.Errorf("no random string held byte %#02x", b)
-		}
+	if unseen := r.Unseen(); len(unseen) > 0 {
+		t.Errorf("no random string held the bytes % #02x", unseen)
 	}
 }
 
@@ -194,8 +90,8 @@ func TestConnectPageMatchesTemplateOnRandomPages(t *testing.T) {
 // message, form token and one or two rows through both; its seed corpus
 // (every hostile string) runs in go test.
 func FuzzConnectPageMatchesTemplate(f *testing.F) {
-	for i, s := range hostileStrings {
-		b := hostileStrings[(i+1)%len(hostileStrings)]
+	for i, s := range htmltexttest.Hostile {
+		b := htmltexttest.Hostile[(i+1)%len(htmltexttest.Hostile)]
 		if len(s) > 1<<10 || len(b) > 1<<10 {
 			continue // the fuzzer's inputs are small; the table tests the long ones
 		}
