@@ -62,19 +62,8 @@ func TestSeedConfigAsPublished(t *testing.T) {
 	}
 
 	// Ctrl-C with no call in flight: the npx children stop with the
-	// gateway, at once (4.1 s before, their stdin closed and SIGTERM a
-	// grace apart). The bound leaves room for a loaded CI machine; the
+	// gateway at once (README promises under a second; 4.1 s was
+	// reported once). The bound leaves room for a loaded CI machine; the
 	// figure is logged.
-	begin = time.Now()
-	d.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-d.exited:
-	case <-time.After(10 * time.Second):
-		t.Fatal("tailgate dev still running 10 s after Ctrl-C")
-	}
-	took := time.Since(begin)
-	t.Logf("Ctrl-C: exited in %v", took.Round(time.Millisecond))
-	if d.err != nil || took > 3*time.Second {
-		t.Errorf("Ctrl-C: exit %v after %v, want 0 within a second (3 s on a loaded machine)", d.err, took.Round(time.Millisecond))
-	}
+	d.interrupt(t, 3*time.Second)
 }
