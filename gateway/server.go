@@ -532,6 +532,9 @@ wait:
 	}
 	var wg sync.WaitGroup
 	for _, f := range s.allFronts() {
+		// Nobody waits for a graceful end of each child any more: a
+		// server that outlives its input is SIGTERMed at once.
+		f.backend.ShuttingDown()
 		wg.Go(f.close)
 	}
 	// Closing sessions reaps their children, each within the stop grace;

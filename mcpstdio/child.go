@@ -148,7 +148,14 @@ func (c *Child) Read() error {
 // Close stops the child: its stdin closed, then SIGTERM, then SIGKILL to
 // its group, grace apart; it returns once the child is reaped. Close(0)
 // kills it at once.
-func (c *Child) Close(grace time.Duration) { c.p.stop(grace) }
+func (c *Child) Close(grace time.Duration) { c.p.stop(grace, grace) }
+
+// Shutdown stops the child as Close does, but SIGTERMs its group once it
+// has not exited inputGrace after its stdin closed: for a gateway going
+// down, where a server that keeps running past the end of its input
+// (timers of its own) would hold up the exit for a whole grace, and one
+// that exits on end of input does so well within inputGrace.
+func (c *Child) Shutdown(inputGrace, grace time.Duration) { c.p.stop(inputGrace, grace) }
 
 // Kill ends the child's whole process group at once, as a protocol
 // breaker: its exit is counted as signaled, not stopped.

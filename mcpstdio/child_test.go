@@ -163,3 +163,21 @@ func TestChildLineTooLong(t *testing.T) {
 		t.Errorf("Read = %v, want a TooLargeError", err)
 	}
 }
+
+// Shutdown SIGTERMs a child that outlives the end of its input after
+// inputGrace, not after the whole grace, and does not wait on what is
+// left of its group as zombies.
+func TestChildShutdown(t *testing.T) {
+	// sleep ignores its stdin closing; sh leaves its background job
+	// unreaped when it execs, a zombie in the group once the job ends.
+	c, _ := started(t, "sleep 0 & exec sleep 60", StartOptions{})
+	go c.Read()
+	begin := time.Now()
+	c.Shutdown(50*time.Millisecond, 10*time.Second)
+	if took := time.Since(begin); took > 5*time.Second {
+		t.Errorf("Shutdown took %v: it waited out its grace", took.Round(time.Millisecond))
+	}
+	if got := c.ExitCause(); got != "stopped" {
+		t.Errorf("exit cause %q, want stopped", got)
+	}
+}

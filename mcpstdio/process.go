@@ -151,13 +151,14 @@ func (p *process) exitError() error {
 	return fmt.Errorf("target %q: child %s", p.target, status)
 }
 
-// stop ends the child: close stdin and give it grace to exit, then SIGTERM
-// the whole group, then SIGKILL it, and reap. It also ends group members
-// that outlived the leader. It returns once the leader is reaped.
-func (p *process) stop(grace time.Duration) {
+// stop ends the child: close stdin and give it inputGrace to exit, then
+// SIGTERM the whole group and give it grace, then SIGKILL it, and reap. It
+// also ends group members that outlived the leader. It returns once the
+// leader is reaped.
+func (p *process) stop(inputGrace, grace time.Duration) {
 	p.stopped.Store(true)
 	p.stdin.Close()
-	timer := time.NewTimer(grace)
+	timer := time.NewTimer(inputGrace)
 	defer timer.Stop()
 	select {
 	case <-p.exited:
@@ -192,8 +193,12 @@ func (p *process) signalGroup(sig syscall.Signal) {
 	}
 }
 
+// groupAlive reports whether a member of the child's process group still
+// runs: a zombie does not count (an orphan whose new parent does not reap
+// it, as PID 1 of a container without an init, would otherwise hold the
+// stop up for a whole grace, and signals cannot end it anyway).
 func (p *process) groupAlive() bool {
-	return syscall.Kill(-p.pgid, 0) == nil
+	return syscall.Kill(-p.pgid, 0) == nil && groupHasLiving(p.pgid)
 }
 
 // stderrLimits bound what a child's stderr may cost the gateway.

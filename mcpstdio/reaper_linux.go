@@ -1,6 +1,7 @@
 package mcpstdio
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -219,4 +221,34 @@ func waitReadable(fd int, timeout *syscall.Timeval) bool {
 	set.Bits[fd/64] |= int64(1) << (uint(fd) % 64)
 	n, err := syscall.Select(fd+1, &set, nil, nil, timeout)
 	return err == nil && n > 0
+}
+
+// groupHasLiving reports whether process group pgid has a member that is
+// not a zombie, from /proc (a member's state is the field after its
+// command's closing parenthesis, its group the third after that). If
+// /proc cannot be read, every member counts as living.
+func groupHasLiving(pgid int) bool {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return true
+	}
+	want := strconv.Itoa(pgid)
+	for _, e := range entries {
+		if c := e.Name()[0]; c < '0' || c > '9' {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) >= 3 && f[2] == want && f[0] != "Z" && f[0] != "X" {
+			return true
+		}
+	}
+	return false
 }

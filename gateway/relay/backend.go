@@ -200,7 +200,22 @@ type Backend struct {
 	exits  map[ExitKey]uint64
 	// health is how each target's latest start went.
 	health targetHealth
+	// shuttingDown is set by ShuttingDown: its children stop quickly.
+	shuttingDown atomic.Bool
 }
+
+// shutdownInputGrace is how long a stdio child gets to exit on its own
+// once its stdin closes when the gateway goes down, before SIGTERM: a
+// server that keeps running past the end of its input (server-everything
+// after a session that used it: its timers) held Ctrl-C of tailgate dev up
+// for a whole StopGrace; servers that exit on end of input do so within
+// tens of milliseconds.
+const shutdownInputGrace = 200 * time.Millisecond
+
+// ShuttingDown says the gateway is going down: from now on the backend's
+// stdio children get shutdownInputGrace after their stdin closes, not
+// StopGrace, before SIGTERM (StopGrace still before SIGKILL).
+func (b *Backend) ShuttingDown() { b.shuttingDown.Store(true) }
 
 // ExitKey counts child exits by target and cause.
 type ExitKey struct {

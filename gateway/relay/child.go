@@ -38,10 +38,12 @@ type child struct {
 	conn Conn
 	// proc is the child process below a stdio conn; nil for a remote
 	// target.
-	proc   *mcpstdio.Child
-	log    *slog.Logger
-	owner  atomic.Pointer[Session]
-	maxMsg int
+	proc *mcpstdio.Child
+	// shuttingDown is its backend's: set when the gateway goes down.
+	shuttingDown *atomic.Bool
+	log          *slog.Logger
+	owner        atomic.Pointer[Session]
+	maxMsg       int
 	// mem is the link's share of the gateway's Buffers: what is being
 	// read from the target, and answers the clients have not taken.
 	mem *buffers.Share
@@ -293,7 +295,7 @@ func (b *Backend) startChild(ctx context.Context, t *Target, identity Identity, 
 func (b *Backend) startTarget(ctx context.Context, t *Target, identity Identity, params []byte, logID string, sessionless bool) (*child, error) {
 	log := b.log.With("session", logID, "target", t.Name)
 	c := &child{target: t, log: log, pending: make(map[int64]*Reply), maxMsg: b.opts.MaxMessageBytes, ownTimeout: b.ownTimeout(t),
-		mem: b.buffers.Share(b.opts.MaxMessageBytes), patience: b.opts.HeldPatience}
+		mem: b.buffers.Share(b.opts.MaxMessageBytes), patience: b.opts.HeldPatience, shuttingDown: &b.shuttingDown}
 	switch {
 	case t.Remote != nil:
 		c.conn = t.Remote.Dial(identity, c.handle, c.mem, log)
@@ -477,7 +479,16 @@ func (c *child) pid() int {
 	return c.proc.Pid()
 }
 
-func (c *child) stop(grace time.Duration) { c.conn.Close(grace) }
+// stop ends the child within grace after its stdin closes, and again
+// after SIGTERM; when its backend is shutting down (the gateway exits), a
+// stdio child gets shutdownInputGrace, not grace, before SIGTERM.
+func (c *child) stop(grace time.Duration) {
+	if c.proc != nil && c.shuttingDown != nil && c.shuttingDown.Load() {
+		c.proc.Shutdown(min(grace, shutdownInputGrace), grace)
+		return
+	}
+	c.conn.Close(grace)
+}
 
 // alive reports whether the child's process is running.
 func (c *child) alive() bool {
