@@ -166,15 +166,7 @@ frontendPolicies:
 		t.Run(tt.name, func(t *testing.T) {
 			file := filepath.Join(t.TempDir(), "audit.jsonl")
 			_, base := serveLoopback(t, strings.ReplaceAll(tt.config, "AUDIT", file))
-			req, _ := http.NewRequest("POST", base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Accept", "application/json, text/event-stream")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != tt.status {
+			if resp := postInitialize(t, base+"/mcp"); resp.StatusCode != tt.status {
 				t.Fatalf("HTTP %d, want %d", resp.StatusCode, tt.status)
 			}
 			// The decision was written before the answer left.

@@ -265,19 +265,28 @@ func TestStatelessMode(t *testing.T) {
 	}
 }
 
-func TestSessionCap(t *testing.T) {
-	_, base := serveLoopback(t, "config:\n  mcp:\n    maxSessions: 2\n"+demoConfig)
-	a, b := connect(t, base+"/mcp"), connect(t, base+"/mcp")
-	defer a.Close()
-	defer b.Close()
-	req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`))
+// postInitialize posts a client's initialize request to url as a
+// Streamable HTTP client does; the answer's body is read and closed.
+func postInitialize(t *testing.T, url string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
+	return resp
+}
+
+func TestSessionCap(t *testing.T) {
+	_, base := serveLoopback(t, "config:\n  mcp:\n    maxSessions: 2\n"+demoConfig)
+	a, b := connect(t, base+"/mcp"), connect(t, base+"/mcp")
+	defer a.Close()
+	defer b.Close()
+	resp := postInitialize(t, base+"/mcp")
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("third session: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
