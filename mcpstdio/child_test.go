@@ -2,7 +2,7 @@ package mcpstdio
 
 import (
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -150,17 +150,34 @@ func TestChildErrRedacted(t *testing.T) {
 	}
 }
 
-// A line longer than MaxMessageBytes ends reading with TooLargeError,
-// the lines before it delivered.
-func TestChildLineTooLong(t *testing.T) {
-	c, lines := started(t, `echo '{"ok":1}'; head -c 5000 /dev/zero | tr '\0' x; echo`, StartOptions{MaxMessageBytes: 1024})
-	err := c.Read()
-	if got := next(t, lines); got != `{"ok":1}` {
-		t.Errorf("first message %q", got)
-	}
-	var tooLarge *buffers.TooLargeError
-	if !errors.As(err, &tooLarge) || errors.Is(err, io.EOF) {
-		t.Errorf("Read = %v, want a TooLargeError", err)
+// A message of MaxMessageBytes is read, one byte more ends reading with
+// TooLargeError (the messages before it delivered), whether the line fits
+// the reader's 64 KiB buffer or not. Before, a line under 64 KiB longer
+// than the bound was read, and past it a message of exactly the bound was
+// refused or not depending on the bound.
+func TestChildLineBound(t *testing.T) {
+	for _, limit := range []int{1000, 65535, 65536, 100000, 204800} {
+		for _, over := range []int{0, 1} {
+			t.Run(fmt.Sprintf("%d+%d", limit, over), func(t *testing.T) {
+				n := limit + over
+				c, lines := started(t, fmt.Sprintf(`echo '{"ok":1}'; head -c %d /dev/zero | tr '\0' x; echo; echo '{"ok":2}'`, n), StartOptions{MaxMessageBytes: limit})
+				err := c.Read()
+				if got := next(t, lines); got != `{"ok":1}` {
+					t.Errorf("first message %q", got)
+				}
+				var tooLarge *buffers.TooLargeError
+				if over == 0 {
+					if got := next(t, lines); len(got) != n {
+						t.Errorf("a message of the bound: read %d bytes, want %d", len(got), n)
+					}
+					if err != nil {
+						t.Errorf("Read = %v after a message of the bound", err)
+					}
+				} else if !errors.As(err, &tooLarge) {
+					t.Errorf("Read = %v, want a TooLargeError", err)
+				}
+			})
+		}
 	}
 }
 

@@ -55,8 +55,7 @@ func (c lineReader) readLine(br *bufio.Reader, exited <-chan struct{}, held *buf
 	line, err := br.ReadSlice('\n')
 	var lr buffers.LineRead
 	if !errors.Is(err, bufio.ErrBufferFull) {
-		// Its newline aside, a line read whole is bounded as a long one.
-		if len(line) > c.maxMsg+1 || (len(line) == c.maxMsg+1 && line[len(line)-1] != '\n') {
+		if c.tooLong(line) {
 			return nil, &buffers.TooLargeError{Limit: c.maxMsg}
 		}
 		if werr := c.mem.TakeWaiting(int64(len(line)), &lr, c.patience, exited); werr != nil {
@@ -72,7 +71,8 @@ func (c lineReader) readLine(br *bufio.Reader, exited <-chan struct{}, held *buf
 		if len(long)+len(line) > cap(long) {
 			grow := max(len(long)+len(line), 2*cap(long)) - cap(long)
 			grow = min(grow, c.maxMsg+1-cap(long))
-			if len(long)+len(line) > c.maxMsg || grow <= 0 {
+			// maxMsg bytes and a newline fit; tooLong checks the end.
+			if len(long)+len(line) > c.maxMsg+1 || grow <= 0 {
 				return nil, &buffers.TooLargeError{Limit: c.maxMsg}
 			}
 			if werr := c.mem.TakeWaiting(int64(grow), &lr, c.patience, exited); werr != nil {
@@ -85,9 +85,22 @@ func (c lineReader) readLine(br *bufio.Reader, exited <-chan struct{}, held *buf
 		}
 		long = append(long, line...)
 		if !errors.Is(err, bufio.ErrBufferFull) {
+			if c.tooLong(long) {
+				return nil, &buffers.TooLargeError{Limit: c.maxMsg}
+			}
 			held.Owns = true
 			return long, err
 		}
 		line, err = br.ReadSlice('\n')
 	}
+}
+
+// tooLong reports whether line, its newline aside, is longer than a
+// message may be.
+func (c lineReader) tooLong(line []byte) bool {
+	n := len(line)
+	if n > 0 && line[n-1] == '\n' {
+		n--
+	}
+	return n > c.maxMsg
 }

@@ -224,31 +224,67 @@ func waitReadable(fd int, timeout *syscall.Timeval) bool {
 }
 
 // groupHasLiving reports whether process group pgid has a member that is
-// not a zombie, from /proc (a member's state is the field after its
-// command's closing parenthesis, its group the third after that). If
-// /proc cannot be read, every member counts as living.
+// not a zombie, from /proc. A process shown as a zombie whose other
+// threads still run (its main thread exited alone) is living; so is the
+// group when /proc cannot be read or shows none of its members (another
+// pid namespace): only a group seen whole, and dead, is not.
 func groupHasLiving(pgid int) bool {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return true
 	}
 	want := strconv.Itoa(pgid)
+	seen := false
 	for _, e := range entries {
 		if c := e.Name()[0]; c < '0' || c > '9' {
 			continue
 		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue // gone meanwhile
+		state, group, ok := procState("/proc/" + e.Name() + "/stat")
+		if !ok || group != want {
+			continue // gone meanwhile, or another group's
 		}
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
+		seen = true
+		if living(state) || state == "Z" && threadsLiving("/proc/"+e.Name()+"/task") {
+			return true
 		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) >= 3 && f[2] == want && f[0] != "Z" && f[0] != "X" {
+	}
+	return !seen
+}
+
+// threadsLiving reports whether a thread listed in task (a process's
+// /proc/<pid>/task) is not a zombie.
+func threadsLiving(task string) bool {
+	threads, err := os.ReadDir(task)
+	if err != nil {
+		return false // reaped meanwhile
+	}
+	for _, th := range threads {
+		if state, _, ok := procState(task + "/" + th.Name() + "/stat"); ok && living(state) {
 			return true
 		}
 	}
 	return false
 }
+
+// procState reads a /proc stat file: the state (the field after the
+// command's closing parenthesis, which may itself hold spaces and
+// parentheses) and the process group (the third after it).
+func procState(file string) (state, group string, ok bool) {
+	stat, err := os.ReadFile(file)
+	if err != nil {
+		return "", "", false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return "", "", false
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 3 {
+		return "", "", false
+	}
+	return f[0], f[2], true
+}
+
+// living reports whether a /proc state is of a process or thread that
+// has not exited (Z: zombie, X: dead).
+func living(state string) bool { return state != "Z" && state != "X" }

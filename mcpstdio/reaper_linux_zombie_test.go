@@ -33,7 +33,20 @@ func TestGroupOfZombieHasNoLiving(t *testing.T) {
 		t.Error("a group of one zombie counts as living")
 	}
 	cmd.Wait()
-	if groupHasLiving(pgid) {
-		t.Error("a reaped group counts as living")
+	if p := (&process{pgid: pgid}); p.groupAlive() {
+		t.Error("a reaped group counts as alive")
+	}
+}
+
+// A group with a member that runs is living, whatever else is in it.
+func TestGroupWithLivingMember(t *testing.T) {
+	cmd := exec.Command("/bin/sh", "-c", "sleep 0 & exec sleep 60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	if !groupHasLiving(cmd.Process.Pid) {
+		t.Error("a group whose leader runs counts as dead")
 	}
 }

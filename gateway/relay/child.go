@@ -460,7 +460,6 @@ func (ci *childInit) parse(result []byte) error {
 	return nil
 }
 
-// stop ends the child and waits until it is reaped.
 // kill ends a target that broke the protocol, at once: a process is
 // killed (and counted as signaled, not stopped).
 func (c *child) kill() {
