@@ -44,6 +44,14 @@ type Command struct {
 	User *User
 }
 
+// The defaults of StartOptions, which the relay's Options share.
+const (
+	DefaultStderrLinesPerSecond = 100
+	DefaultStderrMaxLine        = 4096
+	DefaultMaxMessageBytes      = 64 << 20
+	DefaultHeldPatience         = time.Minute
+)
+
 // StartOptions are how a Child is started and read. The zero value is
 // usable: the defaults are the relay's.
 type StartOptions struct {
@@ -89,16 +97,16 @@ func Start(cmd *Command, opts StartOptions) (*Child, error) {
 		opts.Logger = slog.Default()
 	}
 	if opts.StderrLinesPerSecond <= 0 {
-		opts.StderrLinesPerSecond = 100
+		opts.StderrLinesPerSecond = DefaultStderrLinesPerSecond
 	}
 	if opts.StderrMaxLine <= 0 {
-		opts.StderrMaxLine = 4096
+		opts.StderrMaxLine = DefaultStderrMaxLine
 	}
 	if opts.MaxMessageBytes <= 0 {
-		opts.MaxMessageBytes = 64 << 20
+		opts.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	if opts.HeldPatience <= 0 {
-		opts.HeldPatience = time.Minute
+		opts.HeldPatience = DefaultHeldPatience
 	}
 	if opts.Mem == nil {
 		opts.Mem = buffers.New(0).Share(opts.MaxMessageBytes)

@@ -248,10 +248,10 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 		opts.Logger = slog.Default()
 	}
 	if opts.MaxMessageBytes <= 0 {
-		opts.MaxMessageBytes = 64 << 20
+		opts.MaxMessageBytes = mcpstdio.DefaultMaxMessageBytes
 	}
 	if opts.HeldPatience <= 0 {
-		opts.HeldPatience = time.Minute
+		opts.HeldPatience = mcpstdio.DefaultHeldPatience
 	}
 	if opts.Buffers == nil {
 		opts.Buffers = buffers.New(0)
@@ -275,10 +275,10 @@ func NewBackend(name string, targets []Target, opts Options) (*Backend, error) {
 		opts.StopGrace = 2 * time.Second
 	}
 	if opts.StderrLinesPerSecond <= 0 {
-		opts.StderrLinesPerSecond = 100
+		opts.StderrLinesPerSecond = mcpstdio.DefaultStderrLinesPerSecond
 	}
 	if opts.StderrMaxLine <= 0 {
-		opts.StderrMaxLine = 4096
+		opts.StderrMaxLine = mcpstdio.DefaultStderrMaxLine
 	}
 	b := &Backend{
 		name:     name,
