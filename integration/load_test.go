@@ -71,7 +71,18 @@ func TestLoad(t *testing.T) {
 	for i := range sessions {
 		wg.Go(func() {
 			hc := httpClients[i%len(clients)]
-			cs, err := mcp.NewClient(&mcp.Implementation{Name: "load"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: hc}, gatewaytest.LegacySession)
+			connect := func() (*mcp.ClientSession, error) {
+				return mcp.NewClient(&mcp.Implementation{Name: "load"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: gw.URL(3000, "/mcp"), HTTPClient: hc}, gatewaytest.LegacySession)
+			}
+			cs, err := connect()
+			if err != nil && strings.Contains(err.Error(), "connection reset by peer") {
+				// tsnet hands an accepted connection to the gateway's
+				// accept loop within a fixed second or resets it
+				// (tailscale.com v1.102.5; see the Makefile): a client
+				// tries again, as a real one would. Counted and reported.
+				retries.Add(1)
+				cs, err = connect()
+			}
 			if err != nil {
 				errs.Add(1)
 				firstErr.Do(func() { t.Errorf("session %d: %v", i, err) })
@@ -101,7 +112,7 @@ func TestLoad(t *testing.T) {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	total := sessions * calls
-	t.Logf("load: %d sessions × %d calls = %d calls in %v (%.0f calls/s), %d errors, %d retried after a closed keep-alive connection, max RSS %d MB (gateway, %d client nodes and the control server in one process; children excluded)",
+	t.Logf("load: %d sessions × %d calls = %d calls in %v (%.0f calls/s), %d errors, %d retried after a closed or reset connection, max RSS %d MB (gateway, %d client nodes and the control server in one process; children excluded)",
 		sessions, calls, total, took.Round(time.Millisecond), float64(total)/took.Seconds(), errs.Load(), retries.Load(), ru.Maxrss/1024, len(clients))
 	if errs.Load() != 0 {
 		t.Errorf("%d errors", errs.Load())
