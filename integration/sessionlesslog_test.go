@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -30,10 +31,14 @@ func TestSessionlessLogLinesOverTailnet(t *testing.T) {
 		t.Fatal(err)
 	}
 	cs.Close()
+	// The access log line is written as the call is recorded, after its
+	// answer left: wait for it.
 	var call string
-	for line := range strings.Lines(logs.String()) {
-		if strings.Contains(line, `msg="mcp call"`) && strings.Contains(line, "method=tools/call") {
-			call = line
+	for deadline := time.Now().Add(10 * time.Second); call == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for line := range strings.Lines(logs.String()) {
+			if strings.Contains(line, `msg="mcp call"`) && strings.Contains(line, "method=tools/call") {
+				call = line
+			}
 		}
 	}
 	if call == "" {
